@@ -1,0 +1,2 @@
+// attention kernels (stub)
+@compute @workgroup_size(1) fn main() {}

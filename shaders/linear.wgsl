@@ -1,0 +1,2 @@
+// linear kernels (stub)
+@compute @workgroup_size(1) fn main() {}

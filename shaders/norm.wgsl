@@ -1,0 +1,2 @@
+// norm kernels (stub)
+@compute @workgroup_size(1) fn main() {}

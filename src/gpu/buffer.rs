@@ -1,0 +1,253 @@
+//! Device tensors and the buffer pool.
+//!
+//! A `GpuTensor` is a view (element offset + shape) into a storage buffer of 4-byte elements
+//! (f32 or u32). Kernels take the offset as a parameter, so row slices and weight sub-blocks are
+//! free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
+//! dropped, the buffer goes back to the pool and the next allocation of that size takes it —
+//! also within one recording, which is safe because a queue runs its commands in order and wgpu
+//! inserts the barriers between dispatches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+#[derive(Default, Clone)]
+pub struct BufferPool {
+    free: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+}
+
+impl BufferPool {
+    /// Buffers currently idle in the pool (for tests of reuse).
+    pub fn idle_count(&self) -> usize {
+        self.free.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+    }
+}
+
+/// A buffer that returns to its pool when the last view of it is dropped.
+pub struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Option<BufferPool>,
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(buf), Some(pool)) = (self.buffer.take(), &self.pool) {
+            if let Ok(mut free) = pool.free.lock() {
+                free.entry(buf.size()).or_default().push(buf);
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GpuTensor {
+    buf: Arc<PooledBuffer>,
+    /// Offset of the first element, in 4-byte elements.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor({:?} @ {})", self.shape, self.offset)
+    }
+}
+
+impl GpuTensor {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer.as_ref().expect("buffer present until drop")
+    }
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn cols(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+    pub fn rows(&self) -> usize {
+        self.len() / self.cols().max(1)
+    }
+    /// Offset as the u32 kernels take.
+    pub fn off(&self) -> u32 {
+        self.offset as u32
+    }
+    /// Rows `start..start+len` of this tensor seen as (rows, cols).
+    pub fn rows_view(&self, start: usize, len: usize) -> GpuTensor {
+        let c = self.cols();
+        GpuTensor {
+            buf: self.buf.clone(),
+            offset: self.offset + start * c,
+            shape: vec![len, c],
+        }
+    }
+    /// Same elements, another shape.
+    pub fn reshaped(&self, shape: &[usize]) -> GpuTensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), self.len());
+        GpuTensor {
+            buf: self.buf.clone(),
+            offset: self.offset,
+            shape: shape.to_vec(),
+        }
+    }
+    /// True when both views share one buffer (used to assert in-place safety).
+    pub fn same_buffer(&self, other: &GpuTensor) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
+}
+
+fn byte_size(elements: usize) -> u64 {
+    // Round to 256 bytes so pooled sizes coincide more often; never zero-sized.
+    (((elements.max(1) * 4) as u64).div_ceil(256)) * 256
+}
+
+impl GpuContext {
+    /// Checks that `elements` 4-byte values fit one storage binding on this device.
+    pub fn check_fits(&self, name: &str, elements: usize) -> Result<()> {
+        let bytes = (elements as u64) * 4;
+        let limit = self.max_binding_bytes();
+        if bytes > limit {
+            return Err(Error::TensorTooLarge {
+                tensor: name.to_string(),
+                bytes,
+                limit,
+                hint: "reduce the number of frames (T) or tokens per frame (N), or use an adapter with a larger maxStorageBufferBindingSize".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A pooled, uninitialised tensor (contents are whatever the pool held).
+    pub fn alloc(&self, pool: &BufferPool, name: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let elements: usize = shape.iter().product();
+        self.check_fits(name, elements)?;
+        let size = byte_size(elements);
+        let reused = pool
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(&size).and_then(Vec::pop));
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size,
+                usage: STORAGE_USAGE,
+                mapped_at_creation: false,
+            }),
+        };
+        Ok(GpuTensor {
+            buf: Arc::new(PooledBuffer {
+                buffer: Some(buffer),
+                pool: Some(pool.clone()),
+            }),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Uploads 4-byte elements (f32 or u32) into a new, unpooled tensor.
+    pub fn upload<T: bytemuck::Pod>(&self, name: &str, shape: &[usize], data: &[T]) -> Result<GpuTensor> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
+        let elements: usize = shape.iter().product();
+        if elements != data.len() {
+            return Err(Error::input(format!(
+                "`{name}`: shape {shape:?} needs {elements} values, got {}",
+                data.len()
+            )));
+        }
+        self.check_fits(name, elements)?;
+        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
+        bytes.resize(byte_size(elements) as usize, 0);
+        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(name),
+            contents: &bytes,
+            usage: STORAGE_USAGE,
+        });
+        Ok(GpuTensor {
+            buf: Arc::new(PooledBuffer {
+                buffer: Some(buffer),
+                pool: None,
+            }),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Copies the given tensors to host memory with one submission (after `encoder`, if any).
+    pub async fn read_back(
+        &self,
+        encoder: Option<wgpu::CommandEncoder>,
+        tensors: &[&GpuTensor],
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut encoder = encoder.unwrap_or_else(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") })
+        });
+        let mut staging = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            let bytes = (t.len().max(1) * 4) as u64;
+            let s = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("staging"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            if t.len() > 0 {
+                encoder.copy_buffer_to_buffer(t.buffer(), t.offset as u64 * 4, &s, 0, bytes);
+            }
+            staging.push((s, t.len() * 4));
+        }
+        self.queue.submit([encoder.finish()]);
+        let mut receivers = Vec::with_capacity(staging.len());
+        for (s, _) in &staging {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            s.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            receivers.push(rx);
+        }
+        self.wait_idle()?;
+        let mut out = Vec::with_capacity(staging.len());
+        for ((s, len), rx) in staging.iter().zip(receivers) {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Error::Gpu(format!("reading results back failed: {e}"))),
+                Err(_) => {
+                    self.check()?;
+                    return Err(Error::Gpu("reading results back was cancelled".into()));
+                }
+            }
+            let view = s
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("mapping results failed: {e}")))?;
+            out.push(view[..*len].to_vec());
+            drop(view);
+            s.unmap();
+        }
+        self.check()?;
+        Ok(out)
+    }
+
+    /// Reads f32 tensors back (blocking; native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let b = pollster::block_on(self.read_back(None, &[t]))?;
+        Ok(bytemuck::pod_collect_to_vec(&b[0]))
+    }
+    /// Reads u32 tensors back (blocking; native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        let b = pollster::block_on(self.read_back(None, &[t]))?;
+        Ok(bytemuck::pod_collect_to_vec(&b[0]))
+    }
+}

@@ -1,0 +1,286 @@
+//! Shaders, the pipeline cache and the command recorder every kernel dispatches through.
+//!
+//! Binding convention shared by all WGSL files: `@group(0) @binding(0)` is a uniform `Params`
+//! struct (u32/f32 scalars only, so its layout is plain), then storage buffers at bindings
+//! 1, 2, … in the order the dispatch function passes them. Pipelines use the layout derived
+//! from the shader and are cached under a readable key: `file::entry[NAME=value,…]`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::buffer::{BufferPool, GpuTensor};
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// One WGSL file.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// All shaders shipped in `shaders/`, so a test can validate every one with naga.
+pub const ALL_SHADERS: &[&Shader] = &[
+    &super::linear::SHADER,
+    &super::norm::SHADER,
+    &super::attention::SHADER,
+    &super::topk::SHADER,
+    &super::window_pool::SHADER,
+];
+
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+pub fn pipeline_key(shader: &Shader, entry: &str, constants: &[(&str, f64)]) -> String {
+    let c: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{}::{}[{}]", shader.name, entry, c.join(","))
+}
+
+impl GpuContext {
+    /// The compute pipeline for `entry` of `shader` with the given `override` constants.
+    pub fn pipeline(
+        &self,
+        shader: &Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = pipeline_key(shader, entry, constants);
+        if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut modules = self.pipelines.modules.lock().unwrap();
+            modules
+                .entry(shader.name)
+                .or_insert_with(|| {
+                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader.name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    })
+                })
+                .clone()
+        };
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building pipeline {key} failed: {e}")));
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}
+
+/// Splits `count` workgroups over x and y so neither exceeds the device limit. Kernels rebuild
+/// the flat id as `wid.x + wid.y * nwg.x` and skip ids ≥ count.
+pub fn grid(ctx: &GpuContext, count: u32) -> [u32; 3] {
+    let max = ctx.limits.max_compute_workgroups_per_dimension.max(1);
+    if count <= max {
+        [count.max(1), 1, 1]
+    } else {
+        let y = count.div_ceil(max);
+        [count.div_ceil(y), y, 1]
+    }
+}
+
+/// Stage timing collected when a recorder profiles (native only): each `stage` call submits
+/// the work so far and waits, so stage times are real but the whole pass is slower.
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes(pub Vec<(String, f64)>);
+
+struct Profile {
+    current: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    started: std::time::Instant,
+    times: StageTimes,
+}
+
+/// Records dispatches into one command encoder; `finish` hands the encoder back for one
+/// submission together with the readback.
+pub struct Recorder<'a> {
+    pub ctx: &'a GpuContext,
+    pub pool: &'a BufferPool,
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    profile: Option<Profile>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(ctx: &'a GpuContext, pool: &'a BufferPool) -> Self {
+        Recorder {
+            ctx,
+            pool,
+            encoder: None,
+            pass: None,
+            profile: None,
+        }
+    }
+
+    /// Turns on per-stage timing (each stage boundary submits and waits).
+    pub fn with_profiling(mut self) -> Self {
+        self.profile = Some(Profile {
+            current: "start".into(),
+            #[cfg(not(target_arch = "wasm32"))]
+            started: std::time::Instant::now(),
+            times: StageTimes::default(),
+        });
+        self
+    }
+
+    pub fn alloc(&mut self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
+        self.ctx.alloc(self.pool, name, shape)
+    }
+
+    fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
+        let device = &self.ctx.device;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("linvt") })
+        })
+    }
+
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
+    /// One dispatch. `params` is the uniform `Params` struct's bytes; `buffers` bind at 1, 2, ….
+    pub fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) {
+        let mut padded = params.to_vec();
+        padded.resize(params.len().div_ceil(16).max(1) * 16, 0);
+        let uniform = self
+            .ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        if self.pass.is_none() {
+            let pass = self
+                .encoder()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        let pass = self.pass.as_mut().expect("pass just opened");
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+    }
+
+    /// Copies all of `src` into `dst` at its offset (same element count).
+    pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
+        debug_assert_eq!(src.len(), dst.len());
+        if src.is_empty() {
+            return;
+        }
+        self.end_pass();
+        let (sb, so, db, dof) = (src.buffer().clone(), src.offset, dst.buffer().clone(), dst.offset);
+        self.encoder()
+            .copy_buffer_to_buffer(&sb, so as u64 * 4, &db, dof as u64 * 4, src.len() as u64 * 4);
+    }
+
+    /// Fills a whole tensor's buffer with zeros.
+    pub fn clear(&mut self, t: &GpuTensor) {
+        self.end_pass();
+        let b = t.buffer().clone();
+        self.encoder().clear_buffer(&b, 0, None);
+    }
+
+    /// Marks the start of a named stage. When profiling, the previous stage's work is submitted,
+    /// waited for and timed.
+    pub fn stage(&mut self, name: &str) -> Result<()> {
+        if self.profile.is_none() {
+            return Ok(());
+        }
+        self.flush()?;
+        let p = self.profile.as_mut().expect("checked");
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let ms = p.started.elapsed().as_secs_f64() * 1e3;
+            if p.current != "start" {
+                p.times.0.push((p.current.clone(), ms));
+            }
+            p.started = std::time::Instant::now();
+        }
+        p.current = name.to_string();
+        Ok(())
+    }
+
+    /// Submits what was recorded so far and waits for it (native).
+    pub fn flush(&mut self) -> Result<()> {
+        self.end_pass();
+        if let Some(enc) = self.encoder.take() {
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        self.ctx.wait_idle()
+    }
+
+    /// Ends recording; the encoder (if anything was recorded) and the stage times.
+    pub fn finish(mut self) -> Result<(Option<wgpu::CommandEncoder>, StageTimes)> {
+        let times = if self.profile.is_some() {
+            self.stage("end")?;
+            self.profile.take().map(|p| p.times).unwrap_or_default()
+        } else {
+            StageTimes::default()
+        };
+        self.end_pass();
+        Ok((self.encoder.take(), times))
+    }
+
+    /// Ends recording and submits without reading anything back.
+    pub fn submit(self) -> Result<StageTimes> {
+        let ctx = self.ctx;
+        let (enc, times) = self.finish()?;
+        if let Some(enc) = enc {
+            ctx.queue.submit([enc.finish()]);
+        }
+        ctx.check()?;
+        Ok(times)
+    }
+}
