@@ -1,2 +1,265 @@
-// attention kernels (stub)
-@compute @workgroup_size(1) fn main() {}
+// Multi-head scaled-dot-product attention over strided operands (flash-style, online softmax).
+//
+// One kernel serves self-attention along either axis of a packed (T, N, 3E) qkv tensor and
+// cross-attention between separate q, k, v tensors: the element of operand X at (group g, row i,
+// head h, dim d) is X[X_off + g·X_gs + i·X_rs + h·head_dim + d].
+//
+//   out[g,i,h,:] = Σ_j softmax_j(scale · q[g,i,h,:]·k[g,j,h,:]) v[g,j,h,:]
+//
+// `attend`: a workgroup handles WG query rows of one (group, head); each invocation owns one
+// query row (q and the output accumulator live in private vec4 arrays, head_dim ≤ 256 padded to a
+// multiple of 4 with zeros). Keys are visited in tiles; with STAGE the tile's K and V rows are
+// first copied into workgroup memory (2 × 8 KiB) by the whole workgroup, otherwise every
+// invocation reads them from the storage buffers. Per tile: scores, tile max, one rescale of the
+// accumulator by exp(m_old − m_new), then the weighted sum of V (running max m and sum l in f32).
+//
+// `probs`: the softmax weights (groups, heads, q_len, kv_len), one invocation per query row, two
+// passes over the keys (running max and sum, then normalised weights).
+
+struct Params {
+    groups: u32,
+    q_len: u32,
+    kv_len: u32,
+    heads: u32,
+    head_dim: u32,
+    scale: f32,
+    q_blocks: u32,   // ceil(q_len / WG) for `attend`
+    out_off: u32,    // element offset of the output view
+    q_off: u32,
+    q_gs: u32,
+    q_rs: u32,
+    k_off: u32,
+    k_gs: u32,
+    k_rs: u32,
+    v_off: u32,
+    v_gs: u32,
+    v_rs: u32,
+    o_gs: u32,
+    o_rs: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qbuf: array<f32>;
+@group(0) @binding(2) var<storage, read> kbuf: array<f32>;
+@group(0) @binding(3) var<storage, read> vbuf: array<f32>;
+@group(0) @binding(4) var<storage, read_write> obuf: array<f32>;
+// `probs` binds (q, k, weights): its output sits at binding 3. A binding may be shared by
+// variables of different entry points (WGSL forbids that only within one entry point).
+@group(0) @binding(3) var<storage, read_write> pbuf: array<f32>;
+
+// Query rows per workgroup (one per invocation).
+override WG: u32 = 64u;
+// Stage K/V tiles in workgroup memory (true on GPUs; see src/gpu/attention.rs for lavapipe).
+override STAGE: bool = true;
+
+const MAX_HD4: u32 = 64u;          // head_dim ≤ 256
+const TILE_VEC4: u32 = 512u;       // vec4s per staged tile: 8 KiB for K plus 8 KiB for V
+const MAX_TILE_KEYS: u32 = 32u;    // keys per tile at most (size of the private score array)
+const NEG_BIG: f32 = -3.0e38;      // "minus infinity" for the running max (exp(NEG_BIG - x) = 0)
+
+var<workgroup> ktile: array<vec4<f32>, TILE_VEC4>;
+var<workgroup> vtile: array<vec4<f32>, TILE_VEC4>;
+
+// Four consecutive values starting at `base + d` of row `base`, zero past head_dim.
+fn ld_q(base: u32, d: u32) -> vec4<f32> {
+    let hd = p.head_dim;
+    let i = base + d;
+    if (d + 3u < hd) {
+        return vec4<f32>(qbuf[i], qbuf[i + 1u], qbuf[i + 2u], qbuf[i + 3u]);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (d + c < hd) { r[c] = qbuf[i + c]; }
+    }
+    return r;
+}
+
+fn ld_k(base: u32, d: u32) -> vec4<f32> {
+    let hd = p.head_dim;
+    let i = base + d;
+    if (d + 3u < hd) {
+        return vec4<f32>(kbuf[i], kbuf[i + 1u], kbuf[i + 2u], kbuf[i + 3u]);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (d + c < hd) { r[c] = kbuf[i + c]; }
+    }
+    return r;
+}
+
+fn ld_v(base: u32, d: u32) -> vec4<f32> {
+    let hd = p.head_dim;
+    let i = base + d;
+    if (d + 3u < hd) {
+        return vec4<f32>(vbuf[i], vbuf[i + 1u], vbuf[i + 2u], vbuf[i + 3u]);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (d + c < hd) { r[c] = vbuf[i + c]; }
+    }
+    return r;
+}
+
+// Start of key row j of (group, head) in kbuf / vbuf.
+fn k_row(group: u32, head: u32, j: u32) -> u32 {
+    return p.k_off + group * p.k_gs + j * p.k_rs + head * p.head_dim;
+}
+fn v_row(group: u32, head: u32, j: u32) -> u32 {
+    return p.v_off + group * p.v_gs + j * p.v_rs + head * p.head_dim;
+}
+
+@compute @workgroup_size(WG)
+fn attend(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let flat = wid.x + wid.y * nwg.x;
+    if (flat >= p.groups * p.heads * p.q_blocks) {
+        return;
+    }
+    let block = flat % p.q_blocks;
+    let gh = flat / p.q_blocks;
+    let head = gh % p.heads;
+    let group = gh / p.heads;
+    let row = block * WG + lid;
+    let live = row < p.q_len;
+    let hd4 = (p.head_dim + 3u) / 4u;
+
+    // This invocation's query row, pre-multiplied by the scale (rows past q_len repeat the last
+    // one so every read stays in bounds; their results are not written).
+    var q: array<vec4<f32>, MAX_HD4>;
+    var acc: array<vec4<f32>, MAX_HD4>;
+    let qbase = p.q_off + group * p.q_gs + min(row, p.q_len - 1u) * p.q_rs + head * p.head_dim;
+    for (var d4 = 0u; d4 < hd4; d4++) {
+        q[d4] = ld_q(qbase, d4 * 4u) * p.scale;
+        acc[d4] = vec4<f32>(0.0);
+    }
+
+    let tile = min(TILE_VEC4 / hd4, MAX_TILE_KEYS);
+    var m = NEG_BIG;   // running max of the scores
+    var l = 0.0;       // running sum of exp(score - m)
+    var s: array<f32, MAX_TILE_KEYS>;
+    for (var j0 = 0u; j0 < p.kv_len; j0 += tile) {
+        let n = min(tile, p.kv_len - j0);
+        if (STAGE) {
+            workgroupBarrier();   // everyone is done with the previous tile
+            for (var e = lid; e < n * hd4; e += WG) {
+                let j = e / hd4;
+                let d = (e % hd4) * 4u;
+                ktile[e] = ld_k(k_row(group, head, j0 + j), d);
+                vtile[e] = ld_v(v_row(group, head, j0 + j), d);
+            }
+            workgroupBarrier();
+        }
+
+        // Scores of the tile and their max.
+        var tmax = m;
+        for (var j = 0u; j < n; j++) {
+            var dv = vec4<f32>(0.0);
+            if (STAGE) {
+                let kb = j * hd4;
+                let q0 = q[j];
+                for (var d4 = 0u; d4 < hd4; d4++) {
+                    dv = fma(q0, ktile[kb + d4], dv);
+                }
+            } else {
+                let kb = k_row(group, head, j0 + j);
+                for (var d4 = 0u; d4 < hd4; d4++) {
+                    dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
+                }
+            }
+            let sj = (dv.x + dv.y) + (dv.z + dv.w);
+            s[j] = sj;
+            tmax = max(tmax, sj);
+        }
+
+        // Rescale what was accumulated under the old max, then add this tile's weighted values.
+        let corr = exp(m - tmax);
+        l = l * corr;
+        for (var j = 0u; j < n; j++) {
+            let pj = exp(s[j] - tmax);
+            s[j] = pj;
+            l += pj;
+        }
+        for (var d4 = 0u; d4 < hd4; d4++) {
+            var a = acc[d4] * corr;
+            if (STAGE) {
+                for (var j = 0u; j < n; j++) {
+                    a = fma(vec4<f32>(s[j]), vtile[j * hd4 + d4], a);
+                }
+            } else {
+                for (var j = 0u; j < n; j++) {
+                    a = fma(vec4<f32>(s[j]), ld_v(v_row(group, head, j0 + j), d4 * 4u), a);
+                }
+            }
+            acc[d4] = a;
+        }
+        m = tmax;
+    }
+
+    if (live) {
+        let inv = 1.0 / l;
+        let obase = p.out_off + group * p.o_gs + row * p.o_rs + head * p.head_dim;
+        for (var d = 0u; d < p.head_dim; d++) {
+            obuf[obase + d] = acc[d / 4u][d % 4u] * inv;
+        }
+    }
+}
+
+// Softmax weights: pbuf[out_off + ((g·heads + h)·q_len + i)·kv_len + j], one invocation per
+// (group, head, query row).
+@compute @workgroup_size(64)
+fn probs(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let flat = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (flat >= p.groups * p.heads * p.q_len) {
+        return;
+    }
+    let row = flat % p.q_len;
+    let gh = flat / p.q_len;
+    let head = gh % p.heads;
+    let group = gh / p.heads;
+    let hd4 = (p.head_dim + 3u) / 4u;
+
+    var q: array<vec4<f32>, MAX_HD4>;
+    let qbase = p.q_off + group * p.q_gs + row * p.q_rs + head * p.head_dim;
+    for (var d4 = 0u; d4 < hd4; d4++) {
+        q[d4] = ld_q(qbase, d4 * 4u) * p.scale;
+    }
+
+    // Pass 1: running max and sum.
+    var m = NEG_BIG;
+    var l = 0.0;
+    for (var j = 0u; j < p.kv_len; j++) {
+        let kb = k_row(group, head, j);
+        var dv = vec4<f32>(0.0);
+        for (var d4 = 0u; d4 < hd4; d4++) {
+            dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
+        }
+        let sj = (dv.x + dv.y) + (dv.z + dv.w);
+        if (sj > m) {
+            l = l * exp(m - sj) + 1.0;
+            m = sj;
+        } else {
+            l += exp(sj - m);
+        }
+    }
+
+    // Pass 2: normalised weights.
+    let inv = 1.0 / l;
+    let obase = p.out_off + flat * p.kv_len;
+    for (var j = 0u; j < p.kv_len; j++) {
+        let kb = k_row(group, head, j);
+        var dv = vec4<f32>(0.0);
+        for (var d4 = 0u; d4 < hd4; d4++) {
+            dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
+        }
+        let sj = (dv.x + dv.y) + (dv.z + dv.w);
+        pbuf[obase + j] = exp(sj - m) * inv;
+    }
+}

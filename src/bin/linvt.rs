@@ -1,1 +1,211 @@
-fn main(){}
+//! `linvt` command-line program: info, condense, bench, demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use linvt::gpu::{GpuContext, GpuOptions};
+use linvt::weights::TensorStore;
+use linvt::{CondenseOptions, ConfigPatch, Device, Linvt};
+
+#[derive(Parser)]
+#[command(name = "linvt", version, about = "LinVT video-token condensation on any GPU (wgpu) or the CPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchShape {
+    Official,
+    Paper,
+    Small,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every GPU adapter with its backend, type, features and key limits.
+    Info,
+    /// Condense video tokens with LinVT weights.
+    Condense {
+        /// LinVT weights: a .safetensors file or a model directory.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Input safetensors with `input.video` (T,N,C) and `input.text` (L,C).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output safetensors: `output`, `selected_indices`, `scores`.
+        #[arg(long)]
+        output: PathBuf,
+        /// `official` (the released module) or `paper`.
+        #[arg(long)]
+        preset: Option<String>,
+        /// A JSON file with LinVT config fields.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: Backend,
+        #[arg(long)]
+        num_heads: Option<usize>,
+        #[arg(long)]
+        num_layers: Option<usize>,
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Multi-C query split, e.g. 64,32,16.
+        #[arg(long, value_delimiter = ',')]
+        queries_per_scale: Option<Vec<usize>>,
+    },
+    /// Time each kernel and forward stage against the device's best matmul rate.
+    Bench {
+        #[arg(long, value_enum, default_value = "small")]
+        shape: BenchShape,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Condense a synthetic clip with seeded weights on the GPU and the CPU; no files needed.
+    Demo {
+        /// Where to write the picture of selected (frame, token) cells.
+        #[arg(long, default_value = "linvt-demo.png")]
+        png: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> linvt::Result<()> {
+    match cmd {
+        Command::Info => info(),
+        Command::Condense {
+            weights,
+            input,
+            output,
+            preset,
+            config,
+            backend,
+            num_heads,
+            num_layers,
+            top_k,
+            queries_per_scale,
+        } => {
+            let flags = ConfigPatch {
+                preset,
+                num_heads,
+                num_layers,
+                top_k,
+                queries_per_scale,
+                ..Default::default()
+            };
+            let file = match &config {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p).map_err(|e| linvt::Error::io(p, e))?;
+                    ConfigPatch::from_json(&text, &p.display().to_string())?
+                }
+                None => ConfigPatch::default(),
+            };
+            condense(&weights, &input, &output, &flags.over(&file), backend)
+        }
+        Command::Bench { shape, json } => {
+            let shape = match shape {
+                BenchShape::Official => linvt::bench::BenchShape::official(),
+                BenchShape::Paper => linvt::bench::BenchShape::paper(),
+                BenchShape::Small => linvt::bench::BenchShape::small(),
+            };
+            let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
+            let report = linvt::bench::run(&ctx, &shape, !json)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                linvt::bench::print_table(&report);
+            }
+            Ok(())
+        }
+        Command::Demo { png } => linvt::demo::run(&png),
+    }
+}
+
+fn info() -> linvt::Result<()> {
+    let adapters = pollster::block_on(linvt::gpu::list_adapters(&GpuOptions::from_env()))?;
+    if adapters.is_empty() {
+        println!("no GPU adapters found.");
+        println!("On a machine without a GPU: `apt-get install mesa-vulkan-drivers` provides lavapipe, a Vulkan driver on the CPU.");
+        return Ok(());
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        let l = &a.limits;
+        println!("adapter {i}: {}", a.name);
+        println!("  backend: {}   type: {}   driver: {}", a.backend, a.device_type, a.driver);
+        println!("  features: {}", if a.features.is_empty() { "(none of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY)".to_string() } else { a.features.join(", ") });
+        println!("  max storage binding: {} MiB   max buffer: {} MiB", l.max_storage_buffer_binding_size / (1 << 20), l.max_buffer_size / (1 << 20));
+        println!(
+            "  workgroup storage: {} KiB   invocations/workgroup: {}   workgroups/dim: {}",
+            l.max_compute_workgroup_storage_size / 1024,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension
+        );
+    }
+    Ok(())
+}
+
+fn condense(weights: &PathBuf, input: &PathBuf, output: &PathBuf, patch: &ConfigPatch, backend: Backend) -> linvt::Result<()> {
+    let store = TensorStore::open(weights)?;
+    let (mut model, report) = Linvt::from_store(&store, patch)?;
+    if !report.unused.is_empty() {
+        eprintln!(
+            "warning: {} tensor(s) in {} are not used by this configuration: {}",
+            report.unused.len(),
+            weights.display(),
+            report.unused.join(", ")
+        );
+    }
+    let inputs = TensorStore::open(input)?;
+    let (video, text) = linvt::io::condense_inputs(&inputs)?;
+    let device = match backend {
+        Backend::Cpu => Device::Cpu,
+        Backend::Gpu => {
+            model.attach_gpu(GpuContext::new_blocking(&GpuOptions::from_env())?)?;
+            Device::Gpu
+        }
+    };
+    let c = model.condense(device, &video, &text, &CondenseOptions::default())?;
+    if c.k < c.k_requested {
+        eprintln!(
+            "note: top_k {} exceeds the clip's {} tokens ({} frames × {}); selecting all {}",
+            c.k_requested,
+            c.frames * c.tokens,
+            c.frames,
+            c.tokens,
+            c.k
+        );
+    }
+    linvt::io::write_condense_output(output, &c, model.config())?;
+    eprintln!(
+        "condensed {} frames × {} tokens → {} tokens ({} preset, {} on {}) → {}",
+        c.frames,
+        c.tokens,
+        c.output.rows(),
+        model.config().preset,
+        match c.device {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        },
+        c.adapter,
+        output.display()
+    );
+    Ok(())
+}

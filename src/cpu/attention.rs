@@ -1,4 +1,12 @@
-//! CPU twin of the attention kernel. (stub: to be written)
+//! CPU twin of the attention kernel: multi-head scaled-dot-product attention over strided
+//! operands, so one function serves self-attention along either axis of a (T, N, 3E) packed qkv
+//! tensor and cross-attention between separate q, k, v tensors.
+//!
+//! Semantics (shared with `shaders/attention.wgsl`): for every group g, query row i < q_len and
+//! head h, with q_i = q[g,i,h,:], k_j = k[g,j,h,:], v_j = v[g,j,h,:] (head_dim values each),
+//!   out[g,i,h,:] = Σ_j p_j v_j,  p = softmax_j(scale · q_i·k_j)  (max subtracted, f32).
+//! The element of operand X at (g, i, h, d) is X[offset + g·group_stride + i·row_stride +
+//! h·head_dim + d].
 
 /// Which axis of a (T, N, ·) tensor a self-attention runs along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +24,14 @@ pub struct Operand {
     pub offset: usize,
     pub group_stride: usize,
     pub row_stride: usize,
+}
+
+impl Operand {
+    /// Element index of (group, row, head, dim 0).
+    #[inline]
+    pub fn at(&self, group: usize, row: usize, head: usize, head_dim: usize) -> usize {
+        self.offset + group * self.group_stride + row * self.row_stride + head * head_dim
+    }
 }
 
 /// out[g, i, h] = Σ_j softmax_j(scale · q[g,i,h]·k[g,j,h]) v[g,j,h] for every group g, query row
@@ -37,25 +53,193 @@ pub struct AttnGeometry {
 impl AttnGeometry {
     /// Self-attention along `axis` of a packed qkv tensor (T, N, 3E) = [q | k | v] per row,
     /// writing (T, N, E). Scale 1/√(E/heads).
-    pub fn along_axis(frames: usize, tokens: usize, embed: usize, heads: usize, axis: Axis) -> Self {
-        let _ = (frames, tokens, embed, heads, axis);
-        unimplemented!("AttnGeometry::along_axis")
+    pub fn along_axis(
+        frames: usize,
+        tokens: usize,
+        embed: usize,
+        heads: usize,
+        axis: Axis,
+    ) -> Self {
+        let e = embed;
+        let head_dim = if heads == 0 { 0 } else { e / heads };
+        // (group stride, row stride) of the packed input and of the output.
+        let ((in_gs, in_rs), (out_gs, out_rs), groups, len) = match axis {
+            // One group per token position n; the sequence runs over the frames t.
+            Axis::Frames => ((3 * e, tokens * 3 * e), (e, tokens * e), tokens, frames),
+            // One group per frame t; the sequence runs over the tokens n.
+            Axis::Tokens => ((tokens * 3 * e, 3 * e), (tokens * e, e), frames, tokens),
+        };
+        let op = |offset| Operand {
+            offset,
+            group_stride: in_gs,
+            row_stride: in_rs,
+        };
+        AttnGeometry {
+            groups,
+            q_len: len,
+            kv_len: len,
+            heads,
+            head_dim,
+            scale: pytorch_scale(head_dim),
+            q: op(0),
+            k: op(e),
+            v: op(2 * e),
+            out: Operand {
+                offset: 0,
+                group_stride: out_gs,
+                row_stride: out_rs,
+            },
+        }
     }
+
     /// Cross-attention: q (q_len, E), k and v (kv_len, E), out (q_len, E). Scale 1/√(E/heads).
     pub fn cross(q_len: usize, kv_len: usize, embed: usize, heads: usize) -> Self {
-        let _ = (q_len, kv_len, embed, heads);
-        unimplemented!("AttnGeometry::cross")
+        let head_dim = if heads == 0 { 0 } else { embed / heads };
+        let op = |rows: usize| Operand {
+            offset: 0,
+            group_stride: rows * embed,
+            row_stride: embed,
+        };
+        AttnGeometry {
+            groups: 1,
+            q_len,
+            kv_len,
+            heads,
+            head_dim,
+            scale: pytorch_scale(head_dim),
+            q: op(q_len),
+            k: op(kv_len),
+            v: op(kv_len),
+            out: op(q_len),
+        }
     }
+
+    /// Floating-point operations of one attention call (QKᵀ and PV, 2 flops per multiply-add).
+    pub fn flops(&self) -> f64 {
+        4.0 * (self.groups * self.heads * self.q_len * self.kv_len * self.head_dim) as f64
+    }
+}
+
+/// PyTorch `MultiheadAttention` scales the logits by 1/√head_dim.
+fn pytorch_scale(head_dim: usize) -> f32 {
+    if head_dim == 0 {
+        1.0
+    } else {
+        1.0 / (head_dim as f32).sqrt()
+    }
+}
+
+/// Dot product with 8 independent partial sums, so the compiler can vectorise it.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, at) = a.split_at(a.len() / 8 * 8);
+    let (bc, bt) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    s
+}
+
+/// Softmax of `scale · q·k_j` over the keys of (group, head) for one query row, into `p`.
+fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32], p: &mut [f32]) {
+    let hd = g.head_dim;
+    let mut max = f32::NEG_INFINITY;
+    for (j, pj) in p.iter_mut().enumerate() {
+        let kj = &k[g.k.at(group, j, head, hd)..][..hd];
+        *pj = g.scale * dot(qrow, kj);
+        max = max.max(*pj);
+    }
+    let mut sum = 0f32;
+    for pj in p.iter_mut() {
+        *pj = (*pj - max).exp();
+        sum += *pj;
+    }
+    let inv = 1.0 / sum;
+    for pj in p.iter_mut() {
+        *pj *= inv;
+    }
+}
+
+/// Runs `work(group) -> Vec<f32>` for every group on a few threads; results in group order.
+fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync) -> Vec<Vec<f32>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(groups)
+        .max(1);
+    if threads == 1 {
+        return (0..groups).map(&work).collect();
+    }
+    let chunk = groups.div_ceil(threads);
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let end = ((t + 1) * chunk).min(groups);
+                    (t * chunk..end).map(work).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("attention worker panicked"))
+            .collect()
+    })
 }
 
 /// Writes the attention output into `out` at the places `g.out` names.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
-    let _ = (q, k, v, out, g);
-    unimplemented!("cpu::attention")
+    let hd = g.head_dim;
+    // Each group's output, (q_len, heads, head_dim), computed in parallel, scattered afterwards.
+    let results = per_group(g.groups, |group| {
+        let mut res = vec![0f32; g.q_len * g.heads * hd];
+        let mut p = vec![0f32; g.kv_len];
+        for i in 0..g.q_len {
+            for h in 0..g.heads {
+                let qrow = &q[g.q.at(group, i, h, hd)..][..hd];
+                row_probs(k, g, group, h, qrow, &mut p);
+                let o = &mut res[(i * g.heads + h) * hd..][..hd];
+                for (j, &pj) in p.iter().enumerate() {
+                    let vj = &v[g.v.at(group, j, h, hd)..][..hd];
+                    for (od, &vd) in o.iter_mut().zip(vj) {
+                        *od += pj * vd;
+                    }
+                }
+            }
+        }
+        res
+    });
+    for (group, res) in results.iter().enumerate() {
+        for i in 0..g.q_len {
+            for h in 0..g.heads {
+                let src = &res[(i * g.heads + h) * hd..][..hd];
+                out[g.out.at(group, i, h, hd)..][..hd].copy_from_slice(src);
+            }
+        }
+    }
 }
 
 /// The softmax weights, laid out (groups, heads, q_len, kv_len).
 pub fn attention_probs(q: &[f32], k: &[f32], g: &AttnGeometry) -> Vec<f32> {
-    let _ = (q, k, g);
-    unimplemented!("cpu::attention_probs")
+    let hd = g.head_dim;
+    let results = per_group(g.groups, |group| {
+        let mut res = vec![0f32; g.heads * g.q_len * g.kv_len];
+        for h in 0..g.heads {
+            for i in 0..g.q_len {
+                let qrow = &q[g.q.at(group, i, h, hd)..][..hd];
+                let p = &mut res[(h * g.q_len + i) * g.kv_len..][..g.kv_len];
+                row_probs(k, g, group, h, qrow, p);
+            }
+        }
+        res
+    });
+    results.concat()
 }

@@ -1,8 +1,293 @@
-//! GPU attention kernel family. (stub: to be written)
+//! GPU attention kernel family (`shaders/attention.wgsl`): flash-style multi-head attention over
+//! strided operands, and the softmax weights for provenance. Geometry and semantics are those of
+//! the CPU twin, `crate::cpu::attention`; operand offsets in the geometry are relative to each
+//! tensor's own view offset.
 
-use super::kernel::Shader;
+use super::buffer::GpuTensor;
+use super::kernel::{grid, Recorder, Shader};
+use crate::cpu::attention::{AttnGeometry, Operand};
+use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "attention",
     source: include_str!("../../shaders/attention.wgsl"),
 };
+
+/// Largest head dimension the kernel supports (the private accumulator holds 256 values).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Workgroup size of the `probs` entry point (fixed in the WGSL).
+const PROBS_WG: usize = 64;
+
+/// Must match `Params` in shaders/attention.wgsl field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    groups: u32,
+    q_len: u32,
+    kv_len: u32,
+    heads: u32,
+    head_dim: u32,
+    scale: f32,
+    q_blocks: u32,
+    out_off: u32,
+    q_off: u32,
+    q_gs: u32,
+    q_rs: u32,
+    k_off: u32,
+    k_gs: u32,
+    k_rs: u32,
+    v_off: u32,
+    v_gs: u32,
+    v_rs: u32,
+    o_gs: u32,
+    o_rs: u32,
+    _pad: u32,
+}
+
+/// Tunables of the `attend` entry point for one adapter and shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttendTuning {
+    /// Query rows per workgroup (one invocation each).
+    pub wg: u32,
+    /// Stage K/V tiles through workgroup memory.
+    pub stage: bool,
+}
+
+impl AttendTuning {
+    /// The choice for this adapter and query length.
+    ///
+    /// Real GPUs: 64 query rows per workgroup (32 when there are fewer rows, so short sequences
+    /// such as attention along 16 frames do not idle half the workgroup), K/V staged in
+    /// workgroup memory (the ORT WebGPU flash-attention layout). lavapipe (a CPU): measured with
+    /// examples/attn_perf.rs; see the numbers in the comment of `for_cpu`.
+    pub fn choose(is_cpu: bool, q_len: usize) -> Self {
+        if is_cpu {
+            Self::for_cpu(q_len)
+        } else {
+            AttendTuning {
+                wg: if q_len <= 32 { 32 } else { 64 },
+                stage: true,
+            }
+        }
+    }
+
+    fn for_cpu(q_len: usize) -> Self {
+        AttendTuning {
+            wg: (q_len.next_power_of_two() as u32).clamp(8, 64),
+            stage: true,
+        }
+    }
+}
+
+/// Checked `a * b + c` in u128 (geometry values come from callers and may be absurd).
+fn max_index(op: &Operand, groups: usize, rows: usize, width: usize) -> u128 {
+    op.offset as u128
+        + (groups.max(1) - 1) as u128 * op.group_stride as u128
+        + (rows.max(1) - 1) as u128 * op.row_stride as u128
+        + width as u128
+}
+
+/// Checks that every element `op` addresses for `groups × rows` rows of `width` values lies
+/// inside the view `t`, and returns (absolute offset, group stride, row stride) as u32.
+fn operand(
+    name: &str,
+    t: &GpuTensor,
+    op: &Operand,
+    groups: usize,
+    rows: usize,
+    width: usize,
+) -> Result<(u32, u32, u32)> {
+    if width > t.cols() {
+        return Err(Error::input(format!(
+            "attention: heads·head_dim = {width} exceeds the row width {} of `{name}` (shape {:?})",
+            t.cols(),
+            t.shape
+        )));
+    }
+    let end = max_index(op, groups, rows, width);
+    if end > t.len() as u128 {
+        return Err(Error::input(format!(
+            "attention: the geometry of `{name}` (offset {}, group stride {}, row stride {}, {groups} groups × {rows} rows × {width} values) reaches element {} but the view {:?} holds {}",
+            op.offset,
+            op.group_stride,
+            op.row_stride,
+            end - 1,
+            t.shape,
+            t.len()
+        )));
+    }
+    // In bounds, so every used term fits the view; a stride that is never used may be huge.
+    let stride = |s: usize, count: usize| if count <= 1 { 0 } else { s as u32 };
+    let abs = t.offset as u128 + op.offset as u128;
+    let abs = u32::try_from(abs)
+        .map_err(|_| Error::input(format!("attention: `{name}` starts past 2^32 elements")))?;
+    Ok((
+        abs,
+        stride(op.group_stride, groups),
+        stride(op.row_stride, rows),
+    ))
+}
+
+fn check_geometry(g: &AttnGeometry) -> Result<()> {
+    if g.head_dim == 0 || g.head_dim > MAX_HEAD_DIM {
+        return Err(Error::input(format!(
+            "attention: head_dim {} is not supported; it must be 1..={MAX_HEAD_DIM} (embedding width / heads)",
+            g.head_dim
+        )));
+    }
+    if g.kv_len == 0 {
+        return Err(Error::input(
+            "attention: there are no keys (kv_len = 0); softmax over nothing is undefined",
+        ));
+    }
+    if g.heads == 0 {
+        return Err(Error::input("attention: heads must be at least 1"));
+    }
+    if !g.scale.is_finite() {
+        return Err(Error::input(format!(
+            "attention: scale {} is not finite",
+            g.scale
+        )));
+    }
+    let work = g.groups as u128 * g.heads as u128 * g.q_len.max(g.kv_len) as u128;
+    if work > u32::MAX as u128 {
+        return Err(Error::input(format!(
+            "attention: {} groups × {} heads × {} rows is too many for one dispatch",
+            g.groups,
+            g.heads,
+            g.q_len.max(g.kv_len)
+        )));
+    }
+    Ok(())
+}
+
+/// Validates `g` against the tensors and fills the kernel parameters (out's fields zero when
+/// `out` is None).
+fn params(
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: Option<&GpuTensor>,
+    out: Option<&GpuTensor>,
+    g: &AttnGeometry,
+) -> Result<Params> {
+    check_geometry(g)?;
+    let width = g.heads * g.head_dim;
+    let (q_off, q_gs, q_rs) = operand("q", q, &g.q, g.groups, g.q_len, width)?;
+    let (k_off, k_gs, k_rs) = operand("k", k, &g.k, g.groups, g.kv_len, width)?;
+    let (v_off, v_gs, v_rs) = match v {
+        Some(v) => operand("v", v, &g.v, g.groups, g.kv_len, width)?,
+        None => (0, 0, 0),
+    };
+    let (out_off, o_gs, o_rs) = match out {
+        Some(o) => operand("out", o, &g.out, g.groups, g.q_len, width)?,
+        None => (0, 0, 0),
+    };
+    Ok(Params {
+        groups: g.groups as u32,
+        q_len: g.q_len as u32,
+        kv_len: g.kv_len as u32,
+        heads: g.heads as u32,
+        head_dim: g.head_dim as u32,
+        scale: g.scale,
+        q_blocks: 0,
+        out_off,
+        q_off,
+        q_gs,
+        q_rs,
+        k_off,
+        k_gs,
+        k_rs,
+        v_off,
+        v_gs,
+        v_rs,
+        o_gs,
+        o_rs,
+        _pad: 0,
+    })
+}
+
+/// Multi-head attention `out = softmax(scale·q·kᵀ)·v` over the strided operands `g` names (see
+/// `AttnGeometry`); q, k and v may be views of one tensor (packed qkv). `out` must live in
+/// another buffer.
+pub fn attention(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    g: &AttnGeometry,
+) -> Result<()> {
+    attention_tuned(rec, q, k, v, out, g, None)
+}
+
+/// `attention` with explicit tunables (None: `AttendTuning::choose` for this adapter); for
+/// benchmarks and tests of both code paths.
+pub fn attention_tuned(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    g: &AttnGeometry,
+    tuning: Option<AttendTuning>,
+) -> Result<()> {
+    if [q, k, v].iter().any(|t| t.same_buffer(out)) {
+        return Err(Error::input(
+            "attention: `out` must not share a buffer with q, k or v",
+        ));
+    }
+    let mut p = params(q, k, Some(v), Some(out), g)?;
+    if g.groups == 0 || g.q_len == 0 {
+        return Ok(());
+    }
+    let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let t = tuning.unwrap_or_else(|| AttendTuning::choose(is_cpu, g.q_len));
+    p.q_blocks = g.q_len.div_ceil(t.wg as usize) as u32;
+    let pipeline = rec.ctx.pipeline(
+        &SHADER,
+        "attend",
+        &[
+            ("WG", t.wg as f64),
+            ("STAGE", if t.stage { 1.0 } else { 0.0 }),
+        ],
+    )?;
+    let workgroups = p.groups * p.heads * p.q_blocks;
+    let wg = grid(rec.ctx, workgroups);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&p),
+        &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
+        wg,
+    );
+    Ok(())
+}
+
+/// The softmax weights softmax_j(scale·q_i·k_j) of every (group, head, query row), as a new
+/// tensor (groups, heads, q_len, kv_len).
+pub fn attention_probs(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    g: &AttnGeometry,
+) -> Result<GpuTensor> {
+    let p = params(q, k, None, None, g)?;
+    let out = rec.alloc("attention_probs", &[g.groups, g.heads, g.q_len, g.kv_len])?;
+    let rows = g.groups * g.heads * g.q_len;
+    if rows == 0 {
+        return Ok(out);
+    }
+    let p = Params {
+        out_off: out.off(),
+        ..p
+    };
+    let pipeline = rec.ctx.pipeline(&SHADER, "probs", &[])?;
+    let wg = grid(rec.ctx, rows.div_ceil(PROBS_WG) as u32);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&p),
+        &[q.buffer(), k.buffer(), out.buffer()],
+        wg,
+    );
+    Ok(out)
+}

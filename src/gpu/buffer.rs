@@ -90,6 +90,14 @@ impl GpuTensor {
             shape: vec![len, c],
         }
     }
+    /// Elements `start..start+len` as a 1-D view.
+    pub fn slice(&self, start: usize, len: usize) -> GpuTensor {
+        GpuTensor {
+            buf: self.buf.clone(),
+            offset: self.offset + start,
+            shape: vec![len],
+        }
+    }
     /// Same elements, another shape.
     pub fn reshaped(&self, shape: &[usize]) -> GpuTensor {
         debug_assert_eq!(shape.iter().product::<usize>(), self.len());

@@ -1,8 +1,95 @@
-//! GPU norm kernel family. (stub: to be written)
+//! GPU norm kernel family: LayerNorm with a fused residual add (`shaders/norm.wgsl`).
 
-use super::kernel::Shader;
+use super::buffer::GpuTensor;
+use super::kernel::{grid, Recorder, Shader};
+use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "norm",
     source: include_str!("../../shaders/norm.wgsl"),
 };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    x_off: u32,
+    r_off: u32,
+    g_off: u32,
+    b_off: u32,
+    y_off: u32,
+    has_residual: u32,
+    eps: f32,
+}
+
+/// Invocations per row (a power of two). llvmpipe runs a workgroup's invocations as loops over
+/// 8-wide SIMD chunks and every barrier is a coroutine switch, so a small group is cheaper
+/// there; real GPUs want enough threads per row to hide memory latency.
+fn workgroup_size(rec: &Recorder) -> u32 {
+    if rec.ctx.info.device_type == wgpu::DeviceType::Cpu {
+        64
+    } else {
+        256
+    }
+}
+
+/// y = LayerNorm(x + residual) · gamma + beta over the last axis of `x` (seen as rows × cols),
+/// biased variance, `eps` inside the square root. Output: a new (rows, cols) tensor.
+pub fn layer_norm(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    residual: Option<&GpuTensor>,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    eps: f32,
+) -> Result<GpuTensor> {
+    let (rows, cols) = (x.rows(), x.cols());
+    if cols == 0 {
+        return Err(Error::input(format!("layer_norm: x {:?} has no columns", x.shape)));
+    }
+    if gamma.len() != cols || beta.len() != cols {
+        return Err(Error::input(format!(
+            "layer_norm: gamma {:?} and beta {:?} must hold {cols} values (the last axis of x {:?})",
+            gamma.shape, beta.shape, x.shape
+        )));
+    }
+    if let Some(r) = residual {
+        if r.len() != x.len() || r.cols() != cols {
+            return Err(Error::input(format!(
+                "layer_norm: residual {:?} does not match x {:?}",
+                r.shape, x.shape
+            )));
+        }
+    }
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(Error::input(format!("layer_norm: eps must be finite and ≥ 0, got {eps}")));
+    }
+    let out = rec.alloc("layer_norm.out", &[rows, cols])?;
+    if rows == 0 {
+        return Ok(out);
+    }
+    let wg = workgroup_size(rec);
+    let pipeline = rec.ctx.pipeline(&SHADER, "layer_norm", &[("WG", wg as f64)])?;
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        x_off: x.off(),
+        r_off: residual.map_or(0, |r| r.off()),
+        g_off: gamma.off(),
+        b_off: beta.off(),
+        y_off: out.off(),
+        has_residual: residual.is_some() as u32,
+        eps,
+    };
+    // Without a residual the slot is bound to x (never read).
+    let r_buf = residual.unwrap_or(x).buffer();
+    let g = grid(rec.ctx, rows as u32);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&params),
+        &[x.buffer(), r_buf, gamma.buffer(), beta.buffer(), out.buffer()],
+        g,
+    );
+    Ok(out)
+}

@@ -1,0 +1,368 @@
+//! `linvt bench`: each kernel's and each forward stage's time and achieved GFLOP/s, next to the
+//! device's best matmul rate measured in the same run (the ratio is the figure that survives
+//! noisy, shared machines).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{LinvtConfig, Preset};
+use crate::cpu::attention::{AttnGeometry, Axis};
+use crate::cpu::topk::TopKOrder;
+use crate::error::Result;
+use crate::gpu::{self, BufferPool, GpuContext, GpuTensor, Recorder};
+use crate::linvt::forward::plan_runs;
+use crate::linvt::{CondenseOptions, Linvt, LinvtParams};
+use crate::rand::SeededRng;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct BenchShape {
+    pub name: &'static str,
+    pub preset: Preset,
+    pub frames: usize,
+    pub tokens: usize,
+    pub embed: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub top_k: usize,
+    pub queries: usize,
+    pub queries_per_scale: Option<Vec<usize>>,
+    pub text_len: usize,
+}
+
+impl BenchShape {
+    /// The released module's configuration on a 16-frame clip (InternVL2-1B/Qwen2-0.5B width).
+    pub fn official() -> Self {
+        BenchShape {
+            name: "official",
+            preset: Preset::Official,
+            frames: 16,
+            tokens: 256,
+            embed: 896,
+            heads: 4,
+            layers: 8,
+            top_k: 1024,
+            queries: 64,
+            queries_per_scale: None,
+            text_len: 64,
+        }
+    }
+    /// The paper's configuration (8 heads, 4 layers, k 2048, 64/32/16 queries) on 8 frames.
+    pub fn paper() -> Self {
+        BenchShape {
+            name: "paper",
+            preset: Preset::Paper,
+            frames: 8,
+            tokens: 256,
+            embed: 896,
+            heads: 8,
+            layers: 4,
+            top_k: 2048,
+            queries: 112,
+            queries_per_scale: Some(vec![64, 32, 16]),
+            text_len: 64,
+        }
+    }
+    /// A quick shape for smoke runs.
+    pub fn small() -> Self {
+        BenchShape {
+            name: "small",
+            preset: Preset::Official,
+            frames: 4,
+            tokens: 64,
+            embed: 128,
+            heads: 4,
+            layers: 2,
+            top_k: 128,
+            queries: 16,
+            queries_per_scale: None,
+            text_len: 16,
+        }
+    }
+
+    pub fn config(&self) -> LinvtConfig {
+        let mut c = LinvtConfig::preset(self.preset, self.embed);
+        c.num_heads = self.heads;
+        c.num_layers = self.layers;
+        c.top_k = self.top_k;
+        if self.queries_per_scale.is_some() {
+            c.queries_per_scale = self.queries_per_scale.clone();
+        }
+        c
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "T{} N{} E{} h{} L{} k{} Q{} text{} ({})",
+            self.frames, self.tokens, self.embed, self.heads, self.layers, self.top_k, self.queries, self.text_len, self.name
+        )
+    }
+
+    /// Seeded model and inputs for this shape.
+    pub fn model_and_inputs(&self, seed: u64) -> Result<(Linvt, Tensor, Tensor)> {
+        let cfg = self.config();
+        let params = LinvtParams::seeded(&cfg, self.queries, seed);
+        let model = Linvt::new(cfg, params)?;
+        let mut rng = SeededRng::new(seed + 1);
+        let video = Tensor::new(
+            vec![self.frames, self.tokens, self.embed],
+            rng.vec(self.frames * self.tokens * self.embed, 1.0),
+        )?;
+        let text = Tensor::new(vec![self.text_len, self.embed], rng.vec(self.text_len * self.embed, 1.0))?;
+        Ok((model, video, text))
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelTiming {
+    pub name: String,
+    pub shape: String,
+    pub ms: f64,
+    pub gflops: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StageTiming {
+    pub name: String,
+    pub ms: f64,
+    pub gflops: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ForwardTiming {
+    pub shape: String,
+    pub gflop: f64,
+    pub ms: f64,
+    pub stages: Vec<StageTiming>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub backend: String,
+    pub device_matmul_gflops: f64,
+    pub kernels: Vec<KernelTiming>,
+    pub forward: ForwardTiming,
+}
+
+/// Analytic FLOPs of each forward stage, by the stage names the forward marks.
+pub fn forward_flops(cfg: &LinvtConfig, frames: usize, tokens: usize, text_len: usize, queries: usize) -> Result<Vec<(String, f64)>> {
+    let (t, n, e) = (frames as f64, tokens as f64, cfg.embed_size as f64);
+    let tn = t * n;
+    let k = cfg.top_k.min(frames * tokens);
+    let mut stages = Vec::new();
+    // in_proj (3E) + out_proj (E) GEMMs, plus QKᵀ and PV along each axis (4·TN·len·E).
+    let mha = |len: f64| 2.0 * tn * e * 3.0 * e + 2.0 * tn * e * e + 4.0 * tn * len * e;
+    for i in 0..cfg.num_layers {
+        stages.push((format!("svr.layer{i}"), mha(t) + mha(n)));
+    }
+    stages.push(("score+topk".into(), 2.0 * tn * e));
+    stages.push(("pool".into(), 0.0));
+    let (_, runs, _) = plan_runs(cfg, k, queries)?;
+    let l = text_len as f64;
+    let mut tta = vec![0.0; cfg.num_layers];
+    let mut linagg = 0.0;
+    for run in &runs {
+        let (q, s) = (run.queries.1 as f64, run.tokens.1 as f64);
+        let self_attn = match cfg.query_self_attention {
+            crate::config::QuerySelfAttention::PerQuery => 4.0 * q * e * e,
+            crate::config::QuerySelfAttention::AcrossQueries => 8.0 * q * e * e + 4.0 * q * q * e,
+        };
+        let cross = |kv: f64| 4.0 * q * e * e + 4.0 * kv * e * e + 4.0 * q * kv * e;
+        for v in tta.iter_mut() {
+            *v += self_attn + cross(s) + cross(l);
+        }
+        linagg += 2.0 * q * e * e + 2.0 * s * e * e + 4.0 * q * s * e;
+    }
+    for (i, v) in tta.into_iter().enumerate() {
+        stages.push((format!("tta.layer{i}"), v));
+    }
+    stages.push(("linagg".into(), linagg));
+    Ok(stages)
+}
+
+/// Times `reps` repetitions of `record` in one submission (after one warm-up run that also
+/// compiles the pipelines); milliseconds per repetition.
+fn time_kernel(ctx: &GpuContext, pool: &BufferPool, reps: usize, mut record: impl FnMut(&mut Recorder) -> Result<()>) -> Result<f64> {
+    let mut warm = Recorder::new(ctx, pool);
+    record(&mut warm)?;
+    warm.submit()?;
+    ctx.wait_idle()?;
+    let mut rec = Recorder::new(ctx, pool);
+    for _ in 0..reps {
+        record(&mut rec)?;
+    }
+    let start = std::time::Instant::now();
+    rec.submit()?;
+    ctx.wait_idle()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / reps as f64)
+}
+
+fn random(ctx: &GpuContext, name: &str, shape: &[usize], seed: u64) -> Result<GpuTensor> {
+    let n = shape.iter().product();
+    ctx.upload(name, shape, &SeededRng::new(seed).vec(n, 1.0))
+}
+
+fn linear_timing(ctx: &GpuContext, pool: &BufferPool, m: usize, n: usize, k: usize, reps: usize) -> Result<KernelTiming> {
+    let x = random(ctx, "x", &[m, k], 1)?;
+    let w = random(ctx, "w", &[n, k], 2)?;
+    let b = random(ctx, "b", &[n], 3)?;
+    let ms = time_kernel(ctx, pool, reps, |rec| gpu::linear::linear(rec, &x, &w, Some(&b)).map(drop))?;
+    Ok(KernelTiming {
+        name: "linear".into(),
+        shape: format!("{m}x{n}x{k}"),
+        ms,
+        gflops: 2.0 * (m * n * k) as f64 / ms / 1e6,
+    })
+}
+
+/// Runs every kernel at the shape's sizes, the device's matmul reference, and the forward.
+pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<BenchReport> {
+    let say = |s: &str| {
+        if progress {
+            eprintln!("  … {s}");
+        }
+    };
+    let pool = BufferPool::default();
+    let reps = if ctx.info.device_type == wgpu::DeviceType::Cpu { 3 } else { 20 };
+    let (t, n, e, h) = (shape.frames, shape.tokens, shape.embed, shape.heads);
+    let tn = t * n;
+
+    say("device matmul reference (linear at 1024³ and 4096×896×896)");
+    let mut kernels = vec![linear_timing(ctx, &pool, 4096, 896, 896, reps)?];
+    let square = linear_timing(ctx, &pool, 1024, 1024, 1024, reps)?;
+    let device_matmul_gflops = kernels[0].gflops.max(square.gflops);
+    kernels.push(square);
+
+    say("kernels at the forward's shapes");
+    kernels.push(linear_timing(ctx, &pool, tn, 3 * e, e, reps)?);
+    let qkv = random(ctx, "qkv", &[tn, 3 * e], 4)?;
+    for axis in [Axis::Tokens, Axis::Frames] {
+        let g = AttnGeometry::along_axis(t, n, e, h, axis);
+        let out = ctx.alloc(&pool, "out", &[tn, e])?;
+        let ms = time_kernel(ctx, &pool, reps, |rec| gpu::attention::attention(rec, &qkv, &qkv, &qkv, &out, &g))?;
+        let len = if axis == Axis::Tokens { n } else { t };
+        kernels.push(KernelTiming {
+            name: format!("st_attention.{}", if axis == Axis::Tokens { "tokens" } else { "frames" }),
+            shape: format!("T{t} N{n} E{e} h{h}"),
+            ms,
+            gflops: 4.0 * (tn * len * e) as f64 / ms / 1e6,
+        });
+    }
+    let k = shape.top_k.min(tn);
+    let scores = random(ctx, "scores", &[tn], 5)?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::topk::top_k(rec, &scores, k, TopKOrder::Score).map(drop))?;
+    kernels.push(KernelTiming {
+        name: "topk".into(),
+        shape: format!("{tn} k{k}"),
+        ms,
+        gflops: 0.0,
+    });
+    let idx = gpu::topk::top_k(&mut Recorder::new(ctx, &pool), &scores, k, TopKOrder::Score)?;
+    let tokens = random(ctx, "tokens", &[tn, e], 6)?;
+    let scales = shape.config().pool_scales;
+    let ms = time_kernel(ctx, &pool, reps, |rec| {
+        gpu::window_pool::gather_pool(rec, &tokens, Some(&idx.indices), k, &scales).map(drop)
+    })?;
+    kernels.push(KernelTiming {
+        name: "window_pool".into(),
+        shape: format!("k{k} E{e} scales{scales:?}"),
+        ms,
+        gflops: 0.0,
+    });
+    let s = crate::cpu::window_pool::pooled_rows(k, &scales);
+    let q = random(ctx, "q", &[shape.queries, e], 7)?;
+    let kv = random(ctx, "kv", &[s, e], 8)?;
+    let g = AttnGeometry::cross(shape.queries, s, e, h);
+    let out = ctx.alloc(&pool, "out", &[shape.queries, e])?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::attention::attention(rec, &q, &kv, &kv, &out, &g))?;
+    kernels.push(KernelTiming {
+        name: "cross_attention".into(),
+        shape: format!("Q{} S{s} E{e} h{h}", shape.queries),
+        ms,
+        gflops: 4.0 * (shape.queries * s * e) as f64 / ms / 1e6,
+    });
+    let gamma = random(ctx, "gamma", &[e], 9)?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::norm::layer_norm(rec, &q, Some(&q), &gamma, &gamma, 1e-5).map(drop))?;
+    kernels.push(KernelTiming {
+        name: "layer_norm".into(),
+        shape: format!("{}x{e}", shape.queries),
+        ms,
+        gflops: 0.0,
+    });
+
+    say("whole forward");
+    let (mut model, video, text) = shape.model_and_inputs(42)?;
+    let cfg = model.config().clone();
+    model.attach_gpu(ctx.clone())?;
+    let plain = CondenseOptions::default();
+    pollster::block_on(model.condense_gpu(&video, &text, &plain))?; // warm-up: pipelines, pool
+    let start = std::time::Instant::now();
+    pollster::block_on(model.condense_gpu(&video, &text, &plain))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    say("forward stages (profiled run)");
+    let profiled = pollster::block_on(model.condense_gpu(
+        &video,
+        &text,
+        &CondenseOptions {
+            profile: true,
+            ..Default::default()
+        },
+    ))?;
+    let flops = forward_flops(&cfg, t, n, shape.text_len, shape.queries)?;
+    let mut stages: Vec<StageTiming> = Vec::new();
+    for (name, stage_ms) in profiled.stage_ms {
+        match stages.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.ms += stage_ms,
+            None => stages.push(StageTiming { name, ms: stage_ms, gflops: 0.0 }),
+        }
+    }
+    for s in &mut stages {
+        let f = flops.iter().find(|(n, _)| *n == s.name).map(|(_, f)| *f).unwrap_or(0.0);
+        s.gflops = f / s.ms.max(1e-9) / 1e6;
+    }
+    let gflop = flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9;
+    Ok(BenchReport {
+        adapter: ctx.adapter_name().to_string(),
+        backend: ctx.backend_name(),
+        device_matmul_gflops,
+        kernels,
+        forward: ForwardTiming {
+            shape: shape.describe(),
+            gflop,
+            ms,
+            stages,
+        },
+    })
+}
+
+pub fn print_table(r: &BenchReport) {
+    println!("adapter: {} ({})", r.adapter, r.backend);
+    println!("device matmul (best linear, this run): {:.1} GFLOP/s\n", r.device_matmul_gflops);
+    println!("{:<24} {:<28} {:>10} {:>10} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "ratio");
+    for k in &r.kernels {
+        println!(
+            "{:<24} {:<28} {:>10.3} {:>10.1} {:>8.2}",
+            k.name,
+            k.shape,
+            k.ms,
+            k.gflops,
+            k.gflops / r.device_matmul_gflops
+        );
+    }
+    let f = &r.forward;
+    let rate = f.gflop / f.ms * 1e3;
+    println!(
+        "\nforward {}: {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s = {:.0}% of device matmul",
+        f.shape,
+        f.gflop,
+        f.ms,
+        rate,
+        100.0 * rate / r.device_matmul_gflops
+    );
+    println!("{:<24} {:>10} {:>10} {:>8}", "stage (profiled run)", "ms", "GFLOP/s", "ratio");
+    for s in &f.stages {
+        println!("{:<24} {:>10.2} {:>10.1} {:>8.2}", s.name, s.ms, s.gflops, s.gflops / r.device_matmul_gflops);
+    }
+}

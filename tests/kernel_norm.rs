@@ -1,0 +1,110 @@
+//! LayerNorm (with fused residual add): GPU kernel vs the CPU twin, and the twin vs a
+//! hand-computed case.
+mod common;
+
+use linvt::cpu::norm as cpu;
+use linvt::gpu::{norm, BufferPool, Recorder};
+
+/// Runs the GPU kernel on x (rows × cols, placed at a nonzero offset inside a bigger buffer)
+/// and compares it with the CPU twin.
+fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    // Inputs with a nonzero mean (+3) so the two-pass variance matters.
+    let x: Vec<f32> = common::rand_vec(seed, rows * cols, 2.0).iter().map(|v| v + 3.0).collect();
+    let r = common::rand_vec(seed + 1, rows * cols, 1.0);
+    let gamma = common::rand_vec(seed + 2, cols, 1.5);
+    let beta = common::rand_vec(seed + 3, cols, 0.5);
+    let eps = 1e-5;
+
+    // x lives at rows 2.. of a bigger tensor: exercises the offset.
+    let mut padded = common::rand_vec(seed + 4, (rows + 3) * cols, 9.0);
+    padded[2 * cols..(2 + rows) * cols].copy_from_slice(&x);
+    let xg = ctx.upload("x", &[rows + 3, cols], &padded).unwrap().rows_view(2, rows);
+    let rg = ctx.upload("r", &[rows, cols], &r).unwrap();
+    let gg = ctx.upload("gamma", &[cols], &gamma).unwrap();
+    let bg = ctx.upload("beta", &[cols], &beta).unwrap();
+
+    let mut rec = Recorder::new(&ctx, &pool);
+    let y = norm::layer_norm(&mut rec, &xg, with_residual.then_some(&rg), &gg, &bg, eps).unwrap();
+    assert_eq!(y.shape, vec![rows, cols]);
+    rec.submit().unwrap();
+    let got = ctx.read_f32(&y).unwrap();
+    let want = cpu::layer_norm(&x, with_residual.then_some(&r[..]), &gamma, &beta, cols, eps);
+    // Normalised values are O(1) (|γ| ≤ 1.5, so |y| ≲ 1.5·√cols at worst, typically ≲ 5).
+    // Both sides sum `cols` f32 values in different orders; mean and variance then carry a
+    // relative error ~ cols·2⁻²⁴ at worst (≈ 5e-5 for 896), which scales y by the same
+    // relative amount: atol 1e-4 + rtol 1e-4 covers it with margin. cols = 1 gives
+    // y = beta exactly (z − mean = 0) on both sides.
+    common::assert_close(
+        &format!("layer_norm rows={rows} cols={cols} residual={with_residual}"),
+        &got,
+        &want,
+        1e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn layer_norm_cols_1() {
+    check(5, 1, false, 10);
+    check(5, 1, true, 11);
+}
+
+#[test]
+fn layer_norm_cols_7() {
+    check(3, 7, false, 20);
+    check(3, 7, true, 21);
+}
+
+#[test]
+fn layer_norm_cols_224() {
+    check(9, 224, false, 30);
+    check(9, 224, true, 31);
+}
+
+#[test]
+fn layer_norm_cols_896() {
+    check(17, 896, false, 40);
+    check(17, 896, true, 41);
+}
+
+#[test]
+fn layer_norm_cols_4100_single_row() {
+    // More columns than any workgroup has invocations, not a multiple of one.
+    check(1, 4100, true, 50);
+}
+
+#[test]
+fn cpu_twin_hand_computed() {
+    // Row [1, 2, 3, 6] + residual [1, 0, -1, 2] = z [2, 2, 2, 8]: mean 3.5,
+    // var = (3·1.5² + 4.5²)/4 = (6.75 + 20.25)/4 = 6.75, eps 0.
+    let x = [1.0, 2.0, 3.0, 6.0];
+    let r = [1.0, 0.0, -1.0, 2.0];
+    let gamma = [1.0, 2.0, 1.0, 0.5];
+    let beta = [0.0, 1.0, 0.0, -1.0];
+    let y = cpu::layer_norm(&x, Some(&r), &gamma, &beta, 4, 0.0);
+    let s = 6.75f32.sqrt();
+    let want = [-1.5 / s, -1.5 / s * 2.0 + 1.0, -1.5 / s, 4.5 / s * 0.5 - 1.0];
+    common::assert_close("cpu layer_norm hand case", &y, &want, 1e-6, 1e-6);
+
+    // Constant row: variance 0, output = beta (eps keeps it finite).
+    let y = cpu::layer_norm(&[5.0; 3], None, &[2.0; 3], &[0.25, -0.5, 1.0], 3, 1e-5);
+    common::assert_close("cpu layer_norm constant row", &y, &[0.25, -0.5, 1.0], 0.0, 0.0);
+}
+
+#[test]
+fn layer_norm_bad_shapes_are_errors() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let x = ctx.upload("x", &[2, 4], &[0.0f32; 8]).unwrap();
+    let g4 = ctx.upload("g", &[4], &[1.0f32; 4]).unwrap();
+    let g3 = ctx.upload("g3", &[3], &[1.0f32; 3]).unwrap();
+    let r = ctx.upload("r", &[3, 4], &[0.0f32; 12]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    assert!(norm::layer_norm(&mut rec, &x, None, &g3, &g4, 1e-5).is_err());
+    assert!(norm::layer_norm(&mut rec, &x, None, &g4, &g3, 1e-5).is_err());
+    assert!(norm::layer_norm(&mut rec, &x, Some(&r), &g4, &g4, 1e-5).is_err());
+    assert!(norm::layer_norm(&mut rec, &x, None, &g4, &g4, f32::NAN).is_err());
+    rec.submit().unwrap();
+}
