@@ -27,7 +27,9 @@ impl GpuOptions {
 
     fn backends(&self) -> Result<wgpu::Backends> {
         let Some(name) = &self.backend else {
-            return Ok(wgpu::Backends::all());
+            // GL is left out unless asked for: it probes the display stack (noisy, slow) and
+            // every machine with GL also has one of the primary backends or none at all.
+            return Ok(wgpu::Backends::PRIMARY);
         };
         let b = match name.to_ascii_lowercase().as_str() {
             "vulkan" | "vk" => wgpu::Backends::VULKAN,
