@@ -245,7 +245,7 @@ impl GpuContext {
     }
 
     /// Waits for all submitted work (native); a no-op in the browser, where mapping awaits.
-    pub(crate) fn wait_idle(&self) -> Result<()> {
+    pub fn wait_idle(&self) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait {
