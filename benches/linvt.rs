@@ -11,7 +11,12 @@ use linvt::{CondenseOptions, Device};
 
 fn rand(ctx: &GpuContext, shape: &[usize], seed: u64) -> GpuTensor {
     let n = shape.iter().product();
-    ctx.upload("bench", shape, &linvt::rand::SeededRng::new(seed).vec(n, 1.0)).unwrap()
+    ctx.upload(
+        "bench",
+        shape,
+        &linvt::rand::SeededRng::new(seed).vec(n, 1.0),
+    )
+    .unwrap()
 }
 
 /// Records one op, submits and waits: what one call costs on the device.
@@ -32,10 +37,18 @@ fn kernels(c: &mut Criterion) {
     g.sample_size(10);
 
     let (m, n, k) = (4096, 896, 896);
-    let (x, w, b) = (rand(&ctx, &[m, k], 1), rand(&ctx, &[n, k], 2), rand(&ctx, &[n], 3));
+    let (x, w, b) = (
+        rand(&ctx, &[m, k], 1),
+        rand(&ctx, &[n, k], 2),
+        rand(&ctx, &[n], 3),
+    );
     g.throughput(Throughput::Elements((2 * m * n * k) as u64));
     g.bench_function("linear 4096x896x896 (elements = flops)", |bch| {
-        bch.iter(|| run_once(&ctx, &pool, &mut |r| drop(gpu::linear::linear(r, &x, &w, Some(&b)).unwrap())))
+        bch.iter(|| {
+            run_once(&ctx, &pool, &mut |r| {
+                drop(gpu::linear::linear(r, &x, &w, Some(&b)).unwrap())
+            })
+        })
     });
 
     let s = BenchShape::small();
@@ -44,22 +57,44 @@ fn kernels(c: &mut Criterion) {
     let out = ctx.alloc(&pool, "out", &[t * nn, e]).unwrap();
     for axis in [Axis::Tokens, Axis::Frames] {
         let geo = AttnGeometry::along_axis(t, nn, e, h, axis);
-        g.throughput(Throughput::Elements((4 * t * nn * if axis == Axis::Tokens { nn } else { t } * e) as u64));
-        g.bench_function(format!("st_attention {axis:?} T{t} N{nn} E{e} h{h}"), |bch| {
-            bch.iter(|| run_once(&ctx, &pool, &mut |r| gpu::attention::attention(r, &qkv, &qkv, &qkv, &out, &geo).unwrap()))
-        });
+        g.throughput(Throughput::Elements(
+            (4 * t * nn * if axis == Axis::Tokens { nn } else { t } * e) as u64,
+        ));
+        g.bench_function(
+            format!("st_attention {axis:?} T{t} N{nn} E{e} h{h}"),
+            |bch| {
+                bch.iter(|| {
+                    run_once(&ctx, &pool, &mut |r| {
+                        gpu::attention::attention(r, &qkv, &qkv, &qkv, &out, &geo).unwrap()
+                    })
+                })
+            },
+        );
     }
     let scores = rand(&ctx, &[16 * 256], 5);
     g.throughput(Throughput::Elements(16 * 256));
     g.bench_function("topk 4096 k1024 score order", |bch| {
-        bch.iter(|| run_once(&ctx, &pool, &mut |r| drop(gpu::topk::top_k(r, &scores, 1024, TopKOrder::Score).unwrap())))
+        bch.iter(|| {
+            run_once(&ctx, &pool, &mut |r| {
+                drop(gpu::topk::top_k(r, &scores, 1024, TopKOrder::Score).unwrap())
+            })
+        })
     });
     let tokens = rand(&ctx, &[4096, 128], 6);
-    let idx = gpu::topk::top_k(&mut Recorder::new(&ctx, &pool), &scores, 1024, TopKOrder::Score).unwrap();
+    let idx = gpu::topk::top_k(
+        &mut Recorder::new(&ctx, &pool),
+        &scores,
+        1024,
+        TopKOrder::Score,
+    )
+    .unwrap();
     g.bench_function("window_pool k1024 E128 scales 1,2,4", |bch| {
         bch.iter(|| {
             run_once(&ctx, &pool, &mut |r| {
-                drop(gpu::window_pool::gather_pool(r, &tokens, Some(&idx.indices), 1024, &[1, 2, 4]).unwrap())
+                drop(
+                    gpu::window_pool::gather_pool(r, &tokens, Some(&idx.indices), 1024, &[1, 2, 4])
+                        .unwrap(),
+                )
             })
         })
     });
@@ -72,11 +107,15 @@ fn forward(c: &mut Criterion) {
     let mut g = c.benchmark_group(format!("forward/{}", shape.describe()));
     g.sample_size(10);
     let opts = CondenseOptions::default();
-    g.bench_function("cpu", |b| b.iter(|| model.condense(Device::Cpu, &video, &text, &opts).unwrap()));
+    g.bench_function("cpu", |b| {
+        b.iter(|| model.condense(Device::Cpu, &video, &text, &opts).unwrap())
+    });
     match GpuContext::new_blocking(&GpuOptions::from_env()) {
         Ok(ctx) => {
             model.attach_gpu(ctx).unwrap();
-            g.bench_function("gpu", |b| b.iter(|| model.condense(Device::Gpu, &video, &text, &opts).unwrap()));
+            g.bench_function("gpu", |b| {
+                b.iter(|| model.condense(Device::Gpu, &video, &text, &opts).unwrap())
+            });
         }
         Err(e) => eprintln!("SKIPPED GPU forward bench: {e}"),
     }

@@ -10,8 +10,11 @@
 // query row (q and the output accumulator live in private vec4 arrays, head_dim ≤ 256 padded to a
 // multiple of 4 with zeros). Keys are visited in tiles; with STAGE the tile's K and V rows are
 // first copied into workgroup memory (2 × 8 KiB) by the whole workgroup, otherwise every
-// invocation reads them from the storage buffers. Per tile: scores, tile max, one rescale of the
-// accumulator by exp(m_old − m_new), then the weighted sum of V (running max m and sum l in f32).
+// invocation reads them from the storage buffers. Tiles hold up to 8 blocks of 4 keys (8 keys at
+// head_dim 224 or 256, 32 at head_dim ≤ 16). Per tile: scores four keys at a time (one q load
+// feeds four dot products), the tile max, the weights exp(s − m_new), then the weighted sum of V
+// four keys at a time, the accumulator rescaled by exp(m_old − m_new) on the first block (running
+// max m and sum l in f32). Keys of a partial last block get the score −3e38, i.e. weight 0.
 //
 // `probs`: the softmax weights (groups, heads, q_len, kv_len), one invocation per query row, two
 // passes over the keys (running max and sum, then normalised weights).
@@ -50,13 +53,13 @@ struct Params {
 
 // Query rows per workgroup (one per invocation).
 override WG: u32 = 64u;
-// Stage K/V tiles in workgroup memory (true on GPUs; see src/gpu/attention.rs for lavapipe).
+// Stage K/V tiles in workgroup memory (see src/gpu/attention.rs for the per-adapter choice).
 override STAGE: bool = true;
 
 const MAX_HD4: u32 = 64u;          // head_dim ≤ 256
 const TILE_VEC4: u32 = 512u;       // vec4s per staged tile: 8 KiB for K plus 8 KiB for V
-const MAX_TILE_KEYS: u32 = 32u;    // keys per tile at most (size of the private score array)
-const NEG_BIG: f32 = -3.0e38;      // "minus infinity" for the running max (exp(NEG_BIG - x) = 0)
+const MAX_BLOCKS: u32 = 8u;        // a tile holds at most 8 blocks of 4 keys
+const NEG_BIG: f32 = -3.0e38;      // "minus infinity" for scores and running maxima
 
 var<workgroup> ktile: array<vec4<f32>, TILE_VEC4>;
 var<workgroup> vtile: array<vec4<f32>, TILE_VEC4>;
@@ -101,12 +104,28 @@ fn ld_v(base: u32, d: u32) -> vec4<f32> {
     return r;
 }
 
-// Start of key row j of (group, head) in kbuf / vbuf.
+// Start of key row j of (group, head) in kbuf / vbuf; j is clamped to the last key so reads of
+// the padding keys of a partial block stay in bounds (their weight is exactly 0).
 fn k_row(group: u32, head: u32, j: u32) -> u32 {
-    return p.k_off + group * p.k_gs + j * p.k_rs + head * p.head_dim;
+    return p.k_off + group * p.k_gs + min(j, p.kv_len - 1u) * p.k_rs + head * p.head_dim;
 }
 fn v_row(group: u32, head: u32, j: u32) -> u32 {
-    return p.v_off + group * p.v_gs + j * p.v_rs + head * p.head_dim;
+    return p.v_off + group * p.v_gs + min(j, p.kv_len - 1u) * p.v_rs + head * p.head_dim;
+}
+
+// Components d..d+3 of key (tile-relative) j of the current tile: from workgroup memory when
+// staged, else straight from the storage buffer (key j0 + j).
+fn key4(group: u32, head: u32, j0: u32, j: u32, d4: u32, hd4: u32) -> vec4<f32> {
+    if (STAGE) {
+        return ktile[j * hd4 + d4];
+    }
+    return ld_k(k_row(group, head, j0 + j), d4 * 4u);
+}
+fn val4(group: u32, head: u32, j0: u32, j: u32, d4: u32, hd4: u32) -> vec4<f32> {
+    if (STAGE) {
+        return vtile[j * hd4 + d4];
+    }
+    return ld_v(v_row(group, head, j0 + j), d4 * 4u);
 }
 
 @compute @workgroup_size(WG)
@@ -123,12 +142,11 @@ fn attend(
     let gh = flat / p.q_blocks;
     let head = gh % p.heads;
     let group = gh / p.heads;
-    let row = block * WG + lid;
-    let live = row < p.q_len;
     let hd4 = (p.head_dim + 3u) / 4u;
+    let row = block * WG + lid;
 
     // This invocation's query row, pre-multiplied by the scale (rows past q_len repeat the last
-    // one so every read stays in bounds; their results are not written).
+    // row so every read stays in bounds; their results are not written), and its accumulator.
     var q: array<vec4<f32>, MAX_HD4>;
     var acc: array<vec4<f32>, MAX_HD4>;
     let qbase = p.q_off + group * p.q_gs + min(row, p.q_len - 1u) * p.q_rs + head * p.head_dim;
@@ -136,70 +154,78 @@ fn attend(
         q[d4] = ld_q(qbase, d4 * 4u) * p.scale;
         acc[d4] = vec4<f32>(0.0);
     }
-
-    let tile = min(TILE_VEC4 / hd4, MAX_TILE_KEYS);
     var m = NEG_BIG;   // running max of the scores
-    var l = 0.0;       // running sum of exp(score - m)
-    var s: array<f32, MAX_TILE_KEYS>;
+    var l = 0.0;       // running sum of exp(score − m)
+
+    // Keys per tile: a multiple of 4 whose K and V rows fit the staging arrays.
+    let tile = min(TILE_VEC4 / hd4 / 4u, MAX_BLOCKS) * 4u;
+    // Scores (then weights) of the current tile, keys 4b..4b+3 in s[b].
+    var s: array<vec4<f32>, MAX_BLOCKS>;
     for (var j0 = 0u; j0 < p.kv_len; j0 += tile) {
         let n = min(tile, p.kv_len - j0);
+        let nb = (n + 3u) / 4u;
         if (STAGE) {
             workgroupBarrier();   // everyone is done with the previous tile
-            for (var e = lid; e < n * hd4; e += WG) {
+            for (var e = lid; e < nb * 4u * hd4; e += WG) {
                 let j = e / hd4;
                 let d = (e % hd4) * 4u;
-                ktile[e] = ld_k(k_row(group, head, j0 + j), d);
-                vtile[e] = ld_v(v_row(group, head, j0 + j), d);
+                var kv = vec4<f32>(0.0);
+                var vv = vec4<f32>(0.0);
+                if (j < n) {
+                    kv = ld_k(k_row(group, head, j0 + j), d);
+                    vv = ld_v(v_row(group, head, j0 + j), d);
+                }
+                ktile[e] = kv;
+                vtile[e] = vv;
             }
             workgroupBarrier();
         }
 
-        // Scores of the tile and their max.
+        // Scores, four keys at a time (each q load feeds four dot products), and the tile max.
         var tmax = m;
-        for (var j = 0u; j < n; j++) {
-            var dv = vec4<f32>(0.0);
-            if (STAGE) {
-                let kb = j * hd4;
-                let q0 = q[j];
-                for (var d4 = 0u; d4 < hd4; d4++) {
-                    dv = fma(q0, ktile[kb + d4], dv);
-                }
-            } else {
-                let kb = k_row(group, head, j0 + j);
-                for (var d4 = 0u; d4 < hd4; d4++) {
-                    dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
-                }
+        for (var b = 0u; b < nb; b++) {
+            var sb = vec4<f32>(0.0);
+            for (var d4 = 0u; d4 < hd4; d4++) {
+                let qv = q[d4];
+                sb += vec4<f32>(
+                    dot(qv, key4(group, head, j0, 4u * b, d4, hd4)),
+                    dot(qv, key4(group, head, j0, 4u * b + 1u, d4, hd4)),
+                    dot(qv, key4(group, head, j0, 4u * b + 2u, d4, hd4)),
+                    dot(qv, key4(group, head, j0, 4u * b + 3u, d4, hd4)),
+                );
             }
-            let sj = (dv.x + dv.y) + (dv.z + dv.w);
-            s[j] = sj;
-            tmax = max(tmax, sj);
+            // Keys past the end of a partial last block get weight 0.
+            let valid = vec4<u32>(4u * b) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
+            sb = select(vec4<f32>(NEG_BIG), sb, valid);
+            s[b] = sb;
+            tmax = max(tmax, max(max(sb.x, sb.y), max(sb.z, sb.w)));
         }
 
-        // Rescale what was accumulated under the old max, then add this tile's weighted values.
+        // Weights under the new max; the accumulator is rescaled by exp(m_old − m_new) while the
+        // first block of values is added (each acc load/store serves four keys).
         let corr = exp(m - tmax);
-        l = l * corr;
-        for (var j = 0u; j < n; j++) {
-            let pj = exp(s[j] - tmax);
-            s[j] = pj;
-            l += pj;
-        }
-        for (var d4 = 0u; d4 < hd4; d4++) {
-            var a = acc[d4] * corr;
-            if (STAGE) {
-                for (var j = 0u; j < n; j++) {
-                    a = fma(vec4<f32>(s[j]), vtile[j * hd4 + d4], a);
-                }
-            } else {
-                for (var j = 0u; j < n; j++) {
-                    a = fma(vec4<f32>(s[j]), ld_v(v_row(group, head, j0 + j), d4 * 4u), a);
-                }
-            }
-            acc[d4] = a;
+        l *= corr;
+        for (var b = 0u; b < nb; b++) {
+            let w = exp(s[b] - vec4<f32>(tmax));
+            s[b] = w;
+            l += (w.x + w.y) + (w.z + w.w);
         }
         m = tmax;
+        for (var b = 0u; b < nb; b++) {
+            let w = s[b];
+            let c = select(1.0, corr, b == 0u);
+            for (var d4 = 0u; d4 < hd4; d4++) {
+                var a = acc[d4] * c;
+                a = fma(val4(group, head, j0, 4u * b, d4, hd4), vec4<f32>(w.x), a);
+                a = fma(val4(group, head, j0, 4u * b + 1u, d4, hd4), vec4<f32>(w.y), a);
+                a = fma(val4(group, head, j0, 4u * b + 2u, d4, hd4), vec4<f32>(w.z), a);
+                a = fma(val4(group, head, j0, 4u * b + 3u, d4, hd4), vec4<f32>(w.w), a);
+                acc[d4] = a;
+            }
+        }
     }
 
-    if (live) {
+    if (row < p.q_len) {
         let inv = 1.0 / l;
         let obase = p.out_off + group * p.o_gs + row * p.o_rs + head * p.head_dim;
         for (var d = 0u; d < p.head_dim; d++) {

@@ -95,7 +95,15 @@ impl BenchShape {
     pub fn describe(&self) -> String {
         format!(
             "T{} N{} E{} h{} L{} k{} Q{} text{} ({})",
-            self.frames, self.tokens, self.embed, self.heads, self.layers, self.top_k, self.queries, self.text_len, self.name
+            self.frames,
+            self.tokens,
+            self.embed,
+            self.heads,
+            self.layers,
+            self.top_k,
+            self.queries,
+            self.text_len,
+            self.name
         )
     }
 
@@ -109,7 +117,10 @@ impl BenchShape {
             vec![self.frames, self.tokens, self.embed],
             rng.vec(self.frames * self.tokens * self.embed, 1.0),
         )?;
-        let text = Tensor::new(vec![self.text_len, self.embed], rng.vec(self.text_len * self.embed, 1.0))?;
+        let text = Tensor::new(
+            vec![self.text_len, self.embed],
+            rng.vec(self.text_len * self.embed, 1.0),
+        )?;
         Ok((model, video, text))
     }
 }
@@ -147,7 +158,13 @@ pub struct BenchReport {
 }
 
 /// Analytic FLOPs of each forward stage, by the stage names the forward marks.
-pub fn forward_flops(cfg: &LinvtConfig, frames: usize, tokens: usize, text_len: usize, queries: usize) -> Result<Vec<(String, f64)>> {
+pub fn forward_flops(
+    cfg: &LinvtConfig,
+    frames: usize,
+    tokens: usize,
+    text_len: usize,
+    queries: usize,
+) -> Result<Vec<(String, f64)>> {
     let (t, n, e) = (frames as f64, tokens as f64, cfg.embed_size as f64);
     let tn = t * n;
     let k = cfg.top_k.min(frames * tokens);
@@ -184,7 +201,12 @@ pub fn forward_flops(cfg: &LinvtConfig, frames: usize, tokens: usize, text_len: 
 
 /// Times `reps` repetitions of `record` in one submission (after one warm-up run that also
 /// compiles the pipelines); milliseconds per repetition.
-fn time_kernel(ctx: &GpuContext, pool: &BufferPool, reps: usize, mut record: impl FnMut(&mut Recorder) -> Result<()>) -> Result<f64> {
+fn time_kernel(
+    ctx: &GpuContext,
+    pool: &BufferPool,
+    reps: usize,
+    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<f64> {
     let mut warm = Recorder::new(ctx, pool);
     record(&mut warm)?;
     warm.submit()?;
@@ -204,11 +226,20 @@ fn random(ctx: &GpuContext, name: &str, shape: &[usize], seed: u64) -> Result<Gp
     ctx.upload(name, shape, &SeededRng::new(seed).vec(n, 1.0))
 }
 
-fn linear_timing(ctx: &GpuContext, pool: &BufferPool, m: usize, n: usize, k: usize, reps: usize) -> Result<KernelTiming> {
+fn linear_timing(
+    ctx: &GpuContext,
+    pool: &BufferPool,
+    m: usize,
+    n: usize,
+    k: usize,
+    reps: usize,
+) -> Result<KernelTiming> {
     let x = random(ctx, "x", &[m, k], 1)?;
     let w = random(ctx, "w", &[n, k], 2)?;
     let b = random(ctx, "b", &[n], 3)?;
-    let ms = time_kernel(ctx, pool, reps, |rec| gpu::linear::linear(rec, &x, &w, Some(&b)).map(drop))?;
+    let ms = time_kernel(ctx, pool, reps, |rec| {
+        gpu::linear::linear(rec, &x, &w, Some(&b)).map(drop)
+    })?;
     Ok(KernelTiming {
         name: "linear".into(),
         shape: format!("{m}x{n}x{k}"),
@@ -225,7 +256,11 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
         }
     };
     let pool = BufferPool::default();
-    let reps = if ctx.info.device_type == wgpu::DeviceType::Cpu { 3 } else { 20 };
+    let reps = if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        3
+    } else {
+        20
+    };
     let (t, n, e, h) = (shape.frames, shape.tokens, shape.embed, shape.heads);
     let tn = t * n;
 
@@ -241,10 +276,19 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     for axis in [Axis::Tokens, Axis::Frames] {
         let g = AttnGeometry::along_axis(t, n, e, h, axis);
         let out = ctx.alloc(&pool, "out", &[tn, e])?;
-        let ms = time_kernel(ctx, &pool, reps, |rec| gpu::attention::attention(rec, &qkv, &qkv, &qkv, &out, &g))?;
+        let ms = time_kernel(ctx, &pool, reps, |rec| {
+            gpu::attention::attention(rec, &qkv, &qkv, &qkv, &out, &g)
+        })?;
         let len = if axis == Axis::Tokens { n } else { t };
         kernels.push(KernelTiming {
-            name: format!("st_attention.{}", if axis == Axis::Tokens { "tokens" } else { "frames" }),
+            name: format!(
+                "st_attention.{}",
+                if axis == Axis::Tokens {
+                    "tokens"
+                } else {
+                    "frames"
+                }
+            ),
             shape: format!("T{t} N{n} E{e} h{h}"),
             ms,
             gflops: 4.0 * (tn * len * e) as f64 / ms / 1e6,
@@ -252,7 +296,9 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     }
     let k = shape.top_k.min(tn);
     let scores = random(ctx, "scores", &[tn], 5)?;
-    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::topk::top_k(rec, &scores, k, TopKOrder::Score).map(drop))?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| {
+        gpu::topk::top_k(rec, &scores, k, TopKOrder::Score).map(drop)
+    })?;
     kernels.push(KernelTiming {
         name: "topk".into(),
         shape: format!("{tn} k{k}"),
@@ -276,7 +322,9 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     let kv = random(ctx, "kv", &[s, e], 8)?;
     let g = AttnGeometry::cross(shape.queries, s, e, h);
     let out = ctx.alloc(&pool, "out", &[shape.queries, e])?;
-    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::attention::attention(rec, &q, &kv, &kv, &out, &g))?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| {
+        gpu::attention::attention(rec, &q, &kv, &kv, &out, &g)
+    })?;
     kernels.push(KernelTiming {
         name: "cross_attention".into(),
         shape: format!("Q{} S{s} E{e} h{h}", shape.queries),
@@ -284,7 +332,9 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
         gflops: 4.0 * (shape.queries * s * e) as f64 / ms / 1e6,
     });
     let gamma = random(ctx, "gamma", &[e], 9)?;
-    let ms = time_kernel(ctx, &pool, reps, |rec| gpu::norm::layer_norm(rec, &q, Some(&q), &gamma, &gamma, 1e-5).map(drop))?;
+    let ms = time_kernel(ctx, &pool, reps, |rec| {
+        gpu::norm::layer_norm(rec, &q, Some(&q), &gamma, &gamma, 1e-5).map(drop)
+    })?;
     kernels.push(KernelTiming {
         name: "layer_norm".into(),
         shape: format!("{}x{e}", shape.queries),
@@ -315,11 +365,19 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     for (name, stage_ms) in profiled.stage_ms {
         match stages.iter_mut().find(|s| s.name == name) {
             Some(s) => s.ms += stage_ms,
-            None => stages.push(StageTiming { name, ms: stage_ms, gflops: 0.0 }),
+            None => stages.push(StageTiming {
+                name,
+                ms: stage_ms,
+                gflops: 0.0,
+            }),
         }
     }
     for s in &mut stages {
-        let f = flops.iter().find(|(n, _)| *n == s.name).map(|(_, f)| *f).unwrap_or(0.0);
+        let f = flops
+            .iter()
+            .find(|(n, _)| *n == s.name)
+            .map(|(_, f)| *f)
+            .unwrap_or(0.0);
         s.gflops = f / s.ms.max(1e-9) / 1e6;
     }
     let gflop = flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9;
@@ -339,8 +397,14 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
 
 pub fn print_table(r: &BenchReport) {
     println!("adapter: {} ({})", r.adapter, r.backend);
-    println!("device matmul (best linear, this run): {:.1} GFLOP/s\n", r.device_matmul_gflops);
-    println!("{:<24} {:<28} {:>10} {:>10} {:>8}", "kernel", "shape", "ms", "GFLOP/s", "ratio");
+    println!(
+        "device matmul (best linear, this run): {:.1} GFLOP/s\n",
+        r.device_matmul_gflops
+    );
+    println!(
+        "{:<24} {:<28} {:>10} {:>10} {:>8}",
+        "kernel", "shape", "ms", "GFLOP/s", "ratio"
+    );
     for k in &r.kernels {
         println!(
             "{:<24} {:<28} {:>10.3} {:>10.1} {:>8.2}",
@@ -361,8 +425,17 @@ pub fn print_table(r: &BenchReport) {
         rate,
         100.0 * rate / r.device_matmul_gflops
     );
-    println!("{:<24} {:>10} {:>10} {:>8}", "stage (profiled run)", "ms", "GFLOP/s", "ratio");
+    println!(
+        "{:<24} {:>10} {:>10} {:>8}",
+        "stage (profiled run)", "ms", "GFLOP/s", "ratio"
+    );
     for s in &f.stages {
-        println!("{:<24} {:>10.2} {:>10.1} {:>8.2}", s.name, s.ms, s.gflops, s.gflops / r.device_matmul_gflops);
+        println!(
+            "{:<24} {:>10.2} {:>10.1} {:>8.2}",
+            s.name,
+            s.ms,
+            s.gflops,
+            s.gflops / r.device_matmul_gflops
+        );
     }
 }

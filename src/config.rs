@@ -157,12 +157,17 @@ impl ConfigPatch {
             meta.get(k)
                 .map(|v| {
                     v.trim().parse::<usize>().map_err(|_| {
-                        Error::config(format!("{origin} metadata `{k}` = `{v}` is not a whole number"))
+                        Error::config(format!(
+                            "{origin} metadata `{k}` = `{v}` is not a whole number"
+                        ))
                     })
                 })
                 .transpose()
         };
-        let use_multi_scale = match meta.get("use_multi_scale").map(|v| v.trim().to_ascii_lowercase()) {
+        let use_multi_scale = match meta
+            .get("use_multi_scale")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
             None => None,
             Some(v) if v == "true" || v == "1" => Some(true),
             Some(v) if v == "false" || v == "0" => Some(false),
@@ -199,9 +204,9 @@ impl ConfigPatch {
             None => Preset::Official,
         };
         let mut c = LinvtConfig::preset(preset, 0);
-        c.embed_size = self
-            .embed_size
-            .ok_or_else(|| Error::config("embed_size is not set and could not be read from the weights"))?;
+        c.embed_size = self.embed_size.ok_or_else(|| {
+            Error::config("embed_size is not set and could not be read from the weights")
+        })?;
         if let Some(v) = self.num_heads {
             c.num_heads = v;
         }
@@ -296,7 +301,7 @@ impl LinvtConfig {
         if e == 0 {
             return Err(Error::config("embed_size must be at least 1"));
         }
-        if self.num_heads == 0 || e % self.num_heads != 0 {
+        if self.num_heads == 0 || !e.is_multiple_of(self.num_heads) {
             return Err(Error::config(format!(
                 "embed_size {e} is not divisible by num_heads {}; choose a head count that divides it",
                 self.num_heads
@@ -310,9 +315,14 @@ impl LinvtConfig {
             )));
         }
         if self.top_k == 0 {
-            return Err(Error::config("top_k is 0; at least one token must be selected"));
+            return Err(Error::config(
+                "top_k is 0; at least one token must be selected",
+            ));
         }
-        if self.pool_scales.is_empty() || self.pool_scales.contains(&0) || self.pool_scales.len() > MAX_SCALES {
+        if self.pool_scales.is_empty()
+            || self.pool_scales.contains(&0)
+            || self.pool_scales.len() > MAX_SCALES
+        {
             return Err(Error::config(format!(
                 "pool_scales {:?} must hold 1 to {MAX_SCALES} window sizes, each at least 1",
                 self.pool_scales
@@ -326,7 +336,7 @@ impl LinvtConfig {
                 )));
             }
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(Error::config("layer_norm_eps must be positive"));
         }
         Ok(())
@@ -340,7 +350,11 @@ impl LinvtConfig {
         }
         let split = match &self.queries_per_scale {
             Some(q) => q.clone(),
-            None => return Err(Error::config("Multi-C needs queries_per_scale (e.g. 64,32,16)")),
+            None => {
+                return Err(Error::config(
+                    "Multi-C needs queries_per_scale (e.g. 64,32,16)",
+                ))
+            }
         };
         let sum: usize = split.iter().sum();
         if sum != num_queries {

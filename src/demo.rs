@@ -23,10 +23,10 @@ pub fn synthetic_clip(seed: u64) -> Tensor {
     for t in 0..FRAMES {
         for y in 0..GRID {
             for x in 0..GRID {
-                let inside = x >= t / 2 && x < t / 2 + 3 && y >= 1 + t / 3 && y < 4 + t / 3;
-                for c in 0..EMBED {
+                let inside = (t / 2..t / 2 + 3).contains(&x) && (1 + t / 3..4 + t / 3).contains(&y);
+                for &o in &object {
                     let noise = rng.symmetric(0.5);
-                    data.push(if inside { 2.0 * object[c] + noise } else { noise });
+                    data.push(if inside { 2.0 * o + noise } else { noise });
                 }
             }
         }
@@ -74,16 +74,19 @@ pub fn selection_png(c: &Condensed, grid: usize, path: &Path) -> Result<()> {
             }
         }
     }
-    img.save(path)
-        .map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })
+    img.save(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 fn print_stages(label: &str, c: &Condensed) {
     let total: f64 = c.stage_ms.iter().map(|(_, ms)| ms).sum();
-    let parts: Vec<String> = c.stage_ms.iter().map(|(n, ms)| format!("{n} {ms:.1}")).collect();
+    let parts: Vec<String> = c
+        .stage_ms
+        .iter()
+        .map(|(n, ms)| format!("{n} {ms:.1}"))
+        .collect();
     println!("  {label:<4} {total:>8.1} ms   [{}]", parts.join(", "));
 }
 
@@ -96,7 +99,9 @@ pub fn run(png: &Path) -> Result<()> {
         profile: true,
         ..Default::default()
     };
-    println!("linvt demo — seeded random weights (not a trained model), `paper` preset, synthetic clip");
+    println!(
+        "linvt demo — seeded random weights (not a trained model), `paper` preset, synthetic clip"
+    );
     let gpu = match GpuContext::new_blocking(&GpuOptions::from_env()) {
         Ok(ctx) => {
             println!("adapter: {} ({})", ctx.adapter_name(), ctx.backend_name());

@@ -20,14 +20,18 @@ pub fn condense_inputs(store: &TensorStore) -> Result<(Tensor, Tensor)> {
     let get = |key: &str| {
         store.get(key)?.ok_or_else(|| Error::MissingTensor {
             key: key.into(),
-            source_name: format!("{} (the input file needs `input.video` and `input.text`)", store.name()),
+            source_name: format!(
+                "{} (the input file needs `input.video` and `input.text`)",
+                store.name()
+            ),
         })
     };
     Ok((get("input.video")?, get("input.text")?))
 }
 
 fn view(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<TensorView<'_>> {
-    TensorView::new(dtype, shape, data).map_err(|e| Error::input(format!("cannot write output: {e}")))
+    TensorView::new(dtype, shape, data)
+        .map_err(|e| Error::input(format!("cannot write output: {e}")))
 }
 
 /// The output file's bytes.
@@ -41,7 +45,10 @@ pub fn condense_output_bytes(c: &Condensed, cfg: &LinvtConfig) -> Result<Vec<u8>
     let scores: Vec<u8> = bytemuck::cast_slice(&c.scores).to_vec();
     let tensors = vec![
         ("output", view(Dtype::F32, c.output.shape().to_vec(), &out)?),
-        ("selected_indices", view(Dtype::I64, vec![c.selected_indices.len()], &idx)?),
+        (
+            "selected_indices",
+            view(Dtype::I64, vec![c.selected_indices.len()], &idx)?,
+        ),
         ("scores", view(Dtype::F32, vec![c.scores.len()], &scores)?),
     ];
     let meta: HashMap<String, String> = [
@@ -56,12 +63,16 @@ pub fn condense_output_bytes(c: &Condensed, cfg: &LinvtConfig) -> Result<Vec<u8>
         ("adapter", c.adapter.clone()),
         ("k", c.k.to_string()),
         ("k_requested", c.k_requested.to_string()),
-        ("linvt_config", serde_json::to_string(cfg).unwrap_or_default()),
+        (
+            "linvt_config",
+            serde_json::to_string(cfg).unwrap_or_default(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    safetensors::serialize(tensors, Some(meta)).map_err(|e| Error::input(format!("cannot write output: {e}")))
+    safetensors::serialize(tensors, Some(meta))
+        .map_err(|e| Error::input(format!("cannot write output: {e}")))
 }
 
 #[cfg(not(target_arch = "wasm32"))]

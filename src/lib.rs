@@ -1,9 +1,9 @@
 //! `linvt` — the Linear Video Tokenizer (LinVT, arXiv 2412.05185) on portable GPUs through wgpu,
 //! with a plain-Rust CPU reference path that computes the same thing.
 
+pub mod bench;
 pub mod config;
 pub mod cpu;
-pub mod bench;
 pub mod demo;
 pub mod error;
 pub mod gpu;
@@ -14,7 +14,7 @@ pub mod tensor;
 pub mod timing;
 pub mod weights;
 
-pub use error::{Error, Result};
-pub use tensor::Tensor;
 pub use config::{ConfigPatch, LinvtConfig, Preset};
+pub use error::{Error, Result};
 pub use linvt::{CondenseOptions, Condensed, Device, Linvt};
+pub use tensor::Tensor;

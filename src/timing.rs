@@ -27,7 +27,8 @@ impl StageClock {
         {
             let now = std::time::Instant::now();
             if let Some(cur) = self.current.take() {
-                self.times.push((cur, (now - self.started).as_secs_f64() * 1e3));
+                self.times
+                    .push((cur, (now - self.started).as_secs_f64() * 1e3));
             }
             self.started = now;
         }

@@ -68,7 +68,10 @@ impl SafetensorsFile {
             .collect();
         for (k, info) in &infos {
             if data_start + info.data_offsets.1 > data.len() {
-                return Err(parse_error(&name, format!("tensor `{k}` runs past the end of the file")));
+                return Err(parse_error(
+                    &name,
+                    format!("tensor `{k}` runs past the end of the file"),
+                ));
             }
         }
         let metadata = meta.metadata().clone().unwrap_or_default();
@@ -127,7 +130,12 @@ impl SafetensorsFile {
         };
         Tensor::new(info.shape.clone(), data)
             .map(Some)
-            .map_err(|_| parse_error(&self.name, format!("tensor `{key}` has a byte size that does not match its shape")))
+            .map_err(|_| {
+                parse_error(
+                    &self.name,
+                    format!("tensor `{key}` has a byte size that does not match its shape"),
+                )
+            })
     }
 
     /// An integer tensor (I64 or I32) as i64, or None when absent.
@@ -167,7 +175,11 @@ pub struct TensorStore {
 }
 
 impl TensorStore {
-    pub fn from_files(name: &str, files: Vec<SafetensorsFile>, config_json: Option<serde_json::Value>) -> Self {
+    pub fn from_files(
+        name: &str,
+        files: Vec<SafetensorsFile>,
+        config_json: Option<serde_json::Value>,
+    ) -> Self {
         let mut index = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             for k in f.keys() {
@@ -191,7 +203,8 @@ impl TensorStore {
         }
         let config_path = path.join("config.json");
         let config_json = if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+            let text =
+                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
             Some(serde_json::from_str(&text).map_err(|e| {
                 Error::config(format!("{} is not valid JSON: {e}", config_path.display()))
             })?)
@@ -203,12 +216,20 @@ impl TensorStore {
         let files = if single.exists() {
             vec![SafetensorsFile::open(&single)?]
         } else if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::config(format!("{} is not valid JSON: {e}", index_path.display())))?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                Error::config(format!("{} has no `weight_map` object", index_path.display()))
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                Error::config(format!("{} is not valid JSON: {e}", index_path.display()))
             })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "{} has no `weight_map` object",
+                        index_path.display()
+                    ))
+                })?;
             let mut shards: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
             shards.sort_unstable();
             shards.dedup();
@@ -222,7 +243,11 @@ impl TensorStore {
                 path.display()
             )));
         };
-        Ok(Self::from_files(&path.display().to_string(), files, config_json))
+        Ok(Self::from_files(
+            &path.display().to_string(),
+            files,
+            config_json,
+        ))
     }
 
     pub fn name(&self) -> &str {
@@ -251,6 +276,9 @@ impl TensorStore {
     }
     /// The first file's string metadata (safetensors `__metadata__`).
     pub fn metadata(&self) -> HashMap<String, String> {
-        self.files.first().map(|f| f.metadata().clone()).unwrap_or_default()
+        self.files
+            .first()
+            .map(|f| f.metadata().clone())
+            .unwrap_or_default()
     }
 }

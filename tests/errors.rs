@@ -25,14 +25,19 @@ fn model() -> Linvt {
 }
 
 fn video(t: usize, n: usize, c: usize) -> Tensor {
-    Tensor::new(vec![t, n, c], linvt::rand::SeededRng::new(1).vec(t * n * c, 1.0)).unwrap()
+    Tensor::new(
+        vec![t, n, c],
+        linvt::rand::SeededRng::new(1).vec(t * n * c, 1.0),
+    )
+    .unwrap()
 }
 fn text(l: usize, c: usize) -> Tensor {
     Tensor::new(vec![l, c], linvt::rand::SeededRng::new(2).vec(l * c, 1.0)).unwrap()
 }
 
 fn cpu_err(m: &Linvt, v: &Tensor, t: &Tensor) -> Error {
-    m.condense(Device::Cpu, v, t, &CondenseOptions::default()).expect_err("must fail")
+    m.condense(Device::Cpu, v, t, &CondenseOptions::default())
+        .expect_err("must fail")
 }
 
 #[track_caller]
@@ -46,15 +51,27 @@ fn says(e: &Error, words: &[&str]) {
 #[test]
 fn empty_video_is_rejected() {
     let m = model();
-    says(&cpu_err(&m, &video(0, 4, E), &text(3, E)), &["empty", "T = 0"]);
-    says(&cpu_err(&m, &video(2, 0, E), &text(3, E)), &["empty", "N = 0"]);
+    says(
+        &cpu_err(&m, &video(0, 4, E), &text(3, E)),
+        &["empty", "T = 0"],
+    );
+    says(
+        &cpu_err(&m, &video(2, 0, E), &text(3, E)),
+        &["empty", "N = 0"],
+    );
 }
 
 #[test]
 fn width_mismatch_is_rejected() {
     let m = model();
-    says(&cpu_err(&m, &video(2, 4, E + 1), &text(3, E)), &["C = 17", "embed_size is 16"]);
-    says(&cpu_err(&m, &video(2, 4, E), &text(3, E - 1)), &["width 15", "16"]);
+    says(
+        &cpu_err(&m, &video(2, 4, E + 1), &text(3, E)),
+        &["C = 17", "embed_size is 16"],
+    );
+    says(
+        &cpu_err(&m, &video(2, 4, E), &text(3, E - 1)),
+        &["width 15", "16"],
+    );
 }
 
 #[test]
@@ -75,7 +92,10 @@ fn heads_must_divide_width() {
 
 #[test]
 fn empty_text_is_rejected() {
-    says(&cpu_err(&model(), &video(2, 4, E), &text(0, E)), &["text is empty"]);
+    says(
+        &cpu_err(&model(), &video(2, 4, E), &text(0, E)),
+        &["text is empty"],
+    );
 }
 
 #[test]
@@ -88,7 +108,10 @@ fn non_finite_tokens_are_rejected_with_their_position() {
     says(&e, &["video tokens", "frame 1, token 3, channel 5"]);
     let mut t = text(3, E);
     t.data_mut()[E + 2] = f32::INFINITY;
-    says(&cpu_err(&m, &video(2, 4, E), &t), &["text embeddings", "text token 1, channel 2"]);
+    says(
+        &cpu_err(&m, &video(2, 4, E), &t),
+        &["text embeddings", "text token 1, channel 2"],
+    );
 }
 
 /// A non-finite score (here from a NaN score weight given directly, bypassing the loader's
@@ -105,8 +128,13 @@ fn non_finite_scores_name_frame_and_token() {
     says(&e, &["frame 0, token 0"]);
     let Some(ctx) = common::gpu() else { return };
     m.attach_gpu(ctx).unwrap();
-    let e = m.condense(Device::Gpu, &v, &t, &CondenseOptions::default()).unwrap_err();
-    assert!(matches!(e, Error::NonFiniteScore { frame: 0, token: 0 }), "{e}");
+    let e = m
+        .condense(Device::Gpu, &v, &t, &CondenseOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::NonFiniteScore { frame: 0, token: 0 }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -137,13 +165,24 @@ fn unknown_preset_is_rejected() {
 #[test]
 fn short_clip_clamps_k_and_reports_it() {
     let m = model(); // top_k 8
-    let c = m.condense(Device::Cpu, &video(1, 5, E), &text(2, E), &CondenseOptions::default()).unwrap();
+    let c = m
+        .condense(
+            Device::Cpu,
+            &video(1, 5, E),
+            &text(2, E),
+            &CondenseOptions::default(),
+        )
+        .unwrap();
     assert_eq!((c.k, c.k_requested), (5, 8));
     assert_eq!(c.selected_indices.len(), 5);
 }
 
 fn fixture_bytes() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/case_small.safetensors")).unwrap()
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/case_small.safetensors"
+    ))
+    .unwrap()
 }
 
 fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -161,10 +200,19 @@ fn truncated_or_garbage_files_are_rejected() {
     let e = TensorStore::open(&p).err().expect("truncated file fails");
     assert!(matches!(e, Error::Safetensors { .. }));
     says(&e, &["truncated.safetensors", "not a readable safetensors"]);
-    let p = temp_file("garbage.safetensors", b"hello, this is not a tensor file at all");
-    assert!(matches!(TensorStore::open(&p), Err(Error::Safetensors { .. })));
+    let p = temp_file(
+        "garbage.safetensors",
+        b"hello, this is not a tensor file at all",
+    );
+    assert!(matches!(
+        TensorStore::open(&p),
+        Err(Error::Safetensors { .. })
+    ));
     let missing = std::env::temp_dir().join("linvt-no-such-file.safetensors");
-    says(&TensorStore::open(&missing).err().unwrap(), &["cannot read", "linvt-no-such-file"]);
+    says(
+        &TensorStore::open(&missing).err().unwrap(),
+        &["cannot read", "linvt-no-such-file"],
+    );
 }
 
 /// A store built from the fixture with one tensor replaced.
@@ -176,31 +224,51 @@ fn store_with(key: &str, shape: Vec<usize>, data: Vec<f32>) -> TensorStore {
             continue;
         }
         let t = src.tensor(k).unwrap().unwrap();
-        tensors.push((k.to_string(), t.shape().to_vec(), bytemuck::cast_slice(t.data()).to_vec()));
+        tensors.push((
+            k.to_string(),
+            t.shape().to_vec(),
+            bytemuck::cast_slice(t.data()).to_vec(),
+        ));
     }
     if !shape.is_empty() {
         tensors.push((key.to_string(), shape, bytemuck::cast_slice(&data).to_vec()));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(k, s, b)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
     let bytes = safetensors::serialize(views, Some(src.metadata().clone())).unwrap();
-    TensorStore::from_files("edited", vec![linvt::weights::SafetensorsFile::from_bytes("edited", bytes).unwrap()], None)
+    TensorStore::from_files(
+        "edited",
+        vec![linvt::weights::SafetensorsFile::from_bytes("edited", bytes).unwrap()],
+        None,
+    )
 }
 
 #[test]
 fn missing_misshaped_and_nan_weights_name_the_key() {
     let key = "linVT.tta_module.layers_vt.0.norm_self.weight";
-    let e = Linvt::from_store(&store_with(key, vec![], vec![]), &ConfigPatch::default()).unwrap_err();
+    let e =
+        Linvt::from_store(&store_with(key, vec![], vec![]), &ConfigPatch::default()).unwrap_err();
     assert!(matches!(e, Error::MissingTensor { .. }));
     says(&e, &[key]);
-    let e = Linvt::from_store(&store_with(key, vec![63], vec![1.0; 63]), &ConfigPatch::default()).unwrap_err();
+    let e = Linvt::from_store(
+        &store_with(key, vec![63], vec![1.0; 63]),
+        &ConfigPatch::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }));
     says(&e, &[key, "[63]", "[64]"]);
     let mut bad = vec![1.0; 64];
     bad[9] = f32::NAN;
-    let e = Linvt::from_store(&store_with(key, vec![64], bad), &ConfigPatch::default()).unwrap_err();
+    let e =
+        Linvt::from_store(&store_with(key, vec![64], bad), &ConfigPatch::default()).unwrap_err();
     assert!(matches!(e, Error::NonFinite { .. }));
     says(&e, &[key, "flat index 9"]);
 }
@@ -214,7 +282,14 @@ fn extra_layers_are_reported_unused() {
         ..Default::default()
     };
     let (_, report) = Linvt::from_store(&store, &patch).unwrap();
-    assert!(report.unused.iter().any(|k| k.contains("layers.1.spatial_attention")), "{:?}", report.unused);
+    assert!(
+        report
+            .unused
+            .iter()
+            .any(|k| k.contains("layers.1.spatial_attention")),
+        "{:?}",
+        report.unused
+    );
 }
 
 #[test]
@@ -244,7 +319,17 @@ fn too_large_tensors_are_refused_with_sizes() {
     let mut m = model();
     m.attach_gpu(ctx).unwrap();
     let v = Tensor::new(vec![1, tokens, E], vec![0.5; tokens * E]).unwrap();
-    let e = m.condense(Device::Gpu, &v, &text(2, E), &CondenseOptions::default()).unwrap_err();
+    let e = m
+        .condense(Device::Gpu, &v, &text(2, E), &CondenseOptions::default())
+        .unwrap_err();
     assert!(matches!(e, Error::TensorTooLarge { .. }), "{e}");
-    says(&e, &["qkv", &format!("{}", tokens * 3 * E * 4), &format!("{limit}"), "frames"]);
+    says(
+        &e,
+        &[
+            "qkv",
+            &format!("{}", tokens * 3 * E * 4),
+            &format!("{limit}"),
+            "frames",
+        ],
+    );
 }

@@ -11,7 +11,10 @@ fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     // Inputs with a nonzero mean (+3) so the two-pass variance matters.
-    let x: Vec<f32> = common::rand_vec(seed, rows * cols, 2.0).iter().map(|v| v + 3.0).collect();
+    let x: Vec<f32> = common::rand_vec(seed, rows * cols, 2.0)
+        .iter()
+        .map(|v| v + 3.0)
+        .collect();
     let r = common::rand_vec(seed + 1, rows * cols, 1.0);
     let gamma = common::rand_vec(seed + 2, cols, 1.5);
     let beta = common::rand_vec(seed + 3, cols, 0.5);
@@ -20,7 +23,10 @@ fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
     // x lives at rows 2.. of a bigger tensor: exercises the offset.
     let mut padded = common::rand_vec(seed + 4, (rows + 3) * cols, 9.0);
     padded[2 * cols..(2 + rows) * cols].copy_from_slice(&x);
-    let xg = ctx.upload("x", &[rows + 3, cols], &padded).unwrap().rows_view(2, rows);
+    let xg = ctx
+        .upload("x", &[rows + 3, cols], &padded)
+        .unwrap()
+        .rows_view(2, rows);
     let rg = ctx.upload("r", &[rows, cols], &r).unwrap();
     let gg = ctx.upload("gamma", &[cols], &gamma).unwrap();
     let bg = ctx.upload("beta", &[cols], &beta).unwrap();
@@ -30,7 +36,14 @@ fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
     assert_eq!(y.shape, vec![rows, cols]);
     rec.submit().unwrap();
     let got = ctx.read_f32(&y).unwrap();
-    let want = cpu::layer_norm(&x, with_residual.then_some(&r[..]), &gamma, &beta, cols, eps);
+    let want = cpu::layer_norm(
+        &x,
+        with_residual.then_some(&r[..]),
+        &gamma,
+        &beta,
+        cols,
+        eps,
+    );
     // Normalised values are O(1) (|γ| ≤ 1.5, so |y| ≲ 1.5·√cols at worst, typically ≲ 5).
     // Both sides sum `cols` f32 values in different orders; mean and variance then carry a
     // relative error ~ cols·2⁻²⁴ at worst (≈ 5e-5 for 896), which scales y by the same
@@ -85,12 +98,23 @@ fn cpu_twin_hand_computed() {
     let beta = [0.0, 1.0, 0.0, -1.0];
     let y = cpu::layer_norm(&x, Some(&r), &gamma, &beta, 4, 0.0);
     let s = 6.75f32.sqrt();
-    let want = [-1.5 / s, -1.5 / s * 2.0 + 1.0, -1.5 / s, 4.5 / s * 0.5 - 1.0];
+    let want = [
+        -1.5 / s,
+        -1.5 / s * 2.0 + 1.0,
+        -1.5 / s,
+        4.5 / s * 0.5 - 1.0,
+    ];
     common::assert_close("cpu layer_norm hand case", &y, &want, 1e-6, 1e-6);
 
     // Constant row: variance 0, output = beta (eps keeps it finite).
     let y = cpu::layer_norm(&[5.0; 3], None, &[2.0; 3], &[0.25, -0.5, 1.0], 3, 1e-5);
-    common::assert_close("cpu layer_norm constant row", &y, &[0.25, -0.5, 1.0], 0.0, 0.0);
+    common::assert_close(
+        "cpu layer_norm constant row",
+        &y,
+        &[0.25, -0.5, 1.0],
+        0.0,
+        0.0,
+    );
 }
 
 #[test]

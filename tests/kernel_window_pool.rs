@@ -148,7 +148,7 @@ fn gpu_out_of_range_indices_stay_in_bounds() {
 fn gpu_rejects_bad_input() {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
-    let x = ctx.upload("x", &[10, 4], &vec![0f32; 40]).unwrap();
+    let x = ctx.upload("x", &[10, 4], &[0f32; 40]).unwrap();
     let idx = ctx.upload("idx", &[6], &[0u32; 6]).unwrap();
     let mut rec = Recorder::new(&ctx, &pool);
     let cases: [(&str, Option<&linvt::gpu::GpuTensor>, usize, &[usize]); 7] = [

@@ -53,23 +53,34 @@ fn check_linearity(c: &Condensed, video: &Tensor) {
             let w = p.head_row(h, row);
             assert!(w.iter().all(|&x| x >= 0.0), "weights are non-negative");
             let sum: f32 = w.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-5, "row {row} head {h} weights sum to {sum}");
+            assert!(
+                (sum - 1.0).abs() < 1e-5,
+                "row {row} head {h} weights sum to {sum}"
+            );
             for ch in h * hd..(h + 1) * hd {
-                let rebuilt: f32 = (0..T * N).map(|cell| w[cell] * video.data()[cell * E + ch]).sum();
+                let rebuilt: f32 = (0..T * N)
+                    .map(|cell| w[cell] * video.data()[cell * E + ch])
+                    .sum();
                 let got = c.output.data()[row * E + ch];
-                assert!((rebuilt - got).abs() < 1e-5, "row {row} channel {ch}: output {got} vs provenance {rebuilt}");
+                assert!(
+                    (rebuilt - got).abs() < 1e-5,
+                    "row {row} channel {ch}: output {got} vs provenance {rebuilt}"
+                );
             }
         }
         let mean_sum: f32 = p.mean_row(row).iter().sum();
         assert!((mean_sum - 1.0).abs() < 1e-5);
     }
     // Only selected cells can carry weight.
-    let mut selected = vec![false; T * N];
+    let mut selected = [false; T * N];
     for &i in &c.selected_indices {
         selected[i as usize] = true;
     }
     for (cell, &w) in p.mean_row(0).iter().enumerate() {
-        assert!(selected[cell] || w == 0.0, "unselected cell {cell} has weight {w}");
+        assert!(
+            selected[cell] || w == 0.0,
+            "unselected cell {cell} has weight {w}"
+        );
     }
 }
 
@@ -78,7 +89,10 @@ fn paper_output_is_linear_in_input_tokens_cpu() {
     let m = model();
     let (v, t) = inputs(1);
     let c = with_provenance(Device::Cpu, &m, &v, &t);
-    assert!(c.selected_indices.windows(2).all(|w| w[0] < w[1]), "paper order: ascending flat index");
+    assert!(
+        c.selected_indices.windows(2).all(|w| w[0] < w[1]),
+        "paper order: ascending flat index"
+    );
     check_linearity(&c, &v);
 }
 
@@ -93,8 +107,20 @@ fn paper_output_is_linear_in_input_tokens_gpu() {
     // And the GPU agrees with the CPU reference (f32, different summation orders: 1e-4).
     let c = with_provenance(Device::Cpu, &m, &v, &t);
     assert_eq!(g.selected_indices, c.selected_indices);
-    common::assert_close("paper output gpu vs cpu", g.output.data(), c.output.data(), 1e-4, 0.0);
-    common::assert_close("paper provenance gpu vs cpu", &g.provenance.unwrap().per_head, &c.provenance.unwrap().per_head, 1e-5, 0.0);
+    common::assert_close(
+        "paper output gpu vs cpu",
+        g.output.data(),
+        c.output.data(),
+        1e-4,
+        0.0,
+    );
+    common::assert_close(
+        "paper provenance gpu vs cpu",
+        &g.provenance.unwrap().per_head,
+        &c.provenance.unwrap().per_head,
+        1e-5,
+        0.0,
+    );
 }
 
 /// Attention has no positional terms, so permuting frames permutes the scores with them.
@@ -108,12 +134,19 @@ fn paper_scores_follow_a_frame_permutation() {
         pv.extend_from_slice(&v.data()[old * N * E..(old + 1) * N * E]);
     }
     let pv = Tensor::new(vec![T, N, E], pv).unwrap();
-    let a = m.condense(Device::Cpu, &v, &t, &CondenseOptions::default()).unwrap();
-    let b = m.condense(Device::Cpu, &pv, &t, &CondenseOptions::default()).unwrap();
+    let a = m
+        .condense(Device::Cpu, &v, &t, &CondenseOptions::default())
+        .unwrap();
+    let b = m
+        .condense(Device::Cpu, &pv, &t, &CondenseOptions::default())
+        .unwrap();
     for (f, &old) in perm.iter().enumerate() {
         for n in 0..N {
             let (x, y) = (a.scores[old * N + n], b.scores[f * N + n]);
-            assert!((x - y).abs() < 1e-5, "frame {old}→{f} token {n}: {x} vs {y}");
+            assert!(
+                (x - y).abs() < 1e-5,
+                "frame {old}→{f} token {n}: {x} vs {y}"
+            );
         }
     }
 }
@@ -141,7 +174,11 @@ fn gpu_calls_are_independent_and_deterministic() {
 fn cpu_runs_are_deterministic() {
     let m = model();
     let (v, t) = inputs(5);
-    let a = m.condense(Device::Cpu, &v, &t, &CondenseOptions::default()).unwrap();
-    let b = m.condense(Device::Cpu, &v, &t, &CondenseOptions::default()).unwrap();
+    let a = m
+        .condense(Device::Cpu, &v, &t, &CondenseOptions::default())
+        .unwrap();
+    let b = m
+        .condense(Device::Cpu, &v, &t, &CondenseOptions::default())
+        .unwrap();
     assert_eq!(a.output.data(), b.output.data());
 }

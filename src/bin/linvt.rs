@@ -1,6 +1,6 @@
 //! `linvt` command-line program: info, condense, bench, demo.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -9,7 +9,11 @@ use linvt::weights::TensorStore;
 use linvt::{CondenseOptions, ConfigPatch, Device, Linvt};
 
 #[derive(Parser)]
-#[command(name = "linvt", version, about = "LinVT video-token condensation on any GPU (wgpu) or the CPU")]
+#[command(
+    name = "linvt",
+    version,
+    about = "LinVT video-token condensation on any GPU (wgpu) or the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,7 +133,10 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
             let report = linvt::bench::run(&ctx, &shape, !json)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
             } else {
                 linvt::bench::print_table(&report);
             }
@@ -149,9 +156,23 @@ fn info() -> linvt::Result<()> {
     for (i, a) in adapters.iter().enumerate() {
         let l = &a.limits;
         println!("adapter {i}: {}", a.name);
-        println!("  backend: {}   type: {}   driver: {}", a.backend, a.device_type, a.driver);
-        println!("  features: {}", if a.features.is_empty() { "(none of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY)".to_string() } else { a.features.join(", ") });
-        println!("  max storage binding: {} MiB   max buffer: {} MiB", l.max_storage_buffer_binding_size / (1 << 20), l.max_buffer_size / (1 << 20));
+        println!(
+            "  backend: {}   type: {}   driver: {}",
+            a.backend, a.device_type, a.driver
+        );
+        println!(
+            "  features: {}",
+            if a.features.is_empty() {
+                "(none of SHADER_F16, SUBGROUP, TIMESTAMP_QUERY)".to_string()
+            } else {
+                a.features.join(", ")
+            }
+        );
+        println!(
+            "  max storage binding: {} MiB   max buffer: {} MiB",
+            l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_buffer_size / (1 << 20)
+        );
         println!(
             "  workgroup storage: {} KiB   invocations/workgroup: {}   workgroups/dim: {}",
             l.max_compute_workgroup_storage_size / 1024,
@@ -162,7 +183,13 @@ fn info() -> linvt::Result<()> {
     Ok(())
 }
 
-fn condense(weights: &PathBuf, input: &PathBuf, output: &PathBuf, patch: &ConfigPatch, backend: Backend) -> linvt::Result<()> {
+fn condense(
+    weights: &Path,
+    input: &Path,
+    output: &Path,
+    patch: &ConfigPatch,
+    backend: Backend,
+) -> linvt::Result<()> {
     let store = TensorStore::open(weights)?;
     let (mut model, report) = Linvt::from_store(&store, patch)?;
     if !report.unused.is_empty() {

@@ -61,7 +61,7 @@ impl AttnGeometry {
         axis: Axis,
     ) -> Self {
         let e = embed;
-        let head_dim = if heads == 0 { 0 } else { e / heads };
+        let head_dim = e.checked_div(heads).unwrap_or(0);
         // (group stride, row stride) of the packed input and of the output.
         let ((in_gs, in_rs), (out_gs, out_rs), groups, len) = match axis {
             // One group per token position n; the sequence runs over the frames t.
@@ -94,7 +94,7 @@ impl AttnGeometry {
 
     /// Cross-attention: q (q_len, E), k and v (kv_len, E), out (q_len, E). Scale 1/√(E/heads).
     pub fn cross(q_len: usize, kv_len: usize, embed: usize, heads: usize) -> Self {
-        let head_dim = if heads == 0 { 0 } else { embed / heads };
+        let head_dim = embed.checked_div(heads).unwrap_or(0);
         let op = |rows: usize| Operand {
             offset: 0,
             group_stride: rows * embed,
@@ -129,14 +129,16 @@ fn pytorch_scale(head_dim: usize) -> f32 {
     }
 }
 
-/// Dot product with 8 independent partial sums, so the compiler can vectorise it.
+/// Dot product with `LANES` independent partial sums, so the compiler can vectorise it and
+/// the additions do not wait on each other.
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, at) = a.split_at(a.len() / 8 * 8);
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (ac, at) = a.split_at(a.len() / LANES * LANES);
     let (bc, bt) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for l in 0..8 {
+    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
+        for l in 0..LANES {
             acc[l] += x[l] * y[l];
         }
     }

@@ -23,10 +23,24 @@ const PARALLEL_MIN_WORK: usize = 1 << 20;
 ///
 /// Panics when a slice is shorter than its shape says (callers validate user input first).
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
-    assert!(x.len() >= m * k, "linear: x holds {} values, {m}×{k} needs {}", x.len(), m * k);
-    assert!(w.len() >= n * k, "linear: w holds {} values, {n}×{k} needs {}", w.len(), n * k);
+    assert!(
+        x.len() >= m * k,
+        "linear: x holds {} values, {m}×{k} needs {}",
+        x.len(),
+        m * k
+    );
+    assert!(
+        w.len() >= n * k,
+        "linear: w holds {} values, {n}×{k} needs {}",
+        w.len(),
+        n * k
+    );
     if let Some(b) = b {
-        assert!(b.len() >= n, "linear: bias holds {} values, needs {n}", b.len());
+        assert!(
+            b.len() >= n,
+            "linear: bias holds {} values, needs {n}",
+            b.len()
+        );
     }
     let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
@@ -35,7 +49,9 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
     let threads = if m * n * k < PARALLEL_MIN_WORK {
         1
     } else {
-        std::thread::available_parallelism().map_or(1, |t| t.get()).min(m)
+        std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(m)
     };
     let rows_per_band = m.div_ceil(threads);
     if threads == 1 {
@@ -101,8 +117,10 @@ fn dot_block<const R: usize, const C: usize>(xr: [&[f32]; R], wr: [&[f32]; C]) -
     let mut acc = [[[0.0f32; LANES]; C]; R];
     let main = k - k % LANES;
     for k0 in (0..main).step_by(LANES) {
-        let xs: [&[f32; LANES]; R] = std::array::from_fn(|r| xr[r][k0..k0 + LANES].try_into().unwrap());
-        let ws: [&[f32; LANES]; C] = std::array::from_fn(|c| wr[c][k0..k0 + LANES].try_into().unwrap());
+        let xs: [&[f32; LANES]; R] =
+            std::array::from_fn(|r| xr[r][k0..k0 + LANES].try_into().unwrap());
+        let ws: [&[f32; LANES]; C] =
+            std::array::from_fn(|c| wr[c][k0..k0 + LANES].try_into().unwrap());
         for r in 0..R {
             for c in 0..C {
                 for l in 0..LANES {

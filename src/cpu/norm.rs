@@ -5,12 +5,30 @@
 /// Per row: z = x + residual, mean = Σz / cols, var = Σ(z − mean)² / cols (two passes, as the
 /// GPU kernel does, so a large mean does not cancel the variance), y = (z − mean) / √(var + eps)
 /// · gamma + beta. Panics when the slices disagree with `cols` (callers validate user input).
-pub fn layer_norm(x: &[f32], residual: Option<&[f32]>, gamma: &[f32], beta: &[f32], cols: usize, eps: f32) -> Vec<f32> {
+pub fn layer_norm(
+    x: &[f32],
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    cols: usize,
+    eps: f32,
+) -> Vec<f32> {
     assert!(cols > 0, "layer_norm: cols must be positive");
-    assert!(x.len() % cols == 0, "layer_norm: {} values are not rows of {cols}", x.len());
-    assert!(gamma.len() == cols && beta.len() == cols, "layer_norm: gamma/beta must hold {cols} values");
+    assert!(
+        x.len().is_multiple_of(cols),
+        "layer_norm: {} values are not rows of {cols}",
+        x.len()
+    );
+    assert!(
+        gamma.len() == cols && beta.len() == cols,
+        "layer_norm: gamma/beta must hold {cols} values"
+    );
     if let Some(r) = residual {
-        assert_eq!(r.len(), x.len(), "layer_norm: residual and x differ in length");
+        assert_eq!(
+            r.len(),
+            x.len(),
+            "layer_norm: residual and x differ in length"
+        );
     }
     let mut y = vec![0.0f32; x.len()];
     let mut z = vec![0.0f32; cols];

@@ -31,7 +31,9 @@ pub fn order_key(x: f32) -> u32 {
 /// Checks `k` against the number of scores (shared with the GPU dispatch).
 pub fn check_k(k: usize, len: usize) -> Result<()> {
     if len == 0 {
-        return Err(Error::input("top-k needs at least one score, got an empty score list"));
+        return Err(Error::input(
+            "top-k needs at least one score, got an empty score list",
+        ));
     }
     if k == 0 || k > len {
         return Err(Error::input(format!(
@@ -55,7 +57,12 @@ pub fn non_finite_error(i: usize, tokens_per_frame: usize) -> Result<()> {
 /// The k largest scores' flat indices. Ties are broken toward the lower flat index.
 /// A non-finite score is `Error::NonFiniteScore` naming (frame, token) = (i / N, i % N);
 /// k must be in 1..=len.
-pub fn top_k(scores: &[f32], k: usize, order: TopKOrder, tokens_per_frame: usize) -> Result<Vec<u32>> {
+pub fn top_k(
+    scores: &[f32],
+    k: usize,
+    order: TopKOrder,
+    tokens_per_frame: usize,
+) -> Result<Vec<u32>> {
     check_k(k, scores.len())?;
     if tokens_per_frame == 0 {
         return Err(Error::input("top-k: tokens_per_frame must be at least 1"));

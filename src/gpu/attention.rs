@@ -57,25 +57,30 @@ pub struct AttendTuning {
 impl AttendTuning {
     /// The choice for this adapter and query length.
     ///
-    /// Real GPUs: 64 query rows per workgroup (32 when there are fewer rows, so short sequences
-    /// such as attention along 16 frames do not idle half the workgroup), K/V staged in
-    /// workgroup memory (the ORT WebGPU flash-attention layout). lavapipe (a CPU): measured with
-    /// examples/attn_perf.rs; see the numbers in the comment of `for_cpu`.
+    /// Real GPUs: K/V staged in workgroup memory (the ORT WebGPU flash-attention layout), 64
+    /// query rows per workgroup, 32 when there are fewer rows so short sequences (attention
+    /// along 16 frames) do not idle most of the workgroup.
+    ///
+    /// lavapipe (a CPU): Mesa's llvmpipe turns every storage or workgroup load inside a loop
+    /// into a per-lane scalar loop, so the kernel is load-bound; what helps is sharing each
+    /// staged K/V tile among as many rows as possible. Measured with the (scratch) attn_perf
+    /// example on llvmpipe 22.3, 2 cores, official shapes (head_dim 224, tokens = 256 rows,
+    /// frames = 16 rows): staged beats unstaged (2.5 vs 1.8 GFLOP/s along tokens at 64 rows,
+    /// 1.9 vs 0.4–1.6 along frames), and more rows per workgroup help up to the sequence
+    /// length (tokens: 8 rows 1.0, 16 rows 1.2, 64 rows 1.6, 128 rows 1.65 GFLOP/s under the
+    /// same load) while workgroups larger than the sequence hurt (frames: 16 rows 1.07, 64 rows
+    /// 0.37 GFLOP/s). Hence one workgroup per whole sequence up to 128 rows, at least 16.
     pub fn choose(is_cpu: bool, q_len: usize) -> Self {
         if is_cpu {
-            Self::for_cpu(q_len)
+            AttendTuning {
+                wg: (q_len.next_power_of_two() as u32).clamp(16, 128),
+                stage: true,
+            }
         } else {
             AttendTuning {
                 wg: if q_len <= 32 { 32 } else { 64 },
                 stage: true,
             }
-        }
-    }
-
-    fn for_cpu(q_len: usize) -> Self {
-        AttendTuning {
-            wg: (q_len.next_power_of_two() as u32).clamp(8, 64),
-            stage: true,
         }
     }
 }

@@ -27,7 +27,10 @@ pub struct BufferPool {
 impl BufferPool {
     /// Buffers currently idle in the pool (for tests of reuse).
     pub fn idle_count(&self) -> usize {
-        self.free.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+        self.free
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
     }
 }
 
@@ -164,7 +167,12 @@ impl GpuContext {
     }
 
     /// Uploads 4-byte elements (f32 or u32) into a new, unpooled tensor.
-    pub fn upload<T: bytemuck::Pod>(&self, name: &str, shape: &[usize], data: &[T]) -> Result<GpuTensor> {
+    pub fn upload<T: bytemuck::Pod>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<GpuTensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
         let elements: usize = shape.iter().product();
         if elements != data.len() {
@@ -176,11 +184,13 @@ impl GpuContext {
         self.check_fits(name, elements)?;
         let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
         bytes.resize(byte_size(elements) as usize, 0);
-        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(name),
-            contents: &bytes,
-            usage: STORAGE_USAGE,
-        });
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: &bytes,
+                usage: STORAGE_USAGE,
+            });
         Ok(GpuTensor {
             buf: Arc::new(PooledBuffer {
                 buffer: Some(buffer),
@@ -199,7 +209,9 @@ impl GpuContext {
     ) -> Result<Vec<Vec<u8>>> {
         let mut encoder = encoder.unwrap_or_else(|| {
             self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("readback"),
+                })
         });
         let mut staging = Vec::with_capacity(tensors.len());
         for t in tensors {
@@ -210,7 +222,7 @@ impl GpuContext {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            if t.len() > 0 {
+            if !t.is_empty() {
                 encoder.copy_buffer_to_buffer(t.buffer(), t.offset as u64 * 4, &s, 0, bytes);
             }
             staging.push((s, t.len() * 4));

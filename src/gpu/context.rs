@@ -72,7 +72,9 @@ impl AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             features: interesting
                 .iter()
                 .filter(|(bit, _)| f.contains(*bit))
@@ -232,7 +234,9 @@ impl GpuContext {
 
     /// Largest byte size one storage binding (and one buffer) may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Returns (and clears) the first error the device reported since the last check.

@@ -59,10 +59,11 @@ impl GpuContext {
             modules
                 .entry(shader.name)
                 .or_insert_with(|| {
-                    self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader.name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                    })
+                    self.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name),
+                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                        })
                 })
                 .clone()
         };
@@ -156,7 +157,9 @@ impl<'a> Recorder<'a> {
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         let device = &self.ctx.device;
         self.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("linvt") })
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("linvt"),
+            })
         })
     }
 
@@ -192,11 +195,14 @@ impl<'a> Recorder<'a> {
                 resource: b.as_entire_binding(),
             });
         }
-        let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let bind_group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
         if self.pass.is_none() {
             let pass = self
                 .encoder()
@@ -220,9 +226,19 @@ impl<'a> Recorder<'a> {
             return;
         }
         self.end_pass();
-        let (sb, so, db, dof) = (src.buffer().clone(), src.offset, dst.buffer().clone(), dst.offset);
-        self.encoder()
-            .copy_buffer_to_buffer(&sb, so as u64 * 4, &db, dof as u64 * 4, src.len() as u64 * 4);
+        let (sb, so, db, dof) = (
+            src.buffer().clone(),
+            src.offset,
+            dst.buffer().clone(),
+            dst.offset,
+        );
+        self.encoder().copy_buffer_to_buffer(
+            &sb,
+            so as u64 * 4,
+            &db,
+            dof as u64 * 4,
+            src.len() as u64 * 4,
+        );
     }
 
     /// Fills a whole tensor's buffer with zeros.

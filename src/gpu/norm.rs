@@ -46,7 +46,10 @@ pub fn layer_norm(
 ) -> Result<GpuTensor> {
     let (rows, cols) = (x.rows(), x.cols());
     if cols == 0 {
-        return Err(Error::input(format!("layer_norm: x {:?} has no columns", x.shape)));
+        return Err(Error::input(format!(
+            "layer_norm: x {:?} has no columns",
+            x.shape
+        )));
     }
     if gamma.len() != cols || beta.len() != cols {
         return Err(Error::input(format!(
@@ -63,14 +66,18 @@ pub fn layer_norm(
         }
     }
     if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::input(format!("layer_norm: eps must be finite and ≥ 0, got {eps}")));
+        return Err(Error::input(format!(
+            "layer_norm: eps must be finite and ≥ 0, got {eps}"
+        )));
     }
     let out = rec.alloc("layer_norm.out", &[rows, cols])?;
     if rows == 0 {
         return Ok(out);
     }
     let wg = workgroup_size(rec);
-    let pipeline = rec.ctx.pipeline(&SHADER, "layer_norm", &[("WG", wg as f64)])?;
+    let pipeline = rec
+        .ctx
+        .pipeline(&SHADER, "layer_norm", &[("WG", wg as f64)])?;
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -88,7 +95,13 @@ pub fn layer_norm(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[x.buffer(), r_buf, gamma.buffer(), beta.buffer(), out.buffer()],
+        &[
+            x.buffer(),
+            r_buf,
+            gamma.buffer(),
+            beta.buffer(),
+            out.buffer(),
+        ],
         g,
     );
     Ok(out)

@@ -101,7 +101,12 @@ pub fn dispatch_count(k: usize, order: TopKOrder) -> usize {
 
 /// Records top-k of the flat scores view (any shape; its `len()` elements from its offset).
 /// See the module docs for the algorithm and the dispatch count.
-pub fn top_k(rec: &mut Recorder, scores: &GpuTensor, k: usize, order: TopKOrder) -> Result<TopKResult> {
+pub fn top_k(
+    rec: &mut Recorder,
+    scores: &GpuTensor,
+    k: usize,
+    order: TopKOrder,
+) -> Result<TopKResult> {
     let len = scores.len();
     check_k(k, len)?;
     if len > (u32::MAX / 2) as usize {
@@ -142,7 +147,11 @@ pub fn top_k(rec: &mut Recorder, scores: &GpuTensor, k: usize, order: TopKOrder)
         let params = Params {
             shift,
             dmask: (1u32 << bits) - 1,
-            hi_mask: if decided >= 32 { 0 } else { !((1u32 << decided) - 1) },
+            hi_mask: if decided >= 32 {
+                0
+            } else {
+                !((1u32 << decided) - 1)
+            },
             check: (pass == 0) as u32,
             nwg: hist_wgs,
             ..base
@@ -168,10 +177,21 @@ pub fn top_k(rec: &mut Recorder, scores: &GpuTensor, k: usize, order: TopKOrder)
             let m = merge_levels(k);
             // Writers in turn: scatter, sort_tiles, m merges; the last one must write `indices`.
             // Writer j writes `indices` when (m + 1 - j) is even.
-            let target = |j: usize| if (m + 1 - j) % 2 == 0 { &indices } else { &tmp };
+            let target = |j: usize| {
+                if (m + 1 - j).is_multiple_of(2) {
+                    &indices
+                } else {
+                    &tmp
+                }
+            };
             rec.dispatch(&p_scatter, pb, &[wb, sb, target(0).buffer()], blocks);
             let wgs = grid(ctx, k.div_ceil(TILE) as u32);
-            rec.dispatch(&p_tiles, pb, &[sb, target(0).buffer(), target(1).buffer()], wgs);
+            rec.dispatch(
+                &p_tiles,
+                pb,
+                &[sb, target(0).buffer(), target(1).buffer()],
+                wgs,
+            );
             let mut width = TILE;
             for j in 2..m + 2 {
                 let params = Params {

@@ -3,7 +3,9 @@
 
 use super::ops::Ops;
 use super::params::{CrossAttn, LinvtParams, Mha};
-use crate::config::{GatherFrom, LinvtConfig, MultiScale, QuerySelfAttention, SelectionOrder, SvrOrder};
+use crate::config::{
+    GatherFrom, LinvtConfig, MultiScale, QuerySelfAttention, SelectionOrder, SvrOrder,
+};
 use crate::cpu::attention::Axis;
 use crate::cpu::topk::TopKOrder;
 use crate::cpu::window_pool::pooled_rows;
@@ -30,7 +32,11 @@ pub struct TtaRun {
 
 /// How the selected tokens flow into TTA for this config: the pooling scales applied before TTA,
 /// the runs, and the scales applied to the outputs after (Multi-A).
-pub fn plan_runs(cfg: &LinvtConfig, k: usize, num_queries: usize) -> Result<(Vec<usize>, Vec<TtaRun>, Vec<usize>)> {
+pub fn plan_runs(
+    cfg: &LinvtConfig,
+    k: usize,
+    num_queries: usize,
+) -> Result<(Vec<usize>, Vec<TtaRun>, Vec<usize>)> {
     let all = |rows| TtaRun {
         tokens: (0, rows),
         queries: (0, num_queries),
@@ -155,7 +161,9 @@ pub fn forward<O: Ops>(
     for run in &runs {
         let tokens = ops.rows(&pooled, run.tokens.0, run.tokens.1);
         let queries = ops.rows(&p.query_tokens, run.queries.0, run.queries.1);
-        let (out, probs) = tta(ops, cfg, p, &queries, &tokens, text, want_probs, &mut trace, want.trace)?;
+        let (out, probs) = tta(
+            ops, cfg, p, &queries, &tokens, text, want_probs, &mut trace, want.trace,
+        )?;
         outputs.push(out);
         aggregation_probs.extend(probs);
     }
@@ -181,14 +189,28 @@ pub fn forward<O: Ops>(
 }
 
 /// nn.MultiheadAttention on (T·N, E) along one axis: in_proj → attention → out_proj.
-fn mha_along<O: Ops>(ops: &mut O, m: &Mha<O::T>, x: &O::T, t: usize, n: usize, heads: usize, axis: Axis) -> Result<O::T> {
+fn mha_along<O: Ops>(
+    ops: &mut O,
+    m: &Mha<O::T>,
+    x: &O::T,
+    t: usize,
+    n: usize,
+    heads: usize,
+    axis: Axis,
+) -> Result<O::T> {
     let qkv = ops.linear(x, &m.in_w, Some(&m.in_b))?;
     let a = ops.self_attention(&qkv, t, n, heads, axis)?;
     ops.linear(&a, &m.out_w, Some(&m.out_b))
 }
 
 /// MultiHeadCrossAttention: wq(query), wk(kv), wv(kv), attention, dense.
-fn cross<O: Ops>(ops: &mut O, c: &CrossAttn<O::T>, q: &O::T, kv: &O::T, heads: usize) -> Result<O::T> {
+fn cross<O: Ops>(
+    ops: &mut O,
+    c: &CrossAttn<O::T>,
+    q: &O::T,
+    kv: &O::T,
+    heads: usize,
+) -> Result<O::T> {
     let qp = ops.linear(q, &c.wq, Some(&c.bq))?;
     let kp = ops.linear(kv, &c.wk, Some(&c.bk))?;
     let vp = ops.linear(kv, &c.wv, Some(&c.bv))?;

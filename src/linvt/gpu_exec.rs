@@ -2,16 +2,15 @@
 
 use super::forward::forward;
 use super::ops::Ops;
-use super::{CondenseOptions, Condensed, Device, Linvt};
-use crate::error::Error;
-use crate::tensor::Tensor;
 use super::params::Norm;
+use super::{CondenseOptions, Condensed, Device, Linvt};
 use crate::cpu::attention::{AttnGeometry, Axis};
 use crate::cpu::topk::TopKOrder;
+use crate::error::Error;
 use crate::error::Result;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, GpuTensor, Recorder};
-
+use crate::tensor::Tensor;
 
 pub struct GpuOps<'a> {
     pub rec: Recorder<'a>,
@@ -37,11 +36,24 @@ impl Ops for GpuOps<'_> {
         }
     }
 
-    fn add_layer_norm(&mut self, x: &GpuTensor, residual: &GpuTensor, p: &Norm<GpuTensor>, eps: f32) -> Result<GpuTensor> {
+    fn add_layer_norm(
+        &mut self,
+        x: &GpuTensor,
+        residual: &GpuTensor,
+        p: &Norm<GpuTensor>,
+        eps: f32,
+    ) -> Result<GpuTensor> {
         gpu::norm::layer_norm(&mut self.rec, x, Some(residual), &p.weight, &p.bias, eps)
     }
 
-    fn self_attention(&mut self, qkv: &GpuTensor, frames: usize, tokens: usize, heads: usize, axis: Axis) -> Result<GpuTensor> {
+    fn self_attention(
+        &mut self,
+        qkv: &GpuTensor,
+        frames: usize,
+        tokens: usize,
+        heads: usize,
+        axis: Axis,
+    ) -> Result<GpuTensor> {
         let e = qkv.cols() / 3;
         let g = AttnGeometry::along_axis(frames, tokens, e, heads, axis);
         let out = self.rec.alloc("attention.out", &[frames * tokens, e])?;
@@ -49,9 +61,17 @@ impl Ops for GpuOps<'_> {
         Ok(out)
     }
 
-    fn cross_attention(&mut self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize) -> Result<GpuTensor> {
+    fn cross_attention(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        heads: usize,
+    ) -> Result<GpuTensor> {
         let g = AttnGeometry::cross(q.rows(), k.rows(), q.cols(), heads);
-        let out = self.rec.alloc("cross_attention.out", &[q.rows(), q.cols()])?;
+        let out = self
+            .rec
+            .alloc("cross_attention.out", &[q.rows(), q.cols()])?;
         gpu::attention::attention(&mut self.rec, q, k, v, &out, &g)?;
         Ok(out)
     }
@@ -67,7 +87,13 @@ impl Ops for GpuOps<'_> {
         gpu::topk::top_k(&mut self.rec, &flat, k, order)
     }
 
-    fn gather_pool(&mut self, x: &GpuTensor, idx: Option<&TopKResult>, count: usize, scales: &[usize]) -> Result<GpuTensor> {
+    fn gather_pool(
+        &mut self,
+        x: &GpuTensor,
+        idx: Option<&TopKResult>,
+        count: usize,
+        scales: &[usize],
+    ) -> Result<GpuTensor> {
         gpu::window_pool::gather_pool(&mut self.rec, x, idx.map(|r| &r.indices), count, scales)
     }
 
@@ -90,26 +116,42 @@ impl Ops for GpuOps<'_> {
 
 impl Linvt {
     /// Runs on the attached GPU: the whole forward in one command encoder, one readback.
-    pub async fn condense_gpu(&self, video: &Tensor, text: &Tensor, opts: &CondenseOptions) -> Result<Condensed> {
-        let g = self
-            .gpu
-            .as_ref()
-            .ok_or_else(|| Error::Gpu("no GPU attached to this model; call attach_gpu first".into()))?;
+    pub async fn condense_gpu(
+        &self,
+        video: &Tensor,
+        text: &Tensor,
+        opts: &CondenseOptions,
+    ) -> Result<Condensed> {
+        let g = self.gpu.as_ref().ok_or_else(|| {
+            Error::Gpu("no GPU attached to this model; call attach_gpu first".into())
+        })?;
         let (video, text, dims) = self.prepare_inputs(&video.clone(), text)?;
         let ctx = &g.ctx;
         check_sizes(ctx, self, dims, opts.provenance)?;
         let v = ctx.alloc(&g.pool, "video tokens", video.shape())?;
         let t = ctx.alloc(&g.pool, "text embeddings", text.shape())?;
-        ctx.queue.write_buffer(v.buffer(), 0, bytemuck::cast_slice(video.data()));
-        ctx.queue.write_buffer(t.buffer(), 0, bytemuck::cast_slice(text.data()));
+        ctx.queue
+            .write_buffer(v.buffer(), 0, bytemuck::cast_slice(video.data()));
+        ctx.queue
+            .write_buffer(t.buffer(), 0, bytemuck::cast_slice(text.data()));
         let mut rec = Recorder::new(ctx, &g.pool);
         if opts.profile {
             rec = rec.with_profiling();
         }
         let mut ops = GpuOps { rec };
-        let f = forward(&mut ops, &self.config, &g.params, &v, &t, dims, self.num_queries(), opts.want())?;
+        let f = forward(
+            &mut ops,
+            &self.config,
+            &g.params,
+            &v,
+            &t,
+            dims,
+            self.num_queries(),
+            opts.want(),
+        )?;
         let (encoder, times) = ops.rec.finish()?;
-        let mut wanted: Vec<&GpuTensor> = vec![&f.output, &f.scores, &f.indices.indices, &f.indices.status];
+        let mut wanted: Vec<&GpuTensor> =
+            vec![&f.output, &f.scores, &f.indices.indices, &f.indices.status];
         wanted.extend(f.aggregation_probs.iter());
         wanted.extend(f.trace.iter().map(|(_, t)| t));
         let bytes = ctx.read_back(encoder, &wanted).await?;
@@ -143,17 +185,26 @@ impl Linvt {
                 .trace
                 .iter()
                 .zip(&bytes[4 + f.aggregation_probs.len()..])
-                .map(|((name, t), b)| Ok((name.clone(), Tensor::new(t.shape.clone(), bytemuck::pod_collect_to_vec(b))?)))
+                .map(|((name, t), b)| {
+                    Ok((
+                        name.clone(),
+                        Tensor::new(t.shape.clone(), bytemuck::pod_collect_to_vec(b))?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?,
             adapter: ctx.adapter_name().to_string(),
         })
     }
-
 }
 
 /// Refuses, before anything is recorded, a call whose largest tensors exceed one storage
 /// binding, naming the tensor and how many frames would fit.
-fn check_sizes(ctx: &crate::gpu::GpuContext, m: &Linvt, dims: super::forward::Dims, provenance: bool) -> Result<()> {
+fn check_sizes(
+    ctx: &crate::gpu::GpuContext,
+    m: &Linvt,
+    dims: super::forward::Dims,
+    provenance: bool,
+) -> Result<()> {
     let cfg = m.config();
     let (tn, e) = (dims.frames * dims.tokens, cfg.embed_size);
     let limit = ctx.max_binding_bytes();
@@ -164,7 +215,11 @@ fn check_sizes(ctx: &crate::gpu::GpuContext, m: &Linvt, dims: super::forward::Di
         ("pooled tokens (S × E)", pooled * e, 0),
     ];
     if provenance {
-        tensors.push(("aggregation weights (heads × Q × S)", cfg.num_heads * m.num_queries() * pooled, 0));
+        tensors.push((
+            "aggregation weights (heads × Q × S)",
+            cfg.num_heads * m.num_queries() * pooled,
+            0,
+        ));
     }
     for (name, elements, per_token) in tensors {
         let bytes = elements as u64 * 4;

@@ -85,7 +85,9 @@ pub struct Linvt {
 
 impl std::fmt::Debug for Linvt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Linvt").field("config", &self.config).finish()
+        f.debug_struct("Linvt")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -122,8 +124,15 @@ impl Linvt {
     /// string or plain keys), then preset defaults. Width and layer count fall back to what the
     /// weights hold.
     pub fn from_store(store: &TensorStore, overrides: &ConfigPatch) -> Result<(Self, LoadReport)> {
-        let from_file = match store.config_json.as_ref().and_then(|c| c.get("linvt_config")) {
-            Some(v) => ConfigPatch::from_json(&v.to_string(), &format!("{} config.json `linvt_config`", store.name()))?,
+        let from_file = match store
+            .config_json
+            .as_ref()
+            .and_then(|c| c.get("linvt_config"))
+        {
+            Some(v) => ConfigPatch::from_json(
+                &v.to_string(),
+                &format!("{} config.json `linvt_config`", store.name()),
+            )?,
             None => ConfigPatch::from_metadata(&store.metadata(), store.name())?,
         };
         let mut patch = overrides.clone().over(&from_file);
@@ -197,7 +206,9 @@ impl Linvt {
             }
         };
         if t == 0 || n == 0 {
-            return Err(Error::input(format!("the video is empty: T = {t} frames, N = {n} tokens per frame")));
+            return Err(Error::input(format!(
+                "the video is empty: T = {t} frames, N = {n} tokens per frame"
+            )));
         }
         if c != e {
             return Err(Error::input(format!(
@@ -206,10 +217,16 @@ impl Linvt {
         }
         let (l, tc) = match text.shape() {
             [l, c] | [1, l, c] => (*l, *c),
-            s => return Err(Error::input(format!("text embeddings must be (L, C) or (1, L, C); got shape {s:?}"))),
+            s => {
+                return Err(Error::input(format!(
+                    "text embeddings must be (L, C) or (1, L, C); got shape {s:?}"
+                )))
+            }
         };
         if l == 0 {
-            return Err(Error::input("the text is empty (L = 0); LinVT conditions on at least one text token"));
+            return Err(Error::input(
+                "the text is empty (L = 0); LinVT conditions on at least one text token",
+            ));
         }
         if tc != e {
             return Err(Error::input(format!(
@@ -219,7 +236,12 @@ impl Linvt {
         if let Some((i, v)) = video.first_non_finite() {
             return Err(Error::NonFinite {
                 what: "the video tokens".into(),
-                position: format!("frame {}, token {}, channel {}", i / (n * c), (i / c) % n, i % c),
+                position: format!(
+                    "frame {}, token {}, channel {}",
+                    i / (n * c),
+                    (i / c) % n,
+                    i % c
+                ),
                 value: v,
             });
         }
@@ -236,10 +258,20 @@ impl Linvt {
             text_len: l,
             k: self.config.top_k.min(t * n),
         };
-        Ok((video.clone().reshape(&[t * n, e])?, text.clone().reshape(&[l, e])?, dims))
+        Ok((
+            video.clone().reshape(&[t * n, e])?,
+            text.clone().reshape(&[l, e])?,
+            dims,
+        ))
     }
 
-    pub(crate) fn compose_provenance(&self, f: &forward::ForwardOut<impl ops::Ops>, dims: Dims, indices: &[u32], probs: Vec<Tensor>) -> Provenance {
+    pub(crate) fn compose_provenance(
+        &self,
+        f: &forward::ForwardOut<impl ops::Ops>,
+        dims: Dims,
+        indices: &[u32],
+        probs: Vec<Tensor>,
+    ) -> Provenance {
         provenance::compose(&provenance::ComposeInput {
             heads: self.config.num_heads,
             frames: dims.frames,
@@ -255,10 +287,24 @@ impl Linvt {
     }
 
     /// Runs on the CPU reference path.
-    pub fn condense_cpu(&self, video: &Tensor, text: &Tensor, opts: &CondenseOptions) -> Result<Condensed> {
+    pub fn condense_cpu(
+        &self,
+        video: &Tensor,
+        text: &Tensor,
+        opts: &CondenseOptions,
+    ) -> Result<Condensed> {
         let (video, text, dims) = self.prepare_inputs(video, text)?;
         let mut ops = cpu_exec::CpuOps::new(dims.tokens);
-        let f = forward(&mut ops, &self.config, &self.params, &video, &text, dims, self.num_queries(), opts.want())?;
+        let f = forward(
+            &mut ops,
+            &self.config,
+            &self.params,
+            &video,
+            &text,
+            dims,
+            self.num_queries(),
+            opts.want(),
+        )?;
         ops.clock.mark(None);
         let provenance = opts
             .provenance
@@ -281,7 +327,13 @@ impl Linvt {
 
     /// Blocking condensation on either device (native).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn condense(&self, device: Device, video: &Tensor, text: &Tensor, opts: &CondenseOptions) -> Result<Condensed> {
+    pub fn condense(
+        &self,
+        device: Device,
+        video: &Tensor,
+        text: &Tensor,
+        opts: &CondenseOptions,
+    ) -> Result<Condensed> {
         match device {
             Device::Cpu => self.condense_cpu(video, text, opts),
             Device::Gpu => pollster::block_on(self.condense_gpu(video, text, opts)),

@@ -20,18 +20,43 @@ pub trait Ops {
     /// where the executor can.
     fn rows(&mut self, x: &Self::T, start: usize, len: usize) -> Self::T;
     /// LayerNorm(x + residual).
-    fn add_layer_norm(&mut self, x: &Self::T, residual: &Self::T, p: &Norm<Self::T>, eps: f32) -> Result<Self::T>;
+    fn add_layer_norm(
+        &mut self,
+        x: &Self::T,
+        residual: &Self::T,
+        p: &Norm<Self::T>,
+        eps: f32,
+    ) -> Result<Self::T>;
     /// Multi-head self-attention along `axis` of a packed qkv (T·N, 3E) → (T·N, E).
-    fn self_attention(&mut self, qkv: &Self::T, frames: usize, tokens: usize, heads: usize, axis: Axis) -> Result<Self::T>;
+    fn self_attention(
+        &mut self,
+        qkv: &Self::T,
+        frames: usize,
+        tokens: usize,
+        heads: usize,
+        axis: Axis,
+    ) -> Result<Self::T>;
     /// Multi-head cross-attention: q (Q, E), k and v (S, E) → (Q, E).
-    fn cross_attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize) -> Result<Self::T>;
+    fn cross_attention(
+        &mut self,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+        heads: usize,
+    ) -> Result<Self::T>;
     /// The softmax weights of `cross_attention(q, k, ·)`: (heads, Q, S).
     fn attention_probs(&mut self, q: &Self::T, k: &Self::T, heads: usize) -> Result<Self::T>;
     /// Flat indices of the k largest of `scores` (T·N values) in `order`.
     fn top_k(&mut self, scores: &Self::T, k: usize, order: TopKOrder) -> Result<Self::Idx>;
     /// Gathers `count` rows of x through `idx` (identity when None) and window-pools them at
     /// every scale, concatenated: (Σ ⌊count/s⌋, E).
-    fn gather_pool(&mut self, x: &Self::T, idx: Option<&Self::Idx>, count: usize, scales: &[usize]) -> Result<Self::T>;
+    fn gather_pool(
+        &mut self,
+        x: &Self::T,
+        idx: Option<&Self::Idx>,
+        count: usize,
+        scales: &[usize],
+    ) -> Result<Self::T>;
     /// Row-wise concatenation.
     fn concat_rows(&mut self, parts: &[Self::T]) -> Result<Self::T>;
     /// Marks the start of a named stage (for per-stage timing).

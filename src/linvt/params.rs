@@ -325,10 +325,15 @@ impl LinvtParams<Tensor> {
         let query_tokens = raw.reshape(&[q, e])?;
 
         let mut report = LoadReport::default();
-        let by_design = |k: &str| k.starts_with(&format!("{prefix}{la}.wv")) || k.starts_with(&format!("{prefix}{la}.dense"));
+        let by_design = |k: &str| {
+            k.starts_with(&format!("{prefix}{la}.wv"))
+                || k.starts_with(&format!("{prefix}{la}.dense"))
+        };
         let mut others: Vec<String> = store
             .keys()
-            .filter(|k| (prefix.is_empty() || k.starts_with(prefix)) && !r.used.iter().any(|u| u == k))
+            .filter(|k| {
+                (prefix.is_empty() || k.starts_with(prefix)) && !r.used.iter().any(|u| u == k)
+            })
             .map(str::to_string)
             .collect();
         others.sort();
@@ -362,7 +367,12 @@ struct SeededGen {
 
 impl SeededGen {
     fn tensor(&mut self, shape: &[usize], scale: f32, centre: f32) -> Tensor {
-        let data = self.rng.vec(shape.iter().product(), scale).into_iter().map(|v| v + centre).collect();
+        let data = self
+            .rng
+            .vec(shape.iter().product(), scale)
+            .into_iter()
+            .map(|v| v + centre)
+            .collect();
         Tensor::new(shape.to_vec(), data).expect("sizes match")
     }
     fn weight(&mut self, rows: usize) -> Tensor {

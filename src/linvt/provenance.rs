@@ -36,7 +36,11 @@ fn pooled_sources(indices: &[u32], k: usize, scales: &[usize]) -> Vec<Vec<(usize
     let mut rows = Vec::new();
     for &s in scales {
         for w in 0..k / s {
-            rows.push((0..s).map(|m| (indices[w * s + m] as usize, 1.0 / s as f32)).collect());
+            rows.push(
+                (0..s)
+                    .map(|m| (indices[w * s + m] as usize, 1.0 / s as f32))
+                    .collect(),
+            );
         }
     }
     rows
@@ -100,7 +104,10 @@ pub fn compose(c: &ComposeInput) -> Provenance {
     };
     let mut mean = vec![0.0f32; rows * tn];
     for h in 0..c.heads {
-        for (m, v) in mean.iter_mut().zip(&per_head[h * rows * tn..(h + 1) * rows * tn]) {
+        for (m, v) in mean
+            .iter_mut()
+            .zip(&per_head[h * rows * tn..(h + 1) * rows * tn])
+        {
             *m += v / c.heads as f32;
         }
     }

@@ -1,0 +1,300 @@
+//! Linear (Y = X·Wᵀ + b): GPU kernels vs the CPU twin on odd shapes, views and every kernel
+//! variant; the CPU twin vs hand-computed and f64 references; bad input → errors.
+mod common;
+
+use linvt::cpu::linear as cpu;
+use linvt::gpu::linear::{self, Kernel, Split, Tuning};
+use linvt::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
+
+/// Tolerance for a K-long f32 dot product of values in [-1, 1] (plus a bias in [-1, 1]).
+///
+/// The GPU kernels and the CPU twin add the K products in different orders (vec4 dot products
+/// in k order vs 4 interleaved partial sums added pairwise, tiled stages, fused multiply-adds).
+/// Each order's rounding error is a sum of ~K roundings of partial sums whose size grows like
+/// √k·|x·w| (random signs, E|x·w| ≈ 1/4), so the two results differ by roughly
+/// √K · √K/2 · 2⁻²⁴ in a typical element and a few times that at worst: K = 2688 gives ~1e-4
+/// at most. atol = 5e-7·K + 1e-6 (observed max ≈ 1/16 of it) bounds that and still fails on any indexing
+/// error (those are O(1)).
+fn atol(k: usize) -> f32 {
+    5e-7 * k as f32 + 1e-6
+}
+
+/// A tensor holding `data` as rows `start..start+rows` of a bigger (start+rows+2, cols) buffer
+/// filled around it with large junk, so a kernel that ignores the offset fails loudly.
+fn upload_view(
+    ctx: &GpuContext,
+    name: &str,
+    start: usize,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+) -> GpuTensor {
+    let mut all = vec![1e6f32; (start + rows + 2) * cols];
+    all[start * cols..(start + rows) * cols].copy_from_slice(data);
+    ctx.upload(name, &[start + rows + 2, cols], &all)
+        .unwrap()
+        .rows_view(start, rows)
+}
+
+/// Runs one product on the GPU with `tuning` (None: the adapter default) and compares it with
+/// the CPU twin. x, w and the bias are views at nonzero offsets (`x_start` rows into x's buffer).
+fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: Option<Tuning>) {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let seed = (m * 1_000_003 + n * 1009 + k) as u64;
+    let x = common::rand_vec(seed, m * k, 1.0);
+    let w = common::rand_vec(seed + 1, n * k, 1.0);
+    let b = common::rand_vec(seed + 2, n, 1.0);
+    let xg = upload_view(&ctx, "x", x_start, m, k, &x);
+    let wg = upload_view(&ctx, "w", 1, n, k, &w);
+    let bg = upload_view(&ctx, "b", 2, 1, n, &b);
+    let bias = with_bias.then_some(&bg);
+
+    let mut rec = Recorder::new(&ctx, &pool);
+    let y = match tuning {
+        None => linear::linear(&mut rec, &xg, &wg, bias).unwrap(),
+        Some(t) => {
+            let y = rec.alloc("y", &[m, n]).unwrap();
+            linear::linear_into_tuned(&mut rec, &xg, &wg, bias, &y, t).unwrap();
+            y
+        }
+    };
+    assert_eq!(y.shape, vec![m, n]);
+    rec.submit().unwrap();
+    let got = ctx.read_f32(&y).unwrap();
+    let want = cpu::linear(&x, &w, with_bias.then_some(&b[..]), m, n, k);
+    let what = format!("linear {m}x{n}x{k} bias={with_bias} x_start={x_start} {tuning:?}");
+    common::assert_close(&what, &got, &want, atol(k), 1e-5);
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (7, 13, 5),
+    (33, 65, 97),
+    (130, 70, 224),
+    (3, 200, 8),
+];
+
+#[test]
+fn default_kernel_odd_shapes() {
+    for &(m, n, k) in SHAPES {
+        check(m, n, k, true, 3, None);
+        check(m, n, k, false, 0, None);
+    }
+}
+
+#[test]
+fn default_kernel_tall_and_wide() {
+    // N = 1 (a score head: the register-blocked kernel puts invocations over rows instead),
+    // M = 1 (a single token), and N just past one register-blocked workgroup (128 columns).
+    check(300, 1, 64, true, 1, None);
+    check(1, 300, 64, true, 1, None);
+    check(40, 129, 36, true, 5, None);
+}
+
+fn rb(rows_per_group: u32, workgroup: u32, vec4: bool, split: Split) -> Tuning {
+    Tuning {
+        kernel: Kernel::RegisterBlocked,
+        rows_per_group,
+        workgroup,
+        vec4,
+        split,
+        ..Tuning::CPU
+    }
+}
+
+#[test]
+fn register_blocked_scalar_loads() {
+    // K % 4 == 0 and aligned offsets, but vec4 loads disabled: the scalar entry point, which
+    // otherwise only runs for odd K (covered by the shapes above on CPU adapters).
+    check(33, 65, 96, true, 1, Some(rb(32, 8, false, Split::Auto)));
+    check(7, 13, 5, true, 1, Some(rb(32, 8, false, Split::Auto)));
+}
+
+#[test]
+fn register_blocked_both_splits_and_small_blocks() {
+    for split in [Split::Columns, Split::Rows] {
+        check(33, 65, 20, true, 2, Some(rb(4, 8, true, split)));
+        check(33, 65, 21, false, 2, Some(rb(4, 8, true, split)));
+    }
+    // A workgroup of several SIMD chunks (and a size that is not a power of two).
+    check(19, 300, 12, true, 0, Some(rb(8, 24, true, Split::Columns)));
+}
+
+#[test]
+fn tiled_kernel_odd_shapes() {
+    let t = Tuning {
+        kernel: Kernel::Tiled,
+        ..Tuning::GPU
+    };
+    for &(m, n, k) in SHAPES {
+        check(m, n, k, true, 3, Some(t));
+    }
+    check(70, 130, 40, false, 0, Some(t)); // K not a multiple of the stage (16)
+    check(1, 300, 64, true, 1, Some(t));
+}
+
+#[test]
+fn misaligned_offsets_use_scalar_loads() {
+    // K % 4 == 0 but x and w start at element offsets that are not multiples of 4.
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (m, n, k) = (9, 21, 16);
+    let x = common::rand_vec(31, m * k, 1.0);
+    let w = common::rand_vec(32, n * k, 1.0);
+    let mut xs = vec![7.0f32; m * k + 8];
+    xs[1..1 + m * k].copy_from_slice(&x);
+    let mut ws = vec![7.0f32; n * k + 8];
+    ws[3..3 + n * k].copy_from_slice(&w);
+    let mut xg = ctx
+        .upload("x", &[xs.len()], &xs)
+        .unwrap()
+        .reshaped(&[1, xs.len()]);
+    xg.offset = 1;
+    xg.shape = vec![m, k];
+    let mut wg = ctx
+        .upload("w", &[ws.len()], &ws)
+        .unwrap()
+        .reshaped(&[1, ws.len()]);
+    wg.offset = 3;
+    wg.shape = vec![n, k];
+    let mut rec = Recorder::new(&ctx, &pool);
+    let y = linear::linear(&mut rec, &xg, &wg, None).unwrap();
+    rec.submit().unwrap();
+    let want = cpu::linear(&x, &w, None, m, n, k);
+    common::assert_close(
+        "linear misaligned offsets",
+        &ctx.read_f32(&y).unwrap(),
+        &want,
+        atol(k),
+        1e-5,
+    );
+}
+
+#[test]
+fn weight_sub_block_into_output_view() {
+    // W = rows 2E..3E of a packed (3E, E) in_proj weight, bias = the matching slice of a (3E)
+    // bias, written into rows 1..1+M of a bigger output: the rest must stay untouched.
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (m, e) = (10, 24);
+    let x = common::rand_vec(41, m * e, 1.0);
+    let w_all = common::rand_vec(42, 3 * e * e, 1.0);
+    let b_all = common::rand_vec(43, 3 * e, 1.0);
+    let xg = ctx.upload("x", &[m, e], &x).unwrap();
+    let wg = ctx
+        .upload("in_proj_weight", &[3 * e, e], &w_all)
+        .unwrap()
+        .rows_view(2 * e, e);
+    let bg = ctx
+        .upload("in_proj_bias", &[3, e], &b_all)
+        .unwrap()
+        .rows_view(2, 1);
+    let out_all = ctx
+        .upload("out", &[m + 3, e], &vec![-5.0f32; (m + 3) * e])
+        .unwrap();
+    let out = out_all.rows_view(1, m);
+    let mut rec = Recorder::new(&ctx, &pool);
+    linear::linear_into(&mut rec, &xg, &wg, Some(&bg), &out).unwrap();
+    rec.submit().unwrap();
+    let got = ctx.read_f32(&out_all).unwrap();
+    let want = cpu::linear(&x, &w_all[2 * e * e..], Some(&b_all[2 * e..]), m, e, e);
+    common::assert_close(
+        "linear weight sub-block",
+        &got[e..(m + 1) * e],
+        &want,
+        atol(e),
+        1e-5,
+    );
+    assert!(
+        got[..e]
+            .iter()
+            .chain(&got[(m + 1) * e..])
+            .all(|&v| v == -5.0),
+        "wrote outside the output view"
+    );
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let x = ctx.upload("x", &[4, 8], &[0.0f32; 32]).unwrap();
+    let w = ctx.upload("w", &[3, 7], &[0.0f32; 21]).unwrap();
+    let w8 = ctx.upload("w8", &[3, 8], &[0.0f32; 24]).unwrap();
+    let b2 = ctx.upload("b2", &[2], &[0.0f32; 2]).unwrap();
+    let out_bad = ctx.upload("o", &[4, 4], &[0.0f32; 16]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let e = linear::linear(&mut rec, &x, &w, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[4, 8]") && e.contains("[3, 7]"),
+        "K mismatch message names shapes: {e}"
+    );
+    assert!(
+        linear::linear(&mut rec, &x, &w8, Some(&b2)).is_err(),
+        "bias length"
+    );
+    assert!(
+        linear::linear_into(&mut rec, &x, &w8, None, &out_bad).is_err(),
+        "output shape"
+    );
+    let in_place = x.reshaped(&[4, 8]).rows_view(0, 4);
+    let w_sq = ctx.upload("wsq", &[8, 8], &[0.0f32; 64]).unwrap();
+    assert!(
+        linear::linear_into(&mut rec, &x, &w_sq, None, &in_place).is_err(),
+        "output aliasing x"
+    );
+    let bad_tuning = Tuning {
+        rows_per_group: 0,
+        ..Tuning::CPU
+    };
+    let y = rec.alloc("y", &[4, 3]).unwrap();
+    assert!(linear::linear_into_tuned(&mut rec, &x, &w8, None, &y, bad_tuning).is_err());
+    rec.submit().unwrap();
+}
+
+#[test]
+fn flops_counts_multiply_and_add() {
+    assert_eq!(linear::flops(4096, 896, 896), 2.0 * 4096.0 * 896.0 * 896.0);
+}
+
+#[test]
+fn cpu_twin_hand_computed() {
+    // x = [[1, 2], [3, 4]], w = [[1, 0], [0, 1], [1, 1]], b = [0.5, -1, 2]
+    // y = [[1 + 0.5, 2 - 1, 3 + 2], [3 + 0.5, 4 - 1, 7 + 2]]
+    let y = cpu::linear(
+        &[1.0, 2.0, 3.0, 4.0],
+        &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+        Some(&[0.5, -1.0, 2.0]),
+        2,
+        3,
+        2,
+    );
+    assert_eq!(y, vec![1.5, 1.0, 5.0, 3.5, 3.0, 9.0]);
+    let y = cpu::linear(&[2.0], &[-3.0], None, 1, 1, 1);
+    assert_eq!(y, vec![-6.0]);
+    assert!(cpu::linear(&[], &[1.0, 2.0], None, 0, 2, 1).is_empty());
+}
+
+#[test]
+fn cpu_twin_matches_f64_reference_on_blocked_threaded_path() {
+    // Large enough to take the threaded path, with every block size ragged.
+    let (m, n, k) = (67, 131, 263);
+    let x = common::rand_vec(51, m * k, 1.0);
+    let w = common::rand_vec(52, n * k, 1.0);
+    let b = common::rand_vec(53, n, 1.0);
+    let got = cpu::linear(&x, &w, Some(&b), m, n, k);
+    let want: Vec<f32> = (0..m * n)
+        .map(|i| {
+            let (r, c) = (i / n, i % n);
+            let dot: f64 = (0..k)
+                .map(|kk| x[r * k + kk] as f64 * w[c * k + kk] as f64)
+                .sum();
+            (dot + b[c] as f64) as f32
+        })
+        .collect();
+    // f32 accumulation vs exact (f64) sums: same bound as GPU vs CPU.
+    common::assert_close("cpu linear vs f64", &got, &want, atol(k), 1e-5);
+}
