@@ -17,7 +17,10 @@ const HEADS: usize = 4;
 fn model() -> Linvt {
     let mut cfg = LinvtConfig::preset(Preset::Paper, E);
     cfg.num_heads = HEADS;
-    cfg.num_layers = 2;
+    // One layer: the residual-free SVR averages tokens together, and with seeded weights two
+    // layers already pull all 30 scores within ~1e-8 of each other, where f32 rounding decides
+    // the selection. `score_margin` checks the margin the GPU-vs-CPU comparison relies on.
+    cfg.num_layers = 1;
     cfg.top_k = 20;
     cfg.queries_per_scale = Some(vec![4, 2, 1]);
     Linvt::new(cfg.clone(), LinvtParams::seeded(&cfg, 7, 11)).unwrap()
@@ -104,8 +107,16 @@ fn paper_output_is_linear_in_input_tokens_gpu() {
     let (v, t) = inputs(1);
     let g = with_provenance(Device::Gpu, &m, &v, &t);
     check_linearity(&g, &v);
-    // And the GPU agrees with the CPU reference (f32, different summation orders: 1e-4).
+    // And the GPU agrees with the CPU reference (f32, different summation orders: 1e-4),
+    // given a score margin at the k-th place well above f32 noise.
     let c = with_provenance(Device::Cpu, &m, &v, &t);
+    let mut sorted = c.scores.clone();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let margin = sorted[19] - sorted[20];
+    assert!(
+        margin > 1e-5,
+        "seeded scores too close at the k-th place ({margin}); pick another seed"
+    );
     assert_eq!(g.selected_indices, c.selected_indices);
     common::assert_close(
         "paper output gpu vs cpu",

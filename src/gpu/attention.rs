@@ -61,15 +61,13 @@ impl AttendTuning {
     /// query rows per workgroup, 32 when there are fewer rows so short sequences (attention
     /// along 16 frames) do not idle most of the workgroup.
     ///
-    /// lavapipe (a CPU): Mesa's llvmpipe turns every storage or workgroup load inside a loop
-    /// into a per-lane scalar loop, so the kernel is load-bound; what helps is sharing each
-    /// staged K/V tile among as many rows as possible. Measured with the (scratch) attn_perf
-    /// example on llvmpipe 22.3, 2 cores, official shapes (head_dim 224, tokens = 256 rows,
-    /// frames = 16 rows): staged beats unstaged (2.5 vs 1.8 GFLOP/s along tokens at 64 rows,
-    /// 1.9 vs 0.4–1.6 along frames), and more rows per workgroup help up to the sequence
-    /// length (tokens: 8 rows 1.0, 16 rows 1.2, 64 rows 1.6, 128 rows 1.65 GFLOP/s under the
-    /// same load) while workgroups larger than the sequence hurt (frames: 16 rows 1.07, 64 rows
-    /// 0.37 GFLOP/s). Hence one workgroup per whole sequence up to 128 rows, at least 16.
+    /// lavapipe (a CPU): Mesa's llvmpipe (22.3) turns every storage or workgroup load inside a
+    /// loop into a per-lane scalar loop, so the kernel is load-bound; what helps is sharing each
+    /// staged K/V tile among as many query rows as possible. Measured on llvmpipe, 2 cores,
+    /// head_dim 224 (E 896, 4 heads), T 16, N 256, with a scratch benchmark: along tokens (256
+    /// rows) staged 16/64/128 rows per workgroup 2.5/3.0/3.2 GFLOP/s, unstaged 2.1; along frames
+    /// (16 rows) staged 16/64/128 rows 0.70/0.24/0.12, unstaged 16 rows 0.62. Hence staging and
+    /// one workgroup per whole sequence, from 16 up to 128 rows.
     pub fn choose(is_cpu: bool, q_len: usize) -> Self {
         if is_cpu {
             AttendTuning {
@@ -85,7 +83,8 @@ impl AttendTuning {
     }
 }
 
-/// Checked `a * b + c` in u128 (geometry values come from callers and may be absurd).
+/// One past the last element `op` addresses, in u128 (geometry values come from callers and
+/// may be absurd).
 fn max_index(op: &Operand, groups: usize, rows: usize, width: usize) -> u128 {
     op.offset as u128
         + (groups.max(1) - 1) as u128 * op.group_stride as u128
@@ -177,7 +176,7 @@ fn params(
     g: &AttnGeometry,
 ) -> Result<Params> {
     check_geometry(g)?;
-    let width = g.heads * g.head_dim;
+    let width = g.heads.saturating_mul(g.head_dim);
     let (q_off, q_gs, q_rs) = operand("q", q, &g.q, g.groups, g.q_len, width)?;
     let (k_off, k_gs, k_rs) = operand("k", k, &g.k, g.groups, g.kv_len, width)?;
     let (v_off, v_gs, v_rs) = match v {
