@@ -55,16 +55,19 @@ fn store(acc: f32, a: u32, b: u32) {
 // ---------------------------------------------------------------------------------------------
 // Register-blocked kernels (CPU adapters such as llvmpipe).
 //
-// On a CPU driver an invocation is one SIMD lane, and every storage-buffer load is a loop over
-// the lanes with a bounds check per component — loads, not multiply-adds, set the speed. So each
-// invocation keeps a large block of outputs in registers: 16 rows of A (its own) against TM rows
-// of B (shared by the workgroup), TM·16 accumulators, which costs TM + 16 vec4 loads per 4·TM·16
-// multiply-adds. The block is written out by hand (rows r0..r31, groups g0..g3): drivers keep
-// such straight-line code in registers, while the same thing written as loops over arrays was
-// measured 2× slower on llvmpipe (the arrays stay in memory). Rows ≥ TM are compiled away.
+// On a CPU driver an invocation is one SIMD lane and every storage-buffer load is a loop over
+// the lanes with a bounds check per component: loads, not multiply-adds, set the speed. So each
+// invocation keeps a large block of outputs in registers: its own 16 rows of A against the TM
+// rows of B its workgroup shares, TM·16 accumulators, costing TM + 16 vec4 loads per 64·TM
+// multiply-adds. Group g of the 16 A rows (j = 4g..4g+3) is held as the four columns of a
+// mat4x4, so `b * group` is four dot products.
 //
-// A rows of invocation `lid` in workgroup column ga: a0 + lid + WG·j, j < 16, a0 = ga·WG·16.
-// Group g holds j = 4g..4g+3 as the four columns of a mat4x4, so `b * g` is four dot products.
+// The block is written out (rows r0..r31, bases ar*/br*) rather than as loops over arrays: on
+// llvmpipe the loop-and-array form ran at half the speed (the arrays stay in memory), and even
+// an epilogue that copied the accumulators into an array slowed the K loop by a quarter, and
+// re-reading the loop bound from the uniform buffer each iteration cost 7%. Rows ≥ TM are
+// removed at pipeline creation (TM is an override), so smaller blocks cost nothing.
+// Invocation `lid` of workgroup column ga owns A rows a0 + WG·j, a0 = ga·WG·16 + lid.
 
 override WG: u32 = 8u;  // invocations per workgroup
 override TM: u32 = 32u; // rows of B per workgroup, 1..=32
@@ -78,100 +81,46 @@ fn fma_row(acc: Acc, b: vec4<f32>, a: ABlock) -> Acc {
     return Acc(acc.g0 + b * a.g0, acc.g1 + b * a.g1, acc.g2 + b * a.g2, acc.g3 + b * a.g3);
 }
 
-struct Rows {
-    r0: Acc, r1: Acc, r2: Acc, r3: Acc, r4: Acc, r5: Acc, r6: Acc, r7: Acc,
-    r8: Acc, r9: Acc, r10: Acc, r11: Acc, r12: Acc, r13: Acc, r14: Acc, r15: Acc,
-    r16: Acc, r17: Acc, r18: Acc, r19: Acc, r20: Acc, r21: Acc, r22: Acc, r23: Acc,
-    r24: Acc, r25: Acc, r26: Acc, r27: Acc, r28: Acc, r29: Acc, r30: Acc, r31: Acc,
+// Element offset of A / B row `row`, clamped to the last row (such rows are never stored).
+fn a_start(row: u32) -> u32 {
+    return p.a_off + min(row, p.a_rows - 1u) * p.k;
+}
+fn b_start(row: u32) -> u32 {
+    return p.b_off + min(row, p.b_rows - 1u) * p.k;
 }
 
-// The first row and element of this workgroup's block.
-struct Block {
-    a0: u32, // first A row of invocation 0
-    b0: u32, // first B row
-    lid: u32,
-    valid: bool,
-}
-
-fn rb_block(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Block {
-    let g = wid.x + wid.y * nwg.x;
-    let gb = g / p.groups_a;
-    let ga = g - gb * p.groups_a;
-    return Block(ga * WG * TN, gb * TM, lid, g < p.groups_total);
-}
-
-// Element offset of row `r` (clamped into range) of A or B.
-fn a_row(blk: Block, j: u32) -> u32 {
-    return p.a_off + min(blk.a0 + blk.lid + j * WG, p.a_rows - 1u) * p.k;
-}
-fn b_row(blk: Block, i: u32) -> u32 {
-    return p.b_off + min(blk.b0 + i, p.b_rows - 1u) * p.k;
-}
-
-// k-th group of four values of A row j / B row i. vec4 loads (offsets and K are multiples of 4).
-fn a_v4(blk: Block, j: u32, kk: u32) -> vec4<f32> {
-    return a4[a_row(blk, j) / 4u + kk];
-}
-fn b_v4(blk: Block, i: u32, kk: u32) -> vec4<f32> {
-    if (i >= TM) {
-        return vec4(0.0);
-    }
-    return b4[b_row(blk, i) / 4u + kk];
-}
-// The same from the scalar views; values at k ≥ K read as 0 (the row index stays clamped).
-fn at_k(base: u32, k: u32) -> f32 {
+// Values k..k+3 of the row starting at `base` through the scalar views, zero past K.
+fn a_at(base: u32, k: u32) -> f32 {
     return select(0.0, a1[base + min(k, p.k - 1u)], k < p.k);
 }
-fn bt_k(base: u32, k: u32) -> f32 {
+fn b_at(base: u32, k: u32) -> f32 {
     return select(0.0, b1[base + min(k, p.k - 1u)], k < p.k);
 }
-fn a_s4(blk: Block, j: u32, k: u32) -> vec4<f32> {
-    let r = a_row(blk, j);
-    return vec4(at_k(r, k), at_k(r, k + 1u), at_k(r, k + 2u), at_k(r, k + 3u));
+fn a_s4(base: u32, k: u32) -> vec4<f32> {
+    return vec4(a_at(base, k), a_at(base, k + 1u), a_at(base, k + 2u), a_at(base, k + 3u));
 }
-fn b_s4(blk: Block, i: u32, k: u32) -> vec4<f32> {
-    if (i >= TM) {
-        return vec4(0.0);
-    }
-    let r = b_row(blk, i);
-    return vec4(bt_k(r, k), bt_k(r, k + 1u), bt_k(r, k + 2u), bt_k(r, k + 3u));
+fn b_s4(base: u32, k: u32) -> vec4<f32> {
+    return vec4(b_at(base, k), b_at(base, k + 1u), b_at(base, k + 2u), b_at(base, k + 3u));
 }
 
-fn ablock_v4(blk: Block, kk: u32) -> ABlock {
-    return ABlock(
-        mat4x4(a_v4(blk, 0u, kk), a_v4(blk, 1u, kk), a_v4(blk, 2u, kk), a_v4(blk, 3u, kk)),
-        mat4x4(a_v4(blk, 4u, kk), a_v4(blk, 5u, kk), a_v4(blk, 6u, kk), a_v4(blk, 7u, kk)),
-        mat4x4(a_v4(blk, 8u, kk), a_v4(blk, 9u, kk), a_v4(blk, 10u, kk), a_v4(blk, 11u, kk)),
-        mat4x4(a_v4(blk, 12u, kk), a_v4(blk, 13u, kk), a_v4(blk, 14u, kk), a_v4(blk, 15u, kk)),
-    );
-}
-fn ablock_s4(blk: Block, k: u32) -> ABlock {
-    return ABlock(
-        mat4x4(a_s4(blk, 0u, k), a_s4(blk, 1u, k), a_s4(blk, 2u, k), a_s4(blk, 3u, k)),
-        mat4x4(a_s4(blk, 4u, k), a_s4(blk, 5u, k), a_s4(blk, 6u, k), a_s4(blk, 7u, k)),
-        mat4x4(a_s4(blk, 8u, k), a_s4(blk, 9u, k), a_s4(blk, 10u, k), a_s4(blk, 11u, k)),
-        mat4x4(a_s4(blk, 12u, k), a_s4(blk, 13u, k), a_s4(blk, 14u, k), a_s4(blk, 15u, k)),
-    );
-}
-
-// Writes the block. The rows go through a local array and a loop (not 32 unrolled copies of
-// the 16 stores) to keep the compiled shader small; this runs once per invocation.
-fn store_rows(blk: Block, r: Rows) {
-    let rows = array<Acc, 32>(
-        r.r0, r.r1, r.r2, r.r3, r.r4, r.r5, r.r6, r.r7, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15,
-        r.r16, r.r17, r.r18, r.r19, r.r20, r.r21, r.r22, r.r23, r.r24, r.r25, r.r26, r.r27, r.r28, r.r29, r.r30, r.r31,
-    );
-    for (var i = 0u; i < TM; i++) {
-        let b = blk.b0 + i;
-        if (b >= p.b_rows) {
-            break;
-        }
-        let acc = rows[i];
-        let v = array<vec4<f32>, 4>(acc.g0, acc.g1, acc.g2, acc.g3);
-        for (var j = 0u; j < TN; j++) {
-            store(v[j / 4u][j % 4u], blk.a0 + blk.lid + j * WG, b);
-        }
-    }
+// Writes one B row's 16 outputs (skipping rows and columns past the end).
+fn store_row(a0: u32, b: u32, acc: Acc) {
+    store(acc.g0.x, a0, b);
+    store(acc.g0.y, a0 + 1u * WG, b);
+    store(acc.g0.z, a0 + 2u * WG, b);
+    store(acc.g0.w, a0 + 3u * WG, b);
+    store(acc.g1.x, a0 + 4u * WG, b);
+    store(acc.g1.y, a0 + 5u * WG, b);
+    store(acc.g1.z, a0 + 6u * WG, b);
+    store(acc.g1.w, a0 + 7u * WG, b);
+    store(acc.g2.x, a0 + 8u * WG, b);
+    store(acc.g2.y, a0 + 9u * WG, b);
+    store(acc.g2.z, a0 + 10u * WG, b);
+    store(acc.g2.w, a0 + 11u * WG, b);
+    store(acc.g3.x, a0 + 12u * WG, b);
+    store(acc.g3.y, a0 + 13u * WG, b);
+    store(acc.g3.z, a0 + 14u * WG, b);
+    store(acc.g3.w, a0 + 15u * WG, b);
 }
 
 @compute @workgroup_size(WG)
@@ -180,32 +129,111 @@ fn rb_vec4(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blk = rb_block(wid, nwg, lid);
-    if (!blk.valid) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.groups_total) {
         return;
     }
-    var r: Rows;
-    for (var kk = 0u; kk < p.k / 4u; kk++) {
-        let a = ablock_v4(blk, kk);
-        // Each B row is loaded right before its 16 dot products, so few loads are in flight.
-        r.r0 = fma_row(r.r0, b_v4(blk, 0u, kk), a); r.r1 = fma_row(r.r1, b_v4(blk, 1u, kk), a);
-        r.r2 = fma_row(r.r2, b_v4(blk, 2u, kk), a); r.r3 = fma_row(r.r3, b_v4(blk, 3u, kk), a);
-        r.r4 = fma_row(r.r4, b_v4(blk, 4u, kk), a); r.r5 = fma_row(r.r5, b_v4(blk, 5u, kk), a);
-        r.r6 = fma_row(r.r6, b_v4(blk, 6u, kk), a); r.r7 = fma_row(r.r7, b_v4(blk, 7u, kk), a);
-        r.r8 = fma_row(r.r8, b_v4(blk, 8u, kk), a); r.r9 = fma_row(r.r9, b_v4(blk, 9u, kk), a);
-        r.r10 = fma_row(r.r10, b_v4(blk, 10u, kk), a); r.r11 = fma_row(r.r11, b_v4(blk, 11u, kk), a);
-        r.r12 = fma_row(r.r12, b_v4(blk, 12u, kk), a); r.r13 = fma_row(r.r13, b_v4(blk, 13u, kk), a);
-        r.r14 = fma_row(r.r14, b_v4(blk, 14u, kk), a); r.r15 = fma_row(r.r15, b_v4(blk, 15u, kk), a);
-        r.r16 = fma_row(r.r16, b_v4(blk, 16u, kk), a); r.r17 = fma_row(r.r17, b_v4(blk, 17u, kk), a);
-        r.r18 = fma_row(r.r18, b_v4(blk, 18u, kk), a); r.r19 = fma_row(r.r19, b_v4(blk, 19u, kk), a);
-        r.r20 = fma_row(r.r20, b_v4(blk, 20u, kk), a); r.r21 = fma_row(r.r21, b_v4(blk, 21u, kk), a);
-        r.r22 = fma_row(r.r22, b_v4(blk, 22u, kk), a); r.r23 = fma_row(r.r23, b_v4(blk, 23u, kk), a);
-        r.r24 = fma_row(r.r24, b_v4(blk, 24u, kk), a); r.r25 = fma_row(r.r25, b_v4(blk, 25u, kk), a);
-        r.r26 = fma_row(r.r26, b_v4(blk, 26u, kk), a); r.r27 = fma_row(r.r27, b_v4(blk, 27u, kk), a);
-        r.r28 = fma_row(r.r28, b_v4(blk, 28u, kk), a); r.r29 = fma_row(r.r29, b_v4(blk, 29u, kk), a);
-        r.r30 = fma_row(r.r30, b_v4(blk, 30u, kk), a); r.r31 = fma_row(r.r31, b_v4(blk, 31u, kk), a);
+    let gb = g / p.groups_a;
+    let a0 = (g - gb * p.groups_a) * WG * TN + lid; // this invocation's A rows: a0 + WG·j
+    let b0 = gb * TM;                                // the workgroup's B rows: b0 + i
+    // Where each row starts (vec4 units), hoisted out of the K loop.
+    let ar0 = a_start(a0) / 4u; let ar1 = a_start(a0 + 1u * WG) / 4u;
+    let ar2 = a_start(a0 + 2u * WG) / 4u; let ar3 = a_start(a0 + 3u * WG) / 4u;
+    let ar4 = a_start(a0 + 4u * WG) / 4u; let ar5 = a_start(a0 + 5u * WG) / 4u;
+    let ar6 = a_start(a0 + 6u * WG) / 4u; let ar7 = a_start(a0 + 7u * WG) / 4u;
+    let ar8 = a_start(a0 + 8u * WG) / 4u; let ar9 = a_start(a0 + 9u * WG) / 4u;
+    let ar10 = a_start(a0 + 10u * WG) / 4u; let ar11 = a_start(a0 + 11u * WG) / 4u;
+    let ar12 = a_start(a0 + 12u * WG) / 4u; let ar13 = a_start(a0 + 13u * WG) / 4u;
+    let ar14 = a_start(a0 + 14u * WG) / 4u; let ar15 = a_start(a0 + 15u * WG) / 4u;
+    let br0 = b_start(b0) / 4u; let br1 = b_start(b0 + 1u) / 4u; let br2 = b_start(b0 + 2u) / 4u;
+    let br3 = b_start(b0 + 3u) / 4u; let br4 = b_start(b0 + 4u) / 4u; let br5 = b_start(b0 + 5u) / 4u;
+    let br6 = b_start(b0 + 6u) / 4u; let br7 = b_start(b0 + 7u) / 4u; let br8 = b_start(b0 + 8u) / 4u;
+    let br9 = b_start(b0 + 9u) / 4u; let br10 = b_start(b0 + 10u) / 4u; let br11 = b_start(b0 + 11u) / 4u;
+    let br12 = b_start(b0 + 12u) / 4u; let br13 = b_start(b0 + 13u) / 4u; let br14 = b_start(b0 + 14u) / 4u;
+    let br15 = b_start(b0 + 15u) / 4u; let br16 = b_start(b0 + 16u) / 4u; let br17 = b_start(b0 + 17u) / 4u;
+    let br18 = b_start(b0 + 18u) / 4u; let br19 = b_start(b0 + 19u) / 4u; let br20 = b_start(b0 + 20u) / 4u;
+    let br21 = b_start(b0 + 21u) / 4u; let br22 = b_start(b0 + 22u) / 4u; let br23 = b_start(b0 + 23u) / 4u;
+    let br24 = b_start(b0 + 24u) / 4u; let br25 = b_start(b0 + 25u) / 4u; let br26 = b_start(b0 + 26u) / 4u;
+    let br27 = b_start(b0 + 27u) / 4u; let br28 = b_start(b0 + 28u) / 4u; let br29 = b_start(b0 + 29u) / 4u;
+    let br30 = b_start(b0 + 30u) / 4u; let br31 = b_start(b0 + 31u) / 4u;
+    var r0: Acc; var r1: Acc; var r2: Acc; var r3: Acc; var r4: Acc; var r5: Acc; var r6: Acc; var r7: Acc;
+    var r8: Acc; var r9: Acc; var r10: Acc; var r11: Acc; var r12: Acc; var r13: Acc; var r14: Acc; var r15: Acc;
+    var r16: Acc; var r17: Acc; var r18: Acc; var r19: Acc; var r20: Acc; var r21: Acc; var r22: Acc; var r23: Acc;
+    var r24: Acc; var r25: Acc; var r26: Acc; var r27: Acc; var r28: Acc; var r29: Acc; var r30: Acc; var r31: Acc;
+    let k4 = p.k / 4u;
+    for (var kk = 0u; kk < k4; kk++) {
+        let a = ABlock(
+            mat4x4(a4[ar0 + kk], a4[ar1 + kk], a4[ar2 + kk], a4[ar3 + kk]),
+            mat4x4(a4[ar4 + kk], a4[ar5 + kk], a4[ar6 + kk], a4[ar7 + kk]),
+            mat4x4(a4[ar8 + kk], a4[ar9 + kk], a4[ar10 + kk], a4[ar11 + kk]),
+            mat4x4(a4[ar12 + kk], a4[ar13 + kk], a4[ar14 + kk], a4[ar15 + kk]),
+        );
+        // Each B row is loaded right before its 16 dot products; rows ≥ TM compile away.
+        r0 = fma_row(r0, b4[br0 + kk], a);
+        if (TM > 1u) { r1 = fma_row(r1, b4[br1 + kk], a); }
+        if (TM > 2u) { r2 = fma_row(r2, b4[br2 + kk], a); }
+        if (TM > 3u) { r3 = fma_row(r3, b4[br3 + kk], a); }
+        if (TM > 4u) { r4 = fma_row(r4, b4[br4 + kk], a); }
+        if (TM > 5u) { r5 = fma_row(r5, b4[br5 + kk], a); }
+        if (TM > 6u) { r6 = fma_row(r6, b4[br6 + kk], a); }
+        if (TM > 7u) { r7 = fma_row(r7, b4[br7 + kk], a); }
+        if (TM > 8u) { r8 = fma_row(r8, b4[br8 + kk], a); }
+        if (TM > 9u) { r9 = fma_row(r9, b4[br9 + kk], a); }
+        if (TM > 10u) { r10 = fma_row(r10, b4[br10 + kk], a); }
+        if (TM > 11u) { r11 = fma_row(r11, b4[br11 + kk], a); }
+        if (TM > 12u) { r12 = fma_row(r12, b4[br12 + kk], a); }
+        if (TM > 13u) { r13 = fma_row(r13, b4[br13 + kk], a); }
+        if (TM > 14u) { r14 = fma_row(r14, b4[br14 + kk], a); }
+        if (TM > 15u) { r15 = fma_row(r15, b4[br15 + kk], a); }
+        if (TM > 16u) { r16 = fma_row(r16, b4[br16 + kk], a); }
+        if (TM > 17u) { r17 = fma_row(r17, b4[br17 + kk], a); }
+        if (TM > 18u) { r18 = fma_row(r18, b4[br18 + kk], a); }
+        if (TM > 19u) { r19 = fma_row(r19, b4[br19 + kk], a); }
+        if (TM > 20u) { r20 = fma_row(r20, b4[br20 + kk], a); }
+        if (TM > 21u) { r21 = fma_row(r21, b4[br21 + kk], a); }
+        if (TM > 22u) { r22 = fma_row(r22, b4[br22 + kk], a); }
+        if (TM > 23u) { r23 = fma_row(r23, b4[br23 + kk], a); }
+        if (TM > 24u) { r24 = fma_row(r24, b4[br24 + kk], a); }
+        if (TM > 25u) { r25 = fma_row(r25, b4[br25 + kk], a); }
+        if (TM > 26u) { r26 = fma_row(r26, b4[br26 + kk], a); }
+        if (TM > 27u) { r27 = fma_row(r27, b4[br27 + kk], a); }
+        if (TM > 28u) { r28 = fma_row(r28, b4[br28 + kk], a); }
+        if (TM > 29u) { r29 = fma_row(r29, b4[br29 + kk], a); }
+        if (TM > 30u) { r30 = fma_row(r30, b4[br30 + kk], a); }
+        if (TM > 31u) { r31 = fma_row(r31, b4[br31 + kk], a); }
     }
-    store_rows(blk, r);
+    store_row(a0, b0, r0);
+    if (TM > 1u) { store_row(a0, b0 + 1u, r1); }
+    if (TM > 2u) { store_row(a0, b0 + 2u, r2); }
+    if (TM > 3u) { store_row(a0, b0 + 3u, r3); }
+    if (TM > 4u) { store_row(a0, b0 + 4u, r4); }
+    if (TM > 5u) { store_row(a0, b0 + 5u, r5); }
+    if (TM > 6u) { store_row(a0, b0 + 6u, r6); }
+    if (TM > 7u) { store_row(a0, b0 + 7u, r7); }
+    if (TM > 8u) { store_row(a0, b0 + 8u, r8); }
+    if (TM > 9u) { store_row(a0, b0 + 9u, r9); }
+    if (TM > 10u) { store_row(a0, b0 + 10u, r10); }
+    if (TM > 11u) { store_row(a0, b0 + 11u, r11); }
+    if (TM > 12u) { store_row(a0, b0 + 12u, r12); }
+    if (TM > 13u) { store_row(a0, b0 + 13u, r13); }
+    if (TM > 14u) { store_row(a0, b0 + 14u, r14); }
+    if (TM > 15u) { store_row(a0, b0 + 15u, r15); }
+    if (TM > 16u) { store_row(a0, b0 + 16u, r16); }
+    if (TM > 17u) { store_row(a0, b0 + 17u, r17); }
+    if (TM > 18u) { store_row(a0, b0 + 18u, r18); }
+    if (TM > 19u) { store_row(a0, b0 + 19u, r19); }
+    if (TM > 20u) { store_row(a0, b0 + 20u, r20); }
+    if (TM > 21u) { store_row(a0, b0 + 21u, r21); }
+    if (TM > 22u) { store_row(a0, b0 + 22u, r22); }
+    if (TM > 23u) { store_row(a0, b0 + 23u, r23); }
+    if (TM > 24u) { store_row(a0, b0 + 24u, r24); }
+    if (TM > 25u) { store_row(a0, b0 + 25u, r25); }
+    if (TM > 26u) { store_row(a0, b0 + 26u, r26); }
+    if (TM > 27u) { store_row(a0, b0 + 27u, r27); }
+    if (TM > 28u) { store_row(a0, b0 + 28u, r28); }
+    if (TM > 29u) { store_row(a0, b0 + 29u, r29); }
+    if (TM > 30u) { store_row(a0, b0 + 30u, r30); }
+    if (TM > 31u) { store_row(a0, b0 + 31u, r31); }
 }
 
 @compute @workgroup_size(WG)
@@ -214,32 +242,112 @@ fn rb_scalar(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let blk = rb_block(wid, nwg, lid);
-    if (!blk.valid) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= p.groups_total) {
         return;
     }
-    var r: Rows;
-    // Groups of four k (the last one zero-padded past K).
-    for (var k = 0u; k < p.k; k += 4u) {
-        let a = ablock_s4(blk, k);
-        r.r0 = fma_row(r.r0, b_s4(blk, 0u, k), a); r.r1 = fma_row(r.r1, b_s4(blk, 1u, k), a);
-        r.r2 = fma_row(r.r2, b_s4(blk, 2u, k), a); r.r3 = fma_row(r.r3, b_s4(blk, 3u, k), a);
-        r.r4 = fma_row(r.r4, b_s4(blk, 4u, k), a); r.r5 = fma_row(r.r5, b_s4(blk, 5u, k), a);
-        r.r6 = fma_row(r.r6, b_s4(blk, 6u, k), a); r.r7 = fma_row(r.r7, b_s4(blk, 7u, k), a);
-        r.r8 = fma_row(r.r8, b_s4(blk, 8u, k), a); r.r9 = fma_row(r.r9, b_s4(blk, 9u, k), a);
-        r.r10 = fma_row(r.r10, b_s4(blk, 10u, k), a); r.r11 = fma_row(r.r11, b_s4(blk, 11u, k), a);
-        r.r12 = fma_row(r.r12, b_s4(blk, 12u, k), a); r.r13 = fma_row(r.r13, b_s4(blk, 13u, k), a);
-        r.r14 = fma_row(r.r14, b_s4(blk, 14u, k), a); r.r15 = fma_row(r.r15, b_s4(blk, 15u, k), a);
-        r.r16 = fma_row(r.r16, b_s4(blk, 16u, k), a); r.r17 = fma_row(r.r17, b_s4(blk, 17u, k), a);
-        r.r18 = fma_row(r.r18, b_s4(blk, 18u, k), a); r.r19 = fma_row(r.r19, b_s4(blk, 19u, k), a);
-        r.r20 = fma_row(r.r20, b_s4(blk, 20u, k), a); r.r21 = fma_row(r.r21, b_s4(blk, 21u, k), a);
-        r.r22 = fma_row(r.r22, b_s4(blk, 22u, k), a); r.r23 = fma_row(r.r23, b_s4(blk, 23u, k), a);
-        r.r24 = fma_row(r.r24, b_s4(blk, 24u, k), a); r.r25 = fma_row(r.r25, b_s4(blk, 25u, k), a);
-        r.r26 = fma_row(r.r26, b_s4(blk, 26u, k), a); r.r27 = fma_row(r.r27, b_s4(blk, 27u, k), a);
-        r.r28 = fma_row(r.r28, b_s4(blk, 28u, k), a); r.r29 = fma_row(r.r29, b_s4(blk, 29u, k), a);
-        r.r30 = fma_row(r.r30, b_s4(blk, 30u, k), a); r.r31 = fma_row(r.r31, b_s4(blk, 31u, k), a);
+    let gb = g / p.groups_a;
+    let a0 = (g - gb * p.groups_a) * WG * TN + lid; // this invocation's A rows: a0 + WG·j
+    let b0 = gb * TM;                                // the workgroup's B rows: b0 + i
+    // Where each row starts (elements), hoisted out of the K loop.
+    let ar0 = a_start(a0); let ar1 = a_start(a0 + 1u * WG);
+    let ar2 = a_start(a0 + 2u * WG); let ar3 = a_start(a0 + 3u * WG);
+    let ar4 = a_start(a0 + 4u * WG); let ar5 = a_start(a0 + 5u * WG);
+    let ar6 = a_start(a0 + 6u * WG); let ar7 = a_start(a0 + 7u * WG);
+    let ar8 = a_start(a0 + 8u * WG); let ar9 = a_start(a0 + 9u * WG);
+    let ar10 = a_start(a0 + 10u * WG); let ar11 = a_start(a0 + 11u * WG);
+    let ar12 = a_start(a0 + 12u * WG); let ar13 = a_start(a0 + 13u * WG);
+    let ar14 = a_start(a0 + 14u * WG); let ar15 = a_start(a0 + 15u * WG);
+    let br0 = b_start(b0); let br1 = b_start(b0 + 1u); let br2 = b_start(b0 + 2u);
+    let br3 = b_start(b0 + 3u); let br4 = b_start(b0 + 4u); let br5 = b_start(b0 + 5u);
+    let br6 = b_start(b0 + 6u); let br7 = b_start(b0 + 7u); let br8 = b_start(b0 + 8u);
+    let br9 = b_start(b0 + 9u); let br10 = b_start(b0 + 10u); let br11 = b_start(b0 + 11u);
+    let br12 = b_start(b0 + 12u); let br13 = b_start(b0 + 13u); let br14 = b_start(b0 + 14u);
+    let br15 = b_start(b0 + 15u); let br16 = b_start(b0 + 16u); let br17 = b_start(b0 + 17u);
+    let br18 = b_start(b0 + 18u); let br19 = b_start(b0 + 19u); let br20 = b_start(b0 + 20u);
+    let br21 = b_start(b0 + 21u); let br22 = b_start(b0 + 22u); let br23 = b_start(b0 + 23u);
+    let br24 = b_start(b0 + 24u); let br25 = b_start(b0 + 25u); let br26 = b_start(b0 + 26u);
+    let br27 = b_start(b0 + 27u); let br28 = b_start(b0 + 28u); let br29 = b_start(b0 + 29u);
+    let br30 = b_start(b0 + 30u); let br31 = b_start(b0 + 31u);
+    var r0: Acc; var r1: Acc; var r2: Acc; var r3: Acc; var r4: Acc; var r5: Acc; var r6: Acc; var r7: Acc;
+    var r8: Acc; var r9: Acc; var r10: Acc; var r11: Acc; var r12: Acc; var r13: Acc; var r14: Acc; var r15: Acc;
+    var r16: Acc; var r17: Acc; var r18: Acc; var r19: Acc; var r20: Acc; var r21: Acc; var r22: Acc; var r23: Acc;
+    var r24: Acc; var r25: Acc; var r26: Acc; var r27: Acc; var r28: Acc; var r29: Acc; var r30: Acc; var r31: Acc;
+    // Groups of four k; the last group is zero-padded past K.
+    let k = p.k;
+    for (var kk = 0u; kk < k; kk += 4u) {
+        let a = ABlock(
+            mat4x4(a_s4(ar0, kk), a_s4(ar1, kk), a_s4(ar2, kk), a_s4(ar3, kk)),
+            mat4x4(a_s4(ar4, kk), a_s4(ar5, kk), a_s4(ar6, kk), a_s4(ar7, kk)),
+            mat4x4(a_s4(ar8, kk), a_s4(ar9, kk), a_s4(ar10, kk), a_s4(ar11, kk)),
+            mat4x4(a_s4(ar12, kk), a_s4(ar13, kk), a_s4(ar14, kk), a_s4(ar15, kk)),
+        );
+        // Each B row is loaded right before its 16 dot products; rows ≥ TM compile away.
+        r0 = fma_row(r0, b_s4(br0, kk), a);
+        if (TM > 1u) { r1 = fma_row(r1, b_s4(br1, kk), a); }
+        if (TM > 2u) { r2 = fma_row(r2, b_s4(br2, kk), a); }
+        if (TM > 3u) { r3 = fma_row(r3, b_s4(br3, kk), a); }
+        if (TM > 4u) { r4 = fma_row(r4, b_s4(br4, kk), a); }
+        if (TM > 5u) { r5 = fma_row(r5, b_s4(br5, kk), a); }
+        if (TM > 6u) { r6 = fma_row(r6, b_s4(br6, kk), a); }
+        if (TM > 7u) { r7 = fma_row(r7, b_s4(br7, kk), a); }
+        if (TM > 8u) { r8 = fma_row(r8, b_s4(br8, kk), a); }
+        if (TM > 9u) { r9 = fma_row(r9, b_s4(br9, kk), a); }
+        if (TM > 10u) { r10 = fma_row(r10, b_s4(br10, kk), a); }
+        if (TM > 11u) { r11 = fma_row(r11, b_s4(br11, kk), a); }
+        if (TM > 12u) { r12 = fma_row(r12, b_s4(br12, kk), a); }
+        if (TM > 13u) { r13 = fma_row(r13, b_s4(br13, kk), a); }
+        if (TM > 14u) { r14 = fma_row(r14, b_s4(br14, kk), a); }
+        if (TM > 15u) { r15 = fma_row(r15, b_s4(br15, kk), a); }
+        if (TM > 16u) { r16 = fma_row(r16, b_s4(br16, kk), a); }
+        if (TM > 17u) { r17 = fma_row(r17, b_s4(br17, kk), a); }
+        if (TM > 18u) { r18 = fma_row(r18, b_s4(br18, kk), a); }
+        if (TM > 19u) { r19 = fma_row(r19, b_s4(br19, kk), a); }
+        if (TM > 20u) { r20 = fma_row(r20, b_s4(br20, kk), a); }
+        if (TM > 21u) { r21 = fma_row(r21, b_s4(br21, kk), a); }
+        if (TM > 22u) { r22 = fma_row(r22, b_s4(br22, kk), a); }
+        if (TM > 23u) { r23 = fma_row(r23, b_s4(br23, kk), a); }
+        if (TM > 24u) { r24 = fma_row(r24, b_s4(br24, kk), a); }
+        if (TM > 25u) { r25 = fma_row(r25, b_s4(br25, kk), a); }
+        if (TM > 26u) { r26 = fma_row(r26, b_s4(br26, kk), a); }
+        if (TM > 27u) { r27 = fma_row(r27, b_s4(br27, kk), a); }
+        if (TM > 28u) { r28 = fma_row(r28, b_s4(br28, kk), a); }
+        if (TM > 29u) { r29 = fma_row(r29, b_s4(br29, kk), a); }
+        if (TM > 30u) { r30 = fma_row(r30, b_s4(br30, kk), a); }
+        if (TM > 31u) { r31 = fma_row(r31, b_s4(br31, kk), a); }
     }
-    store_rows(blk, r);
+    store_row(a0, b0, r0);
+    if (TM > 1u) { store_row(a0, b0 + 1u, r1); }
+    if (TM > 2u) { store_row(a0, b0 + 2u, r2); }
+    if (TM > 3u) { store_row(a0, b0 + 3u, r3); }
+    if (TM > 4u) { store_row(a0, b0 + 4u, r4); }
+    if (TM > 5u) { store_row(a0, b0 + 5u, r5); }
+    if (TM > 6u) { store_row(a0, b0 + 6u, r6); }
+    if (TM > 7u) { store_row(a0, b0 + 7u, r7); }
+    if (TM > 8u) { store_row(a0, b0 + 8u, r8); }
+    if (TM > 9u) { store_row(a0, b0 + 9u, r9); }
+    if (TM > 10u) { store_row(a0, b0 + 10u, r10); }
+    if (TM > 11u) { store_row(a0, b0 + 11u, r11); }
+    if (TM > 12u) { store_row(a0, b0 + 12u, r12); }
+    if (TM > 13u) { store_row(a0, b0 + 13u, r13); }
+    if (TM > 14u) { store_row(a0, b0 + 14u, r14); }
+    if (TM > 15u) { store_row(a0, b0 + 15u, r15); }
+    if (TM > 16u) { store_row(a0, b0 + 16u, r16); }
+    if (TM > 17u) { store_row(a0, b0 + 17u, r17); }
+    if (TM > 18u) { store_row(a0, b0 + 18u, r18); }
+    if (TM > 19u) { store_row(a0, b0 + 19u, r19); }
+    if (TM > 20u) { store_row(a0, b0 + 20u, r20); }
+    if (TM > 21u) { store_row(a0, b0 + 21u, r21); }
+    if (TM > 22u) { store_row(a0, b0 + 22u, r22); }
+    if (TM > 23u) { store_row(a0, b0 + 23u, r23); }
+    if (TM > 24u) { store_row(a0, b0 + 24u, r24); }
+    if (TM > 25u) { store_row(a0, b0 + 25u, r25); }
+    if (TM > 26u) { store_row(a0, b0 + 26u, r26); }
+    if (TM > 27u) { store_row(a0, b0 + 27u, r27); }
+    if (TM > 28u) { store_row(a0, b0 + 28u, r28); }
+    if (TM > 29u) { store_row(a0, b0 + 29u, r29); }
+    if (TM > 30u) { store_row(a0, b0 + 30u, r30); }
+    if (TM > 31u) { store_row(a0, b0 + 31u, r31); }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ use linvt::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
 /// Each order's rounding error is a sum of ~K roundings of partial sums whose size grows like
 /// √k·|x·w| (random signs, E|x·w| ≈ 1/4), so the two results differ by roughly
 /// √K · √K/2 · 2⁻²⁴ in a typical element and a few times that at worst: K = 2688 gives ~1e-4
-/// at most. atol = 5e-7·K + 1e-6 (observed max ≈ 1/16 of it) bounds that and still fails on any indexing
-/// error (those are O(1)).
+/// at most. atol = 5e-7·K + 1e-6 bounds that (the largest difference seen is ≈ 1/8 of it) and
+/// still fails on any indexing error (those are O(1)).
 fn atol(k: usize) -> f32 {
     5e-7 * k as f32 + 1e-6
 }

@@ -8,6 +8,11 @@ use linvt::gpu::{norm, BufferPool, Recorder};
 /// Runs the GPU kernel on x (rows × cols, placed at a nonzero offset inside a bigger buffer)
 /// and compares it with the CPU twin.
 fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
+    check_wg(rows, cols, with_residual, seed, None);
+}
+
+/// As `check`, with an explicit workgroup size (None: the adapter default).
+fn check_wg(rows: usize, cols: usize, with_residual: bool, seed: u64, wg: Option<u32>) {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     // Inputs with a nonzero mean (+3) so the two-pass variance matters.
@@ -32,7 +37,11 @@ fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
     let bg = ctx.upload("beta", &[cols], &beta).unwrap();
 
     let mut rec = Recorder::new(&ctx, &pool);
-    let y = norm::layer_norm(&mut rec, &xg, with_residual.then_some(&rg), &gg, &bg, eps).unwrap();
+    let res = with_residual.then_some(&rg);
+    let y = match wg {
+        None => norm::layer_norm(&mut rec, &xg, res, &gg, &bg, eps).unwrap(),
+        Some(wg) => norm::layer_norm_with_workgroup(&mut rec, &xg, res, &gg, &bg, eps, wg).unwrap(),
+    };
     assert_eq!(y.shape, vec![rows, cols]);
     rec.submit().unwrap();
     let got = ctx.read_f32(&y).unwrap();
@@ -50,7 +59,7 @@ fn check(rows: usize, cols: usize, with_residual: bool, seed: u64) {
     // relative amount: atol 1e-4 + rtol 1e-4 covers it with margin. cols = 1 gives
     // y = beta exactly (z − mean = 0) on both sides.
     common::assert_close(
-        &format!("layer_norm rows={rows} cols={cols} residual={with_residual}"),
+        &format!("layer_norm rows={rows} cols={cols} residual={with_residual} wg={wg:?}"),
         &got,
         &want,
         1e-4,
@@ -86,6 +95,16 @@ fn layer_norm_cols_896() {
 fn layer_norm_cols_4100_single_row() {
     // More columns than any workgroup has invocations, not a multiple of one.
     check(1, 4100, true, 50);
+}
+
+#[test]
+fn layer_norm_other_workgroup_sizes() {
+    // The real-GPU default (256) and a small group, on lavapipe too: fewer columns than
+    // invocations, and several columns per invocation.
+    for wg in [256, 32, 1] {
+        check_wg(3, 7, true, 60, Some(wg));
+        check_wg(4, 896, true, 61, Some(wg));
+    }
 }
 
 #[test]
@@ -130,5 +149,6 @@ fn layer_norm_bad_shapes_are_errors() {
     assert!(norm::layer_norm(&mut rec, &x, None, &g4, &g3, 1e-5).is_err());
     assert!(norm::layer_norm(&mut rec, &x, Some(&r), &g4, &g4, 1e-5).is_err());
     assert!(norm::layer_norm(&mut rec, &x, None, &g4, &g4, f32::NAN).is_err());
+    assert!(norm::layer_norm_with_workgroup(&mut rec, &x, None, &g4, &g4, 1e-5, 48).is_err());
     rec.submit().unwrap();
 }

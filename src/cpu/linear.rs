@@ -8,10 +8,13 @@
 //! summation order differs from a left-to-right sum (as the GPU kernel's does): results agree
 //! to f32 rounding, not bit for bit.
 
-/// Independent partial sums per dot product (one SIMD register's worth on common CPUs).
+/// Independent partial sums per dot product (one SSE register, the baseline x86-64 target).
 const LANES: usize = 4;
 /// Rows of X and of W handled together: each loaded X chunk is used for `BLOCK_W` W rows and
-/// each W chunk for `BLOCK_X` X rows, halving memory traffic compared with one dot at a time.
+/// each W chunk for `BLOCK_X` X rows (16 dot products, 16 accumulator registers), cutting
+/// loads per multiply-add by 4× against one dot at a time. Measured (release, 2 cores, no
+/// target-cpu flags) at 4096×896×896: 4×4 blocks of 4 lanes ≈ 48–55 GFLOP/s, 2×4 of 8 ≈ 47,
+/// 4×4 of 8 ≈ 9 (register spills); 4096×896×2688 ≈ 45.
 const BLOCK_X: usize = 4;
 const BLOCK_W: usize = 4;
 /// Bytes of W kept hot in cache while a band of X rows streams past it.

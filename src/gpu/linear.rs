@@ -97,12 +97,16 @@ impl Tuning {
         }
     }
 
-    /// Register-blocked default for CPU adapters. On llvmpipe (2 cores, LLVM 15, 8-wide AVX2
-    /// lanes) every storage load is a per-lane loop, so throughput follows the block size:
-    /// measured at M=4096, N=K=896, per 2 CPU-seconds: 16×16 blocks ≈ 26 GFLOP/s, 24×16 ≈ 28,
-    /// 32×16 ≈ 31, 32×32 and 64×16 no better (spills) but 4–10× longer to compile; a workgroup
-    /// of 8 (one SIMD chunk) beat 16 and 64; the same block written as loops over arrays ran at
-    /// half speed, staging operands in workgroup memory at 0.3–0.6×.
+    /// Register-blocked default for CPU adapters. On llvmpipe (Mesa 22.3, LLVM 15, 8-wide
+    /// lanes) every storage load is a per-lane loop with bounds checks, so throughput follows
+    /// the register block (16 A rows × `rows_per_group` B rows per invocation). Measured on a
+    /// quiet 2-core machine at M=4096, N=K=896 (release build, 4 dispatches per submission):
+    /// 32 rows ≈ 31 GFLOP/s (1024³: ≈ 32), 16 rows ≈ 25, scalar loads ≈ 18; workgroup 8 (one
+    /// SIMD chunk) with invocations over W rows beat workgroup 16 (≈ 28) and over X rows (≈ 27).
+    /// Larger blocks (32×32, 64×16 in a scratch kernel) were no faster and compiled 4–10× longer;
+    /// loops over arrays instead of the written-out block ran at half speed, and staging
+    /// operands in workgroup memory at 0.3–0.8×. First use compiles the 32-row pipeline for
+    /// ~15 s on such a machine (Mesa caches it on disk afterwards).
     pub const CPU: Tuning = Tuning {
         kernel: Kernel::RegisterBlocked,
         rows_per_group: 32,

@@ -23,10 +23,10 @@ struct Params {
     eps: f32,
 }
 
-/// Invocations per row (a power of two). llvmpipe runs a workgroup's invocations as loops over
-/// 8-wide SIMD chunks and every barrier is a coroutine switch, so a small group is cheaper
-/// there; real GPUs want enough threads per row to hide memory latency.
-fn workgroup_size(rec: &Recorder) -> u32 {
+/// Default invocations per row (a power of two). llvmpipe runs a workgroup's invocations as
+/// loops over 8-wide SIMD chunks and every barrier is a coroutine switch, so a small group is
+/// cheaper there; real GPUs want enough threads per row to hide memory latency.
+pub fn default_workgroup(rec: &Recorder) -> u32 {
     if rec.ctx.info.device_type == wgpu::DeviceType::Cpu {
         64
     } else {
@@ -44,6 +44,31 @@ pub fn layer_norm(
     beta: &GpuTensor,
     eps: f32,
 ) -> Result<GpuTensor> {
+    let wg = default_workgroup(rec);
+    layer_norm_with_workgroup(rec, x, residual, gamma, beta, eps, wg)
+}
+
+/// [`layer_norm`] with an explicit number of invocations per row (a power of two, at most the
+/// device's workgroup size limit); for tests and benchmarks.
+pub fn layer_norm_with_workgroup(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    residual: Option<&GpuTensor>,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    eps: f32,
+    wg: u32,
+) -> Result<GpuTensor> {
+    let limit = rec
+        .ctx
+        .limits
+        .max_compute_invocations_per_workgroup
+        .min(rec.ctx.limits.max_compute_workgroup_size_x);
+    if !wg.is_power_of_two() || wg > limit {
+        return Err(Error::input(format!(
+            "layer_norm: workgroup size {wg} must be a power of two ≤ {limit}"
+        )));
+    }
     let (rows, cols) = (x.rows(), x.cols());
     if cols == 0 {
         return Err(Error::input(format!(
@@ -74,7 +99,6 @@ pub fn layer_norm(
     if rows == 0 {
         return Ok(out);
     }
-    let wg = workgroup_size(rec);
     let pipeline = rec
         .ctx
         .pipeline(&SHADER, "layer_norm", &[("WG", wg as f64)])?;
