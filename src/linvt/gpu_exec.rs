@@ -125,7 +125,7 @@ impl Linvt {
         let g = self.gpu.as_ref().ok_or_else(|| {
             Error::Gpu("no GPU attached to this model; call attach_gpu first".into())
         })?;
-        let (video, text, dims) = self.prepare_inputs(&video.clone(), text)?;
+        let (video, text, dims) = self.prepare_inputs(video, text)?;
         let ctx = &g.ctx;
         check_sizes(ctx, self, dims, opts.provenance)?;
         let v = ctx.alloc(&g.pool, "video tokens", video.shape())?;
