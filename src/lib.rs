@@ -12,6 +12,7 @@ pub mod linvt;
 pub mod rand;
 pub mod tensor;
 pub mod timing;
+pub mod vlm;
 pub mod weights;
 
 pub use config::{ConfigPatch, LinvtConfig, Preset};

@@ -2,7 +2,11 @@
 //! here with the same signature semantics; tests compare the two.
 
 pub mod attention;
+pub mod elementwise;
+pub mod kv_attention;
 pub mod linear;
 pub mod norm;
+pub mod rope;
+pub mod sample;
 pub mod topk;
 pub mod window_pool;

@@ -51,3 +51,43 @@ pub fn layer_norm(
     }
     y
 }
+
+/// y = x / √(mean(x²) + eps) · weight over rows of `cols` values (Qwen2/LLaMA RMSNorm and
+/// InternViT's `InternRMSNorm`).
+pub fn rms_norm(x: &[f32], weight: &[f32], cols: usize, eps: f32) -> Vec<f32> {
+    assert!(
+        cols > 0 && x.len().is_multiple_of(cols),
+        "rms_norm: rows of {cols} expected"
+    );
+    assert_eq!(
+        weight.len(),
+        cols,
+        "rms_norm: weight must hold {cols} values"
+    );
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks(cols) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        y.extend(row.iter().zip(weight).map(|(v, w)| v * inv * w));
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_by_hand() {
+        // Row (3, 4): mean square 12.5, 1/√12.5 = 0.2828427; weights (1, 2).
+        let y = rms_norm(&[3.0, 4.0], &[1.0, 2.0], 2, 0.0);
+        assert!((y[0] - 0.848_528_1).abs() < 1e-6 && (y[1] - 2.262_741_7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Row (1, 3): mean 2, variance 1 → (−1, 1), then ·γ + β.
+        let y = layer_norm(&[1.0, 3.0], None, &[2.0, 1.0], &[0.5, 0.0], 2, 0.0);
+        assert_eq!(y, [-1.5, 1.0]);
+    }
+}

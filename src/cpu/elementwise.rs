@@ -1,0 +1,143 @@
+//! CPU twins of the VLM's elementwise kernels: GELU (erf form), SwiGLU, residual add with an
+//! optional LayerScale, and bf16 rounding.
+
+/// erf(x) to about 1.2e-7 relative error (Numerical Recipes' Chebyshev fit of erfc), evaluated
+/// in f64 so the f32 result is correctly rounded for practical purposes.
+pub fn erf(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    if x >= 0.0 {
+        1.0 - erfc
+    } else {
+        erfc - 1.0
+    }
+}
+
+/// GELU as PyTorch's default (`approximate='none'`): x · ½(1 + erf(x/√2)).
+pub fn gelu(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| {
+            let v = v as f64;
+            (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32
+        })
+        .collect()
+}
+
+/// SwiGLU over rows of `2·width` values packed as [gate | up]: silu(gate) ⊙ up → rows of `width`.
+pub fn swiglu(x: &[f32], width: usize) -> Vec<f32> {
+    assert!(
+        width > 0 && x.len().is_multiple_of(2 * width),
+        "swiglu: rows of 2·{width} expected"
+    );
+    let mut out = Vec::with_capacity(x.len() / 2);
+    for row in x.chunks(2 * width) {
+        let (gate, up) = row.split_at(width);
+        out.extend(
+            gate.iter()
+                .zip(up)
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
+        );
+    }
+    out
+}
+
+/// x + γ ⊙ y over rows of `cols` values (γ = 1 when None). `y` may hold fewer rows than `x`; it
+/// is then repeated over the groups of rows (x rows must be a whole multiple of y rows): a
+/// per-frame table such as a position embedding added to every frame.
+pub fn residual_add(x: &[f32], y: &[f32], gamma: Option<&[f32]>, cols: usize) -> Vec<f32> {
+    assert!(cols > 0 && !y.is_empty(), "residual_add: empty operand");
+    assert!(
+        x.len().is_multiple_of(y.len()) && y.len().is_multiple_of(cols),
+        "residual_add: {} values cannot be tiled by {} values of rows of {cols}",
+        x.len(),
+        y.len()
+    );
+    if let Some(g) = gamma {
+        assert_eq!(g.len(), cols, "residual_add: gamma must hold {cols} values");
+    }
+    x.iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let b = y[i % y.len()];
+            match gamma {
+                Some(g) => a + g[i % cols] * b,
+                None => a + b,
+            }
+        })
+        .collect()
+}
+
+/// Rounds every value to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.
+pub fn round_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erf_matches_known_values() {
+        // Values from tables of erf (Abramowitz & Stegun 7.1).
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (2.0, 0.995_322_265_0),
+            (-1.0, -0.842_700_792_9),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+    }
+
+    #[test]
+    fn gelu_by_hand() {
+        // gelu(1) = 0.5·(1 + erf(1/√2)) = 0.841344746; gelu(-1) = -0.158655254; gelu(0) = 0.
+        let y = gelu(&[1.0, -1.0, 0.0]);
+        assert!((y[0] - 0.841_344_75).abs() < 1e-6);
+        assert!((y[1] + 0.158_655_25).abs() < 1e-6);
+        assert_eq!(y[2], 0.0);
+    }
+
+    #[test]
+    fn swiglu_by_hand() {
+        // silu(0) = 0, silu(2) = 2/(1+e^-2) = 1.761594; two rows of [gate | up] with width 2.
+        let y = swiglu(&[0.0, 2.0, 5.0, 3.0, 2.0, 0.0, 1.0, 1.0], 2);
+        assert!((y[0] - 0.0).abs() < 1e-7);
+        assert!((y[1] - 1.761_594 * 3.0).abs() < 1e-5);
+        assert!((y[2] - 1.761_594).abs() < 1e-5);
+        assert_eq!(y[3], 0.0);
+    }
+
+    #[test]
+    fn residual_add_tiles_and_scales() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(
+            residual_add(&x, &[10.0, 20.0], None, 2),
+            [11.0, 22.0, 13.0, 24.0]
+        );
+        assert_eq!(
+            residual_add(&x, &[1.0, 1.0, 2.0, 2.0], Some(&[0.5, 2.0]), 2),
+            [1.5, 4.0, 4.0, 8.0]
+        );
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies exactly between bf16 neighbours 1 and 1 + 2^-7: ties go to even (1).
+        // 1 + 3·2^-9 is nearer to 1 + 2^-7.
+        let y = round_bf16(&[1.0 + 1.0 / 256.0, 1.0 + 3.0 / 512.0, -2.0]);
+        assert_eq!(y, [1.0, 1.0 + 1.0 / 128.0, -2.0]);
+    }
+}

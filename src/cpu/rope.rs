@@ -1,0 +1,86 @@
+//! CPU twin of the RoPE kernel: rotary position embedding in the "rotate half" layout of
+//! Hugging Face's Qwen2/LLaMA (`apply_rotary_pos_emb`), applied to every head of every row.
+
+/// Rotates rows of `heads · head_dim` values in place. Row r sits at position `position + r`.
+/// For each head and d < D/2, with θ_d = theta^(−2d/D) and angle a = p·θ_d (computed in f64):
+///   out[d] = x[d]·cos a − x[d + D/2]·sin a,   out[d + D/2] = x[d + D/2]·cos a + x[d]·sin a.
+pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, position: usize, theta: f64) {
+    let width = heads * head_dim;
+    assert!(
+        head_dim % 2 == 0 && width > 0,
+        "rope: head_dim must be even and positive"
+    );
+    assert!(
+        x.len().is_multiple_of(width),
+        "rope: rows of {width} expected"
+    );
+    let half = head_dim / 2;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
+        .collect();
+    for (r, row) in x.chunks_mut(width).enumerate() {
+        let p = (position + r) as f64;
+        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq
+            .iter()
+            .map(|f| {
+                let (s, c) = (p * f).sin_cos();
+                (s as f32, c as f32)
+            })
+            .unzip();
+        for head in row.chunks_mut(head_dim) {
+            for d in 0..half {
+                let (a, b) = (head[d], head[d + half]);
+                head[d] = a * cos[d] - b * sin[d];
+                head[d + half] = b * cos[d] + a * sin[d];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_zero_is_identity() {
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        rope(&mut x, 1, 4, 0, 10_000.0);
+        assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn rotates_pairs_by_hand() {
+        // head_dim 4, theta 100: θ_0 = 1, θ_1 = 100^(-1/2) = 0.1. Row 0 at position 2 rotates
+        // (x0, x2) by 2 rad and (x1, x3) by 0.2 rad; row 1 (position 3) by 3 and 0.3 rad.
+        let mut x = vec![1.0, 1.0, 0.0, 0.0, 0.0, 2.0, 1.0, 0.0];
+        rope(&mut x, 1, 4, 2, 100.0);
+        let want = [
+            2f32.cos(),
+            0.2f32.cos(),
+            2f32.sin(),
+            0.2f32.sin(),
+            -(3f32.sin()),
+            2.0 * 0.3f32.cos(),
+            3f32.cos(),
+            2.0 * 0.3f32.sin(),
+        ];
+        for (g, w) in x.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{x:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_pair_lengths() {
+        let mut x: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
+        let before: Vec<f32> = x.clone();
+        rope(&mut x, 2, 4, 7, 1e6);
+        // A rotation keeps each (d, d + D/2) pair's length.
+        for (row_a, row_b) in x.chunks(4).zip(before.chunks(4)) {
+            for d in 0..2 {
+                let la = row_a[d].hypot(row_a[d + 2]);
+                let lb = row_b[d].hypot(row_b[d + 2]);
+                assert!((la - lb).abs() < 1e-5);
+            }
+        }
+    }
+}

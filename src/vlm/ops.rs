@@ -1,0 +1,125 @@
+//! The op interface the video-LLM forward (vision encoder, projector, decoder, token flow) is
+//! written against, once. It extends the LinVT op set (`crate::linvt::ops::Ops`), so one executor
+//! runs the whole pipeline and, on a GPU, the vision embeddings never leave the device.
+//!
+//! Conventions: every tensor is 2-D (rows, cols), row-major, f32, except 1-D weights (norm
+//! weights, biases, LayerScale γ). Tensors are opaque (`Self::T`); host data crosses only through
+//! `upload` and `read_back`, plus small host index lists (token ids, row permutations) passed by
+//! value, and the one token id `sample` returns per step. The KV cache is executor-owned
+//! (`Self::Kv`). Every op's CPU twin lives in `crate::cpu`; a GPU executor must match it.
+//!
+//! Ops inherited from `Ops` that the VLM uses: `linear` (x·Wᵀ + b), `rows` (row slice view),
+//! `row_count`, `self_attention` (the ViT's attention along the token axis of (frames, tokens)),
+//! `concat_rows`, `stage` (timing marks).
+
+use crate::cpu::sample::SamplingParams;
+use crate::error::Result;
+use crate::linvt::ops::Ops;
+use crate::tensor::Tensor;
+
+pub trait VlmOps: Ops {
+    /// A decoder's key/value cache: `layers` × `capacity` positions × (kv_heads · head_dim) for
+    /// keys and for values, owned where the executor computes.
+    type Kv;
+
+    /// Moves a host tensor (1-D or 2-D; higher ranks are viewed as (rows, last axis)) to the
+    /// executor. Weights are uploaded once at load time; the CPU executor just takes ownership.
+    fn upload(&mut self, t: Tensor) -> Result<Self::T>;
+
+    /// Copies a tensor back to the host as (rows, cols) (1-D stays 1-D). Used for outputs and
+    /// tests, never inside the per-token decode loop (that reads back only `sample`'s id).
+    fn read_back(&mut self, x: &Self::T) -> Result<Tensor>;
+
+    /// The same elements viewed as (rows, cols); rows · cols must equal the element count.
+    fn reshape(&mut self, x: &Self::T, rows: usize, cols: usize) -> Result<Self::T>;
+
+    /// out[i] = x[ids[i]] for rows: embedding lookup (x = the (vocab, hidden) table, ids = token
+    /// ids), dropping the CLS rows and pixel shuffle (an index permutation, then `reshape`).
+    /// Every id must be < rows of x (checked: an error, not a panic).
+    fn gather_rows(&mut self, x: &Self::T, ids: &[u32]) -> Result<Self::T>;
+
+    /// A copy of `dst` (R, C) whose rows `positions[i]` are replaced by row i of `src` (P, C),
+    /// P = positions.len(): the LinVT rows written into the `<IMG_CONTEXT>` slots.
+    fn scatter_rows(&mut self, dst: &Self::T, positions: &[u32], src: &Self::T) -> Result<Self::T>;
+
+    /// LayerNorm over the last axis: (x − mean)/√(var + eps)·weight + bias, biased variance.
+    fn layer_norm(
+        &mut self,
+        x: &Self::T,
+        weight: &Self::T,
+        bias: &Self::T,
+        eps: f32,
+    ) -> Result<Self::T>;
+
+    /// RMSNorm over the last axis: x/√(mean(x²) + eps)·weight.
+    fn rms_norm(&mut self, x: &Self::T, weight: &Self::T, eps: f32) -> Result<Self::T>;
+
+    /// GELU, erf form (PyTorch's default), elementwise.
+    fn gelu(&mut self, x: &Self::T) -> Result<Self::T>;
+
+    /// SwiGLU: x (R, 2·I) packed as [gate | up] per row → silu(gate) ⊙ up (R, I). The decoder
+    /// packs gate_proj and up_proj into one weight at load time, so one `linear` feeds this.
+    fn swiglu(&mut self, x: &Self::T) -> Result<Self::T>;
+
+    /// Residual add x + γ ⊙ y (γ (C) = LayerScale, or 1 when None). y (R', C) may hold fewer rows
+    /// than x (R, C), R a multiple of R': y then repeats over the R/R' groups of rows (a
+    /// per-frame table added to every frame).
+    fn residual_add(
+        &mut self,
+        x: &Self::T,
+        y: &Self::T,
+        gamma: Option<&Self::T>,
+    ) -> Result<Self::T>;
+
+    /// Rounds every value to the nearest bfloat16 (ties to even) and back to f32: the released
+    /// model's `.to(torch.bfloat16)` of the LinVT output.
+    fn round_bf16(&mut self, x: &Self::T) -> Result<Self::T>;
+
+    /// RoPE ("rotate half", as Hugging Face Qwen2/LLaMA) on x (R, heads·head_dim): row r is at
+    /// position `position + r`; θ_d = theta^(−2d/head_dim). See `cpu::rope::rope`.
+    fn rope(
+        &mut self,
+        x: &Self::T,
+        heads: usize,
+        head_dim: usize,
+        position: usize,
+        theta: f64,
+    ) -> Result<Self::T>;
+
+    /// An empty cache for `layers` layers of `kv_heads` heads of `head_dim`, `capacity` positions.
+    fn kv_cache(
+        &mut self,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+    ) -> Result<Self::Kv>;
+
+    /// Writes k and v (R, kv_heads·head_dim each) of `layer` at positions position..position+R.
+    /// Errors when that runs past the capacity.
+    fn kv_write(
+        &mut self,
+        cache: &mut Self::Kv,
+        layer: usize,
+        position: usize,
+        k: &Self::T,
+        v: &Self::T,
+    ) -> Result<()>;
+
+    /// Causal grouped-query attention of q (R, heads·head_dim), rows at positions
+    /// position..position+R, over `layer`'s cache rows 0..=that position (written before).
+    /// Query head h reads kv head h / (heads / kv_heads); scale 1/√head_dim. → (R, heads·head_dim).
+    /// See `cpu::kv_attention::causal_attention`.
+    fn kv_attention(
+        &mut self,
+        cache: &Self::Kv,
+        layer: usize,
+        q: &Self::T,
+        position: usize,
+        heads: usize,
+    ) -> Result<Self::T>;
+
+    /// One token id from a logits row (1, vocab): greedy, or temperature/top-k/top-p with the
+    /// caller's uniform number in [0, 1) (see `cpu::sample`). The only per-step read-back.
+    fn sample(&mut self, logits: &Self::T, params: &SamplingParams, uniform: f32) -> Result<u32>;
+}
