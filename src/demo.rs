@@ -1,18 +1,28 @@
 //! `linvt demo`: a synthetic clip's tokens with seeded weights, condensed on the GPU and on the
 //! CPU; prints what happened and draws which (frame, token) cells were selected.
 
+//! The clip, text and model builders are shared with the browser demo (linvt-web); drawing the
+//! PNG and the blocking `run` are native-only.
+
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use crate::config::{LinvtConfig, Preset};
-use crate::error::{Error, Result};
+use crate::error::Result;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{GpuContext, GpuOptions};
-use crate::linvt::{CondenseOptions, Condensed, Device, Linvt, LinvtParams};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::linvt::{CondenseOptions, Condensed, Device};
+use crate::linvt::{Linvt, LinvtParams};
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
-const FRAMES: usize = 8;
-const GRID: usize = 8; // tokens per frame = GRID × GRID
-const EMBED: usize = 128;
+pub const FRAMES: usize = 8;
+pub const GRID: usize = 8; // tokens per frame = GRID × GRID
+pub const EMBED: usize = 128;
+const TEXT_LEN: usize = 12;
 
 /// Token features of a clip where a bright square moves across a textured background: the
 /// square's cells carry a strong, shared direction on top of per-cell noise.
@@ -34,7 +44,17 @@ pub fn synthetic_clip(seed: u64) -> Tensor {
     Tensor::new(vec![FRAMES, GRID * GRID, EMBED], data).expect("sizes match")
 }
 
-fn demo_model() -> Result<Linvt> {
+/// Seeded text embeddings (TEXT_LEN × EMBED) to condition on.
+pub fn demo_text(seed: u64) -> Tensor {
+    Tensor::new(
+        vec![TEXT_LEN, EMBED],
+        SeededRng::new(seed).vec(TEXT_LEN * EMBED, 1.0),
+    )
+    .expect("sizes match")
+}
+
+/// Seeded random weights (not a trained model) in the `paper` preset, small enough for a CPU.
+pub fn demo_model() -> Result<Linvt> {
     let mut cfg = LinvtConfig::preset(Preset::Paper, EMBED);
     cfg.num_heads = 4;
     cfg.num_layers = 2;
@@ -44,6 +64,7 @@ fn demo_model() -> Result<Linvt> {
     Linvt::new(cfg, params)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Draws frames side by side; each token cell bright where selected (by rank colour), dim else.
 pub fn selection_png(c: &Condensed, grid: usize, path: &Path) -> Result<()> {
     let cell = 10u32;
@@ -80,6 +101,7 @@ pub fn selection_png(c: &Condensed, grid: usize, path: &Path) -> Result<()> {
     })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn print_stages(label: &str, c: &Condensed) {
     let total: f64 = c.stage_ms.iter().map(|(_, ms)| ms).sum();
     let parts: Vec<String> = c
@@ -94,7 +116,7 @@ fn print_stages(label: &str, c: &Condensed) {
 pub fn run(png: &Path) -> Result<()> {
     let mut model = demo_model()?;
     let video = synthetic_clip(1);
-    let text = Tensor::new(vec![12, EMBED], SeededRng::new(2).vec(12 * EMBED, 1.0))?;
+    let text = demo_text(2);
     let opts = CondenseOptions {
         profile: true,
         ..Default::default()

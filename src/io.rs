@@ -5,6 +5,7 @@
 //! preset's order), `scores` (T·N) F32; metadata: preset, backend, adapter, k, k_requested.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};

@@ -1,6 +1,8 @@
 //! `linvt` — the Linear Video Tokenizer (LinVT, arXiv 2412.05185) on portable GPUs through wgpu,
 //! with a plain-Rust CPU reference path that computes the same thing.
 
+// Native-only: its timing loop blocks on the GPU (pollster) and uses `std::time::Instant`.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod config;
 pub mod cpu;

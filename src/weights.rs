@@ -3,7 +3,9 @@
 //! Floats come out as f32 whatever they are stored as (F32, F16, BF16).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+use std::path::PathBuf;
 
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 

@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 
 use super::buffer::{BufferPool, GpuTensor};
 use super::context::GpuContext;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One WGSL file.
 pub struct Shader {
@@ -52,6 +52,9 @@ impl GpuContext {
         if let Some(p) = self.pipelines.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
+        // Native: a pipeline error is caught here, synchronously. The browser cannot block on the
+        // scope; there a bad pipeline surfaces through the uncaptured-error handler (and
+        // linvt-web wraps each whole condensation in an awaited error scope).
         #[cfg(not(target_arch = "wasm32"))]
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = {
@@ -82,7 +85,9 @@ impl GpuContext {
             });
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("building pipeline {key} failed: {e}")));
+            return Err(crate::error::Error::Gpu(format!(
+                "building pipeline {key} failed: {e}"
+            )));
         }
         let pipeline = Arc::new(pipeline);
         self.pipelines

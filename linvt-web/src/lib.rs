@@ -1,0 +1,1 @@
+//! LinVT in the browser: wasm-bindgen bindings over `linvt`'s async WebGPU path.
