@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use crate::config::{LinvtConfig, Preset};
-use crate::error::Result;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::Error;
+use crate::error::Result;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{GpuContext, GpuOptions};
 #[cfg(not(target_arch = "wasm32"))]
