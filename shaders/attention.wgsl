@@ -18,6 +18,12 @@
 //
 // `probs`: the softmax weights (groups, heads, q_len, kv_len), one invocation per query row, two
 // passes over the keys (running max and sum, then normalised weights).
+//
+// The GEMM route (src/gpu/attention.rs, chosen where it is faster — CPU adapters — for long
+// sequences) computes the same thing in four dispatches: S = Q·Kᵀ per (group, head) with the
+// linear family's batched product, `softmax_rows` on S in place, `transpose_v` (V per (group,
+// head) as head_dim rows of kv_len keys, the K-contiguous operand the product needs), and
+// O = P·V with the batched product again.
 
 struct Params {
     groups: u32,
@@ -47,7 +53,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> kbuf: array<f32>;
 @group(0) @binding(3) var<storage, read> vbuf: array<f32>;
 @group(0) @binding(4) var<storage, read_write> obuf: array<f32>;
-// `probs` binds (q, k, weights): its output sits at binding 3. A binding may be shared by
+// `probs` binds its output at binding 3; `softmax_rows` and `transpose_v` bind their own buffers
+// from binding 1 (the dispatcher binds buffers in order). A binding may be shared by
 // variables of different entry points (WGSL forbids that only within one entry point).
 @group(0) @binding(3) var<storage, read_write> pbuf: array<f32>;
 
@@ -287,5 +294,73 @@ fn probs(
         }
         let sj = (dv.x + dv.y) + (dv.z + dv.w);
         pbuf[obase + j] = exp(sj - m) * inv;
+    }
+}
+
+// Row-wise softmax in place: rows `rows` of `len` values starting at `off`, each replaced by
+// softmax(scale · row), max subtracted, f32. One invocation per row.
+struct SoftmaxParams {
+    rows: u32,
+    len: u32,
+    off: u32,
+    scale: f32,
+}
+@group(0) @binding(0) var<uniform> sp: SoftmaxParams;
+@group(0) @binding(1) var<storage, read_write> sbuf: array<f32>;
+
+@compute @workgroup_size(64)
+fn softmax_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= sp.rows) {
+        return;
+    }
+    let base = sp.off + row * sp.len;
+    var m = NEG_BIG;
+    for (var j = 0u; j < sp.len; j++) {
+        m = max(m, sbuf[base + j] * sp.scale);
+    }
+    var l = 0.0;
+    for (var j = 0u; j < sp.len; j++) {
+        let w = exp(sbuf[base + j] * sp.scale - m);
+        sbuf[base + j] = w;
+        l += w;
+    }
+    let inv = 1.0 / l;
+    for (var j = 0u; j < sp.len; j++) {
+        sbuf[base + j] *= inv;
+    }
+}
+
+// V of every (group, head) as head_dim rows of kv_len values:
+// obuf[out_off + ((g·heads + h)·head_dim + d)·kv_len + j] = v[g, j, h, d].
+// One invocation per four consecutive keys of one output row (four strided loads, one row of
+// the output written contiguously).
+@group(0) @binding(1) var<storage, read> t_src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> t_dst: array<f32>;
+
+@compute @workgroup_size(64)
+fn transpose_v(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let quads = (p.kv_len + 3u) / 4u;
+    let flat = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (flat >= p.groups * p.heads * p.head_dim * quads) {
+        return;
+    }
+    let j0 = (flat % quads) * 4u;
+    let row = flat / quads;          // (g·heads + h)·head_dim + d
+    let d = row % p.head_dim;
+    let gh = row / p.head_dim;
+    let head = gh % p.heads;
+    let group = gh / p.heads;
+    let obase = p.out_off + row * p.kv_len;
+    for (var j = j0; j < min(j0 + 4u, p.kv_len); j++) {
+        t_dst[obase + j] = t_src[v_row(group, head, j) + d];
     }
 }

@@ -11,6 +11,11 @@
 //   rb_scalar  register-blocked, scalar loads: any K, any offset
 //   tiled      workgroup-memory tiles for real GPUs: any K, any offset
 // Rows past the end are clamped on load and skipped on store, so any M, N, K works.
+//
+// Batched and strided: workgroup row z of the grid computes batch z. Batch z of an operand
+// starts (z / batch_inner)·outer + (z % batch_inner)·inner elements after its offset, and its
+// rows lie a_rs / b_rs apart (K for a plain linear). Attention uses this for Q·Kᵀ and P·V of
+// every (group, head) at once, straight from the packed qkv tensor.
 
 struct Params {
     a_rows: u32,
@@ -26,6 +31,15 @@ struct Params {
     bias_on_a: u32,
     groups_a: u32,     // workgroups along A
     groups_total: u32, // workgroups in all (the grid may hold a few more)
+    a_rs: u32,         // element stride between A rows
+    b_rs: u32,         // element stride between B rows
+    batch_inner: u32,  // batches per outer step (≥ 1)
+    a_bo: u32,         // A offset per outer batch step
+    a_bi: u32,         // A offset per inner batch step
+    b_bo: u32,
+    b_bi: u32,
+    y_bo: u32,
+    y_bi: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,6 +53,19 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a1: array<f32>;
 @group(0) @binding(2) var<storage, read> b1: array<f32>;
 
+// This invocation's batch offsets (elements), set at entry.
+var<private> a_batch: u32;
+var<private> b_batch: u32;
+var<private> y_batch: u32;
+
+fn enter_batch(z: u32) {
+    let outer = z / p.batch_inner;
+    let inner = z - outer * p.batch_inner;
+    a_batch = outer * p.a_bo + inner * p.a_bi;
+    b_batch = outer * p.b_bo + inner * p.b_bi;
+    y_batch = outer * p.y_bo + inner * p.y_bi;
+}
+
 fn out_value(acc: f32, a: u32, b: u32) -> f32 {
     if (p.has_bias == 0u) {
         return acc;
@@ -48,7 +75,7 @@ fn out_value(acc: f32, a: u32, b: u32) -> f32 {
 
 fn store(acc: f32, a: u32, b: u32) {
     if (a < p.a_rows && b < p.b_rows) {
-        y[p.y_off + a * p.ya + b * p.yb] = out_value(acc, a, b);
+        y[p.y_off + y_batch + a * p.ya + b * p.yb] = out_value(acc, a, b);
     }
 }
 
@@ -83,10 +110,10 @@ fn fma_row(acc: Acc, b: vec4<f32>, a: ABlock) -> Acc {
 
 // Element offset of A / B row `row`, clamped to the last row (such rows are never stored).
 fn a_start(row: u32) -> u32 {
-    return p.a_off + min(row, p.a_rows - 1u) * p.k;
+    return p.a_off + a_batch + min(row, p.a_rows - 1u) * p.a_rs;
 }
 fn b_start(row: u32) -> u32 {
-    return p.b_off + min(row, p.b_rows - 1u) * p.k;
+    return p.b_off + b_batch + min(row, p.b_rows - 1u) * p.b_rs;
 }
 
 // Values k..k+3 of the row starting at `base` through the scalar views, zero past K.
@@ -133,6 +160,7 @@ fn rb_vec4(
     if (g >= p.groups_total) {
         return;
     }
+    enter_batch(wid.z);
     let gb = g / p.groups_a;
     let a0 = (g - gb * p.groups_a) * WG * TN + lid; // this invocation's A rows: a0 + WG·j
     let b0 = gb * TM;                                // the workgroup's B rows: b0 + i
@@ -246,6 +274,7 @@ fn rb_scalar(
     if (g >= p.groups_total) {
         return;
     }
+    enter_batch(wid.z);
     let gb = g / p.groups_a;
     let a0 = (g - gb * p.groups_a) * WG * TN + lid; // this invocation's A rows: a0 + WG·j
     let b0 = gb * TM;                                // the workgroup's B rows: b0 + i
@@ -380,6 +409,7 @@ fn tiled(
     if (g >= p.groups_total) {
         return;
     }
+    enter_batch(wid.z);
     let gb = g / p.groups_a;
     let ga = g - gb * p.groups_a;
     let side = TILE * TT;
@@ -400,8 +430,8 @@ fn tiled(
             let in_k = k < p.k;
             let br = min(b0 + row, p.b_rows - 1u);
             let ar = min(a0 + row, p.a_rows - 1u);
-            b_tile[c * stride + row] = select(0.0, b1[p.b_off + br * p.k + kc], in_k);
-            a_tile[c * stride + row] = select(0.0, a1[p.a_off + ar * p.k + kc], in_k);
+            b_tile[c * stride + row] = select(0.0, b1[b_start(br) + kc], in_k);
+            a_tile[c * stride + row] = select(0.0, a1[a_start(ar) + kc], in_k);
         }
         workgroupBarrier();
         for (var c = 0u; c < BK; c++) {

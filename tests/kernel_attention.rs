@@ -10,24 +10,31 @@
 mod common;
 
 use linvt::cpu::attention::{self as cpu, AttnGeometry, Axis, Operand};
-use linvt::gpu::attention::{self as gpu, AttendTuning};
+use linvt::gpu::attention::{self as gpu, AttendTuning, Strategy};
 use linvt::gpu::{BufferPool, GpuContext, Recorder};
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;
 
-/// Both code paths of the `attend` entry point at a workgroup size that divides no test length.
-fn tunings() -> Vec<Option<AttendTuning>> {
+/// Every code path: the adapter's choice, both variants of the fused `attend` kernel at a
+/// workgroup size that divides no test length, and the GEMM route (batched products around a
+/// row softmax), once in one chunk and once with a scratch budget so small that every group is
+/// its own chunk.
+fn tunings() -> Vec<Option<Strategy>> {
     vec![
         None,
-        Some(AttendTuning {
+        Some(Strategy::Flash(AttendTuning {
             wg: 16,
             stage: true,
-        }),
-        Some(AttendTuning {
+        })),
+        Some(Strategy::Flash(AttendTuning {
             wg: 8,
             stage: false,
+        })),
+        Some(Strategy::Gemm {
+            scratch_bytes: gpu::GEMM_SCRATCH_BYTES,
         }),
+        Some(Strategy::Gemm { scratch_bytes: 1 }),
     ]
 }
 
@@ -38,7 +45,7 @@ fn run_gpu(
     v: Option<&[f32]>,
     out_len: usize,
     g: &AttnGeometry,
-    tuning: Option<AttendTuning>,
+    tuning: Option<Strategy>,
 ) -> Vec<f32> {
     let pool = BufferPool::default();
     let qt = ctx.upload("q", &[q.len()], q).unwrap();
@@ -256,6 +263,9 @@ fn gpu_along_axis_matches_cpu() {
         (4, 16, 64, 4),
         (2, 7, 896, 4),
         (5, 3, 96, 1),
+        // Long enough along tokens (≥ 32 queries, ≥ 64 keys) for the GEMM route by default
+        // on CPU adapters.
+        (3, 70, 96, 2),
     ] {
         let qkv = common::rand_vec(11, t * n * 3 * e, 1.0);
         for axis in [Axis::Frames, Axis::Tokens] {
@@ -289,8 +299,7 @@ fn gpu_cross_matches_cpu() {
             let v = common::rand_vec(23, kl * e, 1.0);
             let mut want = vec![0f32; ql * e];
             cpu::attention(&q, &k, &v, &mut want, &g);
-            let tunings = if e == 896 { tunings() } else { vec![None] };
-            for tuning in tunings {
+            for tuning in tunings() {
                 let got = run_gpu(&ctx, &q, Some(&k), Some(&v), ql * e, &g, tuning);
                 common::assert_close(
                     &format!("cross q{ql} kv{kl} E{e} h{h} {tuning:?}"),
@@ -358,24 +367,28 @@ fn gpu_views_at_nonzero_offsets() {
         group_stride: 0,
         row_stride: 2 * e,
     };
-    let mut rec = Recorder::new(&ctx, &pool);
-    gpu::attention(&mut rec, &qt, &kvt, &kvt, &out, &g).unwrap();
-    let probs = gpu::attention_probs(&mut rec, &qt, &kvt, &g).unwrap();
-    rec.submit().unwrap();
-    let got = ctx.read_f32(&outbig).unwrap();
-
     let qv = &qbig[3 * e..(3 + ql) * e];
     let kvv = &kvbig[5 * 2 * e..(5 + kl) * 2 * e];
     let mut want = vec![0f32; ql * e];
     cpu::attention(qv, kvv, kvv, &mut want, &g);
-    common::assert_close("view out", &got[2 * e..(2 + ql) * e], &want, ATOL, RTOL);
-    assert!(
-        got[..2 * e]
-            .iter()
-            .chain(&got[(2 + ql) * e..])
-            .all(|&x| x == 7.0),
-        "wrote outside the view"
-    );
+    for tuning in tunings() {
+        let mut rec = Recorder::new(&ctx, &pool);
+        gpu::attention_tuned(&mut rec, &qt, &kvt, &kvt, &out, &g, tuning).unwrap();
+        rec.submit().unwrap();
+        let got = ctx.read_f32(&outbig).unwrap();
+        let what = format!("view out {tuning:?}");
+        common::assert_close(&what, &got[2 * e..(2 + ql) * e], &want, ATOL, RTOL);
+        assert!(
+            got[..2 * e]
+                .iter()
+                .chain(&got[(2 + ql) * e..])
+                .all(|&x| x == 7.0),
+            "{what}: wrote outside the view"
+        );
+    }
+    let mut rec = Recorder::new(&ctx, &pool);
+    let probs = gpu::attention_probs(&mut rec, &qt, &kvt, &g).unwrap();
+    rec.submit().unwrap();
     let want_p = cpu::attention_probs(qv, kvv, &g);
     // Weights are in (0, 1) and sum to 1; f32 rounding of logits → ~1e-7 each: atol 1e-6.
     common::assert_close(

@@ -298,3 +298,94 @@ fn cpu_twin_matches_f64_reference_on_blocked_threaded_path() {
     // f32 accumulation vs exact (f64) sums: same bound as GPU vs CPU.
     common::assert_close("cpu linear vs f64", &got, &want, atol(k), 1e-5);
 }
+
+/// The batched, strided form every caller reduces to (attention's Q·Kᵀ and P·V): A and B rows
+/// inside wider rows, batches split into (outer, inner) with different strides, the output
+/// written with both strides non-unit — on every kernel, against plain loops in f64.
+#[test]
+fn batched_strided_product_every_kernel() {
+    use linear::{OutLayout, Product, Rows};
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    // 2 outer × 3 inner batches; A: 37 rows, B: 19 rows, K = 20, rows 64 apart, batches laid
+    // out (outer 5000, inner 20) inside one buffer; output batches (outer, inner) =
+    // (3·19·37, 19·37) apart, out[z, a, b] at a·19 + b (A rows are output rows here, the
+    // opposite of `linear`'s usual roles).
+    let (outer, inner, ar, br, k) = (2usize, 3usize, 37usize, 19usize, 20usize);
+    let (rs, bo, bi) = (64usize, 5000usize, 20usize);
+    let len = (outer - 1) * bo + (inner - 1) * bi + (ar.max(br) - 1) * rs + k + 3;
+    let a_host = common::rand_vec(61, len, 1.0);
+    let b_host = common::rand_vec(62, len, 1.0);
+    let a = ctx.upload("a", &[len], &a_host).unwrap();
+    let b = ctx.upload("b", &[len], &b_host).unwrap();
+    let (ya, yb, yi, yo) = (br, 1, br * ar, inner * br * ar);
+    let out_len = outer * yo;
+    let rows = |t, n, off| Rows {
+        t,
+        rows: n,
+        offset: off,
+        row_stride: rs,
+        outer: bo,
+        inner: bi,
+    };
+    // A starts at element 0 (vec4 loads) or 3 (not vec4-aligned: scalar loads).
+    for a_off in [0usize, 3] {
+        let mut want = vec![0f32; out_len];
+        for z in 0..outer * inner {
+            let base = (z / inner) * bo + (z % inner) * bi;
+            for i in 0..ar {
+                for j in 0..br {
+                    let dot: f64 = (0..k)
+                        .map(|c| {
+                            a_host[a_off + base + i * rs + c] as f64
+                                * b_host[base + j * rs + c] as f64
+                        })
+                        .sum();
+                    want[(z / inner) * yo + (z % inner) * yi + i * ya + j * yb] = dot as f32;
+                }
+            }
+        }
+        let tunings = [
+            Tuning::CPU,
+            Tuning {
+                vec4: false,
+                rows_per_group: 8,
+                ..Tuning::CPU
+            },
+            Tuning::GPU,
+        ];
+        for tuning in tunings {
+            let y = ctx
+                .upload("y", &[out_len], &vec![f32::NAN; out_len])
+                .unwrap();
+            let mut rec = Recorder::new(&ctx, &pool);
+            Product {
+                a: rows(&a, ar, a_off),
+                b: rows(&b, br, 0),
+                k,
+                batches: outer * inner,
+                batch_inner: inner,
+                out: OutLayout {
+                    t: &y,
+                    offset: 0,
+                    ya,
+                    yb,
+                    outer: yo,
+                    inner: yi,
+                },
+                bias: None,
+            }
+            .record(&mut rec, tuning)
+            .unwrap();
+            rec.submit().unwrap();
+            let got = ctx.read_f32(&y).unwrap();
+            common::assert_close(
+                &format!("batched a_off {a_off} {tuning:?}"),
+                &got,
+                &want,
+                atol(k),
+                1e-5,
+            );
+        }
+    }
+}

@@ -41,6 +41,15 @@ struct Params {
     bias_on_a: u32,
     groups_a: u32,
     groups_total: u32,
+    a_rs: u32,
+    b_rs: u32,
+    batch_inner: u32,
+    a_bo: u32,
+    a_bi: u32,
+    b_bo: u32,
+    b_bi: u32,
+    y_bo: u32,
+    y_bi: u32,
 }
 
 /// Which kernel computes the product.
@@ -194,101 +203,286 @@ pub fn linear_into_tuned(
             out.shape, x.shape, w.shape
         )));
     }
-    if [Some(x), Some(w), b]
-        .into_iter()
-        .flatten()
-        .any(|t| t.same_buffer(out))
-    {
-        return Err(Error::input(
-            "linear: the output may not share a buffer with x, the weight or the bias",
-        ));
-    }
-    if !(1..=32).contains(&tuning.rows_per_group) || tuning.workgroup == 0 || tuning.bk == 0 {
-        return Err(Error::input(format!(
-            "linear: unsupported tuning {tuning:?}"
-        )));
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let u = |v: usize, what: &str| {
-        u32::try_from(v).map_err(|_| Error::input(format!("linear: {what} = {v} exceeds u32")))
-    };
-    let (m32, n32, k32) = (u(m, "M")?, u(n, "N")?, u(k, "K")?);
-
+    tuning.check()?;
     // Operand roles: (A, B) = (W, X) puts invocations over output columns.
-    let a_span = match tuning.kernel {
-        Kernel::RegisterBlocked => RB_A_ROWS * tuning.workgroup,
-        Kernel::Tiled => TILE_OUT,
-    };
-    let b_span = match tuning.kernel {
-        Kernel::RegisterBlocked => tuning.rows_per_group,
-        Kernel::Tiled => TILE_OUT,
-    };
-    let padded = |a_rows: u32, b_rows: u32| {
-        a_rows.div_ceil(a_span) as u64
-            * a_span as u64
-            * (b_rows.div_ceil(b_span) as u64 * b_span as u64)
+    let (a_span, b_span) = tuning.spans();
+    let padded = |a_rows: usize, b_rows: usize| {
+        a_rows.div_ceil(a_span) * a_span * (b_rows.div_ceil(b_span) * b_span)
     };
     let columns = match tuning.split {
         Split::Columns => true,
         Split::Rows => false,
-        Split::Auto => padded(n32, m32) <= padded(m32, n32),
+        Split::Auto => padded(n, m) <= padded(m, n),
     };
-    let (a, bt, a_rows, b_rows, ya, yb) = if columns {
-        (w, x, n32, m32, 1, n32)
+    let xs = Rows::dense(x, m, k);
+    let ws = Rows::dense(w, n, k);
+    let (a, bt, ya, yb) = if columns {
+        (ws, xs, 1, n)
     } else {
-        (x, w, m32, n32, n32, 1)
+        (xs, ws, n, 1)
     };
-    let mut params = Params {
-        a_rows,
-        b_rows,
-        k: k32,
-        a_off: a.off(),
-        b_off: bt.off(),
-        bias_off: b.map_or(0, |b| b.off()),
-        y_off: out.off(),
-        ya,
-        yb,
-        has_bias: b.is_some() as u32,
-        bias_on_a: columns as u32,
-        groups_a: 0,
-        groups_total: 0,
+    let bias = b.map(|t| Bias { t, on_a: columns });
+    let product = Product {
+        a,
+        b: bt,
+        k,
+        batches: 1,
+        batch_inner: 1,
+        out: OutLayout {
+            t: out,
+            offset: 0,
+            ya,
+            yb,
+            outer: 0,
+            inner: 0,
+        },
+        bias,
     };
-    // Without a bias the slot is bound to the weight (never read).
-    let bias_buf = b.unwrap_or(w).buffer();
-    let buffers = [a.buffer(), bt.buffer(), bias_buf, out.buffer()];
+    product.record(rec, tuning)
+}
 
-    let pipeline = match tuning.kernel {
-        Kernel::RegisterBlocked => {
-            // Fewer B rows per workgroup when B is short (GEMV-like calls): powers of two, so
-            // only a handful of pipelines exist.
-            let tm = tuning.rows_per_group.min(b_rows.next_power_of_two());
-            let aligned = k % 4 == 0 && a.offset % 4 == 0 && bt.offset % 4 == 0;
-            let entry = if tuning.vec4 && aligned {
-                "rb_vec4"
-            } else {
-                "rb_scalar"
-            };
-            params.groups_a = a_rows.div_ceil(RB_A_ROWS * tuning.workgroup);
-            params.groups_total = b_rows.div_ceil(tm) * params.groups_a;
-            rec.ctx.pipeline(
-                &SHADER,
-                entry,
-                &[("WG", tuning.workgroup as f64), ("TM", tm as f64)],
-            )?
+/// One operand of a [`Product`]: `rows` rows of K values, element (batch z, row r, k) at
+/// `offset + (z / batch_inner)·outer + (z % batch_inner)·inner + r·row_stride + k` of the
+/// view `t` (offsets relative to the view).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub t: &'a GpuTensor,
+    pub rows: usize,
+    pub offset: usize,
+    pub row_stride: usize,
+    pub outer: usize,
+    pub inner: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// A plain (rows, k) row-major matrix, one batch.
+    pub fn dense(t: &'a GpuTensor, rows: usize, k: usize) -> Self {
+        Rows {
+            t,
+            rows,
+            offset: 0,
+            row_stride: k,
+            outer: 0,
+            inner: 0,
         }
-        Kernel::Tiled => {
-            params.groups_a = a_rows.div_ceil(TILE_OUT);
-            params.groups_total = b_rows.div_ceil(TILE_OUT) * params.groups_a;
-            rec.ctx.pipeline(
-                &SHADER,
-                "tiled",
-                &[("TILE", TILE as f64), ("BK", tuning.bk as f64)],
-            )?
-        }
+    }
+}
+
+/// Where a [`Product`] writes out[z, a, b]: `offset + (z / batch_inner)·outer + (z %
+/// batch_inner)·inner + a·ya + b·yb` of the view `t`.
+#[derive(Clone, Copy, Debug)]
+pub struct OutLayout<'a> {
+    pub t: &'a GpuTensor,
+    pub offset: usize,
+    pub ya: usize,
+    pub yb: usize,
+    pub outer: usize,
+    pub inner: usize,
+}
+
+/// A bias added to every output, indexed by the A row (`on_a`) or by the B row.
+#[derive(Clone, Copy, Debug)]
+pub struct Bias<'a> {
+    pub t: &'a GpuTensor,
+    pub on_a: bool,
+}
+
+/// The general form every call of this family reduces to: for each batch z < `batches`,
+/// out[z, a, b] = A[z, a]·B[z, b] (+ bias), dot products of K values. Linear is one batch of
+/// dense rows; attention batches Q·Kᵀ and P·V over (group, head) with strided rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Product<'a> {
+    pub a: Rows<'a>,
+    pub b: Rows<'a>,
+    pub k: usize,
+    pub batches: usize,
+    pub batch_inner: usize,
+    pub out: OutLayout<'a>,
+    pub bias: Option<Bias<'a>>,
+}
+
+/// u32 view of a size the kernel takes, with an error naming it.
+fn u(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::input(format!("linear: {what} = {v} exceeds u32")))
+}
+
+/// Checks that the largest element `last` (relative) of a view stays inside it and returns the
+/// absolute start offset.
+fn in_view(name: &str, t: &GpuTensor, offset: usize, last: u128) -> Result<u32> {
+    if last >= t.len() as u128 {
+        return Err(Error::input(format!(
+            "linear: the layout of `{name}` reaches element {last} but the view {:?} holds {}",
+            t.shape,
+            t.len()
+        )));
+    }
+    u(t.offset + offset, "operand offset")
+}
+
+impl Rows<'_> {
+    /// Largest relative element addressed for `batches` batches of K values.
+    fn last(&self, batches: usize, inner: usize, k: usize) -> u128 {
+        let (outer_n, inner_n) = batch_extent(batches, inner);
+        self.offset as u128
+            + outer_n as u128 * self.outer as u128
+            + inner_n as u128 * self.inner as u128
+            + (self.rows as u128 - 1) * self.row_stride as u128
+            + k as u128
+            - 1
+    }
+}
+
+/// Largest outer and inner batch index used by `batches` batches.
+fn batch_extent(batches: usize, inner: usize) -> (usize, usize) {
+    let inner_n = if batches > inner {
+        inner - 1
+    } else {
+        batches - 1
     };
-    let g = grid(rec.ctx, params.groups_total);
-    rec.dispatch(&pipeline, bytemuck::bytes_of(&params), &buffers, g);
-    Ok(())
+    ((batches - 1) / inner, inner_n)
+}
+
+impl Tuning {
+    fn check(&self) -> Result<()> {
+        if !(1..=32).contains(&self.rows_per_group) || self.workgroup == 0 || self.bk == 0 {
+            return Err(Error::input(format!("linear: unsupported tuning {self:?}")));
+        }
+        Ok(())
+    }
+
+    /// (A rows, B rows) one workgroup covers.
+    fn spans(&self) -> (usize, usize) {
+        match self.kernel {
+            Kernel::RegisterBlocked => (
+                (RB_A_ROWS * self.workgroup) as usize,
+                self.rows_per_group as usize,
+            ),
+            Kernel::Tiled => (TILE_OUT as usize, TILE_OUT as usize),
+        }
+    }
+}
+
+impl Product<'_> {
+    /// Validates the layout against the views and records one dispatch.
+    pub fn record(&self, rec: &mut Recorder, tuning: Tuning) -> Result<()> {
+        let (a, b, out) = (&self.a, &self.b, &self.out);
+        let inputs = [Some(a.t), Some(b.t), self.bias.map(|b| b.t)];
+        if inputs.into_iter().flatten().any(|t| t.same_buffer(out.t)) {
+            return Err(Error::input(
+                "linear: the output may not share a buffer with x, the weight or the bias",
+            ));
+        }
+        tuning.check()?;
+        if self.batch_inner == 0 {
+            return Err(Error::input("linear: batch_inner must be at least 1"));
+        }
+        if a.rows == 0 || b.rows == 0 || self.batches == 0 {
+            return Ok(());
+        }
+        if self.k == 0 {
+            return Err(Error::input("linear: K = 0 (no values to multiply)"));
+        }
+        let max_z = rec.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if self.batches > max_z {
+            return Err(Error::input(format!(
+                "linear: {} batches exceed the adapter's {max_z} workgroups per dimension",
+                self.batches
+            )));
+        }
+        let (bs, inner) = (self.batches, self.batch_inner);
+        let a_off = in_view("A", a.t, a.offset, a.last(bs, inner, self.k))?;
+        let b_off = in_view("B", b.t, b.offset, b.last(bs, inner, self.k))?;
+        let (outer_n, inner_n) = batch_extent(bs, inner);
+        let y_last = out.offset as u128
+            + outer_n as u128 * out.outer as u128
+            + inner_n as u128 * out.inner as u128
+            + (a.rows as u128 - 1) * out.ya as u128
+            + (b.rows as u128 - 1) * out.yb as u128;
+        let y_off = in_view("out", out.t, out.offset, y_last)?;
+        let bias_off = match self.bias {
+            Some(bias) => {
+                let n = if bias.on_a { a.rows } else { b.rows };
+                in_view("bias", bias.t, 0, n as u128 - 1)?
+            }
+            None => 0,
+        };
+        let (a_rows, b_rows) = (u(a.rows, "A rows")?, u(b.rows, "B rows")?);
+        let mut params = Params {
+            a_rows,
+            b_rows,
+            k: u(self.k, "K")?,
+            a_off,
+            b_off,
+            bias_off,
+            y_off,
+            ya: u(out.ya, "output stride")?,
+            yb: u(out.yb, "output stride")?,
+            has_bias: self.bias.is_some() as u32,
+            bias_on_a: self.bias.is_some_and(|b| b.on_a) as u32,
+            groups_a: 0,
+            groups_total: 0,
+            a_rs: u(a.row_stride, "row stride")?,
+            b_rs: u(b.row_stride, "row stride")?,
+            batch_inner: u(inner, "batch_inner")?,
+            a_bo: u(a.outer, "batch stride")?,
+            a_bi: u(a.inner, "batch stride")?,
+            b_bo: u(b.outer, "batch stride")?,
+            b_bi: u(b.inner, "batch stride")?,
+            y_bo: u(out.outer, "batch stride")?,
+            y_bi: u(out.inner, "batch stride")?,
+        };
+        // Without a bias the slot is bound to B (never read).
+        let bias_buf = self.bias.map_or(b.t, |b| b.t).buffer();
+        let buffers = [a.t.buffer(), b.t.buffer(), bias_buf, out.t.buffer()];
+
+        let pipeline = match tuning.kernel {
+            Kernel::RegisterBlocked => {
+                // Fewer B rows per workgroup when B is short (GEMV-like calls): powers of two,
+                // so only a handful of pipelines exist.
+                let tm = tuning.rows_per_group.min(b_rows.next_power_of_two());
+                let aligned = [
+                    self.k,
+                    a_off as usize,
+                    b_off as usize,
+                    a.row_stride,
+                    b.row_stride,
+                    a.outer,
+                    a.inner,
+                    b.outer,
+                    b.inner,
+                ]
+                .iter()
+                .all(|v| v % 4 == 0);
+                let entry = if tuning.vec4 && aligned {
+                    "rb_vec4"
+                } else {
+                    "rb_scalar"
+                };
+                params.groups_a = a_rows.div_ceil(RB_A_ROWS * tuning.workgroup);
+                params.groups_total = b_rows.div_ceil(tm) * params.groups_a;
+                rec.ctx.pipeline(
+                    &SHADER,
+                    entry,
+                    &[("WG", tuning.workgroup as f64), ("TM", tm as f64)],
+                )?
+            }
+            Kernel::Tiled => {
+                params.groups_a = a_rows.div_ceil(TILE_OUT);
+                params.groups_total = b_rows.div_ceil(TILE_OUT) * params.groups_a;
+                rec.ctx.pipeline(
+                    &SHADER,
+                    "tiled",
+                    &[("TILE", TILE as f64), ("BK", tuning.bk as f64)],
+                )?
+            }
+        };
+        let [x, y, _] = grid(rec.ctx, params.groups_total);
+        rec.dispatch(
+            &pipeline,
+            bytemuck::bytes_of(&params),
+            &buffers,
+            [x, y, self.batches as u32],
+        );
+        Ok(())
+    }
 }
