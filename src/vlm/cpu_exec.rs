@@ -210,6 +210,10 @@ impl VlmOps for CpuOps {
         same_shape(q, out)
     }
 
+    fn read_back_indices(&mut self, idx: &Vec<u32>) -> Result<Vec<u32>> {
+        Ok(idx.clone())
+    }
+
     fn sample(&mut self, logits: &Tensor, p: &SamplingParams, uniform: f32) -> Result<u32> {
         Ok(cpu::sample::sample(logits.data(), p, uniform))
     }

@@ -1,5 +1,26 @@
 //! The video-LLM: InternVL2-family host (InternViT → pixel shuffle → `mlp1` → LinVT → Qwen2)
-//! written once over `ops::VlmOps`, with a CPU executor.
+//! written once over `ops::VlmOps` (DESIGN.md "one forward, two executors"), with a CPU
+//! executor. `engine` holds one executor's parameters and runs each stage of the released
+//! `forward()`'s token flow; `model::VideoLlm` adds the tokenizer, inputs and `ask`.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod ask_cli;
+pub mod config;
 pub mod cpu_exec;
+pub mod decoder;
+pub mod engine;
+pub mod intern_vit;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod model;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod picture;
+pub mod preprocess;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod prompt;
+pub mod qwen2;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod video;
+pub mod weights;

@@ -122,4 +122,8 @@ pub trait VlmOps: Ops {
     /// One token id from a logits row (1, vocab): greedy, or temperature/top-k/top-p with the
     /// caller's uniform number in [0, 1) (see `cpu::sample`). The only per-step read-back.
     fn sample(&mut self, logits: &Self::T, params: &SamplingParams, uniform: f32) -> Result<u32>;
+
+    /// The selected flat indices of a LinVT `top_k` on the host (for provenance pictures; once
+    /// per question, after the forward).
+    fn read_back_indices(&mut self, idx: &Self::Idx) -> Result<Vec<u32>>;
 }

@@ -1,0 +1,175 @@
+//! `linvt ask`: load a model directory, read a video / frames / image, answer a question.
+//! The answer streams to stdout; progress bars go to stderr (hidden when it is not a terminal).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::model::{AskOptions, Backend, VideoLlm, Visual};
+use super::picture::provenance_png;
+use super::video::{load_frames_dir, load_image, load_video};
+use crate::cpu::sample::SamplingParams;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AskBackend {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["video", "frames", "image"])))]
+pub struct AskArgs {
+    /// Model directory (config.json, model.safetensors or an index, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A video file (decoded with the system ffmpeg).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// A directory of frames (.png/.jpg), in file-name order.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// One image (LinVT is skipped: its tokens go to the LLM directly).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[arg(long)]
+    pub question: String,
+    /// Frames sampled uniformly from the video or directory.
+    #[arg(long, default_value_t = 16)]
+    pub num_frames: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the model runs (the GPU executor of the video-LLM is not built yet).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: AskBackend,
+    /// Draw the sampled frames with the cells the video tokens average over.
+    #[arg(long)]
+    pub provenance: Option<PathBuf>,
+    /// Print one JSON object {"answer", "token_ids", "timings_ms"} instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn bar(len: Option<u64>, msg: &str) -> ProgressBar {
+    let b = match len {
+        Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let style = match len {
+        Some(_) => ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len}"),
+        None => ProgressStyle::with_template("{spinner} {msg}"),
+    };
+    if let Ok(s) = style {
+        b.set_style(s.progress_chars("=> "));
+    }
+    b.set_message(msg.to_string());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        b.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    b
+}
+
+pub fn run(a: AskArgs) -> Result<()> {
+    if a.question.trim().is_empty() {
+        return Err(Error::input(
+            "the question is empty; ask something about the video",
+        ));
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) || a.temperature.is_nan() || a.temperature < 0.0 {
+        return Err(Error::input(
+            "--top-p must be in (0, 1] and --temperature ≥ 0",
+        ));
+    }
+    let backend = match a.backend {
+        AskBackend::Cpu => Backend::Cpu,
+        AskBackend::Gpu => Backend::Gpu,
+    };
+    let loading = bar(Some(0), "loading weights");
+    let mut model = VideoLlm::load(&a.model, backend, &mut |done, total| {
+        loading.set_length(total as u64);
+        loading.set_position(done as u64);
+    })?;
+    loading.finish_and_clear();
+
+    let decoding = bar(None, "decoding frames");
+    decoding.enable_steady_tick(Duration::from_millis(100));
+    let visual = if let Some(v) = &a.video {
+        Visual::Video(load_video(v, a.num_frames)?)
+    } else if let Some(d) = &a.frames {
+        Visual::Video(load_frames_dir(d, a.num_frames)?)
+    } else if let Some(i) = &a.image {
+        Visual::Image(load_image(i)?)
+    } else {
+        return Err(Error::input("pass --video, --frames or --image"));
+    };
+    decoding.finish_and_clear();
+
+    let opts = AskOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: 0,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        provenance: a.provenance.is_some() && matches!(visual, Visual::Video(_)),
+    };
+    let stage = bar(None, "vision encoder");
+    stage.enable_steady_tick(Duration::from_millis(100));
+    let json = a.json;
+    let mut first = true;
+    let stdout = std::io::stdout();
+    let answer = model.ask(
+        &visual,
+        &a.question,
+        &opts,
+        &mut |delta| {
+            if first {
+                stage.finish_and_clear();
+                first = false;
+            }
+            if !json {
+                let mut out = stdout.lock();
+                let _ = out.write_all(delta.as_bytes());
+                let _ = out.flush();
+            }
+        },
+        &mut |name| stage.set_message(name.to_string()),
+    )?;
+    stage.finish_and_clear();
+    let mut timings: Vec<(String, f64)> = vec![("load".into(), model.load_ms)];
+    timings.extend(answer.timings_ms.iter().cloned());
+    if json {
+        let obj = serde_json::json!({
+            "answer": answer.text,
+            "token_ids": answer.token_ids,
+            "timings_ms": timings
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+        });
+        println!("{obj}");
+    } else {
+        println!();
+    }
+    if let (Some(path), Some(p)) = (&a.provenance, &answer.provenance) {
+        if let Visual::Video(frames) = &visual {
+            provenance_png(frames, p, model.config().ps_version, path)?;
+            eprintln!("provenance drawn to {}", path.display());
+        }
+    } else if a.provenance.is_some() {
+        eprintln!(
+            "note: --provenance applies to videos and frame directories (an image skips LinVT)"
+        );
+    }
+    Ok(())
+}

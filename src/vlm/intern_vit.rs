@@ -1,0 +1,330 @@
+//! InternViT (the vision encoder), pixel shuffle and the `mlp1` projector, written once over
+//! `VlmOps`. Weight names are the released model's (`vision_model.*`, `mlp1.*`).
+
+use super::config::{NormKind, PsVersion, VisionConfig, VlmConfig};
+use super::ops::VlmOps;
+use super::weights::WeightReader;
+use crate::cpu::attention::Axis;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A LayerNorm (weight + bias) or an RMSNorm (weight only).
+pub struct NormParams<T> {
+    pub weight: T,
+    pub bias: Option<T>,
+}
+
+pub struct VitLayer<T> {
+    pub norm1: NormParams<T>,
+    pub qkv_w: T,
+    pub qkv_b: Option<T>,
+    pub proj_w: T,
+    pub proj_b: T,
+    pub ls1: T,
+    pub norm2: NormParams<T>,
+    pub fc1_w: T,
+    pub fc1_b: T,
+    pub fc2_w: T,
+    pub fc2_b: T,
+    pub ls2: T,
+}
+
+pub struct VitParams<T> {
+    /// The 14×14 patch convolution as a GEMM weight: (C, channels·p·p).
+    pub patch_w: T,
+    /// Added to every frame's (1 + P) rows: row 0 = class embedding + position 0, row i =
+    /// patch-conv bias + (interpolated) position i. The CLS row of the patch GEMM input is zero,
+    /// so one GEMM and one add give exactly conv + bias, CLS, + position embedding.
+    pub embed_table: T,
+    /// Only the layers `select_layer` uses.
+    pub layers: Vec<VitLayer<T>>,
+}
+
+/// `mlp1`: LayerNorm → Linear → GELU → Linear.
+pub struct ProjectorParams<T> {
+    pub norm_w: T,
+    pub norm_b: T,
+    pub fc1_w: T,
+    pub fc1_b: T,
+    pub fc2_w: T,
+    pub fc2_b: T,
+}
+
+fn norm_params<T>(
+    r: &mut WeightReader<T>,
+    key: &str,
+    kind: NormKind,
+    c: usize,
+) -> Result<NormParams<T>> {
+    Ok(NormParams {
+        weight: r.get(&format!("{key}.weight"), &[c])?,
+        bias: match kind {
+            NormKind::LayerNorm => Some(r.get(&format!("{key}.bias"), &[c])?),
+            NormKind::RmsNorm => None,
+        },
+    })
+}
+
+impl<T> VitParams<T> {
+    pub fn load(r: &mut WeightReader<T>, cfg: &VlmConfig) -> Result<Self> {
+        let v = &cfg.vision;
+        if v.qk_normalization {
+            return Err(Error::config(
+                "vision_config.qk_normalization = true (InternViT-6B) is not supported yet; InternViT-300M-style encoders (InternVL2-1B/2B/4B/8B) are",
+            ));
+        }
+        let (c, p, ch) = (v.hidden_size, v.patch_size, v.channels);
+        let e = "vision_model.embeddings";
+        let patch_w = r.host(&format!("{e}.patch_embedding.weight"), &[c, ch, p, p])?;
+        let patch_b = r.host(&format!("{e}.patch_embedding.bias"), &[c])?;
+        let cls = r.host(&format!("{e}.class_embedding"), &[1, 1, c])?;
+        let stored_grid = v.stored_image_size / p;
+        let pos = r.host(
+            &format!("{e}.position_embedding"),
+            &[1, 1 + stored_grid * stored_grid, c],
+        )?;
+        let grid = v.grid();
+        let patch_pos = if grid == stored_grid {
+            pos.data()[c..].to_vec()
+        } else {
+            bicubic_resize_grid(&pos.data()[c..], stored_grid, grid, c)
+        };
+        let mut table = Vec::with_capacity((1 + grid * grid) * c);
+        table.extend(cls.data().iter().zip(&pos.data()[..c]).map(|(a, b)| a + b));
+        for row in patch_pos.chunks(c) {
+            table.extend(row.iter().zip(patch_b.data()).map(|(a, b)| a + b));
+        }
+        let patch_w = r.put(patch_w.reshape(&[c, ch * p * p])?)?;
+        let embed_table = r.put(Tensor::new(vec![1 + grid * grid, c], table)?)?;
+        let (m, kind) = (v.intermediate_size, v.norm);
+        let layers = (0..cfg.vision_layers_used)
+            .map(|i| {
+                let l = format!("vision_model.encoder.layers.{i}");
+                Ok(VitLayer {
+                    norm1: norm_params(r, &format!("{l}.norm1"), kind, c)?,
+                    qkv_w: r.get(&format!("{l}.attn.qkv.weight"), &[3 * c, c])?,
+                    qkv_b: if v.qkv_bias {
+                        Some(r.get(&format!("{l}.attn.qkv.bias"), &[3 * c])?)
+                    } else {
+                        None
+                    },
+                    proj_w: r.get(&format!("{l}.attn.proj.weight"), &[c, c])?,
+                    proj_b: r.get(&format!("{l}.attn.proj.bias"), &[c])?,
+                    ls1: r.get(&format!("{l}.ls1"), &[c])?,
+                    norm2: norm_params(r, &format!("{l}.norm2"), kind, c)?,
+                    fc1_w: r.get(&format!("{l}.mlp.fc1.weight"), &[m, c])?,
+                    fc1_b: r.get(&format!("{l}.mlp.fc1.bias"), &[m])?,
+                    fc2_w: r.get(&format!("{l}.mlp.fc2.weight"), &[c, m])?,
+                    fc2_b: r.get(&format!("{l}.mlp.fc2.bias"), &[c])?,
+                    ls2: r.get(&format!("{l}.ls2"), &[c])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(VitParams {
+            patch_w,
+            embed_table,
+            layers,
+        })
+    }
+}
+
+impl<T> ProjectorParams<T> {
+    pub fn load(r: &mut WeightReader<T>, cfg: &VlmConfig) -> Result<Self> {
+        let inner = cfg.vision.hidden_size * cfg.shuffle * cfg.shuffle;
+        let h = cfg.llm.hidden_size;
+        Ok(ProjectorParams {
+            norm_w: r.get("mlp1.0.weight", &[inner])?,
+            norm_b: r.get("mlp1.0.bias", &[inner])?,
+            fc1_w: r.get("mlp1.1.weight", &[h, inner])?,
+            fc1_b: r.get("mlp1.1.bias", &[h])?,
+            fc2_w: r.get("mlp1.3.weight", &[h, h])?,
+            fc2_b: r.get("mlp1.3.bias", &[h])?,
+        })
+    }
+}
+
+/// PyTorch's `F.interpolate(mode='bicubic', align_corners=False)` of a (grid, grid, C) table to
+/// (out, out, C): cubic convolution with A = −0.75, source coordinate (dst + 0.5)·in/out − 0.5,
+/// taps clamped to the border.
+pub fn bicubic_resize_grid(src: &[f32], grid: usize, out: usize, c: usize) -> Vec<f32> {
+    fn cubic(t: f64) -> [f64; 4] {
+        const A: f64 = -0.75;
+        let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+        let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+        [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+    }
+    let scale = grid as f64 / out as f64;
+    let taps = |d: usize| -> ([usize; 4], [f64; 4]) {
+        let real = (d as f64 + 0.5) * scale - 0.5;
+        let base = real.floor();
+        let w = cubic(real - base);
+        let idx = std::array::from_fn(|i| {
+            (base as i64 - 1 + i as i64).clamp(0, grid as i64 - 1) as usize
+        });
+        (idx, w)
+    };
+    let mut dst = vec![0.0f32; out * out * c];
+    for y in 0..out {
+        let (iy, wy) = taps(y);
+        for x in 0..out {
+            let (ix, wx) = taps(x);
+            for ch in 0..c {
+                let mut s = 0.0f64;
+                for (a, &yy) in iy.iter().enumerate() {
+                    for (b, &xx) in ix.iter().enumerate() {
+                        s += wy[a] * wx[b] * src[(yy * grid + xx) * c + ch] as f64;
+                    }
+                }
+                dst[(y * out + x) * c + ch] = s as f32;
+            }
+        }
+    }
+    dst
+}
+
+/// Cuts normalised frames (F, channels, S, S) into the patch GEMM's rows: per frame one zero row
+/// (the CLS slot) then the P patches in row-major grid order, each flattened as (channel, ky, kx)
+/// like the convolution weight → (F·(1 + P), channels·p·p).
+pub fn patchify(pixels: &Tensor, v: &VisionConfig) -> Result<Tensor> {
+    let (s, p, ch) = (v.image_size, v.patch_size, v.channels);
+    let f = match pixels.shape() {
+        [f, c, h, w] if *c == ch && *h == s && *w == s => *f,
+        other => {
+            return Err(Error::input(format!(
+                "pixel values must be (frames, {ch}, {s}, {s}); got {other:?}"
+            )))
+        }
+    };
+    let g = s / p;
+    let width = ch * p * p;
+    let mut rows = vec![0.0f32; f * (1 + g * g) * width];
+    let px = pixels.data();
+    for frame in 0..f {
+        for gy in 0..g {
+            for gx in 0..g {
+                let row = frame * (1 + g * g) + 1 + gy * g + gx;
+                let dst = &mut rows[row * width..][..width];
+                for c in 0..ch {
+                    for ky in 0..p {
+                        let src = ((frame * ch + c) * s + gy * p + ky) * s + gx * p;
+                        dst[(c * p + ky) * p..][..p].copy_from_slice(&px[src..src + p]);
+                    }
+                }
+            }
+        }
+    }
+    Tensor::new(vec![f * (1 + g * g), width], rows)
+}
+
+fn norm<O: VlmOps>(ops: &mut O, x: &O::T, n: &NormParams<O::T>, eps: f32) -> Result<O::T> {
+    match &n.bias {
+        Some(b) => ops.layer_norm(x, &n.weight, b, eps),
+        None => ops.rms_norm(x, &n.weight, eps),
+    }
+}
+
+/// The encoder's hidden states after the selected layer, CLS included: (F·(1 + P), C).
+pub fn encode<O: VlmOps>(
+    ops: &mut O,
+    p: &VitParams<O::T>,
+    v: &VisionConfig,
+    patches: &O::T,
+    frames: usize,
+) -> Result<O::T> {
+    let tokens = 1 + v.grid() * v.grid();
+    ops.stage("vit.embed")?;
+    let x = ops.linear(patches, &p.patch_w, None)?;
+    let mut x = ops.residual_add(&x, &p.embed_table, None)?;
+    for (i, l) in p.layers.iter().enumerate() {
+        ops.stage(&format!("vit.layer{i}"))?;
+        let h = norm(ops, &x, &l.norm1, v.eps)?;
+        let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
+        let a = ops.self_attention(&qkv, frames, tokens, v.heads, Axis::Tokens)?;
+        let a = ops.linear(&a, &l.proj_w, Some(&l.proj_b))?;
+        x = ops.residual_add(&x, &a, Some(&l.ls1))?;
+        let h = norm(ops, &x, &l.norm2, v.eps)?;
+        let h = ops.linear(&h, &l.fc1_w, Some(&l.fc1_b))?;
+        let h = ops.gelu(&h)?;
+        let h = ops.linear(&h, &l.fc2_w, Some(&l.fc2_b))?;
+        x = ops.residual_add(&x, &h, Some(&l.ls2))?;
+    }
+    Ok(x)
+}
+
+/// Row ids that drop each frame's CLS row and pixel-shuffle the (g, g) patch grid by s, as
+/// InternVL's `pixel_shuffle`: output token (a, b) of a frame concatenates the patches
+/// (s·a + i, s·b + j) for i, j < s (i outer); tokens in row-major (a, b) order for v2 and
+/// column-major (b, a) for v1 (no final permute). Gathering these rows and viewing the result
+/// as (F·(g/s)², s²·C) is the pixel shuffle.
+pub fn pixel_shuffle_ids(frames: usize, grid: usize, s: usize, version: PsVersion) -> Vec<u32> {
+    let g2 = grid / s;
+    let per_frame = 1 + grid * grid;
+    let mut ids = Vec::with_capacity(frames * grid * grid);
+    for f in 0..frames {
+        for t1 in 0..g2 {
+            for t2 in 0..g2 {
+                let (a, b) = match version {
+                    PsVersion::V2 => (t1, t2),
+                    PsVersion::V1 => (t2, t1),
+                };
+                for i in 0..s {
+                    for j in 0..s {
+                        let patch = (s * a + i) * grid + s * b + j;
+                        ids.push((f * per_frame + 1 + patch) as u32);
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Pixel shuffle then `mlp1`: encoder states (F·(1 + P), C) → visual tokens (F·N, E).
+pub fn project<O: VlmOps>(
+    ops: &mut O,
+    p: &ProjectorParams<O::T>,
+    cfg: &VlmConfig,
+    hidden: &O::T,
+    frames: usize,
+) -> Result<O::T> {
+    ops.stage("pixel_shuffle+mlp1")?;
+    let s = cfg.shuffle;
+    let ids = pixel_shuffle_ids(frames, cfg.vision.grid(), s, cfg.ps_version);
+    let gathered = ops.gather_rows(hidden, &ids)?;
+    let n = frames * cfg.tokens_per_frame();
+    let x = ops.reshape(&gathered, n, s * s * cfg.vision.hidden_size)?;
+    // nn.LayerNorm's default eps: mlp1 is built without one.
+    let h = ops.layer_norm(&x, &p.norm_w, &p.norm_b, 1e-5)?;
+    let h = ops.linear(&h, &p.fc1_w, Some(&p.fc1_b))?;
+    let h = ops.gelu(&h)?;
+    ops.linear(&h, &p.fc2_w, Some(&p.fc2_b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_shuffle_ids_by_hand() {
+        // One frame, 4×4 grid, s = 2: token (0, 1) (v2) takes patches (0,2), (0,3), (1,2), (1,3),
+        // i.e. grid indices 2, 3, 6, 7, each + 1 for the CLS row.
+        let ids = pixel_shuffle_ids(1, 4, 2, PsVersion::V2);
+        assert_eq!(&ids[..4], &[1, 2, 5, 6]);
+        assert_eq!(&ids[4..8], &[3, 4, 7, 8]);
+        // v1 lists tokens column-major: the second token is (1, 0) → patches 8, 9, 12, 13.
+        let v1 = pixel_shuffle_ids(1, 4, 2, PsVersion::V1);
+        assert_eq!(&v1[4..8], &[9, 10, 13, 14]);
+    }
+
+    #[test]
+    fn bicubic_same_size_is_identity_and_constant_stays_constant() {
+        let src: Vec<f32> = (0..9).map(|i| i as f32).collect();
+        let same = bicubic_resize_grid(&src, 3, 3, 1);
+        for (a, b) in same.iter().zip(&src) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        // The cubic weights sum to 1: a constant table stays constant at any size.
+        let up = bicubic_resize_grid(&[2.5; 4], 2, 5, 1);
+        assert!(up.iter().all(|v| (v - 2.5).abs() < 1e-6));
+    }
+}

@@ -1,0 +1,135 @@
+//! The chat prompt: InternVL's Hermes-2 (chatml) template, the `<img>` + Q × `<IMG_CONTEXT>` +
+//! `</img>` expansion, and the text LinVT is conditioned on (`value_input_ids`).
+
+use super::tokenizer::{Tokenizer, IMG_CONTEXT, IMG_END, IMG_START};
+use crate::config::Preset;
+use crate::error::{Error, Result};
+
+/// InternVL's default system message (the released `Hermes-2` conversation template).
+pub const INTERNVL_SYSTEM_MESSAGE: &str = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。";
+
+/// An MPT-style conversation template: system turn, user turn, open assistant turn.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub system_template: &'static str,
+    pub system_message: String,
+    pub user_role: &'static str,
+    pub assistant_role: &'static str,
+    /// Ends every turn; also a stop token.
+    pub sep: &'static str,
+}
+
+impl Template {
+    /// The template named in config.json (see `config::SUPPORTED_TEMPLATES`).
+    pub fn by_name(name: &str) -> Result<Self> {
+        match name {
+            "Hermes-2" => Ok(Template {
+                system_template: "<|im_start|>system\n{system_message}",
+                system_message: INTERNVL_SYSTEM_MESSAGE.to_string(),
+                user_role: "<|im_start|>user\n",
+                assistant_role: "<|im_start|>assistant\n",
+                sep: "<|im_end|>",
+            }),
+            other => Err(Error::config(format!(
+                "unsupported chat template `{other}`; supported: {}",
+                super::config::SUPPORTED_TEMPLATES.join(", ")
+            ))),
+        }
+    }
+
+    /// system + sep + user + message + sep + assistant (no newline after a sep, as released).
+    pub fn render(&self, user_message: &str) -> String {
+        format!(
+            "{}{}{}{}{}{}",
+            self.system_template
+                .replace("{system_message}", &self.system_message),
+            self.sep,
+            self.user_role,
+            user_message,
+            self.sep,
+            self.assistant_role
+        )
+    }
+}
+
+/// A tokenized prompt and where its parts are.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// Positions of the `<IMG_CONTEXT>` tokens (the visual tokens go there).
+    pub context_positions: Vec<u32>,
+    /// Tokens of everything up to and including the last `</img>` (tokenized alone).
+    pub h_len: usize,
+    /// Tokens of the user text after the last `</img>` up to the turn's end (tokenized alone).
+    pub v_len: usize,
+}
+
+impl Prompt {
+    /// `question` with `<image>\n` prepended when it has no `<image>`, the first `<image>`
+    /// replaced by `<img>` + `context_tokens` × `<IMG_CONTEXT>` + `</img>`, in the template.
+    pub fn build(
+        tok: &Tokenizer,
+        template: &Template,
+        question: &str,
+        context_tokens: usize,
+    ) -> Result<Prompt> {
+        if question.trim().is_empty() {
+            return Err(Error::input(
+                "the question is empty; ask something about the video",
+            ));
+        }
+        let question = if question.contains("<image>") {
+            question.to_string()
+        } else {
+            format!("<image>\n{question}")
+        };
+        let placeholder = format!("{IMG_START}{}{IMG_END}", IMG_CONTEXT.repeat(context_tokens));
+        let text = template.render(&question.replacen("<image>", &placeholder, 1));
+        let ids = tok.encode(&text)?;
+        let context_positions: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| id == tok.img_context_id)
+            .map(|(i, _)| i as u32)
+            .collect();
+        if context_positions.len() != context_tokens {
+            return Err(Error::input(format!(
+                "the prompt holds {} `{IMG_CONTEXT}` tokens but {context_tokens} visual tokens are to be placed (does the question itself contain `{IMG_CONTEXT}`?)",
+                context_positions.len()
+            )));
+        }
+        // The training code's split: h = the prompt through the last `</img>`, v = the user text
+        // after it up to the turn's end; each tokenized on its own.
+        let split = text.rfind(IMG_END).map_or(0, |i| i + IMG_END.len());
+        let user_end = text[split..]
+            .find(template.sep)
+            .map_or(text.len(), |i| split + i);
+        let h_len = tok.encode(&text[..split])?.len();
+        let v_len = tok.encode(&text[split..user_end])?.len();
+        Ok(Prompt {
+            text,
+            ids,
+            context_positions,
+            h_len,
+            v_len,
+        })
+    }
+
+    /// The token ids LinVT is conditioned on: `official` = `input_ids[v_len : v_len + h_len]`
+    /// (the released training code's slice), `paper` = the question alone,
+    /// `input_ids[h_len : h_len + v_len]`.
+    pub fn value_ids(&self, preset: Preset) -> Result<&[u32]> {
+        let (start, len) = match preset {
+            Preset::Official => (self.v_len, self.h_len),
+            Preset::Paper => (self.h_len, self.v_len),
+        };
+        self.ids.get(start..start + len).ok_or_else(|| {
+            Error::input(format!(
+                "the prompt's {} tokens cannot hold the text slice {start}..{}",
+                self.ids.len(),
+                start + len
+            ))
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! The model's tokenizer (`tokenizer.json`, Hugging Face `tokenizers`) and the special tokens the
+//! video prompt needs.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The image placeholder tokens of InternVL's prompt.
+pub const IMG_START: &str = "<img>";
+pub const IMG_END: &str = "</img>";
+pub const IMG_CONTEXT: &str = "<IMG_CONTEXT>";
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub img_context_id: u32,
+}
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json`; errors when it lacks `<img>`, `</img>` or `<IMG_CONTEXT>`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::input(format!(
+                "model directory {} has no tokenizer.json; copy it from the checkpoint",
+                dir.display()
+            )));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
+            Error::config(format!(
+                "{} is not a tokenizer this crate can read: {e}",
+                path.display()
+            ))
+        })?;
+        let missing: Vec<&str> = [IMG_START, IMG_END, IMG_CONTEXT]
+            .into_iter()
+            .filter(|t| inner.token_to_id(t).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::config(format!(
+                "{} lacks the image token(s) {}; it is not an InternVL chat tokenizer (add them as special tokens, as InternVL's training does)",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        let img_context_id = inner.token_to_id(IMG_CONTEXT).expect("checked above");
+        Ok(Tokenizer {
+            inner,
+            img_context_id,
+        })
+    }
+
+    /// Token ids of `text` (no BOS/EOS added; special tokens in the text are recognised).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::input(format!("cannot tokenize the prompt: {e}")))
+    }
+
+    /// Text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::input(format!("cannot decode token ids: {e}")))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
