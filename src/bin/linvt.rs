@@ -1,4 +1,4 @@
-//! `linvt` command-line program: info, condense, bench, demo.
+//! `linvt` command-line program: info, condense, ask, bench, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,6 +73,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
+    Ask(linvt::vlm::ask_cli::AskArgs),
     /// Condense a synthetic clip with seeded weights on the GPU and the CPU; no files needed.
     Demo {
         /// Where to write the picture of selected (frame, token) cells.
@@ -142,6 +144,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             }
             Ok(())
         }
+        Command::Ask(args) => linvt::vlm::ask_cli::run(args),
         Command::Demo { png } => linvt::demo::run(&png),
     }
 }

@@ -1,0 +1,168 @@
+//! The library API and the `linvt ask` CLI on the tiny model: the golden clip and question give
+//! the released code's greedy ids; the stream adds up to the answer; --json has its fields.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ::linvt::vlm::model::{AskOptions, Backend, VideoLlm, Visual};
+use ::linvt::vlm::preprocess::Frame;
+use ::linvt::weights::TensorStore;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
+}
+
+/// The golden clip (6 frames of 56×56) and question.
+fn golden_clip() -> (Vec<Frame>, String, Vec<u32>) {
+    let path = fixture().join("golden_e2e.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let frames = st
+        .tensor("input.frames_u8")
+        .unwrap()
+        .data()
+        .chunks(56 * 56 * 3)
+        .map(|c| Frame::new(56, 56, c.to_vec()).unwrap())
+        .collect();
+    let store = TensorStore::open(&path).unwrap();
+    let question = store.metadata()["question"].clone();
+    let (_, ids) = store.get_i64("output.greedy_ids").unwrap().unwrap();
+    (
+        frames,
+        question,
+        ids.into_iter().map(|v| v as u32).collect(),
+    )
+}
+
+#[test]
+fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
+    let (frames, question, want) = golden_clip();
+    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let opts = AskOptions {
+        max_new_tokens: 8,
+        provenance: true,
+        ..Default::default()
+    };
+    let mut streamed = String::new();
+    let mut stages = Vec::new();
+    let a = m
+        .ask(
+            &Visual::Video(frames.clone()),
+            &question,
+            &opts,
+            &mut |d| streamed.push_str(d),
+            &mut |s| stages.push(s.to_string()),
+        )
+        .unwrap();
+    assert_eq!(a.token_ids, want);
+    assert_eq!(streamed, a.text);
+    assert!(stages.iter().any(|s| s == "LinVT"));
+    // Provenance: 8 output rows over 6 frames × 4 cells; each head-averaged row sums to 1
+    // (convex weights over the selected tokens, which average input cells).
+    let p = a.provenance.unwrap();
+    assert_eq!((p.rows, p.frames, p.tokens), (8, 6, 4));
+    for r in 0..p.rows {
+        let s: f32 = p.mean_row(r).iter().sum();
+        assert!((s - 1.0).abs() < 1e-4, "row {r} sums to {s}");
+    }
+    // Load once, ask again: same answer (greedy is deterministic).
+    let again = m
+        .ask(
+            &Visual::Video(frames),
+            &question,
+            &opts,
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(again.token_ids, want);
+}
+
+#[test]
+fn an_image_skips_linvt() {
+    let (frames, question, _) = golden_clip();
+    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut stages = Vec::new();
+    let opts = AskOptions {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    let a = m
+        .ask(
+            &Visual::Image(frames[0].clone()),
+            &question,
+            &opts,
+            &mut |_| {},
+            &mut |s| stages.push(s.to_string()),
+        )
+        .unwrap();
+    assert!(!stages.iter().any(|s| s == "LinVT"));
+    // The image's 4 tokens fill 4 `<IMG_CONTEXT>` slots (the video prompt has 8).
+    let ctx = m.tokenizer().token_to_id("<IMG_CONTEXT>").unwrap();
+    assert_eq!(a.prompt_ids.iter().filter(|&&i| i == ctx).count(), 4);
+    assert_eq!(a.token_ids.len(), 4);
+}
+
+#[test]
+fn cli_ask_json_on_a_frames_directory() {
+    let (frames, question, want) = golden_clip();
+    let dir = std::env::temp_dir().join(format!("linvt-vlm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        image::RgbImage::from_raw(56, 56, f.rgb.clone())
+            .unwrap()
+            .save(dir.join(format!("frame{i:02}.png")))
+            .unwrap();
+    }
+    let png = dir.join("prov.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_linvt"))
+        .args(["ask", "--backend", "cpu", "--json", "--max-new-tokens", "8"])
+        .arg("--model")
+        .arg(fixture())
+        .arg("--frames")
+        .arg(&dir)
+        .args(["--question", &question])
+        .arg("--provenance")
+        .arg(&png)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let png_ok = image::open(&png).map(|i| (i.width(), i.height()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let ids: Vec<u32> = v["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(ids, want);
+    assert!(v["answer"].is_string());
+    for stage in ["load", "preprocess", "vision", "linvt", "prefill", "decode"] {
+        assert!(v["timings_ms"][stage].is_number(), "timing {stage} missing");
+    }
+    // Six 128-pixel tiles side by side.
+    assert_eq!(png_ok.unwrap(), (6 * 128, 128));
+}
+
+#[test]
+fn cli_ask_gpu_backend_says_it_is_not_built() {
+    let out = Command::new(env!("CARGO_BIN_EXE_linvt"))
+        .args([
+            "ask",
+            "--backend",
+            "gpu",
+            "--question",
+            "hi",
+            "--image",
+            "x.png",
+        ])
+        .arg("--model")
+        .arg(fixture())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend cpu"));
+}
