@@ -7,7 +7,7 @@
 pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, position: usize, theta: f64) {
     let width = heads * head_dim;
     assert!(
-        head_dim % 2 == 0 && width > 0,
+        head_dim.is_multiple_of(2) && width > 0,
         "rope: head_dim must be even and positive"
     );
     assert!(

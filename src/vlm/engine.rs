@@ -220,21 +220,22 @@ impl<O: VlmOps> Engine<O> {
         out.prefill_ms = now_ms() - t0;
         let t1 = now_ms();
         let mut rng = crate::rand::SeededRng::new(opts.sampling.seed);
-        let mut position = len;
-        for _ in 0..opts.max_new_tokens {
+        for position in len..len + opts.max_new_tokens {
             if opts.keep_step_logits {
                 out.step_logits.push(self.ops.read_back(&logits)?);
             }
             let id = self.ops.sample(&logits, &opts.sampling, rng.uniform())?;
             out.ids.push(id);
             on_token(id);
-            if opts.stop_ids.contains(&id) || position >= capacity {
+            // Stop at a stop id, a full context, or the last requested token (whose successor's
+            // logits would never be used).
+            let last = position + 1 == len + opts.max_new_tokens;
+            if opts.stop_ids.contains(&id) || position >= capacity || last {
                 break;
             }
             let x = self.embed(&[id])?;
             let hidden = self.decode(&x, &mut cache, position)?;
             logits = self.logits(&hidden)?;
-            position += 1;
         }
         out.decode_ms = now_ms() - t1;
         Ok(out)
