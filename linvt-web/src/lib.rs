@@ -1,1 +1,19 @@
 //! LinVT in the browser: wasm-bindgen bindings over `linvt`'s async WebGPU path.
+//!
+//! Nothing here blocks: the GPU context, the condensation and the readback are awaited
+//! (`wasm-bindgen-futures` turns them into Promises). `api` holds the work with plain Rust
+//! types (also built natively, where tests can run it on any adapter); `bindings` converts to
+//! and from JavaScript values.
+
+pub mod api;
+pub mod bindings;
+pub mod clock;
+pub mod context;
+pub mod demo;
+
+/// Panics (bugs, never bad input) print their message to the browser console.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
