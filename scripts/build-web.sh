@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the browser bundle into web/pkg/ (release, size-optimised) and prints its size.
+#   scripts/build-web.sh            # then: scripts/serve-web.sh, open http://127.0.0.1:8000/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/web-env.sh
+ensure_wasm_target
+ensure_wasm_bindgen
+
+cargo build -p linvt-web --lib --target wasm32-unknown-unknown --profile wasm-release
+rm -rf web/pkg
+wasm-bindgen --target web --out-dir web/pkg \
+  target/wasm32-unknown-unknown/wasm-release/linvt_web.wasm
+wasm="web/pkg/linvt_web_bg.wasm"
+if command -v wasm-opt >/dev/null; then
+  # Optional: binaryen shaves a little more; the bundle is under the budget without it.
+  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+    --enable-mutable-globals "$wasm" -o "$wasm.opt" && mv "$wasm.opt" "$wasm"
+fi
+bytes=$(stat -c %s "$wasm")
+echo "web/pkg: $wasm is $bytes bytes ($((bytes / 1024)) KiB); JS glue $(stat -c %s web/pkg/linvt_web.js) bytes"
+# The budget from the issue: the condense API's bundle stays under 1 MiB uncompressed.
+if [ "$bytes" -ge $((1024 * 1024)) ]; then
+  echo "error: the wasm bundle exceeds 1 MiB" >&2
+  exit 1
+fi
