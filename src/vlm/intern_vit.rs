@@ -21,6 +21,8 @@ pub struct VitLayer<T> {
     pub proj_w: T,
     pub proj_b: T,
     pub ls1: T,
+    /// InternViT-6B's qk-norm: RMSNorm weights (C) of the queries and keys (over all heads).
+    pub qk_norm: Option<(T, T)>,
     pub norm2: NormParams<T>,
     pub fc1_w: T,
     pub fc1_b: T,
@@ -68,11 +70,6 @@ fn norm_params<T>(
 impl<T> VitParams<T> {
     pub fn load(r: &mut WeightReader<T>, cfg: &VlmConfig) -> Result<Self> {
         let v = &cfg.vision;
-        if v.qk_normalization {
-            return Err(Error::config(
-                "vision_config.qk_normalization = true (InternViT-6B) is not supported yet; InternViT-300M-style encoders (InternVL2-1B/2B/4B/8B) are",
-            ));
-        }
         let (c, p, ch) = (v.hidden_size, v.patch_size, v.channels);
         let e = "vision_model.embeddings";
         let patch_w = r.host(&format!("{e}.patch_embedding.weight"), &[c, ch, p, p])?;
@@ -111,6 +108,14 @@ impl<T> VitParams<T> {
                     proj_w: r.get(&format!("{l}.attn.proj.weight"), &[c, c])?,
                     proj_b: r.get(&format!("{l}.attn.proj.bias"), &[c])?,
                     ls1: r.get(&format!("{l}.ls1"), &[c])?,
+                    qk_norm: if v.qk_normalization {
+                        Some((
+                            r.get(&format!("{l}.attn.q_norm.weight"), &[c])?,
+                            r.get(&format!("{l}.attn.k_norm.weight"), &[c])?,
+                        ))
+                    } else {
+                        None
+                    },
                     norm2: norm_params(r, &format!("{l}.norm2"), kind, c)?,
                     fc1_w: r.get(&format!("{l}.mlp.fc1.weight"), &[m, c])?,
                     fc1_b: r.get(&format!("{l}.mlp.fc1.bias"), &[m])?,
@@ -238,8 +243,16 @@ pub fn encode<O: VlmOps>(
     for (i, l) in p.layers.iter().enumerate() {
         ops.stage(&format!("vit.layer{i}"))?;
         let h = norm(ops, &x, &l.norm1, v.eps)?;
-        let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
-        let a = ops.self_attention(&qkv, frames, tokens, v.heads, Axis::Tokens)?;
+        let a = match &l.qk_norm {
+            None => {
+                let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
+                ops.self_attention(&qkv, frames, tokens, v.heads, Axis::Tokens)?
+            }
+            Some((qn, kn)) => {
+                let norms = Some((qn, kn, v.eps));
+                split_attention(ops, l, &h, frames, tokens, v.heads, norms)?
+            }
+        };
         let a = ops.linear(&a, &l.proj_w, Some(&l.proj_b))?;
         x = ops.residual_add(&x, &a, Some(&l.ls1))?;
         let h = norm(ops, &x, &l.norm2, v.eps)?;
@@ -249,6 +262,42 @@ pub fn encode<O: VlmOps>(
         x = ops.residual_add(&x, &h, Some(&l.ls2))?;
     }
     Ok(x)
+}
+
+/// The ViT's attention with q, k, v computed apart (row views of the packed qkv weight), q and
+/// k RMS-normalised over all heads when `norms` is given (InternViT-6B's qk-norm), then each
+/// frame's attention as a cross-attention of its rows. Without norms it equals the packed path.
+pub fn split_attention<O: VlmOps>(
+    ops: &mut O,
+    l: &VitLayer<O::T>,
+    h: &O::T,
+    frames: usize,
+    tokens: usize,
+    heads: usize,
+    norms: Option<(&O::T, &O::T, f32)>,
+) -> Result<O::T> {
+    let c = ops.row_count(&l.proj_w);
+    let part = |ops: &mut O, i: usize| -> Result<O::T> {
+        let w = ops.rows(&l.qkv_w, i * c, c);
+        let b = l.qkv_b.as_ref().map(|b| ops.rows(b, i * c, c));
+        ops.linear(h, &w, b.as_ref())
+    };
+    let (mut q, mut k, v) = (part(ops, 0)?, part(ops, 1)?, part(ops, 2)?);
+    if let Some((qn, kn, eps)) = norms {
+        q = ops.rms_norm(&q, qn, eps)?;
+        k = ops.rms_norm(&k, kn, eps)?;
+    }
+    let per_frame = (0..frames)
+        .map(|f| {
+            let (qf, kf, vf) = (
+                ops.rows(&q, f * tokens, tokens),
+                ops.rows(&k, f * tokens, tokens),
+                ops.rows(&v, f * tokens, tokens),
+            );
+            ops.cross_attention(&qf, &kf, &vf, heads)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ops.concat_rows(&per_frame)
 }
 
 /// Row ids that drop each frame's CLS row and pixel-shuffle the (g, g) patch grid by s, as
@@ -305,6 +354,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn split_attention_without_norms_equals_the_packed_path() {
+        use crate::linvt::cpu_exec::CpuOps;
+        use crate::linvt::ops::Ops;
+        let (c, frames, tokens, heads) = (8, 3, 5, 2);
+        let mut rng = crate::rand::SeededRng::new(3);
+        let mut t = |shape: &[usize]| {
+            Tensor::new(shape.to_vec(), rng.vec(shape.iter().product(), 1.0)).unwrap()
+        };
+        let layer = VitLayer {
+            norm1: NormParams {
+                weight: t(&[c]),
+                bias: None,
+            },
+            qkv_w: t(&[3 * c, c]),
+            qkv_b: Some(t(&[3 * c])),
+            proj_w: t(&[c, c]),
+            proj_b: t(&[c]),
+            ls1: t(&[c]),
+            qk_norm: None,
+            norm2: NormParams {
+                weight: t(&[c]),
+                bias: None,
+            },
+            fc1_w: t(&[c, c]),
+            fc1_b: t(&[c]),
+            fc2_w: t(&[c, c]),
+            fc2_b: t(&[c]),
+            ls2: t(&[c]),
+        };
+        let h = t(&[frames * tokens, c]);
+        let mut ops = CpuOps::new(tokens);
+        let qkv = ops.linear(&h, &layer.qkv_w, layer.qkv_b.as_ref()).unwrap();
+        let packed = ops
+            .self_attention(&qkv, frames, tokens, heads, Axis::Tokens)
+            .unwrap();
+        let split = split_attention(&mut ops, &layer, &h, frames, tokens, heads, None).unwrap();
+        // Same sums in the same order per head: equal to f32 rounding.
+        assert!(packed.max_abs_diff(&split) < 1e-6);
+    }
+
+    #[test]
     fn pixel_shuffle_ids_by_hand() {
         // One frame, 4×4 grid, s = 2: token (0, 1) (v2) takes patches (0,2), (0,3), (1,2), (1,3),
         // i.e. grid indices 2, 3, 6, 7, each + 1 for the CLS row.
@@ -314,6 +404,20 @@ mod tests {
         // v1 lists tokens column-major: the second token is (1, 0) → patches 8, 9, 12, 13.
         let v1 = pixel_shuffle_ids(1, 4, 2, PsVersion::V1);
         assert_eq!(&v1[4..8], &[9, 10, 13, 14]);
+    }
+
+    #[test]
+    fn bicubic_impulse_response_by_hand() {
+        // 4×4 → 8×8: source coordinate s = d/2 − 0.25. Output 3 has s = 1.25 (taps 0..3,
+        // t = 0.25), output 5 has s = 2.25 (taps 1..4, t = 0.25). With A = −0.75 the weights at
+        // t = 0.25 are (−0.10546875, 0.87890625, 0.26171875, −0.03515625) (computed by hand
+        // from PyTorch's cubic_convolution1/2). An impulse at (1, 1) gives 0.87890625² at
+        // (3, 3) and 0.87890625 · −0.10546875 at (3, 5).
+        let mut src = vec![0.0f32; 16];
+        src[4 + 1] = 1.0;
+        let out = bicubic_resize_grid(&src, 4, 8, 1);
+        assert!((out[3 * 8 + 3] - 0.878_906_25f32.powi(2)).abs() < 1e-6);
+        assert!((out[3 * 8 + 5] - 0.878_906_25 * -0.105_468_75).abs() < 1e-6);
     }
 
     #[test]
