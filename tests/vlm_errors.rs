@@ -107,11 +107,15 @@ fn model_dir_missing_a_file_names_it() {
 fn unsupported_architecture_lists_the_supported_ones() {
     let d = TempDir::model("arch");
     d.edit_json("config.json", |v| {
-        v["llm_config"]["architectures"] = serde_json::json!(["InternLM2ForCausalLM"]);
+        v["llm_config"]["architectures"] = serde_json::json!(["Phi3ForCausalLM"]);
     });
     assert_mentions(
         &load_err(&d.0),
-        &["InternLM2ForCausalLM", "Qwen2ForCausalLM"],
+        &[
+            "Phi3ForCausalLM",
+            "Qwen2ForCausalLM",
+            "InternLM2ForCausalLM",
+        ],
     );
     let d = TempDir::model("vision-arch");
     d.edit_json("config.json", |v| {

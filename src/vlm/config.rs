@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 /// Vision encoders this crate runs (`vision_config.model_type`).
 pub const SUPPORTED_VISION: &[&str] = &["intern_vit_6b"];
 /// Decoder families (`llm_config.architectures[0]`); each is one file in `src/vlm/`.
-pub const SUPPORTED_LLMS: &[&str] = &["Qwen2ForCausalLM"];
+pub const SUPPORTED_LLMS: &[&str] = &["Qwen2ForCausalLM", "InternLM2ForCausalLM"];
 /// Chat templates (`template`).
-pub const SUPPORTED_TEMPLATES: &[&str] = &["Hermes-2"];
+pub const SUPPORTED_TEMPLATES: &[&str] = &["Hermes-2", "internlm2-chat"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
@@ -46,6 +46,7 @@ impl VisionConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LlmFamily {
     Qwen2,
+    InternLm2,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -297,6 +298,7 @@ impl VlmConfig {
             .unwrap_or("(none)");
         let family = match arch {
             "Qwen2ForCausalLM" => LlmFamily::Qwen2,
+            "InternLM2ForCausalLM" => LlmFamily::InternLm2,
             other => return Err(unsupported("LLM architecture", other, SUPPORTED_LLMS)),
         };
         let act = str_or(lc, "hidden_act", "silu");

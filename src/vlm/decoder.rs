@@ -2,6 +2,7 @@
 //! with its parameters and forward over `VlmOps`, plus one arm in each match below.
 
 use super::config::{LlmConfig, LlmFamily};
+use super::internlm2;
 use super::ops::VlmOps;
 use super::qwen2::{self, Qwen2Params};
 use super::weights::WeightReader;
@@ -9,19 +10,22 @@ use crate::error::Result;
 
 pub enum DecoderParams<T> {
     Qwen2(Qwen2Params<T>),
+    /// InternLM2 (InternVL2-2B/8B): its weights mapped onto the Qwen2 layer stack.
+    InternLm2(Qwen2Params<T>),
 }
 
 impl<T> DecoderParams<T> {
     pub fn load(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Self> {
         match c.family {
             LlmFamily::Qwen2 => Ok(DecoderParams::Qwen2(Qwen2Params::load(r, c)?)),
+            LlmFamily::InternLm2 => Ok(DecoderParams::InternLm2(internlm2::load(r, c)?)),
         }
     }
 
     /// The (vocab, H) input embedding table.
     pub fn embed_table(&self) -> &T {
         match self {
-            DecoderParams::Qwen2(p) => &p.embed,
+            DecoderParams::Qwen2(p) | DecoderParams::InternLm2(p) => &p.embed,
         }
     }
 }
@@ -36,14 +40,16 @@ pub fn forward<O: VlmOps>(
     position: usize,
 ) -> Result<O::T> {
     match p {
-        DecoderParams::Qwen2(q) => qwen2::forward(ops, q, c, x, cache, position),
+        DecoderParams::Qwen2(q) | DecoderParams::InternLm2(q) => {
+            qwen2::forward(ops, q, c, x, cache, position)
+        }
     }
 }
 
 /// Logits (R, vocab) of final hidden states (R, H).
 pub fn logits<O: VlmOps>(ops: &mut O, p: &DecoderParams<O::T>, hidden: &O::T) -> Result<O::T> {
     match p {
-        DecoderParams::Qwen2(q) => qwen2::logits(ops, q, hidden),
+        DecoderParams::Qwen2(q) | DecoderParams::InternLm2(q) => qwen2::logits(ops, q, hidden),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod cpu_exec;
 pub mod decoder;
 pub mod engine;
 pub mod intern_vit;
+pub mod internlm2;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model;
 pub mod ops;

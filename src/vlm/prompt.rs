@@ -23,7 +23,8 @@ impl Template {
     /// The template named in config.json (see `config::SUPPORTED_TEMPLATES`).
     pub fn by_name(name: &str) -> Result<Self> {
         match name {
-            "Hermes-2" => Ok(Template {
+            // InternVL's `internlm2-chat` template is the same chatml layout.
+            "Hermes-2" | "internlm2-chat" => Ok(Template {
                 system_template: "<|im_start|>system\n{system_message}",
                 system_message: INTERNVL_SYSTEM_MESSAGE.to_string(),
                 user_role: "<|im_start|>user\n",

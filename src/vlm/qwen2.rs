@@ -1,5 +1,5 @@
 //! The Qwen2 decoder (`Qwen2ForCausalLM`), written once over `VlmOps`: RMSNorm, GQA attention
-//! with q/k/v biases and RoPE over an executor-owned KV cache, SwiGLU MLP, tied or untied
+//! with q/k/v biases (optional: the same layer stack serves InternLM2, see `internlm2.rs`) and RoPE over an executor-owned KV cache, SwiGLU MLP, tied or untied
 //! `lm_head`. Weight names are the released model's (`language_model.*`).
 
 use super::config::LlmConfig;
@@ -10,11 +10,12 @@ use crate::error::Result;
 pub struct Qwen2Layer<T> {
     pub input_norm: T,
     pub q_w: T,
-    pub q_b: T,
+    /// q/k/v biases (Qwen2 has them; InternLM2 has none).
+    pub q_b: Option<T>,
     pub k_w: T,
-    pub k_b: T,
+    pub k_b: Option<T>,
     pub v_w: T,
-    pub v_b: T,
+    pub v_b: Option<T>,
     pub o_w: T,
     pub post_norm: T,
     /// gate_proj and up_proj stacked: (2·I, H), so one GEMM feeds `swiglu`.
@@ -44,11 +45,11 @@ impl<T> Qwen2Params<T> {
                 Ok(Qwen2Layer {
                     input_norm: r.get(&format!("{l}.input_layernorm.weight"), &[h])?,
                     q_w: r.get(&format!("{a}.q_proj.weight"), &[h, h])?,
-                    q_b: r.get(&format!("{a}.q_proj.bias"), &[h])?,
+                    q_b: Some(r.get(&format!("{a}.q_proj.bias"), &[h])?),
                     k_w: r.get(&format!("{a}.k_proj.weight"), &[kv, h])?,
-                    k_b: r.get(&format!("{a}.k_proj.bias"), &[kv])?,
+                    k_b: Some(r.get(&format!("{a}.k_proj.bias"), &[kv])?),
                     v_w: r.get(&format!("{a}.v_proj.weight"), &[kv, h])?,
-                    v_b: r.get(&format!("{a}.v_proj.bias"), &[kv])?,
+                    v_b: Some(r.get(&format!("{a}.v_proj.bias"), &[kv])?),
                     o_w: r.get(&format!("{a}.o_proj.weight"), &[h, h])?,
                     post_norm: r.get(&format!("{l}.post_attention_layernorm.weight"), &[h])?,
                     gate_up_w: r.stacked(
@@ -93,9 +94,9 @@ pub fn forward<O: VlmOps>(
     let mut x = x.clone();
     for (n, l) in p.layers.iter().enumerate() {
         let h = ops.rms_norm(&x, &l.input_norm, c.rms_norm_eps)?;
-        let q = ops.linear(&h, &l.q_w, Some(&l.q_b))?;
-        let k = ops.linear(&h, &l.k_w, Some(&l.k_b))?;
-        let v = ops.linear(&h, &l.v_w, Some(&l.v_b))?;
+        let q = ops.linear(&h, &l.q_w, l.q_b.as_ref())?;
+        let k = ops.linear(&h, &l.k_w, l.k_b.as_ref())?;
+        let v = ops.linear(&h, &l.v_w, l.v_b.as_ref())?;
         let q = ops.rope(&q, c.heads, d, position, c.rope_theta)?;
         let k = ops.rope(&k, c.kv_heads, d, position, c.rope_theta)?;
         ops.kv_write(cache, n, position, &k, &v)?;

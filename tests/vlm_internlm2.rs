@@ -1,0 +1,191 @@
+//! InternLM2 support: the tiny Qwen2 model re-packed in InternLM2's layout (names, packed
+//! `wqkv` per KV head as the Hugging Face modeling code unpacks it, no q/k/v biases) must
+//! compute the same logits and tokens as the Qwen2 model with its q/k/v biases set to zero.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ::linvt::linvt::cpu_exec::CpuOps;
+use ::linvt::vlm::engine::{Engine, GenerateOptions};
+use ::linvt::vlm::model::open_model_dir;
+use ::linvt::vlm::ops::VlmOps;
+use ::linvt::weights::TensorStore;
+use safetensors::tensor::TensorView;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
+}
+
+/// A copy of the tiny model with its weights rewritten by `map` ((name, shape, f32 values) →
+/// new tensors) and its config edited.
+fn variant(
+    name: &str,
+    map: impl Fn(&str, &[usize], Vec<f32>) -> Vec<(String, Vec<usize>, Vec<f32>)>,
+    config: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("linvt-vlm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["tokenizer.json", "generation_config.json"] {
+        std::fs::copy(fixture().join(f), d.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
+    config(&mut cfg);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let store = TensorStore::open(&fixture().join("model.safetensors")).unwrap();
+    let mut keys: Vec<String> = store.keys().map(str::to_string).collect();
+    keys.sort();
+    let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for k in keys {
+        let t = store.get(&k).unwrap().unwrap();
+        for (n, s, v) in map(&k, t.shape(), t.data().to_vec()) {
+            out.push((n, s, bytemuck::cast_slice(&v).to_vec()));
+        }
+    }
+    let views: Vec<(String, TensorView)> = out
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        d.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    d
+}
+
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 16;
+const HIDDEN: usize = 64;
+
+/// The Qwen2 names → InternLM2 names; q/k/v are packed into `wqkv` when `v_proj` arrives
+/// (keys are visited sorted: k_proj, o_proj, q_proj, v_proj).
+fn to_internlm2(
+    pending: &std::cell::RefCell<Vec<(String, Vec<f32>)>>,
+    k: &str,
+    s: &[usize],
+    v: Vec<f32>,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let lm = "language_model.model.";
+    let Some(rest) = k.strip_prefix(lm) else {
+        if k == "language_model.lm_head.weight" {
+            return vec![("language_model.output.weight".into(), s.to_vec(), v)];
+        }
+        return vec![(k.to_string(), s.to_vec(), v)];
+    };
+    if k.ends_with("_proj.bias") {
+        return vec![];
+    }
+    let rename = |from: &str, to: &str| {
+        vec![(
+            format!("{lm}{}", rest.replace(from, to)),
+            s.to_vec(),
+            v.clone(),
+        )]
+    };
+    if rest == "embed_tokens.weight" {
+        return vec![(format!("{lm}tok_embeddings.weight"), s.to_vec(), v)];
+    }
+    for (from, to) in [
+        ("input_layernorm", "attention_norm"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.o_proj", "attention.wo"),
+        ("mlp.gate_proj", "feed_forward.w1"),
+        ("mlp.up_proj", "feed_forward.w3"),
+        ("mlp.down_proj", "feed_forward.w2"),
+    ] {
+        if rest.contains(from) {
+            return rename(from, to);
+        }
+    }
+    if rest.contains("self_attn.") {
+        pending.borrow_mut().push((k.to_string(), v));
+        if !k.ends_with("v_proj.weight") {
+            return vec![];
+        }
+        let parts = pending.take();
+        let get = |p: &str| &parts.iter().find(|(n, _)| n.contains(p)).unwrap().1;
+        let (q, kk, vv) = (get("q_proj"), get("k_proj"), get("v_proj"));
+        let group = HEADS / KV_HEADS;
+        let block = HEAD_DIM * HIDDEN;
+        let mut packed = Vec::new();
+        for h in 0..KV_HEADS {
+            packed.extend_from_slice(&q[h * group * block..(h + 1) * group * block]);
+            packed.extend_from_slice(&kk[h * block..(h + 1) * block]);
+            packed.extend_from_slice(&vv[h * block..(h + 1) * block]);
+        }
+        let layer = rest.split("self_attn").next().unwrap();
+        return vec![(
+            format!("{lm}{layer}attention.wqkv.weight"),
+            vec![KV_HEADS * (group + 2) * HEAD_DIM, HIDDEN],
+            packed,
+        )];
+    }
+    vec![(k.to_string(), s.to_vec(), v)]
+}
+
+fn logits_and_ids<O: VlmOps>(ops: O, dir: &Path) -> (Vec<f32>, Vec<u32>) {
+    let (cfg, store) = open_model_dir(dir).unwrap();
+    let mut e = Engine::load(ops, &store, cfg, &mut || {}).unwrap();
+    let g = TensorStore::open(&fixture().join("golden_e2e.safetensors")).unwrap();
+    let embeds = g.get("inter.inputs_embeds").unwrap().unwrap();
+    let x = e.ops.upload(embeds.reshape(&[151, 64]).unwrap()).unwrap();
+    let mut cache = e.new_cache(151).unwrap();
+    let h = e.decode(&x, &mut cache, 0).unwrap();
+    let l = e.logits(&h).unwrap();
+    let logits = e.ops.read_back(&l).unwrap().into_data();
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        sampling: Default::default(),
+        stop_ids: vec![],
+        keep_step_logits: false,
+    };
+    let ids = e.generate(&x, &opts, &mut |_| {}).unwrap().ids;
+    (logits, ids)
+}
+
+#[test]
+fn internlm2_layout_matches_qwen2_without_biases() {
+    let qwen = variant(
+        "qwen2-nobias",
+        |k, s, v| {
+            let v = if k.ends_with("_proj.bias") && k.contains("self_attn") {
+                vec![0.0; v.len()]
+            } else {
+                v
+            };
+            vec![(k.to_string(), s.to_vec(), v)]
+        },
+        |_| {},
+    );
+    let pending = std::cell::RefCell::new(Vec::new());
+    let intern = variant(
+        "internlm2",
+        |k, s, v| to_internlm2(&pending, k, s, v),
+        |c| {
+            c["llm_config"]["architectures"] = serde_json::json!(["InternLM2ForCausalLM"]);
+            c["template"] = serde_json::json!("internlm2-chat");
+        },
+    );
+    let (la, ia) = logits_and_ids(CpuOps::new(4), &qwen);
+    let (lb, ib) = logits_and_ids(CpuOps::new(4), &intern);
+    let _ = std::fs::remove_dir_all(&qwen);
+    let _ = std::fs::remove_dir_all(&intern);
+    // The same weights in the same op order (a zero bias adds exact zeros): equal to rounding.
+    common::assert_close("internlm2 vs qwen2 logits", &lb, &la, 1e-6, 0.0);
+    assert_eq!(ib, ia);
+    // Zeroing the biases really changed the model (so the comparison is not vacuous).
+    let g = TensorStore::open(&fixture().join("golden_e2e.safetensors")).unwrap();
+    let (_, golden) = g.get_i64("output.greedy_ids").unwrap().unwrap();
+    let golden: Vec<u32> = golden.into_iter().map(|v| v as u32).collect();
+    assert_ne!(ia, golden);
+}
