@@ -120,3 +120,33 @@ pub async fn condense(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_object_uses_the_config_file_field_names() {
+        let p = config_patch(Some(r#"{"top_k": 5, "preset": "paper"}"#)).unwrap();
+        assert_eq!(p.top_k, Some(5));
+        assert_eq!(p.preset.as_deref(), Some("paper"));
+        assert!(config_patch(None).unwrap().top_k.is_none());
+    }
+
+    #[test]
+    fn config_object_refuses_unknown_fields_and_non_objects() {
+        let e = config_patch(Some(r#"{"topK": 5}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `topK`") && e.contains("top_k"),
+            "{e}"
+        );
+        let e = config_patch(Some("[1, 2]")).unwrap_err().to_string();
+        assert!(e.contains("must be an object"), "{e}");
+        let e = config_patch(Some(r#"{"top_k": "many"}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the config object"), "{e}");
+    }
+}

@@ -3,9 +3,11 @@
 //! the call's `Error` instead of only reaching the uncaptured-error handler later.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_channel::oneshot;
 use linvt::gpu::{GpuContext, GpuOptions};
 use linvt::{Error, Result};
 
@@ -48,7 +50,11 @@ pub fn forget_if_lost(e: &Error) {
 /// Runs `work` inside validation and out-of-memory error scopes and awaits them (no blocking):
 /// a GPU error raised while recording or running `work` is returned even if `work` itself
 /// finished (it would have read back garbage).
+///
+/// Calls take turns: WebGPU error scopes form one stack per device, so two calls interleaving
+/// at their awaits would pop each other's scopes. A second call waits for the first.
 pub async fn scoped<T>(ctx: &GpuContext, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let _turn = Turn::take().await;
     let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = work.await;
@@ -63,6 +69,55 @@ pub async fn scoped<T>(ctx: &GpuContext, work: impl Future<Output = Result<T>>) 
         return Err(Error::Gpu(e.to_string()));
     }
     result
+}
+
+/// First come, first served access to the GPU; dropping a `Turn` hands it to the next waiter.
+struct Turn;
+
+#[derive(Default)]
+struct Waiters {
+    busy: bool,
+    queue: VecDeque<oneshot::Sender<()>>,
+}
+
+thread_local! {
+    static WAITERS: RefCell<Waiters> = RefCell::default();
+}
+
+impl Turn {
+    async fn take() -> Turn {
+        let wait = WAITERS.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.busy {
+                let (tx, rx) = oneshot::channel();
+                w.queue.push_back(tx);
+                Some(rx)
+            } else {
+                w.busy = true;
+                None
+            }
+        });
+        if let Some(rx) = wait {
+            // The sender is only dropped unsent if the thread's state is torn down.
+            let _ = rx.await;
+        }
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        WAITERS.with(|w| {
+            let mut w = w.borrow_mut();
+            // Skip waiters whose calls were abandoned (their receiver is gone).
+            while let Some(next) = w.queue.pop_front() {
+                if next.send(()).is_ok() {
+                    return;
+                }
+            }
+            w.busy = false;
+        });
+    }
 }
 
 /// wgpu names a browser adapter by `GPUAdapterInfo.description`, which Chromium leaves empty;

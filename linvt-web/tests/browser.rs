@@ -69,7 +69,10 @@ async fn adapter_is_the_browsers_webgpu() {
     let limits = js_sys::JSON::stringify(&get(&info, "limits")).unwrap();
     console_log!("adapter: {adapter} (backend {backend}); features {features}; limits {limits}");
     assert_eq!(backend, "BrowserWebGpu");
-    assert!(!adapter.is_empty(), "the adapter is named (from GPUAdapterInfo)");
+    assert!(
+        !adapter.is_empty(),
+        "the adapter is named (from GPUAdapterInfo)"
+    );
 }
 
 async fn check_golden(name: &str, fixture: &[u8]) {
@@ -233,4 +236,34 @@ async fn bad_input_rejects_with_a_clear_message() {
         .await,
     );
     assert!(m.contains("`weights` must be a Uint8Array"), "{m}");
+}
+
+/// Calls made at once (as `Promise.all` would) take turns on the device, each inside its own
+/// error scopes, and both give the golden selection.
+#[wasm_bindgen_test]
+async fn concurrent_calls_both_succeed() {
+    let call = || {
+        wasm_bindgen_futures::future_to_promise(linvt_web::bindings::condense(
+            bytes(CASE_SMALL),
+            bytes(CASE_SMALL),
+            JsValue::UNDEFINED,
+        ))
+    };
+    let both = js_sys::Array::of2(&call().into(), &call().into());
+    let results = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::all(&both))
+        .await
+        .expect("both calls resolve");
+    let results: js_sys::Array = results.dyn_into().unwrap();
+    let golden = SafetensorsFile::from_bytes("case_small", CASE_SMALL.to_vec()).unwrap();
+    let (_, want_idx) = golden.tensor_i64("inter.topk_indices").unwrap().unwrap();
+    for r in results.iter() {
+        let got: Vec<i64> = get(&r, "selectedIndices")
+            .dyn_into::<Uint32Array>()
+            .unwrap()
+            .to_vec()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        assert_eq!(got, want_idx);
+    }
 }
