@@ -46,12 +46,23 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+// `AElem`, the element type of operand A, is set by a one-line prelude the host adds
+// (src/gpu/linear.rs): f32, or f16 for the f16-weight variant (A is then the weight; adapters
+// with SHADER_F16 only). Loads convert to f32; all arithmetic is f32.
+//
 // vec4 views of the operands (rb_vec4) ...
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<AElem>>;
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 // ... and scalar views of the same bindings (rb_scalar, tiled).
-@group(0) @binding(1) var<storage, read> a1: array<f32>;
+@group(0) @binding(1) var<storage, read> a1: array<AElem>;
 @group(0) @binding(2) var<storage, read> b1: array<f32>;
+
+fn la4(i: u32) -> vec4<f32> {
+    return vec4<f32>(a4[i]);
+}
+fn la1(i: u32) -> f32 {
+    return f32(a1[i]);
+}
 
 // This invocation's batch offsets (elements), set at entry.
 var<private> a_batch: u32;
@@ -118,7 +129,7 @@ fn b_start(row: u32) -> u32 {
 
 // Values k..k+3 of the row starting at `base` through the scalar views, zero past K.
 fn a_at(base: u32, k: u32) -> f32 {
-    return select(0.0, a1[base + min(k, p.k - 1u)], k < p.k);
+    return select(0.0, la1(base + min(k, p.k - 1u)), k < p.k);
 }
 fn b_at(base: u32, k: u32) -> f32 {
     return select(0.0, b1[base + min(k, p.k - 1u)], k < p.k);
@@ -191,10 +202,10 @@ fn rb_vec4(
     let k4 = p.k / 4u;
     for (var kk = 0u; kk < k4; kk++) {
         let a = ABlock(
-            mat4x4(a4[ar0 + kk], a4[ar1 + kk], a4[ar2 + kk], a4[ar3 + kk]),
-            mat4x4(a4[ar4 + kk], a4[ar5 + kk], a4[ar6 + kk], a4[ar7 + kk]),
-            mat4x4(a4[ar8 + kk], a4[ar9 + kk], a4[ar10 + kk], a4[ar11 + kk]),
-            mat4x4(a4[ar12 + kk], a4[ar13 + kk], a4[ar14 + kk], a4[ar15 + kk]),
+            mat4x4(la4(ar0 + kk), la4(ar1 + kk), la4(ar2 + kk), la4(ar3 + kk)),
+            mat4x4(la4(ar4 + kk), la4(ar5 + kk), la4(ar6 + kk), la4(ar7 + kk)),
+            mat4x4(la4(ar8 + kk), la4(ar9 + kk), la4(ar10 + kk), la4(ar11 + kk)),
+            mat4x4(la4(ar12 + kk), la4(ar13 + kk), la4(ar14 + kk), la4(ar15 + kk)),
         );
         // Each B row is loaded right before its 16 dot products; rows ≥ TM compile away.
         r0 = fma_row(r0, b4[br0 + kk], a);
@@ -431,7 +442,7 @@ fn tiled(
             let br = min(b0 + row, p.b_rows - 1u);
             let ar = min(a0 + row, p.a_rows - 1u);
             b_tile[c * stride + row] = select(0.0, b1[b_start(br) + kc], in_k);
-            a_tile[c * stride + row] = select(0.0, a1[a_start(ar) + kc], in_k);
+            a_tile[c * stride + row] = select(0.0, la1(a_start(ar) + kc), in_k);
         }
         workgroupBarrier();
         for (var c = 0u; c < BK; c++) {

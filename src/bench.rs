@@ -234,14 +234,27 @@ fn linear_timing(
     k: usize,
     reps: usize,
 ) -> Result<KernelTiming> {
-    let x = random(ctx, "x", &[m, k], 1)?;
     let w = random(ctx, "w", &[n, k], 2)?;
+    linear_timing_with(ctx, pool, m, &w, reps, "linear")
+}
+
+/// `linear` with the weight `w` (f32 or f16 storage), x (m, K) random.
+fn linear_timing_with(
+    ctx: &GpuContext,
+    pool: &BufferPool,
+    m: usize,
+    w: &GpuTensor,
+    reps: usize,
+    name: &str,
+) -> Result<KernelTiming> {
+    let (n, k) = (w.rows(), w.cols());
+    let x = random(ctx, "x", &[m, k], 1)?;
     let b = random(ctx, "b", &[n], 3)?;
     let ms = time_kernel(ctx, pool, reps, |rec| {
-        gpu::linear::linear(rec, &x, &w, Some(&b)).map(drop)
+        gpu::linear::linear(rec, &x, w, Some(&b)).map(drop)
     })?;
     Ok(KernelTiming {
-        name: "linear".into(),
+        name: name.into(),
         shape: format!("{m}x{n}x{k}"),
         ms,
         gflops: 2.0 * (m * n * k) as f64 / ms / 1e6,
@@ -269,6 +282,20 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     let square = linear_timing(ctx, &pool, 1024, 1024, 1024, reps)?;
     let device_matmul_gflops = kernels[0].gflops.max(square.gflops);
     kernels.push(square);
+    if ctx.has_f16() {
+        // f16 weight storage (opt-in, not part of the f32 reference rate above).
+        say("linear with f16 weights");
+        let data = SeededRng::new(2).vec(896 * 896, 1.0);
+        let w16 = ctx.upload_f16("w16", &[896, 896], &data)?;
+        kernels.push(linear_timing_with(
+            ctx,
+            &pool,
+            4096,
+            &w16,
+            reps,
+            "linear.f16_weights",
+        )?);
+    }
 
     say("kernels at the forward's shapes");
     kernels.push(linear_timing(ctx, &pool, tn, 3 * e, e, reps)?);

@@ -19,5 +19,5 @@ pub mod weights;
 
 pub use config::{ConfigPatch, LinvtConfig, Preset};
 pub use error::{Error, Result};
-pub use linvt::{CondenseOptions, Condensed, Device, Linvt};
+pub use linvt::{CondenseOptions, Condensed, Device, Linvt, WeightStorage};
 pub use tensor::Tensor;

@@ -389,3 +389,63 @@ fn batched_strided_product_every_kernel() {
         }
     }
 }
+
+/// f16 weight storage: the kernels read W as f16 and compute in f32, so the result equals the
+/// CPU twin run on the f16-rounded weights up to summation order (same tolerance as f32). On an
+/// adapter without SHADER_F16 the upload must fail with a clear error instead.
+#[test]
+fn f16_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    let (m, n, k) = (45, 70, 132);
+    let x = common::rand_vec(71, m * k, 1.0);
+    let w = common::rand_vec(72, n * k, 1.0);
+    let b = common::rand_vec(73, n, 1.0);
+    if !ctx.has_f16() {
+        let e = ctx.upload_f16("w", &[n, k], &w).unwrap_err().to_string();
+        assert!(e.contains("SHADER_F16"), "{e}");
+        return;
+    }
+    let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let want = cpu::linear(&x, &rounded, Some(&b), m, n, k);
+    let pool = BufferPool::default();
+    let xg = upload_view(&ctx, "x", 1, m, k, &x);
+    // The weight as rows 2.. of a bigger f16 tensor: the offset is in f16 elements.
+    let mut w_big = vec![9.0f32; (n + 3) * k];
+    w_big[2 * k..(n + 2) * k].copy_from_slice(&w);
+    let wg = ctx
+        .upload_f16("w", &[n + 3, k], &w_big)
+        .unwrap()
+        .rows_view(2, n);
+    let bg = ctx.upload("b", &[n], &b).unwrap();
+    for tuning in [
+        Tuning::CPU,
+        Tuning {
+            vec4: false,
+            ..Tuning::CPU
+        },
+        Tuning {
+            split: Split::Rows, // ignored: f16 weights are always operand A
+            ..Tuning::CPU
+        },
+        Tuning::GPU,
+    ] {
+        let mut rec = Recorder::new(&ctx, &pool);
+        let y = rec.alloc("y", &[m, n]).unwrap();
+        linear::linear_into_tuned(&mut rec, &xg, &wg, Some(&bg), &y, tuning).unwrap();
+        rec.submit().unwrap();
+        let got = ctx.read_f32(&y).unwrap();
+        common::assert_close(
+            &format!("f16 weights {tuning:?}"),
+            &got,
+            &want,
+            atol(k),
+            1e-5,
+        );
+    }
+    // Activations must stay f32.
+    let mut rec = Recorder::new(&ctx, &pool);
+    let e = linear::linear(&mut rec, &wg, &wg, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("f16"), "{e}");
+}

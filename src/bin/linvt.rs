@@ -26,6 +26,12 @@ enum Backend {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum GpuWeights {
+    F32,
+    F16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum BenchShape {
     Official,
     Paper,
@@ -55,6 +61,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "gpu")]
         backend: Backend,
+        /// How the GPU stores the linear weights: f32 (faithful) or f16 (half the memory, f32
+        /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder).
+        #[arg(long, value_enum, default_value = "f32")]
+        gpu_weights: GpuWeights,
         #[arg(long)]
         num_heads: Option<usize>,
         #[arg(long)]
@@ -104,6 +114,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             preset,
             config,
             backend,
+            gpu_weights,
             num_heads,
             num_layers,
             top_k,
@@ -124,7 +135,18 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 }
                 None => ConfigPatch::default(),
             };
-            condense(&weights, &input, &output, &flags.over(&file), backend)
+            let storage = match gpu_weights {
+                GpuWeights::F32 => linvt::WeightStorage::F32,
+                GpuWeights::F16 => linvt::WeightStorage::F16,
+            };
+            condense(
+                &weights,
+                &input,
+                &output,
+                &flags.over(&file),
+                backend,
+                storage,
+            )
         }
         Command::Bench { shape, json } => {
             let shape = match shape {
@@ -192,6 +214,7 @@ fn condense(
     output: &Path,
     patch: &ConfigPatch,
     backend: Backend,
+    storage: linvt::WeightStorage,
 ) -> linvt::Result<()> {
     let store = TensorStore::open(weights)?;
     let (mut model, report) = Linvt::from_store(&store, patch)?;
@@ -208,7 +231,8 @@ fn condense(
     let device = match backend {
         Backend::Cpu => Device::Cpu,
         Backend::Gpu => {
-            model.attach_gpu(GpuContext::new_blocking(&GpuOptions::from_env())?)?;
+            let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
+            model.attach_gpu_with(ctx, storage)?;
             Device::Gpu
         }
     };

@@ -1,8 +1,9 @@
 //! Device tensors and the buffer pool.
 //!
 //! A `GpuTensor` is a view (element offset + shape) into a storage buffer of 4-byte elements
-//! (f32 or u32). Kernels take the offset as a parameter, so row slices and weight sub-blocks are
-//! free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
+//! (f32 or u32), or of f16 weights ([`Elem::F16`], read only by the linear kernel's f16-weight
+//! variant on adapters with SHADER_F16). Kernels take the offset as a parameter, so row slices
+//! and weight sub-blocks are free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
 //! dropped, the buffer goes back to the pool and the next allocation of that size takes it —
 //! also within one recording, which is safe because a queue runs its commands in order and wgpu
 //! inserts the barriers between dispatches.
@@ -50,17 +51,31 @@ impl Drop for PooledBuffer {
     }
 }
 
+/// What one element of a [`GpuTensor`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// 4 bytes: f32 (or u32 for indices).
+    F32,
+    /// 2 bytes: f16 weight storage (converted to f32 as the kernel loads it).
+    F16,
+}
+
 #[derive(Clone)]
 pub struct GpuTensor {
     buf: Arc<PooledBuffer>,
-    /// Offset of the first element, in 4-byte elements.
+    /// Offset of the first element, in elements.
     pub offset: usize,
     pub shape: Vec<usize>,
+    pub elem: Elem,
 }
 
 impl std::fmt::Debug for GpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuTensor({:?} @ {})", self.shape, self.offset)
+        write!(
+            f,
+            "GpuTensor({:?} @ {}, {:?})",
+            self.shape, self.offset, self.elem
+        )
     }
 }
 
@@ -91,6 +106,7 @@ impl GpuTensor {
             buf: self.buf.clone(),
             offset: self.offset + start * c,
             shape: vec![len, c],
+            elem: self.elem,
         }
     }
     /// Elements `start..start+len` as a 1-D view.
@@ -99,6 +115,7 @@ impl GpuTensor {
             buf: self.buf.clone(),
             offset: self.offset + start,
             shape: vec![len],
+            elem: self.elem,
         }
     }
     /// Same elements, another shape.
@@ -108,6 +125,7 @@ impl GpuTensor {
             buf: self.buf.clone(),
             offset: self.offset,
             shape: shape.to_vec(),
+            elem: self.elem,
         }
     }
     /// True when both views share one buffer (used to assert in-place safety).
@@ -117,14 +135,21 @@ impl GpuTensor {
 }
 
 fn byte_size(elements: usize) -> u64 {
-    // Round to 256 bytes so pooled sizes coincide more often; never zero-sized.
-    (((elements.max(1) * 4) as u64).div_ceil(256)) * 256
+    padded_bytes(elements * 4)
+}
+
+/// Rounds to 256 bytes so pooled sizes coincide more often; never zero-sized.
+fn padded_bytes(bytes: usize) -> u64 {
+    ((bytes.max(1) as u64).div_ceil(256)) * 256
 }
 
 impl GpuContext {
     /// Checks that `elements` 4-byte values fit one storage binding on this device.
     pub fn check_fits(&self, name: &str, elements: usize) -> Result<()> {
-        let bytes = (elements as u64) * 4;
+        self.check_fits_bytes(name, (elements as u64) * 4)
+    }
+
+    fn check_fits_bytes(&self, name: &str, bytes: u64) -> Result<()> {
         let limit = self.max_binding_bytes();
         if bytes > limit {
             return Err(Error::TensorTooLarge {
@@ -163,6 +188,7 @@ impl GpuContext {
             }),
             offset: 0,
             shape: shape.to_vec(),
+            elem: Elem::F32,
         })
     }
 
@@ -198,6 +224,45 @@ impl GpuContext {
             }),
             offset: 0,
             shape: shape.to_vec(),
+            elem: Elem::F32,
+        })
+    }
+
+    /// Uploads `data` as f16 weights (rounded to nearest) into a new, unpooled tensor. Only the
+    /// linear kernel reads such tensors, and only on adapters with SHADER_F16.
+    pub fn upload_f16(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let elements: usize = shape.iter().product();
+        if elements != data.len() {
+            return Err(Error::input(format!(
+                "`{name}`: shape {shape:?} needs {elements} values, got {}",
+                data.len()
+            )));
+        }
+        if !self.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::input(format!(
+                "`{name}`: f16 weights need an adapter with SHADER_F16; {} has none (use f32 weights)",
+                self.adapter_name()
+            )));
+        }
+        self.check_fits_bytes(name, elements as u64 * 2)?;
+        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let mut bytes = bytemuck::cast_slice::<half::f16, u8>(&halves).to_vec();
+        bytes.resize(padded_bytes(elements * 2) as usize, 0);
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: &bytes,
+                usage: STORAGE_USAGE,
+            });
+        Ok(GpuTensor {
+            buf: Arc::new(PooledBuffer {
+                buffer: Some(buffer),
+                pool: None,
+            }),
+            offset: 0,
+            shape: shape.to_vec(),
+            elem: Elem::F16,
         })
     }
 
@@ -213,6 +278,11 @@ impl GpuContext {
                     label: Some("readback"),
                 })
         });
+        if let Some(t) = tensors.iter().find(|t| t.elem != Elem::F32) {
+            return Err(Error::input(format!(
+                "reading back {t:?}: only 4-byte tensors can be read back"
+            )));
+        }
         let mut staging = Vec::with_capacity(tensors.len());
         for t in tensors {
             let bytes = (t.len().max(1) * 4) as u64;

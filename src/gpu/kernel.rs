@@ -23,6 +23,7 @@ pub struct Shader {
 /// All shaders shipped in `shaders/`, so a test can validate every one with naga.
 pub const ALL_SHADERS: &[&Shader] = &[
     &super::linear::SHADER,
+    &super::linear::SHADER_F16_WEIGHTS,
     &super::norm::SHADER,
     &super::attention::SHADER,
     &super::topk::SHADER,

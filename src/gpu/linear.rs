@@ -11,13 +11,26 @@
 //!   a multiple of 4;
 //! - workgroup-tiled (real GPUs): 64×64 output tiles, operand slices staged in workgroup memory.
 
-use super::buffer::GpuTensor;
+use super::buffer::{Elem, GpuTensor};
 use super::kernel::{grid, Recorder, Shader};
 use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "linear",
-    source: include_str!("../../shaders/linear.wgsl"),
+    source: concat!(
+        "alias AElem = f32;\n",
+        include_str!("../../shaders/linear.wgsl")
+    ),
+};
+
+/// The same kernels reading operand A as f16 (weights stored in half precision, f32
+/// arithmetic): half the weight memory and bandwidth, on adapters with SHADER_F16.
+pub const SHADER_F16_WEIGHTS: Shader = Shader {
+    name: "linear_f16",
+    source: concat!(
+        "enable f16;\nalias AElem = f16;\n",
+        include_str!("../../shaders/linear.wgsl")
+    ),
 };
 
 /// Floating-point operations of one `linear` (multiply and add counted separately): 2·m·n·k.
@@ -209,11 +222,13 @@ pub fn linear_into_tuned(
     let padded = |a_rows: usize, b_rows: usize| {
         a_rows.div_ceil(a_span) * a_span * (b_rows.div_ceil(b_span) * b_span)
     };
-    let columns = match tuning.split {
-        Split::Columns => true,
-        Split::Rows => false,
-        Split::Auto => padded(n, m) <= padded(m, n),
-    };
+    // f16 weights are read only as operand A.
+    let columns = w.elem == Elem::F16
+        || match tuning.split {
+            Split::Columns => true,
+            Split::Rows => false,
+            Split::Auto => padded(n, m) <= padded(m, n),
+        };
     let xs = Rows::dense(x, m, k);
     let ws = Rows::dense(w, n, k);
     let (a, bt, ya, yb) = if columns {
@@ -373,6 +388,25 @@ impl Product<'_> {
             ));
         }
         tuning.check()?;
+        if [Some(b.t), Some(out.t), self.bias.map(|b| b.t)]
+            .into_iter()
+            .flatten()
+            .any(|t| t.elem != Elem::F32)
+        {
+            return Err(Error::input(
+                "linear: only the weight may be stored as f16; activations, bias and output are f32",
+            ));
+        }
+        let shader = match a.t.elem {
+            Elem::F32 => &SHADER,
+            Elem::F16 if rec.ctx.has_f16() => &SHADER_F16_WEIGHTS,
+            Elem::F16 => {
+                return Err(Error::input(format!(
+                    "linear: f16 weights need SHADER_F16, which {} lacks",
+                    rec.ctx.adapter_name()
+                )))
+            }
+        };
         if self.batch_inner == 0 {
             return Err(Error::input("linear: batch_inner must be at least 1"));
         }
@@ -461,7 +495,7 @@ impl Product<'_> {
                 params.groups_a = a_rows.div_ceil(RB_A_ROWS * tuning.workgroup);
                 params.groups_total = b_rows.div_ceil(tm) * params.groups_a;
                 rec.ctx.pipeline(
-                    &SHADER,
+                    shader,
                     entry,
                     &[("WG", tuning.workgroup as f64), ("TM", tm as f64)],
                 )?
@@ -470,7 +504,7 @@ impl Product<'_> {
                 params.groups_a = a_rows.div_ceil(TILE_OUT);
                 params.groups_total = b_rows.div_ceil(TILE_OUT) * params.groups_a;
                 rec.ctx.pipeline(
-                    &SHADER,
+                    shader,
                     "tiled",
                     &[("TILE", TILE as f64), ("BK", tuning.bk as f64)],
                 )?

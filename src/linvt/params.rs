@@ -82,35 +82,47 @@ pub struct LoadReport {
     pub unused_by_design: Vec<String>,
 }
 
+/// What a parameter is used as, for conversions that treat them differently (e.g. f16 storage
+/// of the linear weights only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The W of a linear layer (N, K): read only by `linear`.
+    LinearWeight,
+    /// Biases, norm parameters and the query tokens (used as activations).
+    Other,
+}
+
+use Role::{LinearWeight as W, Other as O};
+
 impl<T> Mha<T> {
-    fn try_map<U>(&self, f: &mut impl FnMut(&T) -> Result<U>) -> Result<Mha<U>> {
+    fn try_map<U>(&self, f: &mut impl FnMut(&T, Role) -> Result<U>) -> Result<Mha<U>> {
         Ok(Mha {
-            in_w: f(&self.in_w)?,
-            in_b: f(&self.in_b)?,
-            out_w: f(&self.out_w)?,
-            out_b: f(&self.out_b)?,
+            in_w: f(&self.in_w, W)?,
+            in_b: f(&self.in_b, O)?,
+            out_w: f(&self.out_w, W)?,
+            out_b: f(&self.out_b, O)?,
         })
     }
 }
 impl<T> CrossAttn<T> {
-    fn try_map<U>(&self, f: &mut impl FnMut(&T) -> Result<U>) -> Result<CrossAttn<U>> {
+    fn try_map<U>(&self, f: &mut impl FnMut(&T, Role) -> Result<U>) -> Result<CrossAttn<U>> {
         Ok(CrossAttn {
-            wq: f(&self.wq)?,
-            bq: f(&self.bq)?,
-            wk: f(&self.wk)?,
-            bk: f(&self.bk)?,
-            wv: f(&self.wv)?,
-            bv: f(&self.bv)?,
-            dense_w: f(&self.dense_w)?,
-            dense_b: f(&self.dense_b)?,
+            wq: f(&self.wq, W)?,
+            bq: f(&self.bq, O)?,
+            wk: f(&self.wk, W)?,
+            bk: f(&self.bk, O)?,
+            wv: f(&self.wv, W)?,
+            bv: f(&self.bv, O)?,
+            dense_w: f(&self.dense_w, W)?,
+            dense_b: f(&self.dense_b, O)?,
         })
     }
 }
 impl<T> Norm<T> {
-    fn try_map<U>(&self, f: &mut impl FnMut(&T) -> Result<U>) -> Result<Norm<U>> {
+    fn try_map<U>(&self, f: &mut impl FnMut(&T, Role) -> Result<U>) -> Result<Norm<U>> {
         Ok(Norm {
-            weight: f(&self.weight)?,
-            bias: f(&self.bias)?,
+            weight: f(&self.weight, O)?,
+            bias: f(&self.bias, O)?,
         })
     }
 }
@@ -118,6 +130,14 @@ impl<T> Norm<T> {
 impl<T> LinvtParams<T> {
     /// The same parameters converted one by one (e.g. uploaded to a GPU).
     pub fn try_map<U>(&self, mut f: impl FnMut(&T) -> Result<U>) -> Result<LinvtParams<U>> {
+        self.try_map_roles(|t, _| f(t))
+    }
+
+    /// [`Self::try_map`] telling `f` what each parameter is used as.
+    pub fn try_map_roles<U>(
+        &self,
+        mut f: impl FnMut(&T, Role) -> Result<U>,
+    ) -> Result<LinvtParams<U>> {
         let f = &mut f;
         Ok(LinvtParams {
             svr: self
@@ -130,8 +150,8 @@ impl<T> LinvtParams<T> {
                     })
                 })
                 .collect::<Result<_>>()?,
-            score_w: f(&self.score_w)?,
-            score_b: f(&self.score_b)?,
+            score_w: f(&self.score_w, W)?,
+            score_b: f(&self.score_b, O)?,
             tta: self
                 .tta
                 .iter()
@@ -147,12 +167,12 @@ impl<T> LinvtParams<T> {
                 })
                 .collect::<Result<_>>()?,
             linagg: LinAgg {
-                wq: f(&self.linagg.wq)?,
-                bq: f(&self.linagg.bq)?,
-                wk: f(&self.linagg.wk)?,
-                bk: f(&self.linagg.bk)?,
+                wq: f(&self.linagg.wq, W)?,
+                bq: f(&self.linagg.bq, O)?,
+                wk: f(&self.linagg.wk, W)?,
+                bk: f(&self.linagg.bk, O)?,
             },
-            query_tokens: f(&self.query_tokens)?,
+            query_tokens: f(&self.query_tokens, O)?,
         })
     }
 }
