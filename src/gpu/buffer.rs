@@ -200,37 +200,30 @@ impl GpuContext {
         data: &[T],
     ) -> Result<GpuTensor> {
         assert_eq!(std::mem::size_of::<T>(), 4, "tensors hold 4-byte elements");
-        let elements: usize = shape.iter().product();
-        if elements != data.len() {
-            return Err(Error::input(format!(
-                "`{name}`: shape {shape:?} needs {elements} values, got {}",
-                data.len()
-            )));
-        }
-        self.check_fits(name, elements)?;
-        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
-        bytes.resize(byte_size(elements) as usize, 0);
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(name),
-                contents: &bytes,
-                usage: STORAGE_USAGE,
-            });
-        Ok(GpuTensor {
-            buf: Arc::new(PooledBuffer {
-                buffer: Some(buffer),
-                pool: None,
-            }),
-            offset: 0,
-            shape: shape.to_vec(),
-            elem: Elem::F32,
-        })
+        self.upload_elems(name, shape, data, Elem::F32)
     }
 
     /// Uploads `data` as f16 weights (rounded to nearest) into a new, unpooled tensor. Only the
     /// linear kernel reads such tensors, and only on adapters with SHADER_F16.
     pub fn upload_f16(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        if !self.has_f16() {
+            return Err(Error::input(format!(
+                "`{name}`: f16 weights need an adapter with SHADER_F16; {} has none (use f32 weights)",
+                self.adapter_name()
+            )));
+        }
+        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        self.upload_elems(name, shape, &halves, Elem::F16)
+    }
+
+    /// `data` (elements of `elem`'s size) into a new, unpooled buffer padded to 256 bytes.
+    fn upload_elems<T: bytemuck::Pod>(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: &[T],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
         let elements: usize = shape.iter().product();
         if elements != data.len() {
             return Err(Error::input(format!(
@@ -238,16 +231,10 @@ impl GpuContext {
                 data.len()
             )));
         }
-        if !self.features.contains(wgpu::Features::SHADER_F16) {
-            return Err(Error::input(format!(
-                "`{name}`: f16 weights need an adapter with SHADER_F16; {} has none (use f32 weights)",
-                self.adapter_name()
-            )));
-        }
-        self.check_fits_bytes(name, elements as u64 * 2)?;
-        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
-        let mut bytes = bytemuck::cast_slice::<half::f16, u8>(&halves).to_vec();
-        bytes.resize(padded_bytes(elements * 2) as usize, 0);
+        let bytes_len = elements * std::mem::size_of::<T>();
+        self.check_fits_bytes(name, bytes_len as u64)?;
+        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
+        bytes.resize(padded_bytes(bytes_len) as usize, 0);
         let buffer = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -262,7 +249,7 @@ impl GpuContext {
             }),
             offset: 0,
             shape: shape.to_vec(),
-            elem: Elem::F16,
+            elem,
         })
     }
 
