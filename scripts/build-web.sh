@@ -12,10 +12,20 @@ rm -rf web/pkg
 wasm-bindgen --target web --out-dir web/pkg \
   target/wasm32-unknown-unknown/wasm-release/linvt_web.wasm
 wasm="web/pkg/linvt_web_bg.wasm"
-if command -v wasm-opt >/dev/null; then
-  # Optional: binaryen shaves a little more; the bundle is under the budget without it.
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals "$wasm" -o "$wasm.opt" && mv "$wasm.opt" "$wasm"
+if [ "${LINVT_WASM_OPT:-0}" = 1 ]; then
+  # Opt-in: binaryen's wasm-opt shrinks the bundle by about a third, but Debian 12's binaryen
+  # 108 produces a module whose externref table Chromium rejects at start-up, so it is not the
+  # default; use a recent binaryen (and let scripts/test-web.sh check the page). The features
+  # are those rustc enables by default for wasm32-unknown-unknown.
+  if wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+      --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      "$wasm" -o "$wasm.opt"; then
+    echo "wasm-opt: $(stat -c %s "$wasm") → $(stat -c %s "$wasm.opt") bytes"
+    mv "$wasm.opt" "$wasm"
+  else
+    echo "wasm-opt failed; keeping the bundle as wasm-bindgen wrote it"
+    rm -f "$wasm.opt"
+  fi
 fi
 bytes=$(stat -c %s "$wasm")
 echo "web/pkg: $wasm is $bytes bytes ($((bytes / 1024)) KiB); JS glue $(stat -c %s web/pkg/linvt_web.js) bytes"
