@@ -83,3 +83,31 @@ fn layer_norm(
         y[p.y_off + base + c] = (z_at(base, c) - mean) * inv * gamma[p.g_off + c] + beta[p.b_off + c];
     }
 }
+
+// RMSNorm: y = x / sqrt(mean(x²) + eps) · gamma, one workgroup per row (Qwen2/LLaMA RMSNorm,
+// InternViT's InternRMSNorm). Its own bindings (1: x, 2: gamma, 3: y) so the dispatcher binds
+// them in order; they share binding numbers with `layer_norm`'s, never in one entry point.
+@group(0) @binding(2) var<storage, read> rms_gamma: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rms_y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn rms_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var q = 0.0;
+    for (var c = lid; c < p.cols; c += WG) {
+        let v = x[p.x_off + base + c];
+        q += v * v;
+    }
+    let inv = 1.0 / sqrt(workgroup_sum(q, lid) / f32(p.cols) + p.eps);
+    for (var c = lid; c < p.cols; c += WG) {
+        rms_y[p.y_off + base + c] = x[p.x_off + base + c] * inv * rms_gamma[p.g_off + c];
+    }
+}

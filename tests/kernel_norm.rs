@@ -152,3 +152,59 @@ fn layer_norm_bad_shapes_are_errors() {
     assert!(norm::layer_norm_with_workgroup(&mut rec, &x, None, &g4, &g4, 1e-5, 48).is_err());
     rec.submit().unwrap();
 }
+
+/// RMSNorm: GPU vs the twin `cpu::rms_norm`, x at a nonzero offset, every workgroup path.
+fn check_rms(rows: usize, cols: usize, seed: u64, wg: Option<u32>) {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let x: Vec<f32> = common::rand_vec(seed, rows * cols, 2.0)
+        .iter()
+        .map(|v| v + 1.0)
+        .collect();
+    let w = common::rand_vec(seed + 1, cols, 1.5);
+    let eps = 1e-6;
+    let mut padded = common::rand_vec(seed + 2, (rows + 2) * cols, 9.0);
+    padded[cols..(1 + rows) * cols].copy_from_slice(&x);
+    let xg = ctx
+        .upload("x", &[rows + 2, cols], &padded)
+        .unwrap()
+        .rows_view(1, rows);
+    let wgt = ctx.upload("w", &[cols], &w).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let y = match wg {
+        None => norm::rms_norm(&mut rec, &xg, &wgt, eps).unwrap(),
+        Some(wg) => norm::rms_norm_with_workgroup(&mut rec, &xg, &wgt, eps, wg).unwrap(),
+    };
+    rec.submit().unwrap();
+    let got = ctx.read_f32(&y).unwrap();
+    // The mean square sums `cols` positive f32 values in different orders: relative error
+    // ≲ cols·2⁻²⁴ (5e-5 at 896, 3e-4 at 4864 in the worst case, ~√cols·2⁻²⁴ typically), halved
+    // by the square root; outputs are O(1)·|w| ≤ ~5. atol 1e-5 + rtol 1e-4 holds with margin
+    // for these widths; a wrong weight index or a missing eps changes values by ≥ 1e-3.
+    common::assert_close(
+        &format!("rms_norm rows={rows} cols={cols} wg={wg:?}"),
+        &got,
+        &cpu::rms_norm(&x, &w, cols, eps),
+        1e-5,
+        1e-4,
+    );
+}
+
+#[test]
+fn rms_norm_matches_twin() {
+    check_rms(3, 1, 30, None);
+    check_rms(5, 7, 31, None);
+    check_rms(2, 896, 32, None);
+    check_rms(1, 4864, 33, Some(8));
+    check_rms(4, 130, 34, Some(256));
+}
+
+#[test]
+fn rms_norm_rejects_a_wrong_weight() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let x = ctx.upload("x", &[2, 3], &[1.0f32; 6]).unwrap();
+    let w = ctx.upload("w", &[2], &[1.0f32; 2]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    assert!(norm::rms_norm(&mut rec, &x, &w, 1e-6).is_err());
+}

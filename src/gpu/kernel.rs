@@ -28,6 +28,9 @@ pub const ALL_SHADERS: &[&Shader] = &[
     &super::attention::SHADER,
     &super::topk::SHADER,
     &super::window_pool::SHADER,
+    &super::elementwise::SHADER,
+    &super::rope::SHADER,
+    &super::sample::SHADER,
 ];
 
 #[derive(Default)]

@@ -4,9 +4,12 @@
 pub mod attention;
 pub mod buffer;
 pub mod context;
+pub mod elementwise;
 pub mod kernel;
 pub mod linear;
 pub mod norm;
+pub mod rope;
+pub mod sample;
 pub mod topk;
 pub mod window_pool;
 

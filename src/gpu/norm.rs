@@ -1,4 +1,5 @@
-//! GPU norm kernel family: LayerNorm with a fused residual add (`shaders/norm.wgsl`).
+//! GPU norm kernel family (`shaders/norm.wgsl`): LayerNorm with an optional fused residual add,
+//! and RMSNorm.
 
 use super::buffer::GpuTensor;
 use super::kernel::{grid, Recorder, Shader};
@@ -59,16 +60,7 @@ pub fn layer_norm_with_workgroup(
     eps: f32,
     wg: u32,
 ) -> Result<GpuTensor> {
-    let limit = rec
-        .ctx
-        .limits
-        .max_compute_invocations_per_workgroup
-        .min(rec.ctx.limits.max_compute_workgroup_size_x);
-    if !wg.is_power_of_two() || wg > limit {
-        return Err(Error::input(format!(
-            "layer_norm: workgroup size {wg} must be a power of two ≤ {limit}"
-        )));
-    }
+    check_workgroup(rec, wg, "layer_norm")?;
     let (rows, cols) = (x.rows(), x.cols());
     if cols == 0 {
         return Err(Error::input(format!(
@@ -126,6 +118,82 @@ pub fn layer_norm_with_workgroup(
             beta.buffer(),
             out.buffer(),
         ],
+        g,
+    );
+    Ok(out)
+}
+
+/// Checks an explicit invocations-per-row count: a power of two within the device's limits.
+fn check_workgroup(rec: &Recorder, wg: u32, what: &str) -> Result<()> {
+    let limit = rec
+        .ctx
+        .limits
+        .max_compute_invocations_per_workgroup
+        .min(rec.ctx.limits.max_compute_workgroup_size_x);
+    if !wg.is_power_of_two() || wg > limit {
+        return Err(Error::input(format!(
+            "{what}: workgroup size {wg} must be a power of two ≤ {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// y = x / √(mean(x²) + eps) · gamma over the last axis of `x` (rows × cols). CPU twin:
+/// `crate::cpu::norm::rms_norm`.
+pub fn rms_norm(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    eps: f32,
+) -> Result<GpuTensor> {
+    let wg = default_workgroup(rec);
+    rms_norm_with_workgroup(rec, x, gamma, eps, wg)
+}
+
+/// [`rms_norm`] with an explicit number of invocations per row; for tests and benchmarks.
+pub fn rms_norm_with_workgroup(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    gamma: &GpuTensor,
+    eps: f32,
+    wg: u32,
+) -> Result<GpuTensor> {
+    check_workgroup(rec, wg, "rms_norm")?;
+    let (rows, cols) = (x.rows(), x.cols());
+    if cols == 0 || gamma.len() != cols {
+        return Err(Error::input(format!(
+            "rms_norm: weight {:?} must hold the {cols} values of the last axis of x {:?} (nonzero)",
+            gamma.shape, x.shape
+        )));
+    }
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(Error::input(format!(
+            "rms_norm: eps must be finite and ≥ 0, got {eps}"
+        )));
+    }
+    let out = rec.alloc("rms_norm.out", &[rows, cols])?;
+    if rows == 0 {
+        return Ok(out);
+    }
+    let pipeline = rec
+        .ctx
+        .pipeline(&SHADER, "rms_norm", &[("WG", wg as f64)])?;
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        x_off: x.off(),
+        r_off: 0,
+        g_off: gamma.off(),
+        b_off: 0,
+        y_off: out.off(),
+        has_residual: 0,
+        eps,
+    };
+    let g = grid(rec.ctx, rows as u32);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&params),
+        &[x.buffer(), gamma.buffer(), out.buffer()],
         g,
     );
     Ok(out)

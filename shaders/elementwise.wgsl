@@ -1,0 +1,162 @@
+// Elementwise kernels of the video-LLM (CPU twins: src/cpu/elementwise.rs) and row copies.
+//
+// One invocation per output element (`copy_rows`: per copied element), WG invocations per
+// workgroup, the flat id rebuilt as (wid.x + wid.y·nwg.x)·WG + lid (see `grid` in kernel.rs).
+//
+// `gelu`, `erf_values`, `round_bf16`: out[i] = f(x[i]).
+// `swiglu`: x rows of 2·cols values [gate | up] → out rows of cols: silu(gate)·up.
+// `residual_add`: out[i] = x[i] + γ[i % cols]·y[i % y_len] (γ = 1 without has_gamma); y_len
+//   divides the element count, so a short y repeats over groups of rows.
+// `copy_rows`: for each pair (src_row, dst_row) in `pairs`, out row dst_row = x row src_row;
+//   an embedding lookup (dst_row = i) and the scatter of rows into slots are both this.
+//
+// erf has no WGSL builtin. For |x| < 0.75 we use the rational minimax fit of Eigen's
+// `generic_fast_erf_float` (also XLA's ErfImpl32), erf(x) ≈ x·P(x²)/Q(x²), 6.5e-8 in exact
+// arithmetic; beyond, 1 − erfc(|x|) with the Chebyshev erfc the CPU twin uses. Measured against
+// the exact erf: below 2e-7 absolute over the whole line (tests/kernel_elementwise.rs).
+
+struct Params {
+    n: u32,          // output elements (`copy_rows`: pairs · cols)
+    cols: u32,
+    x_off: u32,
+    y_off: u32,
+    g_off: u32,
+    o_off: u32,
+    y_len: u32,
+    has_gamma: u32,
+    p_off: u32,      // offset of `pairs` (u32 pairs)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// `residual_add` only:
+@group(0) @binding(3) var<storage, read> y: array<f32>;
+@group(0) @binding(4) var<storage, read> gamma: array<f32>;
+// `copy_rows` only (shares binding 3 with `y`: never in the same entry point):
+@group(0) @binding(3) var<storage, read> pairs: array<u32>;
+
+fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid;
+}
+
+// erf for |x| < 0.75: the rational minimax fit x·P(x²)/Q(x²) (see the header).
+fn erf_rational(x: f32) -> f32 {
+    let x2 = x * x;
+    var a = -2.72614225801306e-10;
+    a = fma(a, x2, 2.77068142495902e-08);
+    a = fma(a, x2, -2.10102402082508e-06);
+    a = fma(a, x2, -5.69250639462346e-05);
+    a = fma(a, x2, -7.34990630326855e-04);
+    a = fma(a, x2, -2.95459980854025e-03);
+    a = fma(a, x2, -1.60960333262415e-02);
+    var b = -1.45660718464996e-05;
+    b = fma(b, x2, -2.13374055278905e-04);
+    b = fma(b, x2, -1.68282697438203e-03);
+    b = fma(b, x2, -7.37332916720468e-03);
+    b = fma(b, x2, -1.42647390514189e-02);
+    return x * a / b;
+}
+
+// erfc(z) for z ≥ 0 (Numerical Recipes' Chebyshev fit, 1.2e-7 relative; the twin's formula).
+fn erfc_cheb(z: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    var q = 0.17087277;
+    q = fma(q, t, -0.82215223);
+    q = fma(q, t, 1.48851587);
+    q = fma(q, t, -1.13520398);
+    q = fma(q, t, 0.27886807);
+    q = fma(q, t, -0.18628806);
+    q = fma(q, t, 0.09678418);
+    q = fma(q, t, 0.37409196);
+    q = fma(q, t, 1.00002368);
+    q = fma(q, t, -1.26551223);
+    return t * exp(q - z * z);
+}
+
+// Away from 0 the rational fit loses several ulps in f32 (2.4e-7 near 2), so |x| ≥ 0.75 uses
+// 1 − erfc(|x|) (erfc ≤ 0.29 there, which keeps its relative errors small in absolute terms).
+fn erf_approx(v: f32) -> f32 {
+    let z = abs(v);
+    if (z < 0.75) {
+        return erf_rational(v);
+    }
+    return sign(v) * (1.0 - erfc_cheb(min(z, 10.0)));
+}
+
+@compute @workgroup_size(WG)
+fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let v = x[p.x_off + i];
+    dst[p.o_off + i] = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
+}
+
+@compute @workgroup_size(WG)
+fn erf_values(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    dst[p.o_off + i] = erf_approx(x[p.x_off + i]);
+}
+
+@compute @workgroup_size(WG)
+fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let row = i / p.cols;
+    let c = i % p.cols;
+    let base = p.x_off + row * 2u * p.cols;
+    let g = x[base + c];
+    let u = x[base + p.cols + c];
+    dst[p.o_off + i] = g / (1.0 + exp(-g)) * u;
+}
+
+@compute @workgroup_size(WG)
+fn residual_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    var b = y[p.y_off + i % p.y_len];
+    if (p.has_gamma != 0u) {
+        b *= gamma[p.g_off + i % p.cols];
+    }
+    dst[p.o_off + i] = x[p.x_off + i] + b;
+}
+
+// Round to the nearest bfloat16, ties to even, on the bit pattern (the f32 arithmetic of a GPU
+// may flush or reorder; integer ops are exact). NaN stays a quiet NaN as in the `half` crate.
+@compute @workgroup_size(WG)
+fn round_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let bits = bitcast<u32>(x[p.x_off + i]);
+    var r: u32;
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        r = (bits | 0x00400000u) & 0xffff0000u;
+    } else {
+        let lsb = (bits >> 16u) & 1u;
+        r = (bits + 0x7fffu + lsb) & 0xffff0000u;
+    }
+    dst[p.o_off + i] = bitcast<f32>(r);
+}
+
+@compute @workgroup_size(WG)
+fn copy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let pair = i / p.cols;
+    let c = i % p.cols;
+    let src = pairs[p.p_off + 2u * pair];
+    let to = pairs[p.p_off + 2u * pair + 1u];
+    dst[p.o_off + to * p.cols + c] = x[p.x_off + src * p.cols + c];
+}
