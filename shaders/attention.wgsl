@@ -16,6 +16,13 @@
 // four keys at a time, the accumulator rescaled by exp(m_old − m_new) on the first block (running
 // max m and sum l in f32). Keys of a partial last block get the score −3e38, i.e. weight 0.
 //
+// Decoder extensions (src/gpu/attention.rs, `attention_cached`): with kv_group > 1 query head h
+// reads key/value head h / kv_group (grouped-query attention); with `causal`, query row i sees
+// only keys j ≤ i + causal_off (a KV cache whose first query row sits at position causal_off),
+// the key loop of a workgroup stops after its last row's last visible key, and masked keys get
+// the score −3e38 like padding. Key 0 is visible to every row, so the first tile always sets a
+// finite running max. Existing callers pass kv_group = 1, causal = 0: unchanged behaviour.
+//
 // `probs`: the softmax weights (groups, heads, q_len, kv_len), one invocation per query row, two
 // passes over the keys (running max and sum, then normalised weights).
 //
@@ -45,6 +52,9 @@ struct Params {
     v_rs: u32,
     o_gs: u32,
     o_rs: u32,
+    kv_group: u32,   // query heads per key/value head (GQA); 1 = plain multi-head
+    causal: u32,     // 1: query row i sees keys j ≤ i + causal_off only (`attend`)
+    causal_off: u32, // cache position of query row 0
     _pad: u32,
 }
 
@@ -149,8 +159,17 @@ fn attend(
     let gh = flat / p.q_blocks;
     let head = gh % p.heads;
     let group = gh / p.heads;
+    let kvh = head / p.kv_group;
     let hd4 = (p.head_dim + 3u) / 4u;
     let row = block * WG + lid;
+    // Keys this workgroup visits (uniform across it, so the barriers below stay uniform) and
+    // the last key this invocation's row may see.
+    var kv_end = p.kv_len;
+    var last_key = p.kv_len;
+    if (p.causal != 0u) {
+        kv_end = min(p.kv_len, block * WG + WG + p.causal_off);
+        last_key = row + p.causal_off;
+    }
 
     // This invocation's query row, pre-multiplied by the scale (rows past q_len repeat the last
     // row so every read stays in bounds; their results are not written), and its accumulator.
@@ -168,8 +187,8 @@ fn attend(
     let tile = min(TILE_VEC4 / hd4 / 4u, MAX_BLOCKS) * 4u;
     // Scores (then weights) of the current tile, keys 4b..4b+3 in s[b].
     var s: array<vec4<f32>, MAX_BLOCKS>;
-    for (var j0 = 0u; j0 < p.kv_len; j0 += tile) {
-        let n = min(tile, p.kv_len - j0);
+    for (var j0 = 0u; j0 < kv_end; j0 += tile) {
+        let n = min(tile, kv_end - j0);
         let nb = (n + 3u) / 4u;
         if (STAGE) {
             workgroupBarrier();   // everyone is done with the previous tile
@@ -179,8 +198,8 @@ fn attend(
                 var kv = vec4<f32>(0.0);
                 var vv = vec4<f32>(0.0);
                 if (j < n) {
-                    kv = ld_k(k_row(group, head, j0 + j), d);
-                    vv = ld_v(v_row(group, head, j0 + j), d);
+                    kv = ld_k(k_row(group, kvh, j0 + j), d);
+                    vv = ld_v(v_row(group, kvh, j0 + j), d);
                 }
                 ktile[e] = kv;
                 vtile[e] = vv;
@@ -195,14 +214,16 @@ fn attend(
             for (var d4 = 0u; d4 < hd4; d4++) {
                 let qv = q[d4];
                 sb += vec4<f32>(
-                    dot(qv, key4(group, head, j0, 4u * b, d4, hd4)),
-                    dot(qv, key4(group, head, j0, 4u * b + 1u, d4, hd4)),
-                    dot(qv, key4(group, head, j0, 4u * b + 2u, d4, hd4)),
-                    dot(qv, key4(group, head, j0, 4u * b + 3u, d4, hd4)),
+                    dot(qv, key4(group, kvh, j0, 4u * b, d4, hd4)),
+                    dot(qv, key4(group, kvh, j0, 4u * b + 1u, d4, hd4)),
+                    dot(qv, key4(group, kvh, j0, 4u * b + 2u, d4, hd4)),
+                    dot(qv, key4(group, kvh, j0, 4u * b + 3u, d4, hd4)),
                 );
             }
-            // Keys past the end of a partial last block get weight 0.
-            let valid = vec4<u32>(4u * b) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
+            // Keys past the end of a partial last block, and keys after a causal row's
+            // position, get weight 0.
+            let jv = vec4<u32>(4u * b) + vec4<u32>(0u, 1u, 2u, 3u);
+            let valid = (jv < vec4<u32>(n)) & (vec4<u32>(j0) + jv <= vec4<u32>(last_key));
             sb = select(vec4<f32>(NEG_BIG), sb, valid);
             s[b] = sb;
             tmax = max(tmax, max(max(sb.x, sb.y), max(sb.z, sb.w)));
@@ -223,10 +244,10 @@ fn attend(
             let c = select(1.0, corr, b == 0u);
             for (var d4 = 0u; d4 < hd4; d4++) {
                 var a = acc[d4] * c;
-                a = fma(val4(group, head, j0, 4u * b, d4, hd4), vec4<f32>(w.x), a);
-                a = fma(val4(group, head, j0, 4u * b + 1u, d4, hd4), vec4<f32>(w.y), a);
-                a = fma(val4(group, head, j0, 4u * b + 2u, d4, hd4), vec4<f32>(w.z), a);
-                a = fma(val4(group, head, j0, 4u * b + 3u, d4, hd4), vec4<f32>(w.w), a);
+                a = fma(val4(group, kvh, j0, 4u * b, d4, hd4), vec4<f32>(w.x), a);
+                a = fma(val4(group, kvh, j0, 4u * b + 1u, d4, hd4), vec4<f32>(w.y), a);
+                a = fma(val4(group, kvh, j0, 4u * b + 2u, d4, hd4), vec4<f32>(w.z), a);
+                a = fma(val4(group, kvh, j0, 4u * b + 3u, d4, hd4), vec4<f32>(w.w), a);
                 acc[d4] = a;
             }
         }
@@ -269,7 +290,7 @@ fn probs(
     var m = NEG_BIG;
     var l = 0.0;
     for (var j = 0u; j < p.kv_len; j++) {
-        let kb = k_row(group, head, j);
+        let kb = k_row(group, head / p.kv_group, j);
         var dv = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < hd4; d4++) {
             dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
@@ -287,7 +308,7 @@ fn probs(
     let inv = 1.0 / l;
     let obase = p.out_off + flat * p.kv_len;
     for (var j = 0u; j < p.kv_len; j++) {
-        let kb = k_row(group, head, j);
+        let kb = k_row(group, head / p.kv_group, j);
         var dv = vec4<f32>(0.0);
         for (var d4 = 0u; d4 < hd4; d4++) {
             dv = fma(q[d4], ld_k(kb, d4 * 4u), dv);
@@ -361,6 +382,6 @@ fn transpose_v(
     let group = gh / p.heads;
     let obase = p.out_off + row * p.kv_len;
     for (var j = j0; j < min(j0 + 4u, p.kv_len); j++) {
-        t_dst[obase + j] = t_src[v_row(group, head, j) + d];
+        t_dst[obase + j] = t_src[v_row(group, head / p.kv_group, j) + d];
     }
 }

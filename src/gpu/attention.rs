@@ -44,6 +44,9 @@ struct Params {
     v_rs: u32,
     o_gs: u32,
     o_rs: u32,
+    kv_group: u32,
+    causal: u32,
+    causal_off: u32,
     _pad: u32,
 }
 
@@ -212,13 +215,16 @@ fn params(
     v: Option<&GpuTensor>,
     out: Option<&GpuTensor>,
     g: &AttnGeometry,
+    kv_group: usize,
 ) -> Result<Params> {
     check_geometry(g)?;
     let width = g.heads.saturating_mul(g.head_dim);
+    // k and v rows hold heads / kv_group heads (grouped-query attention).
+    let kv_width = (g.heads / kv_group.max(1)).saturating_mul(g.head_dim);
     let (q_off, q_gs, q_rs) = operand("q", q, &g.q, g.groups, g.q_len, width)?;
-    let (k_off, k_gs, k_rs) = operand("k", k, &g.k, g.groups, g.kv_len, width)?;
+    let (k_off, k_gs, k_rs) = operand("k", k, &g.k, g.groups, g.kv_len, kv_width)?;
     let (v_off, v_gs, v_rs) = match v {
-        Some(v) => operand("v", v, &g.v, g.groups, g.kv_len, width)?,
+        Some(v) => operand("v", v, &g.v, g.groups, g.kv_len, kv_width)?,
         None => (0, 0, 0),
     };
     let (out_off, o_gs, o_rs) = match out {
@@ -245,6 +251,9 @@ fn params(
         v_rs,
         o_gs,
         o_rs,
+        kv_group: kv_group.max(1) as u32,
+        causal: 0,
+        causal_off: 0,
         _pad: 0,
     })
 }
@@ -279,18 +288,169 @@ pub fn attention_tuned(
             "attention: `out` must not share a buffer with q, k or v",
         ));
     }
-    let mut p = params(q, k, Some(v), Some(out), g)?;
+    let p = params(q, k, Some(v), Some(out), g, 1)?;
     if g.groups == 0 || g.q_len == 0 {
         return Ok(());
     }
     let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
-    let t = match strategy.unwrap_or_else(|| Strategy::choose(is_cpu, g.q_len, g.kv_len)) {
-        Strategy::Flash(t) => t,
-        Strategy::Gemm { scratch_bytes } => {
-            return attention_gemm(rec, q, k, v, out, g, &p, scratch_bytes)
+    match strategy.unwrap_or_else(|| Strategy::choose(is_cpu, g.q_len, g.kv_len)) {
+        Strategy::Flash(t) => flash(rec, q, k, v, out, p, t),
+        Strategy::Gemm { scratch_bytes } => attention_gemm(rec, q, k, v, out, g, &p, scratch_bytes),
+    }
+}
+
+/// How a decoder's attention over its KV cache differs from plain multi-head attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheAttention {
+    /// Query heads per key/value head (grouped-query attention): query head h reads k/v head
+    /// h / kv_group. k and v rows then hold heads / kv_group heads.
+    pub kv_group: usize,
+    /// Some(p): query row i sits at cache position p + i and sees keys 0..=p + i only.
+    pub causal_offset: Option<usize>,
+}
+
+/// Attention of q over cached keys and values: `g` as for [`attention`] with `g.heads` query
+/// heads, extended by `c` (grouped-query heads, causal mask). Always the fused flash kernel
+/// (the GEMM route has neither extension). CPU twin:
+/// `crate::cpu::kv_attention::causal_attention` (causal, groups = 1, rows from the cache start).
+pub fn attention_cached(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    g: &AttnGeometry,
+    c: CacheAttention,
+) -> Result<()> {
+    if c.kv_group == 0 || g.heads % c.kv_group != 0 {
+        return Err(Error::input(format!(
+            "attention: {} query heads cannot share key/value heads in groups of {}",
+            g.heads, c.kv_group
+        )));
+    }
+    if [q, k, v].iter().any(|t| t.same_buffer(out)) {
+        return Err(Error::input(
+            "attention: `out` must not share a buffer with q, k or v",
+        ));
+    }
+    let mut p = params(q, k, Some(v), Some(out), g, c.kv_group)?;
+    if let Some(off) = c.causal_offset {
+        if off + g.q_len > g.kv_len {
+            return Err(Error::input(format!(
+                "attention: causal rows reach position {} but only {} keys are given",
+                off + g.q_len,
+                g.kv_len
+            )));
         }
+        p.causal = 1;
+        p.causal_off = u32::try_from(off)
+            .map_err(|_| Error::input("attention: causal offset exceeds 32 bits"))?;
+    }
+    if g.groups == 0 || g.q_len == 0 {
+        return Ok(());
+    }
+    let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
+    flash(rec, q, k, v, out, p, AttendTuning::choose(is_cpu, g.q_len))
+}
+
+/// A decoder's causal grouped-query attention over its cache: q (R, heads·head_dim), row r at
+/// position `position + r`, over rows 0..position + R of `keys` and `values` (capacity,
+/// kv_heads·head_dim), scale 1/√head_dim. A new (R, heads·head_dim) tensor. CPU twin:
+/// `crate::cpu::kv_attention::causal_attention`.
+///
+/// One row (decode) folds the query heads that share a key/value head into the rows of one
+/// non-causal problem per kv head — kv_heads groups of heads/kv_heads rows, every row seeing
+/// all position + 1 keys — so each staged K/V tile serves all of them. Several rows (prefill)
+/// use the causal, grouped-query form of the flash kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn decoder_attention(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    keys: &GpuTensor,
+    values: &GpuTensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    position: usize,
+) -> Result<GpuTensor> {
+    if kv_heads == 0 || heads == 0 || heads % kv_heads != 0 || head_dim == 0 {
+        return Err(Error::input(format!(
+            "decoder attention: {heads} query heads must be a nonzero multiple of {kv_heads} key/value heads"
+        )));
+    }
+    let (rows, width, kv_width) = (q.rows(), heads * head_dim, kv_heads * head_dim);
+    if q.cols() != width || keys.cols() != kv_width || values.cols() != kv_width {
+        return Err(Error::input(format!(
+            "decoder attention: q {:?} must hold {heads}×{head_dim} values per row and the cache {:?} {kv_heads}×{head_dim}",
+            q.shape, keys.shape
+        )));
+    }
+    let kv_len = position + rows;
+    if kv_len > keys.rows() || kv_len > values.rows() {
+        return Err(Error::input(format!(
+            "decoder attention: rows at positions {position}..{kv_len} exceed the cache of {} positions",
+            keys.rows()
+        )));
+    }
+    let out = rec.alloc("decoder_attention.out", &[rows, width])?;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let op = |group_stride, row_stride| Operand {
+        offset: 0,
+        group_stride,
+        row_stride,
     };
-    p.q_blocks = g.q_len.div_ceil(t.wg as usize) as u32;
+    if rows == 1 {
+        let g = AttnGeometry {
+            groups: kv_heads,
+            q_len: group,
+            kv_len,
+            heads: 1,
+            head_dim,
+            scale,
+            q: op(group * head_dim, head_dim),
+            k: op(head_dim, kv_width),
+            v: op(head_dim, kv_width),
+            out: op(group * head_dim, head_dim),
+        };
+        let c = CacheAttention {
+            kv_group: 1,
+            causal_offset: None,
+        };
+        attention_cached(rec, q, keys, values, &out, &g, c)?;
+    } else {
+        let g = AttnGeometry {
+            groups: 1,
+            q_len: rows,
+            kv_len,
+            heads,
+            head_dim,
+            scale,
+            q: op(0, width),
+            k: op(0, kv_width),
+            v: op(0, kv_width),
+            out: op(0, width),
+        };
+        let c = CacheAttention {
+            kv_group: group,
+            causal_offset: Some(position),
+        };
+        attention_cached(rec, q, keys, values, &out, &g, c)?;
+    }
+    Ok(out)
+}
+
+/// Records the fused `attend` kernel for validated parameters.
+fn flash(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    mut p: Params,
+    t: AttendTuning,
+) -> Result<()> {
+    p.q_blocks = p.q_len.div_ceil(t.wg);
     let pipeline = rec.ctx.pipeline(
         &SHADER,
         "attend",
@@ -461,7 +621,7 @@ pub fn attention_probs(
     k: &GpuTensor,
     g: &AttnGeometry,
 ) -> Result<GpuTensor> {
-    let p = params(q, k, None, None, g)?;
+    let p = params(q, k, None, None, g, 1)?;
     let out = rec.alloc("attention_probs", &[g.groups, g.heads, g.q_len, g.kv_len])?;
     let rows = g.groups * g.heads * g.q_len;
     if rows == 0 {
