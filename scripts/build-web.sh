@@ -10,7 +10,7 @@ ensure_wasm_bindgen
 cargo build -p linvt-web --lib --target wasm32-unknown-unknown --profile wasm-release
 rm -rf web/pkg
 wasm-bindgen --target web --out-dir web/pkg \
-  target/wasm32-unknown-unknown/wasm-release/linvt_web.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm-release/linvt_web.wasm"
 wasm="web/pkg/linvt_web_bg.wasm"
 if [ "${LINVT_WASM_OPT:-0}" = 1 ]; then
   # Opt-in: binaryen's wasm-opt shrinks the bundle by about a third, but Debian 12's binaryen

@@ -4,7 +4,7 @@
 #     fixtures through the JavaScript API, config precedence, bad input;
 #  2. the release bundle (scripts/build-web.sh, < 1 MiB);
 #  3. the demo page served on 127.0.0.1, checked headlessly: it must report "ok"; the
-#     screenshot goes to target/web-demo.png and the page's timings are printed.
+#     screenshot goes to target/web-demo.png (under CARGO_TARGET_DIR if set) and the page's timings are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/web-env.sh
@@ -36,4 +36,4 @@ for _ in $(seq 50); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
   sleep 0.1
 done
-python3 web/check_demo.py "http://127.0.0.1:$port/" target/web-demo.png
+python3 web/check_demo.py "http://127.0.0.1:$port/" "${CARGO_TARGET_DIR:-target}/web-demo.png"
