@@ -82,14 +82,25 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Benchmark a video-LLM model directory instead (vision frames/s, LinVT ms, prefill
+        /// and decode tokens/s on a synthetic clip).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --model: where it runs (default: the GPU when available, else the CPU).
+        #[arg(long, value_enum, requires = "model")]
+        backend: Option<Backend>,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
-    /// Condense a synthetic clip with seeded weights on the GPU and the CPU; no files needed.
+    /// The whole video-LLM on a generated clip with the embedded tiny model (random weights);
+    /// no files needed.
     Demo {
-        /// Where to write the picture of selected (frame, token) cells.
+        /// Where to write the picture (provenance, or with --condense-only the selected cells).
         #[arg(long, default_value = "linvt-demo.png")]
         png: PathBuf,
+        /// Only condense a synthetic clip's tokens with seeded LinVT weights (GPU and CPU).
+        #[arg(long)]
+        condense_only: bool,
     },
 }
 
@@ -148,7 +159,28 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 storage,
             )
         }
-        Command::Bench { shape, json } => {
+        Command::Bench {
+            model: Some(dir),
+            json,
+            backend,
+            ..
+        } => {
+            let opts = linvt::vlm::bench_model::BenchModelOptions {
+                backend: backend.map(|b| match b {
+                    Backend::Gpu => linvt::vlm::model::Backend::Gpu,
+                    Backend::Cpu => linvt::vlm::model::Backend::Cpu,
+                }),
+                ..Default::default()
+            };
+            let report = linvt::vlm::bench_model::run(&dir, &opts)?;
+            if json {
+                println!("{}", linvt::vlm::bench_model::to_json(&report));
+            } else {
+                linvt::vlm::bench_model::print_table(&report);
+            }
+            Ok(())
+        }
+        Command::Bench { shape, json, .. } => {
             let shape = match shape {
                 BenchShape::Official => linvt::bench::BenchShape::official(),
                 BenchShape::Paper => linvt::bench::BenchShape::paper(),
@@ -167,7 +199,11 @@ fn run(cmd: Command) -> linvt::Result<()> {
             Ok(())
         }
         Command::Ask(args) => linvt::vlm::ask_cli::run(args),
-        Command::Demo { png } => linvt::demo::run(&png),
+        Command::Demo {
+            png,
+            condense_only: true,
+        } => linvt::demo::run(&png),
+        Command::Demo { png, .. } => linvt::vlm::demo::run(&png),
     }
 }
 

@@ -5,9 +5,13 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ask_cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench_model;
 pub mod config;
 pub mod cpu_exec;
 pub mod decoder;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod demo;
 pub mod engine;
 pub mod intern_vit;
 pub mod internlm2;
@@ -20,6 +24,9 @@ pub mod preprocess;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod prompt;
 pub mod qwen2;
+pub mod synthetic;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod tiny_model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tokenizer;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,0 +1,356 @@
+//! `linvt bench --model DIR`: a model directory's throughput per stage on a synthetic clip —
+//! vision-encoder frames/s, LinVT ms, prefill tokens/s, decode tokens/s — as the median of
+//! several repetitions after a warm-up. The stage functions here are also what the criterion
+//! benches (benches/vlm.rs) time, so both measure the same work.
+//!
+//! Every stage ends by reading one row (or the sampled id) back to the host, so on a GPU the
+//! time covers the device work, not just its recording.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::config::VlmConfig;
+use super::engine::Engine;
+use super::model::{open_model_dir, Backend};
+use super::ops::VlmOps;
+use super::preprocess::pixel_values;
+use super::prompt::{Prompt, Template};
+use super::synthetic::moving_square_clip;
+use super::tokenizer::Tokenizer;
+use crate::cpu::sample::SamplingParams;
+use crate::error::{Error, Result};
+use crate::linvt::cpu_exec::CpuOps;
+use crate::linvt::forward::Want;
+use crate::tensor::Tensor;
+
+/// The question of every benchmark prompt (its length sets the prompt's, with the template).
+pub const QUESTION: &str = "Describe what happens in this video.";
+
+#[derive(Clone, Debug)]
+pub struct BenchModelOptions {
+    /// Frames of the synthetic clip.
+    pub frames: usize,
+    /// Timed repetitions (after one warm-up); each figure is their median.
+    pub reps: usize,
+    /// Decode steps per repetition.
+    pub decode_steps: usize,
+    /// None: the GPU when its executor and an adapter are available, else the CPU.
+    pub backend: Option<Backend>,
+}
+
+impl Default for BenchModelOptions {
+    fn default() -> Self {
+        BenchModelOptions {
+            frames: 8,
+            reps: 5,
+            decode_steps: 16,
+            backend: None,
+        }
+    }
+}
+
+/// What `bench --model` reports (also its JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelBench {
+    pub adapter: String,
+    pub backend: String,
+    pub frames: usize,
+    pub vision_tokens: usize,
+    pub linvt_tokens: usize,
+    pub prompt_tokens: usize,
+    pub decode_steps: usize,
+    pub reps: usize,
+    pub vision_frames_per_s: f64,
+    pub linvt_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Median ms per stage: preprocess (host), vision, linvt, prefill, decode_step.
+    pub stage_ms: Vec<(String, f64)>,
+}
+
+/// The host-side inputs every repetition reuses: the clip's pixel values and the prompt.
+pub struct BenchInputs {
+    pub pixels: Tensor,
+    pub frames: usize,
+    pub prompt: Prompt,
+    /// Host milliseconds to preprocess the clip (resize + normalise).
+    pub preprocess_ms: f64,
+}
+
+impl BenchInputs {
+    /// A `frames`-frame synthetic clip at the model's image size and the benchmark prompt.
+    pub fn new(dir: &Path, config: &VlmConfig, frames: usize) -> Result<Self> {
+        if frames == 0 {
+            return Err(Error::input("the benchmark needs at least one frame"));
+        }
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let template = Template::by_name(&config.template)?;
+        let prompt = Prompt::build(
+            &tokenizer,
+            &template,
+            QUESTION,
+            config.num_video_query_token,
+        )?;
+        let clip = moving_square_clip(frames, config.vision.image_size);
+        let t0 = Instant::now();
+        let pixels = pixel_values(&clip, config.vision.image_size)?;
+        Ok(BenchInputs {
+            pixels,
+            frames,
+            prompt,
+            preprocess_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// Waits for `t` by reading its first row back (a no-op copy on the CPU).
+fn sync<O: VlmOps>(ops: &mut O, t: &O::T) -> Result<()> {
+    let row = ops.rows(t, 0, 1);
+    ops.read_back(&row).map(drop)
+}
+
+/// InternViT + pixel shuffle + `mlp1`: the visual tokens (F·N, E).
+pub fn vision_stage<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs) -> Result<O::T> {
+    let tokens = e.vision(&inputs.pixels)?;
+    sync(&mut e.ops, &tokens)?;
+    Ok(tokens)
+}
+
+/// LinVT on the visual tokens, conditioned on the preset's text slice, cast to bf16: the rows
+/// written over the `<IMG_CONTEXT>` embeddings.
+pub fn linvt_stage<O: VlmOps>(
+    e: &mut Engine<O>,
+    inputs: &BenchInputs,
+    visual: &O::T,
+) -> Result<O::T> {
+    let text = e.embed(inputs.prompt.value_ids(e.linvt_config.preset)?)?;
+    let out = e.condense(visual, inputs.frames, &text, Want::default())?;
+    let rows = e.ops.round_bf16(&out.output)?;
+    sync(&mut e.ops, &rows)?;
+    Ok(rows)
+}
+
+/// The prompt's embeddings with the LinVT rows in place (not timed: a gather and a scatter).
+pub fn prompt_embeds<O: VlmOps>(
+    e: &mut Engine<O>,
+    inputs: &BenchInputs,
+    rows: &O::T,
+) -> Result<O::T> {
+    let p = &inputs.prompt;
+    e.prompt_embeds(&p.ids, &p.context_positions, rows)
+}
+
+/// The prompt through the decoder into a fresh cache with room for `decode_steps` more
+/// positions, and the first (greedy) token.
+pub fn prefill_stage<O: VlmOps>(
+    e: &mut Engine<O>,
+    embeds: &O::T,
+    decode_steps: usize,
+) -> Result<(O::Kv, u32)> {
+    let len = e.ops.row_count(embeds);
+    let mut cache = e.new_cache(len + decode_steps)?;
+    let hidden = e.decode(embeds, &mut cache, 0)?;
+    let last = e.ops.rows(&hidden, len - 1, 1);
+    let logits = e.logits(&last)?;
+    let id = e.ops.sample(&logits, &SamplingParams::default(), 0.0)?;
+    Ok((cache, id))
+}
+
+/// One decode step: token `id` at `position` → the next (greedy) token.
+pub fn decode_step<O: VlmOps>(
+    e: &mut Engine<O>,
+    cache: &mut O::Kv,
+    id: u32,
+    position: usize,
+) -> Result<u32> {
+    let x = e.embed(&[id])?;
+    let hidden = e.decode(&x, cache, position)?;
+    let logits = e.logits(&hidden)?;
+    e.ops.sample(&logits, &SamplingParams::default(), 0.0)
+}
+
+/// Loads a model directory onto the CPU executor.
+pub fn cpu_engine(dir: &Path) -> Result<Engine<CpuOps>> {
+    let (config, store) = open_model_dir(dir)?;
+    let ops = CpuOps::new(config.tokens_per_frame());
+    Engine::load(ops, &store, config, &mut || {})
+}
+
+/// Stage times of one repetition, in ms.
+struct Rep {
+    vision: f64,
+    linvt: f64,
+    prefill: f64,
+    decode_step: f64,
+}
+
+fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> Result<Rep> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let visual = vision_stage(e, inputs)?;
+    let vision = ms(t);
+    let t = Instant::now();
+    let rows = linvt_stage(e, inputs, &visual)?;
+    let linvt = ms(t);
+    let embeds = prompt_embeds(e, inputs, &rows)?;
+    let t = Instant::now();
+    let (mut cache, mut id) = prefill_stage(e, &embeds, steps)?;
+    let prefill = ms(t);
+    let len = inputs.prompt.ids.len();
+    let t = Instant::now();
+    for position in len..len + steps {
+        id = decode_step(e, &mut cache, id, position)?;
+    }
+    let decode_step = ms(t) / steps.max(1) as f64;
+    Ok(Rep {
+        vision,
+        linvt,
+        prefill,
+        decode_step,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Warm-up, then `reps` timed repetitions on a loaded engine.
+pub fn measure<O: VlmOps>(
+    e: &mut Engine<O>,
+    inputs: &BenchInputs,
+    opts: &BenchModelOptions,
+    adapter: &str,
+    backend: &str,
+) -> Result<ModelBench> {
+    if opts.reps == 0 || opts.decode_steps == 0 {
+        return Err(Error::input(
+            "the benchmark needs at least one repetition and one decode step",
+        ));
+    }
+    let max_pos = e.config.llm.max_positions;
+    let len = inputs.prompt.ids.len();
+    if len + opts.decode_steps > max_pos {
+        return Err(Error::input(format!(
+            "the benchmark prompt ({len} tokens) plus {} decode steps exceeds the model's context of {max_pos}",
+            opts.decode_steps
+        )));
+    }
+    // Warm-up: first dispatches compile pipelines and fill buffer pools.
+    one_rep(e, inputs, opts.decode_steps)?;
+    let reps = (0..opts.reps)
+        .map(|_| one_rep(e, inputs, opts.decode_steps))
+        .collect::<Result<Vec<_>>>()?;
+    let med = |f: fn(&Rep) -> f64| median(reps.iter().map(f).collect());
+    let (vision, linvt, prefill, decode_step) = (
+        med(|r| r.vision),
+        med(|r| r.linvt),
+        med(|r| r.prefill),
+        med(|r| r.decode_step),
+    );
+    let per_s = |count: usize, ms: f64| count as f64 / (ms.max(1e-9) / 1e3);
+    Ok(ModelBench {
+        adapter: adapter.to_string(),
+        backend: backend.to_string(),
+        frames: inputs.frames,
+        vision_tokens: inputs.frames * e.config.tokens_per_frame(),
+        linvt_tokens: e.config.num_video_query_token,
+        prompt_tokens: len,
+        decode_steps: opts.decode_steps,
+        reps: opts.reps,
+        vision_frames_per_s: per_s(inputs.frames, vision),
+        linvt_ms: linvt,
+        prefill_tokens_per_s: per_s(len, prefill),
+        decode_tokens_per_s: per_s(1, decode_step),
+        stage_ms: vec![
+            ("preprocess".into(), inputs.preprocess_ms),
+            ("vision".into(), vision),
+            ("linvt".into(), linvt),
+            ("prefill".into(), prefill),
+            ("decode_step".into(), decode_step),
+        ],
+    })
+}
+
+/// The GPU run. The video-LLM's GPU executor (src/vlm/gpu_exec.rs) is not on main yet; when it
+/// lands, this loads `Engine::load(GpuOps::new(Recorder::new(ctx, pool)), ..)` on
+/// `gpu_exec::shared_gpu()` and calls `measure` with the adapter's name.
+fn run_gpu(_dir: &Path, _inputs: &BenchInputs, _opts: &BenchModelOptions) -> Result<ModelBench> {
+    Err(Error::input(
+        "the GPU executor of the video-LLM is not available yet; use --backend cpu",
+    ))
+}
+
+/// Loads `dir` and benchmarks it on the requested backend (or the best available one; a GPU
+/// that cannot run it is reported on stderr before falling back to the CPU).
+pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let (config, _) = open_model_dir(dir)?;
+    let inputs = BenchInputs::new(dir, &config, opts.frames)?;
+    match opts.backend {
+        Some(Backend::Gpu) => run_gpu(dir, &inputs, opts),
+        Some(Backend::Cpu) => run_cpu(dir, &inputs, opts),
+        None => run_gpu(dir, &inputs, opts).or_else(|e| {
+            eprintln!("note: benchmarking on the CPU ({e})");
+            run_cpu(dir, &inputs, opts)
+        }),
+    }
+}
+
+fn run_cpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let mut e = cpu_engine(dir)?;
+    measure(&mut e, inputs, opts, "cpu (reference executor)", "cpu")
+}
+
+/// The report as a table.
+pub fn print_table(b: &ModelBench) {
+    println!("model bench on {} ({})", b.adapter, b.backend);
+    println!(
+        "clip: {} frames → {} vision tokens → {} LinVT tokens; prompt {} tokens; {} decode steps; median of {} reps",
+        b.frames, b.vision_tokens, b.linvt_tokens, b.prompt_tokens, b.decode_steps, b.reps
+    );
+    println!("  vision encoder  {:>10.1} frames/s", b.vision_frames_per_s);
+    println!("  LinVT           {:>10.2} ms", b.linvt_ms);
+    println!(
+        "  prefill         {:>10.1} tokens/s",
+        b.prefill_tokens_per_s
+    );
+    println!("  decode          {:>10.1} tokens/s", b.decode_tokens_per_s);
+    let parts: Vec<String> = b
+        .stage_ms
+        .iter()
+        .map(|(n, ms)| format!("{n} {ms:.2}"))
+        .collect();
+    println!("  stage ms: {}", parts.join(", "));
+}
+
+/// The report as one JSON object: stage_ms becomes an object keyed by stage.
+pub fn to_json(b: &ModelBench) -> serde_json::Value {
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    v["stage_ms"] = b
+        .stage_ms
+        .iter()
+        .map(|(k, ms)| (k.clone(), serde_json::json!(ms)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
