@@ -165,3 +165,89 @@ fn info_lists_adapters() {
         );
     }
 }
+
+/// `linvt demo` from an empty directory: the whole pipeline on the embedded tiny model. It must
+/// say the weights are random, print an answer line and the token counts of the tiny model
+/// (8 frames × 4 tokens per frame = 32 vision tokens → 8 LinVT tokens), and write a provenance
+/// PNG of 8 tiles of 128×128 (src/vlm/picture.rs).
+#[test]
+fn demo_runs_the_whole_video_llm() {
+    let dir = out_path("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_linvt"))
+        .arg("demo")
+        .current_dir(&dir)
+        .output()
+        .expect("binary runs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "demo failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("RANDOM"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("answer (")),
+        "no answer line: {stdout}"
+    );
+    assert!(
+        stdout.contains("8 frames → 32 vision tokens (4 per frame) → 8 LinVT tokens"),
+        "{stdout}"
+    );
+    for stage in ["vision", "linvt", "prefill", "decode"] {
+        assert!(stdout.contains(stage), "no {stage} timing: {stdout}");
+    }
+    let img = image::open(dir.join("linvt-demo.png")).expect("the demo writes a readable PNG");
+    assert_eq!((img.width(), img.height()), (8 * 128, 128));
+}
+
+#[test]
+fn demo_condense_only_keeps_the_linvt_demo() {
+    let png = out_path("condense-only.png");
+    let o = linvt(&["demo", "--condense-only", "--png", png.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("selected cells drawn to"), "{stdout}");
+    image::open(&png).expect("a readable PNG");
+}
+
+/// `bench --model` on the tiny model: one JSON object whose four figures are positive and
+/// whose token counts are the tiny model's.
+#[test]
+fn bench_model_json_reports_the_four_figures() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2");
+    let o = linvt(&["bench", "--model", dir.to_str().unwrap(), "--json"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for key in [
+        "vision_frames_per_s",
+        "linvt_ms",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+    ] {
+        let x = v[key].as_f64().unwrap_or(f64::NAN);
+        assert!(x > 0.0 && x.is_finite(), "{key} = {x} in {stdout}");
+    }
+    assert_eq!(v["vision_tokens"], 32);
+    assert_eq!(v["linvt_tokens"], 8);
+    assert!(v["adapter"].is_string() && v["backend"].is_string());
+    for stage in ["vision", "linvt", "prefill", "decode_step"] {
+        assert!(
+            v["stage_ms"][stage].as_f64().is_some(),
+            "{stage} in {stdout}"
+        );
+    }
+    // A directory that is not a model: a clear error, no panic.
+    let o = linvt(&["bench", "--model", "/nonexistent-model", "--json"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("is not a model directory"),
+        "{stderr}"
+    );
+}
