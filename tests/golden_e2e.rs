@@ -272,3 +272,25 @@ fn golden_on<O: VlmOps>(ops: O) {
 fn golden_cpu() {
     golden_on(CpuOps::new(4));
 }
+
+#[test]
+fn golden_gpu() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = ::linvt::gpu::BufferPool::default();
+    let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
+    golden_on(::linvt::linvt::gpu_exec::GpuOps::new(rec));
+}
+
+/// The GPU executor with a 240 KiB storage-binding budget: the (1000, 64) embedding and
+/// lm_head tables (256 KB each) are stored as row chunks of 960 and 40 rows, so the gather (ids
+/// in both chunks) and the lm_head linear (columns split at 960) run their chunked paths; every
+/// other weight and input (largest: the patches, 225 KB) is below the budget.
+#[test]
+fn golden_gpu_chunked_tables() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = ::linvt::gpu::BufferPool::default();
+    let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
+    let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
+    ops.vlm.chunk_bytes = Some(240 << 10);
+    golden_on(ops);
+}

@@ -14,6 +14,17 @@ use crate::tensor::Tensor;
 
 pub struct GpuOps<'a> {
     pub rec: Recorder<'a>,
+    /// What the video-LLM ops keep between calls (RoPE tables, row-chunked tables).
+    pub vlm: crate::vlm::gpu_exec::GpuVlmState,
+}
+
+impl<'a> GpuOps<'a> {
+    pub fn new(rec: Recorder<'a>) -> Self {
+        GpuOps {
+            rec,
+            vlm: Default::default(),
+        }
+    }
 }
 
 impl Ops for GpuOps<'_> {
@@ -21,6 +32,10 @@ impl Ops for GpuOps<'_> {
     type Idx = TopKResult;
 
     fn linear(&mut self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+        self.plain("linear (input)", &[x])?;
+        if let Some(table) = self.vlm.chunked(w) {
+            return crate::vlm::gpu_exec::chunked_linear(&mut self.rec, x, table, b);
+        }
         gpu::linear::linear(&mut self.rec, x, w, b)
     }
 
@@ -138,7 +153,7 @@ impl Linvt {
         if opts.profile {
             rec = rec.with_profiling();
         }
-        let mut ops = GpuOps { rec };
+        let mut ops = GpuOps::new(rec);
         let f = forward(
             &mut ops,
             &self.config,

@@ -13,6 +13,7 @@ pub mod decoder;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod demo;
 pub mod engine;
+pub mod gpu_exec;
 pub mod intern_vit;
 pub mod internlm2;
 #[cfg(not(target_arch = "wasm32"))]

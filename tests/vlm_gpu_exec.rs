@@ -1,0 +1,108 @@
+//! The video-LLM's GPU executor (`VlmOps` for `GpuOps`) where it does more than call one
+//! kernel: tables stored as row chunks (embedding gather, lm_head linear), the KV cache through
+//! write + attend, and `sample`'s single read-back. Compared with the CPU executor (whose ops
+//! are the twins).
+mod common;
+
+use linvt::cpu::sample::SamplingParams;
+use linvt::gpu::{BufferPool, Recorder};
+use linvt::linvt::cpu_exec::CpuOps;
+use linvt::linvt::gpu_exec::GpuOps;
+use linvt::linvt::ops::Ops;
+use linvt::vlm::ops::VlmOps;
+use linvt::Tensor;
+
+fn tensor(seed: u64, rows: usize, cols: usize) -> Tensor {
+    Tensor::new(vec![rows, cols], common::rand_vec(seed, rows * cols, 1.0)).unwrap()
+}
+
+#[test]
+fn chunked_table_gathers_and_projects_like_one_table() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
+    // 1000 × 24 f32 = 96 000 bytes against a 10 000-byte budget: 104 rows per chunk, 10 chunks.
+    gpu.vlm.chunk_bytes = Some(10_000);
+    let mut cpu = CpuOps::new(1);
+    let table = tensor(1, 1000, 24);
+    let tg = gpu.upload(table.clone()).unwrap();
+    assert_eq!(gpu.vlm.chunked(&tg).map(|c| c.chunk_count()), Some(10));
+    let tc = cpu.upload(table).unwrap();
+
+    // Ids in the first, middle and last chunks, at chunk edges, repeated.
+    let ids = [0u32, 103, 104, 999, 500, 0, 936, 935];
+    let got = gpu.gather_rows(&tg, &ids).unwrap();
+    let want = cpu.gather_rows(&tc, &ids).unwrap();
+    assert_eq!(
+        gpu.read_back(&got).unwrap().data(),
+        want.data(),
+        "gather: copies"
+    );
+    assert!(gpu.gather_rows(&tg, &[1000]).is_err());
+
+    // lm_head: logits (3, 1000) = x · tableᵀ, chunk by chunk into the columns.
+    let x = tensor(2, 3, 24);
+    let xg = gpu.upload(x.clone()).unwrap();
+    let got = gpu.linear(&xg, &tg, None).unwrap();
+    let got = gpu.read_back(&got).unwrap();
+    let want = cpu.linear(&x, &tc, None).unwrap();
+    assert_eq!(got.shape(), &[3, 1000]);
+    // Dot products of 24 terms in (-1, 1): f32 summation-order differences ≲ 24·2⁻²⁴·|terms|.
+    common::assert_close("chunked lm_head", got.data(), want.data(), 1e-5, 0.0);
+    // Reading the whole table back joins the chunks.
+    assert_eq!(gpu.read_back(&tg).unwrap().data(), tc.data());
+    // Other ops refuse the chunked table instead of reading past its first chunk.
+    let err = gpu.rms_norm(&tg, &xg, 1e-6).unwrap_err().to_string();
+    assert!(err.contains("storage binding"), "{err}");
+}
+
+#[test]
+fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
+    let mut cpu = CpuOps::new(1);
+    let (heads, kv_heads, d, layers) = (4, 2, 8, 2);
+    let mut gc = gpu.kv_cache(layers, kv_heads, d, 12).unwrap();
+    let mut cc = cpu.kv_cache(layers, kv_heads, d, 12).unwrap();
+    // Prefill 5 rows into layer 1, then 3 single-row steps; RoPE on q and k as the decoder.
+    let mut position = 0;
+    for (step, rows) in [5usize, 1, 1, 1].into_iter().enumerate() {
+        let seed = 10 * step as u64;
+        let (q, k, v) = (
+            tensor(seed, rows, heads * d),
+            tensor(seed + 1, rows, kv_heads * d),
+            tensor(seed + 2, rows, kv_heads * d),
+        );
+        let (qg, kg, vg) = (
+            gpu.upload(q.clone()).unwrap(),
+            gpu.upload(k.clone()).unwrap(),
+            gpu.upload(v.clone()).unwrap(),
+        );
+        let qg = gpu.rope(&qg, heads, d, position, 1e6).unwrap();
+        let kg = gpu.rope(&kg, kv_heads, d, position, 1e6).unwrap();
+        let qc = cpu.rope(&q, heads, d, position, 1e6).unwrap();
+        let kc = cpu.rope(&k, kv_heads, d, position, 1e6).unwrap();
+        gpu.kv_write(&mut gc, 1, position, &kg, &vg).unwrap();
+        cpu.kv_write(&mut cc, 1, position, &kc, &v).unwrap();
+        let a = gpu.kv_attention(&gc, 1, &qg, position, heads).unwrap();
+        let want = cpu.kv_attention(&cc, 1, &qc, position, heads).unwrap();
+        // As tests/kernel_kv_attention.rs (convex combinations of values in (-1, 1)).
+        common::assert_close(
+            &format!("attention at {position}"),
+            gpu.read_back(&a).unwrap().data(),
+            want.data(),
+            1e-5,
+            1e-4,
+        );
+        position += rows;
+    }
+    // Two rows at position 11 overflow the 12-position cache: an error, not a panic.
+    let two = gpu.upload(tensor(99, 2, kv_heads * d)).unwrap();
+    assert!(gpu.kv_write(&mut gc, 0, 11, &two, &two).is_err());
+
+    // sample: greedy reads back the argmax id.
+    let logits = Tensor::new(vec![1, 5], vec![0.1, 3.0, -2.0, 3.0, 1.0]).unwrap();
+    let lg = gpu.upload(logits).unwrap();
+    assert_eq!(gpu.sample(&lg, &SamplingParams::default(), 0.3).unwrap(), 1);
+}
