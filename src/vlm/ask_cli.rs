@@ -48,7 +48,7 @@ pub struct AskArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where the model runs (the GPU executor of the video-LLM is not built yet).
+    /// Where the model runs: the GPU (wgpu; every op a WGSL kernel) or the CPU reference.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: AskBackend,
     /// Draw the sampled frames with the cells the video tokens average over.

@@ -21,8 +21,10 @@ use super::synthetic::moving_square_clip;
 use super::tokenizer::Tokenizer;
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
 use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::forward::Want;
+use crate::linvt::gpu_exec::GpuOps;
 use crate::tensor::Tensor;
 
 /// The question of every benchmark prompt (its length sets the prompt's, with the template).
@@ -284,10 +286,12 @@ pub fn measure<O: VlmOps>(
 /// The GPU run. The video-LLM's GPU executor (src/vlm/gpu_exec.rs) is not on main yet; when it
 /// lands, this loads `Engine::load(GpuOps::new(Recorder::new(ctx, pool)), ..)` on
 /// `gpu_exec::shared_gpu()` and calls `measure` with the adapter's name.
-fn run_gpu(_dir: &Path, _inputs: &BenchInputs, _opts: &BenchModelOptions) -> Result<ModelBench> {
-    Err(Error::input(
-        "the GPU executor of the video-LLM is not available yet; use --backend cpu",
-    ))
+fn run_gpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let (ctx, pool) = super::gpu_exec::shared_gpu()?;
+    let (config, store) = open_model_dir(dir)?;
+    let ops = GpuOps::new(Recorder::new(ctx, pool));
+    let mut e = Engine::load(ops, &store, config, &mut || {})?;
+    measure(&mut e, inputs, opts, ctx.adapter_name(), "gpu")
 }
 
 /// Loads `dir` and benchmarks it on the requested backend (or the best available one; a GPU

@@ -14,8 +14,10 @@ use super::prompt::{Prompt, Template};
 use super::tokenizer::Tokenizer;
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
+use crate::gpu::Recorder;
 use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::forward::Want;
+use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::provenance::{compose, ComposeInput, Provenance};
 use crate::weights::TensorStore;
 
@@ -100,6 +102,7 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
 
 enum Executor {
     Cpu(Box<Engine<CpuOps>>),
+    Gpu(Box<Engine<GpuOps<'static>>>),
 }
 
 pub struct VideoLlm {
@@ -135,9 +138,10 @@ impl VideoLlm {
                 Executor::Cpu(Box::new(Engine::load(ops, &store, config, &mut tick)?))
             }
             Backend::Gpu => {
-                return Err(Error::input(
-                    "the GPU executor of the video-LLM is not built yet; use --backend cpu",
-                ))
+                // The process-wide context, so the loaded model can own its executor.
+                let (ctx, pool) = super::gpu_exec::shared_gpu()?;
+                let ops = GpuOps::new(Recorder::new(ctx, pool));
+                Executor::Gpu(Box::new(Engine::load(ops, &store, config, &mut tick)?))
             }
         };
         Ok(VideoLlm {
@@ -152,6 +156,7 @@ impl VideoLlm {
     pub fn config(&self) -> &VlmConfig {
         match &self.executor {
             Executor::Cpu(e) => &e.config,
+            Executor::Gpu(e) => &e.config,
         }
     }
 
@@ -176,6 +181,7 @@ impl VideoLlm {
         };
         match &mut self.executor {
             Executor::Cpu(e) => ctx.ask(e, visual, question, opts, on_text, on_stage),
+            Executor::Gpu(e) => ctx.ask(e, visual, question, opts, on_text, on_stage),
         }
     }
 }
