@@ -89,6 +89,13 @@ enum Command {
         /// With --model: where it runs (default: the GPU when available, else the CPU).
         #[arg(long, value_enum, requires = "model")]
         backend: Option<Backend>,
+        /// Benchmark decoding of a decoder of this shape with seeded weights (no download) on
+        /// the GPU, next to the device's copy bandwidth: qwen2-0.5b (or qwen2-tiny).
+        #[arg(long, conflicts_with = "model")]
+        decoder: Option<String>,
+        /// With --decoder: timed decode steps (default: 32 on GPUs, 4 on CPU adapters).
+        #[arg(long, requires = "decoder")]
+        steps: Option<usize>,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -177,6 +184,33 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 println!("{}", linvt::vlm::bench_model::to_json(&report));
             } else {
                 linvt::vlm::bench_model::print_table(&report);
+            }
+            Ok(())
+        }
+        Command::Bench {
+            decoder: Some(name),
+            steps,
+            json,
+            ..
+        } => {
+            linvt::vlm::bench_decoder::shape(&name)?; // a bad name fails before the GPU starts
+            let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
+            let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
+                decode_steps: steps,
+                ..Default::default()
+            };
+            let report = linvt::vlm::bench_decoder::run(&ctx, &name, &opts, &mut |s| {
+                if !json {
+                    eprintln!("{s}…");
+                }
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                linvt::vlm::bench_decoder::print_table(&report);
             }
             Ok(())
         }

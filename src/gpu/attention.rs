@@ -322,7 +322,7 @@ pub fn attention_cached(
     g: &AttnGeometry,
     c: CacheAttention,
 ) -> Result<()> {
-    if c.kv_group == 0 || g.heads % c.kv_group != 0 {
+    if c.kv_group == 0 || !g.heads.is_multiple_of(c.kv_group) {
         return Err(Error::input(format!(
             "attention: {} query heads cannot share key/value heads in groups of {}",
             g.heads, c.kv_group
@@ -373,7 +373,7 @@ pub fn decoder_attention(
     head_dim: usize,
     position: usize,
 ) -> Result<GpuTensor> {
-    if kv_heads == 0 || heads == 0 || heads % kv_heads != 0 || head_dim == 0 {
+    if kv_heads == 0 || heads == 0 || !heads.is_multiple_of(kv_heads) || head_dim == 0 {
         return Err(Error::input(format!(
             "decoder attention: {heads} query heads must be a nonzero multiple of {kv_heads} key/value heads"
         )));

@@ -110,7 +110,7 @@ pub fn residual_add(
     gamma: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
     let cols = x.cols();
-    if cols == 0 || y.is_empty() || y.cols() != cols || x.rows() % y.rows() != 0 {
+    if cols == 0 || y.is_empty() || y.cols() != cols || !x.rows().is_multiple_of(y.rows()) {
         return Err(Error::input(format!(
             "residual_add: {:?} cannot be added to {:?} (same width, and x rows a multiple of y rows)",
             y.shape, x.shape

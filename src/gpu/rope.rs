@@ -61,7 +61,7 @@ pub fn rope(
     head_dim: usize,
     position: usize,
 ) -> Result<GpuTensor> {
-    if head_dim == 0 || head_dim % 2 != 0 || heads == 0 || x.cols() != heads * head_dim {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) || heads == 0 || x.cols() != heads * head_dim {
         return Err(Error::input(format!(
             "rope: x {:?} must hold rows of {heads} heads × {head_dim} values (head_dim even, nonzero)",
             x.shape

@@ -6,6 +6,8 @@
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ask_cli;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod bench_decoder;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench_model;
 pub mod config;
 pub mod cpu_exec;

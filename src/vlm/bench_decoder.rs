@@ -1,0 +1,309 @@
+//! `linvt bench --decoder NAME`: decode speed of a decoder of a real model's shape with seeded
+//! weights (no download), on the GPU executor, next to the device's copy bandwidth measured in
+//! the same run. Decoding one token reads every weight once (the M = 1 products are
+//! memory-bound), so weight bytes per token ÷ time per token, as a fraction of the copy
+//! bandwidth, says how close decode runs to the memory system's limit.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::config::{LlmConfig, LlmFamily};
+use super::gpu_exec::GpuKvCache;
+use super::ops::VlmOps;
+use super::qwen2::{self, Qwen2Layer, Qwen2Params};
+use crate::cpu::sample::SamplingParams;
+use crate::error::{Error, Result};
+use crate::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
+use crate::linvt::gpu_exec::GpuOps;
+use crate::linvt::ops::Ops;
+use crate::rand::SeededRng;
+use crate::tensor::Tensor;
+
+/// Decoder shapes the benchmark knows.
+pub const SHAPES: &[&str] = &["qwen2-0.5b", "qwen2-tiny"];
+
+/// The decoder configuration of `name` (see [`SHAPES`]).
+pub fn shape(name: &str) -> Result<LlmConfig> {
+    let (hidden, inter, layers, heads, kv_heads, vocab) = match name {
+        // Qwen2-0.5B (InternVL2-1B's LLM): config.json of Qwen/Qwen2-0.5B-Instruct.
+        "qwen2-0.5b" => (896, 4864, 24, 14, 2, 151_936),
+        // A small stand-in with the same structure, for tests of the benchmark itself.
+        "qwen2-tiny" => (64, 128, 2, 4, 2, 1000),
+        other => {
+            return Err(Error::input(format!(
+                "unknown decoder shape `{other}`; known: {}",
+                SHAPES.join(", ")
+            )))
+        }
+    };
+    Ok(LlmConfig {
+        family: LlmFamily::Qwen2,
+        hidden_size: hidden,
+        intermediate_size: inter,
+        layers,
+        heads,
+        kv_heads,
+        vocab_size: vocab,
+        rope_theta: 1e6,
+        rms_norm_eps: 1e-6,
+        max_positions: 32_768,
+        tie_word_embeddings: true,
+        eos_token_ids: vec![],
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct DecoderBenchOptions {
+    /// Prompt tokens prefilled before decoding.
+    pub prompt_tokens: usize,
+    /// Timed decode steps; None: 32 on GPUs, 4 on CPU adapters (lavapipe).
+    pub decode_steps: Option<usize>,
+    pub seed: u64,
+}
+
+impl Default for DecoderBenchOptions {
+    fn default() -> Self {
+        DecoderBenchOptions {
+            prompt_tokens: 16,
+            decode_steps: None,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DecoderBench {
+    pub shape: String,
+    pub adapter: String,
+    pub parameters: usize,
+    /// Bytes of weights one decode step reads (every layer, the final norm, the tied lm_head
+    /// table, one embedding row).
+    pub weight_bytes_per_token: u64,
+    pub prompt_tokens: usize,
+    pub decode_steps: usize,
+    pub load_ms: f64,
+    pub prefill_ms: f64,
+    /// Median time of one decode step (embed → layers → lm_head → sample → one id read back).
+    pub decode_ms_per_token: f64,
+    pub decode_tokens_per_s: f64,
+    /// Weight bytes per token ÷ time per token, GB/s.
+    pub weight_gb_per_s: f64,
+    /// Buffer-to-buffer copy of `copy_bytes`, counted as bytes read + bytes written per second.
+    pub copy_gb_per_s: f64,
+    pub copy_bytes: u64,
+    /// weight_gb_per_s ÷ copy_gb_per_s.
+    pub bandwidth_fraction: f64,
+    pub notes: Vec<String>,
+}
+
+fn upload(ops: &mut GpuOps, rng: &mut SeededRng, shape: &[usize], scale: f32) -> Result<GpuTensor> {
+    let n = shape.iter().product();
+    ops.upload(Tensor::new(shape.to_vec(), rng.vec(n, scale))?)
+}
+
+/// Norm weights near 1, as trained models have.
+fn norm_weight(ops: &mut GpuOps, rng: &mut SeededRng, n: usize) -> Result<GpuTensor> {
+    let w = rng.vec(n, 0.1).into_iter().map(|v| 1.0 + v).collect();
+    ops.upload(Tensor::new(vec![n], w)?)
+}
+
+/// Seeded Qwen2 parameters of shape `c` on the executor (linear weights U(±0.03), roughly the
+/// 0.02-std initialisation). Returns them with the parameter count.
+fn seeded_params(
+    ops: &mut GpuOps,
+    c: &LlmConfig,
+    seed: u64,
+) -> Result<(Qwen2Params<GpuTensor>, usize)> {
+    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let kv = c.kv_heads * c.head_dim();
+    let mut rng = SeededRng::new(seed);
+    let s = 0.03;
+    let embed = upload(ops, &mut rng, &[v, h], s)?;
+    let mut layers = Vec::with_capacity(c.layers);
+    for _ in 0..c.layers {
+        layers.push(Qwen2Layer {
+            input_norm: norm_weight(ops, &mut rng, h)?,
+            q_w: upload(ops, &mut rng, &[h, h], s)?,
+            q_b: Some(upload(ops, &mut rng, &[h], s)?),
+            k_w: upload(ops, &mut rng, &[kv, h], s)?,
+            k_b: Some(upload(ops, &mut rng, &[kv], s)?),
+            v_w: upload(ops, &mut rng, &[kv, h], s)?,
+            v_b: Some(upload(ops, &mut rng, &[kv], s)?),
+            o_w: upload(ops, &mut rng, &[h, h], s)?,
+            post_norm: norm_weight(ops, &mut rng, h)?,
+            gate_up_w: upload(ops, &mut rng, &[2 * i, h], s)?,
+            down_w: upload(ops, &mut rng, &[h, i], s)?,
+        });
+    }
+    let norm = norm_weight(ops, &mut rng, h)?;
+    let per_layer = 2 * h + (h * h + h) + 2 * (kv * h + kv) + h * h + 2 * i * h + h * i;
+    let parameters = v * h + c.layers * per_layer + h;
+    let params = Qwen2Params {
+        embed,
+        layers,
+        norm,
+        lm_head: None,
+    };
+    Ok((params, parameters))
+}
+
+/// Bytes one decode step reads from the weights: all of them but the embedding table, which
+/// is read as the tied lm_head (all of it) and by the gather (one row).
+fn weight_bytes_per_token(c: &LlmConfig, parameters: usize) -> u64 {
+    (parameters + c.hidden_size) as u64 * 4
+}
+
+/// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),
+/// best of a few submissions of 4 copies each.
+fn copy_bandwidth(ctx: &GpuContext, pool: &BufferPool, bytes: u64) -> Result<f64> {
+    let n = (bytes / 4) as usize;
+    let src = ctx.alloc(pool, "bandwidth.src", &[n])?;
+    let dst = ctx.alloc(pool, "bandwidth.dst", &[n])?;
+    let mut best = f64::INFINITY;
+    for rep in 0..4 {
+        let mut rec = Recorder::new(ctx, pool);
+        let copies = 4;
+        for _ in 0..copies {
+            rec.copy(&src, &dst);
+        }
+        let t = Instant::now();
+        rec.flush()?;
+        let s = t.elapsed().as_secs_f64() / copies as f64;
+        if rep > 0 {
+            best = best.min(s); // the first submission warms the pages up
+        }
+    }
+    Ok(2.0 * bytes as f64 / best / 1e9)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Builds the decoder `name` with seeded weights on `ctx`, prefills a seeded prompt, times
+/// greedy decode steps and the device's copy bandwidth. `progress` gets a line per phase.
+pub fn run(
+    ctx: &GpuContext,
+    name: &str,
+    opts: &DecoderBenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DecoderBench> {
+    let c = shape(name)?;
+    if opts.prompt_tokens == 0 {
+        return Err(Error::input(
+            "the decoder benchmark needs a prompt of at least one token",
+        ));
+    }
+    let is_cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let steps = opts.decode_steps.unwrap_or(if is_cpu { 4 } else { 32 });
+    if steps == 0 {
+        return Err(Error::input(
+            "the decoder benchmark needs at least one decode step",
+        ));
+    }
+    let mut notes = Vec::new();
+    if is_cpu && opts.decode_steps.is_none() {
+        notes.push(format!(
+            "{} is a CPU adapter: {steps} decode steps only (each reads every weight once)",
+            ctx.adapter_name()
+        ));
+    }
+    let pool = BufferPool::default();
+    let mut ops = GpuOps::new(Recorder::new(ctx, &pool));
+
+    progress(&format!("building {name} with seeded weights"));
+    let t = Instant::now();
+    let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;
+    if let Some(t) = ops.vlm.chunked(&p.embed) {
+        notes.push(format!(
+            "the ({}, {}) embedding exceeds one storage binding: stored as {} row chunks",
+            c.vocab_size,
+            c.hidden_size,
+            t.chunk_count()
+        ));
+    }
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let mut rng = SeededRng::new(opts.seed + 1);
+    let prompt: Vec<u32> = (0..opts.prompt_tokens)
+        .map(|_| (rng.next_u64() % c.vocab_size as u64) as u32)
+        .collect();
+    // One warm-up step after the prefill compiles the one-row pipelines; it is not timed.
+    let capacity = opts.prompt_tokens + steps + 1;
+    let mut cache = ops.kv_cache(c.layers, c.kv_heads, c.head_dim(), capacity)?;
+    let greedy = SamplingParams::default();
+    let step = |ops: &mut GpuOps, cache: &mut GpuKvCache, ids: &[u32], position: usize| {
+        let x = ops.gather_rows(&p.embed, ids)?;
+        let h = qwen2::forward(ops, &p, &c, &x, cache, position)?;
+        let last = ops.rows(&h, ids.len() - 1, 1);
+        let logits = qwen2::logits(ops, &p, &last)?;
+        ops.sample(&logits, &greedy, 0.0)
+    };
+    progress("prefill");
+    let t = Instant::now();
+    let mut id = step(&mut ops, &mut cache, &prompt, 0)?;
+    let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut position = opts.prompt_tokens;
+    progress("decode (warm-up step)");
+    id = step(&mut ops, &mut cache, &[id], position)?;
+    position += 1;
+    let mut times = Vec::with_capacity(steps);
+    for s in 0..steps {
+        progress(&format!("decode step {}/{steps}", s + 1));
+        let t = Instant::now();
+        id = step(&mut ops, &mut cache, &[id], position)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        position += 1;
+    }
+    let decode_ms = median(times);
+
+    progress("copy bandwidth");
+    let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
+    let copy_gb = copy_bandwidth(ctx, &pool, copy_bytes)?;
+    let bytes = weight_bytes_per_token(&c, parameters);
+    let weight_gb = bytes as f64 / (decode_ms / 1e3) / 1e9;
+    Ok(DecoderBench {
+        shape: name.to_string(),
+        adapter: ctx.adapter_name().to_string(),
+        parameters,
+        weight_bytes_per_token: bytes,
+        prompt_tokens: opts.prompt_tokens,
+        decode_steps: steps,
+        load_ms,
+        prefill_ms,
+        decode_ms_per_token: decode_ms,
+        decode_tokens_per_s: 1e3 / decode_ms,
+        weight_gb_per_s: weight_gb,
+        copy_gb_per_s: copy_gb,
+        copy_bytes,
+        bandwidth_fraction: weight_gb / copy_gb,
+        notes,
+    })
+}
+
+/// The report as a few lines.
+pub fn print_table(b: &DecoderBench) {
+    println!("decoder bench: {} on {}", b.shape, b.adapter);
+    println!(
+        "  {:.1} M parameters (seeded), {:.1} MB of weights read per token; built in {:.0} ms",
+        b.parameters as f64 / 1e6,
+        b.weight_bytes_per_token as f64 / 1e6,
+        b.load_ms
+    );
+    println!(
+        "  prefill {} tokens: {:.1} ms; decode: {:.2} ms/token = {:.2} tokens/s (median of {} steps)",
+        b.prompt_tokens, b.prefill_ms, b.decode_ms_per_token, b.decode_tokens_per_s, b.decode_steps
+    );
+    println!(
+        "  weights streamed at {:.2} GB/s; device copy bandwidth {:.2} GB/s (read + write, {} MiB buffers) → {:.0} % of it",
+        b.weight_gb_per_s,
+        b.copy_gb_per_s,
+        b.copy_bytes >> 20,
+        b.bandwidth_fraction * 100.0
+    );
+    for n in &b.notes {
+        println!("  note: {n}");
+    }
+}
