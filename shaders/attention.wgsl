@@ -23,6 +23,12 @@
 // the score −3e38 like padding. Key 0 is visible to every row, so the first tile always sets a
 // finite running max. Existing callers pass kv_group = 1, causal = 0: unchanged behaviour.
 //
+// Split-K (flash decoding, src/gpu/attention.rs): with splits > 1 (non-causal only) the keys
+// are cut into `splits` ranges of ⌈kv_len/splits⌉, each range a workgroup of its own, so a
+// one-row decode over a long cache fills the device. Each writes its unnormalised accumulator,
+// running max m and sum l to a scratch buffer (out_off = the scratch, head_dim + 2 values per
+// (group, head, row, split)); `combine_splits` rescales them to the common max and divides.
+//
 // `probs`: the softmax weights (groups, heads, q_len, kv_len), one invocation per query row, two
 // passes over the keys (running max and sum, then normalised weights).
 //
@@ -55,7 +61,7 @@ struct Params {
     kv_group: u32,   // query heads per key/value head (GQA); 1 = plain multi-head
     causal: u32,     // 1: query row i sees keys j ≤ i + causal_off only (`attend`)
     causal_off: u32, // cache position of query row 0
-    _pad: u32,
+    splits: u32,     // split-K: key ranges per (group, head, block); 1 = off (`attend`)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -152,11 +158,12 @@ fn attend(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let flat = wid.x + wid.y * nwg.x;
-    if (flat >= p.groups * p.heads * p.q_blocks) {
+    if (flat >= p.groups * p.heads * p.q_blocks * p.splits) {
         return;
     }
-    let block = flat % p.q_blocks;
-    let gh = flat / p.q_blocks;
+    let split = flat % p.splits;
+    let block = (flat / p.splits) % p.q_blocks;
+    let gh = flat / p.splits / p.q_blocks;
     let head = gh % p.heads;
     let group = gh / p.heads;
     let kvh = head / p.kv_group;
@@ -164,10 +171,12 @@ fn attend(
     let row = block * WG + lid;
     // Keys this workgroup visits (uniform across it, so the barriers below stay uniform) and
     // the last key this invocation's row may see.
-    var kv_end = p.kv_len;
+    let split_len = (p.kv_len + p.splits - 1u) / p.splits;
+    let kv_start = split * split_len;
+    var kv_end = min(p.kv_len, kv_start + split_len);
     var last_key = p.kv_len;
     if (p.causal != 0u) {
-        kv_end = min(p.kv_len, block * WG + WG + p.causal_off);
+        kv_end = min(kv_end, block * WG + WG + p.causal_off);
         last_key = row + p.causal_off;
     }
 
@@ -187,7 +196,7 @@ fn attend(
     let tile = min(TILE_VEC4 / hd4 / 4u, MAX_BLOCKS) * 4u;
     // Scores (then weights) of the current tile, keys 4b..4b+3 in s[b].
     var s: array<vec4<f32>, MAX_BLOCKS>;
-    for (var j0 = 0u; j0 < kv_end; j0 += tile) {
+    for (var j0 = kv_start; j0 < kv_end; j0 += tile) {
         let n = min(tile, kv_end - j0);
         let nb = (n + 3u) / 4u;
         if (STAGE) {
@@ -253,12 +262,62 @@ fn attend(
         }
     }
 
-    if (row < p.q_len) {
+    if (row < p.q_len && p.splits > 1u) {
+        let pbase = p.out_off + (((group * p.heads + head) * p.q_len + row) * p.splits + split) * (p.head_dim + 2u);
+        for (var d = 0u; d < p.head_dim; d++) {
+            obuf[pbase + d] = acc[d / 4u][d % 4u];
+        }
+        obuf[pbase + p.head_dim] = m;
+        obuf[pbase + p.head_dim + 1u] = l;
+    } else if (row < p.q_len) {
         let inv = 1.0 / l;
         let obase = p.out_off + group * p.o_gs + row * p.o_rs + head * p.head_dim;
         for (var d = 0u; d < p.head_dim; d++) {
             obuf[obase + d] = acc[d / 4u][d % 4u] * inv;
         }
+    }
+}
+
+// Split-K combine: out[g, i, h, :] = Σ_s e^(m_s − M)·acc_s / Σ_s e^(m_s − M)·l_s with
+// M = max_s m_s, from the scratch `attend` wrote (binding 1; k_off = its offset) into the output
+// (binding 2, out_off / o_gs / o_rs). One invocation per (group, head, row).
+@group(0) @binding(1) var<storage, read> c_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c_out: array<f32>;
+
+@compute @workgroup_size(64)
+fn combine_splits(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let flat = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (flat >= p.groups * p.heads * p.q_len) {
+        return;
+    }
+    let row = flat % p.q_len;
+    let gh = flat / p.q_len;
+    let head = gh % p.heads;
+    let group = gh / p.heads;
+    let stride = p.head_dim + 2u;
+    let base = p.k_off + flat * p.splits * stride;
+    var mx = NEG_BIG;
+    for (var s = 0u; s < p.splits; s++) {
+        mx = max(mx, c_part[base + s * stride + p.head_dim]);
+    }
+    var l = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let b = base + s * stride;
+        l += exp(c_part[b + p.head_dim] - mx) * c_part[b + p.head_dim + 1u];
+    }
+    let inv = 1.0 / l;
+    let obase = p.out_off + group * p.o_gs + row * p.o_rs + head * p.head_dim;
+    for (var d = 0u; d < p.head_dim; d++) {
+        var a = 0.0;
+        for (var s = 0u; s < p.splits; s++) {
+            let b = base + s * stride;
+            a += exp(c_part[b + p.head_dim] - mx) * c_part[b + d];
+        }
+        c_out[obase + d] = a * inv;
     }
 }
 

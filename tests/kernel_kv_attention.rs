@@ -8,12 +8,25 @@
 mod common;
 
 use linvt::cpu::kv_attention::{causal_attention, KvGeometry};
-use linvt::gpu::attention::decoder_attention;
+use linvt::gpu::attention::{decoder_attention, decoder_attention_split};
 use linvt::gpu::{BufferPool, Recorder};
 
 /// `rows` query rows at `position` over a cache of `capacity` positions whose rows past
 /// position + rows hold garbage (NaN) — they must never be read.
 fn check(heads: usize, kv_heads: usize, head_dim: usize, position: usize, rows: usize, seed: u64) {
+    check_split(heads, kv_heads, head_dim, position, rows, seed, None);
+}
+
+/// As `check`, with an explicit split-K count (None: the adapter's choice).
+fn check_split(
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    position: usize,
+    rows: usize,
+    seed: u64,
+    splits: Option<usize>,
+) {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let capacity = position + rows + 5;
@@ -28,8 +41,13 @@ fn check(heads: usize, kv_heads: usize, head_dim: usize, position: usize, rows: 
     let kg = ctx.upload("k", &[capacity, kw], &k).unwrap();
     let vg = ctx.upload("v", &[capacity, kw], &v).unwrap();
     let mut rec = Recorder::new(&ctx, &pool);
-    let out =
-        decoder_attention(&mut rec, &qg, &kg, &vg, heads, kv_heads, head_dim, position).unwrap();
+    let out = match splits {
+        None => decoder_attention(&mut rec, &qg, &kg, &vg, heads, kv_heads, head_dim, position),
+        Some(n) => decoder_attention_split(
+            &mut rec, &qg, &kg, &vg, heads, kv_heads, head_dim, position, n,
+        ),
+    }
+    .unwrap();
     rec.submit().unwrap();
     let got = ctx.read_f32(&out).unwrap();
     let g = KvGeometry {
@@ -40,7 +58,9 @@ fn check(heads: usize, kv_heads: usize, head_dim: usize, position: usize, rows: 
     };
     let want = causal_attention(&q, &k[..filled], &v[..filled], &g);
     common::assert_close(
-        &format!("kv attention heads={heads}/{kv_heads} d={head_dim} pos={position} rows={rows}"),
+        &format!(
+            "kv attention heads={heads}/{kv_heads} d={head_dim} pos={position} rows={rows} splits={splits:?}"
+        ),
         &got,
         &want,
         1e-5,
@@ -65,6 +85,16 @@ fn decode_row_folds_query_heads() {
     check(14, 2, 64, 300, 1, 6);
     check(6, 2, 18, 33, 1, 7);
     check(4, 4, 10, 9, 1, 8);
+}
+
+#[test]
+fn decode_split_k_combines_key_ranges() {
+    // 301 keys in 2, 3 and 7 ranges (uneven last range), more ranges than keys (64 for 5 keys:
+    // clamped to 5 ranges of 1), and a split count that does not divide the keys.
+    for (position, splits) in [(300, 2), (300, 3), (300, 7), (4, 64), (40, 6)] {
+        check_split(14, 2, 64, position, 1, 9 + splits as u64, Some(splits));
+    }
+    check_split(6, 3, 18, 77, 1, 20, Some(4));
 }
 
 #[test]

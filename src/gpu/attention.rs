@@ -47,7 +47,7 @@ struct Params {
     kv_group: u32,
     causal: u32,
     causal_off: u32,
-    _pad: u32,
+    splits: u32,
 }
 
 /// Tunables of the `attend` entry point for one adapter and shape.
@@ -254,7 +254,7 @@ fn params(
         kv_group: kv_group.max(1) as u32,
         causal: 0,
         causal_off: 0,
-        _pad: 0,
+        splits: 1,
     })
 }
 
@@ -307,6 +307,9 @@ pub struct CacheAttention {
     pub kv_group: usize,
     /// Some(p): query row i sits at cache position p + i and sees keys 0..=p + i only.
     pub causal_offset: Option<usize>,
+    /// Split-K ("flash decoding"): the keys are cut into this many ranges, one workgroup each,
+    /// combined by a second dispatch. 1 = off. Only without a causal mask.
+    pub splits: usize,
 }
 
 /// Attention of q over cached keys and values: `g` as for [`attention`] with `g.heads` query
@@ -350,7 +353,47 @@ pub fn attention_cached(
         return Ok(());
     }
     let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
-    flash(rec, q, k, v, out, p, AttendTuning::choose(is_cpu, g.q_len))
+    let tuning = AttendTuning::choose(is_cpu, g.q_len);
+    // Whole, non-empty key ranges.
+    let split_len = g.kv_len.div_ceil(c.splits.clamp(1, g.kv_len));
+    let splits = g.kv_len.div_ceil(split_len);
+    if splits == 1 {
+        return flash(rec, q, k, v, out, p, tuning);
+    }
+    if c.causal_offset.is_some() {
+        return Err(Error::input(
+            "attention: split-K is only supported without a causal mask",
+        ));
+    }
+    let rows = g.groups * g.heads * g.q_len;
+    let scratch = rec.alloc("attention.splits", &[rows * splits, g.head_dim + 2])?;
+    p.splits = splits as u32;
+    let combine = Params {
+        k_off: scratch.off(),
+        ..p
+    };
+    p.out_off = scratch.off();
+    flash(rec, q, k, v, &scratch, p, tuning)?;
+    let pipeline = rec.ctx.pipeline(&SHADER, "combine_splits", &[])?;
+    let wg = grid(rec.ctx, rows.div_ceil(PROBS_WG) as u32);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&combine),
+        &[scratch.buffer(), out.buffer()],
+        wg,
+    );
+    Ok(())
+}
+
+/// Split-K ranges for a one-row decode over `kv_len` keys: on GPUs, ranges of at least 128
+/// keys, at most 64 of them, so a long cache spreads over many workgroups; on CPU adapters
+/// (lavapipe, a few threads) the kv heads alone keep every core busy, so none.
+pub fn decode_splits(is_cpu: bool, kv_len: usize) -> usize {
+    if is_cpu {
+        1
+    } else {
+        kv_len.div_ceil(128).clamp(1, 64)
+    }
 }
 
 /// A decoder's causal grouped-query attention over its cache: q (R, heads·head_dim), row r at
@@ -372,6 +415,27 @@ pub fn decoder_attention(
     kv_heads: usize,
     head_dim: usize,
     position: usize,
+) -> Result<GpuTensor> {
+    let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
+    let splits = decode_splits(is_cpu, position + 1);
+    decoder_attention_split(
+        rec, q, keys, values, heads, kv_heads, head_dim, position, splits,
+    )
+}
+
+/// [`decoder_attention`] with an explicit split-K count for the one-row case (tests,
+/// benchmarks); ignored for several rows.
+#[allow(clippy::too_many_arguments)]
+pub fn decoder_attention_split(
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    keys: &GpuTensor,
+    values: &GpuTensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    position: usize,
+    splits: usize,
 ) -> Result<GpuTensor> {
     if kv_heads == 0 || heads == 0 || !heads.is_multiple_of(kv_heads) || head_dim == 0 {
         return Err(Error::input(format!(
@@ -416,6 +480,7 @@ pub fn decoder_attention(
         let c = CacheAttention {
             kv_group: 1,
             causal_offset: None,
+            splits,
         };
         attention_cached(rec, q, keys, values, &out, &g, c)?;
     } else {
@@ -434,6 +499,7 @@ pub fn decoder_attention(
         let c = CacheAttention {
             kv_group: group,
             causal_offset: Some(position),
+            splits: 1,
         };
         attention_cached(rec, q, keys, values, &out, &g, c)?;
     }
@@ -459,7 +525,7 @@ fn flash(
             ("STAGE", if t.stage { 1.0 } else { 0.0 }),
         ],
     )?;
-    let workgroups = p.groups * p.heads * p.q_blocks;
+    let workgroups = p.groups * p.heads * p.q_blocks * p.splits;
     let wg = grid(rec.ctx, workgroups);
     rec.dispatch(
         &pipeline,
