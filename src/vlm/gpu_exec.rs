@@ -13,7 +13,7 @@ use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::linear::{Bias, OutLayout, Product, Rows, Tuning};
 use crate::gpu::topk::TopKResult;
-use crate::gpu::{self, BufferPool, GpuContext, GpuTensor, Recorder};
+use crate::gpu::{self, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
 use crate::tensor::Tensor;
 
@@ -61,20 +61,16 @@ impl GpuVlmState {
 }
 
 /// The process-wide GPU context and buffer pool the video-LLM runs on (created on first use),
-/// so a loaded model can own its executor.
-pub fn shared_gpu() -> Result<(&'static GpuContext, &'static BufferPool)> {
+/// so a loaded model can own its executor. Native only: the browser creates its context
+/// asynchronously and its GPU objects are not `Sync`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn shared_gpu() -> Result<(&'static GpuContext, &'static gpu::BufferPool)> {
+    use gpu::BufferPool;
     use std::sync::{Arc, OnceLock};
     static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
     static POOL: OnceLock<BufferPool> = OnceLock::new();
     let ctx = CTX.get_or_init(|| {
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            GpuContext::new_blocking(&gpu::GpuOptions::from_env()).map_err(|e| e.to_string())
-        }
-        #[cfg(target_arch = "wasm32")]
-        {
-            Err("the browser creates its GPU context asynchronously".to_string())
-        }
+        GpuContext::new_blocking(&gpu::GpuOptions::from_env()).map_err(|e| e.to_string())
     });
     match ctx {
         Ok(c) => Ok((c.as_ref(), POOL.get_or_init(BufferPool::default))),
