@@ -106,3 +106,59 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
     let lg = gpu.upload(logits).unwrap();
     assert_eq!(gpu.sample(&lg, &SamplingParams::default(), 0.3).unwrap(), 1);
 }
+
+/// Sampled (not greedy) answers of the tiny model: the GPU's top-k order and `pick` draw the
+/// same tokens as the CPU twin from the same seeded uniform numbers. (A draw within ~1e-6 of a
+/// boundary between two tokens could legitimately differ; none of these 3 × 16 draws is.)
+#[test]
+fn seeded_sampling_answers_match_the_cpu() {
+    use linvt::vlm::model::{AskOptions, Backend, VideoLlm, Visual};
+    use linvt::vlm::preprocess::Frame;
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2");
+    // Six 56×56 frames of a bright bar moving over a gradient.
+    let frames: Vec<Frame> = (0..6)
+        .map(|t| {
+            let rgb = (0..56 * 56 * 3usize)
+                .map(|i| {
+                    let (x, c) = ((i / 3) % 56, i % 3);
+                    if x.abs_diff(10 + 5 * t) < 5 {
+                        255
+                    } else {
+                        ((x * 4 + c * 60) % 256) as u8
+                    }
+                })
+                .collect();
+            Frame::new(56, 56, rgb).unwrap()
+        })
+        .collect();
+    let visual = Visual::Video(frames);
+    let mut cpu = VideoLlm::load(&dir, Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut gpu = VideoLlm::load(&dir, Backend::Gpu, &mut |_, _| {}).unwrap();
+    for (temperature, top_k, top_p, seed) in [(0.9, 0, 0.9, 7), (1.5, 40, 1.0, 8), (0.6, 0, 1.0, 9)]
+    {
+        let opts = AskOptions {
+            max_new_tokens: 16,
+            sampling: SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            },
+            provenance: false,
+        };
+        let ask = |m: &mut VideoLlm| {
+            m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
+                .unwrap()
+                .token_ids
+        };
+        let (want, got) = (ask(&mut cpu), ask(&mut gpu));
+        assert_eq!(
+            got, want,
+            "T = {temperature}, top_k = {top_k}, top_p = {top_p}"
+        );
+    }
+}
