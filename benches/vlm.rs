@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the video-LLM's stages on the tiny model (tests/fixtures/
-//! tiny-internvl2): vision encoder, LinVT, prefill and one decode step, on the CPU executor and,
-//! once the video-LLM's GPU executor is on main, the GPU one. The timed functions are
+//! tiny-internvl2): vision encoder, LinVT, prefill and one decode step, on the CPU executor and
+//! the GPU one (skipped with a notice when no adapter is usable). The timed functions are
 //! `vlm::bench_model`'s (what `linvt bench --model` runs); each ends with a read-back, so GPU
 //! iterations wait for the device.
 
@@ -8,7 +8,8 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use linvt::vlm::bench_model::{
-    cpu_engine, decode_step, linvt_stage, prefill_stage, prompt_embeds, vision_stage, BenchInputs,
+    cpu_engine, decode_step, gpu_engine, linvt_stage, prefill_stage, prompt_embeds, vision_stage,
+    BenchInputs,
 };
 use linvt::vlm::engine::Engine;
 use linvt::vlm::model::open_model_dir;
@@ -59,9 +60,10 @@ fn vlm(c: &mut Criterion) {
     let inputs = BenchInputs::new(dir, &config, FRAMES).unwrap();
     let mut cpu = cpu_engine(dir).unwrap();
     stages(c, "cpu", &mut cpu, &inputs);
-    // The GPU group: `stages(c, adapter, &mut gpu_engine, &inputs)` once src/vlm/gpu_exec.rs
-    // lands (see bench_model::run_gpu).
-    eprintln!("SKIPPED GPU video-LLM benches: the video-LLM's GPU executor is not on main yet");
+    match gpu_engine(dir) {
+        Ok((mut gpu, adapter)) => stages(c, &format!("gpu {adapter}"), &mut gpu, &inputs),
+        Err(e) => eprintln!("SKIPPED GPU video-LLM benches: {e}"),
+    }
 }
 
 criterion_group!(benches, vlm);

@@ -283,15 +283,21 @@ pub fn measure<O: VlmOps>(
     })
 }
 
-/// The GPU run. The video-LLM's GPU executor (src/vlm/gpu_exec.rs) is not on main yet; when it
-/// lands, this loads `Engine::load(GpuOps::new(Recorder::new(ctx, pool)), ..)` on
-/// `gpu_exec::shared_gpu()` and calls `measure` with the adapter's name.
-fn run_gpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
+/// Loads a model directory onto the GPU executor, on the process-wide GPU context; also returns
+/// the adapter's name.
+pub fn gpu_engine(dir: &Path) -> Result<(Engine<GpuOps<'static>>, &'static str)> {
     let (ctx, pool) = super::gpu_exec::shared_gpu()?;
     let (config, store) = open_model_dir(dir)?;
     let ops = GpuOps::new(Recorder::new(ctx, pool));
-    let mut e = Engine::load(ops, &store, config, &mut || {})?;
-    measure(&mut e, inputs, opts, ctx.adapter_name(), "gpu")
+    Ok((
+        Engine::load(ops, &store, config, &mut || {})?,
+        ctx.adapter_name(),
+    ))
+}
+
+fn run_gpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let (mut e, adapter) = gpu_engine(dir)?;
+    measure(&mut e, inputs, opts, adapter, "gpu")
 }
 
 /// Loads `dir` and benchmarks it on the requested backend (or the best available one; a GPU

@@ -136,6 +136,14 @@ pub fn run(png: &Path) -> Result<()> {
         print_timings(g);
     }
     print_timings(&cpu);
+    if gpu.is_some() {
+        // `ask` times stages on the host; the GPU executor submits recorded work when something
+        // is read back, so queued work lands in the stage that waits for it.
+        println!(
+            "  (GPU stage times are host laps: queued work counts in the stage that reads it back;"
+        );
+        println!("   `linvt bench --model DIR` times every stage synchronised)");
+    }
 
     match &gpu {
         Some(g) => {
