@@ -34,6 +34,7 @@ pub struct AskArgs {
     /// One image (LinVT is skipped: its tokens go to the LLM directly).
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// The question about the video (or image).
     #[arg(long)]
     pub question: String,
     /// Frames sampled uniformly from the video or directory.
@@ -49,7 +50,9 @@ pub struct AskArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where the model runs: the GPU (wgpu; every op a WGSL kernel) or the CPU reference.
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// The GPU is the default, as for `condense`; without an adapter the error says how to
+    /// get one or to pass `--backend cpu`.
+    #[arg(long, value_enum, default_value = "gpu")]
     pub backend: AskBackend,
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
