@@ -79,6 +79,19 @@ fn clip(w: usize, h: usize) -> Vec<Frame> {
 }
 
 #[track_caller]
+/// The error message of asking `question` about `visual` with default options.
+fn ask_err(m: &mut VideoLlm, visual: &Visual, question: &str) -> String {
+    m.ask(
+        visual,
+        question,
+        &AskOptions::default(),
+        &mut |_| {},
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string()
+}
+
 fn assert_mentions(msg: &str, parts: &[&str]) {
     for p in parts {
         assert!(msg.contains(p), "error `{msg}` should mention `{p}`");
@@ -178,32 +191,14 @@ fn prompt_longer_than_the_context() {
         v["llm_config"]["max_position_embeddings"] = serde_json::json!(100);
     });
     let mut m = load(&d.0);
-    let err = m
-        .ask(
-            &Visual::Video(clip(56, 56)),
-            "What moves?",
-            &AskOptions::default(),
-            &mut |_| {},
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = ask_err(&mut m, &Visual::Video(clip(56, 56)), "What moves?");
     assert_mentions(&err, &["context holds 100"]);
 }
 
 #[test]
 fn empty_question() {
     let mut m = load(&fixture());
-    let err = m
-        .ask(
-            &Visual::Video(clip(56, 56)),
-            "  \n",
-            &AskOptions::default(),
-            &mut |_| {},
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = ask_err(&mut m, &Visual::Video(clip(56, 56)), "  \n");
     assert_mentions(&err, &["question is empty"]);
 }
 
@@ -219,16 +214,7 @@ fn zero_frames() {
         &["--num-frames is 0"],
     );
     let mut m = load(&fixture());
-    let err = m
-        .ask(
-            &Visual::Video(vec![]),
-            "What moves?",
-            &AskOptions::default(),
-            &mut |_| {},
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string();
+    let err = ask_err(&mut m, &Visual::Video(vec![]), "What moves?");
     assert_mentions(&err, &["zero frames"]);
 }
 
