@@ -200,7 +200,7 @@ fn demo_runs_the_whole_video_llm() {
         assert!(stdout.contains("token ids identical"), "{stdout}");
     }
     let img = image::open(dir.join("linvt-demo.png")).expect("the demo writes a readable PNG");
-    assert_eq!((img.width(), img.height()), (8 * 128, 128));
+    assert_eq!((img.width(), img.height()), (8 * 128, 128 + 12)); // frames + weight bars
 }
 
 #[test]

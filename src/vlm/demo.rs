@@ -170,7 +170,7 @@ pub fn run(png: &Path) -> Result<()> {
     if let Some(p) = &shown.answer.provenance {
         provenance_png(&frames, p, shown.ps_version, png)?;
         println!(
-            "provenance picture: {} (the {FRAMES} frames, each cell tinted red by how much the {} video tokens average over it; paper Fig. 4)",
+            "provenance picture: {} (the {FRAMES} frames, each cell lit by how much the {} video tokens average over it, a bar per frame for its share; paper Fig. 4)",
             png.display(),
             shown.linvt_tokens
         );

@@ -1,5 +1,5 @@
-//! The provenance picture (the paper's Fig. 4): the sampled frames side by side, each cell
-//! tinted by how much the video tokens average over it.
+//! The provenance picture (the paper's Fig. 4): the sampled frames side by side, each cell lit
+//! by how much the video tokens average over it.
 
 use std::path::Path;
 
@@ -10,10 +10,14 @@ use crate::linvt::Provenance;
 
 /// Side of each frame in the picture, in pixels.
 const TILE: usize = 128;
+/// Height of the per-frame weight bar under the frames.
+const BAR: usize = 12;
 
-/// Draws `frames` with a red tint over each token cell proportional to the total weight the
-/// video tokens give it (head-averaged, summed over tokens, scaled to the largest cell), and
-/// the cell grid. Token n of a frame covers cell (row, col) of a `side`×`side` grid, in the
+/// Draws `frames` with each token cell's brightness set by the total weight the video tokens
+/// give it (head-averaged, summed over tokens, scaled to the largest cell): the most used cell
+/// at full brightness, an unused one at a quarter, so the picture stays readable whether the
+/// weights are peaked or nearly uniform. A red bar under each frame shows that frame's share
+/// of the total weight. Plus the cell grid. Token n of a frame covers cell (row, col) of a `side`×`side` grid, in the
 /// order the pixel shuffle emits tokens.
 pub fn provenance_png(
     frames: &[Frame],
@@ -38,7 +42,8 @@ pub fn provenance_png(
         }
     }
     let max = weight.iter().copied().fold(0.0f32, f32::max).max(1e-12);
-    let (width, height) = (TILE * frames.len(), TILE);
+    let total: f32 = weight.iter().sum::<f32>().max(1e-12);
+    let (width, height) = (TILE * frames.len(), TILE + BAR);
     let mut img = image::RgbImage::new(width as u32, height as u32);
     for (t, f) in frames.iter().enumerate() {
         let tile = resize_bicubic(f, TILE, TILE);
@@ -49,17 +54,30 @@ pub fn provenance_png(
                     PsVersion::V2 => row * side + col,
                     PsVersion::V1 => col * side + row,
                 };
-                let a = 0.7 * weight[t * prov.tokens + n] / max;
+                let light = 0.25 + 0.75 * weight[t * prov.tokens + n] / max;
                 let px = &tile.rgb[(y * TILE + x) * 3..][..3];
                 let edge = (y * side) % TILE < side || (x * side) % TILE < side;
                 let rgb = if edge {
                     [255, 255, 255]
                 } else {
-                    [
-                        (px[0] as f32 * (1.0 - a) + 255.0 * a) as u8,
-                        (px[1] as f32 * (1.0 - a)) as u8,
-                        (px[2] as f32 * (1.0 - a)) as u8,
-                    ]
+                    [0, 1, 2].map(|c| (px[c] as f32 * light) as u8)
+                };
+                img.put_pixel((t * TILE + x) as u32, y as u32, image::Rgb(rgb));
+            }
+        }
+        // This frame's share of the weight, as a bar scaled so that an equal share of all
+        // frames fills half the tile.
+        let share: f32 = weight[t * prov.tokens..(t + 1) * prov.tokens]
+            .iter()
+            .sum::<f32>()
+            / total;
+        let filled = ((share * frames.len() as f32 * 0.5).min(1.0) * TILE as f32) as usize;
+        for y in TILE..TILE + BAR {
+            for x in 0..TILE {
+                let rgb = if x < filled {
+                    [220, 40, 40]
+                } else {
+                    [24, 24, 24]
                 };
                 img.put_pixel((t * TILE + x) as u32, y as u32, image::Rgb(rgb));
             }

@@ -1,7 +1,6 @@
 //! A procedurally generated clip for demos and benchmarks: a bright square moving right and
 //! down over a gradient that shifts from frame to frame (the kind of scene the tiny model's
-//! golden clip shows), so nothing has to be read from disk. The square is white, not red, so the
-//! provenance picture's red tint stays readable over it.
+//! golden clip shows), so nothing has to be read from disk.
 
 use super::preprocess::Frame;
 
