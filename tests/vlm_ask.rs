@@ -164,8 +164,8 @@ fn cli_ask_json(backend: &str) {
     for stage in ["load", "preprocess", "vision", "linvt", "prefill", "decode"] {
         assert!(v["timings_ms"][stage].is_number(), "timing {stage} missing");
     }
-    // Six 128-pixel tiles side by side.
-    assert_eq!(png_ok.unwrap(), (6 * 128, 128));
+    // Six 128-pixel tiles side by side over their 12-pixel weight bars.
+    assert_eq!(png_ok.unwrap(), (6 * 128, 128 + 12));
 }
 
 #[test]
