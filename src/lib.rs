@@ -4,6 +4,7 @@
 // Native-only: its timing loop blocks on the GPU (pollster) and uses `std::time::Instant`.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+pub mod bench_shape;
 pub mod config;
 pub mod cpu;
 pub mod demo;

@@ -1,11 +1,9 @@
 //! The demo page's two actions: condense the built-in synthetic clip with seeded weights
 //! (`linvt::demo`, the same as `linvt demo`), and time the `small` bench shape.
 
-use linvt::config::Preset;
+use linvt::bench_shape::BenchShape;
 use linvt::demo::{demo_model, demo_text, synthetic_clip, GRID};
-use linvt::linvt::LinvtParams;
-use linvt::rand::SeededRng;
-use linvt::{CondenseOptions, Condensed, Linvt, LinvtConfig, Result, Tensor};
+use linvt::{CondenseOptions, Condensed, Result};
 
 use crate::clock::now_ms;
 use crate::context;
@@ -52,62 +50,6 @@ pub async fn run_demo() -> Result<DemoRun> {
     })
 }
 
-/// The `small` bench shape (`linvt bench --shape small`, src/bench.rs `BenchShape::small`).
-/// src/bench.rs is native-only (its timing loop blocks), so the numbers are repeated here; a
-/// native test checks they and the seeded model and inputs agree with `BenchShape::small`.
-pub struct SmallShape {
-    pub frames: usize,
-    pub tokens: usize,
-    pub embed: usize,
-    pub heads: usize,
-    pub layers: usize,
-    pub top_k: usize,
-    pub queries: usize,
-    pub text_len: usize,
-}
-
-pub const SMALL: SmallShape = SmallShape {
-    frames: 4,
-    tokens: 64,
-    embed: 128,
-    heads: 4,
-    layers: 2,
-    top_k: 128,
-    queries: 16,
-    text_len: 16,
-};
-
-impl SmallShape {
-    pub fn describe(&self) -> String {
-        format!(
-            "T{} N{} E{} h{} L{} k{} Q{} text{} (small)",
-            self.frames,
-            self.tokens,
-            self.embed,
-            self.heads,
-            self.layers,
-            self.top_k,
-            self.queries,
-            self.text_len
-        )
-    }
-
-    /// Seeded model and inputs, generated as `BenchShape::model_and_inputs` does.
-    pub fn model_and_inputs(&self, seed: u64) -> Result<(Linvt, Tensor, Tensor)> {
-        let mut cfg = LinvtConfig::preset(Preset::Official, self.embed);
-        cfg.num_heads = self.heads;
-        cfg.num_layers = self.layers;
-        cfg.top_k = self.top_k;
-        let params = LinvtParams::seeded(&cfg, self.queries, seed);
-        let model = Linvt::new(cfg, params)?;
-        let mut rng = SeededRng::new(seed + 1);
-        let (t, n, e) = (self.frames, self.tokens, self.embed);
-        let video = Tensor::new(vec![t, n, e], rng.vec(t * n * e, 1.0))?;
-        let text = Tensor::new(vec![self.text_len, e], rng.vec(self.text_len * e, 1.0))?;
-        Ok((model, video, text))
-    }
-}
-
 /// Whole-forward times of the small shape: one warm-up run (pipelines, pool), then `reps`.
 pub struct SmallTiming {
     pub shape: String,
@@ -124,7 +66,8 @@ impl SmallTiming {
 }
 
 pub async fn time_small(reps: usize) -> Result<SmallTiming> {
-    let (mut model, video, text) = SMALL.model_and_inputs(42)?;
+    let shape = BenchShape::small();
+    let (mut model, video, text) = shape.model_and_inputs(42)?;
     let ctx = context::shared().await?;
     let opts = CondenseOptions::default();
     context::scoped(&ctx, async {
@@ -139,33 +82,11 @@ pub async fn time_small(reps: usize) -> Result<SmallTiming> {
             runs_ms.push(now_ms() - t);
         }
         Ok(SmallTiming {
-            shape: SMALL.describe(),
+            shape: shape.describe(),
             warmup_ms,
             runs_ms,
         })
     })
     .await
     .inspect_err(context::forget_if_lost)
-}
-
-#[cfg(all(test, not(target_arch = "wasm32")))]
-mod tests {
-    use super::*;
-
-    /// The repeated numbers must stay those of `linvt bench --shape small`, or the browser and
-    /// native times reported side by side would be of different work.
-    #[test]
-    fn small_shape_matches_the_native_bench() {
-        let native = linvt::bench::BenchShape::small();
-        assert_eq!(SMALL.describe(), native.describe());
-        let (m, v, t) = SMALL.model_and_inputs(42).unwrap();
-        let (nm, nv, nt) = native.model_and_inputs(42).unwrap();
-        assert_eq!(m.config(), nm.config());
-        assert_eq!(v.data(), nv.data());
-        assert_eq!(t.data(), nt.data());
-        assert_eq!(
-            m.params().query_tokens.data(),
-            nm.params().query_tokens.data()
-        );
-    }
 }
