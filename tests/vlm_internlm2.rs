@@ -178,11 +178,22 @@ fn internlm2_layout_matches_qwen2_without_biases() {
     );
     let (la, ia) = logits_and_ids(CpuOps::new(4), &qwen);
     let (lb, ib) = logits_and_ids(CpuOps::new(4), &intern);
+    // The InternLM2 layout on the GPU executor too (same kernels as Qwen2; tolerance as the
+    // golden logits on the GPU: f32 sums in another order, 5e-5 on logits of magnitude ~10).
+    let gpu = common::gpu().map(|ctx| {
+        let pool = ::linvt::gpu::BufferPool::default();
+        let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
+        logits_and_ids(::linvt::linvt::gpu_exec::GpuOps::new(rec), &intern)
+    });
     let _ = std::fs::remove_dir_all(&qwen);
     let _ = std::fs::remove_dir_all(&intern);
     // The same weights in the same op order (a zero bias adds exact zeros): equal to rounding.
     common::assert_close("internlm2 vs qwen2 logits", &lb, &la, 1e-6, 0.0);
     assert_eq!(ib, ia);
+    if let Some((lg, ig)) = gpu {
+        common::assert_close("internlm2 gpu vs cpu logits", &lg, &lb, 5e-5, 0.0);
+        assert_eq!(ig, ib, "internlm2 greedy ids on the GPU");
+    }
     // Zeroing the biases really changed the model (so the comparison is not vacuous).
     let g = TensorStore::open(&fixture().join("golden_e2e.safetensors")).unwrap();
     let (_, golden) = g.get_i64("output.greedy_ids").unwrap().unwrap();
