@@ -25,12 +25,11 @@ fn linvt(args: &[&str]) -> std::process::Output {
         .expect("binary runs")
 }
 
-/// Condenses the fixture and checks the output file against the golden output (1e-4, as in
-/// the golden test) and the golden top-k indices (exact), plus the file's metadata.
-fn condense_matches_golden(backend: &str) {
-    let out = out_path(&format!("out-{backend}.safetensors"));
+/// `linvt condense` of the fixture (weights and input in one file) into `out` on `backend`,
+/// with `extra` flags.
+fn condense_fixture(out: &std::path::Path, backend: &str, extra: &[&str]) -> std::process::Output {
     let f = fixture();
-    let o = linvt(&[
+    let mut args = vec![
         "condense",
         "--weights",
         f.to_str().unwrap(),
@@ -40,7 +39,17 @@ fn condense_matches_golden(backend: &str) {
         out.to_str().unwrap(),
         "--backend",
         backend,
-    ]);
+    ];
+    args.extend(extra);
+    linvt(&args)
+}
+
+/// Condenses the fixture and checks the output file against the golden output (1e-4, as in
+/// the golden test) and the golden top-k indices (exact), plus the file's metadata.
+fn condense_matches_golden(backend: &str) {
+    let out = out_path(&format!("out-{backend}.safetensors"));
+    let f = fixture();
+    let o = condense_fixture(&out, backend, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "condense failed: {stderr}");
     assert!(
@@ -87,20 +96,7 @@ fn condense_gpu_matches_golden() {
 #[test]
 fn flags_override_the_weights_metadata() {
     let out = out_path("out-k.safetensors");
-    let f = fixture();
-    let o = linvt(&[
-        "condense",
-        "--weights",
-        f.to_str().unwrap(),
-        "--input",
-        f.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--top-k",
-        "10",
-    ]);
+    let o = condense_fixture(&out, "cpu", &["--top-k", "10"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = TensorStore::open(&out).unwrap();
     assert_eq!(
@@ -112,26 +108,13 @@ fn flags_override_the_weights_metadata() {
 
 #[test]
 fn bad_invocations_fail_with_a_message() {
-    let f = fixture();
     let out = out_path("never.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--preset", "fancy"], "unknown preset `fancy`"),
         (vec!["--num-heads", "5"], "not divisible by num_heads 5"),
     ];
     for (extra, want) in cases {
-        let mut args = vec![
-            "condense",
-            "--weights",
-            f.to_str().unwrap(),
-            "--input",
-            f.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--backend",
-            "cpu",
-        ];
-        args.extend(extra);
-        let o = linvt(&args);
+        let o = condense_fixture(&out, "cpu", &extra);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
         assert!(stderr.contains(want), "expected `{want}` in: {stderr}");
