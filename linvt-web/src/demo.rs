@@ -59,9 +59,7 @@ pub struct SmallTiming {
 
 impl SmallTiming {
     pub fn median_ms(&self) -> f64 {
-        let mut v = self.runs_ms.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        linvt::timing::median(self.runs_ms.clone())
     }
 }
 

@@ -177,11 +177,6 @@ fn copy_bandwidth(ctx: &GpuContext, pool: &BufferPool, bytes: u64) -> Result<f64
     Ok(2.0 * bytes as f64 / best / 1e9)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Builds the decoder `name` with seeded weights on `ctx`, prefills a seeded prompt, times
 /// greedy decode steps and the device's copy bandwidth. `progress` gets a line per phase.
 pub fn run(
@@ -257,7 +252,7 @@ pub fn run(
         times.push(t.elapsed().as_secs_f64() * 1e3);
         position += 1;
     }
-    let decode_ms = median(times);
+    let decode_ms = crate::timing::median(times);
 
     progress("copy bandwidth");
     let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);

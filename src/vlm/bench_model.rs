@@ -214,18 +214,6 @@ fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> 
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Warm-up, then `reps` timed repetitions on a loaded engine.
 pub fn measure<O: VlmOps>(
     e: &mut Engine<O>,
@@ -252,7 +240,7 @@ pub fn measure<O: VlmOps>(
     let reps = (0..opts.reps)
         .map(|_| one_rep(e, inputs, opts.decode_steps))
         .collect::<Result<Vec<_>>>()?;
-    let med = |f: fn(&Rep) -> f64| median(reps.iter().map(f).collect());
+    let med = |f: fn(&Rep) -> f64| crate::timing::median(reps.iter().map(f).collect());
     let (vision, linvt, prefill, decode_step) = (
         med(|r| r.vision),
         med(|r| r.linvt),
@@ -352,15 +340,4 @@ pub fn to_json(b: &ModelBench) -> serde_json::Value {
         .collect::<serde_json::Map<_, _>>()
         .into();
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
 }
