@@ -82,11 +82,7 @@ pub fn layer_norm_with_workgroup(
             )));
         }
     }
-    if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::input(format!(
-            "layer_norm: eps must be finite and ≥ 0, got {eps}"
-        )));
-    }
+    check_eps(eps, "layer_norm")?;
     let out = rec.alloc("layer_norm.out", &[rows, cols])?;
     if rows == 0 {
         return Ok(out);
@@ -121,6 +117,15 @@ pub fn layer_norm_with_workgroup(
         g,
     );
     Ok(out)
+}
+
+fn check_eps(eps: f32, what: &str) -> Result<()> {
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(Error::input(format!(
+            "{what}: eps must be finite and ≥ 0, got {eps}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an explicit invocations-per-row count: a power of two within the device's limits.
@@ -166,11 +171,7 @@ pub fn rms_norm_with_workgroup(
             gamma.shape, x.shape
         )));
     }
-    if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::input(format!(
-            "rms_norm: eps must be finite and ≥ 0, got {eps}"
-        )));
-    }
+    check_eps(eps, "rms_norm")?;
     let out = rec.alloc("rms_norm.out", &[rows, cols])?;
     if rows == 0 {
         return Ok(out);
