@@ -1,6 +1,26 @@
 //! CPU twin of the RoPE kernel: rotary position embedding in the "rotate half" layout of
 //! Hugging Face's Qwen2/LLaMA (`apply_rotary_pos_emb`), applied to every head of every row.
 
+/// θ_d = theta^(−2d/D) for d < D/2, in f64.
+pub fn inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
+        .collect()
+}
+
+/// (cos, sin) of the angles p·θ_d at `position`, computed in f64 and rounded to f32: the
+/// numbers every RoPE here rotates by (the GPU kernel reads them from a table of these).
+pub fn cos_sin(inv_freq: &[f64], position: usize) -> (Vec<f32>, Vec<f32>) {
+    let p = position as f64;
+    inv_freq
+        .iter()
+        .map(|f| {
+            let (s, c) = (p * f).sin_cos();
+            (c as f32, s as f32)
+        })
+        .unzip()
+}
+
 /// Rotates rows of `heads · head_dim` values in place. Row r sits at position `position + r`.
 /// For each head and d < D/2, with θ_d = theta^(−2d/D) and angle a = p·θ_d (computed in f64):
 ///   out[d] = x[d]·cos a − x[d + D/2]·sin a,   out[d + D/2] = x[d + D/2]·cos a + x[d]·sin a.
@@ -15,18 +35,9 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, position: usize, theta
         "rope: rows of {width} expected"
     );
     let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
-        .collect();
+    let inv_freq = inv_freq(head_dim, theta);
     for (r, row) in x.chunks_mut(width).enumerate() {
-        let p = (position + r) as f64;
-        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq
-            .iter()
-            .map(|f| {
-                let (s, c) = (p * f).sin_cos();
-                (s as f32, c as f32)
-            })
-            .unzip();
+        let (cos, sin) = cos_sin(&inv_freq, position + r);
         for head in row.chunks_mut(head_dim) {
             for d in 0..half {
                 let (a, b) = (head[d], head[d + half]);

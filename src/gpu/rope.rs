@@ -28,22 +28,12 @@ struct Params {
 
 /// The cos/sin table of positions 0..positions: per position, head_dim values [cos_0 …
 /// cos_{D/2−1}, sin_0 … sin_{D/2−1}] with angle p·θ_d, θ_d = theta^(−2d/D), computed in f64 and
-/// rounded to f32 exactly as the CPU twin does, so both rotate by the same numbers.
+/// rounded to f32 by the CPU twin's own `cos_sin`, so both rotate by the same numbers.
 pub fn rope_table(head_dim: usize, theta: f64, positions: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
-        .collect();
+    let inv_freq = crate::cpu::rope::inv_freq(head_dim, theta);
     let mut t = Vec::with_capacity(positions * head_dim);
     for p in 0..positions {
-        let p = p as f64;
-        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq
-            .iter()
-            .map(|f| {
-                let (s, c) = (p * f).sin_cos();
-                (s as f32, c as f32)
-            })
-            .unzip();
+        let (cos, sin) = crate::cpu::rope::cos_sin(&inv_freq, p);
         t.extend(cos);
         t.extend(sin);
     }
