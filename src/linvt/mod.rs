@@ -295,18 +295,14 @@ impl Linvt {
         indices: &[u32],
         probs: Vec<Tensor>,
     ) -> Provenance {
-        provenance::compose(&provenance::ComposeInput {
-            heads: self.config.num_heads,
-            frames: dims.frames,
-            tokens: dims.tokens,
-            num_queries: self.num_queries(),
+        provenance::of_forward(
+            self.config.num_heads,
+            self.num_queries(),
+            dims,
+            f,
             indices,
-            k: dims.k,
-            runs: &f.runs,
-            scales_before: &f.scales_before,
-            scales_after: &f.scales_after,
-            probs: &probs,
-        })
+            &probs,
+        )
     }
 
     /// Runs on the CPU reference path.

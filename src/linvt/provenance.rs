@@ -3,7 +3,8 @@
 //! pooling windows. In the `paper` preset (tokens gathered from the input) these weights
 //! reproduce every head slice of the output exactly from the input tokens.
 
-use super::forward::TtaRun;
+use super::forward::{Dims, ForwardOut, TtaRun};
+use super::ops::Ops;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -58,6 +59,30 @@ pub struct ComposeInput<'a> {
     pub scales_after: &'a [usize],
     /// Per run: (heads, queries, run tokens).
     pub probs: &'a [Tensor],
+}
+
+/// The provenance of one forward's output: `indices` and `probs` are its selected indices and
+/// aggregation weights read back to the host.
+pub fn of_forward<O: Ops>(
+    heads: usize,
+    num_queries: usize,
+    dims: Dims,
+    f: &ForwardOut<O>,
+    indices: &[u32],
+    probs: &[Tensor],
+) -> Provenance {
+    compose(&ComposeInput {
+        heads,
+        frames: dims.frames,
+        tokens: dims.tokens,
+        num_queries,
+        indices,
+        k: dims.k,
+        runs: &f.runs,
+        scales_before: &f.scales_before,
+        scales_after: &f.scales_after,
+        probs,
+    })
 }
 
 pub fn compose(c: &ComposeInput) -> Provenance {

@@ -148,13 +148,7 @@ impl<O: VlmOps> Engine<O> {
         text: &O::T,
         want: Want,
     ) -> Result<ForwardOut<O>> {
-        let tokens = self.config.tokens_per_frame();
-        let dims = Dims {
-            frames,
-            tokens,
-            text_len: self.ops.row_count(text),
-            k: self.linvt_config.top_k.min(frames * tokens),
-        };
+        let dims = self.linvt_dims(frames, text);
         forward::forward(
             &mut self.ops,
             &self.linvt_config,
@@ -165,6 +159,17 @@ impl<O: VlmOps> Engine<O> {
             self.config.num_video_query_token,
             want,
         )
+    }
+
+    /// LinVT's sizes for a clip of `frames` frames conditioned on `text`.
+    pub fn linvt_dims(&self, frames: usize, text: &O::T) -> Dims {
+        let tokens = self.config.tokens_per_frame();
+        Dims {
+            frames,
+            tokens,
+            text_len: self.ops.row_count(text),
+            k: self.linvt_config.top_k.min(frames * tokens),
+        }
     }
 
     /// The prompt's input embeddings with `visual` rows written at `positions`.

@@ -18,7 +18,7 @@ use crate::gpu::Recorder;
 use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::forward::Want;
 use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::provenance::{compose, ComposeInput, Provenance};
+use crate::linvt::provenance::{self, Provenance};
 use crate::weights::TensorStore;
 
 /// Where the model runs.
@@ -248,19 +248,15 @@ impl AskContext<'_> {
                         .iter()
                         .map(|p| e.ops.read_back(p))
                         .collect::<Result<Vec<_>>>()?;
-                    let tokens = e.config.tokens_per_frame();
-                    Some(compose(&ComposeInput {
-                        heads: e.linvt_config.num_heads,
-                        frames: f.len(),
-                        tokens,
-                        num_queries: q,
-                        indices: &indices,
-                        k: e.linvt_config.top_k.min(f.len() * tokens),
-                        runs: &out.runs,
-                        scales_before: &out.scales_before,
-                        scales_after: &out.scales_after,
-                        probs: &probs,
-                    }))
+                    let dims = e.linvt_dims(f.len(), &text);
+                    Some(provenance::of_forward(
+                        e.linvt_config.num_heads,
+                        q,
+                        dims,
+                        &out,
+                        &indices,
+                        &probs,
+                    ))
                 } else {
                     None
                 };
