@@ -9,6 +9,7 @@
 //   divides the element count, so a short y repeats over groups of rows.
 // `copy_rows`: for each pair (src_row, dst_row) in `pairs`, out row dst_row = x row src_row;
 //   an embedding lookup (dst_row = i) and the scatter of rows into slots are both this.
+//   `copy_rows_texels` is the same with x stored as texels.
 //
 // erf has no WGSL builtin. For |x| < 0.75 we use the rational minimax fit of Eigen's
 // `generic_fast_erf_float` (also XLA's ErfImpl32), erf(x) ≈ x·P(x²)/Q(x²), 6.5e-8 in exact
@@ -40,6 +41,8 @@ override WG: u32 = 64u;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 // `copy_rows` only (shares binding 3 with `y`: never in the same entry point):
 @group(0) @binding(3) var<storage, read> pairs: array<u32>;
+// `copy_rows_texels` only: x is a table stored as texels (texels.wgsl, put before this file).
+@group(0) @binding(1) var x_texels: texture_2d_array<f32>;
 
 fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid;
@@ -159,4 +162,19 @@ fn copy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let src = pairs[p.p_off + 2u * pair];
     let to = pairs[p.p_off + 2u * pair + 1u];
     dst[p.o_off + to * p.cols + c] = x[p.x_off + src * p.cols + c];
+}
+
+// `copy_rows` reading x from texels (an embedding table stored as texels).
+@compute @workgroup_size(WG)
+fn copy_rows_texels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let pair = i / p.cols;
+    let c = i % p.cols;
+    let src = pairs[p.p_off + 2u * pair];
+    let to = pairs[p.p_off + 2u * pair + 1u];
+    let e = p.x_off + src * p.cols + c;
+    let t = texel_coords(e >> 2u);
+    dst[p.o_off + to * p.cols + c] = textureLoad(x_texels, t.xy, t.z, 0)[e & 3u];
 }

@@ -10,6 +10,7 @@
 //   rb_vec4    register-blocked, vec4 loads: needs K % 4 == 0 and both offsets % 4 == 0
 //   rb_scalar  register-blocked, scalar loads: any K, any offset
 //   tiled      workgroup-memory tiles for real GPUs: any K, any offset
+//   gemv       one B row (token-by-token decoding), invocations along K: vec4 alignment as rb_vec4
 // Rows past the end are clamped on load and skipped on store, so any M, N, K works.
 //
 // Batched and strided: workgroup row z of the grid computes batch z. Batch z of an operand
@@ -46,23 +47,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-// `AElem`, the element type of operand A, is set by a one-line prelude the host adds
-// (src/gpu/linear.rs): f32, or f16 for the f16-weight variant (A is then the weight; adapters
-// with SHADER_F16 only). Loads convert to f32; all arithmetic is f32.
+// Operand A (binding 1) is read only through `la4(i)` (vec4 i of A's elements, rb_vec4) and
+// `la1(i)` (element i: rb_scalar, tiled), both f32. A one-file prelude the host puts before this
+// file (src/gpu/linear.rs) declares the binding and defines them: an f32 buffer
+// (linear_a_buffer.wgsl with `AElem = f32`), f16 weights in a buffer (the same with
+// `AElem = f16`; adapters with SHADER_F16), or a weight stored as texels (linear_a_texels.wgsl).
+// All arithmetic is f32.
 //
-// vec4 views of the operands (rb_vec4) ...
-@group(0) @binding(1) var<storage, read> a4: array<vec4<AElem>>;
+// Operand B: a vec4 view (rb_vec4) and a scalar view (rb_scalar, tiled) of one buffer.
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
-// ... and scalar views of the same bindings (rb_scalar, tiled).
-@group(0) @binding(1) var<storage, read> a1: array<AElem>;
 @group(0) @binding(2) var<storage, read> b1: array<f32>;
-
-fn la4(i: u32) -> vec4<f32> {
-    return vec4<f32>(a4[i]);
-}
-fn la1(i: u32) -> f32 {
-    return f32(a1[i]);
-}
 
 // This invocation's batch offsets (elements), set at entry.
 var<private> a_batch: u32;
@@ -464,5 +458,100 @@ fn tiled(
         for (var j = 0u; j < TT; j++) {
             store(acc[i][j], a0 + tx + TILE * j, b0 + ty + TILE * i);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix-vector kernel: one B row (a decoded token), out[a] = A[a]·B[0] for GR rows of A per
+// workgroup.
+//
+// Decoding reads every weight once per token, so this kernel is about streaming A. The GV
+// invocations of a workgroup split the K axis — invocation l reads vec4s l, l + GV, l + 2·GV, …
+// of each of its GR rows — so neighbouring invocations read neighbouring memory (coalesced on
+// GPUs; few, long streams for a CPU's prefetcher) and there are a_rows / GR workgroups (56 for
+// N = 896, against 7 register-blocked ones). The GV partial sums of each row meet in workgroup
+// memory. On llvmpipe this pays off only with the weight stored as texels (a texel fetch is one
+// gather; a storage load with per-lane addresses is a loop over the lanes), so the host uses it
+// there only for such weights, and on GPUs always.
+
+override GV: u32 = 8u; // invocations per workgroup, along K
+const GR: u32 = 16u;   // rows of A per workgroup
+
+var<workgroup> gemv_partial: array<f32, GV * GR>;
+
+@compute @workgroup_size(GV)
+fn gemv(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = wid.x + wid.y * nwg.x;
+    // Uniform for the whole workgroup, so the barrier below stays in uniform control flow.
+    if (g >= p.groups_total) {
+        return;
+    }
+    enter_batch(wid.z);
+    let a0 = g * GR;
+    let b = b_start(0u) / 4u;
+    let r0 = a_start(a0 + 0u) / 4u;
+    let r1 = a_start(a0 + 1u) / 4u;
+    let r2 = a_start(a0 + 2u) / 4u;
+    let r3 = a_start(a0 + 3u) / 4u;
+    let r4 = a_start(a0 + 4u) / 4u;
+    let r5 = a_start(a0 + 5u) / 4u;
+    let r6 = a_start(a0 + 6u) / 4u;
+    let r7 = a_start(a0 + 7u) / 4u;
+    let r8 = a_start(a0 + 8u) / 4u;
+    let r9 = a_start(a0 + 9u) / 4u;
+    let r10 = a_start(a0 + 10u) / 4u;
+    let r11 = a_start(a0 + 11u) / 4u;
+    let r12 = a_start(a0 + 12u) / 4u;
+    let r13 = a_start(a0 + 13u) / 4u;
+    let r14 = a_start(a0 + 14u) / 4u;
+    let r15 = a_start(a0 + 15u) / 4u;
+    var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0; var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0; var s8 = 0.0; var s9 = 0.0; var s10 = 0.0; var s11 = 0.0; var s12 = 0.0; var s13 = 0.0; var s14 = 0.0; var s15 = 0.0;
+    let k4 = p.k / 4u;
+    for (var kk = lid; kk < k4; kk += GV) {
+        let bv = b4[b + kk];
+        s0 += dot(bv, la4(r0 + kk));
+        s1 += dot(bv, la4(r1 + kk));
+        s2 += dot(bv, la4(r2 + kk));
+        s3 += dot(bv, la4(r3 + kk));
+        s4 += dot(bv, la4(r4 + kk));
+        s5 += dot(bv, la4(r5 + kk));
+        s6 += dot(bv, la4(r6 + kk));
+        s7 += dot(bv, la4(r7 + kk));
+        s8 += dot(bv, la4(r8 + kk));
+        s9 += dot(bv, la4(r9 + kk));
+        s10 += dot(bv, la4(r10 + kk));
+        s11 += dot(bv, la4(r11 + kk));
+        s12 += dot(bv, la4(r12 + kk));
+        s13 += dot(bv, la4(r13 + kk));
+        s14 += dot(bv, la4(r14 + kk));
+        s15 += dot(bv, la4(r15 + kk));
+    }
+    gemv_partial[lid * GR + 0u] = s0;
+    gemv_partial[lid * GR + 1u] = s1;
+    gemv_partial[lid * GR + 2u] = s2;
+    gemv_partial[lid * GR + 3u] = s3;
+    gemv_partial[lid * GR + 4u] = s4;
+    gemv_partial[lid * GR + 5u] = s5;
+    gemv_partial[lid * GR + 6u] = s6;
+    gemv_partial[lid * GR + 7u] = s7;
+    gemv_partial[lid * GR + 8u] = s8;
+    gemv_partial[lid * GR + 9u] = s9;
+    gemv_partial[lid * GR + 10u] = s10;
+    gemv_partial[lid * GR + 11u] = s11;
+    gemv_partial[lid * GR + 12u] = s12;
+    gemv_partial[lid * GR + 13u] = s13;
+    gemv_partial[lid * GR + 14u] = s14;
+    gemv_partial[lid * GR + 15u] = s15;
+    workgroupBarrier();
+    for (var j = lid; j < GR; j += GV) {
+        var acc = 0.0;
+        for (var l = 0u; l < GV; l++) {
+            acc += gemv_partial[l * GR + j];
+        }
+        store(acc, a0 + j, 0u);
     }
 }

@@ -111,3 +111,33 @@ fn rms_norm(
         rms_y[p.y_off + base + c] = x[p.x_off + base + c] * inv * rms_gamma[p.g_off + c];
     }
 }
+
+// Residual add + RMSNorm, a pre-norm decoder's `x + attention` (or `+ mlp`) followed by the
+// next norm: z = x + res is written to `sum` (the new residual stream, at b_off) and
+// y = z / sqrt(mean(z²) + eps) · gamma. Bindings as `layer_norm` (1: x, 2: res, 3: gamma,
+// 5: y) with `sum` at 4, where `layer_norm` has beta.
+@group(0) @binding(4) var<storage, read_write> sum: array<f32>;
+
+@compute @workgroup_size(WG)
+fn add_rms_norm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.cols;
+    var q = 0.0;
+    for (var c = lid; c < p.cols; c += WG) {
+        let v = x[p.x_off + base + c] + res[p.r_off + base + c];
+        sum[p.b_off + base + c] = v;
+        q += v * v;
+    }
+    let inv = 1.0 / sqrt(workgroup_sum(q, lid) / f32(p.cols) + p.eps);
+    for (var c = lid; c < p.cols; c += WG) {
+        let v = x[p.x_off + base + c] + res[p.r_off + base + c];
+        y[p.y_off + base + c] = v * inv * gamma[p.g_off + c];
+    }
+}

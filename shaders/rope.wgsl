@@ -8,6 +8,12 @@
 // values per position, [cos_0 … cos_{D/2−1}, sin_0 … sin_{D/2−1}], computed in f64 like the twin.
 // WGSL's sin/cos are only accurate to 2⁻¹¹ near ±π and the angles reach thousands of radians,
 // so computing them here would not match the reference. One invocation per (row, head, d).
+//
+// `rope_qkv` is a decoder layer's attention input in one dispatch: x rows are a packed
+// projection [q (heads) | k (kv_heads) | v (kv_heads)] of head_dim values each; q is rotated
+// into y, k rotated into the KV cache's key rows and v copied into its value rows (rows
+// position.. of the layer's cache, at k_off / v_off). Equal to `rope` on q and k plus the
+// copies, without three more dispatches per layer.
 
 struct Params {
     rows: u32,
@@ -17,6 +23,9 @@ struct Params {
     x_off: u32,
     t_off: u32,
     o_off: u32,
+    kv_heads: u32,   // `rope_qkv` only, like the three below
+    k_off: u32,
+    v_off: u32,
     _pad: u32,
 }
 
@@ -26,6 +35,9 @@ override WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> table: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// `rope_qkv` only: the layer's KV cache.
+@group(0) @binding(4) var<storage, read_write> keys: array<f32>;
+@group(0) @binding(5) var<storage, read_write> values: array<f32>;
 
 @compute @workgroup_size(WG)
 fn rope(
@@ -48,4 +60,44 @@ fn rope(
     let b = x[p.x_off + base + p.half + d];
     y[p.o_off + base + d] = a * c - b * s;
     y[p.o_off + base + p.half + d] = b * c + a * s;
+}
+
+@compute @workgroup_size(WG)
+fn rope_qkv(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let slots = p.heads + 2u * p.kv_heads; // heads of a packed row
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= p.rows * slots * p.half) {
+        return;
+    }
+    let d = i % p.half;
+    let rs = i / p.half;                   // row · slots + slot
+    let row = rs / slots;
+    let slot = rs % slots;
+    let src = p.x_off + rs * 2u * p.half;
+    let a = x[src + d];
+    let b = x[src + p.half + d];
+    if (slot >= p.heads + p.kv_heads) {
+        let dst = p.v_off + (row * p.kv_heads + slot - p.heads - p.kv_heads) * 2u * p.half;
+        values[dst + d] = a;
+        values[dst + p.half + d] = b;
+        return;
+    }
+    let t = p.t_off + (p.position + row) * 2u * p.half;
+    let c = table[t + d];
+    let s = table[t + p.half + d];
+    let ra = a * c - b * s;
+    let rb = b * c + a * s;
+    if (slot < p.heads) {
+        let dst = p.o_off + (row * p.heads + slot) * 2u * p.half;
+        y[dst + d] = ra;
+        y[dst + p.half + d] = rb;
+    } else {
+        let dst = p.k_off + (row * p.kv_heads + slot - p.heads) * 2u * p.half;
+        keys[dst + d] = ra;
+        keys[dst + p.half + d] = rb;
+    }
 }

@@ -21,6 +21,8 @@
 
 mod common;
 
+use linvt::gpu::texels::WeightLayout;
+
 use std::path::{Path, PathBuf};
 
 use ::linvt::config::Preset;
@@ -273,15 +275,20 @@ fn golden_cpu() {
     golden_on(CpuOps::new(4));
 }
 
+/// The GPU executor with the linear weights and the embedding stored as texels (the default
+/// on CPU adapters such as lavapipe).
 #[test]
 fn golden_gpu() {
     let Some(ctx) = common::gpu() else { return };
     let pool = ::linvt::gpu::BufferPool::default();
     let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
-    golden_on(::linvt::linvt::gpu_exec::GpuOps::new(rec));
+    let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
+    ops.vlm.weight_layout = Some(WeightLayout::Texels);
+    golden_on(ops);
 }
 
-/// The GPU executor with a 240 KiB storage-binding budget: the (1000, 64) embedding and
+/// The GPU executor with every weight in storage buffers (the default on real GPUs) and a
+/// 240 KiB storage-binding budget: the (1000, 64) embedding and
 /// lm_head tables (256 KB each) are stored as row chunks of 960 and 40 rows, so the gather (ids
 /// in both chunks) and the lm_head linear (columns split at 960) run their chunked paths; every
 /// other weight and input (largest: the patches, 225 KB) is below the budget.
@@ -291,6 +298,7 @@ fn golden_gpu_chunked_tables() {
     let pool = ::linvt::gpu::BufferPool::default();
     let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
     let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
+    ops.vlm.weight_layout = Some(WeightLayout::Buffers);
     ops.vlm.chunk_bytes = Some(240 << 10);
     golden_on(ops);
 }

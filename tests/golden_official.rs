@@ -143,7 +143,7 @@ fn official_gpu_f16_weights_match_cpu_on_rounded_weights() {
                         .iter()
                         .map(|&v| half::f16::from_f32(v).to_f32())
                         .collect(),
-                    Role::Other => t.data().to_vec(),
+                    Role::Table | Role::Other => t.data().to_vec(),
                 };
                 linvt::Tensor::new(t.shape().to_vec(), data)
             })

@@ -3,7 +3,7 @@
 mod common;
 
 use linvt::cpu::linear as cpu;
-use linvt::gpu::linear::{self, Kernel, Split, Tuning};
+use linvt::gpu::linear::{self, GemvUse, Kernel, Split, Tuning};
 use linvt::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
 
 /// Tolerance for a K-long f32 dot product of values in [-1, 1] (plus a bias in [-1, 1]).
@@ -29,16 +29,52 @@ fn upload_view(
     cols: usize,
     data: &[f32],
 ) -> GpuTensor {
+    upload_view_in(ctx, name, start, rows, cols, data, WeightIn::Buffer)
+}
+
+/// Where a test weight lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WeightIn {
+    Buffer,
+    /// A texture (`upload_texels`): what CPU adapters use for model weights.
+    Texels,
+}
+
+fn upload_view_in(
+    ctx: &GpuContext,
+    name: &str,
+    start: usize,
+    rows: usize,
+    cols: usize,
+    data: &[f32],
+    store: WeightIn,
+) -> GpuTensor {
     let mut all = vec![1e6f32; (start + rows + 2) * cols];
     all[start * cols..(start + rows) * cols].copy_from_slice(data);
-    ctx.upload(name, &[start + rows + 2, cols], &all)
-        .unwrap()
-        .rows_view(start, rows)
+    let shape = [start + rows + 2, cols];
+    let t = match store {
+        WeightIn::Buffer => ctx.upload(name, &shape, &all),
+        WeightIn::Texels => ctx.upload_texels(name, &shape, &all),
+    };
+    t.unwrap().rows_view(start, rows)
 }
 
 /// Runs one product on the GPU with `tuning` (None: the adapter default) and compares it with
 /// the CPU twin. x, w and the bias are views at nonzero offsets (`x_start` rows into x's buffer).
 fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: Option<Tuning>) {
+    check_in(m, n, k, with_bias, x_start, tuning, WeightIn::Buffer)
+}
+
+/// [`check`] with the weight stored in `store`.
+fn check_in(
+    m: usize,
+    n: usize,
+    k: usize,
+    with_bias: bool,
+    x_start: usize,
+    tuning: Option<Tuning>,
+    store: WeightIn,
+) {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let seed = (m * 1_000_003 + n * 1009 + k) as u64;
@@ -46,7 +82,7 @@ fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: 
     let w = common::rand_vec(seed + 1, n * k, 1.0);
     let b = common::rand_vec(seed + 2, n, 1.0);
     let xg = upload_view(&ctx, "x", x_start, m, k, &x);
-    let wg = upload_view(&ctx, "w", 1, n, k, &w);
+    let wg = upload_view_in(&ctx, "w", 1, n, k, &w, store);
     let bg = upload_view(&ctx, "b", 2, 1, n, &b);
     let bias = with_bias.then_some(&bg);
 
@@ -63,7 +99,8 @@ fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: 
     rec.submit().unwrap();
     let got = ctx.read_f32(&y).unwrap();
     let want = cpu::linear(&x, &w, with_bias.then_some(&b[..]), m, n, k);
-    let what = format!("linear {m}x{n}x{k} bias={with_bias} x_start={x_start} {tuning:?}");
+    let what =
+        format!("linear {m}x{n}x{k} bias={with_bias} x_start={x_start} {store:?} {tuning:?}");
     common::assert_close(&what, &got, &want, atol(k), 1e-5);
 }
 
@@ -132,6 +169,109 @@ fn tiled_kernel_odd_shapes() {
     }
     check(70, 130, 40, false, 0, Some(t)); // K not a multiple of the stage (16)
     check(1, 300, 64, true, 1, Some(t));
+}
+
+/// The matrix-vector kernel (one B row: decoding) on every kind of shape it meets: N below,
+/// at and past one workgroup's 16 rows, K shorter than one pass of the lanes and not a multiple
+/// of lanes·4, a bias, an x view at an offset; with 8 lanes (CPU adapters), 64 (GPUs) and a
+/// count that is not a power of two. K % 4 ≠ 0 falls back to the register-blocked scalar
+/// kernel and must still be right.
+#[test]
+fn gemv_kernel_odd_shapes() {
+    for lanes in [8, 64, 24] {
+        let t = Tuning {
+            gemv: GemvUse::Always,
+            gemv_lanes: lanes,
+            ..Tuning::CPU
+        };
+        for &(n, k) in &[
+            (1, 4),
+            (15, 8),
+            (16, 36),
+            (17, 260),
+            (300, 64),
+            (70, 4 * 65),
+        ] {
+            check(1, n, k, true, 3, Some(t));
+            check(1, n, k, false, 0, Some(t));
+        }
+        check(1, 33, 21, true, 1, Some(t)); // K % 4 ≠ 0: not the gemv kernel
+    }
+}
+
+/// Weights stored as texels (`upload_texels`, what CPU adapters use for model weights) through
+/// every kernel that reads them as operand A: the adapter default (register-blocked or
+/// matrix-vector), scalar loads, the tiled kernel, and the matrix-vector kernel on both sides
+/// of the CPU row limit (4096). The weight is a view 1 row into its texture.
+#[test]
+fn texel_weights_every_kernel() {
+    let tunings = [
+        None,
+        Some(Tuning {
+            vec4: false,
+            ..Tuning::CPU
+        }),
+        Some(Tuning {
+            gemv: GemvUse::Never,
+            ..Tuning::CPU
+        }),
+        Some(Tuning::GPU),
+        Some(Tuning {
+            kernel: Kernel::Tiled,
+            gemv: GemvUse::Never,
+            ..Tuning::GPU
+        }),
+    ];
+    for tuning in tunings {
+        for &(m, n, k) in SHAPES {
+            check_in(m, n, k, true, 3, tuning, WeightIn::Texels);
+        }
+        check_in(1, 300, 64, true, 1, tuning, WeightIn::Texels);
+    }
+    // Past the matrix-vector row limit of CPU adapters: register-blocked.
+    check_in(1, 4200, 8, true, 0, None, WeightIn::Texels);
+}
+
+/// A weight of more than one texture layer (4096² texels = 2²⁶ values): 16 400 × 4096 values
+/// span two layers, so rows past 16 384 come from layer 1. One token through the adapter's
+/// default kernel and through the matrix-vector kernel, against f64 dot products.
+#[test]
+fn texel_weight_spanning_two_layers() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (n, k) = (16_400usize, 4096usize);
+    let w = common::rand_vec(81, n * k, 1.0);
+    let x = common::rand_vec(82, k, 1.0);
+    let wg = ctx.upload_texels("w", &[n, k], &w).unwrap();
+    let xg = ctx.upload("x", &[1, k], &x).unwrap();
+    let want: Vec<f32> = w
+        .chunks(k)
+        .map(|row| {
+            row.iter()
+                .zip(&x)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>() as f32
+        })
+        .collect();
+    for tuning in [
+        Tuning::CPU,
+        Tuning {
+            gemv: GemvUse::Always,
+            ..Tuning::CPU
+        },
+    ] {
+        let mut rec = Recorder::new(&ctx, &pool);
+        let y = rec.alloc("y", &[1, n]).unwrap();
+        linear::linear_into_tuned(&mut rec, &xg, &wg, None, &y, tuning).unwrap();
+        rec.submit().unwrap();
+        common::assert_close(
+            &format!("two-layer texel weight {tuning:?}"),
+            &ctx.read_f32(&y).unwrap(),
+            &want,
+            atol(k),
+            1e-5,
+        );
+    }
 }
 
 #[test]
@@ -304,14 +444,21 @@ fn cpu_twin_matches_f64_reference_on_blocked_threaded_path() {
 /// written with both strides non-unit — on every kernel, against plain loops in f64.
 #[test]
 fn batched_strided_product_every_kernel() {
-    use linear::{OutLayout, Product, Rows};
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
-    // 2 outer × 3 inner batches; A: 37 rows, B: 19 rows, K = 20, rows 64 apart, batches laid
-    // out (outer 5000, inner 20) inside one buffer; output batches (outer, inner) =
-    // (3·19·37, 19·37) apart, out[z, a, b] at a·19 + b (A rows are output rows here, the
+    // 2 outer × 3 inner batches; A: 37 rows, B: 19 rows (or 1), K = 20, rows 64 apart, batches
+    // laid out (outer 5000, inner 20) inside one buffer; output batches (outer, inner) =
+    // (3·br·37, br·37) apart, out[z, a, b] at a·br + b (A rows are output rows here, the
     // opposite of `linear`'s usual roles).
-    let (outer, inner, ar, br, k) = (2usize, 3usize, 37usize, 19usize, 20usize);
+    for br in [19usize, 1] {
+        batched_strided_product(&ctx, &pool, br);
+    }
+}
+
+/// [`batched_strided_product_every_kernel`] with `br` B rows (1: the matrix-vector kernel).
+fn batched_strided_product(ctx: &GpuContext, pool: &BufferPool, br: usize) {
+    use linear::{OutLayout, Product, Rows};
+    let (outer, inner, ar, k) = (2usize, 3usize, 37usize, 20usize);
     let (rs, bo, bi) = (64usize, 5000usize, 20usize);
     let len = (outer - 1) * bo + (inner - 1) * bi + (ar.max(br) - 1) * rs + k + 3;
     let a_host = common::rand_vec(61, len, 1.0);
@@ -352,13 +499,17 @@ fn batched_strided_product_every_kernel() {
                 rows_per_group: 8,
                 ..Tuning::CPU
             },
+            Tuning {
+                gemv: GemvUse::Always,
+                ..Tuning::CPU
+            },
             Tuning::GPU,
         ];
         for tuning in tunings {
             let y = ctx
                 .upload("y", &[out_len], &vec![f32::NAN; out_len])
                 .unwrap();
-            let mut rec = Recorder::new(&ctx, &pool);
+            let mut rec = Recorder::new(ctx, pool);
             Product {
                 a: rows(&a, ar, a_off),
                 b: rows(&b, br, 0),
@@ -380,7 +531,7 @@ fn batched_strided_product_every_kernel() {
             rec.submit().unwrap();
             let got = ctx.read_f32(&y).unwrap();
             common::assert_close(
-                &format!("batched a_off {a_off} {tuning:?}"),
+                &format!("batched br {br} a_off {a_off} {tuning:?}"),
                 &got,
                 &want,
                 atol(k),

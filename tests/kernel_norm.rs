@@ -208,3 +208,48 @@ fn rms_norm_rejects_a_wrong_weight() {
     let mut rec = Recorder::new(&ctx, &pool);
     assert!(norm::rms_norm(&mut rec, &x, &w, 1e-6).is_err());
 }
+
+/// Residual add + RMSNorm in one kernel: the sum equals the twin `residual_add` exactly (one f32
+/// addition each), the normed rows equal `rms_norm` of it within the RMSNorm tolerance above;
+/// x and the residual at nonzero offsets.
+#[test]
+fn add_rms_norm_matches_residual_add_then_rms_norm() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    for (rows, cols, seed) in [(1usize, 896usize, 60u64), (3, 7, 61), (2, 4100, 62)] {
+        let x = common::rand_vec(seed, rows * cols, 2.0);
+        let r = common::rand_vec(seed + 1, rows * cols, 2.0);
+        let w = common::rand_vec(seed + 2, cols, 1.5);
+        let eps = 1e-6;
+        let view = |name, data: &[f32], start: usize| {
+            let mut all = vec![7.0f32; (rows + start + 1) * cols];
+            all[start * cols..(start + rows) * cols].copy_from_slice(data);
+            ctx.upload(name, &[rows + start + 1, cols], &all)
+                .unwrap()
+                .rows_view(start, rows)
+        };
+        let (xg, rg) = (view("x", &x, 1), view("r", &r, 2));
+        let wgt = ctx.upload("w", &[cols], &w).unwrap();
+        let mut rec = Recorder::new(&ctx, &pool);
+        let (sum, y) = norm::add_rms_norm(&mut rec, &xg, &rg, &wgt, eps).unwrap();
+        rec.submit().unwrap();
+        let want_sum = linvt::cpu::elementwise::residual_add(&x, &r, None, cols);
+        assert_eq!(ctx.read_f32(&sum).unwrap(), want_sum, "sum {rows}x{cols}");
+        common::assert_close(
+            &format!("add_rms_norm rows={rows} cols={cols}"),
+            &ctx.read_f32(&y).unwrap(),
+            &cpu::rms_norm(&want_sum, &w, cols, eps),
+            1e-5,
+            1e-4,
+        );
+    }
+    // Shapes that do not fit are errors.
+    let x = ctx.upload("x", &[2, 3], &[1.0f32; 6]).unwrap();
+    let r = ctx.upload("r", &[3, 2], &[1.0f32; 6]).unwrap();
+    let w = ctx.upload("w", &[3], &[1.0f32; 3]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let e = norm::add_rms_norm(&mut rec, &x, &r, &w, 1e-6)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+}

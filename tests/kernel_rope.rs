@@ -62,3 +62,82 @@ fn rope_rejects_a_short_table_and_odd_head_dim() {
     let x3 = ctx.upload("x3", &[2, 3], &[1.0f32; 6]).unwrap();
     assert!(rope(&mut rec, &x3, &table, 1, 3, 0).is_err());
 }
+
+/// A decoder layer's attention input in one kernel (`rope_qkv`) against the twin's pieces:
+/// q and k rotated by `cpu::rope::rope`, v copied, k and v landing in the cache rows at the
+/// position (the rows before it untouched). GQA (heads 6, kv_heads 2), rows at a nonzero
+/// offset, tolerance as `rope_matches_twin`.
+#[test]
+fn rope_qkv_matches_rope_and_copies() {
+    use linvt::gpu::rope::rope_qkv;
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (heads, kv_heads, d, theta) = (6usize, 2usize, 8usize, 1e6);
+    let (qw, kw) = (heads * d, kv_heads * d);
+    let width = qw + 2 * kw;
+    for (rows, position) in [(1usize, 0usize), (1, 37), (5, 3)] {
+        let capacity = position + rows + 2;
+        let qkv = common::rand_vec(90 + rows as u64, rows * width, 2.0);
+        let mut padded = vec![9.0f32; (rows + 1) * width];
+        padded[width..].copy_from_slice(&qkv);
+        let xg = ctx
+            .upload("qkv", &[rows + 1, width], &padded)
+            .unwrap()
+            .rows_view(1, rows);
+        let table = rope_table(d, theta, capacity);
+        let tg = ctx.upload("table", &[capacity, d], &table).unwrap();
+        let keys = ctx
+            .upload("keys", &[capacity, kw], &vec![-1.0f32; capacity * kw])
+            .unwrap();
+        let values = ctx
+            .upload("values", &[capacity, kw], &vec![-2.0f32; capacity * kw])
+            .unwrap();
+        let mut rec = Recorder::new(&ctx, &pool);
+        let q = rope_qkv(
+            &mut rec, &xg, &tg, &keys, &values, heads, kv_heads, d, position,
+        )
+        .unwrap();
+        rec.submit().unwrap();
+
+        let part = |lo: usize, n: usize| -> Vec<f32> {
+            qkv.chunks(width)
+                .flat_map(|r| r[lo..lo + n].to_vec())
+                .collect()
+        };
+        let (mut want_q, mut want_k, want_v) = (part(0, qw), part(qw, kw), part(qw + kw, kw));
+        cpu::rope(&mut want_q, heads, d, position, theta);
+        cpu::rope(&mut want_k, kv_heads, d, position, theta);
+        let what = format!("rope_qkv rows={rows} position={position}");
+        common::assert_close(
+            &format!("{what} q"),
+            &ctx.read_f32(&q).unwrap(),
+            &want_q,
+            1e-6,
+            0.0,
+        );
+        let (k_all, v_all) = (ctx.read_f32(&keys).unwrap(), ctx.read_f32(&values).unwrap());
+        let at = position * kw..(position + rows) * kw;
+        common::assert_close(&format!("{what} k"), &k_all[at.clone()], &want_k, 1e-6, 0.0);
+        assert_eq!(&v_all[at.clone()], &want_v[..], "{what} v");
+        let untouched = |all: &[f32], fill: f32| {
+            all[..at.start]
+                .iter()
+                .chain(&all[at.end..])
+                .all(|&v| v == fill)
+        };
+        assert!(
+            untouched(&k_all, -1.0) && untouched(&v_all, -2.0),
+            "{what}: wrote outside its rows"
+        );
+    }
+    // A write past the cache, or a row of the wrong width, is an error.
+    let x = ctx.upload("x", &[1, width], &vec![0.0f32; width]).unwrap();
+    let tg = ctx.upload("t", &[4, d], &rope_table(d, theta, 4)).unwrap();
+    let cache = ctx.upload("c", &[2, kw], &vec![0.0f32; 2 * kw]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let e = rope_qkv(&mut rec, &x, &tg, &cache, &cache, heads, kv_heads, d, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("overflow"), "{e}");
+    assert!(rope_qkv(&mut rec, &x, &tg, &cache, &cache, heads, 1, d, 0).is_err());
+}

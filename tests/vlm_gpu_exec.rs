@@ -1,14 +1,16 @@
 //! The video-LLM's GPU executor (`VlmOps` for `GpuOps`) where it does more than call one
-//! kernel: tables stored as row chunks (embedding gather, lm_head linear), the KV cache through
-//! write + attend, and `sample`'s single read-back. Compared with the CPU executor (whose ops
+//! kernel: tables stored as row chunks (embedding gather, lm_head linear) or as texels, the KV
+//! cache through write + attend, and `sample`'s single read-back. Compared with the CPU executor (whose ops
 //! are the twins).
 mod common;
 
 use linvt::cpu::sample::SamplingParams;
+use linvt::gpu::texels::WeightLayout;
 use linvt::gpu::{BufferPool, Recorder};
 use linvt::linvt::cpu_exec::CpuOps;
 use linvt::linvt::gpu_exec::GpuOps;
 use linvt::linvt::ops::Ops;
+use linvt::linvt::Role;
 use linvt::vlm::ops::VlmOps;
 use linvt::Tensor;
 
@@ -54,6 +56,68 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     // Other ops refuse the chunked table instead of reading past its first chunk.
     let err = gpu.rms_norm(&tg, &xg, 1e-6).unwrap_err().to_string();
     assert!(err.contains("storage binding"), "{err}");
+}
+
+/// Weights uploaded as texels (`upload_weight` with the texel layout): linear weights and
+/// tables go to textures, other roles and 1-D tensors stay buffers; the gather, the linear and
+/// the read-back agree with the CPU executor exactly or to f32 summation order, and other ops
+/// refuse a texel tensor with an error naming the two ops that read it.
+#[test]
+fn texel_weights_gather_project_and_read_back_like_the_cpu() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
+    gpu.vlm.weight_layout = Some(WeightLayout::Texels);
+    let mut cpu = CpuOps::new(1);
+    let table = tensor(5, 1000, 24);
+    let tg = gpu.upload_weight(table.clone(), Role::Table).unwrap();
+    let tc = cpu.upload(table.clone()).unwrap();
+    assert!(tg.is_texels());
+    let bias = Tensor::new(vec![1000], common::rand_vec(6, 1000, 1.0)).unwrap();
+    assert!(!gpu
+        .upload_weight(bias.clone(), Role::LinearWeight)
+        .unwrap()
+        .is_texels());
+    assert!(!gpu.upload_weight(table, Role::Other).unwrap().is_texels());
+
+    let ids = [0u32, 999, 17, 17, 512];
+    let got = gpu.gather_rows(&tg, &ids).unwrap();
+    let want = cpu.gather_rows(&tc, &ids).unwrap();
+    assert_eq!(gpu.read_back(&got).unwrap().data(), want.data(), "gather");
+    assert!(gpu.gather_rows(&tg, &[1000]).is_err());
+
+    // One token (the matrix-vector kernel) and three (register-blocked), with a bias.
+    let bg = gpu.upload(bias.clone()).unwrap();
+    let bc = cpu.upload(bias).unwrap();
+    for rows in [1, 3] {
+        let x = tensor(7, rows, 24);
+        let xg = gpu.upload(x.clone()).unwrap();
+        let got = gpu.linear(&xg, &tg, Some(&bg)).unwrap();
+        let want = cpu.linear(&x, &tc, Some(&bc)).unwrap();
+        // Dot products of 24 terms in (-1, 1) plus a bias: summation order ≲ 24·2⁻²⁴·|terms|.
+        common::assert_close(
+            &format!("texel lm_head, {rows} rows"),
+            gpu.read_back(&got).unwrap().data(),
+            want.data(),
+            1e-5,
+            0.0,
+        );
+    }
+    assert_eq!(gpu.read_back(&tg).unwrap().data(), tc.data(), "read-back");
+    let view = gpu.rows(&tg, 10, 2);
+    assert_eq!(
+        gpu.read_back(&view).unwrap().data(),
+        &tc.data()[240..288],
+        "read-back of a row view"
+    );
+    let xg = gpu.upload(tensor(8, 2, 24)).unwrap();
+    let err = gpu.rms_norm(&tg, &xg, 1e-6).unwrap_err().to_string();
+    assert!(
+        err.contains("texels") && err.contains("gather_rows"),
+        "{err}"
+    );
+    let err = gpu.linear(&tg, &tg, None).unwrap_err().to_string();
+    assert!(err.contains("texels"), "{err}");
 }
 
 #[test]

@@ -32,6 +32,12 @@ enum GpuWeights {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum WeightLayoutArg {
+    Buffers,
+    Texels,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum BenchShape {
     Official,
     Paper,
@@ -96,6 +102,10 @@ enum Command {
         /// With --decoder: timed decode steps (default: 32 on GPUs, 4 on CPU adapters).
         #[arg(long, requires = "decoder")]
         steps: Option<usize>,
+        /// With --decoder: where the weights live — buffers, or texels (textures; faster
+        /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
+        #[arg(long, value_enum, requires = "decoder")]
+        weight_layout: Option<WeightLayoutArg>,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -190,6 +200,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
         Command::Bench {
             decoder: Some(name),
             steps,
+            weight_layout,
             json,
             ..
         } => {
@@ -197,6 +208,10 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
             let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                 decode_steps: steps,
+                weight_layout: weight_layout.map(|l| match l {
+                    WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
+                    WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
+                }),
                 ..Default::default()
             };
             let report = linvt::vlm::bench_decoder::run(&ctx, &name, &opts, &mut |s| {

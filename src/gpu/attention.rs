@@ -379,7 +379,7 @@ pub fn attention_cached(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&combine),
-        &[scratch.buffer(), out.buffer()],
+        &[&scratch, out],
         wg,
     );
     Ok(())
@@ -527,12 +527,7 @@ fn flash(
     )?;
     let workgroups = p.groups * p.heads * p.q_blocks * p.splits;
     let wg = grid(rec.ctx, workgroups);
-    rec.dispatch(
-        &pipeline,
-        bytemuck::bytes_of(&p),
-        &[q.buffer(), k.buffer(), v.buffer(), out.buffer()],
-        wg,
-    );
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[q, k, v, out], wg);
     Ok(())
 }
 
@@ -562,7 +557,7 @@ fn softmax_rows(
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "softmax_rows", &[])?;
     let wg = grid(rec.ctx, rows.div_ceil(PROBS_WG) as u32);
-    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[s.buffer()], wg);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[s], wg);
     Ok(())
 }
 
@@ -636,12 +631,7 @@ fn attention_gemm(
         let quads = pairs * hd * kl.div_ceil(4);
         let pipeline = rec.ctx.pipeline(&SHADER, "transpose_v", &[])?;
         let wg = grid(rec.ctx, quads.div_ceil(64) as u32);
-        rec.dispatch(
-            &pipeline,
-            bytemuck::bytes_of(&tp),
-            &[v.buffer(), vt.buffer()],
-            wg,
-        );
+        rec.dispatch(&pipeline, bytemuck::bytes_of(&tp), &[v, &vt], wg);
 
         // O[z, i, d] = Σ_j P[z, i, j]·Vᵀ[z, d, j] with A = Vᵀ (invocations over head dims).
         Product {
@@ -699,11 +689,6 @@ pub fn attention_probs(
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "probs", &[])?;
     let wg = grid(rec.ctx, rows.div_ceil(PROBS_WG) as u32);
-    rec.dispatch(
-        &pipeline,
-        bytemuck::bytes_of(&p),
-        &[q.buffer(), k.buffer(), out.buffer()],
-        wg,
-    );
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[q, k, &out], wg);
     Ok(out)
 }

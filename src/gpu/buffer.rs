@@ -2,8 +2,9 @@
 //!
 //! A `GpuTensor` is a view (element offset + shape) into a storage buffer of 4-byte elements
 //! (f32 or u32), or of f16 weights ([`Elem::F16`], read only by the linear kernel's f16-weight
-//! variant on adapters with SHADER_F16). Kernels take the offset as a parameter, so row slices
-//! and weight sub-blocks are free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
+//! variant on adapters with SHADER_F16), or into a weight stored as texels (`super::texels`,
+//! read only by the linear kernel and the row gather). Kernels take the offset as a parameter,
+//! so row slices and weight sub-blocks are free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
 //! dropped, the buffer goes back to the pool and the next allocation of that size takes it —
 //! also within one recording, which is safe because a queue runs its commands in order and wgpu
 //! inserts the barriers between dispatches.
@@ -60,9 +61,15 @@ pub enum Elem {
     F16,
 }
 
+/// Where a tensor's elements live.
+pub(crate) enum Store {
+    Buffer(PooledBuffer),
+    Texels(super::texels::Texels),
+}
+
 #[derive(Clone)]
 pub struct GpuTensor {
-    buf: Arc<PooledBuffer>,
+    pub(crate) store: Arc<Store>,
     /// Offset of the first element, in elements.
     pub offset: usize,
     pub shape: Vec<usize>,
@@ -73,15 +80,46 @@ impl std::fmt::Debug for GpuTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "GpuTensor({:?} @ {}, {:?})",
-            self.shape, self.offset, self.elem
+            "GpuTensor({:?} @ {}, {:?}{})",
+            self.shape,
+            self.offset,
+            self.elem,
+            if self.is_texels() { ", texels" } else { "" }
         )
     }
 }
 
 impl GpuTensor {
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buf.buffer.as_ref().expect("buffer present until drop")
+    /// The storage buffer holding this tensor; an error for a weight stored as texels, which
+    /// only the kernels that read texels take.
+    pub fn buffer(&self) -> Result<&wgpu::Buffer> {
+        match &*self.store {
+            Store::Buffer(b) => Ok(b.buffer.as_ref().expect("buffer present until drop")),
+            Store::Texels(_) => Err(Error::input(format!(
+                "{self:?} is a weight stored as texels; only `linear` (as the weight) and `gather_rows` read such tensors"
+            ))),
+        }
+    }
+    /// The resource a kernel binds for this tensor: the whole buffer, or the texel view.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        match &*self.store {
+            Store::Buffer(b) => b
+                .buffer
+                .as_ref()
+                .expect("buffer present until drop")
+                .as_entire_binding(),
+            Store::Texels(t) => wgpu::BindingResource::TextureView(&t.view),
+        }
+    }
+    /// True for a weight stored as texels (see `super::texels`).
+    pub fn is_texels(&self) -> bool {
+        matches!(&*self.store, Store::Texels(_))
+    }
+    pub(crate) fn texels(&self) -> Option<&super::texels::Texels> {
+        match &*self.store {
+            Store::Texels(t) => Some(t),
+            Store::Buffer(_) => None,
+        }
     }
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -103,7 +141,7 @@ impl GpuTensor {
     pub fn rows_view(&self, start: usize, len: usize) -> GpuTensor {
         let c = self.cols();
         GpuTensor {
-            buf: self.buf.clone(),
+            store: self.store.clone(),
             offset: self.offset + start * c,
             shape: vec![len, c],
             elem: self.elem,
@@ -112,7 +150,7 @@ impl GpuTensor {
     /// Elements `start..start+len` as a 1-D view.
     pub fn slice(&self, start: usize, len: usize) -> GpuTensor {
         GpuTensor {
-            buf: self.buf.clone(),
+            store: self.store.clone(),
             offset: self.offset + start,
             shape: vec![len],
             elem: self.elem,
@@ -122,15 +160,15 @@ impl GpuTensor {
     pub fn reshaped(&self, shape: &[usize]) -> GpuTensor {
         debug_assert_eq!(shape.iter().product::<usize>(), self.len());
         GpuTensor {
-            buf: self.buf.clone(),
+            store: self.store.clone(),
             offset: self.offset,
             shape: shape.to_vec(),
             elem: self.elem,
         }
     }
-    /// True when both views share one buffer (used to assert in-place safety).
+    /// True when both views share one buffer or texture (used to assert in-place safety).
     pub fn same_buffer(&self, other: &GpuTensor) -> bool {
-        Arc::ptr_eq(&self.buf, &other.buf)
+        Arc::ptr_eq(&self.store, &other.store)
     }
 }
 
@@ -182,10 +220,10 @@ impl GpuContext {
             }),
         };
         Ok(GpuTensor {
-            buf: Arc::new(PooledBuffer {
+            store: Arc::new(Store::Buffer(PooledBuffer {
                 buffer: Some(buffer),
                 pool: Some(pool.clone()),
-            }),
+            })),
             offset: 0,
             shape: shape.to_vec(),
             elem: Elem::F32,
@@ -243,10 +281,10 @@ impl GpuContext {
                 usage: STORAGE_USAGE,
             });
         Ok(GpuTensor {
-            buf: Arc::new(PooledBuffer {
+            store: Arc::new(Store::Buffer(PooledBuffer {
                 buffer: Some(buffer),
                 pool: None,
-            }),
+            })),
             offset: 0,
             shape: shape.to_vec(),
             elem,
@@ -270,23 +308,34 @@ impl GpuContext {
                 "reading back {t:?}: only 4-byte tensors can be read back"
             )));
         }
+        // (staging buffer, first byte of the tensor in it, bytes)
         let mut staging = Vec::with_capacity(tensors.len());
         for t in tensors {
-            let bytes = (t.len().max(1) * 4) as u64;
-            let s = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("staging"),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            if !t.is_empty() {
-                encoder.copy_buffer_to_buffer(t.buffer(), t.offset as u64 * 4, &s, 0, bytes);
+            let staging_buffer = |size: u64| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("staging"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            };
+            if let Some(texels) = t.texels() {
+                // The whole texture comes back; the view's elements are cut out on the host.
+                let s = staging_buffer(texels.byte_size());
+                texels.copy_to_buffer(&mut encoder, &s);
+                staging.push((s, t.offset * 4, t.len() * 4));
+                continue;
             }
-            staging.push((s, t.len() * 4));
+            let bytes = (t.len().max(1) * 4) as u64;
+            let s = staging_buffer(bytes);
+            if !t.is_empty() {
+                encoder.copy_buffer_to_buffer(t.buffer()?, t.offset as u64 * 4, &s, 0, bytes);
+            }
+            staging.push((s, 0, t.len() * 4));
         }
         self.queue.submit([encoder.finish()]);
         let mut receivers = Vec::with_capacity(staging.len());
-        for (s, _) in &staging {
+        for (s, _, _) in &staging {
             let (tx, rx) = futures_channel::oneshot::channel();
             s.slice(..).map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
@@ -295,7 +344,7 @@ impl GpuContext {
         }
         self.wait_idle()?;
         let mut out = Vec::with_capacity(staging.len());
-        for ((s, len), rx) in staging.iter().zip(receivers) {
+        for ((s, start, len), rx) in staging.iter().zip(receivers) {
             match rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(Error::Gpu(format!("reading results back failed: {e}"))),
@@ -307,7 +356,7 @@ impl GpuContext {
             let view = s
                 .get_mapped_range(..)
                 .map_err(|e| Error::Gpu(format!("mapping results failed: {e}")))?;
-            out.push(view[..*len].to_vec());
+            out.push(view[*start..start + len].to_vec());
             drop(view);
             s.unmap();
         }

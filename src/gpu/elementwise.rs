@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "elementwise",
-    source: include_str!("../../shaders/elementwise.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/texels.wgsl"),
+        include_str!("../../shaders/elementwise.wgsl")
+    ),
 };
 
 /// Invocations per workgroup: one element each; memory-bound, suits GPUs and lavapipe.
@@ -56,13 +59,13 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::input(format!("{what} = {v} exceeds 32 bits")))
 }
 
-fn run(rec: &mut Recorder, entry: &str, p: &Params, buffers: &[&wgpu::Buffer]) -> Result<()> {
+fn run(rec: &mut Recorder, entry: &str, p: &Params, tensors: &[&GpuTensor]) -> Result<()> {
     if p.n == 0 {
         return Ok(());
     }
     let pipeline = rec.ctx.pipeline(&SHADER, entry, &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, (p.n as usize).div_ceil(WG) as u32);
-    rec.dispatch(&pipeline, bytemuck::bytes_of(p), buffers, wg);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(p), tensors, wg);
     Ok(())
 }
 
@@ -75,7 +78,7 @@ pub fn unary(rec: &mut Recorder, x: &GpuTensor, op: Unary) -> Result<GpuTensor> 
         o_off: out.off(),
         ..Default::default()
     };
-    run(rec, op.entry(), &p, &[x.buffer(), out.buffer()])?;
+    run(rec, op.entry(), &p, &[x, &out])?;
     Ok(out)
 }
 
@@ -97,7 +100,7 @@ pub fn swiglu(rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
         o_off: out.off(),
         ..Default::default()
     };
-    run(rec, "swiglu", &p, &[x.buffer(), out.buffer()])?;
+    run(rec, "swiglu", &p, &[x, &out])?;
     Ok(out)
 }
 
@@ -137,13 +140,8 @@ pub fn residual_add(
         ..Default::default()
     };
     // Without γ the kernel never reads binding 4; y stands in for it.
-    let g = gamma.unwrap_or(y).buffer();
-    run(
-        rec,
-        "residual_add",
-        &p,
-        &[x.buffer(), out.buffer(), y.buffer(), g],
-    )?;
+    let g = gamma.unwrap_or(y);
+    run(rec, "residual_add", &p, &[x, &out, y, g])?;
     Ok(out)
 }
 
@@ -191,12 +189,13 @@ pub fn copy_rows(
         p_off: list.off(),
         ..Default::default()
     };
-    run(
-        rec,
-        "copy_rows",
-        &p,
-        &[x.buffer(), out.buffer(), list.buffer()],
-    )
+    // x may be a table stored as texels (an embedding); out is always a buffer.
+    let entry = if x.is_texels() {
+        "copy_rows_texels"
+    } else {
+        "copy_rows"
+    };
+    run(rec, entry, &p, &[x, out, &list])
 }
 
 /// out[i] = x[ids[i]] for rows: an embedding lookup. A new (ids.len(), cols) tensor.
@@ -228,7 +227,7 @@ pub fn scatter_rows(
         )));
     }
     let out = rec.alloc("scatter_rows", &[dst.rows(), dst.cols()])?;
-    rec.copy(dst, &out);
+    rec.copy(dst, &out)?;
     // Keep the last write to each position so the parallel copy is deterministic.
     let mut last = std::collections::HashMap::new();
     for (i, &p) in positions.iter().enumerate() {

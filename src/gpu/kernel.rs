@@ -24,6 +24,7 @@ pub struct Shader {
 pub const ALL_SHADERS: &[&Shader] = &[
     &super::linear::SHADER,
     &super::linear::SHADER_F16_WEIGHTS,
+    &super::linear::SHADER_TEXEL_WEIGHTS,
     &super::norm::SHADER,
     &super::attention::SHADER,
     &super::topk::SHADER,
@@ -176,12 +177,13 @@ impl<'a> Recorder<'a> {
         self.pass = None;
     }
 
-    /// One dispatch. `params` is the uniform `Params` struct's bytes; `buffers` bind at 1, 2, ….
+    /// One dispatch. `params` is the uniform `Params` struct's bytes; `tensors` bind at 1, 2, …
+    /// (a buffer, or the texel view of a weight stored as texels).
     pub fn dispatch(
         &mut self,
         pipeline: &wgpu::ComputePipeline,
         params: &[u8],
-        buffers: &[&wgpu::Buffer],
+        tensors: &[&GpuTensor],
         workgroups: [u32; 3],
     ) {
         let mut padded = params.to_vec();
@@ -198,10 +200,10 @@ impl<'a> Recorder<'a> {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for (i, t) in tensors.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource: t.binding(),
             });
         }
         let bind_group = self
@@ -228,33 +230,30 @@ impl<'a> Recorder<'a> {
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
     }
 
-    /// Copies all of `src` into `dst` at its offset (same element count).
-    pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) {
+    /// Copies all of `src` into `dst` at its offset (same element count); both must be buffers.
+    pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
         debug_assert_eq!(src.len(), dst.len());
         if src.is_empty() {
-            return;
+            return Ok(());
         }
+        let (sb, db) = (src.buffer()?.clone(), dst.buffer()?.clone());
         self.end_pass();
-        let (sb, so, db, dof) = (
-            src.buffer().clone(),
-            src.offset,
-            dst.buffer().clone(),
-            dst.offset,
-        );
         self.encoder().copy_buffer_to_buffer(
             &sb,
-            so as u64 * 4,
+            src.offset as u64 * 4,
             &db,
-            dof as u64 * 4,
+            dst.offset as u64 * 4,
             src.len() as u64 * 4,
         );
+        Ok(())
     }
 
     /// Fills a whole tensor's buffer with zeros.
-    pub fn clear(&mut self, t: &GpuTensor) {
+    pub fn clear(&mut self, t: &GpuTensor) -> Result<()> {
+        let b = t.buffer()?.clone();
         self.end_pass();
-        let b = t.buffer().clone();
         self.encoder().clear_buffer(&b, 0, None);
+        Ok(())
     }
 
     /// Marks the start of a named stage. When profiling, the previous stage's work is submitted,

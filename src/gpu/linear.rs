@@ -19,6 +19,7 @@ pub const SHADER: Shader = Shader {
     name: "linear",
     source: concat!(
         "alias AElem = f32;\n",
+        include_str!("../../shaders/linear_a_buffer.wgsl"),
         include_str!("../../shaders/linear.wgsl")
     ),
 };
@@ -29,6 +30,17 @@ pub const SHADER_F16_WEIGHTS: Shader = Shader {
     name: "linear_f16",
     source: concat!(
         "enable f16;\nalias AElem = f16;\n",
+        include_str!("../../shaders/linear_a_buffer.wgsl"),
+        include_str!("../../shaders/linear.wgsl")
+    ),
+};
+
+/// The same kernels reading operand A from a weight stored as texels (`super::texels`).
+pub const SHADER_TEXEL_WEIGHTS: Shader = Shader {
+    name: "linear_texels",
+    source: concat!(
+        include_str!("../../shaders/texels.wgsl"),
+        include_str!("../../shaders/linear_a_texels.wgsl"),
         include_str!("../../shaders/linear.wgsl")
     ),
 };
@@ -101,10 +113,28 @@ pub struct Tuning {
     pub split: Split,
     /// Tiled: k per workgroup-memory stage.
     pub bk: u32,
+    /// When a product with one B row (a decoded token) runs the matrix-vector kernel.
+    pub gemv: GemvUse,
+    /// Matrix-vector kernel: invocations per workgroup, splitting K.
+    pub gemv_lanes: u32,
+    /// Matrix-vector kernel only when A has at most this many rows.
+    pub gemv_max_rows: u32,
+}
+
+/// When the matrix-vector kernel (`gemv` in the shader) computes a product with one B row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvUse {
+    Never,
+    /// Only when A is a weight stored as texels (CPU adapters: with buffer loads the
+    /// register-blocked kernel is faster there).
+    TexelWeights,
+    Always,
 }
 
 /// Rows of A each register-blocked invocation holds (fixed by the shader).
 const RB_A_ROWS: u32 = 16;
+/// Rows of A per matrix-vector workgroup (fixed by the shader: GR).
+const GEMV_A_ROWS: u32 = 16;
 /// Side of a tiled workgroup (invocations) and of its output tile (TILE · 4).
 const TILE: u32 = 16;
 const TILE_OUT: u32 = TILE * 4;
@@ -119,7 +149,8 @@ impl Tuning {
         }
     }
 
-    /// Register-blocked default for CPU adapters. On llvmpipe (Mesa 22.3, LLVM 15, 8-wide
+    /// Register-blocked default for CPU adapters, with the matrix-vector kernel for weights
+    /// stored as texels. On llvmpipe (Mesa 22.3, LLVM 15, 8-wide
     /// lanes) every storage load is a per-lane loop with bounds checks, so throughput follows
     /// the register block (16 A rows × `rows_per_group` B rows per invocation). Measured on a
     /// quiet 2-core machine at M=4096, N=K=896 (release build, 4 dispatches per submission):
@@ -129,6 +160,12 @@ impl Tuning {
     /// loops over arrays instead of the written-out block ran at half speed, and staging
     /// operands in workgroup memory at 0.3–0.8×. First use compiles the 32-row pipeline for
     /// ~15 s on such a machine (Mesa caches it on disk afterwards).
+    ///
+    /// One B row (decoding) with texel weights of at most 4096 rows runs the matrix-vector
+    /// kernel with 8 invocations (one SIMD row) along K: more workgroups for the 2 threads to
+    /// share. Measured on the same machine, texel weights, best of 5 interleaved rounds:
+    /// 896×4864 13.9 GB/s (register-blocked, 7 workgroups: 11.5), 896×896 11.2 (10.8), but
+    /// 9728×896 9.5 (12.6: there the workgroup-memory reduction costs more than it shares).
     pub const CPU: Tuning = Tuning {
         kernel: Kernel::RegisterBlocked,
         rows_per_group: 32,
@@ -136,10 +173,14 @@ impl Tuning {
         vec4: true,
         split: Split::Auto,
         bk: 16,
+        gemv: GemvUse::TexelWeights,
+        gemv_lanes: 8,
+        gemv_max_rows: 4096,
     };
 
     /// Workgroup-tiled default for real GPUs: 16×16 invocations, 64×64 outputs, K stages of 16
-    /// (8.3 KiB of workgroup memory).
+    /// (8.3 KiB of workgroup memory); one B row runs the matrix-vector kernel with 64
+    /// invocations along K (coalesced weight reads, 4 KiB of workgroup memory).
     pub const GPU: Tuning = Tuning {
         kernel: Kernel::Tiled,
         rows_per_group: 32,
@@ -147,6 +188,9 @@ impl Tuning {
         vec4: true,
         split: Split::Auto,
         bk: 16,
+        gemv: GemvUse::Always,
+        gemv_lanes: 64,
+        gemv_max_rows: u32::MAX,
     };
 }
 
@@ -222,8 +266,9 @@ pub fn linear_into_tuned(
     let padded = |a_rows: usize, b_rows: usize| {
         a_rows.div_ceil(a_span) * a_span * (b_rows.div_ceil(b_span) * b_span)
     };
-    // f16 weights are read only as operand A.
+    // f16 weights and weights stored as texels are read only as operand A.
     let columns = w.elem == Elem::F16
+        || w.is_texels()
         || match tuning.split {
             Split::Columns => true,
             Split::Rows => false,
@@ -359,7 +404,11 @@ fn batch_extent(batches: usize, inner: usize) -> (usize, usize) {
 
 impl Tuning {
     fn check(&self) -> Result<()> {
-        if !(1..=32).contains(&self.rows_per_group) || self.workgroup == 0 || self.bk == 0 {
+        if !(1..=32).contains(&self.rows_per_group)
+            || self.workgroup == 0
+            || self.bk == 0
+            || self.gemv_lanes == 0
+        {
             return Err(Error::input(format!("linear: unsupported tuning {self:?}")));
         }
         Ok(())
@@ -391,13 +440,14 @@ impl Product<'_> {
         if [Some(b.t), Some(out.t), self.bias.map(|b| b.t)]
             .into_iter()
             .flatten()
-            .any(|t| t.elem != Elem::F32)
+            .any(|t| t.elem != Elem::F32 || t.is_texels())
         {
             return Err(Error::input(
-                "linear: only the weight may be stored as f16; activations, bias and output are f32",
+                "linear: only the weight may be stored as f16 or as texels; activations, bias and output are f32 buffers",
             ));
         }
         let shader = match a.t.elem {
+            Elem::F32 if a.t.is_texels() => &SHADER_TEXEL_WEIGHTS,
             Elem::F32 => &SHADER,
             Elem::F16 if rec.ctx.has_f16() => &SHADER_F16_WEIGHTS,
             Elem::F16 => {
@@ -466,48 +516,64 @@ impl Product<'_> {
             y_bi: u(out.inner, "batch stride")?,
         };
         // Without a bias the slot is bound to B (never read).
-        let bias_buf = self.bias.map_or(b.t, |b| b.t).buffer();
-        let buffers = [a.t.buffer(), b.t.buffer(), bias_buf, out.t.buffer()];
+        let bias_t = self.bias.map_or(b.t, |b| b.t);
+        let buffers = [a.t, b.t, bias_t, out.t];
 
-        let pipeline = match tuning.kernel {
-            Kernel::RegisterBlocked => {
-                // Fewer B rows per workgroup when B is short (GEMV-like calls): powers of two,
-                // so only a handful of pipelines exist.
-                let tm = tuning.rows_per_group.min(b_rows.next_power_of_two());
-                let aligned = [
-                    self.k,
-                    a_off as usize,
-                    b_off as usize,
-                    a.row_stride,
-                    b.row_stride,
-                    a.outer,
-                    a.inner,
-                    b.outer,
-                    b.inner,
-                ]
-                .iter()
-                .all(|v| v % 4 == 0);
-                let entry = if tuning.vec4 && aligned {
-                    "rb_vec4"
-                } else {
-                    "rb_scalar"
-                };
-                params.groups_a = a_rows.div_ceil(RB_A_ROWS * tuning.workgroup);
-                params.groups_total = b_rows.div_ceil(tm) * params.groups_a;
-                rec.ctx.pipeline(
-                    shader,
-                    entry,
-                    &[("WG", tuning.workgroup as f64), ("TM", tm as f64)],
-                )?
-            }
-            Kernel::Tiled => {
-                params.groups_a = a_rows.div_ceil(TILE_OUT);
-                params.groups_total = b_rows.div_ceil(TILE_OUT) * params.groups_a;
-                rec.ctx.pipeline(
-                    shader,
-                    "tiled",
-                    &[("TILE", TILE as f64), ("BK", tuning.bk as f64)],
-                )?
+        // The vec4 entry points need every vec4 they read to start at a multiple of 4.
+        let aligned = [
+            self.k,
+            a_off as usize,
+            b_off as usize,
+            a.row_stride,
+            b.row_stride,
+            a.outer,
+            a.inner,
+            b.outer,
+            b.inner,
+        ]
+        .iter()
+        .all(|v| v % 4 == 0);
+        let gemv = b.rows == 1
+            && aligned
+            && a_rows <= tuning.gemv_max_rows
+            && match tuning.gemv {
+                GemvUse::Never => false,
+                GemvUse::TexelWeights => a.t.is_texels(),
+                GemvUse::Always => true,
+            };
+        let pipeline = if gemv {
+            params.groups_a = a_rows.div_ceil(GEMV_A_ROWS);
+            params.groups_total = params.groups_a;
+            rec.ctx
+                .pipeline(shader, "gemv", &[("GV", tuning.gemv_lanes as f64)])?
+        } else {
+            match tuning.kernel {
+                Kernel::RegisterBlocked => {
+                    // Fewer B rows per workgroup when B is short (GEMV-like calls): powers of
+                    // two, so only a handful of pipelines exist.
+                    let tm = tuning.rows_per_group.min(b_rows.next_power_of_two());
+                    let entry = if tuning.vec4 && aligned {
+                        "rb_vec4"
+                    } else {
+                        "rb_scalar"
+                    };
+                    params.groups_a = a_rows.div_ceil(RB_A_ROWS * tuning.workgroup);
+                    params.groups_total = b_rows.div_ceil(tm) * params.groups_a;
+                    rec.ctx.pipeline(
+                        shader,
+                        entry,
+                        &[("WG", tuning.workgroup as f64), ("TM", tm as f64)],
+                    )?
+                }
+                Kernel::Tiled => {
+                    params.groups_a = a_rows.div_ceil(TILE_OUT);
+                    params.groups_total = b_rows.div_ceil(TILE_OUT) * params.groups_a;
+                    rec.ctx.pipeline(
+                        shader,
+                        "tiled",
+                        &[("TILE", TILE as f64), ("BK", tuning.bk as f64)],
+                    )?
+                }
             }
         };
         let [x, y, _] = grid(rec.ctx, params.groups_total);

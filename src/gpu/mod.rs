@@ -10,6 +10,7 @@ pub mod linear;
 pub mod norm;
 pub mod rope;
 pub mod sample;
+pub mod texels;
 pub mod topk;
 pub mod window_pool;
 

@@ -102,18 +102,12 @@ pub fn layer_norm_with_workgroup(
         eps,
     };
     // Without a residual the slot is bound to x (never read).
-    let r_buf = residual.unwrap_or(x).buffer();
+    let r_buf = residual.unwrap_or(x);
     let g = grid(rec.ctx, rows as u32);
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[
-            x.buffer(),
-            r_buf,
-            gamma.buffer(),
-            beta.buffer(),
-            out.buffer(),
-        ],
+        &[x, r_buf, gamma, beta, &out],
         g,
     );
     Ok(out)
@@ -191,11 +185,55 @@ pub fn rms_norm_with_workgroup(
         eps,
     };
     let g = grid(rec.ctx, rows as u32);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&params), &[x, gamma, &out], g);
+    Ok(out)
+}
+
+/// z = x + residual and y = z / √(mean(z²) + eps) · gamma over the last axis (rows × cols), in
+/// one dispatch: a pre-norm decoder's residual add and the norm after it. Returns (z, y). CPU
+/// twin: `crate::cpu::elementwise::residual_add` then `crate::cpu::norm::rms_norm`.
+pub fn add_rms_norm(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    residual: &GpuTensor,
+    gamma: &GpuTensor,
+    eps: f32,
+) -> Result<(GpuTensor, GpuTensor)> {
+    let wg = default_workgroup(rec);
+    check_workgroup(rec, wg, "add_rms_norm")?;
+    let (rows, cols) = (x.rows(), x.cols());
+    if cols == 0 || gamma.len() != cols || residual.shape != x.shape {
+        return Err(Error::input(format!(
+            "add_rms_norm: x {:?} and the residual {:?} must have one shape, and the weight {:?} the {cols} values of its last axis (nonzero)",
+            x.shape, residual.shape, gamma.shape
+        )));
+    }
+    check_eps(eps, "add_rms_norm")?;
+    let sum = rec.alloc("add_rms_norm.sum", &[rows, cols])?;
+    let out = rec.alloc("add_rms_norm.out", &[rows, cols])?;
+    if rows == 0 {
+        return Ok((sum, out));
+    }
+    let pipeline = rec
+        .ctx
+        .pipeline(&SHADER, "add_rms_norm", &[("WG", wg as f64)])?;
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        x_off: x.off(),
+        r_off: residual.off(),
+        g_off: gamma.off(),
+        b_off: sum.off(),
+        y_off: out.off(),
+        has_residual: 1,
+        eps,
+    };
+    let g = grid(rec.ctx, rows as u32);
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[x.buffer(), gamma.buffer(), out.buffer()],
+        &[x, residual, gamma, &sum, &out],
         g,
     );
-    Ok(out)
+    Ok((sum, out))
 }

@@ -1,5 +1,6 @@
 //! GPU RoPE kernel family (`shaders/rope.wgsl`): rotary position embedding, "rotate half"
 //! layout, with the cos/sin values from a host-built table. CPU twin: `crate::cpu::rope::rope`.
+//! `rope_qkv` also writes a decoder layer's keys and values into its KV cache.
 
 use super::buffer::GpuTensor;
 use super::kernel::{grid, Recorder, Shader};
@@ -23,6 +24,9 @@ struct Params {
     x_off: u32,
     t_off: u32,
     o_off: u32,
+    kv_heads: u32,
+    k_off: u32,
+    v_off: u32,
     _pad: u32,
 }
 
@@ -79,14 +83,95 @@ pub fn rope(
         x_off: x.off(),
         t_off: table.off(),
         o_off: out.off(),
+        kv_heads: 0,
+        k_off: 0,
+        v_off: 0,
         _pad: 0,
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "rope", &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, n.div_ceil(WG) as u32);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[x, table, &out], wg);
+    Ok(out)
+}
+
+/// A decoder layer's attention input from its packed projection `qkv` (R, (heads + 2·kv_heads)
+/// · head_dim), rows [q | k | v] at positions position..position+R: returns RoPE(q) (R,
+/// heads·head_dim) and writes RoPE(k) and v into rows position.. of `keys` and `values` (the
+/// layer's cache, (capacity, kv_heads·head_dim) each). One dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_qkv(
+    rec: &mut Recorder,
+    qkv: &GpuTensor,
+    table: &GpuTensor,
+    keys: &GpuTensor,
+    values: &GpuTensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    position: usize,
+) -> Result<GpuTensor> {
+    let kv_width = kv_heads * head_dim;
+    let slots = heads + 2 * kv_heads;
+    if head_dim == 0
+        || !head_dim.is_multiple_of(2)
+        || heads == 0
+        || kv_heads == 0
+        || qkv.cols() != slots * head_dim
+    {
+        return Err(Error::input(format!(
+            "rope_qkv: qkv {:?} must hold rows of {heads} + 2·{kv_heads} heads × {head_dim} values (head_dim even, nonzero)",
+            qkv.shape
+        )));
+    }
+    let rows = qkv.rows();
+    if keys.cols() != kv_width || values.cols() != kv_width || keys.rows() != values.rows() {
+        return Err(Error::input(format!(
+            "rope_qkv: the cache ({:?}, {:?}) must have rows of {kv_width} values",
+            keys.shape, values.shape
+        )));
+    }
+    if position + rows > keys.rows() {
+        return Err(Error::input(format!(
+            "rope_qkv: {rows} rows at position {position} overflow a cache of {} positions",
+            keys.rows()
+        )));
+    }
+    if table.len() < (position + rows) * head_dim {
+        return Err(Error::input(format!(
+            "rope_qkv: the cos/sin table holds {} positions but rows reach position {}",
+            table.len() / head_dim,
+            position + rows
+        )));
+    }
+    let out = rec.alloc("rope_qkv.q", &[rows, heads * head_dim])?;
+    let n = rows * slots * head_dim / 2;
+    if n == 0 {
+        return Ok(out);
+    }
+    let u = |v: usize, what: &str| {
+        u32::try_from(v).map_err(|_| Error::input(format!("rope_qkv: {what} = {v} exceeds u32")))
+    };
+    let p = Params {
+        rows: u(rows, "rows")?,
+        heads: heads as u32,
+        half: (head_dim / 2) as u32,
+        position: u(position, "position")?,
+        x_off: qkv.off(),
+        t_off: table.off(),
+        o_off: out.off(),
+        kv_heads: kv_heads as u32,
+        k_off: u(keys.offset + position * kv_width, "cache offset")?,
+        v_off: u(values.offset + position * kv_width, "cache offset")?,
+        _pad: 0,
+    };
+    let pipeline = rec
+        .ctx
+        .pipeline(&SHADER, "rope_qkv", &[("WG", WG as f64)])?;
+    let wg = grid(rec.ctx, u(n.div_ceil(WG), "workgroups")?);
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&p),
-        &[x.buffer(), table.buffer(), out.buffer()],
+        &[qkv, table, &out, keys, values],
         wg,
     );
     Ok(out)

@@ -67,12 +67,7 @@ pub fn sample(
             ..Default::default()
         };
         let pipeline = rec.ctx.pipeline(&SHADER, "argmax", &[])?;
-        rec.dispatch(
-            &pipeline,
-            bytemuck::bytes_of(&p),
-            &[flat.buffer(), out.buffer()],
-            [1, 1, 1],
-        );
+        rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[&flat, &out], [1, 1, 1]);
         return Ok(out);
     }
     let k = if s.top_k > 0 { s.top_k.min(n) } else { n };
@@ -92,7 +87,7 @@ pub fn sample(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&p),
-        &[flat.buffer(), out.buffer(), ids.buffer()],
+        &[&flat, &out, ids],
         [1, 1, 1],
     );
     Ok(out)

@@ -137,7 +137,7 @@ pub fn top_k(
         nblocks: nblocks as u32,
         ..Default::default()
     };
-    let (wb, sb, stb) = (work.buffer(), scores.buffer(), status.buffer());
+    let (wb, sb, stb) = (&work, scores, &status);
 
     rec.dispatch(&p_init, bytemuck::bytes_of(&base), &[wb, stb], [1, 1, 1]);
 
@@ -168,7 +168,7 @@ pub fn top_k(
 
     match order {
         TopKOrder::Index => {
-            rec.dispatch(&p_scatter, pb, &[wb, sb, indices.buffer()], blocks);
+            rec.dispatch(&p_scatter, pb, &[wb, sb, &indices], blocks);
         }
         TopKOrder::Score => {
             let p_tiles = ctx.pipeline(&SHADER, "sort_tiles", &[])?;
@@ -184,14 +184,9 @@ pub fn top_k(
                     &tmp
                 }
             };
-            rec.dispatch(&p_scatter, pb, &[wb, sb, target(0).buffer()], blocks);
+            rec.dispatch(&p_scatter, pb, &[wb, sb, target(0)], blocks);
             let wgs = grid(ctx, k.div_ceil(TILE) as u32);
-            rec.dispatch(
-                &p_tiles,
-                pb,
-                &[sb, target(0).buffer(), target(1).buffer()],
-                wgs,
-            );
+            rec.dispatch(&p_tiles, pb, &[sb, target(0), target(1)], wgs);
             let mut width = TILE;
             for j in 2..m + 2 {
                 let params = Params {
@@ -201,7 +196,7 @@ pub fn top_k(
                 rec.dispatch(
                     &p_merge,
                     bytemuck::bytes_of(&params),
-                    &[sb, target(j - 1).buffer(), target(j).buffer()],
+                    &[sb, target(j - 1), target(j)],
                     wgs,
                 );
                 width *= 2;

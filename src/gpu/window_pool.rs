@@ -138,12 +138,7 @@ pub fn gather_pool_into(
     let pipeline = rec.ctx.pipeline(&SHADER, "pool", &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, (rows * cols).div_ceil(WG) as u32);
     // Without indices the kernel never reads binding 2; x stands in for it.
-    let idx_buf = indices.map_or(x.buffer(), |i| i.buffer());
-    rec.dispatch(
-        &pipeline,
-        bytemuck::bytes_of(&p),
-        &[x.buffer(), idx_buf, out.buffer()],
-        wg,
-    );
+    let idx_buf = indices.map_or(x, |i| i);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[x, idx_buf, out], wg);
     Ok(())
 }

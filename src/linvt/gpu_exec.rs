@@ -118,7 +118,7 @@ impl Ops for GpuOps<'_> {
         let out = self.rec.alloc("concat", &[rows, cols])?;
         let mut at = 0;
         for p in parts {
-            self.rec.copy(p, &out.rows_view(at, p.rows()));
+            self.rec.copy(p, &out.rows_view(at, p.rows()))?;
             at += p.rows();
         }
         Ok(out)
@@ -146,9 +146,9 @@ impl Linvt {
         let v = ctx.alloc(&g.pool, "video tokens", video.shape())?;
         let t = ctx.alloc(&g.pool, "text embeddings", text.shape())?;
         ctx.queue
-            .write_buffer(v.buffer(), 0, bytemuck::cast_slice(video.data()));
+            .write_buffer(v.buffer()?, 0, bytemuck::cast_slice(video.data()));
         ctx.queue
-            .write_buffer(t.buffer(), 0, bytemuck::cast_slice(text.data()));
+            .write_buffer(t.buffer()?, 0, bytemuck::cast_slice(text.data()));
         let mut rec = Recorder::new(ctx, &g.pool);
         if opts.profile {
             rec = rec.with_profiling();

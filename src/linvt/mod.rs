@@ -15,7 +15,7 @@ use crate::gpu::{BufferPool, GpuContext, GpuTensor};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 use forward::{forward, Dims, Want};
-pub use params::{LinvtParams, LoadReport};
+pub use params::{LinvtParams, LoadReport, Role};
 pub use provenance::Provenance;
 
 /// How a GPU executor stores the linear weights.

@@ -88,6 +88,9 @@ pub struct LoadReport {
 pub enum Role {
     /// The W of a linear layer (N, K): read only by `linear`.
     LinearWeight,
+    /// A (rows, cols) table read by rows with `gather_rows` (an embedding), and perhaps also as
+    /// the W of `linear` (a tied output head).
+    Table,
     /// Biases, norm parameters and the query tokens (used as activations).
     Other,
 }

@@ -14,9 +14,11 @@ use super::ops::VlmOps;
 use super::qwen2::{self, Qwen2Layer, Qwen2Params};
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
+use crate::gpu::texels::WeightLayout;
 use crate::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::ops::Ops;
+use crate::linvt::Role;
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
@@ -60,6 +62,8 @@ pub struct DecoderBenchOptions {
     /// Timed decode steps; None: 32 on GPUs, 4 on CPU adapters (lavapipe).
     pub decode_steps: Option<usize>,
     pub seed: u64,
+    /// Where the linear weights and the embedding live; None: the adapter's default.
+    pub weight_layout: Option<WeightLayout>,
 }
 
 impl Default for DecoderBenchOptions {
@@ -68,6 +72,7 @@ impl Default for DecoderBenchOptions {
             prompt_tokens: 16,
             decode_steps: None,
             seed: 0,
+            weight_layout: None,
         }
     }
 }
@@ -76,6 +81,8 @@ impl Default for DecoderBenchOptions {
 pub struct DecoderBench {
     pub shape: String,
     pub adapter: String,
+    /// "buffers" or "texels" (see `crate::gpu::texels`).
+    pub weight_layout: String,
     pub parameters: usize,
     /// Bytes of weights one decode step reads (every layer, the final norm, the tied lm_head
     /// table, one embedding row).
@@ -98,8 +105,28 @@ pub struct DecoderBench {
 }
 
 fn upload(ops: &mut GpuOps, rng: &mut SeededRng, shape: &[usize], scale: f32) -> Result<GpuTensor> {
+    upload_as(ops, rng, shape, scale, Role::Other)
+}
+
+fn upload_as(
+    ops: &mut GpuOps,
+    rng: &mut SeededRng,
+    shape: &[usize],
+    scale: f32,
+    role: Role,
+) -> Result<GpuTensor> {
     let n = shape.iter().product();
-    ops.upload(Tensor::new(shape.to_vec(), rng.vec(n, scale))?)
+    ops.upload_weight(Tensor::new(shape.to_vec(), rng.vec(n, scale))?, role)
+}
+
+/// A linear weight (N, K).
+fn linear_weight(
+    ops: &mut GpuOps,
+    rng: &mut SeededRng,
+    shape: &[usize],
+    scale: f32,
+) -> Result<GpuTensor> {
+    upload_as(ops, rng, shape, scale, Role::LinearWeight)
 }
 
 /// Norm weights near 1, as trained models have.
@@ -119,21 +146,17 @@ fn seeded_params(
     let kv = c.kv_heads * c.head_dim();
     let mut rng = SeededRng::new(seed);
     let s = 0.03;
-    let embed = upload(ops, &mut rng, &[v, h], s)?;
+    let embed = upload_as(ops, &mut rng, &[v, h], s, Role::Table)?;
     let mut layers = Vec::with_capacity(c.layers);
     for _ in 0..c.layers {
         layers.push(Qwen2Layer {
             input_norm: norm_weight(ops, &mut rng, h)?,
-            q_w: upload(ops, &mut rng, &[h, h], s)?,
-            q_b: Some(upload(ops, &mut rng, &[h], s)?),
-            k_w: upload(ops, &mut rng, &[kv, h], s)?,
-            k_b: Some(upload(ops, &mut rng, &[kv], s)?),
-            v_w: upload(ops, &mut rng, &[kv, h], s)?,
-            v_b: Some(upload(ops, &mut rng, &[kv], s)?),
-            o_w: upload(ops, &mut rng, &[h, h], s)?,
+            qkv_w: linear_weight(ops, &mut rng, &[h + 2 * kv, h], s)?,
+            qkv_b: Some(upload(ops, &mut rng, &[h + 2 * kv], s)?),
+            o_w: linear_weight(ops, &mut rng, &[h, h], s)?,
             post_norm: norm_weight(ops, &mut rng, h)?,
-            gate_up_w: upload(ops, &mut rng, &[2 * i, h], s)?,
-            down_w: upload(ops, &mut rng, &[h, i], s)?,
+            gate_up_w: linear_weight(ops, &mut rng, &[2 * i, h], s)?,
+            down_w: linear_weight(ops, &mut rng, &[h, i], s)?,
         });
     }
     let norm = norm_weight(ops, &mut rng, h)?;
@@ -165,7 +188,7 @@ fn copy_bandwidth(ctx: &GpuContext, pool: &BufferPool, bytes: u64) -> Result<f64
         let mut rec = Recorder::new(ctx, pool);
         let copies = 4;
         for _ in 0..copies {
-            rec.copy(&src, &dst);
+            rec.copy(&src, &dst)?;
         }
         let t = Instant::now();
         rec.flush()?;
@@ -207,6 +230,10 @@ pub fn run(
     }
     let pool = BufferPool::default();
     let mut ops = GpuOps::new(Recorder::new(ctx, &pool));
+    let layout = opts
+        .weight_layout
+        .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
+    ops.vlm.weight_layout = Some(layout);
 
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
@@ -262,6 +289,7 @@ pub fn run(
     Ok(DecoderBench {
         shape: name.to_string(),
         adapter: ctx.adapter_name().to_string(),
+        weight_layout: layout.name().to_string(),
         parameters,
         weight_bytes_per_token: bytes,
         prompt_tokens: opts.prompt_tokens,
@@ -280,7 +308,10 @@ pub fn run(
 
 /// The report as a few lines.
 pub fn print_table(b: &DecoderBench) {
-    println!("decoder bench: {} on {}", b.shape, b.adapter);
+    println!(
+        "decoder bench: {} on {}, weights in {}",
+        b.shape, b.adapter, b.weight_layout
+    );
     println!(
         "  {:.1} M parameters (seeded), {:.1} MB of weights read per token; built in {:.0} ms",
         b.parameters as f64 / 1e6,

@@ -151,6 +151,42 @@ impl VlmOps for CpuOps {
         })
     }
 
+    fn qkv_to_cache(
+        &mut self,
+        cache: &mut CpuKvCache,
+        layer: usize,
+        position: usize,
+        qkv: &Tensor,
+        heads: usize,
+        theta: f64,
+    ) -> Result<Tensor> {
+        let (kv_heads, d) = (cache.kv_heads, cache.head_dim);
+        let (qw, kw) = (heads * d, kv_heads * d);
+        if qkv.cols() != qw + 2 * kw {
+            return Err(Error::input(format!(
+                "qkv_to_cache: qkv {:?} must hold rows of {heads} + 2·{kv_heads} heads × {d} values",
+                qkv.shape()
+            )));
+        }
+        let rows = qkv.rows();
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        for row in qkv.data().chunks(qw + 2 * kw) {
+            q.extend_from_slice(&row[..qw]);
+            k.extend_from_slice(&row[qw..qw + kw]);
+            v.extend_from_slice(&row[qw + kw..]);
+        }
+        let q = self.rope(&Tensor::new(vec![rows, qw], q)?, heads, d, position, theta)?;
+        let k = self.rope(
+            &Tensor::new(vec![rows, kw], k)?,
+            kv_heads,
+            d,
+            position,
+            theta,
+        )?;
+        self.kv_write(cache, layer, position, &k, &Tensor::new(vec![rows, kw], v)?)?;
+        Ok(q)
+    }
+
     fn kv_write(
         &mut self,
         cache: &mut CpuKvCache,

@@ -88,9 +88,11 @@ impl<O: VlmOps> Engine<O> {
             )));
         }
         let linvt_config = linvt.config().clone();
-        let linvt_params = linvt.params().try_map(|t| ops.upload(t.clone()))?;
+        let linvt_params = linvt
+            .params()
+            .try_map_roles(|t, role| ops.upload_weight(t.clone(), role))?;
         drop(linvt);
-        let mut upload = |t: Tensor| ops.upload(t);
+        let mut upload = |t: Tensor, role| ops.upload_weight(t, role);
         let mut r = WeightReader::new(store, &mut upload);
         r.on_tensor = Some(on_tensor);
         let vit = VitParams::load(&mut r, &config)?;

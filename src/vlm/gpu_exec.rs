@@ -12,9 +12,11 @@ use super::ops::VlmOps;
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::linear::{Bias, OutLayout, Product, Rows, Tuning};
+use crate::gpu::texels::WeightLayout;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
+use crate::linvt::Role;
 use crate::tensor::Tensor;
 
 /// A (rows, cols) table stored as consecutive row chunks, each within one storage binding.
@@ -42,6 +44,9 @@ pub struct GpuVlmState {
     /// Most bytes one chunk of a row-chunked table may hold; None: the adapter's storage
     /// binding limit. Tests set a small budget so chunking runs on small tables.
     pub chunk_bytes: Option<u64>,
+    /// Where `upload_weight` puts linear weights and embedding tables; None: the adapter's
+    /// default ([`WeightLayout::for_adapter`]).
+    pub weight_layout: Option<WeightLayout>,
 }
 
 impl ChunkedTable {
@@ -143,11 +148,16 @@ impl<'a> GpuOps<'a> {
         }
     }
 
-    /// Refuses a row-chunked table where an op cannot read it.
+    /// Refuses a row-chunked table or a weight stored as texels where an op cannot read it.
     pub(crate) fn plain(&self, what: &str, ts: &[&GpuTensor]) -> Result<()> {
         if ts.iter().any(|t| self.vlm.chunked(t).is_some()) {
             return Err(Error::input(format!(
                 "{what}: this operand is a table larger than one GPU storage binding; only `linear` and `gather_rows` take it"
+            )));
+        }
+        if let Some(t) = ts.iter().find(|t| t.is_texels()) {
+            return Err(Error::input(format!(
+                "{what}: {t:?} is a weight stored as texels; only `linear` (as the weight) and `gather_rows` take it"
             )));
         }
         Ok(())
@@ -238,6 +248,18 @@ impl VlmOps for GpuOps<'_> {
         self.ctx().upload("tensor", &shape, t.data())
     }
 
+    fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<GpuTensor> {
+        let layout = self
+            .vlm
+            .weight_layout
+            .unwrap_or_else(|| WeightLayout::for_adapter(self.ctx()));
+        let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
+        if layout == WeightLayout::Texels && read_by_rows && t.shape().len() == 2 {
+            return self.ctx().upload_texels("weight", t.shape(), t.data());
+        }
+        self.upload(t)
+    }
+
     fn read_back(&mut self, x: &GpuTensor) -> Result<Tensor> {
         let parts: Vec<GpuTensor> = match self.vlm.chunked(x) {
             Some(c) => c.chunks.iter().map(|(_, t)| t.clone()).collect(),
@@ -312,6 +334,17 @@ impl VlmOps for GpuOps<'_> {
     fn rms_norm(&mut self, x: &GpuTensor, weight: &GpuTensor, eps: f32) -> Result<GpuTensor> {
         self.plain("rms_norm", &[x])?;
         gpu::norm::rms_norm(&mut self.rec, x, weight, eps)
+    }
+
+    fn add_rms_norm(
+        &mut self,
+        x: &GpuTensor,
+        y: &GpuTensor,
+        weight: &GpuTensor,
+        eps: f32,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        self.plain("add_rms_norm", &[x, y, weight])?;
+        gpu::norm::add_rms_norm(&mut self.rec, x, y, weight, eps)
     }
 
     fn gelu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -401,10 +434,40 @@ impl VlmOps for GpuOps<'_> {
         }
         let rows = k.rows();
         self.rec
-            .copy(k, &cache.keys[layer].rows_view(position, rows));
+            .copy(k, &cache.keys[layer].rows_view(position, rows))?;
         self.rec
-            .copy(v, &cache.values[layer].rows_view(position, rows));
-        Ok(())
+            .copy(v, &cache.values[layer].rows_view(position, rows))
+    }
+
+    fn qkv_to_cache(
+        &mut self,
+        cache: &mut GpuKvCache,
+        layer: usize,
+        position: usize,
+        qkv: &GpuTensor,
+        heads: usize,
+        theta: f64,
+    ) -> Result<GpuTensor> {
+        self.plain("qkv_to_cache", &[qkv])?;
+        if layer >= cache.keys.len() {
+            return Err(Error::input(format!(
+                "qkv_to_cache: layer {layer} of a cache with {} layers",
+                cache.keys.len()
+            )));
+        }
+        let d = cache.head_dim;
+        let table = self.rope_table(d, theta, position + qkv.rows())?;
+        gpu::rope::rope_qkv(
+            &mut self.rec,
+            qkv,
+            &table,
+            &cache.keys[layer],
+            &cache.values[layer],
+            heads,
+            cache.kv_heads,
+            d,
+            position,
+        )
     }
 
     fn kv_attention(

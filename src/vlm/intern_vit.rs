@@ -6,6 +6,7 @@ use super::ops::VlmOps;
 use super::weights::WeightReader;
 use crate::cpu::attention::Axis;
 use crate::error::{Error, Result};
+use crate::linvt::Role;
 use crate::tensor::Tensor;
 
 /// A LayerNorm (weight + bias) or an RMSNorm (weight only).
@@ -91,7 +92,7 @@ impl<T> VitParams<T> {
         for row in patch_pos.chunks(c) {
             table.extend(row.iter().zip(patch_b.data()).map(|(a, b)| a + b));
         }
-        let patch_w = r.put(patch_w.reshape(&[c, ch * p * p])?)?;
+        let patch_w = r.put_as(patch_w.reshape(&[c, ch * p * p])?, Role::LinearWeight)?;
         let embed_table = r.put(Tensor::new(vec![1 + grid * grid, c], table)?)?;
         let (m, kind) = (v.intermediate_size, v.norm);
         let layers = (0..cfg.vision_layers_used)
@@ -99,13 +100,13 @@ impl<T> VitParams<T> {
                 let l = format!("vision_model.encoder.layers.{i}");
                 Ok(VitLayer {
                     norm1: norm_params(r, &format!("{l}.norm1"), kind, c)?,
-                    qkv_w: r.get(&format!("{l}.attn.qkv.weight"), &[3 * c, c])?,
+                    qkv_w: r.linear(&format!("{l}.attn.qkv.weight"), &[3 * c, c])?,
                     qkv_b: if v.qkv_bias {
                         Some(r.get(&format!("{l}.attn.qkv.bias"), &[3 * c])?)
                     } else {
                         None
                     },
-                    proj_w: r.get(&format!("{l}.attn.proj.weight"), &[c, c])?,
+                    proj_w: r.linear(&format!("{l}.attn.proj.weight"), &[c, c])?,
                     proj_b: r.get(&format!("{l}.attn.proj.bias"), &[c])?,
                     ls1: r.get(&format!("{l}.ls1"), &[c])?,
                     qk_norm: if v.qk_normalization {
@@ -117,9 +118,9 @@ impl<T> VitParams<T> {
                         None
                     },
                     norm2: norm_params(r, &format!("{l}.norm2"), kind, c)?,
-                    fc1_w: r.get(&format!("{l}.mlp.fc1.weight"), &[m, c])?,
+                    fc1_w: r.linear(&format!("{l}.mlp.fc1.weight"), &[m, c])?,
                     fc1_b: r.get(&format!("{l}.mlp.fc1.bias"), &[m])?,
-                    fc2_w: r.get(&format!("{l}.mlp.fc2.weight"), &[c, m])?,
+                    fc2_w: r.linear(&format!("{l}.mlp.fc2.weight"), &[c, m])?,
                     fc2_b: r.get(&format!("{l}.mlp.fc2.bias"), &[c])?,
                     ls2: r.get(&format!("{l}.ls2"), &[c])?,
                 })
@@ -140,9 +141,9 @@ impl<T> ProjectorParams<T> {
         Ok(ProjectorParams {
             norm_w: r.get("mlp1.0.weight", &[inner])?,
             norm_b: r.get("mlp1.0.bias", &[inner])?,
-            fc1_w: r.get("mlp1.1.weight", &[h, inner])?,
+            fc1_w: r.linear("mlp1.1.weight", &[h, inner])?,
             fc1_b: r.get("mlp1.1.bias", &[h])?,
-            fc2_w: r.get("mlp1.3.weight", &[h, h])?,
+            fc2_w: r.linear("mlp1.3.weight", &[h, h])?,
             fc2_b: r.get("mlp1.3.bias", &[h])?,
         })
     }

@@ -7,17 +7,13 @@ use super::config::LlmConfig;
 use super::qwen2::{Qwen2Layer, Qwen2Params};
 use super::weights::WeightReader;
 use crate::error::Result;
+use crate::linvt::Role;
 use crate::tensor::Tensor;
 
-/// Splits InternLM2's packed `wqkv` ((kv_heads · (g + 2) · d), H), laid out per KV head as
+/// Reorders InternLM2's packed `wqkv` ((kv_heads · (g + 2) · d), H), laid out per KV head as
 /// [g query heads | key | value] (`rearrange(.., 'b q (h gs d) -> b q h gs d', gs = g + 2)`),
-/// into q ((heads · d), H), k and v ((kv_heads · d), H).
-pub fn split_wqkv(
-    wqkv: &Tensor,
-    kv_heads: usize,
-    group: usize,
-    head_dim: usize,
-) -> Result<(Tensor, Tensor, Tensor)> {
+/// into the stacked [q ((heads · d) rows) | k ((kv_heads · d) rows) | v] of `Qwen2Layer::qkv_w`.
+pub fn regroup_wqkv(wqkv: &Tensor, group: usize, head_dim: usize) -> Result<Tensor> {
     let h = wqkv.cols();
     let block = head_dim * h;
     let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
@@ -28,11 +24,9 @@ pub fn split_wqkv(
             _ => v.extend_from_slice(chunk),
         }
     }
-    Ok((
-        Tensor::new(vec![kv_heads * group * head_dim, h], q)?,
-        Tensor::new(vec![kv_heads * head_dim, h], k)?,
-        Tensor::new(vec![kv_heads * head_dim, h], v)?,
-    ))
+    q.extend(k);
+    q.extend(v);
+    Tensor::new(wqkv.shape().to_vec(), q)
 }
 
 pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Qwen2Params<T>> {
@@ -44,7 +38,7 @@ pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Qwen2Params<T>>
     );
     let group = c.heads / c.kv_heads;
     let m = "language_model.model";
-    let embed = r.get(&format!("{m}.tok_embeddings.weight"), &[v, h])?;
+    let embed = r.table(&format!("{m}.tok_embeddings.weight"), &[v, h])?;
     let layers = (0..c.layers)
         .map(|n| {
             let l = format!("{m}.layers.{n}");
@@ -52,16 +46,12 @@ pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Qwen2Params<T>>
                 &format!("{l}.attention.wqkv.weight"),
                 &[c.kv_heads * (group + 2) * d, h],
             )?;
-            let (q, k, v) = split_wqkv(&wqkv, c.kv_heads, group, d)?;
+            let qkv = regroup_wqkv(&wqkv, group, d)?;
             Ok(Qwen2Layer {
                 input_norm: r.get(&format!("{l}.attention_norm.weight"), &[h])?,
-                q_w: r.put(q)?,
-                q_b: None,
-                k_w: r.put(k)?,
-                k_b: None,
-                v_w: r.put(v)?,
-                v_b: None,
-                o_w: r.get(&format!("{l}.attention.wo.weight"), &[h, h])?,
+                qkv_w: r.put_as(qkv, Role::LinearWeight)?,
+                qkv_b: None,
+                o_w: r.linear(&format!("{l}.attention.wo.weight"), &[h, h])?,
                 post_norm: r.get(&format!("{l}.ffn_norm.weight"), &[h])?,
                 gate_up_w: r.stacked(
                     &[
@@ -70,15 +60,15 @@ pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Qwen2Params<T>>
                     ],
                     &[[i, h], [i, h]],
                 )?,
-                down_w: r.get(&format!("{l}.feed_forward.w2.weight"), &[h, i])?,
+                down_w: r.linear(&format!("{l}.feed_forward.w2.weight"), &[h, i])?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let norm = r.get(&format!("{m}.norm.weight"), &[h])?;
     let lm_head = if c.tie_word_embeddings {
-        r.optional("language_model.output.weight", &[v, h])?
+        r.optional_linear("language_model.output.weight", &[v, h])?
     } else {
-        Some(r.get("language_model.output.weight", &[v, h])?)
+        Some(r.linear("language_model.output.weight", &[v, h])?)
     };
     Ok(Qwen2Params {
         embed,
@@ -93,12 +83,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wqkv_split_by_hand() {
+    fn wqkv_regrouped_by_hand() {
         // 2 KV heads, group 2, head_dim 1, H 1: rows [q0 q1 k0 v0 | q2 q3 k1 v1].
         let w = Tensor::new(vec![8, 1], vec![0., 1., 10., 20., 2., 3., 11., 21.]).unwrap();
-        let (q, k, v) = split_wqkv(&w, 2, 2, 1).unwrap();
-        assert_eq!(q.data(), &[0., 1., 2., 3.]);
-        assert_eq!(k.data(), &[10., 11.]);
-        assert_eq!(v.data(), &[20., 21.]);
+        let qkv = regroup_wqkv(&w, 2, 1).unwrap();
+        assert_eq!(qkv.shape(), &[8, 1]);
+        assert_eq!(qkv.data(), &[0., 1., 2., 3., 10., 11., 20., 21.]);
     }
 }

@@ -15,6 +15,7 @@
 use crate::cpu::sample::SamplingParams;
 use crate::error::Result;
 use crate::linvt::ops::Ops;
+use crate::linvt::Role;
 use crate::tensor::Tensor;
 
 pub trait VlmOps: Ops {
@@ -25,6 +26,15 @@ pub trait VlmOps: Ops {
     /// Moves a host tensor (1-D or 2-D; higher ranks are viewed as (rows, last axis)) to the
     /// executor. Weights are uploaded once at load time; the CPU executor just takes ownership.
     fn upload(&mut self, t: Tensor) -> Result<Self::T>;
+
+    /// `upload` of a model weight read for `role`, so an executor can store it where that
+    /// role's reads are fastest (the GPU executor may hold linear weights and embedding tables
+    /// as texels, see `crate::gpu::texels`). Only `linear` (as the weight) and `gather_rows`
+    /// need to take a tensor uploaded as `Role::LinearWeight` or `Role::Table`.
+    fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Self::T> {
+        let _ = role;
+        self.upload(t)
+    }
 
     /// Copies a tensor back to the host as (rows, cols) (1-D stays 1-D). Used for outputs and
     /// tests, never inside the per-token decode loop (that reads back only `sample`'s id).
@@ -53,6 +63,20 @@ pub trait VlmOps: Ops {
 
     /// RMSNorm over the last axis: x/√(mean(x²) + eps)·weight.
     fn rms_norm(&mut self, x: &Self::T, weight: &Self::T, eps: f32) -> Result<Self::T>;
+
+    /// `residual_add(x, y)` then `rms_norm` of the sum: returns (x + y, RMSNorm(x + y)·weight),
+    /// a pre-norm decoder's residual add and the norm after it (one kernel on a GPU).
+    fn add_rms_norm(
+        &mut self,
+        x: &Self::T,
+        y: &Self::T,
+        weight: &Self::T,
+        eps: f32,
+    ) -> Result<(Self::T, Self::T)> {
+        let sum = self.residual_add(x, y, None)?;
+        let normed = self.rms_norm(&sum, weight, eps)?;
+        Ok((sum, normed))
+    }
 
     /// GELU, erf form (PyTorch's default), elementwise.
     fn gelu(&mut self, x: &Self::T) -> Result<Self::T>;
@@ -105,6 +129,21 @@ pub trait VlmOps: Ops {
         k: &Self::T,
         v: &Self::T,
     ) -> Result<()>;
+
+    /// A decoder layer's attention input from its packed projection `qkv` (R, (heads +
+    /// 2·kv_heads)·head_dim), each row [q | k | v] at positions position..position+R: RoPE on
+    /// q and on k (as `rope`), k and v written into `layer`'s cache at those positions (as
+    /// `kv_write`). Returns the rotated q (R, heads·head_dim). One kernel on a GPU instead of
+    /// two RoPEs and two copies.
+    fn qkv_to_cache(
+        &mut self,
+        cache: &mut Self::Kv,
+        layer: usize,
+        position: usize,
+        qkv: &Self::T,
+        heads: usize,
+        theta: f64,
+    ) -> Result<Self::T>;
 
     /// Causal grouped-query attention of q (R, heads·head_dim), rows at positions
     /// position..position+R, over `layer`'s cache rows 0..=that position (written before).

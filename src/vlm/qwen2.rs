@@ -9,13 +9,11 @@ use crate::error::Result;
 
 pub struct Qwen2Layer<T> {
     pub input_norm: T,
-    pub q_w: T,
-    /// q/k/v biases (Qwen2 has them; InternLM2 has none).
-    pub q_b: Option<T>,
-    pub k_w: T,
-    pub k_b: Option<T>,
-    pub v_w: T,
-    pub v_b: Option<T>,
+    /// q_proj, k_proj and v_proj stacked: ((heads + 2·kv_heads)·head_dim, H), so one product
+    /// gives each token's [q | k | v] (`qkv_to_cache` splits it).
+    pub qkv_w: T,
+    /// The q/k/v biases stacked likewise (Qwen2 has them; InternLM2 has none).
+    pub qkv_b: Option<T>,
     pub o_w: T,
     pub post_norm: T,
     /// gate_proj and up_proj stacked: (2·I, H), so one GEMM feeds `swiglu`.
@@ -37,20 +35,30 @@ impl<T> Qwen2Params<T> {
         let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let kv = c.kv_heads * c.head_dim();
         let m = "language_model.model";
-        let embed = r.get(&format!("{m}.embed_tokens.weight"), &[v, h])?;
+        let embed = r.table(&format!("{m}.embed_tokens.weight"), &[v, h])?;
         let layers = (0..c.layers)
             .map(|n| {
                 let l = format!("{m}.layers.{n}");
                 let a = format!("{l}.self_attn");
                 Ok(Qwen2Layer {
                     input_norm: r.get(&format!("{l}.input_layernorm.weight"), &[h])?,
-                    q_w: r.get(&format!("{a}.q_proj.weight"), &[h, h])?,
-                    q_b: Some(r.get(&format!("{a}.q_proj.bias"), &[h])?),
-                    k_w: r.get(&format!("{a}.k_proj.weight"), &[kv, h])?,
-                    k_b: Some(r.get(&format!("{a}.k_proj.bias"), &[kv])?),
-                    v_w: r.get(&format!("{a}.v_proj.weight"), &[kv, h])?,
-                    v_b: Some(r.get(&format!("{a}.v_proj.bias"), &[kv])?),
-                    o_w: r.get(&format!("{a}.o_proj.weight"), &[h, h])?,
+                    qkv_w: r.stacked(
+                        &[
+                            &format!("{a}.q_proj.weight"),
+                            &format!("{a}.k_proj.weight"),
+                            &format!("{a}.v_proj.weight"),
+                        ],
+                        &[[h, h], [kv, h], [kv, h]],
+                    )?,
+                    qkv_b: Some(r.concat(
+                        &[
+                            &format!("{a}.q_proj.bias"),
+                            &format!("{a}.k_proj.bias"),
+                            &format!("{a}.v_proj.bias"),
+                        ],
+                        &[h, kv, kv],
+                    )?),
+                    o_w: r.linear(&format!("{a}.o_proj.weight"), &[h, h])?,
                     post_norm: r.get(&format!("{l}.post_attention_layernorm.weight"), &[h])?,
                     gate_up_w: r.stacked(
                         &[
@@ -59,16 +67,16 @@ impl<T> Qwen2Params<T> {
                         ],
                         &[[i, h], [i, h]],
                     )?,
-                    down_w: r.get(&format!("{l}.mlp.down_proj.weight"), &[h, i])?,
+                    down_w: r.linear(&format!("{l}.mlp.down_proj.weight"), &[h, i])?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = r.get(&format!("{m}.norm.weight"), &[h])?;
         // Tied checkpoints usually omit lm_head; use it when present either way.
         let lm_head = if c.tie_word_embeddings {
-            r.optional("language_model.lm_head.weight", &[v, h])?
+            r.optional_linear("language_model.lm_head.weight", &[v, h])?
         } else {
-            Some(r.get("language_model.lm_head.weight", &[v, h])?)
+            Some(r.linear("language_model.lm_head.weight", &[v, h])?)
         };
         Ok(Qwen2Params {
             embed,
@@ -90,26 +98,23 @@ pub fn forward<O: VlmOps>(
     cache: &mut O::Kv,
     position: usize,
 ) -> Result<O::T> {
-    let d = c.head_dim();
+    // Each residual add is fused with the norm after it (the next layer's, or the final one).
+    let first_norm = p.layers.first().map_or(&p.norm, |l| &l.input_norm);
+    let mut h = ops.rms_norm(x, first_norm, c.rms_norm_eps)?;
     let mut x = x.clone();
     for (n, l) in p.layers.iter().enumerate() {
-        let h = ops.rms_norm(&x, &l.input_norm, c.rms_norm_eps)?;
-        let q = ops.linear(&h, &l.q_w, l.q_b.as_ref())?;
-        let k = ops.linear(&h, &l.k_w, l.k_b.as_ref())?;
-        let v = ops.linear(&h, &l.v_w, l.v_b.as_ref())?;
-        let q = ops.rope(&q, c.heads, d, position, c.rope_theta)?;
-        let k = ops.rope(&k, c.kv_heads, d, position, c.rope_theta)?;
-        ops.kv_write(cache, n, position, &k, &v)?;
+        let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
+        let q = ops.qkv_to_cache(cache, n, position, &qkv, c.heads, c.rope_theta)?;
         let a = ops.kv_attention(cache, n, &q, position, c.heads)?;
         let a = ops.linear(&a, &l.o_w, None)?;
-        x = ops.residual_add(&x, &a, None)?;
-        let h = ops.rms_norm(&x, &l.post_norm, c.rms_norm_eps)?;
-        let h = ops.linear(&h, &l.gate_up_w, None)?;
-        let h = ops.swiglu(&h)?;
-        let h = ops.linear(&h, &l.down_w, None)?;
-        x = ops.residual_add(&x, &h, None)?;
+        let (x1, h1) = ops.add_rms_norm(&x, &a, &l.post_norm, c.rms_norm_eps)?;
+        let m = ops.linear(&h1, &l.gate_up_w, None)?;
+        let m = ops.swiglu(&m)?;
+        let m = ops.linear(&m, &l.down_w, None)?;
+        let next_norm = p.layers.get(n + 1).map_or(&p.norm, |l| &l.input_norm);
+        (x, h) = ops.add_rms_norm(&x1, &m, next_norm, c.rms_norm_eps)?;
     }
-    ops.rms_norm(&x, &p.norm, c.rms_norm_eps)
+    Ok(h)
 }
 
 /// Logits (R, vocab) of hidden states (R, H).

@@ -3,18 +3,24 @@
 //! held twice on the host.
 
 use crate::error::{Error, Result};
+use crate::linvt::Role;
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 
 pub struct WeightReader<'a, T> {
     pub store: &'a TensorStore,
-    upload: &'a mut dyn FnMut(Tensor) -> Result<T>,
+    /// Uploads a tensor read for the given role (so an executor can store it where that role's
+    /// reads are fastest).
+    upload: &'a mut dyn FnMut(Tensor, Role) -> Result<T>,
     /// Called once per tensor read (progress reporting).
     pub on_tensor: Option<&'a mut dyn FnMut()>,
 }
 
 impl<'a, T> WeightReader<'a, T> {
-    pub fn new(store: &'a TensorStore, upload: &'a mut dyn FnMut(Tensor) -> Result<T>) -> Self {
+    pub fn new(
+        store: &'a TensorStore,
+        upload: &'a mut dyn FnMut(Tensor, Role) -> Result<T>,
+    ) -> Self {
         WeightReader {
             store,
             upload,
@@ -49,27 +55,54 @@ impl<'a, T> WeightReader<'a, T> {
         Ok(t)
     }
 
-    /// `host`, then uploaded.
+    /// `host`, then uploaded: a bias, norm weight or other tensor that is not a linear weight.
     pub fn get(&mut self, key: &str, shape: &[usize]) -> Result<T> {
         let t = self.host(key, shape)?;
         self.put(t)
     }
 
-    /// `get` when the store holds `key`, else None.
-    pub fn optional(&mut self, key: &str, shape: &[usize]) -> Result<Option<T>> {
+    /// `host`, then uploaded as the W (N, K) of a linear layer.
+    pub fn linear(&mut self, key: &str, shape: &[usize]) -> Result<T> {
+        let t = self.host(key, shape)?;
+        self.put_as(t, Role::LinearWeight)
+    }
+
+    /// `host`, then uploaded as a table read by rows (an embedding; perhaps also a tied linear).
+    pub fn table(&mut self, key: &str, shape: &[usize]) -> Result<T> {
+        let t = self.host(key, shape)?;
+        self.put_as(t, Role::Table)
+    }
+
+    /// A linear weight when the store holds `key`, else None.
+    pub fn optional_linear(&mut self, key: &str, shape: &[usize]) -> Result<Option<T>> {
         if self.store.contains(key) {
-            self.get(key, shape).map(Some)
+            self.linear(key, shape).map(Some)
         } else {
             Ok(None)
         }
     }
 
-    /// Uploads a tensor prepared on the host.
+    /// Uploads a tensor prepared on the host (not a linear weight).
     pub fn put(&mut self, t: Tensor) -> Result<T> {
-        (self.upload)(t)
+        (self.upload)(t, Role::Other)
     }
 
-    /// Several (rows, cols) weights stacked along the rows into one (e.g. gate and up
+    /// Uploads a tensor prepared on the host for `role`.
+    pub fn put_as(&mut self, t: Tensor, role: Role) -> Result<T> {
+        (self.upload)(t, role)
+    }
+
+    /// Several 1-D tensors (e.g. biases) of the given lengths, concatenated into one.
+    pub fn concat(&mut self, keys: &[&str], lens: &[usize]) -> Result<T> {
+        let mut data = Vec::new();
+        for (k, &n) in keys.iter().zip(lens) {
+            data.extend(self.host(k, &[n])?.into_data());
+        }
+        let t = Tensor::new(vec![data.len()], data)?;
+        self.put(t)
+    }
+
+    /// Several (rows, cols) linear weights stacked along the rows into one (e.g. gate and up
     /// projections, so one GEMM computes both).
     pub fn stacked(&mut self, keys: &[&str], shapes: &[[usize; 2]]) -> Result<T> {
         let mut data = Vec::new();
@@ -79,6 +112,6 @@ impl<'a, T> WeightReader<'a, T> {
             rows += s[0];
         }
         let t = Tensor::new(vec![rows, shapes[0][1]], data)?;
-        self.put(t)
+        self.put_as(t, Role::LinearWeight)
     }
 }

@@ -1,0 +1,219 @@
+//! Weights stored as texels: a tensor's f32 values laid out as flat memory in an `rgba32float`
+//! 2-D array texture, four values per texel, [`ROW_TEXELS`] texels per texture row and
+//! [`LAYER_ROWS`] rows per array layer. Vec4 `i` of the flat tensor is texel
+//! (i mod 4096, ⌊i / 4096⌋ mod 4096) of layer ⌊i / 4096²⌋ — `texel_coords` in
+//! `shaders/texels.wgsl`, the one place kernels learn the layout.
+//!
+//! Why: on CPU adapters (llvmpipe, Mesa 22.3) every storage-buffer load whose address differs
+//! between lanes runs as a loop over the lanes with a bounds check and a branch per component,
+//! while a texel fetch is one branch-free gather of 16 bytes per lane. The matrix-vector
+//! products of token-by-token decoding are nothing but weight loads, so there the weights are
+//! read twice as fast from texels (measured: 9728×896 GEMV 5.3 → 10.7–12.7 GB/s). Only the
+//! linear kernel (weight operand) and the row gather (embedding lookup) read texels; any other
+//! op refuses such a tensor with an error.
+
+use std::sync::Arc;
+
+use super::buffer::{Elem, GpuTensor, Store};
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// Texels per texture row (2¹²): matches `texel_coords` in `shaders/texels.wgsl`.
+pub const ROW_TEXELS: u32 = 4096;
+/// Texture rows per array layer (2¹²): matches `texel_coords`.
+pub const LAYER_ROWS: u32 = 4096;
+/// f32 values per texel.
+const TEXEL_VALUES: usize = 4;
+/// Bytes per texel (rgba32float).
+const TEXEL_BYTES: u64 = 16;
+
+/// Where a GPU executor stores linear weights and embedding tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Storage buffers (what every kernel reads).
+    Buffers,
+    /// Textures (`upload_texels`): faster weight loads on CPU adapters.
+    Texels,
+}
+
+impl WeightLayout {
+    /// Texels on CPU adapters (llvmpipe: weight loads twice as fast, see the module doc),
+    /// buffers elsewhere (real GPUs load buffers at full bandwidth).
+    pub fn for_adapter(ctx: &GpuContext) -> Self {
+        if ctx.info.device_type == wgpu::DeviceType::Cpu {
+            WeightLayout::Texels
+        } else {
+            WeightLayout::Buffers
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightLayout::Buffers => "buffers",
+            WeightLayout::Texels => "texels",
+        }
+    }
+}
+
+/// The texture behind a tensor stored as texels.
+pub struct Texels {
+    pub(crate) texture: wgpu::Texture,
+    pub(crate) view: wgpu::TextureView,
+    rows: u32,
+    layers: u32,
+}
+
+/// (texture rows, array layers) holding `texels` texels: one partial layer of just enough rows,
+/// or whole layers.
+fn extent(texels: u64) -> (u32, u32) {
+    let rows = texels.div_ceil(ROW_TEXELS as u64).max(1);
+    if rows <= LAYER_ROWS as u64 {
+        (rows as u32, 1)
+    } else {
+        (LAYER_ROWS, rows.div_ceil(LAYER_ROWS as u64) as u32)
+    }
+}
+
+impl Texels {
+    /// Bytes of the whole texture (what a read-back copies).
+    pub fn byte_size(&self) -> u64 {
+        ROW_TEXELS as u64 * self.rows as u64 * self.layers as u64 * TEXEL_BYTES
+    }
+
+    fn size(&self) -> wgpu::Extent3d {
+        wgpu::Extent3d {
+            width: ROW_TEXELS,
+            height: self.rows,
+            depth_or_array_layers: self.layers,
+        }
+    }
+
+    /// Records a copy of the whole texture, in the flat layout, into `dst` (≥ `byte_size`).
+    pub fn copy_to_buffer(&self, encoder: &mut wgpu::CommandEncoder, dst: &wgpu::Buffer) {
+        encoder.copy_texture_to_buffer(
+            self.texture.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer: dst,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(ROW_TEXELS * TEXEL_BYTES as u32),
+                    rows_per_image: Some(self.rows),
+                },
+            },
+            self.size(),
+        );
+    }
+}
+
+impl GpuContext {
+    /// Uploads f32 `data` of `shape` as a weight stored as texels (see the module doc).
+    pub fn upload_texels(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let elements: usize = shape.iter().product();
+        if elements != data.len() {
+            return Err(Error::input(format!(
+                "`{name}`: shape {shape:?} needs {elements} values, got {}",
+                data.len()
+            )));
+        }
+        let texels = elements.div_ceil(TEXEL_VALUES) as u64;
+        let (rows, layers) = extent(texels);
+        let max_layers = self.limits.max_texture_array_layers;
+        let max_side = self.limits.max_texture_dimension_2d;
+        if layers > max_layers || ROW_TEXELS > max_side || rows > max_side {
+            return Err(Error::TensorTooLarge {
+                tensor: name.to_string(),
+                bytes: elements as u64 * 4,
+                limit: ROW_TEXELS.min(max_side) as u64
+                    * LAYER_ROWS.min(max_side) as u64
+                    * max_layers as u64
+                    * TEXEL_BYTES,
+                hint: "store the weights in buffers (weight layout `buffers`) on this adapter"
+                    .into(),
+            });
+        }
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(name),
+            size: wgpu::Extent3d {
+                width: ROW_TEXELS,
+                height: rows,
+                depth_or_array_layers: layers,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_DST
+                | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        });
+        // Written one band of rows at a time, so the staging copy stays small for big tables.
+        let row_values = ROW_TEXELS as usize * TEXEL_VALUES;
+        let band_rows = 1024usize;
+        let total_rows = rows as usize * layers as usize;
+        for first in (0..total_rows).step_by(band_rows) {
+            let n = band_rows.min(total_rows - first);
+            let start = (first * row_values).min(data.len());
+            let end = ((first + n) * row_values).min(data.len());
+            let mut band = data[start..end].to_vec();
+            band.resize(n * row_values, 0.0);
+            let (layer, row) = (first / LAYER_ROWS as usize, first % LAYER_ROWS as usize);
+            // Bands never straddle layers: LAYER_ROWS is a multiple of the band height.
+            self.queue.write_texture(
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: row as u32,
+                        z: layer as u32,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                bytemuck::cast_slice(&band),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(ROW_TEXELS * TEXEL_BYTES as u32),
+                    rows_per_image: Some(n as u32),
+                },
+                wgpu::Extent3d {
+                    width: ROW_TEXELS,
+                    height: n as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        self.check()?;
+        Ok(GpuTensor {
+            store: Arc::new(Store::Texels(Texels {
+                texture,
+                view,
+                rows,
+                layers,
+            })),
+            offset: 0,
+            shape: shape.to_vec(),
+            elem: Elem::F32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_uses_one_partial_layer_or_whole_layers() {
+        assert_eq!(extent(0), (1, 1));
+        assert_eq!(extent(1), (1, 1));
+        assert_eq!(extent(4096), (1, 1));
+        assert_eq!(extent(4097), (2, 1));
+        let layer = 4096 * 4096;
+        assert_eq!(extent(layer), (4096, 1));
+        assert_eq!(extent(layer + 1), (4096, 2));
+    }
+}
