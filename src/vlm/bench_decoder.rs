@@ -90,13 +90,16 @@ pub struct DecoderBench {
     pub prompt_tokens: usize,
     pub decode_steps: usize,
     pub load_ms: f64,
+    /// The first forward: includes building (or loading from the driver's cache) every
+    /// pipeline the prefill uses.
     pub prefill_ms: f64,
     /// Median time of one decode step (embed → layers → lm_head → sample → one id read back).
     pub decode_ms_per_token: f64,
     pub decode_tokens_per_s: f64,
     /// Weight bytes per token ÷ time per token, GB/s.
     pub weight_gb_per_s: f64,
-    /// Buffer-to-buffer copy of `copy_bytes`, counted as bytes read + bytes written per second.
+    /// Buffer-to-buffer copy of `copy_bytes`, counted as bytes read + bytes written per second;
+    /// the higher of a measurement before and one after the timed steps.
     pub copy_gb_per_s: f64,
     pub copy_bytes: u64,
     /// weight_gb_per_s ÷ copy_gb_per_s.
@@ -268,6 +271,11 @@ pub fn run(
     let mut id = step(&mut ops, &mut cache, &prompt, 0)?;
     let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut position = opts.prompt_tokens;
+    // The copy rate is measured before and after the timed steps and the higher one kept, so a
+    // noisy moment during one measurement cannot flatter the fraction.
+    progress("copy bandwidth");
+    let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
+    let copy_before = copy_bandwidth(ctx, &pool, copy_bytes)?;
     progress("decode (warm-up step)");
     id = step(&mut ops, &mut cache, &[id], position)?;
     position += 1;
@@ -281,9 +289,8 @@ pub fn run(
     }
     let decode_ms = crate::timing::median(times);
 
-    progress("copy bandwidth");
-    let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
-    let copy_gb = copy_bandwidth(ctx, &pool, copy_bytes)?;
+    progress("copy bandwidth (again)");
+    let copy_gb = copy_before.max(copy_bandwidth(ctx, &pool, copy_bytes)?);
     let bytes = weight_bytes_per_token(&c, parameters);
     let weight_gb = bytes as f64 / (decode_ms / 1e3) / 1e9;
     Ok(DecoderBench {
