@@ -210,3 +210,28 @@ fn gather_and_scatter_rows_copy_exactly() {
     assert!(err.contains("out of range"), "{err}");
     assert!(gpu::scatter_rows(&mut rec, &ts, &[9, 0, 1], &ss).is_err());
 }
+
+/// One recording of 700 dependent dispatches, each with its own parameters (a different y
+/// row): the recorder packs parameters into shared 64 KiB uniform buffers (256 per buffer at
+/// the usual alignment), so this spans three of them. x + Σ y_i must come out exact (small
+/// integers).
+#[test]
+fn many_dispatches_in_one_recording_keep_their_parameters() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (n, cols) = (700usize, 4usize);
+    let ys: Vec<f32> = (0..n * cols).map(|i| (i % 7) as f32).collect();
+    let yg = ctx.upload("ys", &[n, cols], &ys).unwrap();
+    let mut x = ctx
+        .upload("x", &[1, cols], &[1.0f32, 2.0, 3.0, 4.0])
+        .unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    for i in 0..n {
+        x = gpu::residual_add(&mut rec, &x, &yg.rows_view(i, 1), None).unwrap();
+    }
+    rec.submit().unwrap();
+    let want: Vec<f32> = (0..cols)
+        .map(|c| (c + 1) as f32 + (0..n).map(|i| ys[i * cols + c]).sum::<f32>())
+        .collect();
+    assert_eq!(ctx.read_f32(&x).unwrap(), want);
+}

@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::buffer::{BufferPool, GpuTensor};
 use super::context::GpuContext;
 use crate::error::Result;
@@ -128,6 +126,19 @@ struct Profile {
     times: StageTimes,
 }
 
+/// Bytes of one shared buffer of dispatch parameters (256 dispatches at the usual 256-byte
+/// offset alignment).
+const UNIFORM_CHUNK: u64 = 64 << 10;
+
+/// The uniform parameters of recorded dispatches, packed at aligned offsets into shared
+/// buffers: one buffer per [`UNIFORM_CHUNK`] bytes instead of one per dispatch (a buffer
+/// creation and upload per dispatch was most of the host's recording cost). The bytes are
+/// staged on the host and written before the recording is submitted.
+struct UniformArena {
+    /// The buffer being filled and its staged contents.
+    current: Option<(wgpu::Buffer, Vec<u8>)>,
+}
+
 /// Records dispatches into one command encoder; `finish` hands the encoder back for one
 /// submission together with the readback.
 pub struct Recorder<'a> {
@@ -136,6 +147,7 @@ pub struct Recorder<'a> {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     profile: Option<Profile>,
+    uniforms: UniformArena,
 }
 
 impl<'a> Recorder<'a> {
@@ -146,6 +158,7 @@ impl<'a> Recorder<'a> {
             encoder: None,
             pass: None,
             profile: None,
+            uniforms: UniformArena { current: None },
         }
     }
 
@@ -186,19 +199,18 @@ impl<'a> Recorder<'a> {
         tensors: &[&GpuTensor],
         workgroups: [u32; 3],
     ) {
-        let mut padded = params.to_vec();
-        padded.resize(params.len().div_ceil(16).max(1) * 16, 0);
-        let uniform = self
-            .ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &padded,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let size = (params.len().div_ceil(16).max(1) * 16) as u64;
+        let (uniform, offset) = self.uniform_slot(size);
+        let staged = &mut self.uniforms.current.as_mut().expect("slot just taken").1;
+        staged.extend_from_slice(params);
+        staged.resize((offset + size) as usize, 0);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: uniform.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &uniform,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            }),
         }];
         for (i, t) in tensors.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
@@ -228,6 +240,42 @@ impl<'a> Recorder<'a> {
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+    }
+
+    /// Room for `size` bytes of parameters: (the arena buffer, the aligned offset), with the
+    /// staged bytes padded up to that offset.
+    fn uniform_slot(&mut self, size: u64) -> (wgpu::Buffer, u64) {
+        let align = (self.ctx.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let aligned_end = |staged: &Vec<u8>| (staged.len() as u64).div_ceil(align) * align;
+        let fits = self
+            .uniforms
+            .current
+            .as_ref()
+            .is_some_and(|(_, staged)| aligned_end(staged) + size <= UNIFORM_CHUNK);
+        if !fits {
+            self.write_uniforms();
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: UNIFORM_CHUNK.max(size),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.uniforms.current = Some((buffer, Vec::new()));
+        }
+        let (buffer, staged) = self.uniforms.current.as_mut().expect("just ensured");
+        let offset = aligned_end(staged);
+        staged.resize(offset as usize, 0);
+        (buffer.clone(), offset)
+    }
+
+    /// Writes the staged parameters of the buffer being filled (before any submission that
+    /// reads them) and retires it.
+    fn write_uniforms(&mut self) {
+        if let Some((buffer, staged)) = self.uniforms.current.take() {
+            if !staged.is_empty() {
+                self.ctx.queue.write_buffer(&buffer, 0, &staged);
+            }
+        }
     }
 
     /// Copies all of `src` into `dst` at its offset (same element count); both must be buffers.
@@ -279,6 +327,7 @@ impl<'a> Recorder<'a> {
     /// Submits what was recorded so far and waits for it (native).
     pub fn flush(&mut self) -> Result<()> {
         self.end_pass();
+        self.write_uniforms();
         if let Some(enc) = self.encoder.take() {
             self.ctx.queue.submit([enc.finish()]);
         }
@@ -294,6 +343,7 @@ impl<'a> Recorder<'a> {
             StageTimes::default()
         };
         self.end_pass();
+        self.write_uniforms();
         Ok((self.encoder.take(), times))
     }
 

@@ -95,6 +95,9 @@ pub struct DecoderBench {
     pub prefill_ms: f64,
     /// Median time of one decode step (embed → layers → lm_head → sample → one id read back).
     pub decode_ms_per_token: f64,
+    /// Of that, the host time spent recording the step's dispatches (median): the floor of a
+    /// step's time on a GPU fast enough to finish the work sooner.
+    pub record_ms_per_token: f64,
     pub decode_tokens_per_s: f64,
     /// Weight bytes per token ÷ time per token, GB/s.
     pub weight_gb_per_s: f64,
@@ -259,16 +262,20 @@ pub fn run(
     let capacity = opts.prompt_tokens + steps + 1;
     let mut cache = ops.kv_cache(c.layers, c.kv_heads, c.head_dim(), capacity)?;
     let greedy = SamplingParams::default();
+    // One forward and the sampled id; also the host time spent recording it (before the
+    // submission inside `sample`).
     let step = |ops: &mut GpuOps, cache: &mut GpuKvCache, ids: &[u32], position: usize| {
+        let t = Instant::now();
         let x = ops.gather_rows(&p.embed, ids)?;
         let h = qwen2::forward(ops, &p, &c, &x, cache, position)?;
         let last = ops.rows(&h, ids.len() - 1, 1);
         let logits = qwen2::logits(ops, &p, &last)?;
-        ops.sample(&logits, &greedy, 0.0)
+        let record_ms = t.elapsed().as_secs_f64() * 1e3;
+        Ok::<_, Error>((ops.sample(&logits, &greedy, 0.0)?, record_ms))
     };
     progress("prefill");
     let t = Instant::now();
-    let mut id = step(&mut ops, &mut cache, &prompt, 0)?;
+    let (mut id, _) = step(&mut ops, &mut cache, &prompt, 0)?;
     let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut position = opts.prompt_tokens;
     // The copy rate is measured before and after the timed steps and the higher one kept, so a
@@ -277,17 +284,21 @@ pub fn run(
     let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
     let copy_before = copy_bandwidth(ctx, &pool, copy_bytes)?;
     progress("decode (warm-up step)");
-    id = step(&mut ops, &mut cache, &[id], position)?;
+    (id, _) = step(&mut ops, &mut cache, &[id], position)?;
     position += 1;
     let mut times = Vec::with_capacity(steps);
+    let mut record_times = Vec::with_capacity(steps);
     for s in 0..steps {
         progress(&format!("decode step {}/{steps}", s + 1));
         let t = Instant::now();
-        id = step(&mut ops, &mut cache, &[id], position)?;
+        let record_ms;
+        (id, record_ms) = step(&mut ops, &mut cache, &[id], position)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        record_times.push(record_ms);
         position += 1;
     }
     let decode_ms = crate::timing::median(times);
+    let record_ms = crate::timing::median(record_times);
 
     progress("copy bandwidth (again)");
     let copy_gb = copy_before.max(copy_bandwidth(ctx, &pool, copy_bytes)?);
@@ -304,6 +315,7 @@ pub fn run(
         load_ms,
         prefill_ms,
         decode_ms_per_token: decode_ms,
+        record_ms_per_token: record_ms,
         decode_tokens_per_s: 1e3 / decode_ms,
         weight_gb_per_s: weight_gb,
         copy_gb_per_s: copy_gb,
@@ -328,6 +340,10 @@ pub fn print_table(b: &DecoderBench) {
     println!(
         "  prefill {} tokens: {:.1} ms; decode: {:.2} ms/token = {:.2} tokens/s (median of {} steps)",
         b.prompt_tokens, b.prefill_ms, b.decode_ms_per_token, b.decode_tokens_per_s, b.decode_steps
+    );
+    println!(
+        "  recording one step's dispatches on the host: {:.2} ms",
+        b.record_ms_per_token
     );
     println!(
         "  weights streamed at {:.2} GB/s; device copy bandwidth {:.2} GB/s (read + write, {} MiB buffers) → {:.0} % of it",
