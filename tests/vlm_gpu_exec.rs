@@ -118,6 +118,11 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
     );
     let err = gpu.linear(&tg, &tg, None).unwrap_err().to_string();
     assert!(err.contains("texels"), "{err}");
+    // The texture limits bound a texel tensor (4 values per texel, 4096 × 4096 texels per
+    // layer); `upload_weight` keeps larger weights in buffers instead of failing.
+    let layers = ctx.limits.max_texture_array_layers as usize;
+    assert!(ctx.fits_texels(4 * 4096 * 4096 * layers));
+    assert!(!ctx.fits_texels(4 * 4096 * 4096 * layers + 1));
 }
 
 #[test]

@@ -106,6 +106,13 @@ impl Texels {
 }
 
 impl GpuContext {
+    /// True when `elements` values fit one texel-stored tensor on this device.
+    pub fn fits_texels(&self, elements: usize) -> bool {
+        let (rows, layers) = extent(elements.div_ceil(TEXEL_VALUES) as u64);
+        let side = self.limits.max_texture_dimension_2d;
+        ROW_TEXELS <= side && rows <= side && layers <= self.limits.max_texture_array_layers
+    }
+
     /// Uploads f32 `data` of `shape` as a weight stored as texels (see the module doc).
     pub fn upload_texels(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
         let elements: usize = shape.iter().product();
@@ -115,11 +122,10 @@ impl GpuContext {
                 data.len()
             )));
         }
-        let texels = elements.div_ceil(TEXEL_VALUES) as u64;
-        let (rows, layers) = extent(texels);
+        let (rows, layers) = extent(elements.div_ceil(TEXEL_VALUES) as u64);
         let max_layers = self.limits.max_texture_array_layers;
         let max_side = self.limits.max_texture_dimension_2d;
-        if layers > max_layers || ROW_TEXELS > max_side || rows > max_side {
+        if !self.fits_texels(elements) {
             return Err(Error::TensorTooLarge {
                 tensor: name.to_string(),
                 bytes: elements as u64 * 4,

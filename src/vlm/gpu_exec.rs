@@ -254,7 +254,13 @@ impl VlmOps for GpuOps<'_> {
             .weight_layout
             .unwrap_or_else(|| WeightLayout::for_adapter(self.ctx()));
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
-        if layout == WeightLayout::Texels && read_by_rows && t.shape().len() == 2 {
+        // A weight beyond the adapter's texture limits stays in buffers (row-chunked if need
+        // be): slower on CPU adapters, but it loads.
+        if layout == WeightLayout::Texels
+            && read_by_rows
+            && t.shape().len() == 2
+            && self.ctx().fits_texels(t.len())
+        {
             return self.ctx().upload_texels("weight", t.shape(), t.data());
         }
         self.upload(t)
