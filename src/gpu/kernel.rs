@@ -1,9 +1,11 @@
 //! Shaders, the pipeline cache and the command recorder every kernel dispatches through.
 //!
 //! Binding convention shared by all WGSL files: `@group(0) @binding(0)` is a uniform `Params`
-//! struct (u32/f32 scalars only, so its layout is plain), then storage buffers at bindings
-//! 1, 2, … in the order the dispatch function passes them. Pipelines use the layout derived
-//! from the shader and are cached under a readable key: `file::entry[NAME=value,…]`.
+//! struct (u32/f32 scalars only, so its layout is plain; the recorder packs many dispatches'
+//! parameters into one buffer), then the tensors at bindings 1, 2, … in the order the dispatch
+//! function passes them: storage buffers, or the texture view of a weight stored as texels.
+//! Pipelines use the layout derived from the shader and are cached under a readable key:
+//! `file::entry[NAME=value,…]`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
