@@ -99,7 +99,7 @@ enum Command {
         /// the GPU, next to the device's copy bandwidth: qwen2-0.5b (or qwen2-tiny).
         #[arg(long, conflicts_with = "model")]
         decoder: Option<String>,
-        /// With --decoder: timed decode steps (default: 32 on GPUs, 4 on CPU adapters).
+        /// With --decoder: timed decode steps (default: 32 on GPUs, 8 on CPU adapters).
         #[arg(long, requires = "decoder")]
         steps: Option<usize>,
         /// With --decoder: where the weights live — buffers, or texels (textures; faster
