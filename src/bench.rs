@@ -11,6 +11,7 @@ use crate::config::LinvtConfig;
 use crate::cpu::attention::{AttnGeometry, Axis};
 use crate::cpu::topk::TopKOrder;
 use crate::error::Result;
+use crate::gpu::texels::WeightLayout;
 use crate::gpu::{self, BufferPool, GpuContext, GpuTensor, Recorder};
 use crate::linvt::forward::plan_runs;
 use crate::linvt::CondenseOptions;
@@ -117,6 +118,8 @@ fn random(ctx: &GpuContext, name: &str, shape: &[usize], seed: u64) -> Result<Gp
     ctx.upload(name, shape, &SeededRng::new(seed).vec(n, 1.0))
 }
 
+/// `linear` with a random (n, k) weight stored as the forward stores it on this adapter
+/// (`WeightLayout::for_adapter`), x (m, K) random.
 fn linear_timing(
     ctx: &GpuContext,
     pool: &BufferPool,
@@ -125,11 +128,15 @@ fn linear_timing(
     k: usize,
     reps: usize,
 ) -> Result<KernelTiming> {
-    let w = random(ctx, "w", &[n, k], 2)?;
+    let data = SeededRng::new(2).vec(n * k, 1.0);
+    let w = match WeightLayout::for_adapter(ctx) {
+        WeightLayout::Texels => ctx.upload_texels("w", &[n, k], &data)?,
+        WeightLayout::Buffers => ctx.upload("w", &[n, k], &data)?,
+    };
     linear_timing_with(ctx, pool, m, &w, reps, "linear")
 }
 
-/// `linear` with the weight `w` (f32 or f16 storage), x (m, K) random.
+/// `linear` with the weight `w` (f32 or f16, buffer or texels), x (m, K) random.
 fn linear_timing_with(
     ctx: &GpuContext,
     pool: &BufferPool,
@@ -173,6 +180,20 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
     let square = linear_timing(ctx, &pool, 1024, 1024, 1024, reps)?;
     let device_matmul_gflops = kernels[0].gflops.max(square.gflops);
     kernels.push(square);
+    if WeightLayout::for_adapter(ctx) == WeightLayout::Texels {
+        // The same product with the weight in a buffer, for comparison with the texel layout
+        // the forward uses on this adapter.
+        say("linear with the weight in a buffer");
+        let w = random(ctx, "w", &[896, 896], 2)?;
+        kernels.push(linear_timing_with(
+            ctx,
+            &pool,
+            4096,
+            &w,
+            reps,
+            "linear.buffer_weights",
+        )?);
+    }
     if ctx.has_f16() {
         // f16 weight storage (opt-in, not part of the f32 reference rate above).
         say("linear with f16 weights");

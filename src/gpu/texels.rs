@@ -37,10 +37,11 @@ pub enum WeightLayout {
 }
 
 impl WeightLayout {
-    /// Texels on CPU adapters (llvmpipe: weight loads twice as fast, see the module doc),
-    /// buffers elsewhere (real GPUs load buffers at full bandwidth).
+    /// Texels on native CPU adapters (llvmpipe: weight loads twice as fast, see the module
+    /// doc), buffers elsewhere: real GPUs load buffers at full bandwidth, and the browser's CPU
+    /// adapter (SwiftShader) is unmeasured with texels.
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        if ctx.info.device_type == wgpu::DeviceType::Cpu && !cfg!(target_arch = "wasm32") {
             WeightLayout::Texels
         } else {
             WeightLayout::Buffers

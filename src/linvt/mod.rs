@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
+use crate::gpu::texels::WeightLayout;
 use crate::gpu::{BufferPool, GpuContext, GpuTensor};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
@@ -196,14 +197,22 @@ impl Linvt {
     }
 
     /// [`Self::attach_gpu`] with a choice of how the linear weights are stored on the device.
+    /// f32 linear weights go where the adapter reads them fastest
+    /// ([`WeightLayout::for_adapter`]: texels on CPU adapters, buffers elsewhere); a one-row
+    /// weight (the score head) stays in a buffer, where the product can share it instead.
     pub fn attach_gpu_with(&mut self, ctx: Arc<GpuContext>, storage: WeightStorage) -> Result<()> {
+        let texels = WeightLayout::for_adapter(&ctx) == WeightLayout::Texels;
         let mut i = 0;
         let params = self.params.try_map_roles(|t, role| {
             i += 1;
             let name = format!("param{i}");
-            match (storage, role) {
-                (WeightStorage::F16, params::Role::LinearWeight) => {
-                    ctx.upload_f16(&name, t.shape(), t.data())
+            let linear = role == params::Role::LinearWeight;
+            match storage {
+                WeightStorage::F16 if linear => ctx.upload_f16(&name, t.shape(), t.data()),
+                WeightStorage::F32
+                    if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len()) =>
+                {
+                    ctx.upload_texels(&name, t.shape(), t.data())
                 }
                 _ => ctx.upload(&name, t.shape(), t.data()),
             }
