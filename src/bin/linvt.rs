@@ -289,6 +289,14 @@ fn info() -> linvt::Result<()> {
             l.max_compute_invocations_per_workgroup,
             l.max_compute_workgroups_per_dimension
         );
+        println!(
+            "  linear weights stored as: {}",
+            match a.weight_layout {
+                linvt::gpu::texels::WeightLayout::Texels =>
+                    "texels (textures: a CPU adapter loads them faster than storage buffers)",
+                linvt::gpu::texels::WeightLayout::Buffers => "storage buffers",
+            }
+        );
     }
     Ok(())
 }

@@ -57,6 +57,8 @@ pub struct AdapterSummary {
     pub driver: String,
     pub features: Vec<String>,
     pub limits: wgpu::Limits,
+    /// Where the executors store linear weights on this adapter.
+    pub weight_layout: super::texels::WeightLayout,
 }
 
 impl AdapterSummary {
@@ -81,6 +83,7 @@ impl AdapterSummary {
                 .map(|(_, n)| n.to_string())
                 .collect(),
             limits: adapter.limits(),
+            weight_layout: super::texels::WeightLayout::for_device_type(info.device_type),
         }
     }
 }

@@ -41,7 +41,12 @@ impl WeightLayout {
     /// doc), buffers elsewhere: real GPUs load buffers at full bandwidth, and the browser's CPU
     /// adapter (SwiftShader) is unmeasured with texels.
     pub fn for_adapter(ctx: &GpuContext) -> Self {
-        if ctx.info.device_type == wgpu::DeviceType::Cpu && !cfg!(target_arch = "wasm32") {
+        Self::for_device_type(ctx.info.device_type)
+    }
+
+    /// [`Self::for_adapter`] from the adapter's type alone.
+    pub fn for_device_type(t: wgpu::DeviceType) -> Self {
+        if t == wgpu::DeviceType::Cpu && !cfg!(target_arch = "wasm32") {
             WeightLayout::Texels
         } else {
             WeightLayout::Buffers
