@@ -122,27 +122,49 @@ fn official_golden_gpu() {
 /// trade, not a faithful mode.)
 #[test]
 fn official_gpu_f16_weights_match_cpu_on_rounded_weights() {
-    use linvt::linvt::params::Role;
     let Some(ctx) = common::gpu() else { return };
+    if !ctx.has_f16() {
+        let store = fixture(CASES[0]);
+        let (mut model, _) = Linvt::from_store(&store, &ConfigPatch::default()).unwrap();
+        let e = model
+            .attach_gpu_with(ctx.clone(), linvt::WeightStorage::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SHADER_F16"), "{e}");
+        return;
+    }
+    low_precision_weights_match_cpu(&ctx, linvt::WeightStorage::F16, |v| {
+        half::f16::from_f32(v).to_f32()
+    });
+}
+
+/// bf16 weight storage (any adapter), checked the same way against the CPU path on
+/// bf16-rounded weights.
+#[test]
+fn official_gpu_bf16_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    low_precision_weights_match_cpu(&ctx, linvt::WeightStorage::Bf16, |v| {
+        half::bf16::from_f32(v).to_f32()
+    });
+}
+
+/// Both golden cases on the GPU with the linear weights stored as `storage`, against the CPU
+/// on the same weights passed through `round`: same selection, f32 tolerances.
+fn low_precision_weights_match_cpu(
+    ctx: &std::sync::Arc<linvt::gpu::GpuContext>,
+    storage: linvt::WeightStorage,
+    round: fn(f32) -> f32,
+) {
+    use linvt::linvt::params::Role;
     for name in CASES {
         let store = fixture(name);
         let (mut model, _) = Linvt::from_store(&store, &ConfigPatch::default()).unwrap();
-        let attached = model.attach_gpu_with(ctx.clone(), linvt::WeightStorage::F16);
-        if !ctx.has_f16() {
-            let e = attached.unwrap_err().to_string();
-            assert!(e.contains("SHADER_F16"), "{e}");
-            continue;
-        }
-        attached.unwrap();
+        model.attach_gpu_with(ctx.clone(), storage).unwrap();
         let rounded = model
             .params()
             .try_map_roles(|t, role| {
                 let data = match role {
-                    Role::LinearWeight => t
-                        .data()
-                        .iter()
-                        .map(|&v| half::f16::from_f32(v).to_f32())
-                        .collect(),
+                    Role::LinearWeight => t.data().iter().map(|&v| round(v)).collect(),
                     Role::Table | Role::Other => t.data().to_vec(),
                 };
                 linvt::Tensor::new(t.shape().to_vec(), data)
@@ -158,17 +180,17 @@ fn official_gpu_f16_weights_match_cpu_on_rounded_weights() {
             .unwrap();
         assert_eq!(
             got.selected_indices, want.selected_indices,
-            "{name}: same selection as the CPU on f16-rounded weights"
+            "{name} {storage:?}: same selection as the CPU on rounded weights"
         );
         common::assert_close(
-            &format!("{name} f16 scores"),
+            &format!("{name} {storage:?} scores"),
             &got.scores,
             &want.scores,
             1e-3,
             0.0,
         );
         common::assert_close(
-            &format!("{name} f16 output"),
+            &format!("{name} {storage:?} output"),
             got.output.data(),
             want.output.data(),
             1e-4,

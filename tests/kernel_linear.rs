@@ -541,6 +541,58 @@ fn batched_strided_product(ctx: &GpuContext, pool: &BufferPool, br: usize) {
     }
 }
 
+/// bf16 weight storage: the kernels widen W exactly and compute in f32, so the result equals
+/// the CPU twin on the bf16-rounded weights up to summation order (same tolerance as f32), on
+/// every kernel; the weight is a view 2 rows into its buffer (offsets in bf16 elements), and an
+/// odd K takes the scalar path (la1's two halves of a word).
+#[test]
+fn bf16_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    for (m, n, k) in [(45usize, 70usize, 132usize), (1, 300, 64), (3, 33, 21)] {
+        let x = common::rand_vec(74, m * k, 1.0);
+        let w = common::rand_vec(75, n * k, 1.0);
+        let b = common::rand_vec(76, n, 1.0);
+        let rounded: Vec<f32> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        let want = cpu::linear(&x, &rounded, Some(&b), m, n, k);
+        let xg = upload_view(&ctx, "x", 1, m, k, &x);
+        let mut w_big = vec![9.0f32; (n + 3) * k];
+        w_big[2 * k..(n + 2) * k].copy_from_slice(&w);
+        let wg = ctx
+            .upload_bf16("w", &[n + 3, k], &w_big)
+            .unwrap()
+            .rows_view(2, n);
+        let bg = ctx.upload("b", &[n], &b).unwrap();
+        for tuning in [
+            Tuning::CPU,
+            Tuning {
+                vec4: false,
+                ..Tuning::CPU
+            },
+            Tuning {
+                gemv: GemvUse::Always,
+                ..Tuning::CPU
+            },
+            Tuning::GPU,
+        ] {
+            let mut rec = Recorder::new(&ctx, &pool);
+            let y = rec.alloc("y", &[m, n]).unwrap();
+            linear::linear_into_tuned(&mut rec, &xg, &wg, Some(&bg), &y, tuning).unwrap();
+            rec.submit().unwrap();
+            common::assert_close(
+                &format!("bf16 weights {m}x{n}x{k} {tuning:?}"),
+                &ctx.read_f32(&y).unwrap(),
+                &want,
+                atol(k),
+                1e-5,
+            );
+        }
+    }
+}
+
 /// f16 weight storage: the kernels read W as f16 and compute in f32, so the result equals the
 /// CPU twin run on the f16-rounded weights up to summation order (same tolerance as f32). On an
 /// adapter without SHADER_F16 the upload must fail with a clear error instead.

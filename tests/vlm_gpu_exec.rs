@@ -231,3 +231,113 @@ fn seeded_sampling_answers_match_the_cpu() {
         );
     }
 }
+
+/// bf16 linear weights in the decoder (`weight_storage`): the GPU executor with its linear
+/// weights stored as bf16 against the CPU executor on the same weights rounded to bf16. Both
+/// then do the same f32 arithmetic, so over a 3-token prefill and 3 greedy steps the ids must
+/// agree and the logits differ only by summation order: dot products of ≤ 256 terms of size
+/// ≲ 0.03·3 give ≲ 256·2⁻²⁴·0.1 ≈ 2e-6 per product, well inside atol 1e-4 after two layers.
+#[test]
+fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
+    use linvt::vlm::qwen2::{self, Qwen2Layer, Qwen2Params};
+    use linvt::WeightStorage;
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
+    gpu.vlm.weight_storage = WeightStorage::Bf16;
+    let mut cpu = CpuOps::new(1);
+    let c = linvt::vlm::bench_decoder::shape("qwen2-tiny").unwrap();
+    let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let kv = c.kv_heads * c.head_dim();
+    let bf16 = |t: &Tensor| {
+        let data = t.data().iter().map(|&x| half::bf16::from_f32(x).to_f32());
+        Tensor::new(t.shape().to_vec(), data.collect()).unwrap()
+    };
+    let mut seed = 300;
+    let mut pair = |shape: &[usize], role: Role, offset: f32| {
+        seed += 1;
+        let n = shape.iter().product();
+        let data = common::rand_vec(seed, n, 0.03)
+            .iter()
+            .map(|x| x + offset)
+            .collect();
+        let t = Tensor::new(shape.to_vec(), data).unwrap();
+        let host = if role == Role::LinearWeight {
+            bf16(&t)
+        } else {
+            t.clone()
+        };
+        (
+            gpu.upload_weight(t, role).unwrap(),
+            cpu.upload(host).unwrap(),
+        )
+    };
+    let (embed_g, embed_c) = pair(&[v, h], Role::Table, 0.0);
+    let (mut layers_g, mut layers_c) = (Vec::new(), Vec::new());
+    for _ in 0..c.layers {
+        let (in_g, in_c) = pair(&[h], Role::Other, 1.0);
+        let (qkv_g, qkv_c) = pair(&[h + 2 * kv, h], Role::LinearWeight, 0.0);
+        let (qb_g, qb_c) = pair(&[h + 2 * kv], Role::Other, 0.0);
+        let (o_g, o_c) = pair(&[h, h], Role::LinearWeight, 0.0);
+        let (post_g, post_c) = pair(&[h], Role::Other, 1.0);
+        let (gu_g, gu_c) = pair(&[2 * i, h], Role::LinearWeight, 0.0);
+        let (d_g, d_c) = pair(&[h, i], Role::LinearWeight, 0.0);
+        assert_eq!(qkv_g.elem, linvt::gpu::buffer::Elem::Bf16);
+        layers_g.push(Qwen2Layer {
+            input_norm: in_g,
+            qkv_w: qkv_g,
+            qkv_b: Some(qb_g),
+            o_w: o_g,
+            post_norm: post_g,
+            gate_up_w: gu_g,
+            down_w: d_g,
+        });
+        layers_c.push(Qwen2Layer {
+            input_norm: in_c,
+            qkv_w: qkv_c,
+            qkv_b: Some(qb_c),
+            o_w: o_c,
+            post_norm: post_c,
+            gate_up_w: gu_c,
+            down_w: d_c,
+        });
+    }
+    let (norm_g, norm_c) = pair(&[h], Role::Other, 1.0);
+    let pg = Qwen2Params {
+        embed: embed_g,
+        layers: layers_g,
+        norm: norm_g,
+        lm_head: None,
+    };
+    let pc = Qwen2Params {
+        embed: embed_c,
+        layers: layers_c,
+        norm: norm_c,
+        lm_head: None,
+    };
+    let mut cache_g = gpu.kv_cache(c.layers, c.kv_heads, c.head_dim(), 8).unwrap();
+    let mut cache_c = cpu.kv_cache(c.layers, c.kv_heads, c.head_dim(), 8).unwrap();
+    let greedy = SamplingParams::default();
+    let (mut ids, mut position) = (vec![1u32, 5, 7], 0);
+    for step in 0..4 {
+        let xg = gpu.gather_rows(&pg.embed, &ids).unwrap();
+        let hg = qwen2::forward(&mut gpu, &pg, &c, &xg, &mut cache_g, position).unwrap();
+        let last = gpu.rows(&hg, ids.len() - 1, 1);
+        let lg = qwen2::logits(&mut gpu, &pg, &last).unwrap();
+        let xc = cpu.gather_rows(&pc.embed, &ids).unwrap();
+        let hc = qwen2::forward(&mut cpu, &pc, &c, &xc, &mut cache_c, position).unwrap();
+        let last = cpu.rows(&hc, ids.len() - 1, 1);
+        let lc = qwen2::logits(&mut cpu, &pc, &last).unwrap();
+        common::assert_close(
+            &format!("bf16 decoder logits, step {step}"),
+            gpu.read_back(&lg).unwrap().data(),
+            lc.data(),
+            1e-4,
+            0.0,
+        );
+        let id = gpu.sample(&lg, &greedy, 0.0).unwrap();
+        assert_eq!(id, cpu.sample(&lc, &greedy, 0.0).unwrap(), "step {step}");
+        position += ids.len();
+        ids = vec![id];
+    }
+}

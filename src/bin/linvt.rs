@@ -29,6 +29,7 @@ enum Backend {
 enum GpuWeights {
     F32,
     F16,
+    Bf16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,8 +68,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "gpu")]
         backend: Backend,
-        /// How the GPU stores the linear weights: f32 (faithful) or f16 (half the memory, f32
-        /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder).
+        /// How the GPU stores the linear weights: f32 (faithful), f16 (half the memory, f32
+        /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
+        /// bf16 (half the memory, any adapter; exact when the weights were bf16 already).
         #[arg(long, value_enum, default_value = "f32")]
         gpu_weights: GpuWeights,
         #[arg(long)]
@@ -106,6 +108,9 @@ enum Command {
         /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
         #[arg(long, value_enum, requires = "decoder")]
         weight_layout: Option<WeightLayoutArg>,
+        /// With --decoder: the linear weights' element type (f16/bf16 live in buffers).
+        #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
+        gpu_weights: GpuWeights,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -119,6 +124,14 @@ enum Command {
         #[arg(long)]
         condense_only: bool,
     },
+}
+
+fn storage_of(w: GpuWeights) -> linvt::WeightStorage {
+    match w {
+        GpuWeights::F32 => linvt::WeightStorage::F32,
+        GpuWeights::F16 => linvt::WeightStorage::F16,
+        GpuWeights::Bf16 => linvt::WeightStorage::Bf16,
+    }
 }
 
 fn main() -> ExitCode {
@@ -163,10 +176,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 }
                 None => ConfigPatch::default(),
             };
-            let storage = match gpu_weights {
-                GpuWeights::F32 => linvt::WeightStorage::F32,
-                GpuWeights::F16 => linvt::WeightStorage::F16,
-            };
+            let storage = storage_of(gpu_weights);
             condense(
                 &weights,
                 &input,
@@ -201,6 +211,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             decoder: Some(name),
             steps,
             weight_layout,
+            gpu_weights,
             json,
             ..
         } => {
@@ -208,6 +219,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
             let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                 decode_steps: steps,
+                weight_storage: storage_of(gpu_weights),
                 weight_layout: weight_layout.map(|l| match l {
                     WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
                     WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,

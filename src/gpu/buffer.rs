@@ -1,8 +1,8 @@
 //! Device tensors and the buffer pool.
 //!
 //! A `GpuTensor` is a view (element offset + shape) into a storage buffer of 4-byte elements
-//! (f32 or u32), or of f16 weights ([`Elem::F16`], read only by the linear kernel's f16-weight
-//! variant on adapters with SHADER_F16), or into a weight stored as texels (`super::texels`,
+//! (f32 or u32), or of f16 or bf16 weights ([`Elem::F16`], [`Elem::Bf16`], read only by the
+//! linear kernel's variants for them), or into a weight stored as texels (`super::texels`,
 //! read only by the linear kernel and the row gather). Kernels take the offset as a parameter,
 //! so row slices and weight sub-blocks are free. Intermediates come from a `BufferPool`: when the last view of a pooled buffer is
 //! dropped, the buffer goes back to the pool and the next allocation of that size takes it —
@@ -59,6 +59,9 @@ pub enum Elem {
     F32,
     /// 2 bytes: f16 weight storage (converted to f32 as the kernel loads it).
     F16,
+    /// 2 bytes: bf16 weight storage, the upper half of an f32 (widened exactly as the kernel
+    /// loads it; needs no device feature). Exact for checkpoints stored in bf16.
+    Bf16,
 }
 
 /// Where a tensor's elements live.
@@ -252,6 +255,13 @@ impl GpuContext {
         }
         let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
         self.upload_elems(name, shape, &halves, Elem::F16)
+    }
+
+    /// Uploads `data` as bf16 weights (rounded to nearest even; exact for values that came
+    /// from bf16) into a new, unpooled tensor. Only the linear kernel reads such tensors.
+    pub fn upload_bf16(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let halves: Vec<half::bf16> = data.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        self.upload_elems(name, shape, &halves, Elem::Bf16)
     }
 
     /// `data` (elements of `elem`'s size) into a new, unpooled buffer padded to 256 bytes.

@@ -24,6 +24,7 @@ pub struct Shader {
 pub const ALL_SHADERS: &[&Shader] = &[
     &super::linear::SHADER,
     &super::linear::SHADER_F16_WEIGHTS,
+    &super::linear::SHADER_BF16_WEIGHTS,
     &super::linear::SHADER_TEXEL_WEIGHTS,
     &super::norm::SHADER,
     &super::attention::SHADER,

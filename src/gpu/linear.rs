@@ -35,6 +35,15 @@ pub const SHADER_F16_WEIGHTS: Shader = Shader {
     ),
 };
 
+/// The same kernels reading operand A as bf16 (two per u32; any adapter).
+pub const SHADER_BF16_WEIGHTS: Shader = Shader {
+    name: "linear_bf16",
+    source: concat!(
+        include_str!("../../shaders/linear_a_bf16.wgsl"),
+        include_str!("../../shaders/linear.wgsl")
+    ),
+};
+
 /// The same kernels reading operand A from a weight stored as texels (`super::texels`).
 pub const SHADER_TEXEL_WEIGHTS: Shader = Shader {
     name: "linear_texels",
@@ -266,8 +275,8 @@ pub fn linear_into_tuned(
     let padded = |a_rows: usize, b_rows: usize| {
         a_rows.div_ceil(a_span) * a_span * (b_rows.div_ceil(b_span) * b_span)
     };
-    // f16 weights and weights stored as texels are read only as operand A.
-    let columns = w.elem == Elem::F16
+    // f16/bf16 weights and weights stored as texels are read only as operand A.
+    let columns = w.elem != Elem::F32
         || w.is_texels()
         || match tuning.split {
             Split::Columns => true,
@@ -443,7 +452,7 @@ impl Product<'_> {
             .any(|t| t.elem != Elem::F32 || t.is_texels())
         {
             return Err(Error::input(
-                "linear: only the weight may be stored as f16 or as texels; activations, bias and output are f32 buffers",
+                "linear: only the weight may be stored as f16, bf16 or texels; activations, bias and output are f32 buffers",
             ));
         }
         let shader = match a.t.elem {
@@ -456,6 +465,7 @@ impl Product<'_> {
                     rec.ctx.adapter_name()
                 )))
             }
+            Elem::Bf16 => &SHADER_BF16_WEIGHTS,
         };
         if self.batch_inner == 0 {
             return Err(Error::input("linear: batch_inner must be at least 1"));

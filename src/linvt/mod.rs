@@ -29,6 +29,10 @@ pub enum WeightStorage {
     /// adapter with SHADER_F16. Costs fidelity: on the official golden cases the scores move by
     /// ~1e-2, enough to reorder the selection and move outputs by up to 10%.
     F16,
+    /// bf16 (round to nearest even), f32 arithmetic: half the weight memory and traffic, on any
+    /// adapter. Exact for weights that were bf16 already (the released checkpoints); f32 weights
+    /// lose their low 16 bits.
+    Bf16,
 }
 
 /// Options for one condensation.
@@ -209,6 +213,7 @@ impl Linvt {
             let linear = role == params::Role::LinearWeight;
             match storage {
                 WeightStorage::F16 if linear => ctx.upload_f16(&name, t.shape(), t.data()),
+                WeightStorage::Bf16 if linear => ctx.upload_bf16(&name, t.shape(), t.data()),
                 WeightStorage::F32
                     if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len()) =>
                 {

@@ -12,11 +12,19 @@ use super::picture::provenance_png;
 use super::video::{load_frames_dir, load_image, load_video};
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
+use crate::linvt::WeightStorage;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum AskBackend {
     Gpu,
     Cpu,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AskGpuWeights {
+    F32,
+    Bf16,
+    F16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +62,11 @@ pub struct AskArgs {
     /// get one or to pass `--backend cpu`.
     #[arg(long, value_enum, default_value = "gpu")]
     pub backend: AskBackend,
+    /// How the GPU stores the linear weights: f32 (faithful), bf16 (half the memory, any
+    /// adapter; exact for checkpoints stored in bf16) or f16 (half the memory; needs
+    /// SHADER_F16). Ignored with `--backend cpu`.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub gpu_weights: AskGpuWeights,
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
     pub provenance: Option<PathBuf>,
@@ -97,7 +110,12 @@ pub fn run(a: AskArgs) -> Result<()> {
         AskBackend::Gpu => Backend::Gpu,
     };
     let loading = bar(Some(0), "loading weights");
-    let mut model = VideoLlm::load(&a.model, backend, &mut |done, total| {
+    let gpu_weights = match a.gpu_weights {
+        AskGpuWeights::F32 => WeightStorage::F32,
+        AskGpuWeights::Bf16 => WeightStorage::Bf16,
+        AskGpuWeights::F16 => WeightStorage::F16,
+    };
+    let mut model = VideoLlm::load_with(&a.model, backend, gpu_weights, &mut |done, total| {
         loading.set_length(total as u64);
         loading.set_position(done as u64);
     })?;

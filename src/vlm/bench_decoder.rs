@@ -18,7 +18,7 @@ use crate::gpu::texels::WeightLayout;
 use crate::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::ops::Ops;
-use crate::linvt::Role;
+use crate::linvt::{Role, WeightStorage};
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
@@ -63,8 +63,10 @@ pub struct DecoderBenchOptions {
     /// steps moved by 15 % between runs on a shared machine).
     pub decode_steps: Option<usize>,
     pub seed: u64,
-    /// Where the linear weights and the embedding live; None: the adapter's default.
+    /// Where the f32 linear weights and the embedding live; None: the adapter's default.
     pub weight_layout: Option<WeightLayout>,
+    /// The linear weights' element type (f16/bf16 live in buffers).
+    pub weight_storage: WeightStorage,
 }
 
 impl Default for DecoderBenchOptions {
@@ -74,6 +76,7 @@ impl Default for DecoderBenchOptions {
             decode_steps: None,
             seed: 0,
             weight_layout: None,
+            weight_storage: WeightStorage::F32,
         }
     }
 }
@@ -82,8 +85,10 @@ impl Default for DecoderBenchOptions {
 pub struct DecoderBench {
     pub shape: String,
     pub adapter: String,
-    /// "buffers" or "texels" (see `crate::gpu::texels`).
+    /// "buffers" or "texels" (see `crate::gpu::texels`): where f32 weights live.
     pub weight_layout: String,
+    /// The linear weights' element type: "f32", "f16" or "bf16".
+    pub weight_storage: String,
     pub parameters: usize,
     /// Bytes of weights one decode step reads (every layer, the final norm, the tied lm_head
     /// table, one embedding row).
@@ -178,10 +183,24 @@ fn seeded_params(
     Ok((params, parameters))
 }
 
+/// Parameters of the linear layers (q/k/v, o, gate/up, down), the ones `weight_storage`
+/// applies to.
+fn linear_parameters(c: &LlmConfig) -> usize {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let kv = c.kv_heads * c.head_dim();
+    c.layers * ((h + 2 * kv) * h + h * h + 2 * i * h + h * i)
+}
+
 /// Bytes one decode step reads from the weights: all of them but the embedding table, which
-/// is read as the tied lm_head (all of it) and by the gather (one row).
-fn weight_bytes_per_token(c: &LlmConfig, parameters: usize) -> u64 {
-    (parameters + c.hidden_size) as u64 * 4
+/// is read as the tied lm_head (all of it) and by the gather (one row). Linear weights take
+/// `storage`'s element size, everything else 4 bytes.
+fn weight_bytes_per_token(c: &LlmConfig, parameters: usize, storage: WeightStorage) -> u64 {
+    let linear = linear_parameters(c) as u64;
+    let per_linear = match storage {
+        WeightStorage::F32 => 4,
+        WeightStorage::F16 | WeightStorage::Bf16 => 2,
+    };
+    (parameters as u64 + c.hidden_size as u64 - linear) * 4 + linear * per_linear
 }
 
 /// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),
@@ -241,6 +260,7 @@ pub fn run(
         .weight_layout
         .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
     ops.vlm.weight_layout = Some(layout);
+    ops.vlm.weight_storage = opts.weight_storage;
 
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
@@ -303,12 +323,13 @@ pub fn run(
 
     progress("copy bandwidth (again)");
     let copy_gb = copy_before.max(copy_bandwidth(ctx, &pool, copy_bytes)?);
-    let bytes = weight_bytes_per_token(&c, parameters);
+    let bytes = weight_bytes_per_token(&c, parameters, opts.weight_storage);
     let weight_gb = bytes as f64 / (decode_ms / 1e3) / 1e9;
     Ok(DecoderBench {
         shape: name.to_string(),
         adapter: ctx.adapter_name().to_string(),
         weight_layout: layout.name().to_string(),
+        weight_storage: format!("{:?}", opts.weight_storage).to_lowercase(),
         parameters,
         weight_bytes_per_token: bytes,
         prompt_tokens: opts.prompt_tokens,
@@ -329,8 +350,8 @@ pub fn run(
 /// The report as a few lines.
 pub fn print_table(b: &DecoderBench) {
     println!(
-        "decoder bench: {} on {}, weights in {}",
-        b.shape, b.adapter, b.weight_layout
+        "decoder bench: {} on {}, linear weights {} ({} for f32)",
+        b.shape, b.adapter, b.weight_storage, b.weight_layout
     );
     println!(
         "  {:.1} M parameters (seeded), {:.1} MB of weights read per token; built in {:.0} ms",

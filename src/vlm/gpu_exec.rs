@@ -16,7 +16,7 @@ use crate::gpu::texels::WeightLayout;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::Role;
+use crate::linvt::{Role, WeightStorage};
 use crate::tensor::Tensor;
 
 /// A (rows, cols) table stored as consecutive row chunks, each within one storage binding.
@@ -44,9 +44,12 @@ pub struct GpuVlmState {
     /// Most bytes one chunk of a row-chunked table may hold; None: the adapter's storage
     /// binding limit. Tests set a small budget so chunking runs on small tables.
     pub chunk_bytes: Option<u64>,
-    /// Where `upload_weight` puts linear weights and embedding tables; None: the adapter's
+    /// Where `upload_weight` puts f32 linear weights and embedding tables; None: the adapter's
     /// default ([`WeightLayout::for_adapter`]).
     pub weight_layout: Option<WeightLayout>,
+    /// The element type of linear weights (`upload_weight` with `Role::LinearWeight`): f32, or
+    /// f16/bf16 in buffers (half the memory and traffic). Tables and other tensors stay f32.
+    pub weight_storage: WeightStorage,
 }
 
 impl ChunkedTable {
@@ -191,14 +194,34 @@ impl<'a> GpuOps<'a> {
         Ok(table)
     }
 
+    /// Uploads a 2-D tensor in `storage`'s element type: one tensor, or row chunks when it
+    /// exceeds one storage binding (or the test budget `chunk_bytes`).
+    fn upload_stored(&mut self, t: &Tensor, storage: WeightStorage) -> Result<GpuTensor> {
+        let limit = self
+            .vlm
+            .chunk_bytes
+            .unwrap_or(u64::MAX)
+            .min(self.ctx().max_binding_bytes());
+        if t.len() as u64 * element_bytes(storage) > limit && t.shape().len() == 2 {
+            return self.upload_chunked(t, limit, storage);
+        }
+        upload_as(self.ctx(), "tensor", t.shape(), t.data(), storage)
+    }
+
     /// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
-    fn upload_chunked(&mut self, t: &Tensor, limit: u64) -> Result<GpuTensor> {
+    fn upload_chunked(
+        &mut self,
+        t: &Tensor,
+        limit: u64,
+        storage: WeightStorage,
+    ) -> Result<GpuTensor> {
         let (rows, cols) = (t.rows(), t.cols());
-        let per_chunk = (limit / (cols as u64 * 4).max(1)) as usize;
+        let row_bytes = cols as u64 * element_bytes(storage);
+        let per_chunk = (limit / row_bytes.max(1)) as usize;
         if per_chunk == 0 {
             return Err(Error::TensorTooLarge {
                 tensor: format!("one row of a ({rows}, {cols}) weight"),
-                bytes: cols as u64 * 4,
+                bytes: row_bytes,
                 limit,
                 hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
             });
@@ -207,7 +230,7 @@ impl<'a> GpuOps<'a> {
         for r0 in (0..rows).step_by(per_chunk) {
             let n = per_chunk.min(rows - r0);
             let data = &t.data()[r0 * cols..(r0 + n) * cols];
-            let chunk = self.ctx().upload("table chunk", &[n, cols], data)?;
+            let chunk = upload_as(self.ctx(), "table chunk", &[n, cols], data, storage)?;
             chunks.push((r0, chunk));
         }
         let handle = chunks[0].1.rows_view(0, rows);
@@ -216,6 +239,29 @@ impl<'a> GpuOps<'a> {
             chunks,
         });
         Ok(handle)
+    }
+}
+
+/// Bytes per element of weights stored as `storage`.
+fn element_bytes(storage: WeightStorage) -> u64 {
+    match storage {
+        WeightStorage::F32 => 4,
+        WeightStorage::F16 | WeightStorage::Bf16 => 2,
+    }
+}
+
+/// `data` of `shape` uploaded in `storage`'s element type.
+fn upload_as(
+    ctx: &GpuContext,
+    name: &str,
+    shape: &[usize],
+    data: &[f32],
+    storage: WeightStorage,
+) -> Result<GpuTensor> {
+    match storage {
+        WeightStorage::F32 => ctx.upload(name, shape, data),
+        WeightStorage::F16 => ctx.upload_f16(name, shape, data),
+        WeightStorage::Bf16 => ctx.upload_bf16(name, shape, data),
     }
 }
 
@@ -232,20 +278,13 @@ impl VlmOps for GpuOps<'_> {
     type Kv = GpuKvCache;
 
     fn upload(&mut self, t: Tensor) -> Result<GpuTensor> {
-        let shape = if t.shape().len() <= 1 {
-            t.shape().to_vec()
+        let t = if t.shape().len() <= 1 {
+            t
         } else {
-            vec![t.rows(), t.cols()]
+            let (rows, cols) = (t.rows(), t.cols());
+            t.reshape(&[rows, cols])?
         };
-        let limit = self
-            .vlm
-            .chunk_bytes
-            .unwrap_or(u64::MAX)
-            .min(self.ctx().max_binding_bytes());
-        if t.len() as u64 * 4 > limit && shape.len() == 2 {
-            return self.upload_chunked(&t, limit);
-        }
-        self.ctx().upload("tensor", &shape, t.data())
+        self.upload_stored(&t, WeightStorage::F32)
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<GpuTensor> {
@@ -253,6 +292,10 @@ impl VlmOps for GpuOps<'_> {
             .vlm
             .weight_layout
             .unwrap_or_else(|| WeightLayout::for_adapter(self.ctx()));
+        let storage = self.vlm.weight_storage;
+        if role == Role::LinearWeight && storage != WeightStorage::F32 && t.shape().len() == 2 {
+            return self.upload_stored(&t, storage);
+        }
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
         // A weight beyond the adapter's texture limits stays in buffers (row-chunked if need
         // be): slower on CPU adapters, but it loads.

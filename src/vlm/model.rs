@@ -19,6 +19,7 @@ use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::forward::Want;
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::provenance::{self, Provenance};
+use crate::linvt::WeightStorage;
 use crate::weights::TensorStore;
 
 /// Where the model runs.
@@ -120,6 +121,17 @@ impl VideoLlm {
         backend: Backend,
         on_tensor: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        Self::load_with(dir, backend, WeightStorage::F32, on_tensor)
+    }
+
+    /// [`Self::load`] with the GPU's linear weights stored as `gpu_weights` (f16/bf16: half the
+    /// memory; bf16 is exact for the released bf16 checkpoints). The CPU backend keeps f32.
+    pub fn load_with(
+        dir: &Path,
+        backend: Backend,
+        gpu_weights: WeightStorage,
+        on_tensor: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let t0 = Instant::now();
         let (config, store) = open_model_dir(dir)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
@@ -140,7 +152,8 @@ impl VideoLlm {
             Backend::Gpu => {
                 // The process-wide context, so the loaded model can own its executor.
                 let (ctx, pool) = super::gpu_exec::shared_gpu()?;
-                let ops = GpuOps::new(Recorder::new(ctx, pool));
+                let mut ops = GpuOps::new(Recorder::new(ctx, pool));
+                ops.vlm.weight_storage = gpu_weights;
                 Executor::Gpu(Box::new(Engine::load(ops, &store, config, &mut tick)?))
             }
         };
