@@ -6,11 +6,12 @@ use std::path::Path;
 #[test]
 fn every_shader_validates_with_naga() {
     for s in linvt::gpu::kernel::ALL_SHADERS {
-        let module = naga::front::wgsl::parse_str(s.source)
-            .unwrap_or_else(|e| panic!("{}: {}", s.name, e.emit_to_string(s.source)));
+        let source = s.source();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", s.name, e.emit_to_string(&source)));
         // Only variants that declare `enable f16;` may use f16 (they run only on adapters with
         // SHADER_F16); everything else must validate with no optional capability (browsers).
-        let caps = if s.source.contains("enable f16;") {
+        let caps = if source.contains("enable f16;") {
             naga::valid::Capabilities::SHADER_FLOAT16
         } else {
             naga::valid::Capabilities::empty()
@@ -36,7 +37,7 @@ fn every_wgsl_file_is_embedded() {
         assert!(
             linvt::gpu::kernel::ALL_SHADERS
                 .iter()
-                .any(|s| s.source.contains(&src)),
+                .any(|s| s.parts.contains(&src.as_str())),
             "{} is not embedded by any shader in ALL_SHADERS",
             path.display()
         );

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "attention",
-    source: include_str!("../../shaders/attention.wgsl"),
+    parts: &[include_str!("../../shaders/attention.wgsl")],
 };
 
 /// Largest head dimension the kernel supports (the private accumulator holds 256 values).

@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "elementwise",
-    source: concat!(
+    parts: &[
         include_str!("../../shaders/texels.wgsl"),
-        include_str!("../../shaders/elementwise.wgsl")
-    ),
+        include_str!("../../shaders/elementwise.wgsl"),
+    ],
 };
 
 /// Invocations per workgroup: one element each; memory-bound, suits GPUs and lavapipe.

@@ -14,10 +14,20 @@ use super::buffer::{BufferPool, GpuTensor};
 use super::context::GpuContext;
 use crate::error::Result;
 
-/// One WGSL file.
+/// One shader module: a kernel family's WGSL file, possibly after prelude files or lines
+/// (the texel layout, how operand A is read). Kept as parts and joined when the module is
+/// built, so variants of one family share the family's text in the binary (the browser bundle
+/// has a size budget).
 pub struct Shader {
     pub name: &'static str,
-    pub source: &'static str,
+    pub parts: &'static [&'static str],
+}
+
+impl Shader {
+    /// The module's WGSL source.
+    pub fn source(&self) -> String {
+        self.parts.concat()
+    }
 }
 
 /// All shaders shipped in `shaders/`, so a test can validate every one with naga.
@@ -71,7 +81,7 @@ impl GpuContext {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
                         })
                 })
                 .clone()

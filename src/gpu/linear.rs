@@ -17,41 +17,41 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "linear",
-    source: concat!(
+    parts: &[
         "alias AElem = f32;\n",
         include_str!("../../shaders/linear_a_buffer.wgsl"),
-        include_str!("../../shaders/linear.wgsl")
-    ),
+        include_str!("../../shaders/linear.wgsl"),
+    ],
 };
 
 /// The same kernels reading operand A as f16 (weights stored in half precision, f32
 /// arithmetic): half the weight memory and bandwidth, on adapters with SHADER_F16.
 pub const SHADER_F16_WEIGHTS: Shader = Shader {
     name: "linear_f16",
-    source: concat!(
+    parts: &[
         "enable f16;\nalias AElem = f16;\n",
         include_str!("../../shaders/linear_a_buffer.wgsl"),
-        include_str!("../../shaders/linear.wgsl")
-    ),
+        include_str!("../../shaders/linear.wgsl"),
+    ],
 };
 
 /// The same kernels reading operand A as bf16 (two per u32; any adapter).
 pub const SHADER_BF16_WEIGHTS: Shader = Shader {
     name: "linear_bf16",
-    source: concat!(
+    parts: &[
         include_str!("../../shaders/linear_a_bf16.wgsl"),
-        include_str!("../../shaders/linear.wgsl")
-    ),
+        include_str!("../../shaders/linear.wgsl"),
+    ],
 };
 
 /// The same kernels reading operand A from a weight stored as texels (`super::texels`).
 pub const SHADER_TEXEL_WEIGHTS: Shader = Shader {
     name: "linear_texels",
-    source: concat!(
+    parts: &[
         include_str!("../../shaders/texels.wgsl"),
         include_str!("../../shaders/linear_a_texels.wgsl"),
-        include_str!("../../shaders/linear.wgsl")
-    ),
+        include_str!("../../shaders/linear.wgsl"),
+    ],
 };
 
 /// Floating-point operations of one `linear` (multiply and add counted separately): 2·m·n·k.

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "norm",
-    source: include_str!("../../shaders/norm.wgsl"),
+    parts: &[include_str!("../../shaders/norm.wgsl")],
 };
 
 #[repr(C)]

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "rope",
-    source: include_str!("../../shaders/rope.wgsl"),
+    parts: &[include_str!("../../shaders/rope.wgsl")],
 };
 
 const WG: usize = 64;

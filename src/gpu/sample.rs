@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "sample",
-    source: include_str!("../../shaders/sample.wgsl"),
+    parts: &[include_str!("../../shaders/sample.wgsl")],
 };
 
 /// Must match `Params` in shaders/sample.wgsl.

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "topk",
-    source: include_str!("../../shaders/topk.wgsl"),
+    parts: &[include_str!("../../shaders/topk.wgsl")],
 };
 
 /// Workgroup size of every entry point (fixed in the WGSL: the scans and bin ownership use it).

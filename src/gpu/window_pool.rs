@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 pub const SHADER: Shader = Shader {
     name: "window_pool",
-    source: include_str!("../../shaders/window_pool.wgsl"),
+    parts: &[include_str!("../../shaders/window_pool.wgsl")],
 };
 
 /// Most scales one call takes (the kernel's Params hold 8).
