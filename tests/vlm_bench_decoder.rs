@@ -36,6 +36,35 @@ fn tiny_decoder_bench_reports_json() {
     assert!(frac > 0.0 && (frac - ratio).abs() < 1e-9);
 }
 
+/// With bf16 linear weights the bytes per token count 2 per linear weight (q/k/v, o,
+/// gate/up, down: 2 · (128·64 + 64·64 + 2·128·64 + 64·128) = 73 728 of them) and 4 for the
+/// rest, and the report names the storage.
+#[test]
+fn tiny_decoder_bench_counts_bf16_weights_at_two_bytes() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let o = linvt(&[
+        "bench",
+        "--decoder",
+        "qwen2-tiny",
+        "--steps",
+        "1",
+        "--gpu-weights",
+        "bf16",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stderr: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let linear = 73_728;
+    assert_eq!(
+        v["weight_bytes_per_token"],
+        (138_304 + 64 - linear) * 4 + linear * 2
+    );
+    assert_eq!(v["weight_storage"], "bf16");
+}
+
 #[test]
 fn unknown_decoder_shape_lists_the_known_ones() {
     let o = linvt(&["bench", "--decoder", "gpt-5"]);

@@ -35,6 +35,16 @@ pub enum WeightStorage {
     Bf16,
 }
 
+impl WeightStorage {
+    /// Bytes one weight takes on the device.
+    pub fn bytes_per_weight(self) -> u64 {
+        match self {
+            WeightStorage::F32 => 4,
+            WeightStorage::F16 | WeightStorage::Bf16 => 2,
+        }
+    }
+}
+
 /// Options for one condensation.
 #[derive(Clone, Debug, Default)]
 pub struct CondenseOptions {

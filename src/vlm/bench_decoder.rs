@@ -196,11 +196,7 @@ fn linear_parameters(c: &LlmConfig) -> usize {
 /// `storage`'s element size, everything else 4 bytes.
 fn weight_bytes_per_token(c: &LlmConfig, parameters: usize, storage: WeightStorage) -> u64 {
     let linear = linear_parameters(c) as u64;
-    let per_linear = match storage {
-        WeightStorage::F32 => 4,
-        WeightStorage::F16 | WeightStorage::Bf16 => 2,
-    };
-    (parameters as u64 + c.hidden_size as u64 - linear) * 4 + linear * per_linear
+    (parameters as u64 + c.hidden_size as u64 - linear) * 4 + linear * storage.bytes_per_weight()
 }
 
 /// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),

@@ -202,7 +202,7 @@ impl<'a> GpuOps<'a> {
             .chunk_bytes
             .unwrap_or(u64::MAX)
             .min(self.ctx().max_binding_bytes());
-        if t.len() as u64 * element_bytes(storage) > limit && t.shape().len() == 2 {
+        if t.len() as u64 * storage.bytes_per_weight() > limit && t.shape().len() == 2 {
             return self.upload_chunked(t, limit, storage);
         }
         upload_as(self.ctx(), "tensor", t.shape(), t.data(), storage)
@@ -216,7 +216,7 @@ impl<'a> GpuOps<'a> {
         storage: WeightStorage,
     ) -> Result<GpuTensor> {
         let (rows, cols) = (t.rows(), t.cols());
-        let row_bytes = cols as u64 * element_bytes(storage);
+        let row_bytes = cols as u64 * storage.bytes_per_weight();
         let per_chunk = (limit / row_bytes.max(1)) as usize;
         if per_chunk == 0 {
             return Err(Error::TensorTooLarge {
@@ -239,14 +239,6 @@ impl<'a> GpuOps<'a> {
             chunks,
         });
         Ok(handle)
-    }
-}
-
-/// Bytes per element of weights stored as `storage`.
-fn element_bytes(storage: WeightStorage) -> u64 {
-    match storage {
-        WeightStorage::F32 => 4,
-        WeightStorage::F16 | WeightStorage::Bf16 => 2,
     }
 }
 
