@@ -152,16 +152,22 @@ fn round_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     dst[p.o_off + i] = bitcast<f32>(r);
 }
 
+// Flat copied element i of `copy_rows`: (its index in x, its index in dst).
+fn copy_indices(i: u32) -> vec2<u32> {
+    let pair = i / p.cols;
+    let c = i % p.cols;
+    let src = pairs[p.p_off + 2u * pair];
+    let to = pairs[p.p_off + 2u * pair + 1u];
+    return vec2<u32>(p.x_off + src * p.cols + c, p.o_off + to * p.cols + c);
+}
+
 @compute @workgroup_size(WG)
 fn copy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let pair = i / p.cols;
-    let c = i % p.cols;
-    let src = pairs[p.p_off + 2u * pair];
-    let to = pairs[p.p_off + 2u * pair + 1u];
-    dst[p.o_off + to * p.cols + c] = x[p.x_off + src * p.cols + c];
+    let e = copy_indices(i);
+    dst[e.y] = x[e.x];
 }
 
 // `copy_rows` reading x from texels (an embedding table stored as texels).
@@ -170,11 +176,7 @@ fn copy_rows_texels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
                     @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
     if (i >= p.n) { return; }
-    let pair = i / p.cols;
-    let c = i % p.cols;
-    let src = pairs[p.p_off + 2u * pair];
-    let to = pairs[p.p_off + 2u * pair + 1u];
-    let e = p.x_off + src * p.cols + c;
-    let t = texel_coords(e >> 2u);
-    dst[p.o_off + to * p.cols + c] = textureLoad(x_texels, t.xy, t.z, 0)[e & 3u];
+    let e = copy_indices(i);
+    let t = texel_coords(e.x >> 2u);
+    dst[e.y] = textureLoad(x_texels, t.xy, t.z, 0)[e.x & 3u];
 }

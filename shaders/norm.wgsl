@@ -106,15 +106,20 @@ fn rms_norm(
         let v = x[p.x_off + base + c];
         q += v * v;
     }
-    let inv = 1.0 / sqrt(workgroup_sum(q, lid) / f32(p.cols) + p.eps);
+    let inv = inv_rms(q, lid);
     for (var c = lid; c < p.cols; c += WG) {
         rms_y[p.y_off + base + c] = x[p.x_off + base + c] * inv * rms_gamma[p.g_off + c];
     }
 }
 
+// 1 / sqrt(mean(v²) + eps) of a row from this invocation's part `sum_sq` of its squares.
+fn inv_rms(sum_sq: f32, lid: u32) -> f32 {
+    return 1.0 / sqrt(workgroup_sum(sum_sq, lid) / f32(p.cols) + p.eps);
+}
+
 // Residual add + RMSNorm, a pre-norm decoder's `x + attention` (or `+ mlp`) followed by the
-// next norm: z = x + res is written to `sum` (the new residual stream, at b_off) and
-// y = z / sqrt(mean(z²) + eps) · gamma. Bindings as `layer_norm` (1: x, 2: res, 3: gamma,
+// next norm: z = x + res (`z_at`; the host sets has_residual) is written to `sum` (the new
+// residual stream, at b_off) and y = z / sqrt(mean(z²) + eps) · gamma. Bindings as `layer_norm` (1: x, 2: res, 3: gamma,
 // 5: y) with `sum` at 4, where `layer_norm` has beta.
 @group(0) @binding(4) var<storage, read_write> sum: array<f32>;
 
@@ -131,13 +136,12 @@ fn add_rms_norm(
     let base = row * p.cols;
     var q = 0.0;
     for (var c = lid; c < p.cols; c += WG) {
-        let v = x[p.x_off + base + c] + res[p.r_off + base + c];
+        let v = z_at(base, c);
         sum[p.b_off + base + c] = v;
         q += v * v;
     }
-    let inv = 1.0 / sqrt(workgroup_sum(q, lid) / f32(p.cols) + p.eps);
+    let inv = inv_rms(q, lid);
     for (var c = lid; c < p.cols; c += WG) {
-        let v = x[p.x_off + base + c] + res[p.r_off + base + c];
-        y[p.y_off + base + c] = v * inv * gamma[p.g_off + c];
+        y[p.y_off + base + c] = z_at(base, c) * inv * gamma[p.g_off + c];
     }
 }

@@ -59,6 +59,22 @@ fn upload_view_in(
     t.unwrap().rows_view(start, rows)
 }
 
+/// x·wᵀ (+ bias) with an explicit `tuning`, recorded, submitted and read back as (m, n).
+fn product_tuned(
+    ctx: &GpuContext,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    tuning: Tuning,
+) -> Vec<f32> {
+    let pool = BufferPool::default();
+    let mut rec = Recorder::new(ctx, &pool);
+    let y = rec.alloc("y", &[x.rows(), w.rows()]).unwrap();
+    linear::linear_into_tuned(&mut rec, x, w, bias, &y, tuning).unwrap();
+    rec.submit().unwrap();
+    ctx.read_f32(&y).unwrap()
+}
+
 /// Runs one product on the GPU with `tuning` (None: the adapter default) and compares it with
 /// the CPU twin. x, w and the bias are views at nonzero offsets (`x_start` rows into x's buffer).
 fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: Option<Tuning>) {
@@ -238,7 +254,6 @@ fn texel_weights_every_kernel() {
 #[test]
 fn texel_weight_spanning_two_layers() {
     let Some(ctx) = common::gpu() else { return };
-    let pool = BufferPool::default();
     let (n, k) = (16_400usize, 4096usize);
     let w = common::rand_vec(81, n * k, 1.0);
     let x = common::rand_vec(82, k, 1.0);
@@ -260,13 +275,9 @@ fn texel_weight_spanning_two_layers() {
             ..Tuning::CPU
         },
     ] {
-        let mut rec = Recorder::new(&ctx, &pool);
-        let y = rec.alloc("y", &[1, n]).unwrap();
-        linear::linear_into_tuned(&mut rec, &xg, &wg, None, &y, tuning).unwrap();
-        rec.submit().unwrap();
         common::assert_close(
             &format!("two-layer texel weight {tuning:?}"),
-            &ctx.read_f32(&y).unwrap(),
+            &product_tuned(&ctx, &xg, &wg, None, tuning),
             &want,
             atol(k),
             1e-5,
@@ -541,86 +552,97 @@ fn batched_strided_product(ctx: &GpuContext, pool: &BufferPool, br: usize) {
     }
 }
 
-/// bf16 weight storage: the kernels widen W exactly and compute in f32, so the result equals
-/// the CPU twin on the bf16-rounded weights up to summation order (same tolerance as f32), on
-/// every kernel; the weight is a view 2 rows into its buffer (offsets in bf16 elements), and an
-/// odd K takes the scalar path (la1's two halves of a word).
-#[test]
-fn bf16_weights_match_cpu_on_rounded_weights() {
-    let Some(ctx) = common::gpu() else { return };
-    let pool = BufferPool::default();
-    for (m, n, k) in [(45usize, 70usize, 132usize), (1, 300, 64), (3, 33, 21)] {
-        let x = common::rand_vec(74, m * k, 1.0);
-        let w = common::rand_vec(75, n * k, 1.0);
-        let b = common::rand_vec(76, n, 1.0);
-        let rounded: Vec<f32> = w
-            .iter()
-            .map(|&v| half::bf16::from_f32(v).to_f32())
-            .collect();
-        let want = cpu::linear(&x, &rounded, Some(&b), m, n, k);
-        let xg = upload_view(&ctx, "x", 1, m, k, &x);
-        let mut w_big = vec![9.0f32; (n + 3) * k];
-        w_big[2 * k..(n + 2) * k].copy_from_slice(&w);
-        let wg = ctx
-            .upload_bf16("w", &[n + 3, k], &w_big)
-            .unwrap()
-            .rows_view(2, n);
-        let bg = ctx.upload("b", &[n], &b).unwrap();
-        for tuning in [
-            Tuning::CPU,
-            Tuning {
-                vec4: false,
-                ..Tuning::CPU
-            },
-            Tuning {
-                gemv: GemvUse::Always,
-                ..Tuning::CPU
-            },
-            Tuning::GPU,
-        ] {
-            let mut rec = Recorder::new(&ctx, &pool);
-            let y = rec.alloc("y", &[m, n]).unwrap();
-            linear::linear_into_tuned(&mut rec, &xg, &wg, Some(&bg), &y, tuning).unwrap();
-            rec.submit().unwrap();
-            common::assert_close(
-                &format!("bf16 weights {m}x{n}x{k} {tuning:?}"),
-                &ctx.read_f32(&y).unwrap(),
-                &want,
-                atol(k),
-                1e-5,
-            );
-        }
-    }
+/// How a half-precision weight is uploaded and what its values become.
+struct HalfWeights {
+    name: &'static str,
+    upload: fn(&GpuContext, &str, &[usize], &[f32]) -> linvt::Result<GpuTensor>,
+    round: fn(f32) -> f32,
 }
 
-/// f16 weight storage: the kernels read W as f16 and compute in f32, so the result equals the
-/// CPU twin run on the f16-rounded weights up to summation order (same tolerance as f32). On an
-/// adapter without SHADER_F16 the upload must fail with a clear error instead.
-#[test]
-fn f16_weights_match_cpu_on_rounded_weights() {
-    let Some(ctx) = common::gpu() else { return };
-    let (m, n, k) = (45, 70, 132);
-    let x = common::rand_vec(71, m * k, 1.0);
-    let w = common::rand_vec(72, n * k, 1.0);
-    let b = common::rand_vec(73, n, 1.0);
-    if !ctx.has_f16() {
-        let e = ctx.upload_f16("w", &[n, k], &w).unwrap_err().to_string();
-        assert!(e.contains("SHADER_F16"), "{e}");
-        return;
-    }
-    let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+const BF16: HalfWeights = HalfWeights {
+    name: "bf16",
+    upload: GpuContext::upload_bf16,
+    round: |v| half::bf16::from_f32(v).to_f32(),
+};
+
+const F16: HalfWeights = HalfWeights {
+    name: "f16",
+    upload: GpuContext::upload_f16,
+    round: |v| half::f16::from_f32(v).to_f32(),
+};
+
+/// One (m, n, k) product with the weight stored as `half` — as rows 2.. of a bigger tensor,
+/// so the offset is in half-precision elements — through every tuning, against the CPU twin
+/// on the rounded weights: the kernels widen W and compute in f32, so only the summation
+/// order differs (the f32 tolerance). x, w and the bias come from seeds `seed`, +1, +2.
+/// Returns the weight view.
+fn check_half_weights(
+    ctx: &GpuContext,
+    half: &HalfWeights,
+    (m, n, k): (usize, usize, usize),
+    seed: u64,
+    tunings: &[Tuning],
+) -> GpuTensor {
+    let x = common::rand_vec(seed, m * k, 1.0);
+    let w = common::rand_vec(seed + 1, n * k, 1.0);
+    let b = common::rand_vec(seed + 2, n, 1.0);
+    let rounded: Vec<f32> = w.iter().map(|&v| (half.round)(v)).collect();
     let want = cpu::linear(&x, &rounded, Some(&b), m, n, k);
-    let pool = BufferPool::default();
-    let xg = upload_view(&ctx, "x", 1, m, k, &x);
-    // The weight as rows 2.. of a bigger f16 tensor: the offset is in f16 elements.
+    let xg = upload_view(ctx, "x", 1, m, k, &x);
     let mut w_big = vec![9.0f32; (n + 3) * k];
     w_big[2 * k..(n + 2) * k].copy_from_slice(&w);
-    let wg = ctx
-        .upload_f16("w", &[n + 3, k], &w_big)
+    let wg = (half.upload)(ctx, "w", &[n + 3, k], &w_big)
         .unwrap()
         .rows_view(2, n);
     let bg = ctx.upload("b", &[n], &b).unwrap();
-    for tuning in [
+    for &tuning in tunings {
+        common::assert_close(
+            &format!("{} weights {m}x{n}x{k} {tuning:?}", half.name),
+            &product_tuned(ctx, &xg, &wg, Some(&bg), tuning),
+            &want,
+            atol(k),
+            1e-5,
+        );
+    }
+    wg
+}
+
+/// bf16 weight storage on every kernel, including the matrix-vector one (m = 1) and an odd K
+/// (the scalar path: la1's two halves of a word).
+#[test]
+fn bf16_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    let tunings = [
+        Tuning::CPU,
+        Tuning {
+            vec4: false,
+            ..Tuning::CPU
+        },
+        Tuning {
+            gemv: GemvUse::Always,
+            ..Tuning::CPU
+        },
+        Tuning::GPU,
+    ];
+    for shape in [(45, 70, 132), (1, 300, 64), (3, 33, 21)] {
+        check_half_weights(&ctx, &BF16, shape, 74, &tunings);
+    }
+}
+
+/// f16 weight storage, as bf16 above; on an adapter without SHADER_F16 the upload must fail
+/// with a clear error instead, and the weight may not be used as the activations.
+#[test]
+fn f16_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    if !ctx.has_f16() {
+        let e = ctx
+            .upload_f16("w", &[2, 4], &[0.0; 8])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SHADER_F16"), "{e}");
+        return;
+    }
+    let tunings = [
         Tuning::CPU,
         Tuning {
             vec4: false,
@@ -631,21 +653,10 @@ fn f16_weights_match_cpu_on_rounded_weights() {
             ..Tuning::CPU
         },
         Tuning::GPU,
-    ] {
-        let mut rec = Recorder::new(&ctx, &pool);
-        let y = rec.alloc("y", &[m, n]).unwrap();
-        linear::linear_into_tuned(&mut rec, &xg, &wg, Some(&bg), &y, tuning).unwrap();
-        rec.submit().unwrap();
-        let got = ctx.read_f32(&y).unwrap();
-        common::assert_close(
-            &format!("f16 weights {tuning:?}"),
-            &got,
-            &want,
-            atol(k),
-            1e-5,
-        );
-    }
+    ];
+    let wg = check_half_weights(&ctx, &F16, (45, 70, 132), 71, &tunings);
     // Activations must stay f32.
+    let pool = BufferPool::default();
     let mut rec = Recorder::new(&ctx, &pool);
     let e = linear::linear(&mut rec, &wg, &wg, None)
         .unwrap_err()

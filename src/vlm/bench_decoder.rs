@@ -172,8 +172,8 @@ fn seeded_params(
         });
     }
     let norm = norm_weight(ops, &mut rng, h)?;
-    let per_layer = 2 * h + (h * h + h) + 2 * (kv * h + kv) + h * h + 2 * i * h + h * i;
-    let parameters = v * h + c.layers * per_layer + h;
+    // The embedding, per layer two norms and the q/k/v biases, the final norm, the linears.
+    let parameters = v * h + c.layers * (2 * h + h + 2 * kv) + h + linear_parameters(c);
     let params = Qwen2Params {
         embed,
         layers,

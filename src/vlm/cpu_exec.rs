@@ -196,20 +196,15 @@ impl VlmOps for CpuOps {
         v: &Tensor,
     ) -> Result<()> {
         let w = cache.kv_heads * cache.head_dim;
-        if k.cols() != w || v.cols() != w || k.rows() != v.rows() {
-            return Err(Error::input(format!(
-                "kv_write: k {:?} and v {:?} must both be (rows, {w})",
-                k.shape(),
-                v.shape()
-            )));
-        }
-        if position + k.rows() > cache.capacity || layer >= cache.keys.len() {
-            return Err(Error::input(format!(
-                "the KV cache holds {} positions; writing {} at position {position} overflows it",
-                cache.capacity,
-                k.rows()
-            )));
-        }
+        super::ops::check_kv_write(
+            w,
+            cache.keys.len(),
+            cache.capacity,
+            layer,
+            position,
+            (k.rows(), k.cols()),
+            (v.rows(), v.cols()),
+        )?;
         cache.keys[layer][position * w..][..k.len()].copy_from_slice(k.data());
         cache.values[layer][position * w..][..v.len()].copy_from_slice(v.data());
         Ok(())

@@ -458,21 +458,15 @@ impl VlmOps for GpuOps<'_> {
         k: &GpuTensor,
         v: &GpuTensor,
     ) -> Result<()> {
-        let w = cache.kv_heads * cache.head_dim;
-        if k.cols() != w || v.cols() != w || k.rows() != v.rows() {
-            return Err(Error::input(format!(
-                "kv_write: k {:?} and v {:?} must both be (rows, {w})",
-                k.shape, v.shape
-            )));
-        }
-        if position + k.rows() > cache.capacity || layer >= cache.keys.len() {
-            return Err(Error::input(format!(
-                "the KV cache holds {} positions of {} layers; writing {} rows of layer {layer} at position {position} overflows it",
-                cache.capacity,
-                cache.keys.len(),
-                k.rows()
-            )));
-        }
+        super::ops::check_kv_write(
+            cache.kv_heads * cache.head_dim,
+            cache.keys.len(),
+            cache.capacity,
+            layer,
+            position,
+            (k.rows(), k.cols()),
+            (v.rows(), v.cols()),
+        )?;
         let rows = k.rows();
         self.rec
             .copy(k, &cache.keys[layer].rows_view(position, rows))?;

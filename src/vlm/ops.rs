@@ -166,3 +166,29 @@ pub trait VlmOps: Ops {
     /// per question, after the forward).
     fn read_back_indices(&mut self, idx: &Self::Idx) -> Result<Vec<u32>>;
 }
+
+/// The checks every executor's `kv_write` makes before writing: k and v are (rows, width) alike
+/// and rows position.. of `layer` lie inside a cache of `layers` layers × `capacity` positions.
+/// Shapes are (rows, cols).
+pub fn check_kv_write(
+    width: usize,
+    layers: usize,
+    capacity: usize,
+    layer: usize,
+    position: usize,
+    k: (usize, usize),
+    v: (usize, usize),
+) -> Result<()> {
+    if k.1 != width || v.1 != width || k.0 != v.0 {
+        return Err(crate::error::Error::input(format!(
+            "kv_write: k {k:?} and v {v:?} must both be (rows, {width})"
+        )));
+    }
+    if position + k.0 > capacity || layer >= layers {
+        return Err(crate::error::Error::input(format!(
+            "the KV cache holds {capacity} positions of {layers} layers; writing {} rows of layer {layer} at position {position} overflows it",
+            k.0
+        )));
+    }
+    Ok(())
+}
