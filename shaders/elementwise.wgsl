@@ -9,7 +9,7 @@
 //   divides the element count, so a short y repeats over groups of rows.
 // `copy_rows`: for each pair (src_row, dst_row) in `pairs`, out row dst_row = x row src_row;
 //   an embedding lookup (dst_row = i) and the scatter of rows into slots are both this.
-//   `copy_rows_texels` is the same with x stored as texels.
+//   `copy_rows_texels` is the same with x stored as texels, `copy_rows_texels_bf16` as bf16 texels.
 //
 // erf has no WGSL builtin. For |x| < 0.75 we use the rational minimax fit of Eigen's
 // `generic_fast_erf_float` (also XLA's ErfImpl32), erf(x) ≈ x·P(x²)/Q(x²), 6.5e-8 in exact
@@ -41,8 +41,10 @@ override WG: u32 = 64u;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 // `copy_rows` only (shares binding 3 with `y`: never in the same entry point):
 @group(0) @binding(3) var<storage, read> pairs: array<u32>;
-// `copy_rows_texels` only: x is a table stored as texels (texels.wgsl, put before this file).
+// `copy_rows_texels` only: x is a table stored as f32 texels (texels.wgsl, put before this file).
 @group(0) @binding(1) var x_texels: texture_2d_array<f32>;
+// `copy_rows_texels_bf16` only: x is a table stored as bf16 texels (eight per texel, bf16.wgsl).
+@group(0) @binding(1) var x_texels_bf16: texture_2d_array<u32>;
 
 fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid;
@@ -179,4 +181,16 @@ fn copy_rows_texels(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgrou
     let e = copy_indices(i);
     let t = texel_coords(e.x >> 2u);
     dst[e.y] = textureLoad(x_texels, t.xy, t.z, 0)[e.x & 3u];
+}
+
+// `copy_rows` reading x from bf16 texels (an embedding table stored as bf16), widened to f32.
+@compute @workgroup_size(WG)
+fn copy_rows_texels_bf16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let e = copy_indices(i);
+    let t = texel_coords(e.x >> 3u);
+    let w = textureLoad(x_texels_bf16, t.xy, t.z, 0)[(e.x >> 1u) & 3u];
+    dst[e.y] = select(bf16_low(w), bf16_high(w), (e.x & 1u) == 1u);
 }

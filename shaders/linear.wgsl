@@ -10,7 +10,9 @@
 //   rb_vec4    register-blocked, vec4 loads: needs K % 4 == 0 and both offsets % 4 == 0
 //   rb_scalar  register-blocked, scalar loads: any K, any offset
 //   tiled      workgroup-memory tiles for real GPUs: any K, any offset
-//   gemv       one B row (token-by-token decoding), invocations along K: vec4 alignment as rb_vec4
+//   gemv       one B row (token-by-token decoding), invocations along K, A_CHUNK values of K per
+//              step: K, the offsets and the strides must be multiples of A_CHUNK (4, or 8 for
+//              bf16 texels)
 // Rows past the end are clamped on load and skipped on store, so any M, N, K works.
 //
 // Batched and strided: workgroup row z of the grid computes batch z. Batch z of an operand
@@ -48,11 +50,13 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 // Operand A (binding 1) is read only through `la4(i)` (vec4 i of A's elements, rb_vec4) and
-// `la1(i)` (element i: rb_scalar, tiled), both f32. A one-file prelude the host puts before this
-// file (src/gpu/linear.rs) declares the binding and defines them: an f32 buffer
-// (linear_a_buffer.wgsl with `AElem = f32`), f16 weights in a buffer (the same with
-// `AElem = f16`; adapters with SHADER_F16), or a weight stored as texels (linear_a_texels.wgsl).
-// All arithmetic is f32.
+// `la1(i)` (element i: rb_scalar, tiled), both f32, and the matrix-vector kernel through
+// `la_dot(i, lb_chunk(j))` (chunk i of A against chunk j of B, A_CHUNK values each). Prelude
+// files the host puts before this one (src/gpu/linear.rs) declare the binding and define them:
+// an f32 buffer (linear_a_buffer.wgsl with `AElem = f32`), f16 weights in a buffer (the same
+// with `AElem = f16`; adapters with SHADER_F16), bf16 weights in a buffer (linear_a_bf16.wgsl),
+// or a weight stored as f32 texels (linear_a_texels.wgsl) — each with linear_chunk4.wgsl — or as
+// bf16 texels (linear_a_texels_bf16.wgsl, eight values per chunk). All arithmetic is f32.
 //
 // Operand B: a vec4 view (rb_vec4) and a scalar view (rb_scalar, tiled) of one buffer.
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
@@ -465,17 +469,23 @@ fn tiled(
 // Matrix-vector kernel: one B row (a decoded token), out[a] = A[a]·B[0] for GR rows of A per
 // workgroup.
 //
-// Decoding reads every weight once per token, so this kernel is about streaming A. The GV
-// invocations of a workgroup split the K axis — invocation l reads vec4s l, l + GV, l + 2·GV, …
-// of each of its GR rows — so neighbouring invocations read neighbouring memory (coalesced on
-// GPUs; few, long streams for a CPU's prefetcher) and there are a_rows / GR workgroups (56 for
-// N = 896, against 7 register-blocked ones). The GV partial sums of each row meet in workgroup
-// memory. On llvmpipe this pays off only with the weight stored as texels (a texel fetch is one
-// gather; a storage load with per-lane addresses is a loop over the lanes), so the host uses it
-// there only for such weights, and on GPUs always.
+// Decoding reads every weight once per token, so this kernel is about streaming A, a chunk of
+// A_CHUNK values at a time (la_dot). Two ways to share the rows among the GV invocations:
+// - split K (GEMV_LANE_ROWS = false): the invocations of a workgroup take GR rows together,
+//   invocation l reading chunks l, l + GV, l + 2·GV, … of each, so neighbouring invocations
+//   read neighbouring memory (coalesced on GPUs) and there are a_rows / GR workgroups (56 for
+//   N = 896, against 7 register-blocked ones); the GV partial sums of each row meet in
+//   workgroup memory;
+// - lanes own rows (GEMV_LANE_ROWS = true): invocation l takes rows a0 + l + GV·i, i < GR,
+//   through the whole of K, with no reduction. For tall matrices on CPU adapters, where the
+//   split form pays a barrier per GR rows: 9728×896 bf16 texels 2.9 → 1.8 ms on llvmpipe.
+// On llvmpipe either pays off only with the weight stored as texels (a texel fetch is one
+// gather; a storage load with per-lane addresses is a loop over the lanes), so the host uses
+// this kernel there only for such weights, and on GPUs always (split K).
 
-override GV: u32 = 8u; // invocations per workgroup, along K
-const GR: u32 = 16u;   // rows of A per workgroup
+override GV: u32 = 8u; // invocations per workgroup
+override GEMV_LANE_ROWS: bool = false;
+const GR: u32 = 16u;   // rows of A per invocation (lanes own rows) or per workgroup (split K)
 
 var<workgroup> gemv_partial: array<f32, GV * GR>;
 
@@ -491,44 +501,68 @@ fn gemv(
         return;
     }
     enter_batch(wid.z);
-    let a0 = g * GR;
-    let b = b_start(0u) / 4u;
-    let r0 = a_start(a0 + 0u) / 4u;
-    let r1 = a_start(a0 + 1u) / 4u;
-    let r2 = a_start(a0 + 2u) / 4u;
-    let r3 = a_start(a0 + 3u) / 4u;
-    let r4 = a_start(a0 + 4u) / 4u;
-    let r5 = a_start(a0 + 5u) / 4u;
-    let r6 = a_start(a0 + 6u) / 4u;
-    let r7 = a_start(a0 + 7u) / 4u;
-    let r8 = a_start(a0 + 8u) / 4u;
-    let r9 = a_start(a0 + 9u) / 4u;
-    let r10 = a_start(a0 + 10u) / 4u;
-    let r11 = a_start(a0 + 11u) / 4u;
-    let r12 = a_start(a0 + 12u) / 4u;
-    let r13 = a_start(a0 + 13u) / 4u;
-    let r14 = a_start(a0 + 14u) / 4u;
-    let r15 = a_start(a0 + 15u) / 4u;
+    // Accumulator i holds row a0 + i·row_step; this invocation reads chunks k_first,
+    // k_first + k_step, … of it.
+    let a0 = select(g * GR, g * GR * GV + lid, GEMV_LANE_ROWS);
+    let row_step = select(1u, GV, GEMV_LANE_ROWS);
+    let k_first = select(lid, 0u, GEMV_LANE_ROWS);
+    let k_step = select(GV, 1u, GEMV_LANE_ROWS);
+    let b = b_start(0u) / A_CHUNK;
+    let r0 = a_start(a0 + 0u * row_step) / A_CHUNK;
+    let r1 = a_start(a0 + 1u * row_step) / A_CHUNK;
+    let r2 = a_start(a0 + 2u * row_step) / A_CHUNK;
+    let r3 = a_start(a0 + 3u * row_step) / A_CHUNK;
+    let r4 = a_start(a0 + 4u * row_step) / A_CHUNK;
+    let r5 = a_start(a0 + 5u * row_step) / A_CHUNK;
+    let r6 = a_start(a0 + 6u * row_step) / A_CHUNK;
+    let r7 = a_start(a0 + 7u * row_step) / A_CHUNK;
+    let r8 = a_start(a0 + 8u * row_step) / A_CHUNK;
+    let r9 = a_start(a0 + 9u * row_step) / A_CHUNK;
+    let r10 = a_start(a0 + 10u * row_step) / A_CHUNK;
+    let r11 = a_start(a0 + 11u * row_step) / A_CHUNK;
+    let r12 = a_start(a0 + 12u * row_step) / A_CHUNK;
+    let r13 = a_start(a0 + 13u * row_step) / A_CHUNK;
+    let r14 = a_start(a0 + 14u * row_step) / A_CHUNK;
+    let r15 = a_start(a0 + 15u * row_step) / A_CHUNK;
     var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0; var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0; var s8 = 0.0; var s9 = 0.0; var s10 = 0.0; var s11 = 0.0; var s12 = 0.0; var s13 = 0.0; var s14 = 0.0; var s15 = 0.0;
-    let k4 = p.k / 4u;
-    for (var kk = lid; kk < k4; kk += GV) {
-        let bv = b4[b + kk];
-        s0 += dot(bv, la4(r0 + kk));
-        s1 += dot(bv, la4(r1 + kk));
-        s2 += dot(bv, la4(r2 + kk));
-        s3 += dot(bv, la4(r3 + kk));
-        s4 += dot(bv, la4(r4 + kk));
-        s5 += dot(bv, la4(r5 + kk));
-        s6 += dot(bv, la4(r6 + kk));
-        s7 += dot(bv, la4(r7 + kk));
-        s8 += dot(bv, la4(r8 + kk));
-        s9 += dot(bv, la4(r9 + kk));
-        s10 += dot(bv, la4(r10 + kk));
-        s11 += dot(bv, la4(r11 + kk));
-        s12 += dot(bv, la4(r12 + kk));
-        s13 += dot(bv, la4(r13 + kk));
-        s14 += dot(bv, la4(r14 + kk));
-        s15 += dot(bv, la4(r15 + kk));
+    let kc = p.k / A_CHUNK;
+    for (var kk = k_first; kk < kc; kk += k_step) {
+        let bv = lb_chunk(b + kk);
+        s0 += la_dot(r0 + kk, bv);
+        s1 += la_dot(r1 + kk, bv);
+        s2 += la_dot(r2 + kk, bv);
+        s3 += la_dot(r3 + kk, bv);
+        s4 += la_dot(r4 + kk, bv);
+        s5 += la_dot(r5 + kk, bv);
+        s6 += la_dot(r6 + kk, bv);
+        s7 += la_dot(r7 + kk, bv);
+        s8 += la_dot(r8 + kk, bv);
+        s9 += la_dot(r9 + kk, bv);
+        s10 += la_dot(r10 + kk, bv);
+        s11 += la_dot(r11 + kk, bv);
+        s12 += la_dot(r12 + kk, bv);
+        s13 += la_dot(r13 + kk, bv);
+        s14 += la_dot(r14 + kk, bv);
+        s15 += la_dot(r15 + kk, bv);
+    }
+    if (GEMV_LANE_ROWS) {
+        store(s0, a0 + 0u * row_step, 0u);
+        store(s1, a0 + 1u * row_step, 0u);
+        store(s2, a0 + 2u * row_step, 0u);
+        store(s3, a0 + 3u * row_step, 0u);
+        store(s4, a0 + 4u * row_step, 0u);
+        store(s5, a0 + 5u * row_step, 0u);
+        store(s6, a0 + 6u * row_step, 0u);
+        store(s7, a0 + 7u * row_step, 0u);
+        store(s8, a0 + 8u * row_step, 0u);
+        store(s9, a0 + 9u * row_step, 0u);
+        store(s10, a0 + 10u * row_step, 0u);
+        store(s11, a0 + 11u * row_step, 0u);
+        store(s12, a0 + 12u * row_step, 0u);
+        store(s13, a0 + 13u * row_step, 0u);
+        store(s14, a0 + 14u * row_step, 0u);
+        store(s15, a0 + 15u * row_step, 0u);
+        return;
     }
     gemv_partial[lid * GR + 0u] = s0;
     gemv_partial[lid * GR + 1u] = s1;

@@ -211,6 +211,46 @@ fn gather_and_scatter_rows_copy_exactly() {
     assert!(gpu::scatter_rows(&mut rec, &ts, &[9, 0, 1], &ss).is_err());
 }
 
+/// An embedding table stored as texels, f32 or bf16 (what CPU adapters use), gathered by
+/// rows: the stored values come back exactly (bf16 widened exactly), including rows that start
+/// mid-texel (5 columns), the last row, and a row that straddles the first texture row (bf16:
+/// 32 768 values per texture row; row 6553 holds values 32 765..32 769). An f16 tensor cannot
+/// be stored as texels, and a bf16 buffer is refused by the gather.
+#[test]
+fn gather_rows_reads_texel_tables_exactly() {
+    use linvt::gpu::Elem;
+    let Some(ctx) = common::gpu() else { return };
+    let (rows, cols) = (7000, 5);
+    let table = common::rand_vec(19, rows * cols, 1.0);
+    let ids = [6553u32, 0, 6999, 3, 3, 4096];
+    for (elem, round) in [
+        (Elem::F32, (|v| v) as fn(f32) -> f32),
+        (Elem::Bf16, |v| half::bf16::from_f32(v).to_f32()),
+    ] {
+        let t = ctx
+            .upload_texels_as("table", &[rows, cols], &table, elem)
+            .unwrap();
+        let got = run(&ctx, |rec| gpu::gather_rows(rec, &t, &ids).unwrap());
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| table[i as usize * cols..][..cols].iter().map(|&v| round(v)))
+            .collect();
+        assert_eq!(got, want, "gather_rows from {elem:?} texels");
+    }
+    let e = ctx
+        .upload_texels_as("table", &[2, 4], &[0.0; 8], Elem::F16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("texels"), "{e}");
+    let b = ctx.upload_bf16("table", &[2, 4], &[0.0; 8]).unwrap();
+    let pool = BufferPool::default();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let e = gpu::gather_rows(&mut rec, &b, &[1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read rows"), "{e}");
+}
+
 /// One recording of 700 dependent dispatches, each with its own parameters (a different y
 /// row): the recorder packs parameters into shared 64 KiB uniform buffers (256 per buffer at
 /// the usual alignment), so this spans three of them. x + Σ y_i must come out exact (small

@@ -4,7 +4,7 @@ mod common;
 
 use linvt::cpu::linear as cpu;
 use linvt::gpu::linear::{self, GemvUse, Kernel, Split, Tuning};
-use linvt::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
+use linvt::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
 
 /// Tolerance for a K-long f32 dot product of values in [-1, 1] (plus a bias in [-1, 1]).
 ///
@@ -212,6 +212,16 @@ fn gemv_kernel_odd_shapes() {
             check(1, n, k, false, 0, Some(t));
         }
         check(1, 33, 21, true, 1, Some(t)); // K % 4 ≠ 0: not the gemv kernel
+                                            // Lanes owning rows (tall weights on CPU adapters): rows below, at and past one
+                                            // workgroup's GR·lanes, each invocation walking the whole of K.
+        let lane_rows = Tuning {
+            gemv_split_k_max_rows: 0,
+            ..t
+        };
+        for &(n, k) in &[(1, 4), (130, 36), (16 * lanes as usize + 5, 260)] {
+            check(1, n, k, true, 3, Some(lane_rows));
+            check_in(1, n, k, false, 0, Some(lane_rows), WeightIn::Texels);
+        }
     }
 }
 
@@ -565,6 +575,13 @@ const BF16: HalfWeights = HalfWeights {
     round: |v| half::bf16::from_f32(v).to_f32(),
 };
 
+/// bf16 weights stored as texels, eight per texel (what CPU adapters use for bf16 weights).
+const BF16_TEXELS: HalfWeights = HalfWeights {
+    name: "bf16 texels",
+    upload: |ctx, name, shape, data| ctx.upload_texels_as(name, shape, data, Elem::Bf16),
+    round: |v| half::bf16::from_f32(v).to_f32(),
+};
+
 const F16: HalfWeights = HalfWeights {
     name: "f16",
     upload: GpuContext::upload_f16,
@@ -626,6 +643,53 @@ fn bf16_weights_match_cpu_on_rounded_weights() {
     ];
     for shape in [(45, 70, 132), (1, 300, 64), (3, 33, 21)] {
         check_half_weights(&ctx, &BF16, shape, 74, &tunings);
+    }
+}
+
+/// bf16 weights stored as texels through every kernel that reads them: the matrix-vector kernel
+/// a whole texel per step (K % 8 = 0: split K with 8 and 64 lanes, lanes owning rows; K = 264
+/// leaves the lanes uneven chunks), and reading half a texel per vec4 (register-blocked, also
+/// for one token when K % 8 = 4), single values (odd K) and the tiled kernel. The weight view
+/// starts 2 rows into its texture, so a row starts mid-texel whenever K % 8 ≠ 0.
+#[test]
+fn bf16_texel_weights_match_cpu_on_rounded_weights() {
+    let Some(ctx) = common::gpu() else { return };
+    let gemv = Tuning {
+        gemv: GemvUse::Always,
+        ..Tuning::CPU
+    };
+    let tunings = [
+        Tuning::CPU,
+        Tuning {
+            vec4: false,
+            ..Tuning::CPU
+        },
+        Tuning {
+            gemv: GemvUse::Never,
+            ..Tuning::CPU
+        },
+        gemv,
+        Tuning {
+            gemv_split_k_max_rows: 0,
+            ..gemv
+        },
+        Tuning::GPU,
+        Tuning {
+            kernel: Kernel::Tiled,
+            gemv: GemvUse::Never,
+            ..Tuning::GPU
+        },
+    ];
+    for shape in [
+        (45, 70, 132),
+        (1, 300, 64),
+        (1, 70, 132),
+        (1, 150, 264),
+        (1, 17, 8),
+        (3, 33, 21),
+    ] {
+        let wg = check_half_weights(&ctx, &BF16_TEXELS, shape, 77, &tunings);
+        assert!(wg.is_texels() && wg.elem == Elem::Bf16, "{wg:?}");
     }
 }
 

@@ -37,32 +37,40 @@ fn tiny_decoder_bench_reports_json() {
 }
 
 /// With bf16 linear weights the bytes per token count 2 per linear weight (q/k/v, o,
-/// gate/up, down: 2 · (128·64 + 64·64 + 2·128·64 + 64·128) = 73 728 of them) and 4 for the
-/// rest, and the report names the storage.
+/// gate/up, down: 2 · (128·64 + 64·64 + 2·128·64 + 64·128) = 73 728 of them), and the report
+/// names the storage. In buffers the embedding table (1000 × 64, read whole as the tied lm_head
+/// plus one row) stays f32 and counts 4 bytes like the rest; as texels it is bf16 too.
 #[test]
 fn tiny_decoder_bench_counts_bf16_weights_at_two_bytes() {
     if common::gpu().is_none() {
         return;
     }
-    let o = linvt(&[
-        "bench",
-        "--decoder",
-        "qwen2-tiny",
-        "--steps",
-        "1",
-        "--gpu-weights",
-        "bf16",
-        "--json",
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "stderr: {stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let linear = 73_728;
-    assert_eq!(
-        v["weight_bytes_per_token"],
-        (138_304 + 64 - linear) * 4 + linear * 2
-    );
-    assert_eq!(v["weight_storage"], "bf16");
+    let (linear, table) = (73_728, 64_000 + 64);
+    let rest = 138_304 + 64 - linear - table;
+    for (layout, table_bytes) in [("buffers", 4), ("texels", 2)] {
+        let o = linvt(&[
+            "bench",
+            "--decoder",
+            "qwen2-tiny",
+            "--steps",
+            "1",
+            "--gpu-weights",
+            "bf16",
+            "--weight-layout",
+            layout,
+            "--json",
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "stderr: {stderr}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["weight_bytes_per_token"],
+            rest * 4 + linear * 2 + table * table_bytes,
+            "{layout}"
+        );
+        assert_eq!(v["weight_storage"], "bf16");
+        assert_eq!(v["weight_layout"], layout);
+    }
 }
 
 #[test]

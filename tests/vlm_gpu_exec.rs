@@ -118,11 +118,16 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
     );
     let err = gpu.linear(&tg, &tg, None).unwrap_err().to_string();
     assert!(err.contains("texels"), "{err}");
-    // The texture limits bound a texel tensor (4 values per texel, 4096 × 4096 texels per
-    // layer); `upload_weight` keeps larger weights in buffers instead of failing.
-    let layers = ctx.limits.max_texture_array_layers as usize;
-    assert!(ctx.fits_texels(4 * 4096 * 4096 * layers));
-    assert!(!ctx.fits_texels(4 * 4096 * 4096 * layers + 1));
+    // The texture limits bound a texel tensor (4 f32 or 8 bf16 values per texel, 4096 × 4096
+    // texels per layer); `upload_weight` keeps larger weights in buffers instead of failing.
+    // Texels never hold f16.
+    use linvt::gpu::Elem;
+    let texels = 4096 * 4096 * ctx.limits.max_texture_array_layers as usize;
+    assert!(ctx.fits_texels(4 * texels, Elem::F32));
+    assert!(!ctx.fits_texels(4 * texels + 1, Elem::F32));
+    assert!(ctx.fits_texels(8 * texels, Elem::Bf16));
+    assert!(!ctx.fits_texels(8 * texels + 1, Elem::Bf16));
+    assert!(!ctx.fits_texels(4, Elem::F16));
 }
 
 #[test]
@@ -232,19 +237,32 @@ fn seeded_sampling_answers_match_the_cpu() {
     }
 }
 
-/// bf16 linear weights in the decoder (`weight_storage`): the GPU executor with its linear
-/// weights stored as bf16 against the CPU executor on the same weights rounded to bf16. Both
-/// then do the same f32 arithmetic, so over a 3-token prefill and 3 greedy steps the ids must
-/// agree and the logits differ only by summation order: dot products of ≤ 256 terms of size
-/// ≲ 0.03·3 give ≲ 256·2⁻²⁴·0.1 ≈ 2e-6 per product, well inside atol 1e-4 after two layers.
+/// bf16 weights in the decoder (`weight_storage`): the GPU executor with its linear weights
+/// stored as bf16 against the CPU executor on the same weights rounded to bf16. Both then do the
+/// same f32 arithmetic, so over a 3-token prefill and 3 greedy steps the ids must agree and the
+/// logits differ only by summation order: dot products of ≤ 256 terms of size ≲ 0.03·3 give
+/// ≲ 256·2⁻²⁴·0.1 ≈ 2e-6 per product, well inside atol 1e-4 after two layers. In buffers the
+/// embedding table stays f32; as texels it is bf16 too (the gather and the tied lm_head read it).
 #[test]
-fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
+fn bf16_decoder_weights_in_buffers_match_the_cpu_on_rounded_weights() {
+    bf16_decoder_matches_cpu(WeightLayout::Buffers);
+}
+
+#[test]
+fn bf16_decoder_weights_as_texels_match_the_cpu_on_rounded_weights() {
+    bf16_decoder_matches_cpu(WeightLayout::Texels);
+}
+
+fn bf16_decoder_matches_cpu(layout: WeightLayout) {
+    use linvt::gpu::Elem;
     use linvt::vlm::qwen2::{self, Qwen2Layer, Qwen2Params};
     use linvt::WeightStorage;
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
     gpu.vlm.weight_storage = WeightStorage::Bf16;
+    gpu.vlm.weight_layout = Some(layout);
+    let texels = layout == WeightLayout::Texels;
     let mut cpu = CpuOps::new(1);
     let c = linvt::vlm::bench_decoder::shape("qwen2-tiny").unwrap();
     let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
@@ -262,7 +280,7 @@ fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
             .map(|x| x + offset)
             .collect();
         let t = Tensor::new(shape.to_vec(), data).unwrap();
-        let host = if role == Role::LinearWeight {
+        let host = if role == Role::LinearWeight || (texels && role == Role::Table) {
             bf16(&t)
         } else {
             t.clone()
@@ -273,6 +291,8 @@ fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
         )
     };
     let (embed_g, embed_c) = pair(&[v, h], Role::Table, 0.0);
+    let table_elem = if texels { Elem::Bf16 } else { Elem::F32 };
+    assert_eq!((embed_g.elem, embed_g.is_texels()), (table_elem, texels));
     let (mut layers_g, mut layers_c) = (Vec::new(), Vec::new());
     for _ in 0..c.layers {
         let (in_g, in_c) = pair(&[h], Role::Other, 1.0);
@@ -282,7 +302,7 @@ fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
         let (post_g, post_c) = pair(&[h], Role::Other, 1.0);
         let (gu_g, gu_c) = pair(&[2 * i, h], Role::LinearWeight, 0.0);
         let (d_g, d_c) = pair(&[h, i], Role::LinearWeight, 0.0);
-        assert_eq!(qkv_g.elem, linvt::gpu::buffer::Elem::Bf16);
+        assert_eq!((qkv_g.elem, qkv_g.is_texels()), (Elem::Bf16, texels));
         layers_g.push(Qwen2Layer {
             input_norm: in_g,
             qkv_w: qkv_g,
@@ -329,7 +349,7 @@ fn bf16_decoder_weights_match_the_cpu_on_rounded_weights() {
         let last = cpu.rows(&hc, ids.len() - 1, 1);
         let lc = qwen2::logits(&mut cpu, &pc, &last).unwrap();
         common::assert_close(
-            &format!("bf16 decoder logits, step {step}"),
+            &format!("bf16 decoder logits ({layout:?}), step {step}"),
             gpu.read_back(&lg).unwrap().data(),
             lc.data(),
             1e-4,

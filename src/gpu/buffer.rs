@@ -64,6 +64,16 @@ pub enum Elem {
     Bf16,
 }
 
+impl Elem {
+    /// Bytes of one element.
+    pub fn bytes(self) -> u64 {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 | Elem::Bf16 => 2,
+        }
+    }
+}
+
 /// Where a tensor's elements live.
 pub(crate) enum Store {
     Buffer(PooledBuffer),
@@ -262,6 +272,22 @@ impl GpuContext {
     pub fn upload_bf16(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
         let halves: Vec<half::bf16> = data.iter().map(|&v| half::bf16::from_f32(v)).collect();
         self.upload_elems(name, shape, &halves, Elem::Bf16)
+    }
+
+    /// Uploads f32 `data` as `elem`s (rounded to f16 or bf16 where asked) into a new, unpooled
+    /// tensor.
+    pub fn upload_as(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
+        match elem {
+            Elem::F32 => self.upload(name, shape, data),
+            Elem::F16 => self.upload_f16(name, shape, data),
+            Elem::Bf16 => self.upload_bf16(name, shape, data),
+        }
     }
 
     /// `data` (elements of `elem`'s size) into a new, unpooled buffer padded to 256 bytes.

@@ -3,7 +3,7 @@
 //! scatter of rows into slots). CPU twins: `crate::cpu::elementwise`; gather/scatter are the
 //! CPU executor's `gather_rows` / `scatter_rows`.
 
-use super::buffer::GpuTensor;
+use super::buffer::{Elem, GpuTensor};
 use super::kernel::{grid, Recorder, Shader};
 use crate::error::{Error, Result};
 
@@ -11,6 +11,7 @@ pub const SHADER: Shader = Shader {
     name: "elementwise",
     parts: &[
         include_str!("../../shaders/texels.wgsl"),
+        include_str!("../../shaders/bf16.wgsl"),
         include_str!("../../shaders/elementwise.wgsl"),
     ],
 };
@@ -189,11 +190,17 @@ pub fn copy_rows(
         p_off: list.off(),
         ..Default::default()
     };
-    // x may be a table stored as texels (an embedding); out is always a buffer.
-    let entry = if x.is_texels() {
-        "copy_rows_texels"
-    } else {
-        "copy_rows"
+    // x may be a table stored as texels, f32 or bf16 (an embedding); out is always an f32
+    // buffer.
+    let entry = match (x.is_texels(), x.elem) {
+        (false, Elem::F32) => "copy_rows",
+        (true, Elem::F32) => "copy_rows_texels",
+        (true, Elem::Bf16) => "copy_rows_texels_bf16",
+        _ => {
+            return Err(Error::input(format!(
+                "copy_rows: cannot read rows of {x:?} (f32 buffers and f32 or bf16 texels only)"
+            )))
+        }
     };
     run(rec, entry, &p, &[x, out, &list])
 }

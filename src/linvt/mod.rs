@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
-use crate::gpu::{BufferPool, GpuContext, GpuTensor};
+use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 use forward::{forward, Dims, Want};
@@ -36,12 +36,18 @@ pub enum WeightStorage {
 }
 
 impl WeightStorage {
+    /// The device element type of a weight stored this way.
+    pub fn elem(self) -> Elem {
+        match self {
+            WeightStorage::F32 => Elem::F32,
+            WeightStorage::F16 => Elem::F16,
+            WeightStorage::Bf16 => Elem::Bf16,
+        }
+    }
+
     /// Bytes one weight takes on the device.
     pub fn bytes_per_weight(self) -> u64 {
-        match self {
-            WeightStorage::F32 => 4,
-            WeightStorage::F16 | WeightStorage::Bf16 => 2,
-        }
+        self.elem().bytes()
     }
 }
 
@@ -211,9 +217,10 @@ impl Linvt {
     }
 
     /// [`Self::attach_gpu`] with a choice of how the linear weights are stored on the device.
-    /// f32 linear weights go where the adapter reads them fastest
-    /// ([`WeightLayout::for_adapter`]: texels on CPU adapters, buffers elsewhere); a one-row
-    /// weight (the score head) stays in a buffer, where the product can share it instead.
+    /// Linear weights go where the adapter reads them fastest ([`WeightLayout::for_adapter`]:
+    /// texels on CPU adapters when texels hold `storage` — f32 and bf16 — buffers elsewhere); a
+    /// one-row weight (the score head) stays in a buffer, where the product can share it
+    /// instead.
     pub fn attach_gpu_with(&mut self, ctx: Arc<GpuContext>, storage: WeightStorage) -> Result<()> {
         let texels = WeightLayout::for_adapter(&ctx) == WeightLayout::Texels;
         let mut i = 0;
@@ -221,15 +228,11 @@ impl Linvt {
             i += 1;
             let name = format!("param{i}");
             let linear = role == params::Role::LinearWeight;
-            match storage {
-                WeightStorage::F16 if linear => ctx.upload_f16(&name, t.shape(), t.data()),
-                WeightStorage::Bf16 if linear => ctx.upload_bf16(&name, t.shape(), t.data()),
-                WeightStorage::F32
-                    if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len()) =>
-                {
-                    ctx.upload_texels(&name, t.shape(), t.data())
-                }
-                _ => ctx.upload(&name, t.shape(), t.data()),
+            let elem = if linear { storage.elem() } else { Elem::F32 };
+            if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len(), elem) {
+                ctx.upload_texels_as(&name, t.shape(), t.data(), elem)
+            } else {
+                ctx.upload_as(&name, t.shape(), t.data(), elem)
             }
         })?;
         self.gpu = Some(GpuState {

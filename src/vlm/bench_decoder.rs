@@ -15,7 +15,7 @@ use super::qwen2::{self, Qwen2Layer, Qwen2Params};
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
-use crate::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
+use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::ops::Ops;
 use crate::linvt::{Role, WeightStorage};
@@ -192,11 +192,14 @@ fn linear_parameters(c: &LlmConfig) -> usize {
 }
 
 /// Bytes one decode step reads from the weights: all of them but the embedding table, which
-/// is read as the tied lm_head (all of it) and by the gather (one row). Linear weights take
-/// `storage`'s element size, everything else 4 bytes.
-fn weight_bytes_per_token(c: &LlmConfig, parameters: usize, storage: WeightStorage) -> u64 {
+/// is read as the tied lm_head (all of it) and by the gather (one row). Each is counted at the
+/// size it has on the device: linear weights and the table as stored (`p`), the rest 4 bytes.
+fn weight_bytes_per_token(c: &LlmConfig, parameters: usize, p: &Qwen2Params<GpuTensor>) -> u64 {
     let linear = linear_parameters(c) as u64;
-    (parameters as u64 + c.hidden_size as u64 - linear) * 4 + linear * storage.bytes_per_weight()
+    let table = (c.vocab_size * c.hidden_size) as u64;
+    let rest = parameters as u64 - linear - table;
+    let linear_bytes = p.layers.first().map_or(4, |l| l.qkv_w.elem.bytes());
+    rest * 4 + linear * linear_bytes + (table + c.hidden_size as u64) * p.embed.elem.bytes()
 }
 
 /// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),
@@ -269,6 +272,12 @@ pub fn run(
             t.chunk_count()
         ));
     }
+    if p.embed.elem != Elem::F32 {
+        notes.push(format!(
+            "the embedding table (also the tied lm_head) is stored as {:?} too",
+            p.embed.elem
+        ));
+    }
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
 
     let mut rng = SeededRng::new(opts.seed + 1);
@@ -319,7 +328,7 @@ pub fn run(
 
     progress("copy bandwidth (again)");
     let copy_gb = copy_before.max(copy_bandwidth(ctx, &pool, copy_bytes)?);
-    let bytes = weight_bytes_per_token(&c, parameters, opts.weight_storage);
+    let bytes = weight_bytes_per_token(&c, parameters, &p);
     let weight_gb = bytes as f64 / (decode_ms / 1e3) / 1e9;
     Ok(DecoderBench {
         shape: name.to_string(),

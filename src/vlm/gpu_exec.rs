@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::linear::{Bias, OutLayout, Product, Rows, Tuning};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::topk::TopKResult;
-use crate::gpu::{self, GpuContext, GpuTensor, Recorder};
+use crate::gpu::{self, Elem, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::{Role, WeightStorage};
 use crate::tensor::Tensor;
@@ -205,7 +205,8 @@ impl<'a> GpuOps<'a> {
         if t.len() as u64 * storage.bytes_per_weight() > limit && t.shape().len() == 2 {
             return self.upload_chunked(t, limit, storage);
         }
-        upload_as(self.ctx(), "tensor", t.shape(), t.data(), storage)
+        self.ctx()
+            .upload_as("tensor", t.shape(), t.data(), storage.elem())
     }
 
     /// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
@@ -230,7 +231,9 @@ impl<'a> GpuOps<'a> {
         for r0 in (0..rows).step_by(per_chunk) {
             let n = per_chunk.min(rows - r0);
             let data = &t.data()[r0 * cols..(r0 + n) * cols];
-            let chunk = upload_as(self.ctx(), "table chunk", &[n, cols], data, storage)?;
+            let chunk = self
+                .ctx()
+                .upload_as("table chunk", &[n, cols], data, storage.elem())?;
             chunks.push((r0, chunk));
         }
         let handle = chunks[0].1.rows_view(0, rows);
@@ -239,21 +242,6 @@ impl<'a> GpuOps<'a> {
             chunks,
         });
         Ok(handle)
-    }
-}
-
-/// `data` of `shape` uploaded in `storage`'s element type.
-fn upload_as(
-    ctx: &GpuContext,
-    name: &str,
-    shape: &[usize],
-    data: &[f32],
-    storage: WeightStorage,
-) -> Result<GpuTensor> {
-    match storage {
-        WeightStorage::F32 => ctx.upload(name, shape, data),
-        WeightStorage::F16 => ctx.upload_f16(name, shape, data),
-        WeightStorage::Bf16 => ctx.upload_bf16(name, shape, data),
     }
 }
 
@@ -285,18 +273,29 @@ impl VlmOps for GpuOps<'_> {
             .weight_layout
             .unwrap_or_else(|| WeightLayout::for_adapter(self.ctx()));
         let storage = self.vlm.weight_storage;
-        if role == Role::LinearWeight && storage != WeightStorage::F32 && t.shape().len() == 2 {
-            return self.upload_stored(&t, storage);
-        }
+        let matrix = t.shape().len() == 2;
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
-        // A weight beyond the adapter's texture limits stays in buffers (row-chunked if need
-        // be): slower on CPU adapters, but it loads.
+        // Linear weights take the chosen storage. Tables (embeddings, read by the row gather and
+        // as a tied lm_head) take it too as texels, which the gather reads as f32 or bf16, but
+        // stay f32 in buffers. Everything else stays f32.
+        let texel_elem = match role {
+            Role::LinearWeight => storage.elem(),
+            Role::Table if storage == WeightStorage::Bf16 => Elem::Bf16,
+            _ => Elem::F32,
+        };
+        // A weight beyond the adapter's texture limits (or of a type texels do not hold, f16)
+        // goes to buffers, row-chunked if need be: slower on CPU adapters, but it loads.
         if layout == WeightLayout::Texels
             && read_by_rows
-            && t.shape().len() == 2
-            && self.ctx().fits_texels(t.len())
+            && matrix
+            && self.ctx().fits_texels(t.len(), texel_elem)
         {
-            return self.ctx().upload_texels("weight", t.shape(), t.data());
+            return self
+                .ctx()
+                .upload_texels_as("weight", t.shape(), t.data(), texel_elem);
+        }
+        if role == Role::LinearWeight && matrix && storage != WeightStorage::F32 {
+            return self.upload_stored(&t, storage);
         }
         self.upload(t)
     }
