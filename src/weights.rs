@@ -98,6 +98,10 @@ impl SafetensorsFile {
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.infos.get(key).map(|i| i.shape.as_slice())
     }
+    /// How `key` is stored in the file.
+    pub fn dtype(&self, key: &str) -> Option<Dtype> {
+        self.infos.get(key).map(|i| i.dtype)
+    }
 
     fn bytes(&self, info: &TensorInfo) -> &[u8] {
         &self.data[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1]
@@ -263,6 +267,20 @@ impl TensorStore {
     }
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.index.get(key).and_then(|&i| self.files[i].shape(key))
+    }
+    /// How `key` is stored.
+    pub fn dtype(&self, key: &str) -> Option<Dtype> {
+        self.index.get(key).and_then(|&i| self.files[i].dtype(key))
+    }
+    /// True when the store holds floating-point tensors and every one of them is bf16 (the
+    /// released checkpoints): then keeping weights in bf16 loses nothing.
+    pub fn floats_all_bf16(&self) -> bool {
+        let floats: Vec<Dtype> = self
+            .keys()
+            .filter_map(|k| self.dtype(k))
+            .filter(|d| matches!(d, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16))
+            .collect();
+        !floats.is_empty() && floats.iter().all(|&d| d == Dtype::BF16)
     }
     pub fn get(&self, key: &str) -> Result<Option<Tensor>> {
         match self.index.get(key) {

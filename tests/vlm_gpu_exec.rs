@@ -181,19 +181,13 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
     assert_eq!(gpu.sample(&lg, &SamplingParams::default(), 0.3).unwrap(), 1);
 }
 
-/// Sampled (not greedy) answers of the tiny model: the GPU's top-k order and `pick` draw the
-/// same tokens as the CPU twin from the same seeded uniform numbers. (A draw within ~1e-6 of a
-/// boundary between two tokens could legitimately differ; none of these 3 × 16 draws is.)
-#[test]
-fn seeded_sampling_answers_match_the_cpu() {
-    use linvt::vlm::model::{AskOptions, Backend, VideoLlm, Visual};
+fn tiny_model_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
+}
+
+/// Six 56×56 frames of a bright bar moving over a gradient.
+fn moving_bar_clip() -> linvt::vlm::model::Visual {
     use linvt::vlm::preprocess::Frame;
-    if common::gpu().is_none() {
-        return;
-    }
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2");
-    // Six 56×56 frames of a bright bar moving over a gradient.
     let frames: Vec<Frame> = (0..6)
         .map(|t| {
             let rgb = (0..56 * 56 * 3usize)
@@ -209,7 +203,93 @@ fn seeded_sampling_answers_match_the_cpu() {
             Frame::new(56, 56, rgb).unwrap()
         })
         .collect();
-    let visual = Visual::Video(frames);
+    linvt::vlm::model::Visual::Video(frames)
+}
+
+/// A copy of the tiny model in `dir` with every f32 tensor rounded to bf16, as the released
+/// checkpoints are stored.
+fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let src = tiny_model_dir();
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if !name.to_string_lossy().ends_with(".safetensors") {
+            std::fs::copy(e.path(), dir.join(name)).unwrap();
+        }
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let data = match v.dtype() {
+                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(v.data())
+                    .iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect(),
+                _ => v.data().to_vec(),
+            };
+            let dtype = match v.dtype() {
+                Dtype::F32 => Dtype::BF16,
+                d => d,
+            };
+            (name, dtype, v.shape().to_vec(), data)
+        })
+        .collect();
+    let views = converted
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+/// A released-style checkpoint (every float tensor bf16) loads with the GPU's weights in bf16
+/// by default — exact, as the values are bf16 already — and answers greedily exactly as the
+/// CPU backend does on the same checkpoint; the f32 fixture keeps f32.
+#[test]
+fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
+    use linvt::vlm::model::{AskOptions, Backend, VideoLlm};
+    use linvt::WeightStorage;
+    if common::gpu().is_none() {
+        return;
+    }
+    let f32_model = VideoLlm::load(&tiny_model_dir(), Backend::Gpu, &mut |_, _| {}).unwrap();
+    assert_eq!(f32_model.gpu_weight_storage(), Some(WeightStorage::F32));
+    drop(f32_model);
+    let dir = std::env::temp_dir().join(format!("linvt-bf16-model-{}", std::process::id()));
+    write_bf16_copy_of_tiny_model(&dir);
+    let mut gpu = VideoLlm::load(&dir, Backend::Gpu, &mut |_, _| {}).unwrap();
+    assert_eq!(gpu.gpu_weight_storage(), Some(WeightStorage::Bf16));
+    let mut cpu = VideoLlm::load(&dir, Backend::Cpu, &mut |_, _| {}).unwrap();
+    assert_eq!(cpu.gpu_weight_storage(), None);
+    let visual = moving_bar_clip();
+    let opts = AskOptions {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let ask = |m: &mut VideoLlm| {
+        m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
+            .unwrap()
+            .token_ids
+    };
+    let (want, got) = (ask(&mut cpu), ask(&mut gpu));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(got, want);
+}
+
+/// Sampled (not greedy) answers of the tiny model: the GPU's top-k order and `pick` draw the
+/// same tokens as the CPU twin from the same seeded uniform numbers. (A draw within ~1e-6 of a
+/// boundary between two tokens could legitimately differ; none of these 3 × 16 draws is.)
+#[test]
+fn seeded_sampling_answers_match_the_cpu() {
+    use linvt::vlm::model::{AskOptions, Backend, VideoLlm};
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = tiny_model_dir();
+    let visual = moving_bar_clip();
     let mut cpu = VideoLlm::load(&dir, Backend::Cpu, &mut |_, _| {}).unwrap();
     let mut gpu = VideoLlm::load(&dir, Backend::Gpu, &mut |_, _| {}).unwrap();
     for (temperature, top_k, top_p, seed) in [(0.9, 0, 0.9, 7), (1.5, 40, 1.0, 8), (0.6, 0, 1.0, 9)]

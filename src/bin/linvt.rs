@@ -108,7 +108,8 @@ enum Command {
         /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
         #[arg(long, value_enum, requires = "decoder")]
         weight_layout: Option<WeightLayoutArg>,
-        /// With --decoder: the linear weights' element type (f16/bf16 live in buffers).
+        /// With --decoder: the linear weights' element type. bf16 also applies to the
+        /// embedding table when stored as texels; f16 weights live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
         gpu_weights: GpuWeights,
     },

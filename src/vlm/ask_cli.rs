@@ -22,6 +22,8 @@ pub enum AskBackend {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum AskGpuWeights {
+    /// The checkpoint's own precision: bf16 when all its floats are bf16, else f32.
+    Auto,
     F32,
     Bf16,
     F16,
@@ -62,10 +64,11 @@ pub struct AskArgs {
     /// get one or to pass `--backend cpu`.
     #[arg(long, value_enum, default_value = "gpu")]
     pub backend: AskBackend,
-    /// How the GPU stores the linear weights: f32 (faithful), bf16 (half the memory, any
-    /// adapter; exact for checkpoints stored in bf16) or f16 (half the memory; needs
-    /// SHADER_F16). Ignored with `--backend cpu`.
-    #[arg(long, value_enum, default_value = "f32")]
+    /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
+    /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
+    /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
+    /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
+    #[arg(long, value_enum, default_value = "auto")]
     pub gpu_weights: AskGpuWeights,
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
@@ -111,9 +114,10 @@ pub fn run(a: AskArgs) -> Result<()> {
     };
     let loading = bar(Some(0), "loading weights");
     let gpu_weights = match a.gpu_weights {
-        AskGpuWeights::F32 => WeightStorage::F32,
-        AskGpuWeights::Bf16 => WeightStorage::Bf16,
-        AskGpuWeights::F16 => WeightStorage::F16,
+        AskGpuWeights::Auto => None,
+        AskGpuWeights::F32 => Some(WeightStorage::F32),
+        AskGpuWeights::Bf16 => Some(WeightStorage::Bf16),
+        AskGpuWeights::F16 => Some(WeightStorage::F16),
     };
     let mut model = VideoLlm::load_with(&a.model, backend, gpu_weights, &mut |done, total| {
         loading.set_length(total as u64);

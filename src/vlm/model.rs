@@ -115,25 +115,32 @@ pub struct VideoLlm {
 }
 
 impl VideoLlm {
-    /// Loads `dir` onto `backend`. `on_tensor(done, total)` reports weight loading.
+    /// Loads `dir` onto `backend`. `on_tensor(done, total)` reports weight loading. The GPU
+    /// keeps the weights in the checkpoint's own precision (see [`Self::load_with`]).
     pub fn load(
         dir: &Path,
         backend: Backend,
         on_tensor: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load_with(dir, backend, WeightStorage::F32, on_tensor)
+        Self::load_with(dir, backend, None, on_tensor)
     }
 
     /// [`Self::load`] with the GPU's linear weights stored as `gpu_weights` (f16/bf16: half the
-    /// memory; bf16 is exact for the released bf16 checkpoints). The CPU backend keeps f32.
+    /// memory). None keeps the checkpoint's precision, exact either way: bf16 when every float
+    /// tensor of the checkpoint is bf16 (the released ones; the embedding table then goes to
+    /// bf16 too where it is stored as texels), f32 otherwise. The CPU backend keeps f32.
     pub fn load_with(
         dir: &Path,
         backend: Backend,
-        gpu_weights: WeightStorage,
+        gpu_weights: Option<WeightStorage>,
         on_tensor: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let t0 = Instant::now();
         let (config, store) = open_model_dir(dir)?;
+        let gpu_weights = gpu_weights.unwrap_or(match store.floats_all_bf16() {
+            true => WeightStorage::Bf16,
+            false => WeightStorage::F32,
+        });
         let tokenizer = Tokenizer::from_dir(dir)?;
         let template = Template::by_name(&config.template)?;
         let mut stop_ids = config.llm.eos_token_ids.clone();
@@ -164,6 +171,14 @@ impl VideoLlm {
             executor,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// How the GPU executor stores the linear weights (None on the CPU backend).
+    pub fn gpu_weight_storage(&self) -> Option<WeightStorage> {
+        match &self.executor {
+            Executor::Cpu(_) => None,
+            Executor::Gpu(e) => Some(e.ops.vlm.weight_storage),
+        }
     }
 
     pub fn config(&self) -> &VlmConfig {
