@@ -624,35 +624,14 @@ fn check_half_weights(
     wg
 }
 
-/// bf16 weight storage on every kernel, including the matrix-vector one (m = 1) and an odd K
-/// (the scalar path: la1's two halves of a word).
+/// bf16 weights, in a buffer (two per u32) and as texels (eight per texel), through every
+/// kernel that reads them: the matrix-vector kernel (split K with 8 and 64 lanes, lanes owning
+/// rows; with texels a whole texel per step when K % 8 = 0, and K = 264 leaves the lanes uneven
+/// chunks), register-blocked (for one token too when K % 8 = 4: half a texel per vec4), single
+/// values (odd K: la1's halves of a word) and the tiled kernel. The weight view starts 2 rows
+/// into its storage, so with texels a row starts mid-texel whenever K % 8 ≠ 0.
 #[test]
 fn bf16_weights_match_cpu_on_rounded_weights() {
-    let Some(ctx) = common::gpu() else { return };
-    let tunings = [
-        Tuning::CPU,
-        Tuning {
-            vec4: false,
-            ..Tuning::CPU
-        },
-        Tuning {
-            gemv: GemvUse::Always,
-            ..Tuning::CPU
-        },
-        Tuning::GPU,
-    ];
-    for shape in [(45, 70, 132), (1, 300, 64), (3, 33, 21)] {
-        check_half_weights(&ctx, &BF16, shape, 74, &tunings);
-    }
-}
-
-/// bf16 weights stored as texels through every kernel that reads them: the matrix-vector kernel
-/// a whole texel per step (K % 8 = 0: split K with 8 and 64 lanes, lanes owning rows; K = 264
-/// leaves the lanes uneven chunks), and reading half a texel per vec4 (register-blocked, also
-/// for one token when K % 8 = 4), single values (odd K) and the tiled kernel. The weight view
-/// starts 2 rows into its texture, so a row starts mid-texel whenever K % 8 ≠ 0.
-#[test]
-fn bf16_texel_weights_match_cpu_on_rounded_weights() {
     let Some(ctx) = common::gpu() else { return };
     let gemv = Tuning {
         gemv: GemvUse::Always,
@@ -680,16 +659,18 @@ fn bf16_texel_weights_match_cpu_on_rounded_weights() {
             ..Tuning::GPU
         },
     ];
-    for shape in [
-        (45, 70, 132),
-        (1, 300, 64),
-        (1, 70, 132),
-        (1, 150, 264),
-        (1, 17, 8),
-        (3, 33, 21),
-    ] {
-        let wg = check_half_weights(&ctx, &BF16_TEXELS, shape, 77, &tunings);
-        assert!(wg.is_texels() && wg.elem == Elem::Bf16, "{wg:?}");
+    for (storage, texels) in [(&BF16, false), (&BF16_TEXELS, true)] {
+        for shape in [
+            (45, 70, 132),
+            (1, 300, 64),
+            (1, 70, 132),
+            (1, 150, 264),
+            (1, 17, 8),
+            (3, 33, 21),
+        ] {
+            let wg = check_half_weights(&ctx, storage, shape, 77, &tunings);
+            assert_eq!((wg.elem, wg.is_texels()), (Elem::Bf16, texels), "{wg:?}");
+        }
     }
 }
 
