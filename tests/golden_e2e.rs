@@ -275,8 +275,8 @@ fn golden_cpu() {
     golden_on(CpuOps::new(4));
 }
 
-/// The GPU executor with the linear weights and the embedding stored as texels (the default
-/// on CPU adapters such as lavapipe).
+/// The GPU executor with the linear weights and the embedding stored as texels and epilogues
+/// run as separate passes (the defaults on CPU adapters such as lavapipe).
 #[test]
 fn golden_gpu() {
     let Some(ctx) = common::gpu() else { return };
@@ -284,11 +284,12 @@ fn golden_gpu() {
     let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
     let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
     ops.vlm.weight_layout = Some(WeightLayout::Texels);
+    ops.vlm.fuse_epilogues = Some(false);
     golden_on(ops);
 }
 
-/// The GPU executor with every weight in storage buffers (the default on real GPUs) and a
-/// 240 KiB storage-binding budget: the (1000, 64) embedding and
+/// The GPU executor with every weight in storage buffers and epilogues fused into the linears
+/// (both the defaults on real GPUs), and a 240 KiB storage-binding budget: the (1000, 64) embedding and
 /// lm_head tables (256 KB each) are stored as row chunks of 960 and 40 rows, so the gather (ids
 /// in both chunks) and the lm_head linear (columns split at 960) run their chunked paths; every
 /// other weight and input (largest: the patches, 225 KB) is below the budget.
@@ -300,5 +301,6 @@ fn golden_gpu_chunked_tables() {
     let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
     ops.vlm.weight_layout = Some(WeightLayout::Buffers);
     ops.vlm.chunk_bytes = Some(240 << 10);
+    ops.vlm.fuse_epilogues = Some(true);
     golden_on(ops);
 }

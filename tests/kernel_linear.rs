@@ -3,7 +3,7 @@
 mod common;
 
 use linvt::cpu::linear as cpu;
-use linvt::gpu::linear::{self, GemvUse, Kernel, Split, Tuning};
+use linvt::gpu::linear::{self, Epilogue, GemvUse, Kernel, Split, Tuning};
 use linvt::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
 
 /// Tolerance for a K-long f32 dot product of values in [-1, 1] (plus a bias in [-1, 1]).
@@ -256,6 +256,162 @@ fn texel_weights_every_kernel() {
     }
     // Past the matrix-vector row limit of CPU adapters: register-blocked.
     check_in(1, 4200, 8, true, 0, None, WeightIn::Texels);
+}
+
+/// The epilogues (GELU; residual + γ ⊙ value, with and without γ) against the CPU twins
+/// composed (`cpu::linear`, then `elementwise::gelu` or the residual formula). Every kernel
+/// applies them in the one `store` they share, so what varies is how each passes the output
+/// position: register-blocked with the weight as A and as B (`Split::Rows`: γ and the bias then
+/// follow the B row), the matrix-vector kernel split along K and with lanes owning rows, the
+/// tiled kernel, texel and bf16-texel weights. x and the residual are views at nonzero offsets;
+/// few rows keep the pipelines small (first compiles are slow on CPU adapters). Tolerance: the
+/// linear one, plus 1e-6 for GELU's erf approximation (< 2e-7, with |GELU'| ≤ 1.13 carrying the
+/// linear error over).
+#[test]
+fn epilogues_match_the_composed_twins() {
+    use linvt::cpu::elementwise as cpu_ew;
+    let Some(ctx) = common::gpu() else { return };
+    let gemv = Tuning {
+        gemv: GemvUse::Always,
+        ..Tuning::CPU
+    };
+    let tunings = [
+        Tuning::CPU,
+        rb(4, 8, true, Split::Rows),
+        gemv,
+        Tuning {
+            gemv_split_k_max_rows: 0,
+            ..gemv
+        },
+        Tuning {
+            gemv: GemvUse::Never,
+            ..Tuning::GPU
+        },
+    ];
+    let pool = BufferPool::default();
+    for (m, n, k) in [(1, 70, 64), (3, 37, 24)] {
+        let seed = (m * 1000 + n + k) as u64;
+        let x = common::rand_vec(seed, m * k, 1.0);
+        let w = common::rand_vec(seed + 1, n * k, 1.0);
+        let b = common::rand_vec(seed + 2, n, 1.0);
+        let r = common::rand_vec(seed + 3, m * n, 1.0);
+        let g = common::rand_vec(seed + 4, n, 1.0);
+        let lin = cpu::linear(&x, &w, Some(&b), m, n, k);
+        let xg = upload_view(&ctx, "x", 3, m, k, &x);
+        let bg = upload_view(&ctx, "b", 1, 1, n, &b);
+        let rg = upload_view(&ctx, "r", 2, m, n, &r);
+        let gg = upload_view(&ctx, "g", 1, 1, n, &g);
+        let gelu = cpu_ew::gelu(&lin);
+        let with_gamma = cpu_ew::residual_add(&r, &lin, Some(&g), n);
+        let plain_residual = cpu_ew::residual_add(&r, &lin, None, n);
+        let weights = [
+            (
+                WeightIn::Buffer,
+                upload_view_in(&ctx, "w", 1, n, k, &w, WeightIn::Buffer),
+            ),
+            (
+                WeightIn::Texels,
+                upload_view_in(&ctx, "w", 1, n, k, &w, WeightIn::Texels),
+            ),
+        ];
+        for (store, wg) in &weights {
+            for tuning in tunings {
+                let cases: [(&str, Epilogue, &[f32], f32); 3] = [
+                    ("gelu", Epilogue::Gelu, &gelu, 1e-6),
+                    (
+                        "residual with gamma",
+                        Epilogue::Residual {
+                            residual: &rg,
+                            gamma: Some(&gg),
+                        },
+                        &with_gamma,
+                        0.0,
+                    ),
+                    (
+                        "residual",
+                        Epilogue::Residual {
+                            residual: &rg,
+                            gamma: None,
+                        },
+                        &plain_residual,
+                        0.0,
+                    ),
+                ];
+                for (name, epilogue, want, extra) in cases {
+                    let mut rec = Recorder::new(&ctx, &pool);
+                    let y = rec.alloc("y", &[m, n]).unwrap();
+                    linear::linear_into_tuned_with(
+                        &mut rec,
+                        &xg,
+                        wg,
+                        Some(&bg),
+                        epilogue,
+                        &y,
+                        tuning,
+                    )
+                    .unwrap();
+                    rec.submit().unwrap();
+                    common::assert_close(
+                        &format!("{name} {m}x{n}x{k} {store:?} {tuning:?}"),
+                        &ctx.read_f32(&y).unwrap(),
+                        want,
+                        atol(k) + extra,
+                        1e-5,
+                    );
+                }
+            }
+        }
+        // bf16 texel weights (a whole texel per matrix-vector step when K % 8 = 0).
+        let rounded: Vec<f32> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        let lin16 = cpu::linear(&x, &rounded, Some(&b), m, n, k);
+        let w16 = ctx.upload_texels_as("w", &[n, k], &w, Elem::Bf16).unwrap();
+        let mut rec = Recorder::new(&ctx, &pool);
+        let y = rec.alloc("y", &[m, n]).unwrap();
+        let epilogue = Epilogue::Residual {
+            residual: &rg,
+            gamma: Some(&gg),
+        };
+        linear::linear_into_tuned_with(&mut rec, &xg, &w16, Some(&bg), epilogue, &y, gemv).unwrap();
+        rec.submit().unwrap();
+        common::assert_close(
+            &format!("bf16 texels residual {m}x{n}x{k}"),
+            &ctx.read_f32(&y).unwrap(),
+            &cpu_ew::residual_add(&r, &lin16, Some(&g), n),
+            atol(k),
+            1e-5,
+        );
+    }
+    // A residual or γ too short for the output is an error naming it.
+    let (xg, wg) = (
+        ctx.upload("x", &[2, 4], &[0.5f32; 8]).unwrap(),
+        ctx.upload("w", &[3, 4], &[0.5f32; 12]).unwrap(),
+    );
+    let short = ctx.upload("r", &[5], &[0.0f32; 5]).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    for (epilogue, what) in [
+        (
+            Epilogue::Residual {
+                residual: &short,
+                gamma: None,
+            },
+            "residual",
+        ),
+        (
+            Epilogue::Residual {
+                residual: &xg,
+                gamma: Some(&short.slice(0, 2)),
+            },
+            "gamma",
+        ),
+    ] {
+        let e = linear::linear_with(&mut rec, &xg, &wg, None, epilogue)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what), "{e}");
+    }
 }
 
 /// A weight of more than one texture layer (4096² texels = 2²⁶ values): 16 400 × 4096 values
@@ -546,6 +702,8 @@ fn batched_strided_product(ctx: &GpuContext, pool: &BufferPool, br: usize) {
                     inner: yi,
                 },
                 bias: None,
+                columns_on_a: false,
+                epilogue: Epilogue::None,
             }
             .record(&mut rec, tuning)
             .unwrap();

@@ -51,6 +51,43 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     assert_eq!(got.shape(), &[3, 1000]);
     // Dot products of 24 terms in (-1, 1): f32 summation-order differences ≲ 24·2⁻²⁴·|terms|.
     common::assert_close("chunked lm_head", got.data(), want.data(), 1e-5, 0.0);
+    // The fused epilogues (forced on: CPU adapters compose them by default) through the
+    // chunks: each chunk's columns of the residual and of γ (the CPU executor composes linear,
+    // then gelu or residual_add; GELU's approximation adds < 2e-7).
+    gpu.vlm.fuse_epilogues = Some(true);
+    let b = tensor(3, 1, 1000).reshape(&[1000]).unwrap();
+    let (bg, bc) = (gpu.upload(b.clone()).unwrap(), cpu.upload(b).unwrap());
+    let got = gpu.linear_gelu(&xg, &tg, Some(&bg)).unwrap();
+    let want = cpu.linear_gelu(&x, &tc, Some(&bc)).unwrap();
+    let got = gpu.read_back(&got).unwrap();
+    common::assert_close("chunked linear_gelu", got.data(), want.data(), 2e-5, 0.0);
+    gpu.vlm.chunk_bytes = None; // activations (12 000 bytes) stay whole
+    let r = tensor(4, 3, 1000);
+    let gamma = tensor(5, 1, 1000).reshape(&[1000]).unwrap();
+    let (rg, rc) = (gpu.upload(r.clone()).unwrap(), cpu.upload(r).unwrap());
+    let (gg, gc) = (
+        gpu.upload(gamma.clone()).unwrap(),
+        cpu.upload(gamma).unwrap(),
+    );
+    let got = gpu
+        .linear_residual(&xg, &tg, Some(&bg), &rg, Some(&gg))
+        .unwrap();
+    let want = cpu
+        .linear_residual(&x, &tc, Some(&bc), &rc, Some(&gc))
+        .unwrap();
+    let got = gpu.read_back(&got).unwrap();
+    common::assert_close(
+        "chunked linear_residual",
+        got.data(),
+        want.data(),
+        2e-5,
+        0.0,
+    );
+    let err = gpu
+        .linear_residual(&xg, &tg, None, &xg, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("residual"), "{err}");
     // Reading the whole table back joins the chunks.
     assert_eq!(gpu.read_back(&tg).unwrap().data(), tc.data());
     // Other ops refuse the chunked table instead of reading past its first chunk.

@@ -6,7 +6,7 @@
 
 use super::buffer::GpuTensor;
 use super::kernel::{grid, Recorder, Shader};
-use super::linear::{OutLayout, Product, Rows, Tuning};
+use super::linear::{Epilogue, OutLayout, Product, Rows, Tuning};
 use crate::cpu::attention::{AttnGeometry, Operand};
 use crate::error::{Error, Result};
 
@@ -617,6 +617,8 @@ fn attention_gemm(
                 inner: scores_per_pair,
             },
             bias: None,
+            columns_on_a: false,
+            epilogue: Epilogue::None,
         }
         .record(rec, tuning)?;
         softmax_rows(rec, &scores, pairs * ql, kl, g.scale)?;
@@ -663,6 +665,8 @@ fn attention_gemm(
                 inner: hd,
             },
             bias: None,
+            columns_on_a: false,
+            epilogue: Epilogue::None,
         }
         .record(rec, tuning)?;
     }

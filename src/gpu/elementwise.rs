@@ -12,6 +12,7 @@ pub const SHADER: Shader = Shader {
     parts: &[
         include_str!("../../shaders/texels.wgsl"),
         include_str!("../../shaders/bf16.wgsl"),
+        include_str!("../../shaders/gelu.wgsl"),
         include_str!("../../shaders/elementwise.wgsl"),
     ],
 };

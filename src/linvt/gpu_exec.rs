@@ -32,11 +32,7 @@ impl Ops for GpuOps<'_> {
     type Idx = TopKResult;
 
     fn linear(&mut self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
-        self.plain("linear (input)", &[x])?;
-        if let Some(table) = self.vlm.chunked(w) {
-            return crate::vlm::gpu_exec::chunked_linear(&mut self.rec, x, table, b);
-        }
-        gpu::linear::linear(&mut self.rec, x, w, b)
+        self.linear_with(x, w, b, gpu::linear::Epilogue::None)
     }
 
     fn row_count(&self, x: &GpuTensor) -> usize {

@@ -11,7 +11,7 @@
 use super::ops::VlmOps;
 use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
-use crate::gpu::linear::{Bias, OutLayout, Product, Rows, Tuning};
+use crate::gpu::linear::{Epilogue, OutLayout, Product, Rows, Tuning};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, Elem, GpuContext, GpuTensor, Recorder};
@@ -47,9 +47,13 @@ pub struct GpuVlmState {
     /// Where `upload_weight` puts f32 linear weights and embedding tables; None: the adapter's
     /// default ([`WeightLayout::for_adapter`]).
     pub weight_layout: Option<WeightLayout>,
-    /// The element type of linear weights (`upload_weight` with `Role::LinearWeight`): f32, or
-    /// f16/bf16 in buffers (half the memory and traffic). Tables and other tensors stay f32.
+    /// The element type of linear weights (`upload_weight` with `Role::LinearWeight`): f32,
+    /// f16 or bf16 (half the memory and traffic). See `upload_weight` for tables.
     pub weight_storage: WeightStorage,
+    /// Whether `linear_gelu` / `linear_residual` run as one kernel (the linear's epilogue) or as
+    /// the linear and then the elementwise op; None: the adapter's default
+    /// ([`Tuning::fuse_epilogues`]).
+    pub fuse_epilogues: Option<bool>,
 }
 
 impl ChunkedTable {
@@ -89,12 +93,14 @@ pub fn shared_gpu() -> Result<(&'static GpuContext, &'static gpu::BufferPool)> {
 }
 
 /// Chunked `linear`: x (M, K) · Wᵀ for a row-chunked W (N, K), each chunk's product written to
-/// its columns of the (M, N) output.
+/// its columns of the (M, N) output, with `epilogue` (its γ and residual cut to the chunk's
+/// columns).
 pub fn chunked_linear(
     rec: &mut Recorder,
     x: &GpuTensor,
     w: &ChunkedTable,
     b: Option<&GpuTensor>,
+    epilogue: Epilogue,
 ) -> Result<GpuTensor> {
     let (m, k, n) = (x.rows(), x.cols(), w.handle.rows());
     if k != w.handle.cols() || b.is_some_and(|b| b.len() != n) {
@@ -107,6 +113,23 @@ pub fn chunked_linear(
     let tuning = Tuning::for_adapter(rec.ctx);
     for (r0, chunk) in &w.chunks {
         let bias = b.map(|b| b.slice(*r0, chunk.rows()));
+        // The chunk's output starts r0 elements into `out`; its residual and γ likewise.
+        let epilogue_views = match epilogue {
+            Epilogue::Residual { residual, gamma } => Some((
+                residual
+                    .reshaped(&[residual.len()])
+                    .slice(*r0, residual.len() - r0),
+                gamma.map(|g| g.slice(*r0, chunk.rows())),
+            )),
+            _ => None,
+        };
+        let chunk_epilogue = match &epilogue_views {
+            Some((residual, gamma)) => Epilogue::Residual {
+                residual,
+                gamma: gamma.as_ref(),
+            },
+            None => epilogue,
+        };
         Product {
             a: Rows::dense(chunk, chunk.rows(), k),
             b: Rows::dense(x, m, k),
@@ -121,7 +144,9 @@ pub fn chunked_linear(
                 outer: 0,
                 inner: 0,
             },
-            bias: bias.as_ref().map(|t| Bias { t, on_a: true }),
+            bias: bias.as_ref(),
+            columns_on_a: true,
+            epilogue: chunk_epilogue,
         }
         .record(rec, tuning)?;
     }
@@ -131,6 +156,27 @@ pub fn chunked_linear(
 impl<'a> GpuOps<'a> {
     fn ctx(&self) -> &'a GpuContext {
         self.rec.ctx
+    }
+
+    fn fuse_epilogues(&self) -> bool {
+        self.vlm
+            .fuse_epilogues
+            .unwrap_or_else(|| Tuning::for_adapter(self.ctx()).fuse_epilogues)
+    }
+
+    /// x·Wᵀ + b with `epilogue`, W one tensor or a row-chunked table.
+    pub(crate) fn linear_with(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        epilogue: Epilogue,
+    ) -> Result<GpuTensor> {
+        self.plain("linear (input)", &[x])?;
+        if let Some(table) = self.vlm.chunked(w) {
+            return chunked_linear(&mut self.rec, x, table, b, epilogue);
+        }
+        gpu::linear::linear_with(&mut self.rec, x, w, b, epilogue)
     }
 
     /// Submits everything recorded so far together with copies of `tensors` to the host.
@@ -390,6 +436,43 @@ impl VlmOps for GpuOps<'_> {
     fn gelu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
         self.plain("gelu", &[x])?;
         gpu::elementwise::unary(&mut self.rec, x, gpu::elementwise::Unary::Gelu)
+    }
+
+    fn linear_gelu(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        if !self.fuse_epilogues() {
+            let h = self.linear_with(x, w, b, Epilogue::None)?;
+            return self.gelu(&h);
+        }
+        self.linear_with(x, w, b, Epilogue::Gelu)
+    }
+
+    fn linear_residual(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        residual: &GpuTensor,
+        gamma: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        if !self.fuse_epilogues() {
+            let h = self.linear_with(x, w, b, Epilogue::None)?;
+            return self.residual_add(residual, &h, gamma);
+        }
+        self.plain("linear_residual", &[residual])?;
+        if residual.shape != [x.rows(), w.rows()] {
+            return Err(Error::input(format!(
+                "linear_residual: the residual {:?} must have the output's shape ({}, {})",
+                residual.shape,
+                x.rows(),
+                w.rows()
+            )));
+        }
+        self.linear_with(x, w, b, Epilogue::Residual { residual, gamma })
     }
 
     fn swiglu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {

@@ -254,13 +254,10 @@ pub fn encode<O: VlmOps>(
                 split_attention(ops, l, &h, frames, tokens, v.heads, norms)?
             }
         };
-        let a = ops.linear(&a, &l.proj_w, Some(&l.proj_b))?;
-        x = ops.residual_add(&x, &a, Some(&l.ls1))?;
+        x = ops.linear_residual(&a, &l.proj_w, Some(&l.proj_b), &x, Some(&l.ls1))?;
         let h = norm(ops, &x, &l.norm2, v.eps)?;
-        let h = ops.linear(&h, &l.fc1_w, Some(&l.fc1_b))?;
-        let h = ops.gelu(&h)?;
-        let h = ops.linear(&h, &l.fc2_w, Some(&l.fc2_b))?;
-        x = ops.residual_add(&x, &h, Some(&l.ls2))?;
+        let h = ops.linear_gelu(&h, &l.fc1_w, Some(&l.fc1_b))?;
+        x = ops.linear_residual(&h, &l.fc2_w, Some(&l.fc2_b), &x, Some(&l.ls2))?;
     }
     Ok(x)
 }
@@ -345,8 +342,7 @@ pub fn project<O: VlmOps>(
     let x = ops.reshape(&gathered, n, s * s * cfg.vision.hidden_size)?;
     // nn.LayerNorm's default eps: mlp1 is built without one.
     let h = ops.layer_norm(&x, &p.norm_w, &p.norm_b, 1e-5)?;
-    let h = ops.linear(&h, &p.fc1_w, Some(&p.fc1_b))?;
-    let h = ops.gelu(&h)?;
+    let h = ops.linear_gelu(&h, &p.fc1_w, Some(&p.fc1_b))?;
     ops.linear(&h, &p.fc2_w, Some(&p.fc2_b))
 }
 

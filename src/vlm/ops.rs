@@ -81,6 +81,26 @@ pub trait VlmOps: Ops {
     /// GELU, erf form (PyTorch's default), elementwise.
     fn gelu(&mut self, x: &Self::T) -> Result<Self::T>;
 
+    /// GELU(x·Wᵀ + b): an MLP's first layer (one kernel on a GPU).
+    fn linear_gelu(&mut self, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Result<Self::T> {
+        let h = self.linear(x, w, b)?;
+        self.gelu(&h)
+    }
+
+    /// residual + γ ⊙ (x·Wᵀ + b): a pre-norm block's output projection and its residual add
+    /// with LayerScale (one kernel on a GPU). residual has the output's shape.
+    fn linear_residual(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: Option<&Self::T>,
+        residual: &Self::T,
+        gamma: Option<&Self::T>,
+    ) -> Result<Self::T> {
+        let h = self.linear(x, w, b)?;
+        self.residual_add(residual, &h, gamma)
+    }
+
     /// SwiGLU: x (R, 2·I) packed as [gate | up] per row → silu(gate) ⊙ up (R, I). The decoder
     /// packs gate_proj and up_proj into one weight at load time, so one `linear` feeds this.
     fn swiglu(&mut self, x: &Self::T) -> Result<Self::T>;
