@@ -156,6 +156,17 @@ fn rb(rows_per_group: u32, workgroup: u32, vec4: bool, split: Split) -> Tuning {
     }
 }
 
+/// The matrix-vector kernel for every one-row product, `lanes` invocations wide, splitting K
+/// for weights of up to `split_k_max_rows` rows (0: the lanes always own rows).
+fn gemv(lanes: u32, split_k_max_rows: u32) -> Tuning {
+    Tuning {
+        gemv: GemvUse::Always,
+        gemv_lanes: lanes,
+        gemv_split_k_max_rows: split_k_max_rows,
+        ..Tuning::CPU
+    }
+}
+
 #[test]
 fn register_blocked_scalar_loads() {
     // K % 4 == 0 and aligned offsets, but vec4 loads disabled: the scalar entry point, which
@@ -195,11 +206,7 @@ fn tiled_kernel_odd_shapes() {
 #[test]
 fn gemv_kernel_odd_shapes() {
     for lanes in [8, 64, 24] {
-        let t = Tuning {
-            gemv: GemvUse::Always,
-            gemv_lanes: lanes,
-            ..Tuning::CPU
-        };
+        let t = gemv(lanes, u32::MAX);
         for &(n, k) in &[
             (1, 4),
             (15, 8),
@@ -214,10 +221,7 @@ fn gemv_kernel_odd_shapes() {
         check(1, 33, 21, true, 1, Some(t)); // K % 4 ≠ 0: not the gemv kernel
                                             // Lanes owning rows (tall weights on CPU adapters): rows below, at and past one
                                             // workgroup's GR·lanes, each invocation walking the whole of K.
-        let lane_rows = Tuning {
-            gemv_split_k_max_rows: 0,
-            ..t
-        };
+        let lane_rows = gemv(lanes, 0);
         for &(n, k) in &[(1, 4), (130, 36), (16 * lanes as usize + 5, 260)] {
             check(1, n, k, true, 3, Some(lane_rows));
             check_in(1, n, k, false, 0, Some(lane_rows), WeightIn::Texels);
@@ -271,18 +275,11 @@ fn texel_weights_every_kernel() {
 fn epilogues_match_the_composed_twins() {
     use linvt::cpu::elementwise as cpu_ew;
     let Some(ctx) = common::gpu() else { return };
-    let gemv = Tuning {
-        gemv: GemvUse::Always,
-        ..Tuning::CPU
-    };
     let tunings = [
         Tuning::CPU,
         rb(4, 8, true, Split::Rows),
-        gemv,
-        Tuning {
-            gemv_split_k_max_rows: 0,
-            ..gemv
-        },
+        gemv(8, u32::MAX),
+        gemv(8, 0),
         Tuning {
             gemv: GemvUse::Never,
             ..Tuning::GPU
@@ -374,7 +371,9 @@ fn epilogues_match_the_composed_twins() {
             residual: &rg,
             gamma: Some(&gg),
         };
-        linear::linear_into_tuned_with(&mut rec, &xg, &w16, Some(&bg), epilogue, &y, gemv).unwrap();
+        let tuning = gemv(8, u32::MAX);
+        linear::linear_into_tuned_with(&mut rec, &xg, &w16, Some(&bg), epilogue, &y, tuning)
+            .unwrap();
         rec.submit().unwrap();
         common::assert_close(
             &format!("bf16 texels residual {m}x{n}x{k}"),
@@ -791,10 +790,6 @@ fn check_half_weights(
 #[test]
 fn bf16_weights_match_cpu_on_rounded_weights() {
     let Some(ctx) = common::gpu() else { return };
-    let gemv = Tuning {
-        gemv: GemvUse::Always,
-        ..Tuning::CPU
-    };
     let tunings = [
         Tuning::CPU,
         Tuning {
@@ -805,11 +800,8 @@ fn bf16_weights_match_cpu_on_rounded_weights() {
             gemv: GemvUse::Never,
             ..Tuning::CPU
         },
-        gemv,
-        Tuning {
-            gemv_split_k_max_rows: 0,
-            ..gemv
-        },
+        gemv(8, 4096),
+        gemv(8, 0),
         Tuning::GPU,
         Tuning {
             kernel: Kernel::Tiled,
