@@ -93,6 +93,54 @@ fn condense_gpu_matches_golden() {
     condense_matches_golden("gpu");
 }
 
+/// A weights file stored in bf16 (as the released checkpoints): `--gpu-weights auto` (the
+/// default) keeps it in bf16 on the GPU — exact, so the output matches the CPU's on the same
+/// file within the golden tolerance and the selection is identical — and says so; `f32` is
+/// still there on request.
+#[test]
+fn condense_keeps_bf16_weights_in_bf16_by_default() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let bf16 = out_path("case_rem_bf16.safetensors");
+    common::write_bf16_copy(&fixture(), &bf16);
+    let run = |backend: &str, extra: &[&str]| {
+        let out = out_path(&format!("bf16-{backend}-{}.safetensors", extra.len()));
+        let mut args = vec![
+            "condense",
+            "--weights",
+            bf16.to_str().unwrap(),
+            "--input",
+            bf16.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ];
+        args.extend(extra);
+        let o = linvt(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "condense failed: {stderr}");
+        (TensorStore::open(&out).unwrap(), stderr)
+    };
+    let (cpu, _) = run("cpu", &[]);
+    let (gpu, stderr) = run("gpu", &[]);
+    assert!(stderr.contains("bf16 weights"), "{stderr}");
+    common::assert_close(
+        "bf16 weights, gpu vs cpu",
+        gpu.get("output").unwrap().unwrap().data(),
+        cpu.get("output").unwrap().unwrap().data(),
+        1e-4,
+        0.0,
+    );
+    assert_eq!(
+        gpu.get_i64("selected_indices").unwrap(),
+        cpu.get_i64("selected_indices").unwrap()
+    );
+    let (_, stderr) = run("gpu", &["--gpu-weights", "f32"]);
+    assert!(stderr.contains("f32 weights"), "{stderr}");
+}
+
 #[test]
 fn flags_override_the_weights_metadata() {
     let out = out_path("out-k.safetensors");

@@ -246,7 +246,6 @@ fn moving_bar_clip() -> linvt::vlm::model::Visual {
 /// A copy of the tiny model in `dir` with every f32 tensor rounded to bf16, as the released
 /// checkpoints are stored.
 fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
-    use safetensors::tensor::{Dtype, TensorView};
     let src = tiny_model_dir();
     std::fs::create_dir_all(dir).unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
@@ -256,30 +255,10 @@ fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
             std::fs::copy(e.path(), dir.join(name)).unwrap();
         }
     }
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, v)| {
-            let data = match v.dtype() {
-                Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(v.data())
-                    .iter()
-                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-                    .collect(),
-                _ => v.data().to_vec(),
-            };
-            let dtype = match v.dtype() {
-                Dtype::F32 => Dtype::BF16,
-                d => d,
-            };
-            (name, dtype, v.shape().to_vec(), data)
-        })
-        .collect();
-    let views = converted
-        .iter()
-        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    common::write_bf16_copy(
+        &src.join("model.safetensors"),
+        &dir.join("model.safetensors"),
+    );
 }
 
 /// A released-style checkpoint (every float tensor bf16) loads with the GPU's weights in bf16

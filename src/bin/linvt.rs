@@ -27,6 +27,8 @@ enum Backend {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum GpuWeights {
+    /// The weights file's own precision: bf16 when all its floats are bf16, else f32.
+    Auto,
     F32,
     F16,
     Bf16,
@@ -68,10 +70,11 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "gpu")]
         backend: Backend,
-        /// How the GPU stores the linear weights: f32 (faithful), f16 (half the memory, f32
+        /// How the GPU stores the linear weights: auto (the file's precision: bf16 when all its
+        /// floats are bf16, else f32; exact either way), f32, f16 (half the memory, f32
         /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
-        /// bf16 (half the memory, any adapter; exact when the weights were bf16 already).
-        #[arg(long, value_enum, default_value = "f32")]
+        /// bf16 (half the memory, any adapter; rounds f32 weights).
+        #[arg(long, value_enum, default_value = "auto")]
         gpu_weights: GpuWeights,
         #[arg(long)]
         num_heads: Option<usize>,
@@ -108,8 +111,9 @@ enum Command {
         /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
         #[arg(long, value_enum, requires = "decoder")]
         weight_layout: Option<WeightLayoutArg>,
-        /// With --decoder: the linear weights' element type. bf16 also applies to the
-        /// embedding table when stored as texels; f16 weights live in buffers.
+        /// With --decoder: the linear weights' element type (auto: f32, as the seeded weights
+        /// are). bf16 also applies to the embedding table when stored as texels; f16 weights
+        /// live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
         gpu_weights: GpuWeights,
     },
@@ -127,11 +131,13 @@ enum Command {
     },
 }
 
-fn storage_of(w: GpuWeights) -> linvt::WeightStorage {
+/// The storage asked for; None for `auto` (the weights' own precision).
+fn storage_of(w: GpuWeights) -> Option<linvt::WeightStorage> {
     match w {
-        GpuWeights::F32 => linvt::WeightStorage::F32,
-        GpuWeights::F16 => linvt::WeightStorage::F16,
-        GpuWeights::Bf16 => linvt::WeightStorage::Bf16,
+        GpuWeights::Auto => None,
+        GpuWeights::F32 => Some(linvt::WeightStorage::F32),
+        GpuWeights::F16 => Some(linvt::WeightStorage::F16),
+        GpuWeights::Bf16 => Some(linvt::WeightStorage::Bf16),
     }
 }
 
@@ -220,7 +226,8 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
             let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                 decode_steps: steps,
-                weight_storage: storage_of(gpu_weights),
+                // The seeded weights are f32: `auto` keeps f32.
+                weight_storage: storage_of(gpu_weights).unwrap_or_default(),
                 weight_layout: weight_layout.map(|l| match l {
                     WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
                     WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
@@ -320,9 +327,10 @@ fn condense(
     output: &Path,
     patch: &ConfigPatch,
     backend: Backend,
-    storage: linvt::WeightStorage,
+    storage: Option<linvt::WeightStorage>,
 ) -> linvt::Result<()> {
     let store = TensorStore::open(weights)?;
+    let storage = storage.unwrap_or_else(|| linvt::WeightStorage::exact_for(&store));
     let (mut model, report) = Linvt::from_store(&store, patch)?;
     if !report.unused.is_empty() {
         eprintln!(
@@ -354,16 +362,16 @@ fn condense(
         );
     }
     linvt::io::write_condense_output(output, &c, model.config())?;
+    let device = match c.device {
+        Device::Cpu => "cpu".to_string(),
+        Device::Gpu => format!("gpu, {} weights", format!("{storage:?}").to_lowercase()),
+    };
     eprintln!(
-        "condensed {} frames × {} tokens → {} tokens ({} preset, {} on {}) → {}",
+        "condensed {} frames × {} tokens → {} tokens ({} preset, {device} on {}) → {}",
         c.frames,
         c.tokens,
         c.output.rows(),
         model.config().preset,
-        match c.device {
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-        },
         c.adapter,
         output.display()
     );

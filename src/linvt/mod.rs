@@ -45,6 +45,16 @@ impl WeightStorage {
         }
     }
 
+    /// The storage that keeps `store`'s weights exactly as they are: bf16 when every float
+    /// tensor in it is bf16 (the released checkpoints), else f32.
+    pub fn exact_for(store: &TensorStore) -> Self {
+        if store.floats_all_bf16() {
+            WeightStorage::Bf16
+        } else {
+            WeightStorage::F32
+        }
+    }
+
     /// Bytes one weight takes on the device.
     pub fn bytes_per_weight(self) -> u64 {
         self.elem().bytes()

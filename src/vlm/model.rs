@@ -137,10 +137,7 @@ impl VideoLlm {
     ) -> Result<Self> {
         let t0 = Instant::now();
         let (config, store) = open_model_dir(dir)?;
-        let gpu_weights = gpu_weights.unwrap_or(match store.floats_all_bf16() {
-            true => WeightStorage::Bf16,
-            false => WeightStorage::F32,
-        });
+        let gpu_weights = gpu_weights.unwrap_or_else(|| WeightStorage::exact_for(&store));
         let tokenizer = Tokenizer::from_dir(dir)?;
         let template = Template::by_name(&config.template)?;
         let mut stop_ids = config.llm.eos_token_ids.clone();

@@ -56,3 +56,37 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     }
     eprintln!("{what}: max |diff| {:.3e} at {}", worst.1, worst.0);
 }
+
+/// Writes a copy of the safetensors file `src` to `dst` with every f32 tensor rounded to bf16,
+/// as the released checkpoints are stored.
+#[allow(dead_code)] // not every test binary uses it
+pub fn write_bf16_copy(src: &std::path::Path, dst: &std::path::Path) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| match v.dtype() {
+            Dtype::F32 => {
+                let data = bytemuck::pod_collect_to_vec::<u8, f32>(v.data())
+                    .iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect();
+                (name, Dtype::BF16, v.shape().to_vec(), data)
+            }
+            d => (name, d, v.shape().to_vec(), v.data().to_vec()),
+        })
+        .collect();
+    let views = converted
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
+    let metadata = st_metadata(&bytes);
+    safetensors::serialize_to_file(views, metadata, dst).unwrap();
+}
+
+/// The string metadata (`__metadata__`) of a safetensors file's bytes.
+fn st_metadata(bytes: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    meta.metadata().clone()
+}
