@@ -28,7 +28,17 @@ fn linvt(args: &[&str]) -> std::process::Output {
 /// `linvt condense` of the fixture (weights and input in one file) into `out` on `backend`,
 /// with `extra` flags.
 fn condense_fixture(out: &std::path::Path, backend: &str, extra: &[&str]) -> std::process::Output {
-    let f = fixture();
+    condense_file(&fixture(), out, backend, extra)
+}
+
+/// `linvt condense` of `f` (weights and input in one file) into `out` on `backend`, with
+/// `extra` flags.
+fn condense_file(
+    f: &std::path::Path,
+    out: &std::path::Path,
+    backend: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let mut args = vec![
         "condense",
         "--weights",
@@ -106,19 +116,7 @@ fn condense_keeps_bf16_weights_in_bf16_by_default() {
     common::write_bf16_copy(&fixture(), &bf16);
     let run = |backend: &str, extra: &[&str]| {
         let out = out_path(&format!("bf16-{backend}-{}.safetensors", extra.len()));
-        let mut args = vec![
-            "condense",
-            "--weights",
-            bf16.to_str().unwrap(),
-            "--input",
-            bf16.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-        ];
-        args.extend(extra);
-        let o = linvt(&args);
+        let o = condense_file(&bf16, &out, backend, extra);
         let stderr = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(o.status.success(), "condense failed: {stderr}");
         (TensorStore::open(&out).unwrap(), stderr)
