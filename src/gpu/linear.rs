@@ -5,11 +5,17 @@
 //! A and X plays B (the usual case), or the roles swap when that wastes less of a block (N much
 //! smaller than M, e.g. a score head with N = 1).
 //!
-//! Two kernels, chosen per adapter ([`Tuning::for_adapter`]):
+//! Three kernels, chosen per adapter ([`Tuning::for_adapter`]) and shape:
 //! - register-blocked (CPU adapters such as llvmpipe): each invocation holds 16 A rows × TM B
 //!   rows of accumulators and walks K with vec4 loads, or scalar loads when K or an offset is not
 //!   a multiple of 4;
-//! - workgroup-tiled (real GPUs): 64×64 output tiles, operand slices staged in workgroup memory.
+//! - workgroup-tiled (real GPUs): 64×64 output tiles, operand slices staged in workgroup memory;
+//! - matrix-vector (one B row: decoding): invocations split K, or own rows for tall weights on
+//!   CPU adapters, a chunk of K per step (a vec4, or a whole bf16 texel).
+//!
+//! Operand A (the weight) is read through a prelude per storage (f32, f16 or bf16 buffers, f32
+//! or bf16 texels); every kernel stores through one `out_value`, which adds the bias and applies
+//! the optional [`Epilogue`] (GELU, or a residual add with LayerScale).
 
 use super::buffer::{Elem, GpuTensor};
 use super::kernel::{grid, Recorder, Shader};
