@@ -11,9 +11,8 @@
 //   rb_vec4    register-blocked, vec4 loads: needs K % 4 == 0 and both offsets % 4 == 0
 //   rb_scalar  register-blocked, scalar loads: any K, any offset
 //   tiled      workgroup-memory tiles for real GPUs: any K, any offset
-//   gemv       one B row (token-by-token decoding), invocations along K, A_CHUNK values of K per
-//              step: K, the offsets and the strides must be multiples of A_CHUNK (4, or 8 for
-//              bf16 texels)
+//   gemv       one B row (token-by-token decoding), A_CHUNK values of K per step: K, the offsets
+//              and the strides must be multiples of A_CHUNK (4, or 8 for bf16)
 // Rows past the end are clamped on load and skipped on store, so any M, N, K works.
 //
 // Batched and strided: workgroup row z of the grid computes batch z. Batch z of an operand
@@ -61,9 +60,10 @@ struct Params {
 // `la_dot(i, lb_chunk(j))` (chunk i of A against chunk j of B, A_CHUNK values each). Prelude
 // files the host puts before this one (src/gpu/linear.rs) declare the binding and define them:
 // an f32 buffer (linear_a_buffer.wgsl with `AElem = f32`), f16 weights in a buffer (the same
-// with `AElem = f16`; adapters with SHADER_F16), bf16 weights in a buffer (linear_a_bf16.wgsl),
-// or a weight stored as f32 texels (linear_a_texels.wgsl) — each with linear_chunk4.wgsl — or as
-// bf16 texels (linear_a_texels_bf16.wgsl, eight values per chunk). All arithmetic is f32.
+// with `AElem = f16`; adapters with SHADER_F16) or a weight stored as f32 texels
+// (linear_a_texels.wgsl), each with linear_chunk4.wgsl; bf16 weights in a buffer
+// (linear_a_bf16.wgsl) or as texels (linear_a_texels_bf16.wgsl), each with
+// linear_chunk8_bf16.wgsl (eight values per chunk). All arithmetic is f32.
 //
 // Operand B: a vec4 view (rb_vec4) and a scalar view (rb_scalar, tiled) of one buffer.
 @group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;

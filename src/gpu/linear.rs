@@ -11,7 +11,7 @@
 //!   a multiple of 4;
 //! - workgroup-tiled (real GPUs): 64×64 output tiles, operand slices staged in workgroup memory;
 //! - matrix-vector (one B row: decoding): invocations split K, or own rows for tall weights on
-//!   CPU adapters, a chunk of K per step (a vec4, or a whole bf16 texel).
+//!   CPU adapters, a chunk of K per step (a vec4, or eight bf16 values).
 //!
 //! Operand A (the weight) is read through a prelude per storage (f32, f16 or bf16 buffers, f32
 //! or bf16 texels); every kernel stores through one `out_value`, which adds the bias and applies
@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 const CORE: &str = include_str!("../../shaders/linear.wgsl");
 /// The matrix-vector kernel's accessors for the preludes that read A as vec4s.
 const CHUNK4: &str = include_str!("../../shaders/linear_chunk4.wgsl");
+/// The same for bf16 weights: eight values (16 bytes) per step.
+const CHUNK8_BF16: &str = include_str!("../../shaders/linear_chunk8_bf16.wgsl");
 const BF16: &str = include_str!("../../shaders/bf16.wgsl");
 const TEXELS: &str = include_str!("../../shaders/texels.wgsl");
 /// The GELU epilogue's formula, shared with the elementwise family.
@@ -53,13 +55,14 @@ pub const SHADER_F16_WEIGHTS: Shader = Shader {
     ],
 };
 
-/// The same kernels reading operand A as bf16 (two per u32; any adapter).
+/// The same kernels reading operand A as bf16 (two per u32; any adapter); the matrix-vector
+/// kernel loads eight per step (16 bytes per invocation, as with f32 vec4s).
 pub const SHADER_BF16_WEIGHTS: Shader = Shader {
     name: "linear_bf16",
     parts: &[
         BF16,
         include_str!("../../shaders/linear_a_bf16.wgsl"),
-        CHUNK4,
+        CHUNK8_BF16,
         GELU,
         CORE,
     ],
@@ -85,6 +88,7 @@ pub const SHADER_TEXEL_BF16_WEIGHTS: Shader = Shader {
         TEXELS,
         BF16,
         include_str!("../../shaders/linear_a_texels_bf16.wgsl"),
+        CHUNK8_BF16,
         GELU,
         CORE,
     ],
@@ -674,13 +678,9 @@ impl Product<'_> {
         let aligned_to = |n: usize| offsets.iter().all(|v| v % n == 0);
         // The vec4 entry points need every vec4 they read to start at a multiple of 4.
         let aligned = aligned_to(4);
-        // The matrix-vector kernel steps through K in chunks (`A_CHUNK` in the shader): a
-        // whole texel of bf16 texels, a vec4 otherwise.
-        let chunk = if a.t.is_texels() && a.t.elem == Elem::Bf16 {
-            8
-        } else {
-            4
-        };
+        // The matrix-vector kernel steps through K in chunks (`A_CHUNK` in the shader): eight
+        // bf16 values (16 bytes: a texel, or one load), a vec4 otherwise.
+        let chunk = if a.t.elem == Elem::Bf16 { 8 } else { 4 };
         let gemv = b.rows == 1
             && aligned_to(chunk)
             && match tuning.gemv {
