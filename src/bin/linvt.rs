@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use linvt::gpu::{GpuContext, GpuOptions};
+use linvt::vlm::ask_cli::GpuWeightsArg;
 use linvt::weights::TensorStore;
 use linvt::{CondenseOptions, ConfigPatch, Device, Linvt};
 
@@ -23,15 +24,6 @@ struct Cli {
 enum Backend {
     Gpu,
     Cpu,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum GpuWeights {
-    /// The weights file's own precision: bf16 when all its floats are bf16, else f32.
-    Auto,
-    F32,
-    F16,
-    Bf16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,7 +67,7 @@ enum Command {
         /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
         /// bf16 (half the memory, any adapter; rounds f32 weights).
         #[arg(long, value_enum, default_value = "auto")]
-        gpu_weights: GpuWeights,
+        gpu_weights: GpuWeightsArg,
         #[arg(long)]
         num_heads: Option<usize>,
         #[arg(long)]
@@ -115,7 +107,7 @@ enum Command {
         /// are). bf16 also applies to the embedding table when stored as texels; f16 weights
         /// live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
-        gpu_weights: GpuWeights,
+        gpu_weights: GpuWeightsArg,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -129,16 +121,6 @@ enum Command {
         #[arg(long)]
         condense_only: bool,
     },
-}
-
-/// The storage asked for; None for `auto` (the weights' own precision).
-fn storage_of(w: GpuWeights) -> Option<linvt::WeightStorage> {
-    match w {
-        GpuWeights::Auto => None,
-        GpuWeights::F32 => Some(linvt::WeightStorage::F32),
-        GpuWeights::F16 => Some(linvt::WeightStorage::F16),
-        GpuWeights::Bf16 => Some(linvt::WeightStorage::Bf16),
-    }
 }
 
 fn main() -> ExitCode {
@@ -183,7 +165,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 }
                 None => ConfigPatch::default(),
             };
-            let storage = storage_of(gpu_weights);
+            let storage = gpu_weights.storage();
             condense(
                 &weights,
                 &input,
@@ -227,7 +209,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                 decode_steps: steps,
                 // The seeded weights are f32: `auto` keeps f32.
-                weight_storage: storage_of(gpu_weights).unwrap_or_default(),
+                weight_storage: gpu_weights.storage().unwrap_or_default(),
                 weight_layout: weight_layout.map(|l| match l {
                     WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
                     WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
@@ -364,7 +346,7 @@ fn condense(
     linvt::io::write_condense_output(output, &c, model.config())?;
     let device = match c.device {
         Device::Cpu => "cpu".to_string(),
-        Device::Gpu => format!("gpu, {} weights", format!("{storage:?}").to_lowercase()),
+        Device::Gpu => format!("gpu, {} weights", storage.name()),
     };
     eprintln!(
         "condensed {} frames × {} tokens → {} tokens ({} preset, {device} on {}) → {}",

@@ -12,8 +12,8 @@
 //! read twice as fast from texels (measured: 9728×896 GEMV 5.3 → 10.7–12.7 GB/s). A fetch costs
 //! about the same whatever the texel format, so bf16 weights, eight per fetch, are read nearly
 //! twice as fast again in values per second (2.5 → 4.8 G weights/s on the same product). Only
-//! the linear kernel (weight operand) and the row gather (embedding lookup, f32 only) read
-//! texels; any other op refuses such a tensor with an error.
+//! the linear kernel (weight operand) and the row gather (embedding lookup) read texels; any
+//! other op refuses such a tensor with an error.
 
 use std::borrow::Cow;
 use std::sync::Arc;

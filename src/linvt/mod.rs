@@ -55,6 +55,15 @@ impl WeightStorage {
         }
     }
 
+    /// "f32", "f16" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightStorage::F32 => "f32",
+            WeightStorage::F16 => "f16",
+            WeightStorage::Bf16 => "bf16",
+        }
+    }
+
     /// Bytes one weight takes on the device.
     pub fn bytes_per_weight(self) -> u64 {
         self.elem().bytes()

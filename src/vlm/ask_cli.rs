@@ -20,13 +20,26 @@ pub enum AskBackend {
     Cpu,
 }
 
+/// The `--gpu-weights` flag of `ask`, `condense` and `bench --decoder`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum AskGpuWeights {
-    /// The checkpoint's own precision: bf16 when all its floats are bf16, else f32.
+pub enum GpuWeightsArg {
+    /// The weights' own precision: bf16 when all their floats are bf16, else f32.
     Auto,
     F32,
     Bf16,
     F16,
+}
+
+impl GpuWeightsArg {
+    /// The storage asked for; None for `auto` (the weights' own precision).
+    pub fn storage(self) -> Option<WeightStorage> {
+        match self {
+            GpuWeightsArg::Auto => None,
+            GpuWeightsArg::F32 => Some(WeightStorage::F32),
+            GpuWeightsArg::Bf16 => Some(WeightStorage::Bf16),
+            GpuWeightsArg::F16 => Some(WeightStorage::F16),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,7 +82,7 @@ pub struct AskArgs {
     /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
     /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
     #[arg(long, value_enum, default_value = "auto")]
-    pub gpu_weights: AskGpuWeights,
+    pub gpu_weights: GpuWeightsArg,
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
     pub provenance: Option<PathBuf>,
@@ -113,12 +126,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         AskBackend::Gpu => Backend::Gpu,
     };
     let loading = bar(Some(0), "loading weights");
-    let gpu_weights = match a.gpu_weights {
-        AskGpuWeights::Auto => None,
-        AskGpuWeights::F32 => Some(WeightStorage::F32),
-        AskGpuWeights::Bf16 => Some(WeightStorage::Bf16),
-        AskGpuWeights::F16 => Some(WeightStorage::F16),
-    };
+    let gpu_weights = a.gpu_weights.storage();
     let mut model = VideoLlm::load_with(&a.model, backend, gpu_weights, &mut |done, total| {
         loading.set_length(total as u64);
         loading.set_position(done as u64);

@@ -63,9 +63,10 @@ pub struct DecoderBenchOptions {
     /// steps moved by 15 % between runs on a shared machine).
     pub decode_steps: Option<usize>,
     pub seed: u64,
-    /// Where the f32 linear weights and the embedding live; None: the adapter's default.
+    /// Where the linear weights and the embedding live; None: the adapter's default.
     pub weight_layout: Option<WeightLayout>,
-    /// The linear weights' element type (f16/bf16 live in buffers).
+    /// The linear weights' element type (f16 always lives in buffers; bf16 as texels also
+    /// stores the embedding table in bf16).
     pub weight_storage: WeightStorage,
 }
 
@@ -85,7 +86,8 @@ impl Default for DecoderBenchOptions {
 pub struct DecoderBench {
     pub shape: String,
     pub adapter: String,
-    /// "buffers" or "texels" (see `crate::gpu::texels`): where f32 weights live.
+    /// "buffers" or "texels" (see `crate::gpu::texels`): where the weights live (f16 weights
+    /// always in buffers).
     pub weight_layout: String,
     /// The linear weights' element type: "f32", "f16" or "bf16".
     pub weight_storage: String,
@@ -334,7 +336,7 @@ pub fn run(
         shape: name.to_string(),
         adapter: ctx.adapter_name().to_string(),
         weight_layout: layout.name().to_string(),
-        weight_storage: format!("{:?}", opts.weight_storage).to_lowercase(),
+        weight_storage: opts.weight_storage.name().to_string(),
         parameters,
         weight_bytes_per_token: bytes,
         prompt_tokens: opts.prompt_tokens,
@@ -355,7 +357,7 @@ pub fn run(
 /// The report as a few lines.
 pub fn print_table(b: &DecoderBench) {
     println!(
-        "decoder bench: {} on {}, linear weights {} ({} for f32)",
+        "decoder bench: {} on {}, linear weights {} in {}",
         b.shape, b.adapter, b.weight_storage, b.weight_layout
     );
     println!(

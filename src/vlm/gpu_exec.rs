@@ -44,8 +44,9 @@ pub struct GpuVlmState {
     /// Most bytes one chunk of a row-chunked table may hold; None: the adapter's storage
     /// binding limit. Tests set a small budget so chunking runs on small tables.
     pub chunk_bytes: Option<u64>,
-    /// Where `upload_weight` puts f32 linear weights and embedding tables; None: the adapter's
-    /// default ([`WeightLayout::for_adapter`]).
+    /// Where `upload_weight` puts linear weights and embedding tables (f16 weights, which
+    /// texels do not hold, always go to buffers); None: the adapter's default
+    /// ([`WeightLayout::for_adapter`]).
     pub weight_layout: Option<WeightLayout>,
     /// The element type of linear weights (`upload_weight` with `Role::LinearWeight`): f32,
     /// f16 or bf16 (half the memory and traffic). See `upload_weight` for tables.
@@ -459,11 +460,8 @@ impl VlmOps for GpuOps<'_> {
         residual: &GpuTensor,
         gamma: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
-        if !self.fuse_epilogues() {
-            let h = self.linear_with(x, w, b, Epilogue::None)?;
-            return self.residual_add(residual, &h, gamma);
-        }
-        self.plain("linear_residual", &[residual])?;
+        // Checked whether fused or not: residual_add alone would also accept a residual that
+        // the output tiles (its row repeat).
         if residual.shape != [x.rows(), w.rows()] {
             return Err(Error::input(format!(
                 "linear_residual: the residual {:?} must have the output's shape ({}, {})",
@@ -472,6 +470,11 @@ impl VlmOps for GpuOps<'_> {
                 w.rows()
             )));
         }
+        if !self.fuse_epilogues() {
+            let h = self.linear_with(x, w, b, Epilogue::None)?;
+            return self.residual_add(residual, &h, gamma);
+        }
+        self.plain("linear_residual", &[residual])?;
         self.linear_with(x, w, b, Epilogue::Residual { residual, gamma })
     }
 
