@@ -4,9 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use linvt::bench::BenchShape;
-use linvt::cpu::attention::{AttnGeometry, Axis};
-use linvt::cpu::topk::TopKOrder;
 use linvt::gpu::{self, BufferPool, GpuContext, GpuOptions, GpuTensor, Recorder};
+use linvt::ops::TopKOrder;
+use linvt::ops::{AttnGeometry, Axis};
 use linvt::{CondenseOptions, Device};
 
 fn rand(ctx: &GpuContext, shape: &[usize], seed: u64) -> GpuTensor {

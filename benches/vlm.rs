@@ -7,14 +7,13 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use linvt::ops::VlmOps;
 use linvt::vlm::bench_model::{
     cpu_engine, decode_step, gpu_engine, linvt_stage, prefill_stage, prompt_embeds, vision_stage,
     BenchInputs,
 };
 use linvt::vlm::engine::Engine;
-use linvt::vlm::model::open_model_dir;
-use linvt::vlm::ops::VlmOps;
-
+use linvt::vlm::model::{open_model_dir, LinvtChoice};
 const FRAMES: usize = 8;
 
 fn tiny_model() -> &'static Path {
@@ -57,10 +56,11 @@ fn stages<O: VlmOps>(c: &mut Criterion, executor: &str, e: &mut Engine<O>, input
 fn vlm(c: &mut Criterion) {
     let dir = tiny_model();
     let (config, _) = open_model_dir(dir).unwrap();
-    let inputs = BenchInputs::new(dir, &config, FRAMES).unwrap();
-    let mut cpu = cpu_engine(dir).unwrap();
+    let mut cpu = cpu_engine(dir, &LinvtChoice::Auto).unwrap();
+    let queries = cpu.linvt.as_ref().map(|m| m.queries);
+    let inputs = BenchInputs::new(dir, &config, FRAMES, queries).unwrap();
     stages(c, "cpu", &mut cpu, &inputs);
-    match gpu_engine(dir) {
+    match gpu_engine(dir, &LinvtChoice::Auto) {
         Ok((mut gpu, adapter)) => stages(c, &format!("gpu {adapter}"), &mut gpu, &inputs),
         Err(e) => eprintln!("SKIPPED GPU video-LLM benches: {e}"),
     }

@@ -8,13 +8,13 @@ use serde::Serialize;
 
 pub use crate::bench_shape::BenchShape;
 use crate::config::LinvtConfig;
-use crate::cpu::attention::{AttnGeometry, Axis};
-use crate::cpu::topk::TopKOrder;
 use crate::error::Result;
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::{self, BufferPool, GpuContext, GpuTensor, Recorder};
 use crate::linvt::forward::plan_runs;
 use crate::linvt::CondenseOptions;
+use crate::ops::TopKOrder;
+use crate::ops::{AttnGeometry, Axis};
 use crate::rand::SeededRng;
 
 #[derive(Clone, Debug, Serialize)]
@@ -59,7 +59,7 @@ pub fn forward_flops(
 ) -> Result<Vec<(String, f64)>> {
     let (t, n, e) = (frames as f64, tokens as f64, cfg.embed_size as f64);
     let tn = t * n;
-    let k = cfg.top_k.min(frames * tokens);
+    let k = crate::ops::clamp_k(cfg.top_k, frames * tokens);
     let mut stages = Vec::new();
     // in_proj (3E) + out_proj (E) GEMMs, plus QKᵀ and PV along each axis (4·TN·len·E).
     let mha = |len: f64| 2.0 * tn * e * 3.0 * e + 2.0 * tn * e * e + 4.0 * tn * len * e;
@@ -233,7 +233,7 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
             gflops: 4.0 * (tn * len * e) as f64 / ms / 1e6,
         });
     }
-    let k = shape.top_k.min(tn);
+    let k = crate::ops::clamp_k(shape.top_k, tn);
     let scores = random(ctx, "scores", &[tn], 5)?;
     let ms = time_kernel(ctx, &pool, reps, |rec| {
         gpu::topk::top_k(rec, &scores, k, TopKOrder::Score).map(drop)

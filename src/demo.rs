@@ -14,8 +14,9 @@ use crate::error::Result;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{GpuContext, GpuOptions};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::linvt::{CondenseOptions, Condensed, Device};
+use crate::linvt::{CondenseOptions, Condensed};
 use crate::linvt::{Linvt, LinvtParams};
+use crate::ops::Device;
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod linvt;
+pub mod ops;
 pub mod rand;
 pub mod tensor;
 pub mod timing;
@@ -20,5 +21,6 @@ pub mod weights;
 
 pub use config::{ConfigPatch, LinvtConfig, Preset};
 pub use error::{Error, Result};
-pub use linvt::{CondenseOptions, Condensed, Device, Linvt, WeightStorage};
+pub use linvt::{CondenseOptions, Condensed, Linvt, WeightStorage};
+pub use ops::Device;
 pub use tensor::Tensor;

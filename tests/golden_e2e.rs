@@ -28,10 +28,10 @@ use std::path::{Path, PathBuf};
 use ::linvt::config::Preset;
 use ::linvt::linvt::cpu_exec::CpuOps;
 use ::linvt::linvt::forward::Want;
-use ::linvt::vlm::engine::{Engine, GenerateOptions};
+use ::linvt::ops::VlmOps;
+use ::linvt::vlm::engine::{Engine, EngineSources, GenerateOptions};
 use ::linvt::vlm::intern_vit::pixel_shuffle_ids;
 use ::linvt::vlm::model::open_model_dir;
-use ::linvt::vlm::ops::VlmOps;
 use ::linvt::vlm::preprocess::{pixel_values, Frame};
 use ::linvt::vlm::prompt::{Prompt, Template};
 use ::linvt::vlm::tokenizer::Tokenizer;
@@ -142,7 +142,11 @@ fn host<O: VlmOps>(e: &mut Engine<O>, t: &O::T) -> Tensor {
 fn golden_on<O: VlmOps>(ops: O) {
     let g = Golden::open();
     let (cfg, store) = open_model_dir(&model_dir()).unwrap();
-    let mut e = Engine::load(ops, &store, cfg, &mut || {}).unwrap();
+    let sources = EngineSources {
+        linvt: Some(&store),
+        lora: None,
+    };
+    let mut e = Engine::load(ops, &store, cfg, &sources, &mut || {}).unwrap();
     let (t, n, e_dim) = (6, 4, 64);
 
     // 1. InternViT, pixel shuffle, mlp1.
@@ -272,7 +276,7 @@ fn golden_on<O: VlmOps>(ops: O) {
 
 #[test]
 fn golden_cpu() {
-    golden_on(CpuOps::new(4));
+    golden_on(CpuOps::new());
 }
 
 /// The GPU executor with the linear weights and the embedding stored as texels and epilogues

@@ -1,6 +1,6 @@
 //! The `official` preset against golden files produced by the released PyTorch module
-//! (tests/fixtures/case_*.safetensors, copied from shared/fixtures/linvt-official).
-//! References are float64 computations stored as f32. Tolerances are REFERENCE.md's for a
+//! (tests/fixtures/case_*.safetensors; see docs/linvt-reference.md). References are float64
+//! computations stored as f32. Tolerances are docs/linvt-reference.md's for a
 //! float32 reimplementation (PyTorch's own float32 run is within about a tenth of each):
 //! output and TTA layers 1e-4 abs, SVR tensors 2e-4, scores 1e-3; top-k indices identical.
 
@@ -155,7 +155,7 @@ fn low_precision_weights_match_cpu(
     storage: linvt::WeightStorage,
     round: fn(f32) -> f32,
 ) {
-    use linvt::linvt::params::Role;
+    use linvt::ops::Role;
     for name in CASES {
         let store = fixture(name);
         let (mut model, _) = Linvt::from_store(&store, &ConfigPatch::default()).unwrap();

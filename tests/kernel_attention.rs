@@ -9,9 +9,11 @@
 //! real error (a wrong key, head or stride changes outputs by O(0.1)).
 mod common;
 
-use linvt::cpu::attention::{self as cpu, AttnGeometry, Axis, Operand};
+use linvt::cpu::attention as cpu;
+
 use linvt::gpu::attention::{self as gpu, AttendTuning, Strategy};
 use linvt::gpu::{BufferPool, GpuContext, Recorder};
+use linvt::ops::{AttnGeometry, Axis, Operand};
 
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-4;

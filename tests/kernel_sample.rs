@@ -3,9 +3,11 @@
 //! within rounding of a boundary between two tokens.
 mod common;
 
-use linvt::cpu::sample::{sample as cpu_sample, SamplingParams};
+use linvt::cpu::sample::sample as cpu_sample;
+
 use linvt::gpu::sample::sample;
 use linvt::gpu::{BufferPool, GpuContext, Recorder};
+use linvt::ops::SamplingParams;
 
 fn gpu_sample(ctx: &GpuContext, logits: &[f32], p: &SamplingParams, u: f32) -> u32 {
     let pool = BufferPool::default();

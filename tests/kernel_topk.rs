@@ -5,9 +5,11 @@
 
 mod common;
 
-use linvt::cpu::topk::{self as cpu, TopKOrder};
+use linvt::cpu::topk as cpu;
+
 use linvt::gpu::topk as gpu;
 use linvt::gpu::{BufferPool, GpuContext, GpuTensor, Recorder};
+use linvt::ops::TopKOrder;
 use linvt::Error;
 
 const ORDERS: [TopKOrder; 2] = [TopKOrder::Score, TopKOrder::Index];

@@ -6,9 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ::linvt::vlm::model::{AskOptions, Backend, VideoLlm, Visual};
+use ::linvt::vlm::model::{AskOptions, VideoLlm, Visual};
 use ::linvt::vlm::preprocess::Frame;
 use ::linvt::weights::TensorStore;
+use ::linvt::Device;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
@@ -39,7 +40,7 @@ fn golden_clip() -> (Vec<Frame>, String, Vec<u32>) {
 #[test]
 fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
     let (frames, question, want) = golden_clip();
-    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let opts = AskOptions {
         max_new_tokens: 8,
         provenance: true,
@@ -83,7 +84,7 @@ fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
 #[test]
 fn an_image_skips_linvt() {
     let (frames, question, _) = golden_clip();
-    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let mut stages = Vec::new();
     let opts = AskOptions {
         max_new_tokens: 4,
@@ -213,7 +214,7 @@ fn a_video_file_decodes_through_ffmpeg() {
         sampled,
         vec![frames[0].clone(), frames[2].clone(), frames[3].clone()]
     );
-    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let opts = AskOptions {
         max_new_tokens: 8,
         ..Default::default()
@@ -233,17 +234,17 @@ fn a_video_file_decodes_through_ffmpeg() {
 #[test]
 fn sampling_is_seeded() {
     let (frames, question, _) = golden_clip();
-    let mut m = VideoLlm::load(&fixture(), Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let mut run = |seed| {
         let opts = AskOptions {
             max_new_tokens: 12,
-            sampling: ::linvt::cpu::sample::SamplingParams {
+            sampling: ::linvt::ops::SamplingParams {
                 temperature: 1.5,
                 top_k: 0,
                 top_p: 0.95,
                 seed,
             },
-            provenance: false,
+            ..Default::default()
         };
         m.ask(
             &Visual::Video(frames.clone()),

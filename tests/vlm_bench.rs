@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ::linvt::vlm::bench_model::{
     cpu_engine, decode_step, linvt_stage, prefill_stage, prompt_embeds, vision_stage, BenchInputs,
 };
-use ::linvt::vlm::model::open_model_dir;
+use ::linvt::vlm::model::{open_model_dir, LinvtChoice};
 use ::linvt::vlm::prompt::{Prompt, Template};
 use ::linvt::vlm::tokenizer::Tokenizer;
 use ::linvt::weights::TensorStore;
@@ -28,7 +28,7 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
         &tokenizer,
         &template,
         &question,
-        config.num_video_query_token,
+        config.num_video_query_token.unwrap(),
     )
     .unwrap();
     let pixels = golden.get("input.pixel_values").unwrap().unwrap();
@@ -47,7 +47,7 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
         .map(|v| v as u32)
         .collect();
 
-    let mut e = cpu_engine(&dir).unwrap();
+    let mut e = cpu_engine(&dir, &LinvtChoice::Auto).unwrap();
     let visual = vision_stage(&mut e, &inputs).unwrap();
     let rows = linvt_stage(&mut e, &inputs, &visual).unwrap();
     let embeds = prompt_embeds(&mut e, &inputs, &rows).unwrap();

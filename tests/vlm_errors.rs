@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ::linvt::vlm::model::{AskOptions, Backend, VideoLlm, Visual};
+use ::linvt::vlm::model::{AskOptions, VideoLlm, Visual};
 use ::linvt::vlm::preprocess::Frame;
 use ::linvt::vlm::video::{find_program, load_frames_dir, load_video};
+use ::linvt::Device;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
@@ -48,14 +49,14 @@ impl Drop for TempDir {
 }
 
 fn load_err(dir: &Path) -> String {
-    match VideoLlm::load(dir, Backend::Cpu, &mut |_, _| {}) {
+    match VideoLlm::load(dir, Device::Cpu, &mut |_, _| {}) {
         Ok(_) => panic!("loading {} should fail", dir.display()),
         Err(e) => e.to_string(),
     }
 }
 
 fn load(dir: &Path) -> VideoLlm {
-    VideoLlm::load(dir, Backend::Cpu, &mut |_, _| {}).unwrap()
+    VideoLlm::load(dir, Device::Cpu, &mut |_, _| {}).unwrap()
 }
 
 /// A 6-frame clip of `w`×`h` frames (a bright square moving over a gradient).
@@ -120,14 +121,15 @@ fn model_dir_missing_a_file_names_it() {
 fn unsupported_architecture_lists_the_supported_ones() {
     let d = TempDir::model("arch");
     d.edit_json("config.json", |v| {
-        v["llm_config"]["architectures"] = serde_json::json!(["Phi3ForCausalLM"]);
+        v["llm_config"]["architectures"] = serde_json::json!(["GemmaForCausalLM"]);
     });
     assert_mentions(
         &load_err(&d.0),
         &[
-            "Phi3ForCausalLM",
+            "GemmaForCausalLM",
             "Qwen2ForCausalLM",
             "InternLM2ForCausalLM",
+            "Phi3ForCausalLM",
         ],
     );
     let d = TempDir::model("vision-arch");

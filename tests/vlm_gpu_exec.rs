@@ -4,14 +4,14 @@
 //! are the twins).
 mod common;
 
-use linvt::cpu::sample::SamplingParams;
 use linvt::gpu::texels::WeightLayout;
 use linvt::gpu::{BufferPool, Recorder};
 use linvt::linvt::cpu_exec::CpuOps;
 use linvt::linvt::gpu_exec::GpuOps;
-use linvt::linvt::ops::Ops;
-use linvt::linvt::Role;
-use linvt::vlm::ops::VlmOps;
+use linvt::ops::Ops;
+use linvt::ops::Role;
+use linvt::ops::VlmOps;
+use linvt::ops::{Rope, SamplingParams};
 use linvt::Tensor;
 
 fn tensor(seed: u64, rows: usize, cols: usize) -> Tensor {
@@ -25,7 +25,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
     // 1000 × 24 f32 = 96 000 bytes against a 10 000-byte budget: 104 rows per chunk, 10 chunks.
     gpu.vlm.chunk_bytes = Some(10_000);
-    let mut cpu = CpuOps::new(1);
+    let mut cpu = CpuOps::new();
     let table = tensor(1, 1000, 24);
     let tg = gpu.upload(table.clone()).unwrap();
     assert_eq!(gpu.vlm.chunked(&tg).map(|c| c.chunk_count()), Some(10));
@@ -105,7 +105,7 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
     gpu.vlm.weight_layout = Some(WeightLayout::Texels);
-    let mut cpu = CpuOps::new(1);
+    let mut cpu = CpuOps::new();
     let table = tensor(5, 1000, 24);
     let tg = gpu.upload_weight(table.clone(), Role::Table).unwrap();
     let tc = cpu.upload(table.clone()).unwrap();
@@ -172,7 +172,7 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
-    let mut cpu = CpuOps::new(1);
+    let mut cpu = CpuOps::new();
     let (heads, kv_heads, d, layers) = (4, 2, 8, 2);
     let mut gc = gpu.kv_cache(layers, kv_heads, d, 12).unwrap();
     let mut cc = cpu.kv_cache(layers, kv_heads, d, 12).unwrap();
@@ -190,10 +190,18 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
             gpu.upload(k.clone()).unwrap(),
             gpu.upload(v.clone()).unwrap(),
         );
-        let qg = gpu.rope(&qg, heads, d, position, 1e6).unwrap();
-        let kg = gpu.rope(&kg, kv_heads, d, position, 1e6).unwrap();
-        let qc = cpu.rope(&q, heads, d, position, 1e6).unwrap();
-        let kc = cpu.rope(&k, kv_heads, d, position, 1e6).unwrap();
+        let qg = gpu
+            .rope(&qg, heads, d, position, &Rope::new(d, 1e6))
+            .unwrap();
+        let kg = gpu
+            .rope(&kg, kv_heads, d, position, &Rope::new(d, 1e6))
+            .unwrap();
+        let qc = cpu
+            .rope(&q, heads, d, position, &Rope::new(d, 1e6))
+            .unwrap();
+        let kc = cpu
+            .rope(&k, kv_heads, d, position, &Rope::new(d, 1e6))
+            .unwrap();
         gpu.kv_write(&mut gc, 1, position, &kg, &vg).unwrap();
         cpu.kv_write(&mut cc, 1, position, &kc, &v).unwrap();
         let a = gpu.kv_attention(&gc, 1, &qg, position, heads).unwrap();
@@ -266,19 +274,20 @@ fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
 /// CPU backend does on the same checkpoint; the f32 fixture keeps f32.
 #[test]
 fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
-    use linvt::vlm::model::{AskOptions, Backend, VideoLlm};
+    use linvt::vlm::model::{AskOptions, VideoLlm};
+    use linvt::Device;
     use linvt::WeightStorage;
     if common::gpu().is_none() {
         return;
     }
-    let f32_model = VideoLlm::load(&tiny_model_dir(), Backend::Gpu, &mut |_, _| {}).unwrap();
+    let f32_model = VideoLlm::load(&tiny_model_dir(), Device::Gpu, &mut |_, _| {}).unwrap();
     assert_eq!(f32_model.gpu_weight_storage(), Some(WeightStorage::F32));
     drop(f32_model);
     let dir = std::env::temp_dir().join(format!("linvt-bf16-model-{}", std::process::id()));
     write_bf16_copy_of_tiny_model(&dir);
-    let mut gpu = VideoLlm::load(&dir, Backend::Gpu, &mut |_, _| {}).unwrap();
+    let mut gpu = VideoLlm::load(&dir, Device::Gpu, &mut |_, _| {}).unwrap();
     assert_eq!(gpu.gpu_weight_storage(), Some(WeightStorage::Bf16));
-    let mut cpu = VideoLlm::load(&dir, Backend::Cpu, &mut |_, _| {}).unwrap();
+    let mut cpu = VideoLlm::load(&dir, Device::Cpu, &mut |_, _| {}).unwrap();
     assert_eq!(cpu.gpu_weight_storage(), None);
     let visual = moving_bar_clip();
     let opts = AskOptions {
@@ -300,14 +309,15 @@ fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
 /// boundary between two tokens could legitimately differ; none of these 3 × 16 draws is.)
 #[test]
 fn seeded_sampling_answers_match_the_cpu() {
-    use linvt::vlm::model::{AskOptions, Backend, VideoLlm};
+    use linvt::vlm::model::{AskOptions, VideoLlm};
+    use linvt::Device;
     if common::gpu().is_none() {
         return;
     }
     let dir = tiny_model_dir();
     let visual = moving_bar_clip();
-    let mut cpu = VideoLlm::load(&dir, Backend::Cpu, &mut |_, _| {}).unwrap();
-    let mut gpu = VideoLlm::load(&dir, Backend::Gpu, &mut |_, _| {}).unwrap();
+    let mut cpu = VideoLlm::load(&dir, Device::Cpu, &mut |_, _| {}).unwrap();
+    let mut gpu = VideoLlm::load(&dir, Device::Gpu, &mut |_, _| {}).unwrap();
     for (temperature, top_k, top_p, seed) in [(0.9, 0, 0.9, 7), (1.5, 40, 1.0, 8), (0.6, 0, 1.0, 9)]
     {
         let opts = AskOptions {
@@ -318,7 +328,7 @@ fn seeded_sampling_answers_match_the_cpu() {
                 top_p,
                 seed,
             },
-            provenance: false,
+            ..Default::default()
         };
         let ask = |m: &mut VideoLlm| {
             m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
@@ -359,7 +369,7 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
     gpu.vlm.weight_storage = WeightStorage::Bf16;
     gpu.vlm.weight_layout = Some(layout);
     let texels = layout == WeightLayout::Texels;
-    let mut cpu = CpuOps::new(1);
+    let mut cpu = CpuOps::new();
     let c = linvt::vlm::bench_decoder::shape("qwen2-tiny").unwrap();
     let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let kv = c.kv_heads * c.head_dim();
@@ -434,14 +444,15 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
     let mut cache_g = gpu.kv_cache(c.layers, c.kv_heads, c.head_dim(), 8).unwrap();
     let mut cache_c = cpu.kv_cache(c.layers, c.kv_heads, c.head_dim(), 8).unwrap();
     let greedy = SamplingParams::default();
+    let rope = c.rope.for_length(8);
     let (mut ids, mut position) = (vec![1u32, 5, 7], 0);
     for step in 0..4 {
         let xg = gpu.gather_rows(&pg.embed, &ids).unwrap();
-        let hg = qwen2::forward(&mut gpu, &pg, &c, &xg, &mut cache_g, position).unwrap();
+        let hg = qwen2::forward(&mut gpu, &pg, &c, &rope, &xg, &mut cache_g, position).unwrap();
         let last = gpu.rows(&hg, ids.len() - 1, 1);
         let lg = qwen2::logits(&mut gpu, &pg, &last).unwrap();
         let xc = cpu.gather_rows(&pc.embed, &ids).unwrap();
-        let hc = qwen2::forward(&mut cpu, &pc, &c, &xc, &mut cache_c, position).unwrap();
+        let hc = qwen2::forward(&mut cpu, &pc, &c, &rope, &xc, &mut cache_c, position).unwrap();
         let last = cpu.rows(&hc, ids.len() - 1, 1);
         let lc = qwen2::logits(&mut cpu, &pc, &last).unwrap();
         common::assert_close(

@@ -7,60 +7,16 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use ::linvt::linvt::cpu_exec::CpuOps;
-use ::linvt::vlm::engine::{Engine, GenerateOptions};
+use ::linvt::ops::VlmOps;
+use ::linvt::vlm::engine::{Engine, EngineSources, GenerateOptions};
 use ::linvt::vlm::model::open_model_dir;
-use ::linvt::vlm::ops::VlmOps;
 use ::linvt::weights::TensorStore;
-use safetensors::tensor::TensorView;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
 }
 
-/// A copy of the tiny model with its weights rewritten by `map` ((name, shape, f32 values) →
-/// new tensors) and its config edited.
-fn variant(
-    name: &str,
-    map: impl Fn(&str, &[usize], Vec<f32>) -> Vec<(String, Vec<usize>, Vec<f32>)>,
-    config: impl FnOnce(&mut serde_json::Value),
-) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("linvt-vlm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["tokenizer.json", "generation_config.json"] {
-        std::fs::copy(fixture().join(f), d.join(f)).unwrap();
-    }
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
-            .unwrap();
-    config(&mut cfg);
-    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let store = TensorStore::open(&fixture().join("model.safetensors")).unwrap();
-    let mut keys: Vec<String> = store.keys().map(str::to_string).collect();
-    keys.sort();
-    let mut out: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for k in keys {
-        let t = store.get(&k).unwrap().unwrap();
-        for (n, s, v) in map(&k, t.shape(), t.data().to_vec()) {
-            out.push((n, s, bytemuck::cast_slice(&v).to_vec()));
-        }
-    }
-    let views: Vec<(String, TensorView)> = out
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(
-        d.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
-    d
-}
+use common::tiny_variant as variant;
 
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
@@ -135,7 +91,7 @@ fn to_internlm2(
 
 fn logits_and_ids<O: VlmOps>(ops: O, dir: &Path) -> (Vec<f32>, Vec<u32>) {
     let (cfg, store) = open_model_dir(dir).unwrap();
-    let mut e = Engine::load(ops, &store, cfg, &mut || {}).unwrap();
+    let mut e = Engine::load(ops, &store, cfg, &EngineSources::default(), &mut || {}).unwrap();
     let g = TensorStore::open(&fixture().join("golden_e2e.safetensors")).unwrap();
     let embeds = g.get("inter.inputs_embeds").unwrap().unwrap();
     let x = e.ops.upload(embeds.reshape(&[151, 64]).unwrap()).unwrap();
@@ -176,8 +132,8 @@ fn internlm2_layout_matches_qwen2_without_biases() {
             c["template"] = serde_json::json!("internlm2-chat");
         },
     );
-    let (la, ia) = logits_and_ids(CpuOps::new(4), &qwen);
-    let (lb, ib) = logits_and_ids(CpuOps::new(4), &intern);
+    let (la, ia) = logits_and_ids(CpuOps::new(), &qwen);
+    let (lb, ib) = logits_and_ids(CpuOps::new(), &intern);
     // The InternLM2 layout on the GPU executor too (same kernels as Qwen2; tolerance as the
     // golden logits on the GPU: f32 sums in another order, 5e-5 on logits of magnitude ~10).
     let gpu = common::gpu().map(|ctx| {

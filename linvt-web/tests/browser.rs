@@ -2,7 +2,7 @@
 //! module's golden fixtures condensed through the JavaScript-facing `condense`, on the browser's
 //! WebGPU adapter (SwiftShader in headless Chromium: no SHADER_F16, no subgroups).
 //!
-//! Tolerances are the native golden test's (tests/golden_official.rs, from REFERENCE.md for a
+//! Tolerances are the native golden test's (tests/golden_official.rs, from docs/linvt-reference.md for a
 //! float32 reimplementation of a float64 reference): output 1e-4 abs, scores 1e-3 abs, top-k
 //! indices identical. The kernels are the same WGSL, so the browser gets no looser bound.
 #![cfg(target_arch = "wasm32")]

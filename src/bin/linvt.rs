@@ -21,12 +21,6 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    Gpu,
-    Cpu,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum WeightLayoutArg {
     Buffers,
     Texels,
@@ -61,7 +55,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "gpu")]
-        backend: Backend,
+        backend: Device,
         /// How the GPU stores the linear weights: auto (the file's precision: bf16 when all its
         /// floats are bf16, else f32; exact either way), f32, f16 (half the memory, f32
         /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
@@ -91,7 +85,19 @@ enum Command {
         model: Option<PathBuf>,
         /// With --model: where it runs (default: the GPU when available, else the CPU).
         #[arg(long, value_enum, requires = "model")]
-        backend: Option<Backend>,
+        backend: Option<Device>,
+        /// With --model: frames of the synthetic clip.
+        #[arg(long, default_value_t = 8, requires = "model")]
+        frames: usize,
+        /// With --model: timed repetitions (the median is reported, after one warm-up).
+        #[arg(long, default_value_t = 5, requires = "model")]
+        reps: usize,
+        /// With --model: attach this LinVT module (see `ask --linvt`).
+        #[arg(long, requires = "model", conflicts_with = "no_linvt")]
+        linvt: Option<PathBuf>,
+        /// With --model: the host's own video path (every frame's tokens), even with LinVT.
+        #[arg(long, requires = "model")]
+        no_linvt: bool,
         /// Benchmark decoding of a decoder of this shape with seeded weights (no download) on
         /// the GPU, next to the device's copy bandwidth: qwen2-0.5b (or qwen2-tiny).
         #[arg(long, conflicts_with = "model")]
@@ -113,6 +119,23 @@ enum Command {
     Ask(linvt::vlm::ask_cli::AskArgs),
     /// The whole video-LLM on a generated clip with the embedded tiny model (random weights);
     /// no files needed.
+    /// Write a real-size stand-in of a published checkpoint: its exact config.json, seeded
+    /// random bf16 weights, a tokenizer of its vocabulary size (nothing is downloaded).
+    Synth {
+        /// The model to stand in for: internvl2-1b, internvl2-2b or internvl2.5-1b.
+        #[arg(long)]
+        like: String,
+        /// The model directory to write (created if missing).
+        out: PathBuf,
+        /// Also write a seeded LinVT module (official preset) sized for its LLM to this file.
+        #[arg(long)]
+        linvt: Option<PathBuf>,
+        /// The LinVT module's query count (video tokens per clip).
+        #[arg(long, default_value_t = 64, requires = "linvt")]
+        linvt_queries: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     Demo {
         /// Where to write the picture (provenance, or with --condense-only the selected cells).
         #[arg(long, default_value = "linvt-demo.png")]
@@ -179,13 +202,22 @@ fn run(cmd: Command) -> linvt::Result<()> {
             model: Some(dir),
             json,
             backend,
+            frames,
+            reps,
+            linvt,
+            no_linvt,
             ..
         } => {
+            use linvt::vlm::model::LinvtChoice;
             let opts = linvt::vlm::bench_model::BenchModelOptions {
-                backend: backend.map(|b| match b {
-                    Backend::Gpu => linvt::vlm::model::Backend::Gpu,
-                    Backend::Cpu => linvt::vlm::model::Backend::Cpu,
-                }),
+                backend,
+                frames,
+                reps,
+                linvt: match (linvt, no_linvt) {
+                    (Some(file), _) => LinvtChoice::File(file),
+                    (None, true) => LinvtChoice::Off,
+                    (None, false) => LinvtChoice::Auto,
+                },
                 ..Default::default()
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;
@@ -250,6 +282,29 @@ fn run(cmd: Command) -> linvt::Result<()> {
             Ok(())
         }
         Command::Ask(args) => linvt::vlm::ask_cli::run(args),
+        Command::Synth {
+            like,
+            out,
+            linvt,
+            linvt_queries,
+            seed,
+        } => {
+            let plugin = linvt.as_deref().map(|p| (p, linvt_queries));
+            let r = linvt::vlm::synth::synth(&like, &out, seed, plugin)?;
+            eprintln!(
+                "wrote a {like} stand-in ({:.1} M parameters, bf16, seed {seed}) to {}",
+                r.parameters as f64 / 1e6,
+                out.display()
+            );
+            if let (Some(path), Some(n)) = (&linvt, r.linvt_parameters) {
+                eprintln!(
+                    "wrote a LinVT module ({:.1} M parameters, {linvt_queries} queries, official preset) to {}",
+                    n as f64 / 1e6,
+                    path.display()
+                );
+            }
+            Ok(())
+        }
         Command::Demo {
             png,
             condense_only: true,
@@ -308,7 +363,7 @@ fn condense(
     input: &Path,
     output: &Path,
     patch: &ConfigPatch,
-    backend: Backend,
+    backend: Device,
     storage: Option<linvt::WeightStorage>,
 ) -> linvt::Result<()> {
     let store = TensorStore::open(weights)?;
@@ -324,14 +379,11 @@ fn condense(
     }
     let inputs = TensorStore::open(input)?;
     let (video, text) = linvt::io::condense_inputs(&inputs)?;
-    let device = match backend {
-        Backend::Cpu => Device::Cpu,
-        Backend::Gpu => {
-            let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
-            model.attach_gpu_with(ctx, storage)?;
-            Device::Gpu
-        }
-    };
+    if backend == Device::Gpu {
+        let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
+        model.attach_gpu_with(ctx, storage)?;
+    }
+    let device = backend;
     let c = model.condense(device, &video, &text, &CondenseOptions::default())?;
     if c.k < c.k_requested {
         eprintln!(

@@ -1,30 +1,18 @@
 //! CPU twin of the RoPE kernel: rotary position embedding in the "rotate half" layout of
 //! Hugging Face's Qwen2/LLaMA (`apply_rotary_pos_emb`), applied to every head of every row.
 
-/// θ_d = theta^(−2d/D) for d < D/2, in f64.
-pub fn inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
-    (0..head_dim / 2)
-        .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
-        .collect()
-}
-
-/// (cos, sin) of the angles p·θ_d at `position`, computed in f64 and rounded to f32: the
-/// numbers every RoPE here rotates by (the GPU kernel reads them from a table of these).
-pub fn cos_sin(inv_freq: &[f64], position: usize) -> (Vec<f32>, Vec<f32>) {
-    let p = position as f64;
-    inv_freq
-        .iter()
-        .map(|f| {
-            let (s, c) = (p * f).sin_cos();
-            (c as f32, s as f32)
-        })
-        .unzip()
-}
+use crate::ops::Rope;
 
 /// Rotates rows of `heads · head_dim` values in place. Row r sits at position `position + r`.
 /// For each head and d < D/2, with θ_d = theta^(−2d/D) and angle a = p·θ_d (computed in f64):
 ///   out[d] = x[d]·cos a − x[d + D/2]·sin a,   out[d + D/2] = x[d + D/2]·cos a + x[d]·sin a.
 pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, position: usize, theta: f64) {
+    rope_with(x, heads, position, &Rope::new(head_dim, theta));
+}
+
+/// [`rope`] with any [`Rope`] (scaled frequencies, a factor on cos and sin).
+pub fn rope_with(x: &mut [f32], heads: usize, position: usize, rope: &Rope) {
+    let head_dim = rope.head_dim();
     let width = heads * head_dim;
     assert!(
         head_dim.is_multiple_of(2) && width > 0,
@@ -35,9 +23,8 @@ pub fn rope(x: &mut [f32], heads: usize, head_dim: usize, position: usize, theta
         "rope: rows of {width} expected"
     );
     let half = head_dim / 2;
-    let inv_freq = inv_freq(head_dim, theta);
     for (r, row) in x.chunks_mut(width).enumerate() {
-        let (cos, sin) = cos_sin(&inv_freq, position + r);
+        let (cos, sin) = rope.cos_sin(position + r);
         for head in row.chunks_mut(head_dim) {
             for d in 0..half {
                 let (a, b) = (head[d], head[d + half]);

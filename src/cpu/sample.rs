@@ -8,35 +8,7 @@
 //! probability exceeds `uniform` ∈ [0, 1). The uniform number comes from the caller (a seeded
 //! generator on the host), so both executors draw the same token.
 
-/// How to pick the next token.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SamplingParams {
-    /// 0 = greedy.
-    pub temperature: f32,
-    /// 0 = no top-k filter.
-    pub top_k: usize,
-    /// 1 = no nucleus filter.
-    pub top_p: f32,
-    /// Seeds the host generator that supplies each step's uniform number.
-    pub seed: u64,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        }
-    }
-}
-
-impl SamplingParams {
-    pub fn is_greedy(&self) -> bool {
-        self.temperature <= 0.0
-    }
-}
+use crate::ops::SamplingParams;
 
 /// The largest logit's id, ties to the lower id. NaN logits never win.
 pub fn argmax(logits: &[f32]) -> u32 {

@@ -6,15 +6,7 @@
 //! GPU. Ties between equal keys go to the lower flat index, so the result is fully determined.
 
 use crate::error::{Error, Result};
-
-/// Order of the selected indices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TopKOrder {
-    /// Descending score; equal scores by ascending flat index (torch.topk's order here).
-    Score,
-    /// Ascending flat index t·N + n (spatio-temporal order).
-    Index,
-}
+use crate::ops::{check_k, TopKOrder};
 
 /// The order-preserving key of a float: negative values have all bits flipped, non-negative
 /// values get the sign bit set. For any two non-NaN floats `a < b` implies `key(a) < key(b)`,
@@ -26,21 +18,6 @@ pub fn order_key(x: f32) -> u32 {
     } else {
         u | 0x8000_0000
     }
-}
-
-/// Checks `k` against the number of scores (shared with the GPU dispatch).
-pub fn check_k(k: usize, len: usize) -> Result<()> {
-    if len == 0 {
-        return Err(Error::input(
-            "top-k needs at least one score, got an empty score list",
-        ));
-    }
-    if k == 0 || k > len {
-        return Err(Error::input(format!(
-            "top-k: k = {k} is out of range; it must be between 1 and the number of scores ({len})"
-        )));
-    }
-    Ok(())
 }
 
 /// `Error::NonFiniteScore` for flat index `i` of a (frames, tokens_per_frame) score grid.

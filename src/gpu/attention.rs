@@ -7,8 +7,8 @@
 use super::buffer::GpuTensor;
 use super::kernel::{grid, Recorder, Shader};
 use super::linear::{Epilogue, OutLayout, Product, Rows, Tuning};
-use crate::cpu::attention::{AttnGeometry, Operand};
 use crate::error::{Error, Result};
+use crate::ops::{AttnGeometry, Operand};
 
 pub const SHADER: Shader = Shader {
     name: "attention",

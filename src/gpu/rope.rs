@@ -32,12 +32,16 @@ struct Params {
 
 /// The cos/sin table of positions 0..positions: per position, head_dim values [cos_0 …
 /// cos_{D/2−1}, sin_0 … sin_{D/2−1}] with angle p·θ_d, θ_d = theta^(−2d/D), computed in f64 and
-/// rounded to f32 by the CPU twin's own `cos_sin`, so both rotate by the same numbers.
+/// rounded to f32 by `Rope::cos_sin`, so both rotate by the same numbers.
 pub fn rope_table(head_dim: usize, theta: f64, positions: usize) -> Vec<f32> {
-    let inv_freq = crate::cpu::rope::inv_freq(head_dim, theta);
-    let mut t = Vec::with_capacity(positions * head_dim);
+    rope_table_for(&crate::ops::Rope::new(head_dim, theta), positions)
+}
+
+/// [`rope_table`] for any [`crate::ops::Rope`] (its own frequencies and cos/sin factor).
+pub fn rope_table_for(rope: &crate::ops::Rope, positions: usize) -> Vec<f32> {
+    let mut t = Vec::with_capacity(positions * rope.head_dim());
     for p in 0..positions {
-        let (cos, sin) = crate::cpu::rope::cos_sin(&inv_freq, p);
+        let (cos, sin) = rope.cos_sin(p);
         t.extend(cos);
         t.extend(sin);
     }

@@ -7,9 +7,9 @@
 use super::buffer::GpuTensor;
 use super::kernel::{Recorder, Shader};
 use super::topk::top_k;
-use crate::cpu::sample::SamplingParams;
-use crate::cpu::topk::TopKOrder;
 use crate::error::{Error, Result};
+use crate::ops::SamplingParams;
+use crate::ops::TopKOrder;
 
 pub const SHADER: Shader = Shader {
     name: "sample",

@@ -23,8 +23,9 @@
 
 use super::buffer::GpuTensor;
 use super::kernel::{grid, Recorder, Shader};
-use crate::cpu::topk::{check_k, non_finite_error, TopKOrder};
+use crate::cpu::topk::non_finite_error;
 use crate::error::{Error, Result};
+use crate::ops::{check_k, TopKOrder};
 
 pub const SHADER: Shader = Shader {
     name: "topk",

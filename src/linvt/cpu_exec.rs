@@ -1,25 +1,22 @@
 //! The CPU executor: every op by the reference implementations in `crate::cpu`.
 
-use super::ops::Ops;
-use super::params::Norm;
 use crate::cpu;
-use crate::cpu::attention::{AttnGeometry, Axis};
-use crate::cpu::topk::TopKOrder;
 use crate::error::{Error, Result};
+use crate::ops::Norm;
+use crate::ops::Ops;
+use crate::ops::TopKOrder;
+use crate::ops::{AttnGeometry, Axis};
 use crate::tensor::Tensor;
 use crate::timing::StageClock;
 
+#[derive(Default)]
 pub struct CpuOps {
-    pub tokens_per_frame: usize,
     pub clock: StageClock,
 }
 
 impl CpuOps {
-    pub fn new(tokens_per_frame: usize) -> Self {
-        CpuOps {
-            tokens_per_frame,
-            clock: StageClock::default(),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
@@ -106,8 +103,14 @@ impl Ops for CpuOps {
         )
     }
 
-    fn top_k(&mut self, scores: &Tensor, k: usize, order: TopKOrder) -> Result<Vec<u32>> {
-        cpu::topk::top_k(scores.data(), k, order, self.tokens_per_frame)
+    fn top_k(
+        &mut self,
+        scores: &Tensor,
+        k: usize,
+        order: TopKOrder,
+        tokens_per_frame: usize,
+    ) -> Result<Vec<u32>> {
+        cpu::topk::top_k(scores.data(), k, order, tokens_per_frame)
     }
 
     fn gather_pool(

@@ -1,15 +1,15 @@
-//! The LinVT forward pass, written once against `Ops` (DESIGN.md "one forward, two executors").
+//! The LinVT forward pass, written once against `Ops` (docs/design.md "one forward, two executors").
 //! Every difference between the `official` and `paper` presets is a config field read here.
 
-use super::ops::Ops;
 use super::params::{CrossAttn, LinvtParams, Mha};
 use crate::config::{
     GatherFrom, LinvtConfig, MultiScale, QuerySelfAttention, SelectionOrder, SvrOrder,
 };
-use crate::cpu::attention::Axis;
-use crate::cpu::topk::TopKOrder;
 use crate::cpu::window_pool::pooled_rows;
 use crate::error::{Error, Result};
+use crate::ops::Axis;
+use crate::ops::Ops;
+use crate::ops::TopKOrder;
 
 /// Sizes of one call, already validated.
 #[derive(Clone, Copy, Debug)]
@@ -143,7 +143,7 @@ pub fn forward<O: Ops>(
         SelectionOrder::Score => TopKOrder::Score,
         SelectionOrder::Index => TopKOrder::Index,
     };
-    let indices = ops.top_k(&scores, dims.k, order)?;
+    let indices = ops.top_k(&scores, dims.k, order, dims.tokens)?;
 
     ops.stage("pool")?;
     let source = match cfg.gather_from {

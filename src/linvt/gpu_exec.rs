@@ -1,21 +1,55 @@
 //! The GPU executor: records every op into one command encoder (see `gpu::Recorder`).
 
 use super::forward::forward;
-use super::ops::Ops;
-use super::params::Norm;
-use super::{CondenseOptions, Condensed, Device, Linvt};
-use crate::cpu::attention::{AttnGeometry, Axis};
-use crate::cpu::topk::TopKOrder;
+use super::{CondenseOptions, Condensed, Linvt};
 use crate::error::Error;
 use crate::error::Result;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, GpuTensor, Recorder};
+use crate::ops::Device;
+use crate::ops::Norm;
+use crate::ops::Ops;
+use crate::ops::TopKOrder;
+use crate::ops::{AttnGeometry, Axis};
 use crate::tensor::Tensor;
 
 pub struct GpuOps<'a> {
     pub rec: Recorder<'a>,
     /// What the video-LLM ops keep between calls (RoPE tables, row-chunked tables).
     pub vlm: crate::vlm::gpu_exec::GpuVlmState,
+    /// Numerical-health words recorded since the last read-back, checked with it (see
+    /// [`HealthCheck`]): the one place the GPU executor reports what the CPU stops at at once.
+    pub pending_checks: Vec<HealthCheck>,
+}
+
+/// A status word a kernel wrote that must be read back and checked with the next results.
+pub enum HealthCheck {
+    /// A top-k's non-finite status (`gpu::topk::status_error`) over a grid of this many tokens
+    /// per frame.
+    TopK {
+        status: GpuTensor,
+        tokens_per_frame: usize,
+    },
+}
+
+impl HealthCheck {
+    pub fn tensor(&self) -> &GpuTensor {
+        match self {
+            HealthCheck::TopK { status, .. } => status,
+        }
+    }
+
+    /// Turns the read-back word into the error the CPU executor would have raised.
+    pub fn check(&self, bytes: &[u8]) -> Result<()> {
+        match self {
+            HealthCheck::TopK {
+                tokens_per_frame, ..
+            } => {
+                let status: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
+                crate::gpu::topk::status_error(status[0], *tokens_per_frame)
+            }
+        }
+    }
 }
 
 impl<'a> GpuOps<'a> {
@@ -23,6 +57,7 @@ impl<'a> GpuOps<'a> {
         GpuOps {
             rec,
             vlm: Default::default(),
+            pending_checks: Vec::new(),
         }
     }
 }
@@ -93,9 +128,20 @@ impl Ops for GpuOps<'_> {
         Ok(p.reshaped(&[heads, q.rows(), k.rows()]))
     }
 
-    fn top_k(&mut self, scores: &GpuTensor, k: usize, order: TopKOrder) -> Result<TopKResult> {
+    fn top_k(
+        &mut self,
+        scores: &GpuTensor,
+        k: usize,
+        order: TopKOrder,
+        tokens_per_frame: usize,
+    ) -> Result<TopKResult> {
         let flat = scores.reshaped(&[scores.len()]);
-        gpu::topk::top_k(&mut self.rec, &flat, k, order)
+        let r = gpu::topk::top_k(&mut self.rec, &flat, k, order)?;
+        self.pending_checks.push(HealthCheck::TopK {
+            status: r.status.clone(),
+            tokens_per_frame,
+        });
+        Ok(r)
     }
 
     fn gather_pool(
@@ -161,6 +207,7 @@ impl Linvt {
             opts.want(),
         )?;
         let (encoder, times) = ops.rec.finish()?;
+        // The forward's one top-k status is read with the results, at index 3.
         let mut wanted: Vec<&GpuTensor> =
             vec![&f.output, &f.scores, &f.indices.indices, &f.indices.status];
         wanted.extend(f.aggregation_probs.iter());

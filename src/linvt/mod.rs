@@ -3,7 +3,6 @@
 pub mod cpu_exec;
 pub mod forward;
 pub mod gpu_exec;
-pub mod ops;
 pub mod params;
 pub mod provenance;
 
@@ -13,10 +12,11 @@ use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor};
+use crate::ops::Device;
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 use forward::{forward, Dims, Want};
-pub use params::{LinvtParams, LoadReport, Role};
+pub use params::{LinvtParams, LoadReport};
 pub use provenance::Provenance;
 
 /// How a GPU executor stores the linear weights.
@@ -89,13 +89,6 @@ impl CondenseOptions {
             trace: self.trace,
         }
     }
-}
-
-/// Where a condensation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Gpu,
 }
 
 /// The result of one condensation, on the host.
@@ -246,7 +239,7 @@ impl Linvt {
         let params = self.params.try_map_roles(|t, role| {
             i += 1;
             let name = format!("param{i}");
-            let linear = role == params::Role::LinearWeight;
+            let linear = role == crate::ops::Role::LinearWeight;
             let elem = if linear { storage.elem() } else { Elem::F32 };
             if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len(), elem) {
                 ctx.upload_texels_as(&name, t.shape(), t.data(), elem)
@@ -325,7 +318,7 @@ impl Linvt {
             frames: t,
             tokens: n,
             text_len: l,
-            k: self.config.top_k.min(t * n),
+            k: crate::ops::clamp_k(self.config.top_k, t * n),
         };
         Ok((
             video.clone().reshape(&[t * n, e])?,
@@ -336,7 +329,7 @@ impl Linvt {
 
     pub(crate) fn compose_provenance(
         &self,
-        f: &forward::ForwardOut<impl ops::Ops>,
+        f: &forward::ForwardOut<impl crate::ops::Ops>,
         dims: Dims,
         indices: &[u32],
         probs: Vec<Tensor>,
@@ -359,7 +352,7 @@ impl Linvt {
         opts: &CondenseOptions,
     ) -> Result<Condensed> {
         let (video, text, dims) = self.prepare_inputs(video, text)?;
-        let mut ops = cpu_exec::CpuOps::new(dims.tokens);
+        let mut ops = cpu_exec::CpuOps::new();
         let f = forward(
             &mut ops,
             &self.config,

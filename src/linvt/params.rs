@@ -3,6 +3,7 @@
 
 use crate::config::LinvtConfig;
 use crate::error::{Error, Result};
+use crate::ops::{Norm, Role};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 
@@ -26,12 +27,6 @@ pub struct CrossAttn<T> {
     pub bv: T,
     pub dense_w: T,
     pub dense_b: T,
-}
-
-#[derive(Clone, Debug)]
-pub struct Norm<T> {
-    pub weight: T,
-    pub bias: T,
 }
 
 #[derive(Clone, Debug)]
@@ -80,19 +75,6 @@ pub struct LoadReport {
     /// Tensors the released module carries but that never affect its output
     /// (the aggregator's `wv` and `dense`).
     pub unused_by_design: Vec<String>,
-}
-
-/// What a parameter is used as, for conversions that treat them differently (e.g. f16 storage
-/// of the linear weights only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The W of a linear layer (N, K): read only by `linear`.
-    LinearWeight,
-    /// A (rows, cols) table read by rows with `gather_rows` (an embedding), and perhaps also as
-    /// the W of `linear` (a tied output head).
-    Table,
-    /// Biases, norm parameters and the query tokens (used as activations).
-    Other,
 }
 
 use Role::{LinearWeight as W, Other as O};
@@ -257,6 +239,16 @@ pub fn linvt_prefix(store: &TensorStore) -> &'static str {
     } else {
         ""
     }
+}
+
+/// Whether `store` holds a LinVT module: `query_tokens` and the SVR's score head, with or
+/// without the `linVT.` prefix.
+pub fn holds_linvt(store: &TensorStore) -> bool {
+    let prefix = linvt_prefix(store);
+    query_tokens_shape(store).is_some()
+        && store.contains(&format!(
+            "{prefix}svt_module.token_selection.score_net.weight"
+        ))
 }
 
 /// Number of query tokens and width stored in `query_tokens` ((1, Q, E) or (Q, E)).
@@ -477,5 +469,60 @@ impl LinvtParams<Tensor> {
             linagg,
             query_tokens,
         }
+    }
+}
+
+impl<T> LinvtParams<T> {
+    /// Every parameter under its official key (with the `linVT.` prefix; `query_tokens`
+    /// outside it, shaped (Q, E)), as `load` reads them: for writing a LinVT module file.
+    pub fn named(&self) -> Vec<(String, &T)> {
+        fn mha<'a, T>(out: &mut Vec<(String, &'a T)>, key: String, m: &'a Mha<T>) {
+            out.push((format!("{key}.in_proj_weight"), &m.in_w));
+            out.push((format!("{key}.in_proj_bias"), &m.in_b));
+            out.push((format!("{key}.out_proj.weight"), &m.out_w));
+            out.push((format!("{key}.out_proj.bias"), &m.out_b));
+        }
+        let mut out: Vec<(String, &T)> = Vec::new();
+        for (i, l) in self.svr.iter().enumerate() {
+            let base = format!("linVT.svt_module.attention_network.layers.{i}");
+            mha(&mut out, format!("{base}.spatial_attention"), &l.first);
+            mha(&mut out, format!("{base}.temporal_attention"), &l.second);
+        }
+        let sel = "linVT.svt_module.token_selection.score_net";
+        out.push((format!("{sel}.weight"), &self.score_w));
+        out.push((format!("{sel}.bias"), &self.score_b));
+        for (i, l) in self.tta.iter().enumerate() {
+            let base = format!("linVT.tta_module.layers_vt.{i}");
+            mha(&mut out, format!("{base}.self_attention"), &l.self_attn);
+            for (name, n) in [
+                ("norm_self", &l.norm_self),
+                ("norm_cross_v", &l.norm_cross_v),
+                ("norm_cross_t", &l.norm_cross_t),
+            ] {
+                out.push((format!("{base}.{name}.weight"), &n.weight));
+                out.push((format!("{base}.{name}.bias"), &n.bias));
+            }
+            for (name, c) in [
+                ("visual_cross_attention", &l.visual),
+                ("text_cross_attention", &l.text),
+            ] {
+                for (lin, w, b) in [
+                    ("wq", &c.wq, &c.bq),
+                    ("wk", &c.wk, &c.bk),
+                    ("wv", &c.wv, &c.bv),
+                    ("dense", &c.dense_w, &c.dense_b),
+                ] {
+                    out.push((format!("{base}.{name}.{lin}.weight"), w));
+                    out.push((format!("{base}.{name}.{lin}.bias"), b));
+                }
+            }
+        }
+        let la = "linVT.tta_module.layer_linagg.linear_aggregator";
+        out.push((format!("{la}.wq.weight"), &self.linagg.wq));
+        out.push((format!("{la}.wq.bias"), &self.linagg.bq));
+        out.push((format!("{la}.wk.weight"), &self.linagg.wk));
+        out.push((format!("{la}.wk.bias"), &self.linagg.bk));
+        out.push(("query_tokens".to_string(), &self.query_tokens));
+        out
     }
 }

@@ -4,7 +4,7 @@
 //! reproduce every head slice of the output exactly from the input tokens.
 
 use super::forward::{Dims, ForwardOut, TtaRun};
-use super::ops::Ops;
+use crate::ops::Ops;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]

@@ -7,18 +7,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::model::{AskOptions, Backend, VideoLlm, Visual};
+use super::model::{Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoPath, Visual};
 use super::picture::provenance_png;
 use super::video::{load_frames_dir, load_image, load_video};
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::linvt::WeightStorage;
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum AskBackend {
-    Gpu,
-    Cpu,
-}
+use crate::ops::{Device, SamplingParams};
 
 /// The `--gpu-weights` flag of `ask`, `condense` and `bench --decoder`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -54,9 +48,27 @@ pub struct AskArgs {
     /// A directory of frames (.png/.jpg), in file-name order.
     #[arg(long)]
     pub frames: Option<PathBuf>,
-    /// One image (LinVT is skipped: its tokens go to the LLM directly).
+    /// One image (LinVT is skipped: its tiles' tokens go to the LLM directly).
     #[arg(long)]
     pub image: Option<PathBuf>,
+    /// Attach a LinVT module (a .safetensors file with its weights, `query_tokens` and its
+    /// config in the metadata) to the checkpoint: videos go through it. Replaces a LinVT
+    /// checkpoint's own.
+    #[arg(long, conflicts_with = "no_linvt")]
+    pub linvt: Option<PathBuf>,
+    /// Run videos through the host's own path (every frame's tokens in the prompt, as
+    /// InternVL's chat does), even on a checkpoint that carries LinVT.
+    #[arg(long)]
+    pub no_linvt: bool,
+    /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) merged
+    /// into the weights at load.
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
+    /// Images: at most this many 448-px tiles (InternVL's dynamic tiling, plus a thumbnail when
+    /// the checkpoint uses one). Default: the checkpoint's max_dynamic_patch when it enables
+    /// dynamic_image_size, else one tile.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=40))]
+    pub max_tiles: Option<u16>,
     /// The question about the video (or image).
     #[arg(long)]
     pub question: String,
@@ -76,7 +88,7 @@ pub struct AskArgs {
     /// The GPU is the default, as for `condense`; without an adapter the error says how to
     /// get one or to pass `--backend cpu`.
     #[arg(long, value_enum, default_value = "gpu")]
-    pub backend: AskBackend,
+    pub backend: Device,
     /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
     /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
     /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
@@ -86,7 +98,8 @@ pub struct AskArgs {
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
     pub provenance: Option<PathBuf>,
-    /// Print one JSON object {"answer", "token_ids", "timings_ms"} instead of streaming.
+    /// Print one JSON object {"answer", "token_ids", "timings_ms", "video_path", "tokens"}
+    /// instead of streaming.
     #[arg(long)]
     pub json: bool,
 }
@@ -121,13 +134,18 @@ pub fn run(a: AskArgs) -> Result<()> {
             "--top-p must be in (0, 1] and --temperature ≥ 0",
         ));
     }
-    let backend = match a.backend {
-        AskBackend::Cpu => Backend::Cpu,
-        AskBackend::Gpu => Backend::Gpu,
+    let load = LoadOptions {
+        device: a.backend,
+        gpu_weights: a.gpu_weights.storage(),
+        linvt: match (&a.linvt, a.no_linvt) {
+            (Some(file), _) => LinvtChoice::File(file.clone()),
+            (None, true) => LinvtChoice::Off,
+            (None, false) => LinvtChoice::Auto,
+        },
+        lora: a.lora.clone(),
     };
     let loading = bar(Some(0), "loading weights");
-    let gpu_weights = a.gpu_weights.storage();
-    let mut model = VideoLlm::load_with(&a.model, backend, gpu_weights, &mut |done, total| {
+    let mut model = VideoLlm::load_with(&a.model, &load, &mut |done, total| {
         loading.set_length(total as u64);
         loading.set_position(done as u64);
     })?;
@@ -155,6 +173,7 @@ pub fn run(a: AskArgs) -> Result<()> {
             seed: a.seed,
         },
         provenance: a.provenance.is_some() && matches!(visual, Visual::Video(_)),
+        max_tiles: a.max_tiles.map(usize::from),
     };
     let stage = bar(None, "vision encoder");
     stage.enable_steady_tick(Duration::from_millis(100));
@@ -189,11 +208,19 @@ pub fn run(a: AskArgs) -> Result<()> {
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::json!(v)))
                 .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "video_path": answer.video_path.map(VideoPath::name),
+            "tokens": {
+                "images": answer.images,
+                "visual": answer.visual_tokens,
+                "prompt_visual": answer.prompt_visual_tokens,
+                "prompt": answer.prompt_ids.len(),
+            },
         });
         println!("{obj}");
     } else {
         println!();
     }
+    eprintln!("{}", describe_path(&answer, &visual));
     if let (Some(path), Some(p)) = (&a.provenance, &answer.provenance) {
         if let Visual::Video(frames) = &visual {
             provenance_png(frames, p, model.config().ps_version, path)?;
@@ -205,4 +232,29 @@ pub fn run(a: AskArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One line saying which path the visual input took and how many tokens it became.
+fn describe_path(answer: &Answer, visual: &Visual) -> String {
+    match (answer.video_path, visual) {
+        (Some(VideoPath::Linvt), _) => format!(
+            "video: LinVT — {} frames → {} visual tokens → {} video tokens in a {}-token prompt",
+            answer.images,
+            answer.visual_tokens,
+            answer.prompt_visual_tokens,
+            answer.prompt_ids.len()
+        ),
+        (Some(VideoPath::Frames), _) => format!(
+            "video: the host's own path (no LinVT) — {} frames → {} visual tokens, all in a {}-token prompt",
+            answer.images,
+            answer.visual_tokens,
+            answer.prompt_ids.len()
+        ),
+        (None, _) => format!(
+            "image: {} tile(s) → {} visual tokens in a {}-token prompt",
+            answer.images,
+            answer.visual_tokens,
+            answer.prompt_ids.len()
+        ),
+    }
 }

@@ -10,15 +10,16 @@ use serde::Serialize;
 
 use super::config::{LlmConfig, LlmFamily};
 use super::gpu_exec::GpuKvCache;
-use super::ops::VlmOps;
 use super::qwen2::{self, Qwen2Layer, Qwen2Params};
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::ops::Ops;
-use crate::linvt::{Role, WeightStorage};
+use crate::linvt::WeightStorage;
+use crate::ops::Ops;
+use crate::ops::Role;
+use crate::ops::SamplingParams;
+use crate::ops::VlmOps;
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
@@ -47,11 +48,12 @@ pub fn shape(name: &str) -> Result<LlmConfig> {
         heads,
         kv_heads,
         vocab_size: vocab,
-        rope_theta: 1e6,
         rms_norm_eps: 1e-6,
         max_positions: 32_768,
         tie_word_embeddings: true,
+        attention_bias: true,
         eos_token_ids: vec![],
+        rope: super::rope::RopeScaling::plain(hidden / heads, 1e6),
     })
 }
 
@@ -290,12 +292,13 @@ pub fn run(
     let capacity = opts.prompt_tokens + steps + 1;
     let mut cache = ops.kv_cache(c.layers, c.kv_heads, c.head_dim(), capacity)?;
     let greedy = SamplingParams::default();
+    let rope = c.rope.for_length(capacity);
     // One forward and the sampled id; also the host time spent recording it (before the
     // submission inside `sample`).
     let step = |ops: &mut GpuOps, cache: &mut GpuKvCache, ids: &[u32], position: usize| {
         let t = Instant::now();
         let x = ops.gather_rows(&p.embed, ids)?;
-        let h = qwen2::forward(ops, &p, &c, &x, cache, position)?;
+        let h = qwen2::forward(ops, &p, &c, &rope, &x, cache, position)?;
         let last = ops.rows(&h, ids.len() - 1, 1);
         let logits = qwen2::logits(ops, &p, &last)?;
         let record_ms = t.elapsed().as_secs_f64() * 1e3;

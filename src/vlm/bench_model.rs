@@ -13,18 +13,18 @@ use serde::Serialize;
 
 use super::config::VlmConfig;
 use super::engine::Engine;
-use super::model::{open_model_dir, Backend};
-use super::ops::VlmOps;
+use super::model::{gpu_ops, load_engine, open_model_dir, LinvtChoice, LoadOptions};
 use super::preprocess::pixel_values;
 use super::prompt::{Prompt, Template};
 use super::synthetic::moving_square_clip;
 use super::tokenizer::Tokenizer;
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
-use crate::gpu::Recorder;
 use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::forward::Want;
 use crate::linvt::gpu_exec::GpuOps;
+use crate::ops::Device;
+use crate::ops::SamplingParams;
+use crate::ops::VlmOps;
 use crate::tensor::Tensor;
 
 /// The question of every benchmark prompt (its length sets the prompt's, with the template).
@@ -39,7 +39,9 @@ pub struct BenchModelOptions {
     /// Decode steps per repetition.
     pub decode_steps: usize,
     /// None: the GPU when its executor and an adapter are available, else the CPU.
-    pub backend: Option<Backend>,
+    pub backend: Option<Device>,
+    /// LinVT (the checkpoint's, a plug-in, or none: the host's own video path).
+    pub linvt: LinvtChoice,
 }
 
 impl Default for BenchModelOptions {
@@ -49,6 +51,7 @@ impl Default for BenchModelOptions {
             reps: 5,
             decode_steps: 16,
             backend: None,
+            linvt: LinvtChoice::Auto,
         }
     }
 }
@@ -59,7 +62,10 @@ pub struct ModelBench {
     pub adapter: String,
     pub backend: String,
     pub frames: usize,
+    /// `linvt` or `frames` (the host's own video path).
+    pub video_path: String,
     pub vision_tokens: usize,
+    /// Visual tokens in the prompt: LinVT's output, or every frame's tokens without it.
     pub linvt_tokens: usize,
     pub prompt_tokens: usize,
     pub decode_steps: usize,
@@ -68,6 +74,10 @@ pub struct ModelBench {
     pub linvt_ms: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Preprocess + vision + LinVT + prefill: the time until the first answer token is known.
+    pub time_to_first_token_ms: f64,
+    /// The process's peak resident memory (host; on a CPU adapter this includes the GPU's).
+    pub peak_rss_mb: f64,
     /// Median ms per stage: preprocess (host), vision, linvt, prefill, decode_step.
     pub stage_ms: Vec<(String, f64)>,
 }
@@ -82,19 +92,34 @@ pub struct BenchInputs {
 }
 
 impl BenchInputs {
-    /// A `frames`-frame synthetic clip at the model's image size and the benchmark prompt.
-    pub fn new(dir: &Path, config: &VlmConfig, frames: usize) -> Result<Self> {
+    /// A `frames`-frame synthetic clip at the model's image size and the benchmark prompt for
+    /// a model with LinVT of `linvt_queries` queries, or without LinVT (every frame's tokens).
+    pub fn new(
+        dir: &Path,
+        config: &VlmConfig,
+        frames: usize,
+        linvt_queries: Option<usize>,
+    ) -> Result<Self> {
         if frames == 0 {
             return Err(Error::input("the benchmark needs at least one frame"));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
         let template = Template::by_name(&config.template)?;
-        let prompt = Prompt::build(
-            &tokenizer,
-            &template,
-            QUESTION,
-            config.num_video_query_token,
-        )?;
+        let prompt = match linvt_queries {
+            Some(q) => Prompt::build(&tokenizer, &template, QUESTION, q)?,
+            None => {
+                let prefix: String = (1..=frames)
+                    .map(|i| format!("Frame{i}: <image>\n"))
+                    .collect();
+                let spans = vec![config.tokens_per_frame(); frames];
+                Prompt::build_spans(
+                    &tokenizer,
+                    &template,
+                    &format!("{prefix}{QUESTION}"),
+                    &spans,
+                )?
+            }
+        };
         let clip = moving_square_clip(frames, config.vision.image_size);
         let t0 = Instant::now();
         let pixels = pixel_values(&clip, config.vision.image_size)?;
@@ -127,7 +152,8 @@ pub fn linvt_stage<O: VlmOps>(
     inputs: &BenchInputs,
     visual: &O::T,
 ) -> Result<O::T> {
-    let text = e.embed(inputs.prompt.value_ids(e.linvt_config.preset)?)?;
+    let preset = e.linvt()?.config.preset;
+    let text = e.embed(inputs.prompt.value_ids(preset)?)?;
     let out = e.condense(visual, inputs.frames, &text, Want::default())?;
     let rows = e.ops.round_bf16(&out.output)?;
     sync(&mut e.ops, &rows)?;
@@ -173,11 +199,13 @@ pub fn decode_step<O: VlmOps>(
     e.ops.sample(&logits, &SamplingParams::default(), 0.0)
 }
 
-/// Loads a model directory onto the CPU executor.
-pub fn cpu_engine(dir: &Path) -> Result<Engine<CpuOps>> {
-    let (config, store) = open_model_dir(dir)?;
-    let ops = CpuOps::new(config.tokens_per_frame());
-    Engine::load(ops, &store, config, &mut || {})
+/// Loads a model directory onto the CPU executor (LinVT as `linvt` says).
+pub fn cpu_engine(dir: &Path, linvt: &LinvtChoice) -> Result<Engine<CpuOps>> {
+    let opts = LoadOptions {
+        linvt: linvt.clone(),
+        ..LoadOptions::new(Device::Cpu)
+    };
+    load_engine(CpuOps::new(), dir, &opts, &mut |_, _| {})
 }
 
 /// Stage times of one repetition, in ms.
@@ -194,7 +222,11 @@ fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> 
     let visual = vision_stage(e, inputs)?;
     let vision = ms(t);
     let t = Instant::now();
-    let rows = linvt_stage(e, inputs, &visual)?;
+    let rows = if e.linvt.is_some() {
+        linvt_stage(e, inputs, &visual)?
+    } else {
+        visual
+    };
     let linvt = ms(t);
     let embeds = prompt_embeds(e, inputs, &rows)?;
     let t = Instant::now();
@@ -252,8 +284,9 @@ pub fn measure<O: VlmOps>(
         adapter: adapter.to_string(),
         backend: backend.to_string(),
         frames: inputs.frames,
+        video_path: if e.linvt.is_some() { "linvt" } else { "frames" }.to_string(),
         vision_tokens: inputs.frames * e.config.tokens_per_frame(),
-        linvt_tokens: e.config.num_video_query_token,
+        linvt_tokens: inputs.prompt.context_positions.len(),
         prompt_tokens: len,
         decode_steps: opts.decode_steps,
         reps: opts.reps,
@@ -261,6 +294,8 @@ pub fn measure<O: VlmOps>(
         linvt_ms: linvt,
         prefill_tokens_per_s: per_s(len, prefill),
         decode_tokens_per_s: per_s(1, decode_step),
+        time_to_first_token_ms: inputs.preprocess_ms + vision + linvt + prefill,
+        peak_rss_mb: peak_rss_mb(),
         stage_ms: vec![
             ("preprocess".into(), inputs.preprocess_ms),
             ("vision".into(), vision),
@@ -271,49 +306,76 @@ pub fn measure<O: VlmOps>(
     })
 }
 
-/// Loads a model directory onto the GPU executor, on the process-wide GPU context; also returns
-/// the adapter's name.
-pub fn gpu_engine(dir: &Path) -> Result<(Engine<GpuOps<'static>>, &'static str)> {
-    let (ctx, pool) = super::gpu_exec::shared_gpu()?;
-    let (config, store) = open_model_dir(dir)?;
-    let ops = GpuOps::new(Recorder::new(ctx, pool));
-    Ok((
-        Engine::load(ops, &store, config, &mut || {})?,
-        ctx.adapter_name(),
-    ))
+/// Loads a model directory onto the GPU executor, on the process-wide GPU context (LinVT as
+/// `linvt` says); also returns the adapter's name.
+pub fn gpu_engine(
+    dir: &Path,
+    linvt: &LinvtChoice,
+) -> Result<(Engine<GpuOps<'static>>, &'static str)> {
+    let opts = LoadOptions {
+        linvt: linvt.clone(),
+        ..LoadOptions::new(Device::Gpu)
+    };
+    let ops = gpu_ops(dir, &opts)?;
+    let adapter = ops.rec.ctx.adapter_name();
+    Ok((load_engine(ops, dir, &opts, &mut |_, _| {})?, adapter))
 }
 
-fn run_gpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
-    let (mut e, adapter) = gpu_engine(dir)?;
-    measure(&mut e, inputs, opts, adapter, "gpu")
+/// The peak resident set size of this process in MiB (`VmHWM`; 0 where /proc is missing).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bench_on<O: VlmOps>(
+    mut e: Engine<O>,
+    dir: &Path,
+    opts: &BenchModelOptions,
+    adapter: &str,
+    backend: &str,
+) -> Result<ModelBench> {
+    let queries = e.linvt.as_ref().map(|m| m.queries);
+    let inputs = BenchInputs::new(dir, &e.config, opts.frames, queries)?;
+    measure(&mut e, &inputs, opts, adapter, backend)
+}
+
+fn run_gpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let (e, adapter) = gpu_engine(dir, &opts.linvt)?;
+    bench_on(e, dir, opts, adapter, "gpu")
 }
 
 /// Loads `dir` and benchmarks it on the requested backend (or the best available one; a GPU
 /// that cannot run it is reported on stderr before falling back to the CPU).
 pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
-    let (config, _) = open_model_dir(dir)?;
-    let inputs = BenchInputs::new(dir, &config, opts.frames)?;
+    open_model_dir(dir)?;
     match opts.backend {
-        Some(Backend::Gpu) => run_gpu(dir, &inputs, opts),
-        Some(Backend::Cpu) => run_cpu(dir, &inputs, opts),
-        None => run_gpu(dir, &inputs, opts).or_else(|e| {
+        Some(Device::Gpu) => run_gpu(dir, opts),
+        Some(Device::Cpu) => run_cpu(dir, opts),
+        None => run_gpu(dir, opts).or_else(|e| {
             eprintln!("note: benchmarking on the CPU ({e})");
-            run_cpu(dir, &inputs, opts)
+            run_cpu(dir, opts)
         }),
     }
 }
 
-fn run_cpu(dir: &Path, inputs: &BenchInputs, opts: &BenchModelOptions) -> Result<ModelBench> {
-    let mut e = cpu_engine(dir)?;
-    measure(&mut e, inputs, opts, "cpu (reference executor)", "cpu")
+fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
+    let e = cpu_engine(dir, &opts.linvt)?;
+    bench_on(e, dir, opts, "cpu (reference executor)", "cpu")
 }
 
 /// The report as a table.
 pub fn print_table(b: &ModelBench) {
     println!("model bench on {} ({})", b.adapter, b.backend);
     println!(
-        "clip: {} frames → {} vision tokens → {} LinVT tokens; prompt {} tokens; {} decode steps; median of {} reps",
-        b.frames, b.vision_tokens, b.linvt_tokens, b.prompt_tokens, b.decode_steps, b.reps
+        "clip: {} frames → {} vision tokens → {} video tokens in the prompt ({} path); prompt {} tokens; {} decode steps; median of {} reps",
+        b.frames, b.vision_tokens, b.linvt_tokens, b.video_path, b.prompt_tokens, b.decode_steps, b.reps
     );
     println!("  vision encoder  {:>10.1} frames/s", b.vision_frames_per_s);
     println!("  LinVT           {:>10.2} ms", b.linvt_ms);
@@ -322,6 +384,11 @@ pub fn print_table(b: &ModelBench) {
         b.prefill_tokens_per_s
     );
     println!("  decode          {:>10.1} tokens/s", b.decode_tokens_per_s);
+    println!("  first token     {:>10.1} ms", b.time_to_first_token_ms);
+    println!(
+        "  peak memory     {:>10.1} MiB (process RSS)",
+        b.peak_rss_mb
+    );
     let parts: Vec<String> = b
         .stage_ms
         .iter()

@@ -1,5 +1,6 @@
-//! The model directory's `config.json` (InternVLChatConfig): vision encoder, LLM and the glue
-//! between them, validated against what this crate implements.
+//! The model directory's `config.json` (InternVLChatConfig, as OpenGVLab publishes it, with or
+//! without the LinVT code's `linvt_config`): vision encoder, LLM and the glue between them,
+//! validated against what this crate implements.
 
 use serde_json::Value;
 
@@ -7,10 +8,20 @@ use crate::error::{Error, Result};
 
 /// Vision encoders this crate runs (`vision_config.model_type`).
 pub const SUPPORTED_VISION: &[&str] = &["intern_vit_6b"];
-/// Decoder families (`llm_config.architectures[0]`); each is one file in `src/vlm/`.
-pub const SUPPORTED_LLMS: &[&str] = &["Qwen2ForCausalLM", "InternLM2ForCausalLM"];
-/// Chat templates (`template`).
-pub const SUPPORTED_TEMPLATES: &[&str] = &["Hermes-2", "internlm2-chat"];
+/// Chat templates (`template`); see `prompt::Template::by_name`.
+pub const SUPPORTED_TEMPLATES: &[&str] = &[
+    "Hermes-2",
+    "internlm2-chat",
+    "phi3-chat",
+    "internvl2_5",
+    HF_TEMPLATE,
+];
+/// The template of transformers-native (-hf) checkpoints: their chat template's chatml turns,
+/// without a system turn.
+pub const HF_TEMPLATE: &str = "internvl-hf";
+/// Checkpoint layouts (`architectures[0]`).
+pub const SUPPORTED_ARCHITECTURES: &[&str] =
+    &["InternVLChatModel", "InternVLForConditionalGeneration"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
@@ -43,11 +54,7 @@ impl VisionConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LlmFamily {
-    Qwen2,
-    InternLm2,
-}
+pub use super::decoder::{LlmFamily, SUPPORTED_LLMS};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlmConfig {
@@ -58,12 +65,15 @@ pub struct LlmConfig {
     pub heads: usize,
     pub kv_heads: usize,
     pub vocab_size: usize,
-    pub rope_theta: f64,
     pub rms_norm_eps: f32,
     /// The context length (`max_position_embeddings`).
     pub max_positions: usize,
     pub tie_word_embeddings: bool,
+    /// q/k/v projections with biases (Qwen2 always; LLaMA when `attention_bias`).
+    pub attention_bias: bool,
     pub eos_token_ids: Vec<u32>,
+    /// The rotary embedding's frequencies (RoPE scaling included).
+    pub rope: super::rope::RopeScaling,
 }
 
 impl LlmConfig {
@@ -78,6 +88,17 @@ pub enum PsVersion {
     V2,
 }
 
+/// InternVL's dynamic tiling of an image (`dynamic_preprocess`): the closest aspect-ratio grid
+/// of `min_tiles..=max_tiles` tiles, plus a thumbnail of the whole image when there is more
+/// than one tile and `thumbnail` is set. Without `dynamic`, an image is one tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageTiling {
+    pub dynamic: bool,
+    pub min_tiles: usize,
+    pub max_tiles: usize,
+    pub thumbnail: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct VlmConfig {
     pub vision: VisionConfig,
@@ -88,7 +109,13 @@ pub struct VlmConfig {
     pub vision_layers_used: usize,
     pub template: String,
     pub ps_version: PsVersion,
-    pub num_video_query_token: usize,
+    /// LinVT's query count when the checkpoint carries LinVT (`linvt_config`); None for a plain
+    /// InternVL checkpoint (a LinVT plug-in brings its own).
+    pub num_video_query_token: Option<usize>,
+    pub tiling: ImageTiling,
+    /// Weights in the transformers-native layout (`InternVLForConditionalGeneration`), else
+    /// the remote-code layout (see `layout.rs`).
+    pub hf_layout: bool,
 }
 
 impl VlmConfig {
@@ -146,20 +173,29 @@ fn unsupported(what: &str, got: &str, supported: &[&str]) -> Error {
 
 impl VlmConfig {
     /// Parses and validates `config.json`. `generation_eos` are the ids of
-    /// `generation_config.json` (they win over `llm_config.eos_token_id`).
-    pub fn from_json(v: &Value, generation_eos: Vec<u32>) -> Result<Self> {
+    /// `generation_config.json` (they win over `llm_config.eos_token_id`); `preprocessor` is
+    /// `preprocessor_config.json` (a -hf checkpoint's tiling settings).
+    pub fn from_json(
+        v: &Value,
+        generation_eos: Vec<u32>,
+        preprocessor: Option<&Value>,
+    ) -> Result<Self> {
         let arch = v
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .unwrap_or("InternVLChatModel");
-        if arch != "InternVLChatModel" {
-            return Err(unsupported(
-                "architecture",
-                arch,
-                &["InternVLChatModel (with linvt_config)"],
-            ));
+        match arch {
+            "InternVLChatModel" => Self::from_remote(v, generation_eos, false),
+            "InternVLForConditionalGeneration" => {
+                Self::from_remote(&hf_as_remote(v, preprocessor)?, generation_eos, true)
+            }
+            other => Err(unsupported("architecture", other, SUPPORTED_ARCHITECTURES)),
         }
+    }
+
+    /// The remote-code `config.json` (`InternVLChatConfig`).
+    fn from_remote(v: &Value, generation_eos: Vec<u32>, hf_layout: bool) -> Result<Self> {
         let vc = get(v, "vision_config", "")?;
         let lc = get(v, "llm_config", "")?;
         let vision = Self::vision(v, vc)?;
@@ -195,28 +231,52 @@ impl VlmConfig {
             "v2" => PsVersion::V2,
             other => return Err(unsupported("ps_version", other, &["v1", "v2"])),
         };
-        let linvt = get(v, "linvt_config", "")?;
-        let q_default = v
-            .get("num_video_query_token")
-            .and_then(Value::as_u64)
-            .unwrap_or(0) as usize;
-        let num_video_query_token = linvt
-            .get("num_video_query_token")
-            .and_then(Value::as_u64)
-            .map_or(q_default, |x| x as usize);
-        if num_video_query_token == 0 {
-            return Err(cfg_err(
-                "`num_video_query_token` is missing or 0; LinVT needs at least one query",
-            ));
-        }
-        if let Some(e) = linvt.get("embed_size").and_then(Value::as_u64) {
-            if e as usize != llm.hidden_size {
-                return Err(cfg_err(format!(
-                    "linvt_config.embed_size {e} differs from the LLM hidden size {}; LinVT tokens go straight into the LLM, so they must match",
-                    llm.hidden_size
-                )));
+        let num_video_query_token = match v.get("linvt_config") {
+            None => None,
+            Some(linvt) => {
+                let q_default = v
+                    .get("num_video_query_token")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as usize;
+                let q = linvt
+                    .get("num_video_query_token")
+                    .and_then(Value::as_u64)
+                    .map_or(q_default, |x| x as usize);
+                if q == 0 {
+                    return Err(cfg_err(
+                        "`num_video_query_token` is missing or 0; LinVT needs at least one query",
+                    ));
+                }
+                if let Some(e) = linvt.get("embed_size").and_then(Value::as_u64) {
+                    if e as usize != llm.hidden_size {
+                        return Err(cfg_err(format!(
+                            "linvt_config.embed_size {e} differs from the LLM hidden size {}; LinVT tokens go straight into the LLM, so they must match",
+                            llm.hidden_size
+                        )));
+                    }
+                }
+                Some(q)
             }
+        };
+        let min_tiles = v
+            .get("min_dynamic_patch")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as usize;
+        let max_tiles = v
+            .get("max_dynamic_patch")
+            .and_then(Value::as_u64)
+            .unwrap_or(12) as usize;
+        if min_tiles == 0 || max_tiles < min_tiles {
+            return Err(cfg_err(format!(
+                "min_dynamic_patch {min_tiles} and max_dynamic_patch {max_tiles} must satisfy 1 ≤ min ≤ max"
+            )));
         }
+        let tiling = ImageTiling {
+            dynamic: bool_or(v, "dynamic_image_size", false),
+            min_tiles,
+            max_tiles,
+            thumbnail: bool_or(v, "use_thumbnail", false),
+        };
         Ok(VlmConfig {
             vision,
             llm,
@@ -225,6 +285,8 @@ impl VlmConfig {
             template,
             ps_version,
             num_video_query_token,
+            tiling,
+            hf_layout,
         })
     }
 
@@ -296,11 +358,8 @@ impl VlmConfig {
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .unwrap_or("(none)");
-        let family = match arch {
-            "Qwen2ForCausalLM" => LlmFamily::Qwen2,
-            "InternLM2ForCausalLM" => LlmFamily::InternLm2,
-            other => return Err(unsupported("LLM architecture", other, SUPPORTED_LLMS)),
-        };
+        let family = LlmFamily::from_architecture(arch)
+            .ok_or_else(|| unsupported("LLM architecture", arch, SUPPORTED_LLMS))?;
         let act = str_or(lc, "hidden_act", "silu");
         if act != "silu" {
             return Err(unsupported("LLM activation", act, &["silu"]));
@@ -323,6 +382,21 @@ impl VlmConfig {
         if !(hidden_size / heads).is_multiple_of(2) {
             return Err(cfg_err("the LLM head dimension must be even for RoPE"));
         }
+        let head_dim = hidden_size / heads;
+        let attention_bias = match family {
+            LlmFamily::Qwen2 => true,
+            _ => bool_or(lc, "attention_bias", false),
+        };
+        let rope_theta = lc
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0);
+        let max_positions = lc
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .unwrap_or(32_768) as usize;
+        let rope = super::rope::RopeScaling::from_config(lc, head_dim, rope_theta, max_positions)
+            .map_err(|e| cfg_err(format!("llm_config.{e}")))?;
         let eos = if generation_eos.is_empty() {
             ids_of(lc.get("eos_token_id"))
         } else {
@@ -336,20 +410,91 @@ impl VlmConfig {
             heads,
             kv_heads,
             vocab_size: usize_of(lc, "vocab_size", ctx)?,
-            rope_theta: lc
-                .get("rope_theta")
-                .and_then(Value::as_f64)
-                .unwrap_or(10_000.0),
             rms_norm_eps: lc
                 .get("rms_norm_eps")
                 .and_then(Value::as_f64)
                 .unwrap_or(1e-6) as f32,
-            max_positions: lc
-                .get("max_position_embeddings")
-                .and_then(Value::as_u64)
-                .unwrap_or(32_768) as usize,
+            max_positions,
             tie_word_embeddings: bool_or(lc, "tie_word_embeddings", false),
+            attention_bias,
             eos_token_ids: eos,
+            rope,
         })
     }
+}
+
+/// A -hf `config.json` (`InternVLConfig`: `vision_config` of `internvl_vision`, `text_config`)
+/// rewritten as the remote-code config it was converted from, so one parser validates both.
+/// Its tiling comes from `preprocessor_config.json` (`crop_to_patches`, which InternVL's
+/// processor turns on by default, `min_patches`, `max_patches`; a thumbnail always).
+fn hf_as_remote(v: &Value, preprocessor: Option<&Value>) -> Result<Value> {
+    let vc = get(v, "vision_config", "")?;
+    let tc = get(v, "text_config", "")?;
+    // image_size / patch_size: a number or a square [h, w].
+    let side = |key: &str| -> Result<u64> {
+        let ctx = "vision_config.";
+        match get(vc, key, ctx)? {
+            Value::Number(n) => n.as_u64(),
+            Value::Array(a) if a.len() == 2 && a[0] == a[1] => a[0].as_u64(),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            cfg_err(format!(
+                "`vision_config.{key}` must be a number or a square [h, w]"
+            ))
+        })
+    };
+    let strategy = str_or(v, "vision_feature_select_strategy", "default");
+    if strategy != "default" {
+        return Err(unsupported(
+            "vision_feature_select_strategy",
+            strategy,
+            &["default"],
+        ));
+    }
+    let family = match str_or(tc, "model_type", "(none)") {
+        "qwen2" => "Qwen2ForCausalLM",
+        "llama" => "LlamaForCausalLM",
+        other => {
+            return Err(unsupported(
+                "text_config.model_type",
+                other,
+                &["qwen2", "llama"],
+            ))
+        }
+    };
+    let mut llm = tc.clone();
+    llm["architectures"] = serde_json::json!([family]);
+    // `InternVLConfig` ties by default; a checkpoint's own lm_head is read whenever present.
+    llm["tie_word_embeddings"] = (bool_or(tc, "tie_word_embeddings", false)
+        || bool_or(v, "tie_word_embeddings", true))
+    .into();
+    let pre = preprocessor.cloned().unwrap_or(Value::Null);
+    Ok(serde_json::json!({
+        "architectures": ["InternVLChatModel"],
+        "vision_config": {
+            "model_type": "intern_vit_6b",
+            "hidden_size": get(vc, "hidden_size", "vision_config.")?,
+            "num_hidden_layers": get(vc, "num_hidden_layers", "vision_config.")?,
+            "num_attention_heads": get(vc, "num_attention_heads", "vision_config.")?,
+            "intermediate_size": get(vc, "intermediate_size", "vision_config.")?,
+            "image_size": side("image_size")?,
+            "patch_size": side("patch_size")?,
+            "num_channels": vc.get("num_channels").cloned().unwrap_or(3.into()),
+            "hidden_act": str_or(vc, "hidden_act", "gelu"),
+            "norm_type": str_or(vc, "norm_type", "layer_norm"),
+            "layer_norm_eps": vc.get("layer_norm_eps").cloned().unwrap_or(1e-6.into()),
+            "qkv_bias": bool_or(vc, "attention_bias", false),
+            "qk_normalization": bool_or(vc, "use_qk_norm", false),
+        },
+        "llm_config": llm,
+        "downsample_ratio": v.get("downsample_ratio").cloned().unwrap_or(0.5.into()),
+        "select_layer": v.get("vision_feature_layer").cloned().unwrap_or((-1).into()),
+        "template": HF_TEMPLATE,
+        "ps_version": "v2",
+        "dynamic_image_size": bool_or(&pre, "crop_to_patches", true),
+        "use_thumbnail": true,
+        "min_dynamic_patch": pre.get("min_patches").cloned().unwrap_or(1.into()),
+        "max_dynamic_patch": pre.get("max_patches").cloned().unwrap_or(12.into()),
+    }))
 }

@@ -1,12 +1,12 @@
 //! The CPU executor of the video-LLM: `VlmOps` for the LinVT CPU executor, every op by its
 //! reference twin in `crate::cpu`.
 
-use super::ops::VlmOps;
 use crate::cpu;
 use crate::cpu::kv_attention::KvGeometry;
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::linvt::cpu_exec::CpuOps;
+use crate::ops::VlmOps;
+use crate::ops::{Rope, SamplingParams};
 use crate::tensor::Tensor;
 
 /// Keys and values per layer: (capacity, kv_heads · head_dim) each.
@@ -127,10 +127,17 @@ impl VlmOps for CpuOps {
         heads: usize,
         head_dim: usize,
         position: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<Tensor> {
+        if head_dim == 0 || rope.head_dim() != head_dim || x.cols() != heads * head_dim {
+            return Err(Error::input(format!(
+                "rope: x {:?} must hold rows of {heads} heads × {head_dim} values, rotated by a RoPE of head_dim {}",
+                x.shape(),
+                rope.head_dim()
+            )));
+        }
         let mut y = x.clone();
-        cpu::rope::rope(y.data_mut(), heads, head_dim, position, theta);
+        cpu::rope::rope_with(y.data_mut(), heads, position, rope);
         Ok(y)
     }
 
@@ -158,7 +165,7 @@ impl VlmOps for CpuOps {
         position: usize,
         qkv: &Tensor,
         heads: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<Tensor> {
         let (kv_heads, d) = (cache.kv_heads, cache.head_dim);
         let (qw, kw) = (heads * d, kv_heads * d);
@@ -175,13 +182,13 @@ impl VlmOps for CpuOps {
             k.extend_from_slice(&row[qw..qw + kw]);
             v.extend_from_slice(&row[qw + kw..]);
         }
-        let q = self.rope(&Tensor::new(vec![rows, qw], q)?, heads, d, position, theta)?;
+        let q = self.rope(&Tensor::new(vec![rows, qw], q)?, heads, d, position, rope)?;
         let k = self.rope(
             &Tensor::new(vec![rows, kw], k)?,
             kv_heads,
             d,
             position,
-            theta,
+            rope,
         )?;
         self.kv_write(cache, layer, position, &k, &Tensor::new(vec![rows, kw], v)?)?;
         Ok(q)
@@ -196,7 +203,7 @@ impl VlmOps for CpuOps {
         v: &Tensor,
     ) -> Result<()> {
         let w = cache.kv_heads * cache.head_dim;
-        super::ops::check_kv_write(
+        crate::ops::check_kv_write(
             w,
             cache.keys.len(),
             cache.capacity,
@@ -256,7 +263,7 @@ mod tests {
 
     #[test]
     fn kv_cache_round_trip_matches_twin() {
-        let mut ops = CpuOps::new(1);
+        let mut ops = CpuOps::new();
         let mut cache = ops.kv_cache(1, 1, 2, 3).unwrap();
         let k = Tensor::new(vec![2, 2], vec![1.0, 0.0, 0.0, 1.0]).unwrap();
         let v = Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
@@ -271,7 +278,7 @@ mod tests {
 
     #[test]
     fn gather_rejects_out_of_range_ids() {
-        let mut ops = CpuOps::new(1);
+        let mut ops = CpuOps::new();
         let t = Tensor::new(vec![2, 1], vec![5.0, 6.0]).unwrap();
         assert_eq!(
             ops.gather_rows(&t, &[1, 0, 1]).unwrap().data(),

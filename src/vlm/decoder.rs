@@ -1,32 +1,56 @@
-//! The LLM decoder, dispatched by family. Adding a family (InternLM2, Phi-3, LLaMA) is one file
-//! with its parameters and forward over `VlmOps`, plus one arm in each match below.
+//! The LLM decoder. Every family this crate runs is a pre-norm RMSNorm / GQA + RoPE / SwiGLU
+//! stack (`qwen2::Qwen2Params`, whose forward is written once); a family is its weight layout,
+//! one file each (`qwen2.rs`, `internlm2.rs`, `phi3.rs`). Adding one: the file, a variant, a row
+//! in [`FAMILIES`] and an arm in [`load`].
 
-use super::config::{LlmConfig, LlmFamily};
-use super::internlm2;
-use super::ops::VlmOps;
+use super::config::LlmConfig;
 use super::qwen2::{self, Qwen2Params};
 use super::weights::WeightReader;
+use super::{internlm2, phi3};
 use crate::error::Result;
+use crate::ops::{Rope, VlmOps};
 
-pub enum DecoderParams<T> {
-    Qwen2(Qwen2Params<T>),
-    /// InternLM2 (InternVL2-2B/8B): its weights mapped onto the Qwen2 layer stack.
-    InternLm2(Qwen2Params<T>),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmFamily {
+    Qwen2,
+    InternLm2,
+    Phi3,
+    /// LLaMA: the Qwen2 names, q/k/v biases only with `attention_bias` (the -hf form of the
+    /// InternLM2 checkpoints).
+    Llama,
 }
 
-impl<T> DecoderParams<T> {
-    pub fn load(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Self> {
-        match c.family {
-            LlmFamily::Qwen2 => Ok(DecoderParams::Qwen2(Qwen2Params::load(r, c)?)),
-            LlmFamily::InternLm2 => Ok(DecoderParams::InternLm2(internlm2::load(r, c)?)),
-        }
-    }
+/// `llm_config.architectures[0]` → family.
+pub const FAMILIES: &[(&str, LlmFamily)] = &[
+    ("Qwen2ForCausalLM", LlmFamily::Qwen2),
+    ("InternLM2ForCausalLM", LlmFamily::InternLm2),
+    ("Phi3ForCausalLM", LlmFamily::Phi3),
+    ("LlamaForCausalLM", LlmFamily::Llama),
+];
 
-    /// The (vocab, H) input embedding table.
-    pub fn embed_table(&self) -> &T {
-        match self {
-            DecoderParams::Qwen2(p) | DecoderParams::InternLm2(p) => &p.embed,
-        }
+/// The architectures of [`FAMILIES`], for error messages.
+pub const SUPPORTED_LLMS: &[&str] = &[
+    "Qwen2ForCausalLM",
+    "InternLM2ForCausalLM",
+    "Phi3ForCausalLM",
+    "LlamaForCausalLM",
+];
+
+impl LlmFamily {
+    pub fn from_architecture(arch: &str) -> Option<Self> {
+        FAMILIES.iter().find(|(a, _)| *a == arch).map(|(_, f)| *f)
+    }
+}
+
+/// The decoder's parameters, whatever the family's weight names.
+pub type DecoderParams<T> = Qwen2Params<T>;
+
+/// Reads a family's weights (by their Hugging Face names under `language_model.`).
+pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<DecoderParams<T>> {
+    match c.family {
+        LlmFamily::Qwen2 | LlmFamily::Llama => Qwen2Params::load(r, c),
+        LlmFamily::InternLm2 => internlm2::load(r, c),
+        LlmFamily::Phi3 => phi3::load(r, c),
     }
 }
 
@@ -35,22 +59,17 @@ pub fn forward<O: VlmOps>(
     ops: &mut O,
     p: &DecoderParams<O::T>,
     c: &LlmConfig,
+    rope: &Rope,
     x: &O::T,
     cache: &mut O::Kv,
     position: usize,
 ) -> Result<O::T> {
-    match p {
-        DecoderParams::Qwen2(q) | DecoderParams::InternLm2(q) => {
-            qwen2::forward(ops, q, c, x, cache, position)
-        }
-    }
+    qwen2::forward(ops, p, c, rope, x, cache, position)
 }
 
 /// Logits (R, vocab) of final hidden states (R, H).
 pub fn logits<O: VlmOps>(ops: &mut O, p: &DecoderParams<O::T>, hidden: &O::T) -> Result<O::T> {
-    match p {
-        DecoderParams::Qwen2(q) | DecoderParams::InternLm2(q) => qwen2::logits(ops, q, hidden),
-    }
+    qwen2::logits(ops, p, hidden)
 }
 
 /// An empty KV cache for `capacity` positions.

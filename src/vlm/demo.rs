@@ -6,13 +6,14 @@
 use std::path::Path;
 
 use super::config::PsVersion;
-use super::model::{Answer, AskOptions, Backend, VideoLlm, Visual};
+use super::model::{Answer, AskOptions, VideoLlm, Visual};
 use super::picture::provenance_png;
 use super::preprocess::Frame;
 use super::synthetic::moving_square_clip;
 use super::tiny_model::{TinyModelDir, PARAMETERS};
 use crate::error::Result;
 use crate::gpu::{GpuContext, GpuOptions};
+use crate::ops::Device;
 
 pub const QUESTION: &str = "What does the white square do in this video?";
 /// Frames of the generated clip.
@@ -33,7 +34,7 @@ struct Run {
     ps_version: PsVersion,
 }
 
-fn ask_on(dir: &Path, backend: Backend, frames: &[Frame]) -> Result<Run> {
+fn ask_on(dir: &Path, backend: Device, frames: &[Frame]) -> Result<Run> {
     let mut model = VideoLlm::load(dir, backend, &mut |_, _| {})?;
     let opts = AskOptions {
         max_new_tokens: MAX_NEW_TOKENS,
@@ -47,11 +48,11 @@ fn ask_on(dir: &Path, backend: Backend, frames: &[Frame]) -> Result<Run> {
     let config = model.config();
     Ok(Run {
         backend: match backend {
-            Backend::Cpu => "cpu",
-            Backend::Gpu => "gpu",
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
         },
         tokens_per_frame: config.tokens_per_frame(),
-        linvt_tokens: config.num_video_query_token,
+        linvt_tokens: answer.prompt_visual_tokens,
         ps_version: config.ps_version,
         load_ms: model.load_ms,
         answer,
@@ -99,7 +100,7 @@ pub fn run(png: &Path) -> Result<()> {
         Ok(ctx) => {
             println!("adapter: {} ({})", ctx.adapter_name(), ctx.backend_name());
             drop(ctx);
-            match ask_on(dir.path(), Backend::Gpu, &frames) {
+            match ask_on(dir.path(), Device::Gpu, &frames) {
                 Ok(run) => Some(run),
                 Err(e) => {
                     println!("GPU path: not available ({e}); running on the CPU only");
@@ -112,7 +113,7 @@ pub fn run(png: &Path) -> Result<()> {
             None
         }
     };
-    let cpu = ask_on(dir.path(), Backend::Cpu, &frames)?;
+    let cpu = ask_on(dir.path(), Device::Cpu, &frames)?;
     let shown = gpu.as_ref().unwrap_or(&cpu);
 
     println!(

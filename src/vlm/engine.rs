@@ -5,24 +5,46 @@
 use super::config::VlmConfig;
 use super::decoder::{self, DecoderParams};
 use super::intern_vit::{self, ProjectorParams, VitParams};
-use super::ops::VlmOps;
+use super::layout::Layout;
+use super::lora::Lora;
 use super::weights::WeightReader;
 use crate::config::{ConfigPatch, LinvtConfig};
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::linvt::forward::{self, Dims, ForwardOut, Want};
 use crate::linvt::{Linvt, LinvtParams};
+use crate::ops::{Rope, SamplingParams, VlmOps};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
+
+/// A LinVT module attached to the host: its config and parameters on the executor.
+pub struct LinvtModule<T> {
+    pub config: LinvtConfig,
+    pub params: LinvtParams<T>,
+    /// Q': the video tokens it writes into the prompt.
+    pub queries: usize,
+}
 
 pub struct Engine<O: VlmOps> {
     pub ops: O,
     pub config: VlmConfig,
-    pub linvt_config: LinvtConfig,
     pub vit: VitParams<O::T>,
     pub projector: ProjectorParams<O::T>,
-    pub linvt: LinvtParams<O::T>,
+    /// None: videos take the host's own path (every frame's tokens in the prompt).
+    pub linvt: Option<LinvtModule<O::T>>,
     pub decoder: DecoderParams<O::T>,
+    /// The decoder's rotation for the sequence of the cache last made by [`Engine::new_cache`]
+    /// (a longrope model's frequencies depend on the sequence length).
+    pub rope: Rope,
+}
+
+/// Where the weights of an [`Engine`] come from besides the model's own store.
+#[derive(Default)]
+pub struct EngineSources<'a> {
+    /// The LinVT module: a store holding `linVT.*` and `query_tokens` (the model's own store for
+    /// a LinVT checkpoint, or a plug-in file); None runs without LinVT.
+    pub linvt: Option<&'a TensorStore>,
+    /// A LoRA adapter merged into the weights it targets as they are read.
+    pub lora: Option<&'a Lora>,
 }
 
 /// How to generate.
@@ -65,47 +87,49 @@ fn now_ms() -> f64 {
 }
 
 impl<O: VlmOps> Engine<O> {
-    /// Loads every part's weights from `store` onto `ops`. `on_tensor` is called per tensor read.
+    /// Loads every part's weights from `store` onto `ops`, LinVT and a LoRA from `sources`.
+    /// `on_tensor` is called per tensor read.
     pub fn load(
         mut ops: O,
         store: &TensorStore,
         config: VlmConfig,
+        sources: &EngineSources,
         on_tensor: &mut dyn FnMut(),
     ) -> Result<Self> {
-        let (linvt, _report) = Linvt::from_store(store, &ConfigPatch::default())?;
-        if linvt.num_queries() != config.num_video_query_token {
-            return Err(Error::config(format!(
-                "num_video_query_token is {} but query_tokens holds {} queries",
-                config.num_video_query_token,
-                linvt.num_queries()
-            )));
-        }
-        if linvt.config().embed_size != config.llm.hidden_size {
-            return Err(Error::config(format!(
-                "the LinVT width {} differs from the LLM hidden size {}",
-                linvt.config().embed_size,
-                config.llm.hidden_size
-            )));
-        }
-        let linvt_config = linvt.config().clone();
-        let linvt_params = linvt
-            .params()
-            .try_map_roles(|t, role| ops.upload_weight(t.clone(), role))?;
-        drop(linvt);
+        let linvt = match sources.linvt {
+            None => None,
+            Some(linvt_store) => {
+                let module = load_linvt(linvt_store, &config)?;
+                let params = module
+                    .params()
+                    .try_map_roles(|t, role| ops.upload_weight(t.clone(), role))?;
+                Some(LinvtModule {
+                    config: module.config().clone(),
+                    queries: module.num_queries(),
+                    params,
+                })
+            }
+        };
         let mut upload = |t: Tensor, role| ops.upload_weight(t, role);
         let mut r = WeightReader::new(store, &mut upload);
         r.on_tensor = Some(on_tensor);
+        r.lora = sources.lora;
+        r.layout = Layout::detect(store, config.hf_layout);
         let vit = VitParams::load(&mut r, &config)?;
         let projector = ProjectorParams::load(&mut r, &config)?;
-        let decoder = DecoderParams::load(&mut r, &config.llm)?;
+        let decoder = decoder::load(&mut r, &config.llm)?;
+        if let Some(lora) = sources.lora {
+            lora.check_all_merged(&r.merged)?;
+        }
+        let rope = config.llm.rope.for_length(1);
         Ok(Engine {
             ops,
             config,
-            linvt_config,
             vit,
             projector,
-            linvt: linvt_params,
+            linvt,
             decoder,
+            rope,
         })
     }
 
@@ -138,8 +162,16 @@ impl<O: VlmOps> Engine<O> {
 
     /// Input embeddings of token ids (R, H), gathered from the table on the executor.
     pub fn embed(&mut self, ids: &[u32]) -> Result<O::T> {
-        let table = self.decoder.embed_table();
-        self.ops.gather_rows(table, ids)
+        self.ops.gather_rows(&self.decoder.embed, ids)
+    }
+
+    /// The attached LinVT module, or an error saying how to attach one.
+    pub fn linvt(&self) -> Result<&LinvtModule<O::T>> {
+        self.linvt.as_ref().ok_or_else(|| {
+            Error::input(
+                "this model runs without LinVT (a plain InternVL checkpoint, or --no-linvt); attach a LinVT module with --linvt FILE",
+            )
+        })
     }
 
     /// LinVT on visual tokens (F·N, E) conditioned on text embeddings (L, E).
@@ -150,28 +182,30 @@ impl<O: VlmOps> Engine<O> {
         text: &O::T,
         want: Want,
     ) -> Result<ForwardOut<O>> {
-        let dims = self.linvt_dims(frames, text);
+        let dims = self.linvt_dims(frames, text)?;
+        let m = self.linvt.as_ref().expect("linvt_dims checked it");
         forward::forward(
             &mut self.ops,
-            &self.linvt_config,
-            &self.linvt,
+            &m.config,
+            &m.params,
             visual,
             text,
             dims,
-            self.config.num_video_query_token,
+            m.queries,
             want,
         )
     }
 
     /// LinVT's sizes for a clip of `frames` frames conditioned on `text`.
-    pub fn linvt_dims(&self, frames: usize, text: &O::T) -> Dims {
+    pub fn linvt_dims(&self, frames: usize, text: &O::T) -> Result<Dims> {
+        let top_k = self.linvt()?.config.top_k;
         let tokens = self.config.tokens_per_frame();
-        Dims {
+        Ok(Dims {
             frames,
             tokens,
             text_len: self.ops.row_count(text),
-            k: self.linvt_config.top_k.min(frames * tokens),
-        }
+            k: crate::ops::clamp_k(top_k, frames * tokens),
+        })
     }
 
     /// The prompt's input embeddings with `visual` rows written at `positions`.
@@ -180,8 +214,10 @@ impl<O: VlmOps> Engine<O> {
         self.ops.scatter_rows(&e, positions, visual)
     }
 
-    /// An empty KV cache for `capacity` positions.
+    /// An empty KV cache for `capacity` positions; decoding into it rotates by the decoder's
+    /// RoPE for a sequence of that length.
     pub fn new_cache(&mut self, capacity: usize) -> Result<O::Kv> {
+        self.rope = self.config.llm.rope.for_length(capacity);
         decoder::kv_cache(&mut self.ops, &self.config.llm, capacity)
     }
 
@@ -191,6 +227,7 @@ impl<O: VlmOps> Engine<O> {
             &mut self.ops,
             &self.decoder,
             &self.config.llm,
+            &self.rope,
             x,
             cache,
             position,
@@ -247,4 +284,32 @@ impl<O: VlmOps> Engine<O> {
         out.decode_ms = now_ms() - t1;
         Ok(out)
     }
+}
+
+/// The LinVT module of `store`, checked against the host: its width must be the LLM's hidden
+/// size (its tokens go straight into the LLM).
+fn load_linvt(store: &TensorStore, config: &VlmConfig) -> Result<Linvt> {
+    if !crate::linvt::params::holds_linvt(store) {
+        return Err(Error::input(format!(
+            "{} holds no LinVT module (no `query_tokens` and `linVT.*` tensors); pass a file written for LinVT (e.g. by `linvt synth --linvt`), or run without --linvt",
+            store.name()
+        )));
+    }
+    let (linvt, _report) = Linvt::from_store(store, &ConfigPatch::default())?;
+    if let Some(q) = config.num_video_query_token {
+        if linvt.num_queries() != q {
+            return Err(Error::config(format!(
+                "num_video_query_token is {q} but query_tokens holds {} queries",
+                linvt.num_queries()
+            )));
+        }
+    }
+    if linvt.config().embed_size != config.llm.hidden_size {
+        return Err(Error::config(format!(
+            "the LinVT module's width {} differs from the LLM hidden size {}; LinVT tokens go straight into the LLM, so they must match (was it made for another model?)",
+            linvt.config().embed_size,
+            config.llm.hidden_size
+        )));
+    }
+    Ok(linvt)
 }

@@ -8,15 +8,16 @@
 //! embedding gather reads each id from the chunk holding it and the (tied) `lm_head` linear
 //! writes each chunk's columns of the logits (see [`ChunkedTable`]).
 
-use super::ops::VlmOps;
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::linear::{Epilogue, OutLayout, Product, Rows, Tuning};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::topk::TopKResult;
 use crate::gpu::{self, Elem, GpuContext, GpuTensor, Recorder};
 use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::{Role, WeightStorage};
+use crate::linvt::WeightStorage;
+use crate::ops::Role;
+use crate::ops::VlmOps;
+use crate::ops::{Rope, SamplingParams};
 use crate::tensor::Tensor;
 
 /// A (rows, cols) table stored as consecutive row chunks, each within one storage binding.
@@ -30,8 +31,7 @@ pub struct ChunkedTable {
 }
 
 struct RopeTable {
-    head_dim: usize,
-    theta: f64,
+    rope: Rope,
     positions: usize,
     table: GpuTensor,
 }
@@ -181,17 +181,27 @@ impl<'a> GpuOps<'a> {
     }
 
     /// Submits everything recorded so far together with copies of `tensors` to the host.
+    /// The pending health checks' words are read back with them and checked first, so a
+    /// non-finite value upstream is an error, never a silently wrong result.
     fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         let (ctx, pool) = (self.rec.ctx, self.rec.pool);
         let rec = std::mem::replace(&mut self.rec, Recorder::new(ctx, pool));
         let (encoder, _) = rec.finish()?;
+        let checks = std::mem::take(&mut self.pending_checks);
         #[cfg(not(target_arch = "wasm32"))]
         {
-            pollster::block_on(ctx.read_back(encoder, tensors))
+            let mut wanted = tensors.to_vec();
+            wanted.extend(checks.iter().map(|c| c.tensor()));
+            let mut bytes = pollster::block_on(ctx.read_back(encoder, &wanted))?;
+            for (check, b) in checks.iter().zip(&bytes[tensors.len()..]) {
+                check.check(b)?;
+            }
+            bytes.truncate(tensors.len());
+            Ok(bytes)
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = (encoder, tensors);
+            let _ = (encoder, tensors, checks);
             Err(Error::Gpu(
                 "blocking read-back is not available in the browser".into(),
             ))
@@ -215,12 +225,8 @@ impl<'a> GpuOps<'a> {
 
     /// The cos/sin table for (head_dim, theta) covering `positions` positions, built on first
     /// need and grown by doubling.
-    fn rope_table(&mut self, head_dim: usize, theta: f64, positions: usize) -> Result<GpuTensor> {
-        let found = self
-            .vlm
-            .rope_tables
-            .iter()
-            .position(|t| t.head_dim == head_dim && t.theta == theta);
+    fn rope_table(&mut self, rope: &Rope, positions: usize) -> Result<GpuTensor> {
+        let found = self.vlm.rope_tables.iter().position(|t| t.rope == *rope);
         if let Some(i) = found {
             if self.vlm.rope_tables[i].positions >= positions {
                 return Ok(self.vlm.rope_tables[i].table.clone());
@@ -228,13 +234,13 @@ impl<'a> GpuOps<'a> {
             self.vlm.rope_tables.remove(i);
         }
         let positions = positions.next_power_of_two().max(256);
-        let data = gpu::rope::rope_table(head_dim, theta, positions);
+        let head_dim = rope.head_dim();
+        let data = gpu::rope::rope_table_for(rope, positions);
         let table = self
             .ctx()
             .upload("rope.table", &[positions, head_dim], &data)?;
         self.vlm.rope_tables.push(RopeTable {
-            head_dim,
-            theta,
+            rope: rope.clone(),
             positions,
             table: table.clone(),
         });
@@ -504,10 +510,10 @@ impl VlmOps for GpuOps<'_> {
         heads: usize,
         head_dim: usize,
         position: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<GpuTensor> {
         self.plain("rope", &[x])?;
-        let table = self.rope_table(head_dim, theta, position + x.rows())?;
+        let table = self.rope_table(rope, position + x.rows())?;
         gpu::rope::rope(&mut self.rec, x, &table, heads, head_dim, position)
     }
 
@@ -543,7 +549,7 @@ impl VlmOps for GpuOps<'_> {
         k: &GpuTensor,
         v: &GpuTensor,
     ) -> Result<()> {
-        super::ops::check_kv_write(
+        crate::ops::check_kv_write(
             cache.kv_heads * cache.head_dim,
             cache.keys.len(),
             cache.capacity,
@@ -566,7 +572,7 @@ impl VlmOps for GpuOps<'_> {
         position: usize,
         qkv: &GpuTensor,
         heads: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<GpuTensor> {
         self.plain("qkv_to_cache", &[qkv])?;
         if layer >= cache.keys.len() {
@@ -576,7 +582,7 @@ impl VlmOps for GpuOps<'_> {
             )));
         }
         let d = cache.head_dim;
-        let table = self.rope_table(d, theta, position + qkv.rows())?;
+        let table = self.rope_table(rope, position + qkv.rows())?;
         gpu::rope::rope_qkv(
             &mut self.rec,
             qkv,

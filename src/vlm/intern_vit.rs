@@ -2,11 +2,11 @@
 //! `VlmOps`. Weight names are the released model's (`vision_model.*`, `mlp1.*`).
 
 use super::config::{NormKind, PsVersion, VisionConfig, VlmConfig};
-use super::ops::VlmOps;
 use super::weights::WeightReader;
-use crate::cpu::attention::Axis;
 use crate::error::{Error, Result};
-use crate::linvt::Role;
+use crate::ops::Axis;
+use crate::ops::Role;
+use crate::ops::VlmOps;
 use crate::tensor::Tensor;
 
 /// A LayerNorm (weight + bias) or an RMSNorm (weight only).
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn split_attention_without_norms_equals_the_packed_path() {
         use crate::linvt::cpu_exec::CpuOps;
-        use crate::linvt::ops::Ops;
+        use crate::ops::Ops;
         let (c, frames, tokens, heads) = (8, 3, 5, 2);
         let mut rng = crate::rand::SeededRng::new(3);
         let mut t = |shape: &[usize]| {
@@ -381,7 +381,7 @@ mod tests {
             ls2: t(&[c]),
         };
         let h = t(&[frames * tokens, c]);
-        let mut ops = CpuOps::new(tokens);
+        let mut ops = CpuOps::new();
         let qkv = ops.linear(&h, &layer.qkv_w, layer.qkv_b.as_ref()).unwrap();
         let packed = ops
             .self_attention(&qkv, frames, tokens, heads, Axis::Tokens)

@@ -7,7 +7,7 @@ use super::config::LlmConfig;
 use super::qwen2::{Qwen2Layer, Qwen2Params};
 use super::weights::WeightReader;
 use crate::error::Result;
-use crate::linvt::Role;
+use crate::ops::Role;
 use crate::tensor::Tensor;
 
 /// Reorders InternLM2's packed `wqkv` ((kv_heads · (g + 2) · d), H), laid out per KV head as

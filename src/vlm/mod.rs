@@ -1,5 +1,5 @@
 //! The video-LLM: InternVL2-family host (InternViT → pixel shuffle → `mlp1` → LinVT → Qwen2)
-//! written once over `ops::VlmOps` (DESIGN.md "one forward, two executors"), with a CPU
+//! written once over `ops::VlmOps` (docs/design.md "one forward, two executors"), with a CPU
 //! executor. `engine` holds one executor's parameters and runs each stage of the released
 //! `forward()`'s token flow; `model::VideoLlm` adds the tokenizer, inputs and `ask`.
 
@@ -18,15 +18,21 @@ pub mod engine;
 pub mod gpu_exec;
 pub mod intern_vit;
 pub mod internlm2;
+pub mod internvl;
+pub mod layout;
+pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod model;
-pub mod ops;
+pub mod phi3;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod picture;
 pub mod preprocess;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod prompt;
 pub mod qwen2;
+pub mod rope;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod synth;
 pub mod synthetic;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod tiny_model;

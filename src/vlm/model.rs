@@ -1,49 +1,72 @@
-//! `VideoLlm`: load a model directory once, ask many questions about videos, frame sets or
-//! images, with the answer streamed per token. The token flow is the released `forward()`'s
-//! (see tests/fixtures/tiny-internvl2/README.md): visual tokens → LinVT conditioned on the
-//! preset's text slice → bf16 → written over the `<IMG_CONTEXT>` embeddings → decoder.
+//! `VideoLlm`: load a model directory once (with a LinVT plug-in and a LoRA adapter if asked),
+//! ask many questions about videos, frame sets or images, with the answer streamed per token.
+//! The token flow is the InternVL host's (`internvl.rs`); generation is `Engine::generate`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{ids_of, VlmConfig};
-use super::engine::{Engine, GenerateOptions};
-use super::ops::VlmOps;
-use super::preprocess::{pixel_values, Frame};
-use super::prompt::{Prompt, Template};
+use super::engine::{Engine, EngineSources, GenerateOptions};
+use super::internvl::{self, HostOptions};
+pub use super::internvl::{VideoPath, Visual};
+use super::lora::Lora;
+use super::prompt::Template;
 use super::tokenizer::Tokenizer;
-use crate::cpu::sample::SamplingParams;
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::linvt::cpu_exec::CpuOps;
-use crate::linvt::forward::Want;
 use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::provenance::{self, Provenance};
+use crate::linvt::provenance::Provenance;
 use crate::linvt::WeightStorage;
+use crate::ops::{Device, SamplingParams, VlmOps};
 use crate::weights::TensorStore;
 
-/// Where the model runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Cpu,
-    Gpu,
+/// Where the video path's LinVT module comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LinvtChoice {
+    /// The checkpoint's own when its config has `linvt_config`, else none.
+    #[default]
+    Auto,
+    /// A LinVT module file (its weights, `query_tokens`, its config in the safetensors
+    /// metadata) attached to any checkpoint; it replaces the checkpoint's own.
+    File(PathBuf),
+    /// None: videos take the host's own path.
+    Off,
 }
 
-/// What the question is about.
+/// How to load a model directory.
 #[derive(Clone, Debug)]
-pub enum Visual {
-    /// Frames already sampled from a video (LinVT condenses them).
-    Video(Vec<Frame>),
-    /// One image: its tokens go to the LLM directly (LinVT is skipped).
-    Image(Frame),
+pub struct LoadOptions {
+    pub device: Device,
+    /// How the GPU stores the linear weights; None keeps the checkpoint's precision, exact
+    /// either way: bf16 when every float tensor of the checkpoint is bf16 (the released ones;
+    /// the embedding table then goes to bf16 too where it is stored as texels), f32 otherwise.
+    /// The CPU keeps f32.
+    pub gpu_weights: Option<WeightStorage>,
+    pub linvt: LinvtChoice,
+    /// A PEFT LoRA adapter directory merged into the weights at load.
+    pub lora: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    pub fn new(device: Device) -> Self {
+        LoadOptions {
+            device,
+            gpu_weights: None,
+            linvt: LinvtChoice::Auto,
+            lora: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct AskOptions {
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
-    /// Also return which input cells each video token averages.
+    /// Also return which input cells each video token averages (LinVT path only).
     pub provenance: bool,
+    /// Images: at most this many tiles (see `internvl::HostOptions::max_tiles`).
+    pub max_tiles: Option<usize>,
 }
 
 impl Default for AskOptions {
@@ -52,6 +75,7 @@ impl Default for AskOptions {
             max_new_tokens: 128,
             sampling: SamplingParams::default(),
             provenance: false,
+            max_tiles: None,
         }
     }
 }
@@ -66,6 +90,13 @@ pub struct Answer {
     pub provenance: Option<Provenance>,
     /// The prompt as tokenized.
     pub prompt_ids: Vec<u32>,
+    /// Which path a video took (None for an image).
+    pub video_path: Option<VideoPath>,
+    /// Tiles or frames through the vision encoder.
+    pub images: usize,
+    /// Visual tokens out of the projector, and in the prompt (fewer after LinVT).
+    pub visual_tokens: usize,
+    pub prompt_visual_tokens: usize,
 }
 
 /// Reads and validates a model directory: `config.json`, `generation_config.json` (optional),
@@ -96,9 +127,54 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
     let eos = read_json("generation_config.json")?
         .map(|g| ids_of(g.get("eos_token_id")))
         .unwrap_or_default();
-    let cfg = VlmConfig::from_json(&config, eos)?;
+    let preprocessor = read_json("preprocessor_config.json")?;
+    let cfg = VlmConfig::from_json(&config, eos, preprocessor.as_ref())?;
     let store = TensorStore::open(dir)?;
     Ok((cfg, store))
+}
+
+/// Loads a model directory's weights onto `ops`, with LinVT and a LoRA adapter as `opts` say.
+/// `on_tensor(done, total)` reports weight loading.
+pub fn load_engine<O: VlmOps>(
+    ops: O,
+    dir: &Path,
+    opts: &LoadOptions,
+    on_tensor: &mut dyn FnMut(usize, usize),
+) -> Result<Engine<O>> {
+    let (config, store) = open_model_dir(dir)?;
+    let plugin = match &opts.linvt {
+        LinvtChoice::File(path) => Some(TensorStore::open(path)?),
+        _ => None,
+    };
+    let linvt = match &opts.linvt {
+        LinvtChoice::Auto if config.num_video_query_token.is_some() => Some(&store),
+        LinvtChoice::File(_) => plugin.as_ref(),
+        _ => None,
+    };
+    let lora = opts.lora.as_deref().map(Lora::open).transpose()?;
+    let total = store.keys().count();
+    let mut done = 0;
+    let mut tick = || {
+        done += 1;
+        on_tensor(done, total);
+    };
+    let sources = EngineSources {
+        linvt,
+        lora: lora.as_ref(),
+    };
+    Engine::load(ops, &store, config, &sources, &mut tick)
+}
+
+/// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
+/// weights as `opts.gpu_weights` says (None: the checkpoint's own precision).
+pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
+    let (ctx, pool) = super::gpu_exec::shared_gpu()?;
+    let mut ops = GpuOps::new(Recorder::new(ctx, pool));
+    ops.vlm.weight_storage = match opts.gpu_weights {
+        Some(w) => w,
+        None => WeightStorage::exact_for(&TensorStore::open(dir)?),
+    };
+    Ok(ops)
 }
 
 enum Executor {
@@ -115,52 +191,40 @@ pub struct VideoLlm {
 }
 
 impl VideoLlm {
-    /// Loads `dir` onto `backend`. `on_tensor(done, total)` reports weight loading. The GPU
-    /// keeps the weights in the checkpoint's own precision (see [`Self::load_with`]).
+    /// Loads `dir` onto `device` with the defaults of [`LoadOptions::new`].
+    /// `on_tensor(done, total)` reports weight loading.
     pub fn load(
         dir: &Path,
-        backend: Backend,
+        device: Device,
         on_tensor: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load_with(dir, backend, None, on_tensor)
+        Self::load_with(dir, &LoadOptions::new(device), on_tensor)
     }
 
-    /// [`Self::load`] with the GPU's linear weights stored as `gpu_weights` (f16/bf16: half the
-    /// memory). None keeps the checkpoint's precision, exact either way: bf16 when every float
-    /// tensor of the checkpoint is bf16 (the released ones; the embedding table then goes to
-    /// bf16 too where it is stored as texels), f32 otherwise. The CPU backend keeps f32.
+    /// Loads `dir` as `opts` say.
     pub fn load_with(
         dir: &Path,
-        backend: Backend,
-        gpu_weights: Option<WeightStorage>,
+        opts: &LoadOptions,
         on_tensor: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let t0 = Instant::now();
-        let (config, store) = open_model_dir(dir)?;
-        let gpu_weights = gpu_weights.unwrap_or_else(|| WeightStorage::exact_for(&store));
+        let executor = match opts.device {
+            Device::Cpu => {
+                Executor::Cpu(Box::new(load_engine(CpuOps::new(), dir, opts, on_tensor)?))
+            }
+            Device::Gpu => {
+                let ops = gpu_ops(dir, opts)?;
+                Executor::Gpu(Box::new(load_engine(ops, dir, opts, on_tensor)?))
+            }
+        };
+        let config = match &executor {
+            Executor::Cpu(e) => &e.config,
+            Executor::Gpu(e) => &e.config,
+        };
         let tokenizer = Tokenizer::from_dir(dir)?;
         let template = Template::by_name(&config.template)?;
         let mut stop_ids = config.llm.eos_token_ids.clone();
-        stop_ids.extend(tokenizer.token_to_id(template.sep));
-        let total = store.keys().count();
-        let mut done = 0;
-        let mut tick = || {
-            done += 1;
-            on_tensor(done, total);
-        };
-        let executor = match backend {
-            Backend::Cpu => {
-                let ops = CpuOps::new(config.tokens_per_frame());
-                Executor::Cpu(Box::new(Engine::load(ops, &store, config, &mut tick)?))
-            }
-            Backend::Gpu => {
-                // The process-wide context, so the loaded model can own its executor.
-                let (ctx, pool) = super::gpu_exec::shared_gpu()?;
-                let mut ops = GpuOps::new(Recorder::new(ctx, pool));
-                ops.vlm.weight_storage = gpu_weights;
-                Executor::Gpu(Box::new(Engine::load(ops, &store, config, &mut tick)?))
-            }
-        };
+        stop_ids.extend(tokenizer.token_to_id(template.stop_token()));
         Ok(VideoLlm {
             tokenizer,
             template,
@@ -168,6 +232,14 @@ impl VideoLlm {
             executor,
             load_ms: t0.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Whether videos go through LinVT (else the host's own frames path).
+    pub fn has_linvt(&self) -> bool {
+        match &self.executor {
+            Executor::Cpu(e) => e.linvt.is_some(),
+            Executor::Gpu(e) => e.linvt.is_some(),
+        }
     }
 
     /// How the GPU executor stores the linear weights (None on the CPU backend).
@@ -227,68 +299,27 @@ impl AskContext<'_> {
         on_text: &mut dyn FnMut(&str),
         on_stage: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        let mut timings = Vec::new();
-        let mut clock = Instant::now();
-        let mut lap = |name: &str, timings: &mut Vec<(String, f64)>| {
-            timings.push((name.to_string(), clock.elapsed().as_secs_f64() * 1e3));
-            clock = Instant::now();
-        };
         if question.trim().is_empty() {
             return Err(Error::input(
                 "the question is empty; ask something about the video",
             ));
         }
-        on_stage("preprocess");
-        let frames: &[Frame] = match visual {
-            Visual::Video(f) => f,
-            Visual::Image(f) => std::slice::from_ref(f),
+        let host_opts = HostOptions {
+            max_tiles: opts.max_tiles,
+            provenance: opts.provenance,
         };
-        let pixels = pixel_values(frames, e.config.vision.image_size)?;
-        lap("preprocess", &mut timings);
-        on_stage("vision encoder");
-        let tokens = e.vision(&pixels)?;
-        lap("vision", &mut timings);
-        let (prompt, rows, provenance) = match visual {
-            Visual::Image(_) => {
-                let n = e.config.tokens_per_frame();
-                let prompt = Prompt::build(self.tokenizer, self.template, question, n)?;
-                (prompt, tokens, None)
-            }
-            Visual::Video(f) => {
-                on_stage("LinVT");
-                let q = e.config.num_video_query_token;
-                let prompt = Prompt::build(self.tokenizer, self.template, question, q)?;
-                let text = e.embed(prompt.value_ids(e.linvt_config.preset)?)?;
-                let want = Want {
-                    probs: opts.provenance,
-                    trace: false,
-                };
-                let out = e.condense(&tokens, f.len(), &text, want)?;
-                // The released model casts LinVT's output to bf16 before the LLM sees it.
-                let rows = e.ops.round_bf16(&out.output)?;
-                let provenance = if opts.provenance {
-                    let indices = e.ops.read_back_indices(&out.indices)?;
-                    let probs = out
-                        .aggregation_probs
-                        .iter()
-                        .map(|p| e.ops.read_back(p))
-                        .collect::<Result<Vec<_>>>()?;
-                    let dims = e.linvt_dims(f.len(), &text);
-                    Some(provenance::of_forward(
-                        e.linvt_config.num_heads,
-                        q,
-                        dims,
-                        &out,
-                        &indices,
-                        &probs,
-                    ))
-                } else {
-                    None
-                };
-                lap("linvt", &mut timings);
-                (prompt, rows, provenance)
-            }
-        };
+        let input = internvl::prepare(
+            e,
+            self.tokenizer,
+            self.template,
+            visual,
+            question,
+            &host_opts,
+            on_stage,
+        )?;
+        let mut timings = input.timings_ms.clone();
+        let prompt = input.prompt;
+        let rows = input.rows;
         on_stage("prefill");
         let embeds = e.prompt_embeds(&prompt.ids, &prompt.context_positions, &rows)?;
         let gen_opts = GenerateOptions {
@@ -329,8 +360,12 @@ impl AskContext<'_> {
             text,
             token_ids: generated.ids,
             timings_ms: timings,
-            provenance,
+            provenance: input.provenance,
             prompt_ids: prompt.ids,
+            video_path: input.video_path,
+            images: input.images,
+            visual_tokens: input.visual_tokens,
+            prompt_visual_tokens: input.prompt_visual_tokens,
         })
     }
 }

@@ -148,6 +148,73 @@ pub fn pixel_values(frames: &[Frame], size: usize) -> Result<Tensor> {
     Tensor::new(vec![frames.len(), 3, size, size], data)
 }
 
+/// The tile grid (columns, rows) InternVL's `find_closest_aspect_ratio` picks for a
+/// `width`×`height` image: among every grid of `min_tiles..=max_tiles` tiles, ordered by tile
+/// count, the one whose aspect ratio is closest to the image's; on a tie the later grid wins
+/// when the image's area exceeds half the grid's area in pixels (`tile` = tile side). Grids of
+/// equal count tie only at the exact midpoint of their ratios, where Python's set order would
+/// decide; here they go by (columns, rows).
+pub fn tile_grid(
+    width: usize,
+    height: usize,
+    tile: usize,
+    min_tiles: usize,
+    max_tiles: usize,
+) -> (usize, usize) {
+    let mut grids: Vec<(usize, usize)> = (1..=max_tiles)
+        .flat_map(|i| (1..=max_tiles).map(move |j| (i, j)))
+        .filter(|(i, j)| (min_tiles..=max_tiles).contains(&(i * j)))
+        .collect();
+    grids.sort_by_key(|&(i, j)| (i * j, i, j));
+    let aspect = width as f64 / height as f64;
+    let area = (width * height) as f64;
+    let mut best = (1, 1);
+    let mut best_diff = f64::INFINITY;
+    for (i, j) in grids {
+        let diff = (aspect - i as f64 / j as f64).abs();
+        if diff < best_diff {
+            best_diff = diff;
+            best = (i, j);
+        } else if diff == best_diff && area > 0.5 * (tile * tile * i * j) as f64 {
+            best = (i, j);
+        }
+    }
+    best
+}
+
+/// InternVL's `dynamic_preprocess`: the image resized (bicubic) to the chosen grid of
+/// `tile`×`tile` tiles and cut into them row by row, plus a `tile`×`tile` thumbnail of the
+/// whole image when `thumbnail` is set and there is more than one tile.
+pub fn dynamic_tiles(
+    f: &Frame,
+    tile: usize,
+    min_tiles: usize,
+    max_tiles: usize,
+    thumbnail: bool,
+) -> Vec<Frame> {
+    let (cols, rows) = tile_grid(f.width, f.height, tile, min_tiles, max_tiles);
+    let resized = resize_bicubic(f, cols * tile, rows * tile);
+    let mut tiles = Vec::with_capacity(cols * rows + 1);
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut rgb = Vec::with_capacity(tile * tile * 3);
+            for y in r * tile..(r + 1) * tile {
+                let start = (y * resized.width + c * tile) * 3;
+                rgb.extend_from_slice(&resized.rgb[start..start + tile * 3]);
+            }
+            tiles.push(Frame {
+                width: tile,
+                height: tile,
+                rgb,
+            });
+        }
+    }
+    if thumbnail && tiles.len() != 1 {
+        tiles.push(resize_bicubic(f, tile, tile));
+    }
+    tiles
+}
+
 /// Indices of `num` frames spread uniformly over `total` (the released eval's `get_index`:
 /// segment midpoints over frames 0..total−1). With `total ≤ num` every frame is used once.
 pub fn uniform_indices(total: usize, num: usize) -> Vec<usize> {
@@ -175,6 +242,40 @@ mod tests {
         let f = Frame::new(7, 5, vec![200; 105]).unwrap();
         let r = resize_bicubic(&f, 4, 9);
         assert!(r.rgb.iter().all(|&v| v == 200));
+    }
+
+    #[test]
+    fn tile_grid_by_hand() {
+        // 130×60 (aspect 2.17), up to 6 tiles: grids by count then (i, j); 2:1 (diff 0.17)
+        // beats 3:1 (0.83) and 3:2 (0.67).
+        assert_eq!(tile_grid(130, 60, 28, 1, 6), (2, 1));
+        // A square image: 1:1 first; 2:2 ties it (diff 0) and wins only when the image area
+        // exceeds half of 2×2 tiles: 56² > 0.5·4·28² = 1568 → (2, 2); 30² does not.
+        assert_eq!(tile_grid(56, 56, 28, 1, 6), (2, 2));
+        assert_eq!(tile_grid(30, 30, 28, 1, 6), (1, 1));
+        // max 1: always one tile.
+        assert_eq!(tile_grid(500, 20, 28, 1, 1), (1, 1));
+    }
+
+    #[test]
+    fn dynamic_tiles_cut_row_by_row_with_a_thumbnail() {
+        // A 4×2 image whose pixels hold their x in red: grid 2×1 of 2-pixel tiles, no resize.
+        let rgb = (0..2)
+            .flat_map(|_| (0..4u8).flat_map(|x| [x, 0, 0]))
+            .collect();
+        let f = Frame::new(4, 2, rgb).unwrap();
+        let tiles = dynamic_tiles(&f, 2, 1, 6, true);
+        assert_eq!(tiles.len(), 3);
+        assert_eq!(
+            tiles[0].rgb.iter().step_by(3).copied().collect::<Vec<_>>(),
+            [0, 1, 0, 1]
+        );
+        assert_eq!(
+            tiles[1].rgb.iter().step_by(3).copied().collect::<Vec<_>>(),
+            [2, 3, 2, 3]
+        );
+        assert_eq!((tiles[2].width, tiles[2].height), (2, 2));
+        assert_eq!(dynamic_tiles(&f, 2, 1, 6, false).len(), 2);
     }
 
     #[test]

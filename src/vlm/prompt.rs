@@ -1,35 +1,56 @@
-//! The chat prompt: InternVL's Hermes-2 (chatml) template, the `<img>` + Q × `<IMG_CONTEXT>` +
-//! `</img>` expansion, and the text LinVT is conditioned on (`value_input_ids`).
+//! The chat prompt: InternVL's conversation templates, the `<image>` → `<img>` + n ×
+//! `<IMG_CONTEXT>` + `</img>` expansion, and the text LinVT is conditioned on
+//! (`value_input_ids`).
 
 use super::tokenizer::{Tokenizer, IMG_CONTEXT, IMG_END, IMG_START};
 use crate::config::Preset;
 use crate::error::{Error, Result};
 
-/// InternVL's default system message (the released `Hermes-2` conversation template).
+/// InternVL2's system message (`InternVLChatModel.system_message`; the Hermes-2,
+/// internlm2-chat and phi3-chat checkpoints).
 pub const INTERNVL_SYSTEM_MESSAGE: &str = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。";
 
-/// An MPT-style conversation template: system turn, user turn, open assistant turn.
+/// InternVL2.5's and InternVL3's system message (the `internvl2_5` template).
+pub const INTERNVL2_5_SYSTEM_MESSAGE: &str = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。";
+
+/// An MPT-style conversation template (InternVL's `conversation.py`): system turn, user turn,
+/// open assistant turn, each closed by `sep`.
 #[derive(Clone, Debug)]
 pub struct Template {
     pub system_template: &'static str,
     pub system_message: String,
     pub user_role: &'static str,
     pub assistant_role: &'static str,
-    /// Ends every turn; also a stop token.
+    /// Ends every turn; its token (without trailing whitespace) also stops generation.
     pub sep: &'static str,
 }
 
 impl Template {
     /// The template named in config.json (see `config::SUPPORTED_TEMPLATES`).
     pub fn by_name(name: &str) -> Result<Self> {
+        let chatml = |system_message: &str, sep| Template {
+            system_template: "<|im_start|>system\n{system_message}",
+            system_message: system_message.to_string(),
+            user_role: "<|im_start|>user\n",
+            assistant_role: "<|im_start|>assistant\n",
+            sep,
+        };
         match name {
-            // InternVL's `internlm2-chat` template is the same chatml layout.
-            "Hermes-2" | "internlm2-chat" => Ok(Template {
-                system_template: "<|im_start|>system\n{system_message}",
+            // InternVL2's `Hermes-2` and `internlm2-chat` are the same chatml layout.
+            "Hermes-2" | "internlm2-chat" => Ok(chatml(INTERNVL_SYSTEM_MESSAGE, "<|im_end|>")),
+            "internvl2_5" => Ok(chatml(INTERNVL2_5_SYSTEM_MESSAGE, "<|im_end|>\n")),
+            // A -hf checkpoint's chat template: the same turns, no system turn.
+            super::config::HF_TEMPLATE => Ok(Template {
+                system_template: "",
+                system_message: String::new(),
+                ..chatml("", "<|im_end|>\n")
+            }),
+            "phi3-chat" => Ok(Template {
+                system_template: "<|system|>\n{system_message}",
                 system_message: INTERNVL_SYSTEM_MESSAGE.to_string(),
-                user_role: "<|im_start|>user\n",
-                assistant_role: "<|im_start|>assistant\n",
-                sep: "<|im_end|>",
+                user_role: "<|user|>\n",
+                assistant_role: "<|assistant|>\n",
+                sep: "<|end|>",
             }),
             other => Err(Error::config(format!(
                 "unsupported chat template `{other}`; supported: {}",
@@ -38,17 +59,27 @@ impl Template {
         }
     }
 
-    /// system + sep + user + message + sep + assistant (no newline after a sep, as released).
+    /// The token that ends an assistant turn (`sep` without trailing whitespace).
+    pub fn stop_token(&self) -> &'static str {
+        self.sep.trim_end()
+    }
+
+    /// system + sep + user + message + sep + assistant (no newline after a sep, as released;
+    /// no system turn when the template has none).
     pub fn render(&self, user_message: &str) -> String {
+        let system = if self.system_template.is_empty() {
+            String::new()
+        } else {
+            let s = self.system_template;
+            format!(
+                "{}{}",
+                s.replace("{system_message}", &self.system_message),
+                self.sep
+            )
+        };
         format!(
-            "{}{}{}{}{}{}",
-            self.system_template
-                .replace("{system_message}", &self.system_message),
-            self.sep,
-            self.user_role,
-            user_message,
-            self.sep,
-            self.assistant_role
+            "{}{}{}{}{}",
+            system, self.user_role, user_message, self.sep, self.assistant_role
         )
     }
 }
@@ -75,6 +106,18 @@ impl Prompt {
         question: &str,
         context_tokens: usize,
     ) -> Result<Prompt> {
+        Self::build_spans(tok, template, question, &[context_tokens])
+    }
+
+    /// InternVL's `chat()`: `question` with `<image>\n` prepended when it has no `<image>`,
+    /// then the i-th `<image>` replaced by `<img>` + `spans[i]` × `<IMG_CONTEXT>` + `</img>`
+    /// (one span per image, or per frame of a video), in the template.
+    pub fn build_spans(
+        tok: &Tokenizer,
+        template: &Template,
+        question: &str,
+        spans: &[usize],
+    ) -> Result<Prompt> {
         if question.trim().is_empty() {
             return Err(Error::input(
                 "the question is empty; ask something about the video",
@@ -85,9 +128,21 @@ impl Prompt {
         } else {
             format!("<image>\n{question}")
         };
-        let placeholder = format!("{IMG_START}{}{IMG_END}", IMG_CONTEXT.repeat(context_tokens));
-        let text = template.render(&question.replacen("<image>", &placeholder, 1));
-        let ids = tok.encode(&text)?;
+        let placeholders = question.matches("<image>").count();
+        if placeholders < spans.len() {
+            return Err(Error::input(format!(
+                "the question holds {placeholders} `<image>` placeholder(s) but {} images or frames are given; put one `<image>` per image, or none",
+                spans.len()
+            )));
+        }
+        let mut message = question;
+        for &n in spans {
+            let placeholder = format!("{IMG_START}{}{IMG_END}", IMG_CONTEXT.repeat(n));
+            message = message.replacen("<image>", &placeholder, 1);
+        }
+        let context_tokens: usize = spans.iter().sum();
+        let text = template.render(&message);
+        let ids = tok.encode_prompt(&text)?;
         let context_positions: Vec<u32> = ids
             .iter()
             .enumerate()

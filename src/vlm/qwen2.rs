@@ -3,9 +3,9 @@
 //! `lm_head`. Weight names are the released model's (`language_model.*`).
 
 use super::config::LlmConfig;
-use super::ops::VlmOps;
 use super::weights::WeightReader;
 use crate::error::Result;
+use crate::ops::{Rope, VlmOps};
 
 pub struct Qwen2Layer<T> {
     pub input_norm: T,
@@ -50,14 +50,18 @@ impl<T> Qwen2Params<T> {
                         ],
                         &[[h, h], [kv, h], [kv, h]],
                     )?,
-                    qkv_b: Some(r.concat(
-                        &[
-                            &format!("{a}.q_proj.bias"),
-                            &format!("{a}.k_proj.bias"),
-                            &format!("{a}.v_proj.bias"),
-                        ],
-                        &[h, kv, kv],
-                    )?),
+                    qkv_b: if c.attention_bias {
+                        Some(r.concat(
+                            &[
+                                &format!("{a}.q_proj.bias"),
+                                &format!("{a}.k_proj.bias"),
+                                &format!("{a}.v_proj.bias"),
+                            ],
+                            &[h, kv, kv],
+                        )?)
+                    } else {
+                        None
+                    },
                     o_w: r.linear(&format!("{a}.o_proj.weight"), &[h, h])?,
                     post_norm: r.get(&format!("{l}.post_attention_layernorm.weight"), &[h])?,
                     gate_up_w: r.stacked(
@@ -87,13 +91,14 @@ impl<T> Qwen2Params<T> {
     }
 }
 
-/// Runs the decoder layers on `x` (R, H) — the input embeddings of positions
+/// Runs the decoder layers on `x` (R, H), rotated by `rope` (`LlmConfig::rope` for the sequence) — the input embeddings of positions
 /// position..position+R — writing their keys and values into `cache`. Returns the final-norm
 /// hidden states (R, H).
 pub fn forward<O: VlmOps>(
     ops: &mut O,
     p: &Qwen2Params<O::T>,
     c: &LlmConfig,
+    rope: &Rope,
     x: &O::T,
     cache: &mut O::Kv,
     position: usize,
@@ -104,7 +109,7 @@ pub fn forward<O: VlmOps>(
     let mut x = x.clone();
     for (n, l) in p.layers.iter().enumerate() {
         let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
-        let q = ops.qkv_to_cache(cache, n, position, &qkv, c.heads, c.rope_theta)?;
+        let q = ops.qkv_to_cache(cache, n, position, &qkv, c.heads, rope)?;
         let a = ops.kv_attention(cache, n, &q, position, c.heads)?;
         let a = ops.linear(&a, &l.o_w, None)?;
         let (x1, h1) = ops.add_rms_norm(&x, &a, &l.post_norm, c.rms_norm_eps)?;

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+/// The tiny model's byte-level BPE tokenizer (also the base of `synth`'s stand-in tokenizers).
+pub const TOKENIZER_JSON: &[u8] =
+    include_bytes!("../../tests/fixtures/tiny-internvl2/tokenizer.json");
+
 /// (file name, contents): what a model directory needs (the golden outputs are left out).
 const FILES: &[(&str, &[u8])] = &[
     (
@@ -22,10 +26,7 @@ const FILES: &[(&str, &[u8])] = &[
         "model.safetensors",
         include_bytes!("../../tests/fixtures/tiny-internvl2/model.safetensors"),
     ),
-    (
-        "tokenizer.json",
-        include_bytes!("../../tests/fixtures/tiny-internvl2/tokenizer.json"),
-    ),
+    ("tokenizer.json", TOKENIZER_JSON),
     (
         "tokenizer_config.json",
         include_bytes!("../../tests/fixtures/tiny-internvl2/tokenizer_config.json"),
@@ -78,7 +79,7 @@ mod tests {
         let dir = TinyModelDir::write().unwrap();
         let path = dir.path().to_path_buf();
         let (cfg, store) = crate::vlm::model::open_model_dir(&path).unwrap();
-        assert_eq!(cfg.num_video_query_token, 8);
+        assert_eq!(cfg.num_video_query_token, Some(8));
         let params: usize = store
             .keys()
             .map(|k| store.get(k).unwrap().unwrap().len())

@@ -57,6 +57,23 @@ impl Tokenizer {
             .map_err(|e| Error::input(format!("cannot tokenize the prompt: {e}")))
     }
 
+    /// Token ids of a whole prompt: as `encode`, plus whatever the tokenizer adds around a
+    /// sequence (InternLM2's and LLaMA's BOS; Qwen2 adds nothing), as `tokenizer(query)` does
+    /// in InternVL's `chat()`.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::input(format!("cannot tokenize the prompt: {e}")))
+    }
+
+    /// Text of `ids` with special tokens shown (for checking prompts).
+    pub fn decode_with_special(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| Error::input(format!("cannot decode token ids: {e}")))
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

@@ -1,9 +1,11 @@
 //! Reads the host model's tensors by their Hugging Face names, checking shape and finiteness,
-//! and hands each to the executor (`upload`) as soon as it is read, so a large model is never
-//! held twice on the host.
+//! merges a LoRA adapter's delta into the weights it targets, and hands each to the executor
+//! (`upload`) as soon as it is read, so a large model is never held twice on the host.
 
+use super::layout::{Layout, Source};
+use super::lora::Lora;
 use crate::error::{Error, Result};
-use crate::linvt::Role;
+use crate::ops::Role;
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 
@@ -14,6 +16,12 @@ pub struct WeightReader<'a, T> {
     upload: &'a mut dyn FnMut(Tensor, Role) -> Result<T>,
     /// Called once per tensor read (progress reporting).
     pub on_tensor: Option<&'a mut dyn FnMut()>,
+    /// A LoRA adapter merged into every weight it targets as that weight is read.
+    pub lora: Option<&'a Lora>,
+    /// The weights the LoRA was merged into (so the caller can refuse targets never read).
+    pub merged: Vec<String>,
+    /// Where each requested (remote-code) name lives in the store.
+    pub layout: Layout,
 }
 
 impl<'a, T> WeightReader<'a, T> {
@@ -25,18 +33,19 @@ impl<'a, T> WeightReader<'a, T> {
             store,
             upload,
             on_tensor: None,
+            lora: None,
+            merged: Vec::new(),
+            layout: Layout::Remote,
         }
     }
 
-    /// The host tensor `key` of exactly `shape`, finite.
+    /// The host tensor `key` of exactly `shape`, finite, with the LoRA delta merged in when the
+    /// adapter targets it.
     pub fn host(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.store.get(key)?.ok_or_else(|| Error::MissingTensor {
-            key: key.to_string(),
-            source_name: self.store.name().to_string(),
-        })?;
+        let mut t = self.fetch(key)?;
         if t.shape() != shape {
             return Err(Error::ShapeMismatch {
-                key: key.to_string(),
+                key: self.stored_name(key),
                 expected: shape.to_vec(),
                 actual: t.shape().to_vec(),
                 hint: " (does config.json describe these weights?)".into(),
@@ -44,15 +53,59 @@ impl<'a, T> WeightReader<'a, T> {
         }
         if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::NonFinite {
-                what: format!("weight `{key}`"),
+                what: format!("weight `{}`", self.stored_name(key)),
                 position: format!("flat index {i}"),
                 value: v,
             });
+        }
+        if let Some(lora) = self.lora {
+            if lora.merge_into(key, &mut t)? {
+                self.merged.push(key.to_string());
+            }
         }
         if let Some(f) = self.on_tensor.as_mut() {
             f();
         }
         Ok(t)
+    }
+
+    /// The tensor `key` names, wherever the layout puts it (rows of several tensors stacked).
+    fn fetch(&self, key: &str) -> Result<Tensor> {
+        let read = |k: &str| {
+            self.store.get(k)?.ok_or_else(|| Error::MissingTensor {
+                key: k.to_string(),
+                source_name: self.store.name().to_string(),
+            })
+        };
+        match self.layout.resolve(key) {
+            Source::Key(k) => read(&k),
+            Source::Rows(keys) => {
+                let parts = keys.iter().map(|k| read(k)).collect::<Result<Vec<_>>>()?;
+                let rows: usize = parts.iter().map(|t| t.shape()[0]).sum();
+                let mut shape = parts[0].shape().to_vec();
+                shape[0] = rows;
+                Tensor::new(
+                    shape,
+                    parts.into_iter().flat_map(Tensor::into_data).collect(),
+                )
+            }
+        }
+    }
+
+    /// The name(s) `key` has in the store, for messages.
+    fn stored_name(&self, key: &str) -> String {
+        match self.layout.resolve(key) {
+            Source::Key(k) => k,
+            Source::Rows(keys) => keys.join(" + "),
+        }
+    }
+
+    /// Whether the store holds the tensor `key` names.
+    pub fn contains(&self, key: &str) -> bool {
+        match self.layout.resolve(key) {
+            Source::Key(k) => self.store.contains(&k),
+            Source::Rows(keys) => keys.iter().all(|k| self.store.contains(k)),
+        }
     }
 
     /// `host`, then uploaded: a bias, norm weight or other tensor that is not a linear weight.
@@ -75,7 +128,7 @@ impl<'a, T> WeightReader<'a, T> {
 
     /// A linear weight when the store holds `key`, else None.
     pub fn optional_linear(&mut self, key: &str, shape: &[usize]) -> Result<Option<T>> {
-        if self.store.contains(key) {
+        if self.contains(key) {
             self.linear(key, shape).map(Some)
         } else {
             Ok(None)

@@ -90,3 +90,60 @@ fn st_metadata(bytes: &[u8]) -> Option<std::collections::HashMap<String, String>
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
     meta.metadata().clone()
 }
+
+/// The tiny LinVT-InternVL2 model directory (tests/fixtures/tiny-internvl2).
+#[allow(dead_code)]
+pub fn tiny_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
+}
+
+/// Writes f32 tensors (name, shape, values) and string metadata as a safetensors file.
+#[allow(dead_code)]
+pub fn write_f32_safetensors(
+    path: &std::path::Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) {
+    use safetensors::tensor::TensorView;
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            let view = TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(v));
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, metadata).unwrap()).unwrap();
+}
+
+/// A copy of the tiny model (under the system temp dir, named after `name`) with its weights
+/// rewritten by `map` ((name, shape, f32 values) → new tensors, visited in sorted key order)
+/// and its config edited.
+#[allow(dead_code)]
+pub fn tiny_variant(
+    name: &str,
+    map: impl Fn(&str, &[usize], Vec<f32>) -> Vec<(String, Vec<usize>, Vec<f32>)>,
+    config: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("linvt-vlm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["tokenizer.json", "generation_config.json"] {
+        std::fs::copy(tiny_fixture().join(f), d.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny_fixture().join("config.json")).unwrap())
+            .unwrap();
+    config(&mut cfg);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let store =
+        linvt::weights::TensorStore::open(&tiny_fixture().join("model.safetensors")).unwrap();
+    let mut keys: Vec<String> = store.keys().map(str::to_string).collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let t = store.get(&k).unwrap().unwrap();
+        out.extend(map(&k, t.shape(), t.data().to_vec()));
+    }
+    write_f32_safetensors(&d.join("model.safetensors"), &out, None);
+    d
+}

@@ -12,10 +12,8 @@
 //! `row_count`, `self_attention` (the ViT's attention along the token axis of (frames, tokens)),
 //! `concat_rows`, `stage` (timing marks).
 
-use crate::cpu::sample::SamplingParams;
+use super::{Ops, Role, Rope, SamplingParams};
 use crate::error::Result;
-use crate::linvt::ops::Ops;
-use crate::linvt::Role;
 use crate::tensor::Tensor;
 
 pub trait VlmOps: Ops {
@@ -120,14 +118,14 @@ pub trait VlmOps: Ops {
     fn round_bf16(&mut self, x: &Self::T) -> Result<Self::T>;
 
     /// RoPE ("rotate half", as Hugging Face Qwen2/LLaMA) on x (R, heads·head_dim): row r is at
-    /// position `position + r`; θ_d = theta^(−2d/head_dim). See `cpu::rope::rope`.
+    /// position `position + r`, rotated as `rope` says (see `Rope`, `cpu::rope::rope_with`).
     fn rope(
         &mut self,
         x: &Self::T,
         heads: usize,
         head_dim: usize,
         position: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<Self::T>;
 
     /// An empty cache for `layers` layers of `kv_heads` heads of `head_dim`, `capacity` positions.
@@ -162,7 +160,7 @@ pub trait VlmOps: Ops {
         position: usize,
         qkv: &Self::T,
         heads: usize,
-        theta: f64,
+        rope: &Rope,
     ) -> Result<Self::T>;
 
     /// Causal grouped-query attention of q (R, heads·head_dim), rows at positions

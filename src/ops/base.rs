@@ -1,9 +1,8 @@
 //! The op interface the LinVT forward is written against. The CPU path implements it plainly,
-//! the GPU path by recording WGSL dispatches; the forward itself exists once (`forward.rs`).
+//! the GPU path by recording WGSL dispatches; the forward itself exists once
+//! (`crate::linvt::forward`).
 
-use super::params::Norm;
-use crate::cpu::attention::Axis;
-use crate::cpu::topk::TopKOrder;
+use super::{Axis, Norm, TopKOrder};
 use crate::error::Result;
 
 pub trait Ops {
@@ -46,8 +45,16 @@ pub trait Ops {
     ) -> Result<Self::T>;
     /// The softmax weights of `cross_attention(q, k, ·)`: (heads, Q, S).
     fn attention_probs(&mut self, q: &Self::T, k: &Self::T, heads: usize) -> Result<Self::T>;
-    /// Flat indices of the k largest of `scores` (T·N values) in `order`.
-    fn top_k(&mut self, scores: &Self::T, k: usize, order: TopKOrder) -> Result<Self::Idx>;
+    /// Flat indices of the k largest of `scores` (T·N values, N = `tokens_per_frame`) in
+    /// `order`. A non-finite score is an error naming its (frame, token): at once on the CPU, at
+    /// the executor's next read-back on a GPU (the status travels with the results read anyway).
+    fn top_k(
+        &mut self,
+        scores: &Self::T,
+        k: usize,
+        order: TopKOrder,
+        tokens_per_frame: usize,
+    ) -> Result<Self::Idx>;
     /// Gathers `count` rows of x through `idx` (identity when None) and window-pools them at
     /// every scale, concatenated: (Σ ⌊count/s⌋, E).
     fn gather_pool(

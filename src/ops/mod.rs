@@ -1,0 +1,152 @@
+//! The op vocabulary and the op traits every forward is written against, once: LinVT's
+//! (`Ops`) and the video-LLM's (`VlmOps`, which extends it). The CPU executor (`crate::cpu`
+//! twins) and the GPU executor (`crate::gpu` kernels) implement them; models and hosts use
+//! them. Layers point one way: app → hosts/models → runtime → these traits → executors.
+
+mod base;
+mod geometry;
+mod vlm;
+
+pub use base::Ops;
+pub use geometry::{AttnGeometry, Operand};
+pub use vlm::{check_kv_write, VlmOps};
+
+use crate::error::{Error, Result};
+
+/// Where code runs: the CPU executor (plain Rust) or a GPU executor (WGSL kernels through wgpu).
+/// The one type for it, from the library to the CLI flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// A LayerNorm's parameters (weight and bias).
+#[derive(Clone, Debug)]
+pub struct Norm<T> {
+    pub weight: T,
+    pub bias: T,
+}
+
+/// What a parameter is used as, for conversions that treat them differently (e.g. f16 storage
+/// of the linear weights only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The W of a linear layer (N, K): read only by `linear`.
+    LinearWeight,
+    /// A (rows, cols) table read by rows with `gather_rows` (an embedding), and perhaps also as
+    /// the W of `linear` (a tied output head).
+    Table,
+    /// Biases, norm parameters and the query tokens (used as activations).
+    Other,
+}
+
+/// A decoder's rotary position embedding ("rotate half", as Hugging Face Qwen2/LLaMA/Phi-3):
+/// the inverse frequency θ_d of each rotary pair d < head_dim/2 and a factor both cos and sin
+/// are multiplied by (1, except for scaled variants such as Phi-3's longrope). Position p
+/// rotates pair d by the angle p·θ_d.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rope {
+    pub inv_freq: Vec<f64>,
+    pub scale: f64,
+}
+
+impl Rope {
+    /// Plain RoPE: θ_d = theta^(−2d/head_dim), no scaling.
+    pub fn new(head_dim: usize, theta: f64) -> Self {
+        Rope {
+            inv_freq: (0..head_dim / 2)
+                .map(|d| 1.0 / theta.powf((2 * d) as f64 / head_dim as f64))
+                .collect(),
+            scale: 1.0,
+        }
+    }
+
+    /// The head dimension this rotates (two values per pair).
+    pub fn head_dim(&self) -> usize {
+        2 * self.inv_freq.len()
+    }
+
+    /// (cos, sin) of the angles p·θ_d at `position`, computed in f64, times `scale`, rounded to
+    /// f32: the numbers every executor rotates by (the GPU reads them from a table of these).
+    pub fn cos_sin(&self, position: usize) -> (Vec<f32>, Vec<f32>) {
+        let p = position as f64;
+        self.inv_freq
+            .iter()
+            .map(|f| {
+                let (s, c) = (p * f).sin_cos();
+                ((c * self.scale) as f32, (s * self.scale) as f32)
+            })
+            .unzip()
+    }
+}
+
+/// Which axis of a (T, N, ·) tensor a self-attention runs along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Over the T frames, independently for each token position n.
+    Frames,
+    /// Over the N tokens, independently for each frame t.
+    Tokens,
+}
+
+/// Order of the selected indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopKOrder {
+    /// Descending score; equal scores by ascending flat index (torch.topk's order here).
+    Score,
+    /// Ascending flat index t·N + n (spatio-temporal order).
+    Index,
+}
+
+/// `k = min(top_k, T·N)`: the tokens a top-k keeps from a clip of `tokens` scores (a short clip
+/// still works; the caller reports the clamp).
+pub fn clamp_k(top_k: usize, tokens: usize) -> usize {
+    top_k.min(tokens)
+}
+
+/// Checks `k` against the number of scores (shared with the GPU dispatch).
+pub fn check_k(k: usize, len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(Error::input(
+            "top-k needs at least one score, got an empty score list",
+        ));
+    }
+    if k == 0 || k > len {
+        return Err(Error::input(format!(
+            "top-k: k = {k} is out of range; it must be between 1 and the number of scores ({len})"
+        )));
+    }
+    Ok(())
+}
+
+/// How to pick the next token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// 0 = no top-k filter.
+    pub top_k: usize,
+    /// 1 = no nucleus filter.
+    pub top_p: f32,
+    /// Seeds the host generator that supplies each step's uniform number.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}

@@ -1,0 +1,168 @@
+//! The InternVL host: how a question about an image or a video becomes the decoder's input, as
+//! InternVL's own chat code builds it, with LinVT as a plug-in on the video path.
+//!
+//! - Image: `dynamic_preprocess` tiles (plus a thumbnail) when the checkpoint enables dynamic
+//!   tiling (or `max_tiles` is given), each tile through the vision encoder; the prompt's one
+//!   `<image>` becomes `<img>` + tiles·N × `<IMG_CONTEXT>` + `</img>`.
+//! - Video with LinVT: the released LinVT `forward()`'s flow — every frame one tile, LinVT
+//!   conditioned on the preset's text slice condenses the frames' tokens to Q' rows, cast to
+//!   bf16, written over Q' `<IMG_CONTEXT>` of one `<image>`.
+//! - Video without LinVT (the host's own path, the paper's "InternVL2" baseline): every frame
+//!   one tile, the question prefixed by `Frame{i}: <image>\n` per frame, each frame's N tokens
+//!   in its own `<img>…</img>`.
+
+use super::engine::Engine;
+use super::preprocess::{dynamic_tiles, pixel_values, Frame};
+use super::prompt::{Prompt, Template};
+use super::tokenizer::Tokenizer;
+use crate::error::Result;
+use crate::linvt::forward::Want;
+use crate::linvt::provenance::{self, Provenance};
+use crate::ops::VlmOps;
+use crate::timing::StageClock;
+
+/// What the question is about.
+#[derive(Clone, Debug)]
+pub enum Visual {
+    /// Frames already sampled from a video.
+    Video(Vec<Frame>),
+    /// One image (LinVT is skipped).
+    Image(Frame),
+}
+
+/// Which path a video took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoPath {
+    /// LinVT condensed the frames' tokens.
+    Linvt,
+    /// Every frame's tokens went to the LLM (`Frame{i}: <img>…</img>`).
+    Frames,
+}
+
+impl VideoPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoPath::Linvt => "linvt",
+            VideoPath::Frames => "frames",
+        }
+    }
+}
+
+/// How the host prepares the visual input.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostOptions {
+    /// Images: at most this many tiles (dynamic tiling on, whatever the checkpoint says); None:
+    /// the checkpoint's `max_dynamic_patch` when it enables `dynamic_image_size`, else one tile.
+    pub max_tiles: Option<usize>,
+    /// Also return which input cells each LinVT token averages.
+    pub provenance: bool,
+}
+
+/// The decoder's input for one question.
+pub struct HostInput<T> {
+    pub prompt: Prompt,
+    /// One row per `<IMG_CONTEXT>` of the prompt, in order.
+    pub rows: T,
+    /// Tiles (image) or frames (video) through the vision encoder.
+    pub images: usize,
+    /// Visual tokens out of the projector (before LinVT).
+    pub visual_tokens: usize,
+    /// Visual tokens in the prompt (after LinVT, if it ran).
+    pub prompt_visual_tokens: usize,
+    pub video_path: Option<VideoPath>,
+    pub provenance: Option<Provenance>,
+    /// (stage, milliseconds) of the host's stages.
+    pub timings_ms: Vec<(String, f64)>,
+}
+
+/// Builds the prompt and its visual rows. `on_stage` hears each stage's name as it starts.
+pub fn prepare<O: VlmOps>(
+    e: &mut Engine<O>,
+    tok: &Tokenizer,
+    template: &Template,
+    visual: &Visual,
+    question: &str,
+    opts: &HostOptions,
+    on_stage: &mut dyn FnMut(&str),
+) -> Result<HostInput<O::T>> {
+    let mut clock = StageClock::default();
+    clock.mark(Some("preprocess"));
+    on_stage("preprocess");
+    let size = e.config.vision.image_size;
+    let images: Vec<Frame> = match visual {
+        Visual::Video(frames) => frames.clone(),
+        Visual::Image(f) => {
+            let t = e.config.tiling;
+            match opts.max_tiles {
+                Some(max) => dynamic_tiles(f, size, t.min_tiles.min(max), max, t.thumbnail),
+                None if t.dynamic => dynamic_tiles(f, size, t.min_tiles, t.max_tiles, t.thumbnail),
+                None => vec![f.clone()],
+            }
+        }
+    };
+    let pixels = pixel_values(&images, size)?;
+    clock.mark(Some("vision"));
+    on_stage("vision encoder");
+    let tokens = e.vision(&pixels)?;
+    let n = e.config.tokens_per_frame();
+    let visual_tokens = images.len() * n;
+    let input = match visual {
+        Visual::Image(_) => {
+            let prompt = Prompt::build(tok, template, question, visual_tokens)?;
+            (prompt, tokens, None, None)
+        }
+        Visual::Video(frames) if e.linvt.is_some() => {
+            clock.mark(Some("linvt"));
+            on_stage("LinVT");
+            let (q, preset, heads) = {
+                let m = e.linvt()?;
+                (m.queries, m.config.preset, m.config.num_heads)
+            };
+            let prompt = Prompt::build(tok, template, question, q)?;
+            let text = e.embed(prompt.value_ids(preset)?)?;
+            let want = Want {
+                probs: opts.provenance,
+                trace: false,
+            };
+            let out = e.condense(&tokens, frames.len(), &text, want)?;
+            // The released model casts LinVT's output to bf16 before the LLM sees it.
+            let rows = e.ops.round_bf16(&out.output)?;
+            let provenance = if opts.provenance {
+                let indices = e.ops.read_back_indices(&out.indices)?;
+                let probs = out
+                    .aggregation_probs
+                    .iter()
+                    .map(|p| e.ops.read_back(p))
+                    .collect::<Result<Vec<_>>>()?;
+                let dims = e.linvt_dims(frames.len(), &text)?;
+                Some(provenance::of_forward(
+                    heads, q, dims, &out, &indices, &probs,
+                ))
+            } else {
+                None
+            };
+            (prompt, rows, provenance, Some(VideoPath::Linvt))
+        }
+        Visual::Video(frames) => {
+            let prefix: String = (1..=frames.len())
+                .map(|i| format!("Frame{i}: <image>\n"))
+                .collect();
+            let spans = vec![n; frames.len()];
+            let prompt =
+                Prompt::build_spans(tok, template, &format!("{prefix}{question}"), &spans)?;
+            (prompt, tokens, None, Some(VideoPath::Frames))
+        }
+    };
+    let (prompt, rows, provenance, video_path) = input;
+    clock.mark(None);
+    Ok(HostInput {
+        prompt_visual_tokens: prompt.context_positions.len(),
+        prompt,
+        rows,
+        images: images.len(),
+        visual_tokens,
+        video_path,
+        provenance,
+        timings_ms: clock.times,
+    })
+}

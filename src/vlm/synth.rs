@@ -1,0 +1,511 @@
+//! `linvt synth --like NAME OUT_DIR`: a real-size stand-in for a downloaded InternVL checkpoint
+//! (none can be downloaded here): the model's published `config.json` (remote-code layout),
+//! seeded random bf16 weights under its Hugging Face names, a byte-level tokenizer with the
+//! model's vocabulary size and special-token ids, and `generation_config.json`. `--linvt FILE`
+//! also writes a seeded LinVT module (official preset) sized for its LLM.
+//!
+//! Weights are uniform in ±√(3/fan_in) (unit-variance outputs for unit-variance inputs), norm
+//! weights 1, biases 0, LayerScale 0.1, embeddings ±0.02·√3: random, but every activation stays
+//! in range, so the stand-in exercises the same work as the real model.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::{json, Value};
+
+use crate::config::ConfigPatch;
+use crate::error::{Error, Result};
+use crate::linvt::LinvtParams;
+use crate::rand::SeededRng;
+
+/// The checkpoints `--like` reproduces.
+pub const LIKES: &[&str] = &["internvl2-1b", "internvl2-2b", "internvl2.5-1b"];
+
+struct Llm {
+    arch: &'static str,
+    model_type: &'static str,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    inter: usize,
+    vocab: usize,
+    theta: f64,
+    eps: f64,
+    bos: u32,
+    eos: u32,
+}
+
+struct Spec {
+    llm: Llm,
+    template: &'static str,
+    max_dynamic_patch: usize,
+    /// (token, id) of the special tokens, in id order.
+    specials: Vec<(&'static str, u32)>,
+    /// Stop ids of `generation_config.json`.
+    eos: Vec<u32>,
+}
+
+/// InternVL's image tokens and the grounding tokens every InternVL tokenizer carries after them.
+const IMAGE_TOKENS: [&str; 9] = [
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+];
+
+fn spec(like: &str) -> Result<Spec> {
+    // Qwen2 tokenizers: <|endoftext|>, <|im_start|>, <|im_end|> at 151643.., then the image
+    // tokens (InternVL2-1B) or Qwen2.5's 22 own special tokens first (InternVL2.5 / 3).
+    let qwen = |image_at: u32| {
+        let mut s = vec![
+            ("<|endoftext|>", 151643),
+            ("<|im_start|>", 151644),
+            ("<|im_end|>", 151645),
+        ];
+        s.extend(IMAGE_TOKENS.iter().zip(image_at..).map(|(t, i)| (*t, i)));
+        s
+    };
+    match like {
+        "internvl2-1b" => Ok(Spec {
+            llm: Llm {
+                arch: "Qwen2ForCausalLM",
+                model_type: "qwen2",
+                hidden: 896,
+                layers: 24,
+                heads: 14,
+                kv_heads: 2,
+                inter: 4864,
+                vocab: 151655,
+                theta: 1e6,
+                eps: 1e-6,
+                bos: 151643,
+                eos: 151645,
+            },
+            template: "Hermes-2",
+            max_dynamic_patch: 12,
+            specials: qwen(151646),
+            eos: vec![151645, 151643],
+        }),
+        "internvl2.5-1b" => Ok(Spec {
+            llm: Llm {
+                arch: "Qwen2ForCausalLM",
+                model_type: "qwen2",
+                hidden: 896,
+                layers: 24,
+                heads: 14,
+                kv_heads: 2,
+                inter: 4864,
+                vocab: 151674,
+                theta: 1e6,
+                eps: 1e-6,
+                bos: 151643,
+                eos: 151645,
+            },
+            template: "internvl2_5",
+            max_dynamic_patch: 12,
+            specials: qwen(151665),
+            eos: vec![151645, 151643],
+        }),
+        "internvl2-2b" => Ok(Spec {
+            llm: Llm {
+                arch: "InternLM2ForCausalLM",
+                model_type: "internlm2",
+                hidden: 2048,
+                layers: 24,
+                heads: 16,
+                kv_heads: 8,
+                inter: 8192,
+                vocab: 92553,
+                theta: 1e6,
+                eps: 1e-5,
+                bos: 1,
+                eos: 2,
+            },
+            template: "internlm2-chat",
+            max_dynamic_patch: 12,
+            specials: {
+                let mut s = vec![("<|im_end|>", 92542), ("<|im_start|>", 92543)];
+                s.extend(IMAGE_TOKENS.iter().zip(92544..).map(|(t, i)| (*t, i)));
+                s
+            },
+            eos: vec![92542, 2],
+        }),
+        other => Err(Error::input(format!(
+            "unknown model `{other}` for --like; known: {}",
+            LIKES.join(", ")
+        ))),
+    }
+}
+
+/// The published config.json of the `like` model (InternViT-300M-448px, pixel shuffle 0.5,
+/// `ps_version` v2, `mlp1`, the LLM's own config), in the remote-code layout.
+fn config_json(s: &Spec) -> Value {
+    let l = &s.llm;
+    json!({
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "downsample_ratio": 0.5,
+        "dynamic_image_size": true,
+        "force_image_size": 448,
+        "max_dynamic_patch": s.max_dynamic_patch,
+        "min_dynamic_patch": 1,
+        "ps_version": "v2",
+        "select_layer": -1,
+        "template": s.template,
+        "torch_dtype": "bfloat16",
+        "use_thumbnail": true,
+        "vision_config": {
+            "architectures": ["InternVisionModel"],
+            "model_type": "intern_vit_6b",
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+            "image_size": 448,
+            "patch_size": 14,
+            "num_channels": 3,
+            "hidden_act": "gelu",
+            "norm_type": "layer_norm",
+            "layer_norm_eps": 1e-6,
+            "qkv_bias": true,
+            "qk_normalization": false,
+            "torch_dtype": "bfloat16"
+        },
+        "llm_config": {
+            "architectures": [l.arch],
+            "model_type": l.model_type,
+            "hidden_size": l.hidden,
+            "num_hidden_layers": l.layers,
+            "num_attention_heads": l.heads,
+            "num_key_value_heads": l.kv_heads,
+            "intermediate_size": l.inter,
+            "vocab_size": l.vocab,
+            "hidden_act": "silu",
+            "rope_theta": l.theta,
+            "rms_norm_eps": l.eps,
+            "max_position_embeddings": 32768,
+            "tie_word_embeddings": false,
+            "bos_token_id": l.bos,
+            "eos_token_id": l.eos,
+            "torch_dtype": "bfloat16"
+        }
+    })
+}
+
+/// How a tensor is drawn.
+#[derive(Clone, Copy)]
+enum Init {
+    /// Uniform in ±√(3/fan_in): a linear weight with `fan_in` inputs.
+    Linear(usize),
+    Const(f32),
+    Uniform(f32),
+}
+
+/// (name, shape, init) of every weight of the stand-in, by its Hugging Face name.
+fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
+    let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
+    let mut add = |name: String, shape: &[usize], init| t.push((name, shape.to_vec(), init));
+    let (c, m, p) = (1024, 4096, 14);
+    let e = "vision_model.embeddings";
+    add(
+        format!("{e}.class_embedding"),
+        &[1, 1, c],
+        Init::Uniform(0.035),
+    );
+    add(
+        format!("{e}.position_embedding"),
+        &[1, 1025, c],
+        Init::Uniform(0.035),
+    );
+    add(
+        format!("{e}.patch_embedding.weight"),
+        &[c, 3, p, p],
+        Init::Linear(3 * p * p),
+    );
+    add(format!("{e}.patch_embedding.bias"), &[c], Init::Const(0.0));
+    for i in 0..24 {
+        let l = format!("vision_model.encoder.layers.{i}");
+        for norm in ["norm1", "norm2"] {
+            add(format!("{l}.{norm}.weight"), &[c], Init::Const(1.0));
+            add(format!("{l}.{norm}.bias"), &[c], Init::Const(0.0));
+        }
+        add(format!("{l}.attn.qkv.weight"), &[3 * c, c], Init::Linear(c));
+        add(format!("{l}.attn.qkv.bias"), &[3 * c], Init::Const(0.0));
+        add(format!("{l}.attn.proj.weight"), &[c, c], Init::Linear(c));
+        add(format!("{l}.attn.proj.bias"), &[c], Init::Const(0.0));
+        add(format!("{l}.mlp.fc1.weight"), &[m, c], Init::Linear(c));
+        add(format!("{l}.mlp.fc1.bias"), &[m], Init::Const(0.0));
+        add(format!("{l}.mlp.fc2.weight"), &[c, m], Init::Linear(m));
+        add(format!("{l}.mlp.fc2.bias"), &[c], Init::Const(0.0));
+        add(format!("{l}.ls1"), &[c], Init::Const(0.1));
+        add(format!("{l}.ls2"), &[c], Init::Const(0.1));
+    }
+    let l = &s.llm;
+    let (h, v, inter) = (l.hidden, l.vocab, l.inter);
+    let inner = 4 * c;
+    add("mlp1.0.weight".into(), &[inner], Init::Const(1.0));
+    add("mlp1.0.bias".into(), &[inner], Init::Const(0.0));
+    add("mlp1.1.weight".into(), &[h, inner], Init::Linear(inner));
+    add("mlp1.1.bias".into(), &[h], Init::Const(0.0));
+    add("mlp1.3.weight".into(), &[h, h], Init::Linear(h));
+    add("mlp1.3.bias".into(), &[h], Init::Const(0.0));
+    let d = h / l.heads;
+    let kv = l.kv_heads * d;
+    let lm = "language_model.model";
+    match l.model_type {
+        "internlm2" => {
+            add(
+                format!("{lm}.tok_embeddings.weight"),
+                &[v, h],
+                Init::Uniform(0.035),
+            );
+            for i in 0..l.layers {
+                let b = format!("{lm}.layers.{i}");
+                add(format!("{b}.attention_norm.weight"), &[h], Init::Const(1.0));
+                add(
+                    format!("{b}.attention.wqkv.weight"),
+                    &[h + 2 * kv, h],
+                    Init::Linear(h),
+                );
+                add(format!("{b}.attention.wo.weight"), &[h, h], Init::Linear(h));
+                add(format!("{b}.ffn_norm.weight"), &[h], Init::Const(1.0));
+                add(
+                    format!("{b}.feed_forward.w1.weight"),
+                    &[inter, h],
+                    Init::Linear(h),
+                );
+                add(
+                    format!("{b}.feed_forward.w3.weight"),
+                    &[inter, h],
+                    Init::Linear(h),
+                );
+                add(
+                    format!("{b}.feed_forward.w2.weight"),
+                    &[h, inter],
+                    Init::Linear(inter),
+                );
+            }
+            add(format!("{lm}.norm.weight"), &[h], Init::Const(1.0));
+            add(
+                "language_model.output.weight".into(),
+                &[v, h],
+                Init::Linear(h),
+            );
+        }
+        _ => {
+            add(
+                format!("{lm}.embed_tokens.weight"),
+                &[v, h],
+                Init::Uniform(0.035),
+            );
+            for i in 0..l.layers {
+                let b = format!("{lm}.layers.{i}");
+                let a = format!("{b}.self_attn");
+                add(
+                    format!("{b}.input_layernorm.weight"),
+                    &[h],
+                    Init::Const(1.0),
+                );
+                for (name, rows) in [("q_proj", h), ("k_proj", kv), ("v_proj", kv)] {
+                    add(format!("{a}.{name}.weight"), &[rows, h], Init::Linear(h));
+                    add(format!("{a}.{name}.bias"), &[rows], Init::Const(0.0));
+                }
+                add(format!("{a}.o_proj.weight"), &[h, h], Init::Linear(h));
+                add(
+                    format!("{b}.post_attention_layernorm.weight"),
+                    &[h],
+                    Init::Const(1.0),
+                );
+                add(
+                    format!("{b}.mlp.gate_proj.weight"),
+                    &[inter, h],
+                    Init::Linear(h),
+                );
+                add(
+                    format!("{b}.mlp.up_proj.weight"),
+                    &[inter, h],
+                    Init::Linear(h),
+                );
+                add(
+                    format!("{b}.mlp.down_proj.weight"),
+                    &[h, inter],
+                    Init::Linear(inter),
+                );
+            }
+            add(format!("{lm}.norm.weight"), &[h], Init::Const(1.0));
+            add(
+                "language_model.lm_head.weight".into(),
+                &[v, h],
+                Init::Linear(h),
+            );
+        }
+    }
+    t
+}
+
+fn bf16_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
+    values
+        .flat_map(|x| half::bf16::from_f32(x).to_le_bytes())
+        .collect()
+}
+
+fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::input(format!("cannot build tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, metadata, path)
+        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A byte-level BPE tokenizer of `vocab` ids: the tiny fixture's 988 learned tokens and merges,
+/// never-produced filler tokens up to the first special id, and the model's special tokens at
+/// their published ids (so prompts tokenize and the image tokens have the real ids).
+fn tokenizer_json(s: &Spec) -> Result<Value> {
+    let tiny: Value = serde_json::from_slice(super::tiny_model::TOKENIZER_JSON)
+        .map_err(|e| Error::input(format!("the embedded tokenizer is not JSON: {e}")))?;
+    let mut t = tiny.clone();
+    let learned = tiny["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| Error::input("the embedded tokenizer has no vocab"))?;
+    let first_special = s.specials.iter().map(|(_, id)| *id).min().unwrap_or(0) as usize;
+    let mut vocab = serde_json::Map::new();
+    for (k, v) in learned {
+        vocab.insert(k.clone(), v.clone());
+    }
+    for id in learned.len()..first_special {
+        vocab.insert(format!("<|filler_{id}|>"), json!(id));
+    }
+    t["model"]["vocab"] = Value::Object(vocab);
+    t["added_tokens"] = s
+        .specials
+        .iter()
+        .map(|(content, id)| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let top = s
+        .specials
+        .iter()
+        .map(|(_, id)| *id as usize)
+        .max()
+        .unwrap_or(0);
+    if top >= s.llm.vocab {
+        return Err(Error::input(
+            "a special token id lies beyond the vocabulary",
+        ));
+    }
+    Ok(t)
+}
+
+/// What `synth` wrote.
+pub struct SynthReport {
+    pub parameters: usize,
+    pub linvt_parameters: Option<usize>,
+}
+
+/// Writes the stand-in of `like` into `out` (created if missing); with `linvt`, also a seeded
+/// LinVT module of `queries` queries (official preset) for its LLM.
+pub fn synth(
+    like: &str,
+    out: &Path,
+    seed: u64,
+    linvt: Option<(&Path, usize)>,
+) -> Result<SynthReport> {
+    let s = spec(like)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let write_json = |name: &str, v: &Value| -> Result<()> {
+        let p = out.join(name);
+        let text = serde_json::to_string_pretty(v).unwrap_or_default();
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    };
+    write_json("config.json", &config_json(&s))?;
+    write_json(
+        "generation_config.json",
+        &json!({"eos_token_id": s.eos, "bos_token_id": s.llm.bos}),
+    )?;
+    write_json("tokenizer.json", &tokenizer_json(&s)?)?;
+    let mut rng = SeededRng::new(seed);
+    let mut parameters = 0;
+    let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors(&s)
+        .into_iter()
+        .map(|(name, shape, init)| {
+            let n: usize = shape.iter().product();
+            parameters += n;
+            let bytes = match init {
+                Init::Const(c) => bf16_bytes(std::iter::repeat_n(c, n)),
+                Init::Uniform(a) => bf16_bytes((0..n).map(|_| rng.symmetric(a))),
+                Init::Linear(fan_in) => {
+                    let a = (3.0 / fan_in as f32).sqrt();
+                    bf16_bytes((0..n).map(|_| rng.symmetric(a)))
+                }
+            };
+            (name, Dtype::BF16, shape, bytes)
+        })
+        .collect();
+    write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
+    drop(tensors);
+    let linvt_parameters = match linvt {
+        None => None,
+        Some((path, queries)) => Some(write_linvt(path, s.llm.hidden, queries, seed + 1)?),
+    };
+    Ok(SynthReport {
+        parameters,
+        linvt_parameters,
+    })
+}
+
+/// A seeded LinVT module of the official preset for an LLM of width `embed`: bf16 weights
+/// under the official keys, its config in the metadata (`linvt_config`), as `--linvt` reads it.
+pub fn write_linvt(path: &Path, embed: usize, queries: usize, seed: u64) -> Result<usize> {
+    let patch = ConfigPatch {
+        preset: Some("official".to_string()),
+        embed_size: Some(embed),
+        num_video_query_token: Some(queries),
+        ..Default::default()
+    };
+    let cfg = patch.resolve()?;
+    let params = LinvtParams::seeded(&cfg, queries, seed);
+    let mut parameters = 0;
+    let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = params
+        .named()
+        .into_iter()
+        .map(|(name, t)| {
+            parameters += t.len();
+            let shape = if name == "query_tokens" {
+                vec![1, t.rows(), t.cols()]
+            } else {
+                t.shape().to_vec()
+            };
+            (
+                name,
+                Dtype::BF16,
+                shape,
+                bf16_bytes(t.data().iter().copied()),
+            )
+        })
+        .collect();
+    let meta = [(
+        "linvt_config".to_string(),
+        serde_json::to_string(&cfg).unwrap_or_default(),
+    )]
+    .into_iter()
+    .collect();
+    write_safetensors(path, &tensors, Some(meta))?;
+    Ok(parameters)
+}
