@@ -155,9 +155,14 @@ struct UniformArena {
 
 /// Records dispatches into one command encoder; `finish` hands the encoder back for one
 /// submission together with the readback.
+///
+/// A pool's buffers must be recorded by one thread at a time: a buffer dropped while its
+/// encoder is still unsubmitted goes back to the pool, and another recorder on another thread
+/// could take it (as, say, a KV cache) and see it overwritten when the first encoder runs. So
+/// every executor owns its pool (`BufferPool::default()`), shared only by its own recorders.
 pub struct Recorder<'a> {
     pub ctx: &'a GpuContext,
-    pub pool: &'a BufferPool,
+    pub pool: BufferPool,
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
     profile: Option<Profile>,
@@ -165,10 +170,11 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(ctx: &'a GpuContext, pool: &'a BufferPool) -> Self {
+    /// A recorder allocating from `pool` (shared with the pool's other handles).
+    pub fn new(ctx: &'a GpuContext, pool: &BufferPool) -> Self {
         Recorder {
             ctx,
-            pool,
+            pool: pool.clone(),
             encoder: None,
             pass: None,
             profile: None,
@@ -188,7 +194,7 @@ impl<'a> Recorder<'a> {
     }
 
     pub fn alloc(&mut self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
-        self.ctx.alloc(self.pool, name, shape)
+        self.ctx.alloc(&self.pool, name, shape)
     }
 
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {

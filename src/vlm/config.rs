@@ -455,11 +455,12 @@ fn hf_as_remote(v: &Value, preprocessor: Option<&Value>) -> Result<Value> {
     let family = match str_or(tc, "model_type", "(none)") {
         "qwen2" => "Qwen2ForCausalLM",
         "llama" => "LlamaForCausalLM",
+        "phi3" => "Phi3ForCausalLM",
         other => {
             return Err(unsupported(
                 "text_config.model_type",
                 other,
-                &["qwen2", "llama"],
+                &["qwen2", "llama", "phi3"],
             ))
         }
     };

@@ -73,20 +73,19 @@ impl GpuVlmState {
     }
 }
 
-/// The process-wide GPU context and buffer pool the video-LLM runs on (created on first use),
-/// so a loaded model can own its executor. Native only: the browser creates its context
-/// asynchronously and its GPU objects are not `Sync`.
+/// The process-wide GPU context the video-LLM runs on (created on first use), so a loaded
+/// model can own its executor; each executor brings its own buffer pool (see `Recorder`).
+/// Native only: the browser creates its context asynchronously and its GPU objects are not
+/// `Sync`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn shared_gpu() -> Result<(&'static GpuContext, &'static gpu::BufferPool)> {
-    use gpu::BufferPool;
+pub fn shared_gpu() -> Result<&'static GpuContext> {
     use std::sync::{Arc, OnceLock};
     static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
-    static POOL: OnceLock<BufferPool> = OnceLock::new();
     let ctx = CTX.get_or_init(|| {
         GpuContext::new_blocking(&gpu::GpuOptions::from_env()).map_err(|e| e.to_string())
     });
     match ctx {
-        Ok(c) => Ok((c.as_ref(), POOL.get_or_init(BufferPool::default))),
+        Ok(c) => Ok(c.as_ref()),
         Err(e) => Err(Error::Gpu(format!(
             "no usable GPU adapter for the video-LLM ({e}); use --backend cpu"
         ))),
@@ -184,8 +183,8 @@ impl<'a> GpuOps<'a> {
     /// The pending health checks' words are read back with them and checked first, so a
     /// non-finite value upstream is an error, never a silently wrong result.
     fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
-        let (ctx, pool) = (self.rec.ctx, self.rec.pool);
-        let rec = std::mem::replace(&mut self.rec, Recorder::new(ctx, pool));
+        let (ctx, pool) = (self.rec.ctx, self.rec.pool.clone());
+        let rec = std::mem::replace(&mut self.rec, Recorder::new(ctx, &pool));
         let (encoder, _) = rec.finish()?;
         let checks = std::mem::take(&mut self.pending_checks);
         #[cfg(not(target_arch = "wasm32"))]

@@ -6,7 +6,9 @@
 //! is the weight it targets. An adapter trained on the LLM alone names its modules without the
 //! checkpoint's `language_model.` prefix (`model.layers.0.self_attn.q_proj`); one trained on the
 //! whole InternVL model (the LinVT training code's `wrap_llm_lora`) names them
-//! `language_model.base_model.model.model.layers…`; both are accepted.
+//! `language_model.base_model.model.model.layers…`; one trained on a transformers-native (-hf)
+//! InternVL names them `model.language_model.layers…`; all are accepted. `rank_pattern` ranks
+//! come from the tensors' shapes (s = α / that rank).
 
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
@@ -63,6 +65,7 @@ impl Lora {
         let flag = |k: &str| c.get(k).and_then(Value::as_bool).unwrap_or(false);
         for (key, why) in [
             ("use_dora", "DoRA adapters are not supported"),
+            ("lora_bias", "LoRA biases (lora_bias) are not supported"),
             (
                 "fan_in_fan_out",
                 "fan_in_fan_out (Conv1D) adapters are not supported",
@@ -127,8 +130,15 @@ impl Lora {
             } else {
                 alpha / r as f64
             } as f32;
-            // PEFT wraps the model it adapts in `base_model.model.`, wherever that model sits.
-            let target = format!("{}.weight", module.replacen("base_model.model.", "", 1));
+            // PEFT wraps the model it adapts in `base_model.model.`, wherever that model sits;
+            // the -hf model's own names (`model.language_model.…`) are the checkpoint's
+            // `language_model.model.…`.
+            let module = module.replacen("base_model.model.", "", 1);
+            let module = match module.strip_prefix("model.language_model.") {
+                Some(rest) => format!("language_model.model.{rest}"),
+                None => module,
+            };
+            let target = format!("{module}.weight");
             pairs.insert(target, Pair { a, b, scale });
         }
         if pairs.is_empty() {

@@ -13,7 +13,7 @@ use super::lora::Lora;
 use super::prompt::Template;
 use super::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
-use crate::gpu::Recorder;
+use crate::gpu::{BufferPool, Recorder};
 use crate::linvt::cpu_exec::CpuOps;
 use crate::linvt::gpu_exec::GpuOps;
 use crate::linvt::provenance::Provenance;
@@ -168,8 +168,8 @@ pub fn load_engine<O: VlmOps>(
 /// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
 /// weights as `opts.gpu_weights` says (None: the checkpoint's own precision).
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
-    let (ctx, pool) = super::gpu_exec::shared_gpu()?;
-    let mut ops = GpuOps::new(Recorder::new(ctx, pool));
+    let ctx = super::gpu_exec::shared_gpu()?;
+    let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
     ops.vlm.weight_storage = match opts.gpu_weights {
         Some(w) => w,
         None => WeightStorage::exact_for(&TensorStore::open(dir)?),
