@@ -251,6 +251,25 @@ fn every_case_matches_transformers_on_both_executors() {
     }
 }
 
+/// The vision encoder's frames and the prefill's rows are split to fit the executor's binding
+/// limit (a real InternViT on 16 frames needs 269 MB per MLP activation; lavapipe binds 128
+/// MiB). Forced to one frame and 9 prompt rows per pass on the GPU, the video case still gives
+/// the reference's features, logits and ids.
+#[test]
+fn work_split_to_fit_the_binding_limit_gives_the_same_results() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let g = golden();
+    let opts = LoadOptions::new(Device::Gpu);
+    let dir = fixture("");
+    let mut ops = gpu_ops(&dir, &opts).unwrap();
+    // One frame: 17 rows × 144 (qkv) floats = 9,792 bytes; prefill: 9 rows × 256 (gate|up).
+    ops.vlm.binding_limit = Some(10_000);
+    let mut e = load_engine(ops, &dir, &opts, &mut |_, _| {}).unwrap();
+    run_case(&mut e, &g, &CASES[0], "gpu split 1 frame / 9 rows");
+}
+
 /// `ask` end to end — our preprocessing, tiling, prompt and generation — gives the reference's
 /// prompt ids and greedy ids: -hf checkpoints with their chat template (no system turn), remote
 /// ones with InternVL's `chat()` template, with and without a LoRA adapter.

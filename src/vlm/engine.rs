@@ -153,11 +153,37 @@ impl<O: VlmOps> Engine<O> {
         intern_vit::project(&mut self.ops, &self.projector, &self.config, hidden, frames)
     }
 
-    /// `encode` then `project`.
+    /// `encode` then `project`, a chunk of frames at a time when all of them at once would
+    /// exceed the executor's binding limit (the widest tensor is the MLP's or the packed qkv's
+    /// rows, 1 + P per frame).
     pub fn vision(&mut self, pixels: &Tensor) -> Result<O::T> {
         let frames = pixels.shape().first().copied().unwrap_or(0);
-        let h = self.encode(pixels)?;
-        self.project(&h, frames)
+        let v = &self.config.vision;
+        let rows_per_frame = 1 + v.grid() * v.grid();
+        let width = (3 * v.hidden_size).max(v.intermediate_size);
+        let chunk = (self.rows_per_op(width) / rows_per_frame).max(1);
+        if frames <= chunk {
+            let h = self.encode(pixels)?;
+            return self.project(&h, frames);
+        }
+        let per_frame = pixels.len() / frames;
+        let mut shape = pixels.shape().to_vec();
+        let mut parts = Vec::new();
+        for f0 in (0..frames).step_by(chunk) {
+            let n = chunk.min(frames - f0);
+            shape[0] = n;
+            let data = pixels.data()[f0 * per_frame..(f0 + n) * per_frame].to_vec();
+            let h = self.encode(&Tensor::new(shape.clone(), data)?)?;
+            parts.push(self.project(&h, n)?);
+        }
+        self.ops.concat_rows(&parts)
+    }
+
+    /// How many rows of `width` f32 values one op may write on this executor.
+    fn rows_per_op(&self, width: usize) -> usize {
+        self.ops.binding_limit().map_or(usize::MAX, |b| {
+            (b / (4 * width.max(1) as u64)).max(1) as usize
+        })
     }
 
     /// Input embeddings of token ids (R, H), gathered from the table on the executor.
@@ -222,16 +248,31 @@ impl<O: VlmOps> Engine<O> {
     }
 
     /// Decoder + final norm on embeddings at positions position..position+R.
+    /// Rows beyond the executor's binding limit are decoded a chunk at a time (each chunk
+    /// attends to the cache the earlier ones filled: the same result as one pass).
     pub fn decode(&mut self, x: &O::T, cache: &mut O::Kv, position: usize) -> Result<O::T> {
-        decoder::forward(
-            &mut self.ops,
-            &self.decoder,
-            &self.config.llm,
-            &self.rope,
-            x,
-            cache,
-            position,
-        )
+        let c = &self.config.llm;
+        let qkv = (c.heads + 2 * c.kv_heads) * c.head_dim();
+        let chunk = self.rows_per_op((2 * c.intermediate_size).max(qkv));
+        let rows = self.ops.row_count(x);
+        let mut parts = Vec::new();
+        for r0 in (0..rows).step_by(chunk) {
+            let part = self.ops.rows(x, r0, chunk.min(rows - r0));
+            let h = decoder::forward(
+                &mut self.ops,
+                &self.decoder,
+                &self.config.llm,
+                &self.rope,
+                &part,
+                cache,
+                position + r0,
+            )?;
+            parts.push(h);
+        }
+        match parts.len() {
+            1 => Ok(parts.remove(0)),
+            _ => self.ops.concat_rows(&parts),
+        }
     }
 
     /// Logits (R, vocab) of final hidden states.

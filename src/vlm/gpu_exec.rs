@@ -44,6 +44,9 @@ pub struct GpuVlmState {
     /// Most bytes one chunk of a row-chunked table may hold; None: the adapter's storage
     /// binding limit. Tests set a small budget so chunking runs on small tables.
     pub chunk_bytes: Option<u64>,
+    /// The binding limit callers split their work by (`VlmOps::binding_limit`); None: the
+    /// adapter's. Tests set a small one so frames and prefill rows are split on small models.
+    pub binding_limit: Option<u64>,
     /// Where `upload_weight` puts linear weights and embedding tables (f16 weights, which
     /// texels do not hold, always go to buffers); None: the adapter's default
     /// ([`WeightLayout::for_adapter`]).
@@ -307,6 +310,11 @@ pub struct GpuKvCache {
 }
 
 impl VlmOps for GpuOps<'_> {
+    fn binding_limit(&self) -> Option<u64> {
+        let adapter = u64::from(self.ctx().limits.max_storage_buffer_binding_size);
+        Some(self.vlm.binding_limit.map_or(adapter, |b| b.min(adapter)))
+    }
+
     type Kv = GpuKvCache;
 
     fn upload(&mut self, t: Tensor) -> Result<GpuTensor> {
