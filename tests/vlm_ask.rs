@@ -3,43 +3,21 @@
 
 mod common;
 
+use common::tiny_golden_clip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ::linvt::vlm::model::{AskOptions, VideoLlm, Visual};
-use ::linvt::vlm::preprocess::Frame;
-use ::linvt::weights::TensorStore;
 use ::linvt::Device;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
 }
 
-/// The golden clip (6 frames of 56×56) and question.
-fn golden_clip() -> (Vec<Frame>, String, Vec<u32>) {
-    let path = fixture().join("golden_e2e.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let frames = st
-        .tensor("input.frames_u8")
-        .unwrap()
-        .data()
-        .chunks(56 * 56 * 3)
-        .map(|c| Frame::new(56, 56, c.to_vec()).unwrap())
-        .collect();
-    let store = TensorStore::open(&path).unwrap();
-    let question = store.metadata()["question"].clone();
-    let (_, ids) = store.get_i64("output.greedy_ids").unwrap().unwrap();
-    (
-        frames,
-        question,
-        ids.into_iter().map(|v| v as u32).collect(),
-    )
-}
-
 #[test]
 fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
-    let (frames, question, want) = golden_clip();
+    let (frames, question, want) = tiny_golden_clip();
     let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let opts = AskOptions {
         max_new_tokens: 8,
@@ -83,7 +61,7 @@ fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
 
 #[test]
 fn an_image_skips_linvt() {
-    let (frames, question, _) = golden_clip();
+    let (frames, question, _) = tiny_golden_clip();
     let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let mut stages = Vec::new();
     let opts = AskOptions {
@@ -120,7 +98,7 @@ fn cli_ask_json_on_the_gpu_gives_the_same_answer() {
 }
 
 fn cli_ask_json(backend: &str) {
-    let (frames, question, want) = golden_clip();
+    let (frames, question, want) = tiny_golden_clip();
     let dir = std::env::temp_dir().join(format!("linvt-vlm-cli-{backend}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -181,7 +159,7 @@ fn a_video_file_decodes_through_ffmpeg() {
         eprintln!("SKIPPED (no ffmpeg on PATH; `apt-get install ffmpeg` runs this test)");
         return;
     };
-    let (frames, question, want) = golden_clip();
+    let (frames, question, want) = tiny_golden_clip();
     let dir = std::env::temp_dir().join(format!("linvt-vlm-video-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (i, f) in frames.iter().enumerate() {
@@ -233,7 +211,7 @@ fn a_video_file_decodes_through_ffmpeg() {
 
 #[test]
 fn sampling_is_seeded() {
-    let (frames, question, _) = golden_clip();
+    let (frames, question, _) = tiny_golden_clip();
     let mut m = VideoLlm::load(&fixture(), Device::Cpu, &mut |_, _| {}).unwrap();
     let mut run = |seed| {
         let opts = AskOptions {

@@ -13,7 +13,7 @@ use ::linvt::vlm::model::{AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoP
 use ::linvt::vlm::preprocess::Frame;
 use ::linvt::weights::TensorStore;
 use ::linvt::Device;
-use common::{tiny_fixture, tiny_variant, write_f32_safetensors};
+use common::{tiny_fixture, tiny_golden_clip, tiny_variant, write_f32_safetensors};
 
 fn is_linvt(key: &str) -> bool {
     key.starts_with("linVT.") || key == "query_tokens"
@@ -57,28 +57,6 @@ fn split_checkpoint(name: &str) -> (PathBuf, PathBuf) {
     let plugin = base.join("linvt-module.safetensors");
     write_f32_safetensors(&plugin, &tensors, Some(meta));
     (base, plugin)
-}
-
-/// The golden clip (6 frames of 56×56), question and the released code's greedy ids.
-fn golden_clip() -> (Vec<Frame>, String, Vec<u32>) {
-    let path = tiny_fixture().join("golden_e2e.safetensors");
-    let store = TensorStore::open(&path).unwrap();
-    let bytes = std::fs::read(&path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let frames = st
-        .tensor("input.frames_u8")
-        .unwrap()
-        .data()
-        .chunks(56 * 56 * 3)
-        .map(|c| Frame::new(56, 56, c.to_vec()).unwrap())
-        .collect();
-    let question = store.metadata()["question"].clone();
-    let (_, ids) = store.get_i64("output.greedy_ids").unwrap().unwrap();
-    (
-        frames,
-        question,
-        ids.into_iter().map(|v| v as u32).collect(),
-    )
 }
 
 /// The devices to run on: the CPU, and the GPU when there is an adapter (required in CI).
@@ -128,7 +106,7 @@ fn ask(
 #[test]
 fn a_plugin_on_a_plain_checkpoint_gives_the_released_greedy_ids() {
     let (base, plugin) = split_checkpoint("plugin");
-    let (frames, question, want) = golden_clip();
+    let (frames, question, want) = tiny_golden_clip();
     for device in devices() {
         let mut m = load(&base, device, LinvtChoice::File(plugin.clone()), None);
         assert!(m.has_linvt());
@@ -151,7 +129,7 @@ fn a_plugin_on_a_plain_checkpoint_gives_the_released_greedy_ids() {
 #[test]
 fn without_linvt_a_video_takes_the_hosts_own_frames_path() {
     let (base, _plugin) = split_checkpoint("frames");
-    let (frames, question, _) = golden_clip();
+    let (frames, question, _) = tiny_golden_clip();
     let frames = frames[..3].to_vec();
     let mut answers = Vec::new();
     for device in devices() {
@@ -304,7 +282,7 @@ fn a_lora_adapter_is_merged_as_w_plus_scaled_b_a() {
             ),
         ],
     );
-    let (frames, question, golden) = golden_clip();
+    let (frames, question, golden) = tiny_golden_clip();
     let visual = Visual::Video(frames);
     for device in devices() {
         let mut with_lora = load(
@@ -474,7 +452,7 @@ fn phi3_layout_computes_what_the_qwen2_stack_computes() {
         },
         |_| {},
     );
-    let (frames, question, _) = golden_clip();
+    let (frames, question, _) = tiny_golden_clip();
     let visual = Visual::Video(frames);
     for device in devices() {
         let a = ask(
@@ -511,7 +489,7 @@ fn non_finite_linvt_scores_stop_both_executors() {
         },
         |_| {},
     );
-    let (frames, question, _) = golden_clip();
+    let (frames, question, _) = tiny_golden_clip();
     let mut errors = Vec::new();
     for device in devices() {
         let mut m = load(&dir, device, LinvtChoice::Auto, None);
@@ -547,7 +525,7 @@ fn gpu_models_on_three_threads_answer_as_alone() {
     if common::gpu().is_none() {
         return;
     }
-    let (frames, question, want) = golden_clip();
+    let (frames, question, want) = tiny_golden_clip();
     let threads: Vec<_> = (0..3)
         .map(|_| {
             let (frames, question) = (frames.clone(), question.clone());

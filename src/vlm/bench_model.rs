@@ -132,16 +132,10 @@ impl BenchInputs {
     }
 }
 
-/// Waits for `t` by reading its first row back (a no-op copy on the CPU).
-fn sync<O: VlmOps>(ops: &mut O, t: &O::T) -> Result<()> {
-    let row = ops.rows(t, 0, 1);
-    ops.read_back(&row).map(drop)
-}
-
 /// InternViT + pixel shuffle + `mlp1`: the visual tokens (F·N, E).
 pub fn vision_stage<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs) -> Result<O::T> {
     let tokens = e.vision(&inputs.pixels)?;
-    sync(&mut e.ops, &tokens)?;
+    e.sync(&tokens)?;
     Ok(tokens)
 }
 
@@ -156,7 +150,7 @@ pub fn linvt_stage<O: VlmOps>(
     let text = e.embed(inputs.prompt.value_ids(preset)?)?;
     let out = e.condense(visual, inputs.frames, &text, Want::default())?;
     let rows = e.ops.round_bf16(&out.output)?;
-    sync(&mut e.ops, &rows)?;
+    e.sync(&rows)?;
     Ok(rows)
 }
 

@@ -1,10 +1,10 @@
 //! The LLM decoder. Every family this crate runs is a pre-norm RMSNorm / GQA + RoPE / SwiGLU
-//! stack (`qwen2::Qwen2Params`, whose forward is written once); a family is its weight layout,
-//! one file each (`qwen2.rs`, `internlm2.rs`, `phi3.rs`). Adding one: the file, a variant, a row
-//! in [`FAMILIES`] and an arm in [`load`].
+//! stack (`qwen2::Qwen2Params`, whose loader and forward are written once); a family is its
+//! weight names (`qwen2::WeightNames`), one file each (`qwen2.rs`, `internlm2.rs`, `phi3.rs`).
+//! Adding one: the file, a variant, a row in [`FAMILIES`] and an arm in [`LlmFamily::names`].
 
 use super::config::LlmConfig;
-use super::qwen2::{self, Qwen2Params};
+use super::qwen2::{self, Qwen2Params, WeightNames};
 use super::weights::WeightReader;
 use super::{internlm2, phi3};
 use crate::error::Result;
@@ -40,6 +40,15 @@ impl LlmFamily {
     pub fn from_architecture(arch: &str) -> Option<Self> {
         FAMILIES.iter().find(|(a, _)| *a == arch).map(|(_, f)| *f)
     }
+
+    /// The family's weight names.
+    pub fn names(self) -> &'static WeightNames {
+        match self {
+            LlmFamily::Qwen2 | LlmFamily::Llama => &qwen2::NAMES,
+            LlmFamily::InternLm2 => &internlm2::NAMES,
+            LlmFamily::Phi3 => &phi3::NAMES,
+        }
+    }
 }
 
 /// The decoder's parameters, whatever the family's weight names.
@@ -47,11 +56,7 @@ pub type DecoderParams<T> = Qwen2Params<T>;
 
 /// Reads a family's weights (by their Hugging Face names under `language_model.`).
 pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<DecoderParams<T>> {
-    match c.family {
-        LlmFamily::Qwen2 | LlmFamily::Llama => Qwen2Params::load(r, c),
-        LlmFamily::InternLm2 => internlm2::load(r, c),
-        LlmFamily::Phi3 => phi3::load(r, c),
-    }
+    Qwen2Params::load(r, c, c.family.names())
 }
 
 /// Decoder layers + final norm on the embeddings of positions position..position+R.

@@ -64,7 +64,8 @@ pub struct Generated {
     pub ids: Vec<u32>,
     /// (vocab) per step when asked for.
     pub step_logits: Vec<Tensor>,
-    /// Milliseconds of the prefill and of the decode steps.
+    /// Milliseconds of the prefill up to the first token's id (the time to first token, device
+    /// work included) and of the decode steps after it.
     pub prefill_ms: f64,
     pub decode_ms: f64,
 }
@@ -177,6 +178,13 @@ impl<O: VlmOps> Engine<O> {
             parts.push(self.project(&h, n)?);
         }
         self.ops.concat_rows(&parts)
+    }
+
+    /// Waits until `t` is computed, by reading its first row back (a GPU executor records
+    /// lazily: without this a stage's time would be its recording's). A copy on the CPU.
+    pub fn sync(&mut self, t: &O::T) -> Result<()> {
+        let row = self.ops.rows(t, 0, 1);
+        self.ops.read_back(&row).map(drop)
     }
 
     /// How many rows of `width` f32 values one op may write on this executor.
@@ -302,14 +310,20 @@ impl<O: VlmOps> Engine<O> {
         let hidden = self.decode(embeds, &mut cache, 0)?;
         let last = self.ops.rows(&hidden, len - 1, 1);
         let mut logits = self.logits(&last)?;
-        out.prefill_ms = now_ms() - t0;
-        let t1 = now_ms();
+        let mut t1 = now_ms();
+        out.prefill_ms = t1 - t0;
         let mut rng = crate::rand::SeededRng::new(opts.sampling.seed);
         for position in len..len + opts.max_new_tokens {
             if opts.keep_step_logits {
                 out.step_logits.push(self.ops.read_back(&logits)?);
             }
             let id = self.ops.sample(&logits, &opts.sampling, rng.uniform())?;
+            if out.ids.is_empty() {
+                // The prefill ends when its token is known (on a GPU the work runs at the
+                // first read-back): the time to the first token.
+                t1 = now_ms();
+                out.prefill_ms = t1 - t0;
+            }
             out.ids.push(id);
             on_token(id);
             // Stop at a stop id, a full context, or the last requested token (whose successor's

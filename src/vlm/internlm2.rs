@@ -1,13 +1,9 @@
 //! InternLM2 (`InternLM2ForCausalLM`, the LLM of InternVL2-2B/8B): the same layer stack as
 //! Qwen2 (RMSNorm, GQA + RoPE, SwiGLU) without q/k/v biases, so only its weight layout is
-//! here: `tok_embeddings`, `attention.wqkv` (packed per KV head), `attention.wo`,
-//! `feed_forward.w1/w3/w2`, `attention_norm`, `ffn_norm`, `output`.
+//! here.
 
-use super::config::LlmConfig;
-use super::qwen2::{Qwen2Layer, Qwen2Params};
-use super::weights::WeightReader;
+use super::qwen2::{GateUp, Qkv, WeightNames};
 use crate::error::Result;
-use crate::ops::Role;
 use crate::tensor::Tensor;
 
 /// Reorders InternLM2's packed `wqkv` ((kv_heads · (g + 2) · d), H), laid out per KV head as
@@ -29,54 +25,19 @@ pub fn regroup_wqkv(wqkv: &Tensor, group: usize, head_dim: usize) -> Result<Tens
     Tensor::new(wqkv.shape().to_vec(), q)
 }
 
-pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Qwen2Params<T>> {
-    let (h, i, v, d) = (
-        c.hidden_size,
-        c.intermediate_size,
-        c.vocab_size,
-        c.head_dim(),
-    );
-    let group = c.heads / c.kv_heads;
-    let m = "language_model.model";
-    let embed = r.table(&format!("{m}.tok_embeddings.weight"), &[v, h])?;
-    let layers = (0..c.layers)
-        .map(|n| {
-            let l = format!("{m}.layers.{n}");
-            let wqkv = r.host(
-                &format!("{l}.attention.wqkv.weight"),
-                &[c.kv_heads * (group + 2) * d, h],
-            )?;
-            let qkv = regroup_wqkv(&wqkv, group, d)?;
-            Ok(Qwen2Layer {
-                input_norm: r.get(&format!("{l}.attention_norm.weight"), &[h])?,
-                qkv_w: r.put_as(qkv, Role::LinearWeight)?,
-                qkv_b: None,
-                o_w: r.linear(&format!("{l}.attention.wo.weight"), &[h, h])?,
-                post_norm: r.get(&format!("{l}.ffn_norm.weight"), &[h])?,
-                gate_up_w: r.stacked(
-                    &[
-                        &format!("{l}.feed_forward.w1.weight"),
-                        &format!("{l}.feed_forward.w3.weight"),
-                    ],
-                    &[[i, h], [i, h]],
-                )?,
-                down_w: r.linear(&format!("{l}.feed_forward.w2.weight"), &[h, i])?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let norm = r.get(&format!("{m}.norm.weight"), &[h])?;
-    let lm_head = if c.tie_word_embeddings {
-        r.optional_linear("language_model.output.weight", &[v, h])?
-    } else {
-        Some(r.linear("language_model.output.weight", &[v, h])?)
-    };
-    Ok(Qwen2Params {
-        embed,
-        layers,
-        norm,
-        lm_head,
-    })
-}
+/// InternLM2's names: `tok_embeddings`, `attention.wqkv` (packed per KV head), `attention.wo`,
+/// `feed_forward.w1/w3/w2` (gate/up/down), `attention_norm`, `ffn_norm`, `output`.
+pub const NAMES: WeightNames = WeightNames {
+    embed: "model.tok_embeddings.weight",
+    input_norm: "attention_norm.weight",
+    qkv: Qkv::Packed("attention.wqkv.weight", regroup_wqkv),
+    o: "attention.wo.weight",
+    post_norm: "ffn_norm.weight",
+    gate_up: GateUp::Separate("feed_forward.w1.weight", "feed_forward.w3.weight"),
+    down: "feed_forward.w2.weight",
+    norm: "model.norm.weight",
+    lm_head: "output.weight",
+};
 
 #[cfg(test)]
 mod tests {

@@ -104,6 +104,7 @@ pub fn prepare<O: VlmOps>(
     clock.mark(Some("vision"));
     on_stage("vision encoder");
     let tokens = e.vision(&pixels)?;
+    e.sync(&tokens)?;
     let n = e.config.tokens_per_frame();
     let visual_tokens = images.len() * n;
     let input = match visual {
@@ -127,6 +128,7 @@ pub fn prepare<O: VlmOps>(
             let out = e.condense(&tokens, frames.len(), &text, want)?;
             // The released model casts LinVT's output to bf16 before the LLM sees it.
             let rows = e.ops.round_bf16(&out.output)?;
+            e.sync(&rows)?;
             let provenance = if opts.provenance {
                 let indices = e.ops.read_back_indices(&out.indices)?;
                 let probs = out

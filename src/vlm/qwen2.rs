@@ -1,11 +1,14 @@
-//! The Qwen2 decoder (`Qwen2ForCausalLM`), written once over `VlmOps`: RMSNorm, GQA attention
-//! with q/k/v biases (optional: the same layer stack serves InternLM2, see `internlm2.rs`) and RoPE over an executor-owned KV cache, SwiGLU MLP, tied or untied
-//! `lm_head`. Weight names are the released model's (`language_model.*`).
+//! The decoder stack every LLM family here shares, written once over `VlmOps`: RMSNorm, GQA
+//! attention with optional q/k/v biases and RoPE over an executor-owned KV cache, SwiGLU MLP,
+//! tied or untied `lm_head` — Qwen2's (`Qwen2ForCausalLM`), whose weight names are
+//! [`NAMES`]. Other families (`internlm2.rs`, `phi3.rs`) are their [`WeightNames`].
 
 use super::config::LlmConfig;
 use super::weights::WeightReader;
 use crate::error::Result;
+use crate::ops::Role;
 use crate::ops::{Rope, VlmOps};
+use crate::tensor::Tensor;
 
 pub struct Qwen2Layer<T> {
     pub input_norm: T,
@@ -30,57 +33,114 @@ pub struct Qwen2Params<T> {
     pub lm_head: Option<T>,
 }
 
+/// Where a decoder family keeps the q/k/v projections.
+pub enum Qkv {
+    /// `{prefix}.{q,k,v}_proj.weight` (and `.bias` with `attention_bias`): Qwen2, LLaMA.
+    Separate(&'static str),
+    /// One (q | k | v)-stacked weight: Phi-3's `qkv_proj`.
+    Stacked(&'static str),
+    /// One weight packed another way, and the function that restacks it as q | k | v
+    /// (`(weight, query heads per KV head, head_dim)`): InternLM2's `wqkv`.
+    Packed(&'static str, fn(&Tensor, usize, usize) -> Result<Tensor>),
+}
+
+/// Where a decoder family keeps the MLP's gate and up projections.
+pub enum GateUp {
+    /// Two weights, gate then up.
+    Separate(&'static str, &'static str),
+    /// One (gate | up)-stacked weight: Phi-3's `gate_up_proj`.
+    Stacked(&'static str),
+}
+
+/// A decoder family's weight names under `language_model.` (per-layer names under
+/// `model.layers.{n}.`): all that differs between the families this stack runs.
+pub struct WeightNames {
+    pub embed: &'static str,
+    pub input_norm: &'static str,
+    pub qkv: Qkv,
+    pub o: &'static str,
+    pub post_norm: &'static str,
+    pub gate_up: GateUp,
+    pub down: &'static str,
+    pub norm: &'static str,
+    pub lm_head: &'static str,
+}
+
+/// Qwen2's (and LLaMA's) names.
+pub const NAMES: WeightNames = WeightNames {
+    embed: "model.embed_tokens.weight",
+    input_norm: "input_layernorm.weight",
+    qkv: Qkv::Separate("self_attn"),
+    o: "self_attn.o_proj.weight",
+    post_norm: "post_attention_layernorm.weight",
+    gate_up: GateUp::Separate("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    down: "mlp.down_proj.weight",
+    norm: "model.norm.weight",
+    lm_head: "lm_head.weight",
+};
+
 impl<T> Qwen2Params<T> {
-    pub fn load(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<Self> {
-        let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        let kv = c.kv_heads * c.head_dim();
-        let m = "language_model.model";
-        let embed = r.table(&format!("{m}.embed_tokens.weight"), &[v, h])?;
+    /// Reads a decoder whose weights are named as `names` says.
+    pub fn load(r: &mut WeightReader<T>, c: &LlmConfig, names: &WeightNames) -> Result<Self> {
+        let (h, i, v, d) = (
+            c.hidden_size,
+            c.intermediate_size,
+            c.vocab_size,
+            c.head_dim(),
+        );
+        let (q, kv) = (c.heads * d, c.kv_heads * d);
+        let lm = "language_model";
+        let embed = r.table(&format!("{lm}.{}", names.embed), &[v, h])?;
         let layers = (0..c.layers)
             .map(|n| {
-                let l = format!("{m}.layers.{n}");
-                let a = format!("{l}.self_attn");
-                Ok(Qwen2Layer {
-                    input_norm: r.get(&format!("{l}.input_layernorm.weight"), &[h])?,
-                    qkv_w: r.stacked(
-                        &[
-                            &format!("{a}.q_proj.weight"),
-                            &format!("{a}.k_proj.weight"),
-                            &format!("{a}.v_proj.weight"),
-                        ],
-                        &[[h, h], [kv, h], [kv, h]],
-                    )?,
-                    qkv_b: if c.attention_bias {
-                        Some(r.concat(
-                            &[
-                                &format!("{a}.q_proj.bias"),
-                                &format!("{a}.k_proj.bias"),
-                                &format!("{a}.v_proj.bias"),
-                            ],
-                            &[h, kv, kv],
-                        )?)
-                    } else {
-                        None
-                    },
-                    o_w: r.linear(&format!("{a}.o_proj.weight"), &[h, h])?,
-                    post_norm: r.get(&format!("{l}.post_attention_layernorm.weight"), &[h])?,
-                    gate_up_w: r.stacked(
-                        &[
-                            &format!("{l}.mlp.gate_proj.weight"),
-                            &format!("{l}.mlp.up_proj.weight"),
-                        ],
+                let l = format!("{lm}.model.layers.{n}");
+                let qkv_b = match &names.qkv {
+                    Qkv::Separate(a) if c.attention_bias => {
+                        let keys = ["q", "k", "v"].map(|p| format!("{l}.{a}.{p}_proj.bias"));
+                        Some(r.concat(&keys.each_ref().map(String::as_str), &[q, kv, kv])?)
+                    }
+                    _ => None,
+                };
+                let qkv_w = match &names.qkv {
+                    Qkv::Separate(a) => {
+                        let keys = ["q", "k", "v"].map(|p| format!("{l}.{a}.{p}_proj.weight"));
+                        let keys = keys.each_ref().map(String::as_str);
+                        r.stacked(&keys, &[[q, h], [kv, h], [kv, h]])?
+                    }
+                    Qkv::Stacked(key) => r.linear(&format!("{l}.{key}"), &[q + 2 * kv, h])?,
+                    Qkv::Packed(key, restack) => {
+                        let packed = r.host(&format!("{l}.{key}"), &[q + 2 * kv, h])?;
+                        r.put_as(
+                            restack(&packed, c.heads / c.kv_heads, d)?,
+                            Role::LinearWeight,
+                        )?
+                    }
+                };
+                let gate_up_w = match &names.gate_up {
+                    GateUp::Separate(gate, up) => r.stacked(
+                        &[&format!("{l}.{gate}"), &format!("{l}.{up}")],
                         &[[i, h], [i, h]],
                     )?,
-                    down_w: r.linear(&format!("{l}.mlp.down_proj.weight"), &[h, i])?,
+                    GateUp::Stacked(key) => r.linear(&format!("{l}.{key}"), &[2 * i, h])?,
+                };
+                Ok(Qwen2Layer {
+                    input_norm: r.get(&format!("{l}.{}", names.input_norm), &[h])?,
+                    qkv_w,
+                    qkv_b,
+                    o_w: r.linear(&format!("{l}.{}", names.o), &[h, q])?,
+                    post_norm: r.get(&format!("{l}.{}", names.post_norm), &[h])?,
+                    gate_up_w,
+                    down_w: r.linear(&format!("{l}.{}", names.down), &[h, i])?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let norm = r.get(&format!("{m}.norm.weight"), &[h])?;
+        let norm = r.get(&format!("{lm}.{}", names.norm), &[h])?;
         // Tied checkpoints usually omit lm_head; use it when present either way.
+        let head = format!("{lm}.{}", names.lm_head);
         let lm_head = if c.tie_word_embeddings {
-            r.optional_linear("language_model.lm_head.weight", &[v, h])?
+            r.optional_linear(&head, &[v, h])?
         } else {
-            Some(r.linear("language_model.lm_head.weight", &[v, h])?)
+            Some(r.linear(&head, &[v, h])?)
         };
         Ok(Qwen2Params {
             embed,

@@ -147,3 +147,27 @@ pub fn tiny_variant(
     write_f32_safetensors(&d.join("model.safetensors"), &out, None);
     d
 }
+
+/// The tiny model's golden clip (6 frames of 56×56 from golden_e2e.safetensors), its question
+/// and the released code's greedy ids for it.
+pub fn tiny_golden_clip() -> (Vec<linvt::vlm::preprocess::Frame>, String, Vec<u32>) {
+    use linvt::vlm::preprocess::Frame;
+    let path = tiny_fixture().join("golden_e2e.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let frames = st
+        .tensor("input.frames_u8")
+        .unwrap()
+        .data()
+        .chunks(56 * 56 * 3)
+        .map(|c| Frame::new(56, 56, c.to_vec()).unwrap())
+        .collect();
+    let store = linvt::weights::TensorStore::open(&path).unwrap();
+    let question = store.metadata()["question"].clone();
+    let (_, ids) = store.get_i64("output.greedy_ids").unwrap().unwrap();
+    (
+        frames,
+        question,
+        ids.into_iter().map(|v| v as u32).collect(),
+    )
+}
