@@ -16,6 +16,7 @@ use crate::gpu::{GpuContext, GpuOptions};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::linvt::{CondenseOptions, Condensed};
 use crate::linvt::{Linvt, LinvtParams};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::ops::Device;
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;

@@ -108,16 +108,9 @@ impl BenchInputs {
         let prompt = match linvt_queries {
             Some(q) => Prompt::build(&tokenizer, &template, QUESTION, q)?,
             None => {
-                let prefix: String = (1..=frames)
-                    .map(|i| format!("Frame{i}: <image>\n"))
-                    .collect();
                 let spans = vec![config.tokens_per_frame(); frames];
-                Prompt::build_spans(
-                    &tokenizer,
-                    &template,
-                    &format!("{prefix}{QUESTION}"),
-                    &spans,
-                )?
+                let question = super::internvl::frames_question(frames, QUESTION);
+                Prompt::build_spans(&tokenizer, &template, &question, &spans)?
             }
         };
         let clip = moving_square_clip(frames, config.vision.image_size);

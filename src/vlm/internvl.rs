@@ -75,6 +75,15 @@ pub struct HostInput<T> {
     pub timings_ms: Vec<(String, f64)>,
 }
 
+/// InternVL's video question for `frames` frames without LinVT: `Frame{i}: <image>\n` per frame,
+/// then the question (each `<image>` then takes one frame's tokens).
+pub fn frames_question(frames: usize, question: &str) -> String {
+    let prefix: String = (1..=frames)
+        .map(|i| format!("Frame{i}: <image>\n"))
+        .collect();
+    format!("{prefix}{question}")
+}
+
 /// Builds the prompt and its visual rows. `on_stage` hears each stage's name as it starts.
 pub fn prepare<O: VlmOps>(
     e: &mut Engine<O>,
@@ -146,12 +155,13 @@ pub fn prepare<O: VlmOps>(
             (prompt, rows, provenance, Some(VideoPath::Linvt))
         }
         Visual::Video(frames) => {
-            let prefix: String = (1..=frames.len())
-                .map(|i| format!("Frame{i}: <image>\n"))
-                .collect();
             let spans = vec![n; frames.len()];
-            let prompt =
-                Prompt::build_spans(tok, template, &format!("{prefix}{question}"), &spans)?;
+            let prompt = Prompt::build_spans(
+                tok,
+                template,
+                &frames_question(frames.len(), question),
+                &spans,
+            )?;
             (prompt, tokens, None, Some(VideoPath::Frames))
         }
     };

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod gpu_exec;
 pub mod intern_vit;
 pub mod internlm2;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod internvl;
 pub mod layout;
 pub mod lora;
