@@ -23,7 +23,7 @@ vision frames/s, prefill tokens/s, decode tokens/s (1 / decode_step), time to fi
 
 Run with the goldens venv (scripts/goldens/setup-venv.sh); nothing is downloaded:
 
-    /work/venv-goldens/bin/python scripts/bench/pytorch_internvl.py --model DIR --frames FRAMES_DIR \\
+    .venv-goldens/bin/python scripts/bench/pytorch_internvl.py --model DIR --frames FRAMES_DIR \\
         [--question Q] [--max-new-tokens 16] [--reps 5] [--threads 2] [--dtype float32|bfloat16] \\
         [--attn sdpa|eager] [--no-warmup] [--json]
 

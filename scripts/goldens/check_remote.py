@@ -5,7 +5,7 @@ dynamic_preprocess / build_transform), which is not on PyPI.
 
     .venv-goldens/bin/python scripts/goldens/check_remote.py --internvl-src PATH/InternVL/internvl_chat
 
-PATH is a checkout of github.com/OpenGVLab/InternVL (checked with 2410d1dbf208f0e799459aff9376e5747dbf41a2).
+PATH is a checkout of OpenGVLab/InternVL (checked with 2410d1dbf208f0e799459aff9376e5747dbf41a2).
 Checks, with golden.safetensors:
   * the remote checkpoint loads into InternVLChatModel with no missing/unexpected keys;
   * InternVL's dynamic_preprocess + build_transform on image.u8 == image.pixel_values (slow hf
