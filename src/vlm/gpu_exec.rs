@@ -311,7 +311,7 @@ pub struct GpuKvCache {
 
 impl VlmOps for GpuOps<'_> {
     fn binding_limit(&self) -> Option<u64> {
-        let adapter = u64::from(self.ctx().limits.max_storage_buffer_binding_size);
+        let adapter = self.ctx().limits.max_storage_buffer_binding_size;
         Some(self.vlm.binding_limit.map_or(adapter, |b| b.min(adapter)))
     }
 
