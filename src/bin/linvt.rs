@@ -127,7 +127,8 @@ enum Command {
         like: String,
         /// The model directory to write (created if missing).
         out: PathBuf,
-        /// Also write a seeded LinVT module (official preset) sized for its LLM to this file.
+        /// Also write a seeded LinVT module (official preset; 8 heads for a 2048-wide LLM, where
+        /// 4 would exceed the kernels' head dimension of 256) sized for its LLM to this file.
         #[arg(long)]
         linvt: Option<PathBuf>,
         /// The LinVT module's query count (video tokens per clip).
@@ -296,9 +297,9 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 r.parameters as f64 / 1e6,
                 out.display()
             );
-            if let (Some(path), Some(n)) = (&linvt, r.linvt_parameters) {
+            if let (Some(path), Some((n, heads))) = (&linvt, r.linvt) {
                 eprintln!(
-                    "wrote a LinVT module ({:.1} M parameters, {linvt_queries} queries, official preset) to {}",
+                    "wrote a LinVT module ({:.1} M parameters, {linvt_queries} queries, official preset with {heads} heads) to {}",
                     n as f64 / 1e6,
                     path.display()
                 );

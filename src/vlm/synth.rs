@@ -391,20 +391,25 @@ fn tokenizer_json(s: &Spec) -> Result<Value> {
         vocab.insert(format!("<|filler_{id}|>"), json!(id));
     }
     t["model"]["vocab"] = Value::Object(vocab);
-    t["added_tokens"] = s
-        .specials
-        .iter()
-        .map(|(content, id)| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
+    // Ids between the model's special tokens (Qwen2.5's own 22, before InternVL's) get
+    // reserved placeholders: added tokens must be contiguous to keep their ids.
     let top = s
         .specials
         .iter()
         .map(|(_, id)| *id as usize)
         .max()
         .unwrap_or(0);
+    t["added_tokens"] = (first_special..=top)
+        .map(|id| {
+            let content = s
+                .specials
+                .iter()
+                .find(|(_, i)| *i as usize == id)
+                .map_or(format!("<|reserved_{id}|>"), |(c, _)| c.to_string());
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
     if top >= s.llm.vocab {
         return Err(Error::input(
             "a special token id lies beyond the vocabulary",
@@ -416,7 +421,8 @@ fn tokenizer_json(s: &Spec) -> Result<Value> {
 /// What `synth` wrote.
 pub struct SynthReport {
     pub parameters: usize,
-    pub linvt_parameters: Option<usize>,
+    /// The LinVT module's parameters and heads, when one was written.
+    pub linvt: Option<(usize, usize)>,
 }
 
 /// Writes the stand-in of `like` into `out` (created if missing); with `linvt`, also a seeded
@@ -460,22 +466,24 @@ pub fn synth(
         .collect();
     write_safetensors(&out.join("model.safetensors"), &tensors, None)?;
     drop(tensors);
-    let linvt_parameters = match linvt {
+    let linvt = match linvt {
         None => None,
         Some((path, queries)) => Some(write_linvt(path, s.llm.hidden, queries, seed + 1)?),
     };
-    Ok(SynthReport {
-        parameters,
-        linvt_parameters,
-    })
+    Ok(SynthReport { parameters, linvt })
 }
 
 /// A seeded LinVT module of the official preset for an LLM of width `embed`: bf16 weights
 /// under the official keys, its config in the metadata (`linvt_config`), as `--linvt` reads it.
-pub fn write_linvt(path: &Path, embed: usize, queries: usize, seed: u64) -> Result<usize> {
+/// The official preset's 4 heads, or more where its head dimension would exceed what the
+/// kernels take (InternVL2-2B's width 2048 / 4 = 512 > `MAX_HEAD_DIM`: 8 heads).
+/// Returns (parameters, heads).
+pub fn write_linvt(path: &Path, embed: usize, queries: usize, seed: u64) -> Result<(usize, usize)> {
+    let heads = 4.max(embed.div_ceil(crate::config::MAX_HEAD_DIM));
     let patch = ConfigPatch {
         preset: Some("official".to_string()),
         embed_size: Some(embed),
+        num_heads: Some(heads),
         num_video_query_token: Some(queries),
         ..Default::default()
     };
@@ -507,5 +515,41 @@ pub fn write_linvt(path: &Path, embed: usize, queries: usize, seed: u64) -> Resu
     .into_iter()
     .collect();
     write_safetensors(path, &tensors, Some(meta))?;
-    Ok(parameters)
+    Ok((parameters, heads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stand_ins_have_the_published_sizes_configs_and_special_tokens() {
+        // The parameter counts the published checkpoints list, at their precision:
+        // InternVL2-1B and 2.5-1B 938 M, InternVL2-2B 2.21 B.
+        for (like, published, unit, context_id) in [
+            ("internvl2-1b", 938.0, 1e6, 151648),
+            ("internvl2.5-1b", 938.0, 1e6, 151667),
+            ("internvl2-2b", 221.0, 1e7, 92546),
+        ] {
+            let s = spec(like).unwrap();
+            let n: usize = tensors(&s)
+                .iter()
+                .map(|(_, shape, _)| shape.iter().product::<usize>())
+                .sum();
+            assert_eq!((n as f64 / unit).round(), published, "{like}: {n}");
+            let cfg =
+                crate::vlm::config::VlmConfig::from_json(&config_json(&s), vec![], None).unwrap();
+            assert_eq!(cfg.tokens_per_frame(), 256);
+            assert_eq!(cfg.llm.vocab_size, s.llm.vocab);
+            let json = serde_json::to_vec(&tokenizer_json(&s).unwrap()).unwrap();
+            let tok = tokenizers::Tokenizer::from_bytes(json).unwrap();
+            assert_eq!(tok.token_to_id("<IMG_CONTEXT>"), Some(context_id), "{like}");
+            assert_eq!(
+                tok.get_vocab_size(true),
+                s.specials.last().unwrap().1 as usize + 1
+            );
+        }
+        let err = spec("internvl9-1b").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("internvl2-1b")));
+    }
 }
