@@ -13,6 +13,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+use super::decoder::LlmFamily;
+use super::qwen2::{GateUp, Qkv};
 use crate::config::ConfigPatch;
 use crate::error::{Error, Result};
 use crate::linvt::LinvtParams;
@@ -255,97 +257,54 @@ fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
     add("mlp1.1.bias".into(), &[h], Init::Const(0.0));
     add("mlp1.3.weight".into(), &[h, h], Init::Linear(h));
     add("mlp1.3.bias".into(), &[h], Init::Const(0.0));
+    // The LLM's tensors by the names its family's loader reads (one table: `WeightNames`).
+    let family = LlmFamily::from_architecture(l.arch).expect("every spec names a known family");
+    let names = family.names();
     let d = h / l.heads;
-    let kv = l.kv_heads * d;
-    let lm = "language_model.model";
-    match l.model_type {
-        "internlm2" => {
-            add(
-                format!("{lm}.tok_embeddings.weight"),
-                &[v, h],
-                Init::Uniform(0.035),
-            );
-            for i in 0..l.layers {
-                let b = format!("{lm}.layers.{i}");
-                add(format!("{b}.attention_norm.weight"), &[h], Init::Const(1.0));
-                add(
-                    format!("{b}.attention.wqkv.weight"),
-                    &[h + 2 * kv, h],
-                    Init::Linear(h),
-                );
-                add(format!("{b}.attention.wo.weight"), &[h, h], Init::Linear(h));
-                add(format!("{b}.ffn_norm.weight"), &[h], Init::Const(1.0));
-                add(
-                    format!("{b}.feed_forward.w1.weight"),
-                    &[inter, h],
-                    Init::Linear(h),
-                );
-                add(
-                    format!("{b}.feed_forward.w3.weight"),
-                    &[inter, h],
-                    Init::Linear(h),
-                );
-                add(
-                    format!("{b}.feed_forward.w2.weight"),
-                    &[h, inter],
-                    Init::Linear(inter),
-                );
-            }
-            add(format!("{lm}.norm.weight"), &[h], Init::Const(1.0));
-            add(
-                "language_model.output.weight".into(),
-                &[v, h],
-                Init::Linear(h),
-            );
-        }
-        _ => {
-            add(
-                format!("{lm}.embed_tokens.weight"),
-                &[v, h],
-                Init::Uniform(0.035),
-            );
-            for i in 0..l.layers {
-                let b = format!("{lm}.layers.{i}");
-                let a = format!("{b}.self_attn");
-                add(
-                    format!("{b}.input_layernorm.weight"),
-                    &[h],
-                    Init::Const(1.0),
-                );
-                for (name, rows) in [("q_proj", h), ("k_proj", kv), ("v_proj", kv)] {
-                    add(format!("{a}.{name}.weight"), &[rows, h], Init::Linear(h));
-                    add(format!("{a}.{name}.bias"), &[rows], Init::Const(0.0));
+    let (q, kv) = (l.heads * d, l.kv_heads * d);
+    let lm = "language_model";
+    add(
+        format!("{lm}.{}", names.embed),
+        &[v, h],
+        Init::Uniform(0.035),
+    );
+    for i in 0..l.layers {
+        let b = format!("{lm}.model.layers.{i}");
+        add(format!("{b}.{}", names.input_norm), &[h], Init::Const(1.0));
+        match &names.qkv {
+            Qkv::Separate(a) => {
+                for (p, rows) in [("q", q), ("k", kv), ("v", kv)] {
+                    add(
+                        format!("{b}.{a}.{p}_proj.weight"),
+                        &[rows, h],
+                        Init::Linear(h),
+                    );
+                    if family == LlmFamily::Qwen2 {
+                        add(format!("{b}.{a}.{p}_proj.bias"), &[rows], Init::Const(0.0));
+                    }
                 }
-                add(format!("{a}.o_proj.weight"), &[h, h], Init::Linear(h));
-                add(
-                    format!("{b}.post_attention_layernorm.weight"),
-                    &[h],
-                    Init::Const(1.0),
-                );
-                add(
-                    format!("{b}.mlp.gate_proj.weight"),
-                    &[inter, h],
-                    Init::Linear(h),
-                );
-                add(
-                    format!("{b}.mlp.up_proj.weight"),
-                    &[inter, h],
-                    Init::Linear(h),
-                );
-                add(
-                    format!("{b}.mlp.down_proj.weight"),
-                    &[h, inter],
-                    Init::Linear(inter),
-                );
             }
-            add(format!("{lm}.norm.weight"), &[h], Init::Const(1.0));
-            add(
-                "language_model.lm_head.weight".into(),
-                &[v, h],
-                Init::Linear(h),
-            );
+            Qkv::Stacked(key) | Qkv::Packed(key, _) => {
+                add(format!("{b}.{key}"), &[q + 2 * kv, h], Init::Linear(h))
+            }
         }
+        add(format!("{b}.{}", names.o), &[h, q], Init::Linear(q));
+        add(format!("{b}.{}", names.post_norm), &[h], Init::Const(1.0));
+        match &names.gate_up {
+            GateUp::Separate(gate, up) => {
+                add(format!("{b}.{gate}"), &[inter, h], Init::Linear(h));
+                add(format!("{b}.{up}"), &[inter, h], Init::Linear(h));
+            }
+            GateUp::Stacked(key) => add(format!("{b}.{key}"), &[2 * inter, h], Init::Linear(h)),
+        }
+        add(
+            format!("{b}.{}", names.down),
+            &[h, inter],
+            Init::Linear(inter),
+        );
     }
+    add(format!("{lm}.{}", names.norm), &[h], Init::Const(1.0));
+    add(format!("{lm}.{}", names.lm_head), &[v, h], Init::Linear(h));
     t
 }
 
