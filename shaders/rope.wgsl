@@ -1,8 +1,11 @@
 // Rotary position embedding, "rotate half" layout (Hugging Face Qwen2/LLaMA
 // `apply_rotary_pos_emb`); CPU twin: src/cpu/rope.rs.
 //
-// x: rows of heads·head_dim values, row r at position `position + r`. For each head and
-// d < D/2, with angle a = p·θ_d:
+// x: rows of heads·head_dim values. Row r's positions are `pos[r·axes ..]`, one per position
+// axis (one axis for plain RoPE; three — temporal, height, width — for Qwen2-VL's multimodal
+// RoPE); rotary pair d follows the axis whose section holds it (sec0/sec1/sec2: where the pairs
+// of axes 0, 1 and 2 end). For each head and d < D/2, with p row r's position on d's axis and
+// angle a = p·θ_d:
 //   y[d] = x[d]·cos a − x[d + D/2]·sin a,   y[d + D/2] = x[d + D/2]·cos a + x[d]·sin a.
 // cos a and sin a come from a host-built table (src/gpu/rope.rs, `rope_table`): one row of D
 // values per position, [cos_0 … cos_{D/2−1}, sin_0 … sin_{D/2−1}], computed in f64 like the twin.
@@ -11,22 +14,27 @@
 //
 // `rope_qkv` is a decoder layer's attention input in one dispatch: x rows are a packed
 // projection [q (heads) | k (kv_heads) | v (kv_heads)] of head_dim values each; q is rotated
-// into y, k rotated into the KV cache's key rows and v copied into its value rows (rows
-// position.. of the layer's cache, at k_off / v_off). Equal to `rope` on q and k plus the
+// into y, k rotated into the KV cache's key rows and v copied into its value rows (the rows'
+// cache slots, at k_off / v_off). Equal to `rope` on q and k plus the
 // copies, without three more dispatches per layer.
 
 struct Params {
     rows: u32,
     heads: u32,
     half: u32,       // head_dim / 2
-    position: u32,
     x_off: u32,
     t_off: u32,
     o_off: u32,
-    kv_heads: u32,   // `rope_qkv` only, like the three below
+    kv_heads: u32,   // `rope_qkv` only, like the two below
     k_off: u32,
     v_off: u32,
-    _pad: u32,
+    pos_off: u32,
+    axes: u32,       // positions per row
+    sec0: u32,       // pairs d < sec0 follow axis 0, d < sec1 axis 1, d < sec2 axis 2, else 3
+    sec1: u32,
+    sec2: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override WG: u32 = 64u;
@@ -34,10 +42,18 @@ override WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> pos: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
 // `rope_qkv` only: the layer's KV cache.
-@group(0) @binding(4) var<storage, read_write> keys: array<f32>;
-@group(0) @binding(5) var<storage, read_write> values: array<f32>;
+@group(0) @binding(5) var<storage, read_write> keys: array<f32>;
+@group(0) @binding(6) var<storage, read_write> values: array<f32>;
+
+// Start of the cos/sin table row for rotary pair d of row `row`.
+fn table_row(row: u32, d: u32) -> u32 {
+    let axis = select(0u, 1u, d >= p.sec0) + select(0u, 1u, d >= p.sec1)
+        + select(0u, 1u, d >= p.sec2);
+    return p.t_off + pos[p.pos_off + row * p.axes + axis] * 2u * p.half;
+}
 
 @compute @workgroup_size(WG)
 fn rope(
@@ -53,7 +69,7 @@ fn rope(
     let rh = i / p.half;             // row · heads + head
     let row = rh / p.heads;
     let base = rh * 2u * p.half;     // start of this head in the row-major (rows, heads·D) x
-    let t = p.t_off + (p.position + row) * 2u * p.half;
+    let t = table_row(row, d);
     let c = table[t + d];
     let s = table[t + p.half + d];
     let a = x[p.x_off + base + d];
@@ -86,7 +102,7 @@ fn rope_qkv(
         values[dst + p.half + d] = b;
         return;
     }
-    let t = p.t_off + (p.position + row) * 2u * p.half;
+    let t = table_row(row, d);
     let c = table[t + d];
     let s = table[t + p.half + d];
     let ra = a * c - b * s;

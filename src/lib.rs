@@ -21,6 +21,7 @@ pub mod weights;
 
 pub use config::{ConfigPatch, LinvtConfig, Preset};
 pub use error::{Error, Result};
-pub use linvt::{CondenseOptions, Condensed, Linvt, WeightStorage};
+pub use gpu::{WeightChoice, WeightStorage};
+pub use linvt::{CondenseOptions, Condensed, Linvt};
 pub use ops::Device;
 pub use tensor::Tensor;

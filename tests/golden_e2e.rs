@@ -26,11 +26,11 @@ use linvt::gpu::texels::WeightLayout;
 use std::path::{Path, PathBuf};
 
 use ::linvt::config::Preset;
-use ::linvt::linvt::cpu_exec::CpuOps;
+use ::linvt::cpu::CpuOps;
 use ::linvt::linvt::forward::Want;
 use ::linvt::ops::VlmOps;
 use ::linvt::vlm::engine::{Engine, EngineSources, GenerateOptions};
-use ::linvt::vlm::intern_vit::pixel_shuffle_ids;
+use ::linvt::vlm::internvl_projector::pixel_shuffle_ids;
 use ::linvt::vlm::model::open_model_dir;
 use ::linvt::vlm::preprocess::{pixel_values, Frame};
 use ::linvt::vlm::prompt::{Prompt, Template};
@@ -286,9 +286,9 @@ fn golden_gpu() {
     let Some(ctx) = common::gpu() else { return };
     let pool = ::linvt::gpu::BufferPool::default();
     let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
-    let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
-    ops.vlm.weight_layout = Some(WeightLayout::Texels);
-    ops.vlm.fuse_epilogues = Some(false);
+    let mut ops = ::linvt::gpu::GpuOps::new(rec);
+    ops.placement.layout = Some(WeightLayout::Texels);
+    ops.fuse_epilogues = Some(false);
     golden_on(ops);
 }
 
@@ -302,9 +302,9 @@ fn golden_gpu_chunked_tables() {
     let Some(ctx) = common::gpu() else { return };
     let pool = ::linvt::gpu::BufferPool::default();
     let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
-    let mut ops = ::linvt::linvt::gpu_exec::GpuOps::new(rec);
-    ops.vlm.weight_layout = Some(WeightLayout::Buffers);
-    ops.vlm.chunk_bytes = Some(240 << 10);
-    ops.vlm.fuse_epilogues = Some(true);
+    let mut ops = ::linvt::gpu::GpuOps::new(rec);
+    ops.placement.layout = Some(WeightLayout::Buffers);
+    ops.placement.chunk_bytes = Some(240 << 10);
+    ops.fuse_epilogues = Some(true);
     golden_on(ops);
 }

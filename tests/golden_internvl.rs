@@ -20,7 +20,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use ::linvt::linvt::cpu_exec::CpuOps;
+use ::linvt::cpu::CpuOps;
 use ::linvt::ops::VlmOps;
 use ::linvt::vlm::engine::{Engine, GenerateOptions};
 use ::linvt::vlm::model::{
@@ -184,6 +184,56 @@ const CASES: &[Case] = &[
         logits: "phi3.step_logits",
         greedy_ids: "phi3.greedy_ids",
     },
+    // transformers' LLaMA as its conversion makes InternLM2 hosts -hf.
+    Case {
+        dir: "llama",
+        lora: None,
+        pixels: "video.pixel_values",
+        input_ids: "llama.input_ids",
+        features: Some("llama.image_features"),
+        logits: "llama.step_logits",
+        greedy_ids: "llama.greedy_ids",
+    },
+    // The same weights as InternLM2 (packed `wqkv`), which OpenGVLab's own InternLM2 code
+    // reproduces (scripts/goldens/check_remote.py).
+    Case {
+        dir: "llama/remote",
+        lora: None,
+        pixels: "video.pixel_values",
+        input_ids: "llama.input_ids",
+        features: Some("llama.image_features"),
+        logits: "llama.step_logits",
+        greedy_ids: "llama.greedy_ids",
+    },
+    // Phi-3 longrope (original context 64): short factors throughout; generation crossing 64
+    // (positions ≥ 64 long, keys cached before with short ones); long from the prompt on.
+    Case {
+        dir: "phi3_longrope",
+        lora: None,
+        pixels: "video.pixel_values",
+        input_ids: "phi3_longrope.short.input_ids",
+        features: None,
+        logits: "phi3_longrope.short.step_logits",
+        greedy_ids: "phi3_longrope.short.greedy_ids",
+    },
+    Case {
+        dir: "phi3_longrope",
+        lora: None,
+        pixels: "video.pixel_values",
+        input_ids: "phi3_longrope.cross.input_ids",
+        features: None,
+        logits: "phi3_longrope.cross.step_logits",
+        greedy_ids: "phi3_longrope.cross.greedy_ids",
+    },
+    Case {
+        dir: "phi3_longrope",
+        lora: None,
+        pixels: "video.pixel_values",
+        input_ids: "phi3_longrope.long.input_ids",
+        features: None,
+        logits: "phi3_longrope.long.step_logits",
+        greedy_ids: "phi3_longrope.long.greedy_ids",
+    },
 ];
 
 fn run_case<O: VlmOps>(e: &mut Engine<O>, g: &TensorStore, c: &Case, what: &str) {
@@ -253,21 +303,32 @@ fn every_case_matches_transformers_on_both_executors() {
 
 /// The vision encoder's frames and the prefill's rows are split to fit the executor's binding
 /// limit (a real InternViT on 16 frames needs 269 MB per MLP activation; lavapipe binds 128
-/// MiB). Forced to one frame and 9 prompt rows per pass on the GPU, the video case still gives
-/// the reference's features, logits and ids.
+/// MiB). Forced to one frame and a few prompt rows per pass on the GPU, the video case still
+/// gives the reference's features, logits and ids; so does the longrope prompt longer than the
+/// original context, whose first chunks alone would not reach it (the factors are chosen for
+/// the whole pass, as transformers does per forward call).
 #[test]
 fn work_split_to_fit_the_binding_limit_gives_the_same_results() {
     if common::gpu().is_none() {
         return;
     }
     let g = golden();
-    let opts = LoadOptions::new(Device::Gpu);
-    let dir = fixture("");
-    let mut ops = gpu_ops(&dir, &opts).unwrap();
-    // One frame: 17 rows × 144 (qkv) floats = 9,792 bytes; prefill: 9 rows × 256 (gate|up).
-    ops.vlm.binding_limit = Some(10_000);
-    let mut e = load_engine(ops, &dir, &opts, &mut |_, _| {}).unwrap();
-    run_case(&mut e, &g, &CASES[0], "gpu split 1 frame / 9 rows");
+    let split = ["video.greedy_ids", "phi3_longrope.long.greedy_ids"];
+    for c in CASES.iter().filter(|c| split.contains(&c.greedy_ids)) {
+        let opts = LoadOptions::new(Device::Gpu);
+        let dir = fixture(c.dir);
+        let mut ops = gpu_ops(&dir, &opts).unwrap();
+        // One frame: 17 rows × 144 (qkv) floats = 9,792 bytes; prefill: 9 rows × 256 (gate|up)
+        // of the Qwen2 model, 19 rows × 128 of the Phi-3 one.
+        ops.binding_limit = Some(10_000);
+        let mut e = load_engine(ops, &dir, &opts, &mut |_, _| {}).unwrap();
+        run_case(
+            &mut e,
+            &g,
+            c,
+            &format!("gpu split: {} {}", c.dir, c.greedy_ids),
+        );
+    }
 }
 
 /// `ask` end to end — our preprocessing, tiling, prompt and generation — gives the reference's
@@ -287,7 +348,7 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
         &'a str,
         &'a str,
     );
-    let cases: [AskCase; 6] = [
+    let cases: [AskCase; 7] = [
         (
             "",
             None,
@@ -335,6 +396,14 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
             "video",
             "phi3.input_ids",
             "phi3.greedy_ids",
+        ),
+        (
+            "llama/remote",
+            None,
+            &video,
+            "video",
+            "llama.input_ids",
+            "llama.greedy_ids",
         ),
     ];
     for device in devices() {

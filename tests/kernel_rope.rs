@@ -7,8 +7,9 @@
 mod common;
 
 use linvt::cpu::rope as cpu;
-use linvt::gpu::rope::{rope, rope_table};
+use linvt::gpu::rope::{rope, rope_table, rope_table_for, GpuPositions};
 use linvt::gpu::{BufferPool, Recorder};
+use linvt::ops::{Positions, Rope};
 
 fn check(rows: usize, heads: usize, head_dim: usize, position: usize, theta: f64, seed: u64) {
     let Some(ctx) = common::gpu() else { return };
@@ -24,8 +25,9 @@ fn check(rows: usize, heads: usize, head_dim: usize, position: usize, theta: f64
     let positions = position + rows + 3;
     let table = rope_table(head_dim, theta, positions);
     let tg = ctx.upload("table", &[positions, head_dim], &table).unwrap();
+    let pos = GpuPositions::upload(&ctx, &Positions::range(position, rows)).unwrap();
     let mut rec = Recorder::new(&ctx, &pool);
-    let y = rope(&mut rec, &xg, &tg, heads, head_dim, position).unwrap();
+    let y = rope(&mut rec, &xg, &tg, heads, head_dim, &pos, &[head_dim / 2]).unwrap();
     rec.submit().unwrap();
     let got = ctx.read_f32(&y).unwrap();
     let mut want = x.clone();
@@ -57,15 +59,54 @@ fn rope_rejects_a_short_table_and_odd_head_dim() {
         .unwrap();
     let mut rec = Recorder::new(&ctx, &pool);
     // Rows at positions 1 and 2 need 3 positions of the table.
-    let err = rope(&mut rec, &x, &table, 1, 4, 1).unwrap_err().to_string();
+    let at_1 = GpuPositions::upload(&ctx, &Positions::range(1, 2)).unwrap();
+    let err = rope(&mut rec, &x, &table, 1, 4, &at_1, &[2])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("table"), "{err}");
+    let at_0 = GpuPositions::upload(&ctx, &Positions::range(0, 2)).unwrap();
     let x3 = ctx.upload("x3", &[2, 3], &[1.0f32; 6]).unwrap();
-    assert!(rope(&mut rec, &x3, &table, 1, 3, 0).is_err());
+    assert!(rope(&mut rec, &x3, &table, 1, 3, &at_0, &[1]).is_err());
+    // Positions for another row count, or sections that do not cover the pairs, are errors.
+    let one = GpuPositions::upload(&ctx, &Positions::range(0, 1)).unwrap();
+    assert!(rope(&mut rec, &x, &table, 1, 4, &one, &[2]).is_err());
+    assert!(rope(&mut rec, &x, &table, 1, 4, &at_0, &[1]).is_err());
+}
+
+/// Multimodal RoPE (Qwen2-VL): three position axes, pairs split [3, 2, 3] over them, positions
+/// that repeat and jump (a 2×2 video grid at temporal 4, then text at 7, 8) — each pair turned
+/// by its own axis's position, as the twin does. Tolerance as `rope_matches_twin`.
+#[test]
+fn multimodal_rope_turns_each_pair_by_its_axis() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (heads, d) = (2usize, 16usize);
+    let rope_m = Rope::new(d, 1e4).with_sections(&[3, 2, 3]).unwrap();
+    #[rustfmt::skip]
+    let ids = vec![4, 0, 0,  4, 0, 1,  4, 1, 0,  4, 1, 1,  7, 7, 7,  8, 8, 8];
+    let positions = Positions::new(ids, 3).unwrap();
+    let rows = positions.rows();
+    let x = common::rand_vec(7, rows * heads * d, 2.0);
+    let xg = ctx.upload("x", &[rows, heads * d], &x).unwrap();
+    let table = rope_table_for(&rope_m, positions.end());
+    let tg = ctx.upload("table", &[positions.end(), d], &table).unwrap();
+    let pos = GpuPositions::upload(&ctx, &positions).unwrap();
+    let mut rec = Recorder::new(&ctx, &pool);
+    let y = rope(&mut rec, &xg, &tg, heads, d, &pos, &rope_m.sections).unwrap();
+    rec.submit().unwrap();
+    let mut want = x.clone();
+    cpu::rope_with(&mut want, heads, &positions, &rope_m);
+    common::assert_close("mrope", &ctx.read_f32(&y).unwrap(), &want, 1e-6, 0.0);
+    // And it is not plain RoPE at the first axis (the check can fail).
+    let mut plain = x.clone();
+    let temporal = Positions::new(vec![4, 4, 4, 4, 7, 8], 1).unwrap();
+    cpu::rope_with(&mut plain, heads, &temporal, &Rope::new(d, 1e4));
+    assert!(plain.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
 /// A decoder layer's attention input in one kernel (`rope_qkv`) against the twin's pieces:
-/// q and k rotated by `cpu::rope::rope`, v copied, k and v landing in the cache rows at the
-/// position (the rows before it untouched). GQA (heads 6, kv_heads 2), rows at a nonzero
+/// q and k rotated by `cpu::rope::rope` at their rotary positions, v copied, k and v landing in
+/// the cache rows at their slots (the rows before it untouched). GQA (heads 6, kv_heads 2), rows at a nonzero
 /// offset, tolerance as `rope_matches_twin`.
 #[test]
 fn rope_qkv_matches_rope_and_copies() {
@@ -84,17 +125,31 @@ fn rope_qkv_matches_rope_and_copies() {
             .upload("qkv", &[rows + 1, width], &padded)
             .unwrap()
             .rows_view(1, rows);
-        let table = rope_table(d, theta, capacity);
-        let tg = ctx.upload("table", &[capacity, d], &table).unwrap();
         let keys = ctx
             .upload("keys", &[capacity, kw], &vec![-1.0f32; capacity * kw])
             .unwrap();
         let values = ctx
             .upload("values", &[capacity, kw], &vec![-2.0f32; capacity * kw])
             .unwrap();
+        // Rotary positions 100 past the cache slots: the slots place k and v, the positions
+        // turn q and k.
+        let positions = Positions::range(position + 100, rows);
+        let table = rope_table(d, theta, positions.end());
+        let tg = ctx.upload("table", &[positions.end(), d], &table).unwrap();
+        let pos = GpuPositions::upload(&ctx, &positions).unwrap();
         let mut rec = Recorder::new(&ctx, &pool);
         let q = rope_qkv(
-            &mut rec, &xg, &tg, &keys, &values, heads, kv_heads, d, position,
+            &mut rec,
+            &xg,
+            &tg,
+            &keys,
+            &values,
+            heads,
+            kv_heads,
+            d,
+            position,
+            &pos,
+            &[d / 2],
         )
         .unwrap();
         rec.submit().unwrap();
@@ -105,8 +160,8 @@ fn rope_qkv_matches_rope_and_copies() {
                 .collect()
         };
         let (mut want_q, mut want_k, want_v) = (part(0, qw), part(qw, kw), part(qw + kw, kw));
-        cpu::rope(&mut want_q, heads, d, position, theta);
-        cpu::rope(&mut want_k, kv_heads, d, position, theta);
+        cpu::rope(&mut want_q, heads, d, position + 100, theta);
+        cpu::rope(&mut want_k, kv_heads, d, position + 100, theta);
         let what = format!("rope_qkv rows={rows} position={position}");
         common::assert_close(
             &format!("{what} q"),
@@ -134,10 +189,36 @@ fn rope_qkv_matches_rope_and_copies() {
     let x = ctx.upload("x", &[1, width], &vec![0.0f32; width]).unwrap();
     let tg = ctx.upload("t", &[4, d], &rope_table(d, theta, 4)).unwrap();
     let cache = ctx.upload("c", &[2, kw], &vec![0.0f32; 2 * kw]).unwrap();
+    let pos = GpuPositions::upload(&ctx, &Positions::range(2, 1)).unwrap();
     let mut rec = Recorder::new(&ctx, &pool);
-    let e = rope_qkv(&mut rec, &x, &tg, &cache, &cache, heads, kv_heads, d, 2)
-        .unwrap_err()
-        .to_string();
+    let e = rope_qkv(
+        &mut rec,
+        &x,
+        &tg,
+        &cache,
+        &cache,
+        heads,
+        kv_heads,
+        d,
+        2,
+        &pos,
+        &[d / 2],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("overflow"), "{e}");
-    assert!(rope_qkv(&mut rec, &x, &tg, &cache, &cache, heads, 1, d, 0).is_err());
+    assert!(rope_qkv(
+        &mut rec,
+        &x,
+        &tg,
+        &cache,
+        &cache,
+        heads,
+        1,
+        d,
+        0,
+        &pos,
+        &[d / 2]
+    )
+    .is_err());
 }

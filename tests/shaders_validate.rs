@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[test]
 fn every_shader_validates_with_naga() {
-    for s in linvt::gpu::kernel::ALL_SHADERS {
+    for s in linvt::gpu::ALL_SHADERS {
         let source = s.source();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}: {}", s.name, e.emit_to_string(&source)));
@@ -35,7 +35,7 @@ fn every_wgsl_file_is_embedded() {
         // A shader's source is one or more files (a kernel family, after preludes such as the
         // texel layout or how operand A is read) and short type aliases.
         assert!(
-            linvt::gpu::kernel::ALL_SHADERS
+            linvt::gpu::ALL_SHADERS
                 .iter()
                 .any(|s| s.parts.contains(&src.as_str())),
             "{} is not embedded by any shader in ALL_SHADERS",

@@ -4,14 +4,14 @@
 //! are the twins).
 mod common;
 
+use linvt::cpu::CpuOps;
 use linvt::gpu::texels::WeightLayout;
+use linvt::gpu::GpuOps;
 use linvt::gpu::{BufferPool, Recorder};
-use linvt::linvt::cpu_exec::CpuOps;
-use linvt::linvt::gpu_exec::GpuOps;
 use linvt::ops::Ops;
 use linvt::ops::Role;
 use linvt::ops::VlmOps;
-use linvt::ops::{Rope, SamplingParams};
+use linvt::ops::{Positions, Rope, SamplingParams};
 use linvt::Tensor;
 
 fn tensor(seed: u64, rows: usize, cols: usize) -> Tensor {
@@ -24,11 +24,11 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
     // 1000 × 24 f32 = 96 000 bytes against a 10 000-byte budget: 104 rows per chunk, 10 chunks.
-    gpu.vlm.chunk_bytes = Some(10_000);
+    gpu.placement.chunk_bytes = Some(10_000);
     let mut cpu = CpuOps::new();
     let table = tensor(1, 1000, 24);
     let tg = gpu.upload(table.clone()).unwrap();
-    assert_eq!(gpu.vlm.chunked(&tg).map(|c| c.chunk_count()), Some(10));
+    assert_eq!(gpu.chunked(&tg).map(|c| c.chunk_count()), Some(10));
     let tc = cpu.upload(table).unwrap();
 
     // Ids in the first, middle and last chunks, at chunk edges, repeated.
@@ -54,14 +54,14 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     // The fused epilogues (forced on: CPU adapters compose them by default) through the
     // chunks: each chunk's columns of the residual and of γ (the CPU executor composes linear,
     // then gelu or residual_add; GELU's approximation adds < 2e-7).
-    gpu.vlm.fuse_epilogues = Some(true);
+    gpu.fuse_epilogues = Some(true);
     let b = tensor(3, 1, 1000).reshape(&[1000]).unwrap();
     let (bg, bc) = (gpu.upload(b.clone()).unwrap(), cpu.upload(b).unwrap());
     let got = gpu.linear_gelu(&xg, &tg, Some(&bg)).unwrap();
     let want = cpu.linear_gelu(&x, &tc, Some(&bc)).unwrap();
     let got = gpu.read_back(&got).unwrap();
     common::assert_close("chunked linear_gelu", got.data(), want.data(), 2e-5, 0.0);
-    gpu.vlm.chunk_bytes = None; // activations (12 000 bytes) stay whole
+    gpu.placement.chunk_bytes = None; // activations (12 000 bytes) stay whole
     let r = tensor(4, 3, 1000);
     let gamma = tensor(5, 1, 1000).reshape(&[1000]).unwrap();
     let (rg, rc) = (gpu.upload(r.clone()).unwrap(), cpu.upload(r).unwrap());
@@ -104,7 +104,7 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
-    gpu.vlm.weight_layout = Some(WeightLayout::Texels);
+    gpu.placement.layout = Some(WeightLayout::Texels);
     let mut cpu = CpuOps::new();
     let table = tensor(5, 1000, 24);
     let tg = gpu.upload_weight(table.clone(), Role::Table).unwrap();
@@ -190,18 +190,12 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
             gpu.upload(k.clone()).unwrap(),
             gpu.upload(v.clone()).unwrap(),
         );
-        let qg = gpu
-            .rope(&qg, heads, d, position, &Rope::new(d, 1e6))
-            .unwrap();
-        let kg = gpu
-            .rope(&kg, kv_heads, d, position, &Rope::new(d, 1e6))
-            .unwrap();
-        let qc = cpu
-            .rope(&q, heads, d, position, &Rope::new(d, 1e6))
-            .unwrap();
-        let kc = cpu
-            .rope(&k, kv_heads, d, position, &Rope::new(d, 1e6))
-            .unwrap();
+        let at = Positions::range(position, rows);
+        let (pg, pc) = (gpu.positions(&at).unwrap(), cpu.positions(&at).unwrap());
+        let qg = gpu.rope(&qg, heads, d, &pg, &Rope::new(d, 1e6)).unwrap();
+        let kg = gpu.rope(&kg, kv_heads, d, &pg, &Rope::new(d, 1e6)).unwrap();
+        let qc = cpu.rope(&q, heads, d, &pc, &Rope::new(d, 1e6)).unwrap();
+        let kc = cpu.rope(&k, kv_heads, d, &pc, &Rope::new(d, 1e6)).unwrap();
         gpu.kv_write(&mut gc, 1, position, &kg, &vg).unwrap();
         cpu.kv_write(&mut cc, 1, position, &kc, &v).unwrap();
         let a = gpu.kv_attention(&gc, 1, &qg, position, heads).unwrap();
@@ -366,8 +360,8 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
     let Some(ctx) = common::gpu() else { return };
     let pool = BufferPool::default();
     let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
-    gpu.vlm.weight_storage = WeightStorage::Bf16;
-    gpu.vlm.weight_layout = Some(layout);
+    gpu.placement.storage = WeightStorage::Bf16;
+    gpu.placement.layout = Some(layout);
     let texels = layout == WeightLayout::Texels;
     let mut cpu = CpuOps::new();
     let c = linvt::vlm::bench_decoder::shape("qwen2-tiny").unwrap();
@@ -447,12 +441,16 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
     let rope = c.rope.for_length(8);
     let (mut ids, mut position) = (vec![1u32, 5, 7], 0);
     for step in 0..4 {
+        let at = Positions::range(position, ids.len());
         let xg = gpu.gather_rows(&pg.embed, &ids).unwrap();
-        let hg = qwen2::forward(&mut gpu, &pg, &c, &rope, &xg, &mut cache_g, position).unwrap();
+        let pos = gpu.positions(&at).unwrap();
+        let hg =
+            qwen2::forward(&mut gpu, &pg, &c, &rope, &xg, &mut cache_g, position, &pos).unwrap();
         let last = gpu.rows(&hg, ids.len() - 1, 1);
         let lg = qwen2::logits(&mut gpu, &pg, &last).unwrap();
         let xc = cpu.gather_rows(&pc.embed, &ids).unwrap();
-        let hc = qwen2::forward(&mut cpu, &pc, &c, &rope, &xc, &mut cache_c, position).unwrap();
+        let hc =
+            qwen2::forward(&mut cpu, &pc, &c, &rope, &xc, &mut cache_c, position, &at).unwrap();
         let last = cpu.rows(&hc, ids.len() - 1, 1);
         let lc = qwen2::logits(&mut cpu, &pc, &last).unwrap();
         common::assert_close(

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use ::linvt::linvt::cpu_exec::CpuOps;
+use ::linvt::cpu::CpuOps;
 use ::linvt::ops::VlmOps;
 use ::linvt::vlm::engine::{Engine, EngineSources, GenerateOptions};
 use ::linvt::vlm::model::open_model_dir;
@@ -139,7 +139,7 @@ fn internlm2_layout_matches_qwen2_without_biases() {
     let gpu = common::gpu().map(|ctx| {
         let pool = ::linvt::gpu::BufferPool::default();
         let rec = ::linvt::gpu::Recorder::new(&ctx, &pool);
-        logits_and_ids(::linvt::linvt::gpu_exec::GpuOps::new(rec), &intern)
+        logits_and_ids(::linvt::gpu::GpuOps::new(rec), &intern)
     });
     let _ = std::fs::remove_dir_all(&qwen);
     let _ = std::fs::remove_dir_all(&intern);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Optional cross-check of tests/fixtures/internvl-hf-tiny/remote/ (and phi3/remote/ when present)
-against OpenGVLab's own InternVL code (InternVLChatModel, InternVisionModel, conversation templates,
-dynamic_preprocess / build_transform), which is not on PyPI.
+"""Optional cross-check of tests/fixtures/internvl-hf-tiny/remote/ (and phi3/remote/, llama/remote/
+when present) against OpenGVLab's own InternVL code (InternVLChatModel, InternVisionModel, its
+bundled Phi-3 and InternLM2 LLMs, conversation templates, dynamic_preprocess / build_transform),
+which is not on PyPI.
 
     .venv-goldens/bin/python scripts/goldens/check_remote.py --internvl-src PATH/InternVL/internvl_chat
 
@@ -10,8 +11,13 @@ Checks, with golden.safetensors:
   * the remote checkpoint loads into InternVLChatModel with no missing/unexpected keys;
   * InternVL's dynamic_preprocess + build_transform on image.u8 == image.pixel_values (slow hf
     processor), and on the video frames (max_num=1) == video.pixel_values_pil;
-  * chat() builds exactly video/image.remote_input_ids and generates the remote greedy ids;
-  * forward() logits at the last prompt position == video/image.remote_logits.
+  * chat() builds exactly video/image.remote_input_ids (phi3.input_ids, llama.input_ids) and generates
+    the remote greedy ids (n/a for the bundled Phi-3 and InternLM2 LLMs: they lost .generate() in
+    transformers 4.50, see below);
+  * forward() without cache, greedy over 8 steps, gives the greedy ids; its logits at the last
+    prompt position == video/image.remote_logits (phi3, llama: every step == *.step_logits);
+  * a KV-cache greedy loop through the remote LLM's own cache (what generate() would run) gives the
+    same ids and logits (llama/remote: InternLM2's tuple cache).
 """
 import argparse
 import ast
@@ -64,7 +70,28 @@ def remote_pixels(img_u8, max_num, image_size, dynamic_preprocess, build_transfo
     return torch.stack([transform(t) for t in tiles])
 
 
-def check_dir(remote_dir, G, case, pv_key, ids_key, greedy_key, logits_key, question, n_frames, report):
+@torch.no_grad()
+def kv_cache_greedy(model, pv, ids, steps=8):
+    """Prompt through InternVLChatModel.forward(use_cache=True), then one token at a time through
+    its language_model with the returned past_key_values (positions follow from the cache length)."""
+    out = model(pixel_values=pv, input_ids=ids, attention_mask=torch.ones_like(ids),
+                image_flags=torch.ones(pv.shape[0], 1, dtype=torch.long), use_cache=True)
+    past, logits, got, rows = out.past_key_values, out.logits[0, -1], [], []
+    mask = torch.ones_like(ids)
+    for s in range(steps):
+        rows.append(logits)
+        got.append(int(logits.argmax()))
+        if s == steps - 1:
+            break
+        mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], 1)
+        out = model.language_model(input_ids=torch.tensor([[got[-1]]]), attention_mask=mask, past_key_values=past,
+                                   use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    return got, torch.stack(rows)
+
+
+def check_dir(remote_dir, G, case, pv_key, ids_key, greedy_key, logits_key, question, n_frames, report,
+              kv_loop=False):
     from transformers import AutoTokenizer
     from internvl.model.internvl_chat import InternVLChatConfig, InternVLChatModel
 
@@ -107,22 +134,35 @@ def check_dir(remote_dir, G, case, pv_key, ids_key, greedy_key, logits_key, ques
     gen_ok = "n/a (" + captured["generate_error"] + ")" if "generate_error" in captured else \
         torch.equal(captured["output"][0, :8], G[greedy_key])
     # greedy with the remote forward() itself, no cache: prompt + tokens so far, 8 steps
+    want = G[logits_key] if G[logits_key].ndim == 2 else G[logits_key][None]  # (steps known, V)
     ids = G[ids_key][None]
-    greedy = []
+    greedy, diffs = [], []
     with torch.no_grad():
         for step in range(8):
             out = model(pixel_values=pv, input_ids=ids, attention_mask=torch.ones_like(ids),
                         image_flags=torch.ones(pv.shape[0], 1, dtype=torch.long), use_cache=False)
-            if step == 0:
-                d = (out.logits[0, -1] - G[logits_key]).abs().max().item()
+            if step < want.shape[0]:
+                diffs.append((out.logits[0, -1] - want[step]).abs().max().item())
             nxt = int(out.logits[0, -1].argmax())
             greedy.append(nxt)
             ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+    d = diffs[0]
     fwd_ok = greedy == G[greedy_key].tolist()
     name = remote_dir.relative_to(REPO) if remote_dir.is_relative_to(REPO) else remote_dir
-    report.append(f"{name} [{case}] chat() prompt ids equal: {ids_ok}; chat() greedy ids equal: {gen_ok}; "
-                  f"forward() greedy ids equal: {fwd_ok}; forward last-position logits max|diff|: {d:.3g}")
-    assert ids_ok and gen_ok is not False and fwd_ok and d < 1e-4, report[-1]
+    line = (f"{name} [{case}] chat() prompt ids equal: {ids_ok}; chat() greedy ids equal: {gen_ok}; "
+            f"forward() greedy ids equal: {fwd_ok}; forward last-position logits max|diff|: {d:.3g}")
+    ok = ids_ok and gen_ok is not False and fwd_ok and d < 1e-4
+    if want.shape[0] > 1:
+        line += f"; all {want.shape[0]} step logits max|diff|: {max(diffs):.3g}"
+        ok = ok and max(diffs) < 1e-4
+    if kv_loop:
+        kv_ids, kv_rows = kv_cache_greedy(model, pv, G[ids_key][None])
+        d_kv = (kv_rows - want).abs().max().item() if want.shape[0] > 1 else (kv_rows[0] - want[0]).abs().max().item()
+        kv_ok = kv_ids == G[greedy_key].tolist()
+        line += f"; KV-cache loop greedy ids equal: {kv_ok}, logits max|diff|: {d_kv:.3g}"
+        ok = ok and kv_ok and d_kv < 1e-4
+    report.append(line)
+    assert ok, report[-1]
 
 
 def main():
@@ -158,6 +198,10 @@ def main():
     if (fx / "phi3/remote").exists():
         check_dir(fx / "phi3/remote", G, "phi3 video", "video.pixel_values", "phi3.input_ids", "phi3.greedy_ids",
                   "phi3.logits", meta["question.video"], frames.shape[0], report)
+    if (fx / "llama/remote").exists():
+        check_dir(fx / "llama/remote", G, "llama (InternLM2) video", "video.pixel_values", "llama.input_ids",
+                  "llama.greedy_ids", "llama.step_logits", meta["question.video"], frames.shape[0], report,
+                  kv_loop=True)
     print("\n".join(report))
     print("OK")
 

@@ -9,6 +9,20 @@ scripts/goldens/setup-venv.sh:
 
 No network, no model hub: every model, tokenizer and processor is built here from configs, with the
 byte-level BPE tokenizer of tests/fixtures/tiny-internvl2.
+
+Models (each InternVLForConditionalGeneration, float32, eager attention; own seeded weights):
+  * root: Qwen2 text model; remote/ = the same weights as OpenGVLab's InternVLChatModel (internvl2_5);
+    lora/, lora_rslora/: PEFT adapters on it;
+  * phi3/: Phi3ForCausalLM text model; phi3/remote/ (phi3-chat);
+  * llama/: LlamaForCausalLM text model, i.e. what transformers' conversion makes of an InternLM2-based
+    InternVL; llama/remote/ = the same weights as InternVLChatModel + InternLM2ForCausalLM (packed
+    attention.wqkv, template internlm2-chat);
+  * phi3_longrope/: Phi-3 with `longrope` rope scaling (original_max_position_embeddings 64, max 256),
+    three prompts: below, across and beyond original_max.
+Goldens (golden.safetensors): inputs, vision features, step logits and greedy ids (KV cache, 8 steps)
+of every case; metadata has the prompts and a `stats` JSON (float64 comparisons, top-2 margins,
+generate() / no-cache cross-checks). scripts/goldens/check_remote.py runs OpenGVLab's code on the
+remote/ layouts.
 """
 import argparse
 import copy
@@ -39,6 +53,7 @@ from safetensors.torch import load_file, save, save_file  # noqa: E402
 import peft  # noqa: E402
 import safetensors  # noqa: E402
 import transformers  # noqa: E402
+from einops import rearrange  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
@@ -49,6 +64,7 @@ from transformers import (  # noqa: E402
     InternVLProcessor,
     InternVLVideoProcessor,
     InternVLVisionConfig,
+    LlamaConfig,
     Phi3Config,
     Qwen2Config,
 )
@@ -57,6 +73,10 @@ from transformers.image_utils import PILImageResampling  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 SRC_TOKENIZER = REPO / "tests/fixtures/tiny-internvl2"
 SEED = 26  # chosen (seeds 1..40 scanned) for the widest smallest top1-top2 gap over all greedy steps
+# The llama/ and phi3_longrope/ models draw from their own generators, seeded seed + offset, so
+# that adding them changed nothing else; offsets chosen (scanned) for greedy margins >= 0.05.
+LLAMA_SEED_OFFSET = 3
+LONGROPE_SEED_OFFSET = 6
 GREEDY_STEPS = 8
 IMAGE_SIZE = 56
 PATCH = 14
@@ -121,6 +141,36 @@ PHI3_CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
+# InternVL's `internlm2-chat` conversation (InternVL2's InternLM2-based checkpoints: InternVL2-2B, -8B,
+# -26B; InternVL2.5's InternLM2-based ones use `internvl2_5`): chatml role markers, but its sep is
+# "<|im_end|>" with NO newline after it (unlike `internvl2_5`) and InternVL2's system message. Like
+# PHI3_CHAT_TEMPLATE this one is ours: transformers' conversion script (written for InternVL2.5/3, whose
+# InternLM2-based models it turns into Llama ones) gives every "-hf" checkpoint HF_CHAT_TEMPLATE
+# ("<|im_end|>\n", no system turn). Given the system message it reproduces the remote chat() prompt
+# byte for byte.
+INTERNLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}"
+    "{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}"
+    "{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "{{'<|im_end|>'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "{{'<|im_start|>assistant\n' }}"
+    "{% endif %}"
+)
+
 # InternVL's conversation templates (internvl_chat/internvl/conversation.py), SeparatorStyle.MPT.
 REMOTE_TEMPLATES = {
     "internvl2_5": dict(
@@ -128,6 +178,12 @@ REMOTE_TEMPLATES = {
         system_message="你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。",
         roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
         sep="<|im_end|>\n",
+    ),
+    "internlm2-chat": dict(
+        system_template="<|im_start|>system\n{system_message}",
+        system_message="你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。",
+        roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
+        sep="<|im_end|>",
     ),
     "phi3-chat": dict(
         system_template="<|system|>\n{system_message}",
@@ -201,6 +257,18 @@ ORIGINAL_TO_CONVERTED_KEY_MAPPING_TEXT_QWEN2 = {
     r"language_model.model.":                       r"model.language_model.",
     r"language_model.lm_head":                      r"lm_head",
 }
+# lm type "llama" = an InternLM2ForCausalLM LLM (in the script: InternVL2.5-2B/8B/26B, InternVL3-9B)
+ORIGINAL_TO_CONVERTED_KEY_MAPPING_TEXT_LLAMA = {
+    r"language_model.model.":                       r"model.language_model.",
+    r"tok_embeddings":                              r"embed_tokens",
+    r"attention.wo":                                r"self_attn.o_proj",
+    r"feed_forward.w1":                             r"mlp.gate_proj",
+    r"feed_forward.w2":                             r"mlp.down_proj",
+    r"feed_forward.w3":                             r"mlp.up_proj",
+    r"attention_norm":                              r"input_layernorm",
+    r"ffn_norm":                                    r"post_attention_layernorm",
+    r"language_model.output":                       r"lm_head",
+}
 ORIGINAL_TO_CONVERTED_KEY_MAPPING_MULTI = {
     r"mlp1.0":                                 r"model.multi_modal_projector.layer_norm",
     r"mlp1.1":                                 r"model.multi_modal_projector.linear_1",
@@ -209,15 +277,18 @@ ORIGINAL_TO_CONVERTED_KEY_MAPPING_MULTI = {
 # fmt: on
 
 
-def convert_remote_to_hf(remote_sd, vision_dim):
+def convert_remote_to_hf(remote_sd, vision_dim, lm_type="qwen2", text_config=None):
     """transformers' conversion, applied like the script does (regexes on the joined key lists,
-    then attn.qkv split into q/k/v: [:dim], [dim:2dim], [-dim:]). The text mapping is the Qwen2 one;
-    the script has no Phi-3 entry, and the same mapping is right for Phi-3 (names are unchanged
-    below `language_model.model.`)."""
+    then attn.qkv split into q/k/v: [:dim], [dim:2dim], [-dim:]). lm_type "qwen2": the Qwen2 text
+    mapping; the script has no Phi-3 entry, and the same mapping is right for Phi-3 (names are
+    unchanged below `language_model.model.`). lm_type "llama" (InternLM2 LLM): the LLAMA mapping and
+    the script's split of attention.wqkv (rearrange "(h gs d) z -> h gs d z", gs = groups + 2)."""
     keys = list(remote_sd)
     new = {}
+    text_table = {"qwen2": ORIGINAL_TO_CONVERTED_KEY_MAPPING_TEXT_QWEN2,
+                  "llama": ORIGINAL_TO_CONVERTED_KEY_MAPPING_TEXT_LLAMA}[lm_type]
     for prefix, table in (("vision_model", ORIGINAL_TO_CONVERTED_KEY_MAPPING_VISION),
-                          ("language_model", ORIGINAL_TO_CONVERTED_KEY_MAPPING_TEXT_QWEN2)):
+                          ("language_model", text_table)):
         old = "\n".join(k for k in keys if k.startswith(prefix))
         text = old
         for pat, rep in table.items():
@@ -238,15 +309,53 @@ def convert_remote_to_hf(remote_sd, vision_dim):
             out[nk.replace("attention.qkv", "attention.q_proj")] = t[:vision_dim]
             out[nk.replace("attention.qkv", "attention.k_proj")] = t[vision_dim: 2 * vision_dim]
             out[nk.replace("attention.qkv", "attention.v_proj")] = t[-vision_dim:]
+        elif "attention.wqkv" in k:
+            assert lm_type == "llama", k
+            tc = text_config
+            groups = tc.num_attention_heads // tc.num_key_value_heads
+            qkv_vecs = rearrange(remote_sd[k], "(h gs d) z -> h gs d z", gs=2 + groups, d=tc.head_dim)
+            lm_dim = tc.hidden_size
+            q_proj = qkv_vecs[:, :groups, ...].reshape(-1, lm_dim).contiguous()
+            k_proj = qkv_vecs[:, -2, ...].reshape(-1, lm_dim).contiguous()
+            v_proj = qkv_vecs[:, -1, ...].reshape(-1, lm_dim).contiguous()
+            out[nk.replace("attention.wqkv", "self_attn.q_proj")] = q_proj
+            out[nk.replace("attention.wqkv", "self_attn.k_proj")] = k_proj
+            out[nk.replace("attention.wqkv", "self_attn.v_proj")] = v_proj
         else:
             out[nk] = remote_sd[k]
     return out
 
 
-def convert_hf_to_remote(hf_sd):
+# hf LlamaForCausalLM names -> InternLM2ForCausalLM names (below `layers.N.` / `model.`)
+LLAMA_TO_INTERNLM2 = [
+    (r"^embed_tokens\.", "tok_embeddings."),
+    (r"^layers\.(\d+)\.self_attn\.o_proj\.", r"layers.\1.attention.wo."),
+    (r"^layers\.(\d+)\.mlp\.gate_proj\.", r"layers.\1.feed_forward.w1."),
+    (r"^layers\.(\d+)\.mlp\.up_proj\.", r"layers.\1.feed_forward.w3."),
+    (r"^layers\.(\d+)\.mlp\.down_proj\.", r"layers.\1.feed_forward.w2."),
+    (r"^layers\.(\d+)\.input_layernorm\.", r"layers.\1.attention_norm."),
+    (r"^layers\.(\d+)\.post_attention_layernorm\.", r"layers.\1.ffn_norm."),
+    (r"^norm\.", "norm."),
+]
+
+
+def pack_wqkv(q, k, v, text_config):
+    """InternLM2's attention.wqkv from hf q/k/v_proj: rows grouped per KV head h as
+    [q heads h*g .. h*g+g-1, k head h, v head h] (g = heads / kv heads), each head_dim rows; this is
+    what modeling_internlm2.py's rearrange('b q (h gs d) -> b q h gs d', gs=g+2) unpacks."""
+    tc = text_config
+    kv, d, hidden = tc.num_key_value_heads, tc.head_dim, tc.hidden_size
+    g = tc.num_attention_heads // kv
+    return torch.cat([q.reshape(kv, g, d, hidden), k.reshape(kv, 1, d, hidden), v.reshape(kv, 1, d, hidden)],
+                     1).reshape(kv * (g + 2) * d, hidden).contiguous()
+
+
+def convert_hf_to_remote(hf_sd, lm_type="qwen2", text_config=None):
     """Inverse of convert_remote_to_hf (hf module names -> InternVLChatModel names); q/k/v are
-    concatenated back into attn.qkv. Checked by a round trip in main()."""
+    concatenated back into attn.qkv (and, lm_type "llama", packed into InternLM2's wqkv). Checked by
+    a round trip in write_remote()."""
     out = {}
+    wqkv = {}
     vis_rules = [  # applied to the part after "model.vision_tower."
         (r"^embeddings\.cls_token$", "embeddings.class_embedding"),
         (r"^embeddings\.position_embeddings$", "embeddings.position_embedding"),
@@ -276,13 +385,28 @@ def convert_hf_to_remote(hf_sd):
             idx = {"layer_norm": "0", "linear_1": "1", "linear_2": "3"}[rest.split(".")[0]]
             out["mlp1." + idx + "." + rest.split(".", 1)[1]] = t
         elif k.startswith("model.language_model."):
-            out["language_model.model." + k[len("model.language_model."):]] = t
+            rest = k[len("model.language_model."):]
+            if lm_type == "llama":
+                m = re.match(r"^layers\.(\d+)\.self_attn\.([qkv])_proj\.weight$", rest)
+                if m:
+                    wqkv.setdefault(m.group(1), {})[m.group(2)] = t
+                    continue
+                for pat, rep in LLAMA_TO_INTERNLM2:
+                    if re.match(pat, rest):
+                        rest = re.sub(pat, rep, rest)
+                        break
+                else:
+                    raise KeyError(k)
+            out["language_model.model." + rest] = t
         elif k.startswith("lm_head."):
-            out["language_model." + k] = t
+            out["language_model." + (k.replace("lm_head.", "output.") if lm_type == "llama" else k)] = t
         else:
             raise KeyError(k)
     for (layer, kind), d in qkv.items():
         out[f"vision_model.encoder.layers.{layer}.attn.qkv.{kind}"] = torch.cat([d["q"], d["k"], d["v"]], 0)
+    for layer, d in wqkv.items():
+        out[f"language_model.model.layers.{layer}.attention.wqkv.weight"] = pack_wqkv(d["q"], d["k"], d["v"],
+                                                                                       text_config)
     return dict(sorted(out.items()))
 
 
@@ -311,10 +435,10 @@ def qwen2_config():
     )
 
 
-def phi3_config(eos_id):
+def phi3_config(eos_id, **overrides):
     # Phi-3-mini-4k style (fused qkv_proj / gate_up_proj, no biases, no rope scaling), but GQA
     # (4 heads, 2 KV heads) so the fused qkv split is not thirds; head_dim 8.
-    return Phi3Config(
+    kw = dict(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=2048,
         original_max_position_embeddings=2048, rope_theta=10000.0, rope_scaling=None,
@@ -322,6 +446,75 @@ def phi3_config(eos_id):
         resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, use_cache=True,
         bos_token_id=988, eos_token_id=eos_id, pad_token_id=988,
     )
+    kw.update(overrides)
+    return Phi3Config(**kw)
+
+
+LONGROPE_ORIGINAL_MAX = 64  # phi3_longrope/: original_max_position_embeddings (max = 4x)
+
+
+def phi3_longrope_config(eos_id, gen):
+    """phi3_config with Phi-3-mini-128k style rope scaling: `longrope` with seeded per-pair factors
+    (short in [1, 1.5], long in [2, 6], head_dim/2 = 4 each, 3 decimals), a small
+    original_max_position_embeddings and max_position_embeddings = 4x it, so that transformers'
+    attention factor sqrt(1 + ln(4) / ln(64)) = sqrt(4/3) multiplies cos and sin."""
+    half = phi3_config(eos_id).hidden_size // phi3_config(eos_id).num_attention_heads // 2
+    short = [round(1.0 + 0.5 * float(x), 3) for x in torch.rand(half, generator=gen, dtype=torch.float64)]
+    long = [round(2.0 + 4.0 * float(x), 3) for x in torch.rand(half, generator=gen, dtype=torch.float64)]
+    return phi3_config(eos_id, original_max_position_embeddings=LONGROPE_ORIGINAL_MAX,
+                       max_position_embeddings=4 * LONGROPE_ORIGINAL_MAX,
+                       rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long})
+
+
+def llama_config():
+    # What convert_internvl_weights_to_hf.py makes of an InternLM2 llm_config (LlamaConfig(**llm_config)
+    # without `bias`, ...): InternVL2-2B / InternVL2.5-8B style (no biases, rms eps 1e-5, rope_theta
+    # 1e6, dynamic NTK rope factor 2 = the identity within max_position_embeddings 32768), scaled down:
+    # hidden 32, 4 heads / 2 KV heads (head_dim 8), MLP 64.
+    return LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768,
+        rope_theta=1e6, rope_scaling={"type": "dynamic", "factor": 2.0}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, pretraining_tp=1,
+        attention_dropout=0.0, initializer_range=0.02, use_cache=True,
+        bos_token_id=988, eos_token_id=990, pad_token_id=988,
+    )
+
+
+def internlm2_llm_config(tc):
+    """The remote layout's llm_config for the llama/ model, with the fields (and values, scaled down)
+    of a real InternLM2 llm_config (InternVL2-2B's internlm2-chat-1_8b, InternVL2.5-8B's
+    internlm2_5-7b-chat)."""
+    return {
+        "architectures": ["InternLM2ForCausalLM"],
+        "attn_implementation": "eager",
+        "auto_map": {
+            "AutoConfig": "configuration_internlm2.InternLM2Config",
+            "AutoModel": "modeling_internlm2.InternLM2ForCausalLM",
+            "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM",
+        },
+        "bias": False,
+        "bos_token_id": tc.bos_token_id,
+        "eos_token_id": tc.eos_token_id,
+        "hidden_act": tc.hidden_act,
+        "hidden_size": tc.hidden_size,
+        "initializer_range": tc.initializer_range,
+        "intermediate_size": tc.intermediate_size,
+        "max_position_embeddings": tc.max_position_embeddings,
+        "model_type": "internlm2",
+        "num_attention_heads": tc.num_attention_heads,
+        "num_hidden_layers": tc.num_hidden_layers,
+        "num_key_value_heads": tc.num_key_value_heads,
+        "pad_token_id": tc.pad_token_id,
+        "pretraining_tp": 1,
+        "rms_norm_eps": tc.rms_norm_eps,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0},
+        "rope_theta": int(tc.rope_theta),
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+        "use_cache": True,
+        "vocab_size": tc.vocab_size,
+    }
 
 
 def internvl_config(text_config):
@@ -543,14 +736,15 @@ def write_json(path, obj):
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
-def remote_config(text_cfg, template, llm_arch):
+def remote_config(text_cfg, template, llm_arch, llm=None):
     vc = vision_config()
-    llm = text_cfg.to_dict()
-    llm["architectures"] = [llm_arch]
-    llm["_attn_implementation"] = "eager"
-    for k in ["_name_or_path", "transformers_version", "dtype", "torch_dtype"]:
-        llm.pop(k, None)
-    llm["torch_dtype"] = "float32"
+    if llm is None:
+        llm = text_cfg.to_dict()
+        llm["architectures"] = [llm_arch]
+        llm["_attn_implementation"] = "eager"
+        for k in ["_name_or_path", "transformers_version", "dtype", "torch_dtype"]:
+            llm.pop(k, None)
+        llm["torch_dtype"] = "float32"
     return {
         "architectures": ["InternVLChatModel"],
         "model_type": "internvl_chat",
@@ -594,7 +788,7 @@ def remote_config(text_cfg, template, llm_arch):
     }
 
 
-def write_remote(model, dst, template, llm_arch, tok, eos_ids):
+def write_remote(model, dst, template, llm_arch, tok, eos_ids, lm_type="qwen2", llm=None):
     dst.mkdir(parents=True, exist_ok=True)
     tok = copy.deepcopy(tok)
     tok.chat_template = remote_tokenizer_chat_template(template)
@@ -604,17 +798,240 @@ def write_remote(model, dst, template, llm_arch, tok, eos_ids):
     got = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
     assert got == want, (got, want)
     hf_sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    remote_sd = convert_hf_to_remote(hf_sd)
+    tc = model.config.text_config
+    remote_sd = convert_hf_to_remote(hf_sd, lm_type, tc)
     # round trip through transformers' own conversion must give back exactly the hf state dict
-    back = convert_remote_to_hf(remote_sd, model.config.vision_config.hidden_size)
+    back = convert_remote_to_hf(remote_sd, model.config.vision_config.hidden_size, lm_type, tc)
     assert sorted(back) == sorted(hf_sd), (sorted(set(back) ^ set(hf_sd)))
     for k in hf_sd:
         assert torch.equal(back[k], hf_sd[k]), k
     save_file(remote_sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    write_json(dst / "config.json", remote_config(model.config.text_config, template, llm_arch))
+    write_json(dst / "config.json", remote_config(model.config.text_config, template, llm_arch, llm))
     write_json(dst / "generation_config.json", {"eos_token_id": eos_ids, "pad_token_id": 988, "do_sample": False})
     save_tokenizer_files(tok, dst)
     return remote_sd
+
+
+def load_hf(dirpath, model0):
+    """from_pretrained of what model0.save_pretrained wrote (eager, float32); the weights must be
+    model0's exactly."""
+    model = InternVLForConditionalGeneration.from_pretrained(str(dirpath), attn_implementation="eager",
+                                                             dtype=torch.float32).eval()
+    for k, v in model0.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    return model
+
+
+def video_question(n_frames, question):
+    """chat()'s video question (InternVL's video recipe): `Frame{i}: <image>\n` per frame + question."""
+    return "".join(f"Frame{i + 1}: <image>\n" for i in range(n_frames)) + question
+
+
+def llama_part(out, seed, frames, video_pv, G, META, stats, write_remote_dir=True):
+    """llama/: an InternVL -hf model whose text model is LlamaForCausalLM (what transformers'
+    conversion makes of InternLM2-based InternVL checkpoints), internlm2-chat prompt with its system
+    message; llama/remote/: the same weights as InternVLChatModel + InternLM2ForCausalLM."""
+    ltok = build_tokenizer(INTERNLM2_CHAT_TEMPLATE)
+    lproc = build_processor(ltok, INTERNLM2_CHAT_TEMPLATE)
+    gen = torch.Generator().manual_seed(seed + LLAMA_SEED_OFFSET)
+    ldir = out / "llama"
+    m0 = build_model(llama_config(), gen)
+    m0.generation_config.eos_token_id = 990
+    m0.generation_config.pad_token_id = 988
+    m0.generation_config.bos_token_id = 988
+    m0.save_pretrained(str(ldir), safe_serialization=True)
+    lproc.save_pretrained(str(ldir))
+    model = load_hf(ldir, m0)
+    del m0
+    lproc = InternVLProcessor.from_pretrained(str(ldir))
+    if write_remote_dir:
+        write_remote(model, ldir / "remote", "internlm2-chat", "InternLM2ForCausalLM", ltok, [990],
+                     lm_type="llama", llm=internlm2_llm_config(model.config.text_config))
+    msgs = [{"role": "system", "content": REMOTE_TEMPLATES["internlm2-chat"]["system_message"]},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": VIDEO_QUESTION}]}]
+    chat = lproc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    lin = lproc(text=chat, videos=[frames], return_tensors="pt")
+    assert torch.equal(lin.pixel_values, video_pv)
+    prompt = ltok.decode(lin.input_ids[0], skip_special_tokens=False)
+    remote = remote_chat_prompt("internlm2-chat", video_question(len(frames), VIDEO_QUESTION), [1] * len(frames))
+    assert prompt == remote, (prompt, remote)
+    ids, sl = greedy(model, lin.input_ids, video_pv)
+    stats["gap.llama"] = top2_gap(sl).min().item()
+    stats["llama_check_generate_full"] = check_against_generate_and_full(model, lin.input_ids, video_pv, ids, sl)
+    m64 = copy.deepcopy(model).to(torch.float64)
+    ids64, sl64 = greedy(m64, lin.input_ids, video_pv.double())
+    assert torch.equal(ids64, ids)
+    stats["f64.llama.step_logits_maxabs"] = (sl64 - sl.double()).abs().max().item()
+    stats["llama.max_abs_logit"] = sl.abs().max().item()
+    with torch.no_grad():
+        feat = model.get_image_features(pixel_values=video_pv)
+    G.update({
+        "llama.input_ids": lin.input_ids[0].to(torch.int64),
+        "llama.image_features": feat.contiguous(),
+        "llama.greedy_ids": ids,
+        "llama.step_logits": sl.contiguous(),
+    })
+    META["prompt.llama"] = prompt
+    META["prompt.llama_chat_template_output"] = chat
+    return model
+
+
+# phi3_longrope/ cases: (system message?, question); prompt lengths 46 / 62 / 127 with
+# original_max_position_embeddings 64.
+LONGROPE_CASES = {
+    "short": (False, VIDEO_QUESTION),
+    "cross": (False, VIDEO_QUESTION + " Answer in one short sentence, please."),
+    "long": (True, VIDEO_QUESTION),
+}
+
+
+@torch.no_grad()
+def longrope_mixed_forward(model, input_ids, pixel_values, orig):
+    """One no-cache forward in which position p is rotated with the short factors if p < orig and
+    with the long ones otherwise (attention factor on both): what transformers' KV-cache decoding
+    computes when generation crosses original_max_position_embeddings (see README)."""
+    rot = model.model.language_model.rotary_emb
+    cfg = model.config.text_config
+    short_inv, att = rot.rope_init_fn(cfg, None)
+    long_inv, att2 = rot.rope_init_fn(cfg, None, seq_len=orig + 1)
+    assert att == att2
+
+    def fwd(x, position_ids):
+        inv = torch.where(position_ids[:, :, None] >= orig, long_inv[None, None, :], short_inv[None, None, :])
+        freqs = position_ids[:, :, None].float() * inv
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * att).to(x.dtype), (emb.sin() * att).to(x.dtype)
+
+    rot.forward = fwd
+    try:
+        return model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(input_ids),
+                     use_cache=False).logits[0]
+    finally:
+        del rot.forward
+
+
+@torch.no_grad()
+def phi3_causal_generate_check(model, ids_text, orig):
+    """Phi3ForCausalLM (same text weights) on a text-only prompt that crosses orig while decoding.
+    Its generate() drops the KV cache when the sequence first exceeds original_max (its
+    prepare_inputs_for_generation) and re-encodes the whole sequence with the long factors, so after
+    the crossing it matches neither the KV-cache loop that InternVLForConditionalGeneration.generate()
+    runs nor a causal no-cache forward: in transformers 4.57 cache_position stays one long in that
+    re-encoding step, the causal mask comes out (1, 1, 1, 1) and broadcasts, and the re-encoding
+    attends without a causal mask. Numbers only (stats); nothing here is a golden."""
+    from transformers import Phi3ForCausalLM
+    cfg = copy.deepcopy(model.config.text_config)
+    causal = Phi3ForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
+    sd = {"model." + k: v for k, v in model.model.language_model.state_dict().items()}
+    sd["lm_head.weight"] = model.lm_head.weight
+    missing, unexpected = causal.load_state_dict(sd, strict=False)
+    assert not unexpected and all("rotary" in k for k in missing), (missing, unexpected)
+    n = GREEDY_STEPS
+    g = causal.generate(input_ids=ids_text, attention_mask=torch.ones_like(ids_text), max_new_tokens=n,
+                        min_new_tokens=n, do_sample=False, num_beams=1, output_logits=True,
+                        return_dict_in_generate=True, pad_token_id=988)
+    gl = torch.stack([x[0] for x in g.logits])
+    gids = g.sequences[0, ids_text.shape[1]:]
+    # the KV-cache loop (prompt, then one token at a time, cache kept)
+    out = causal(input_ids=ids_text, use_cache=True)
+    past, logits, kv = out.past_key_values, out.logits[0, -1], []
+    for s in range(n):
+        kv.append(logits)
+        if s == n - 1:
+            break
+        out = causal(input_ids=gids[None, s:s + 1], past_key_values=past, use_cache=True)
+        past, logits = out.past_key_values, out.logits[0, -1]
+    kv = torch.stack(kv)
+    P = ids_text.shape[1]
+    full = causal(input_ids=torch.cat([ids_text, gids[None, :-1]], 1), use_cache=False).logits[0, P - 1:]
+    first_long = orig - P + 1  # first step row whose forward sees seq_len > orig
+    x = torch.cat([ids_text, gids[None, :first_long]], 1)  # the re-encoded sequence (orig + 1 tokens)
+    noncausal = causal(input_ids=x, attention_mask=torch.zeros(1, 1, x.shape[1], x.shape[1]), use_cache=False)
+    return {
+        "prompt_len": P,
+        "generate_crossing_row_vs_noncausal_long_forward_maxabs":
+            (gl[first_long] - noncausal.logits[0, -1]).abs().max().item(),
+        "generate_crossing_row_vs_causal_long_forward_maxabs": (gl[first_long] - full[first_long]).abs().max().item(),
+        "generate_vs_full_forward_maxabs": (gl - full).abs().max().item(),
+        "generate_vs_kv_loop_maxabs_rows_before_crossing": (gl[:first_long] - kv[:first_long]).abs().max().item(),
+        "generate_vs_kv_loop_maxabs_rows_after_crossing": (gl[first_long:] - kv[first_long:]).abs().max().item(),
+    }
+
+
+def longrope_part(out, seed, frames, video_pv, ptok, G, META, stats):
+    """phi3_longrope/: Phi-3 with longrope scaling (hf layout only) and three video prompts: all
+    positions below original_max (short), prompt longer than it (long), and decoding crossing it."""
+    gen = torch.Generator().manual_seed(seed + LONGROPE_SEED_OFFSET)
+    cfg = phi3_longrope_config(1004, gen)
+    orig = cfg.original_max_position_embeddings
+    pproc = build_processor(ptok, PHI3_CHAT_TEMPLATE)
+    d = out / "phi3_longrope"
+    m0 = build_model(cfg, gen)
+    m0.generation_config.eos_token_id = 1004
+    m0.generation_config.pad_token_id = 988
+    m0.generation_config.bos_token_id = 988
+    m0.save_pretrained(str(d), safe_serialization=True)
+    pproc.save_pretrained(str(d))
+    model = load_hf(d, m0)
+    del m0
+    pproc = InternVLProcessor.from_pretrained(str(d))
+    rs = model.config.text_config.rope_scaling
+    att = math.sqrt(1 + math.log(4) / math.log(orig))
+    assert model.model.language_model.rotary_emb.attention_scaling == att
+    stats["phi3_longrope.config"] = {"original_max_position_embeddings": orig,
+                                     "max_position_embeddings": cfg.max_position_embeddings,
+                                     "short_factor": rs["short_factor"], "long_factor": rs["long_factor"],
+                                     "attention_factor": att}
+    m64 = copy.deepcopy(model).to(torch.float64)
+    for case, (with_system, question) in LONGROPE_CASES.items():
+        msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+        if with_system:
+            msgs = [{"role": "system", "content": REMOTE_TEMPLATES["phi3-chat"]["system_message"]}] + msgs
+        chat = pproc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        inp = pproc(text=chat, videos=[frames], return_tensors="pt")
+        assert torch.equal(inp.pixel_values, video_pv)
+        P = inp.input_ids.shape[1]
+        # decoding feeds the greedy tokens at positions P .. P+6 (the 8th id needs no forward)
+        last = P + GREEDY_STEPS - 2
+        if case == "short":
+            assert last < orig and P + GREEDY_STEPS <= orig, (case, P)
+        elif case == "long":
+            assert P > orig, (case, P)
+        else:
+            assert P <= orig <= last, (case, P)
+        ids, sl = greedy(model, inp.input_ids, video_pv)
+        key = f"phi3_longrope.{case}"
+        stats[f"gap.{key}"] = top2_gap(sl).min().item()
+        d_gen, d_full = check_against_generate_and_full(model, inp.input_ids, video_pv, ids, sl)
+        full_ids = torch.cat([inp.input_ids, ids[None, :-1]], 1)
+        stats[f"{key}.check"] = {"prompt_len": P, "generate_vs_kv_loop_maxabs": d_gen,
+                                 "full_no_cache_forward_maxabs": d_full}
+        if case != "long":  # positions < orig short, >= orig long, in one no-cache forward
+            mixed = longrope_mixed_forward(model, full_ids, video_pv, orig)[P - 1:]
+            stats[f"{key}.check"]["per_position_factor_forward_maxabs"] = (mixed - sl).abs().max().item()
+            assert stats[f"{key}.check"]["per_position_factor_forward_maxabs"] < 1e-4
+        if case == "cross":
+            with torch.no_grad():
+                full = model(input_ids=full_ids, pixel_values=video_pv, attention_mask=torch.ones_like(full_ids),
+                             use_cache=False).logits[0, P - 1:]
+            stats[f"{key}.check"]["full_forward_argmax"] = full.argmax(-1).tolist()
+            tids = inp.input_ids.clone()
+            tids[tids == model.config.image_token_id] = 100
+            stats[f"{key}.phi3forcausallm_generate_text_only"] = phi3_causal_generate_check(model, tids, orig)
+        else:
+            assert d_full < 1e-4, (case, d_full)
+        ids64, sl64 = greedy(m64, inp.input_ids, video_pv.double())
+        assert torch.equal(ids64, ids), case
+        stats[f"f64.{key}.step_logits_maxabs"] = (sl64 - sl.double()).abs().max().item()
+        stats[f"{key}.max_abs_logit"] = sl.abs().max().item()
+        G.update({
+            f"{key}.input_ids": inp.input_ids[0].to(torch.int64),
+            f"{key}.greedy_ids": ids,
+            f"{key}.step_logits": sl.contiguous(),
+        })
+        META[f"prompt.{key}"] = ptok.decode(inp.input_ids[0], skip_special_tokens=False)
+    META["phi3_longrope.original_max_position_embeddings"] = str(orig)
+    return model
 
 
 def main():
@@ -858,9 +1275,14 @@ def main():
     })
     META["prompt.phi3"] = phi3_prompt
 
+    # ------------------------------------------------------------------ llama (InternLM2) and longrope models
+    llama_part(out, seed, frames, video_pv, G, META, stats)
+    longrope_part(out, seed, frames, video_pv, ptok, G, META, stats)
+
     # ------------------------------------------------------------------ sanity on ids
     for k in ["video.greedy_ids", "image.greedy_ids", "video.remote_greedy_ids", "image.remote_greedy_ids",
-              "lora.greedy_ids", "lora_rslora.greedy_ids", "phi3.greedy_ids"]:
+              "lora.greedy_ids", "lora_rslora.greedy_ids", "phi3.greedy_ids", "llama.greedy_ids",
+              "phi3_longrope.short.greedy_ids", "phi3_longrope.cross.greedy_ids", "phi3_longrope.long.greedy_ids"]:
         stats[f"ids.{k}"] = G[k].tolist()
         assert int(G[k].max()) < FIRST_SPECIAL_ID, (k, G[k])
 
@@ -896,7 +1318,17 @@ def main():
         "phi3.input_ids": "phi3-chat prompt (hf template with system msg == remote chat() prompt)",
         "phi3.image_features": "(3, 4, 32)", "phi3.logits": "(V,)", "phi3.greedy_ids": "(8,)",
         "phi3.step_logits": "(8, V); pixel values = video.pixel_values",
+        "llama.input_ids": "llama/ (LlamaForCausalLM text model): internlm2-chat prompt with its system message "
+                           "(hf template == remote chat() prompt); pixel values = video.pixel_values",
+        "llama.image_features": "(3, 4, 32)", "llama.greedy_ids": "(8,)",
+        "llama.step_logits": "(8, V); row 0 = last prompt position",
     }
+    for case, what in (("short", "prompt + decoding below original_max_position_embeddings (short factors)"),
+                       ("cross", "prompt below original_max, decoding crosses it (see README for the factors)"),
+                       ("long", "prompt longer than original_max (long factors throughout)")):
+        desc[f"phi3_longrope.{case}.input_ids"] = f"phi3_longrope/: {what}; pixel values = video.pixel_values"
+        desc[f"phi3_longrope.{case}.greedy_ids"] = "(8,) greedy ids, KV cache"
+        desc[f"phi3_longrope.{case}.step_logits"] = "(8, V) logits that chose each greedy id"
     assert set(desc) == set(G), set(desc) ^ set(G)
     META.update({f"desc.{k}": v for k, v in desc.items()})
     META.update({
@@ -917,7 +1349,8 @@ def main():
 
     # ------------------------------------------------------------------ report
     print(json.dumps(stats, indent=1))
-    for k in ["prompt.video", "prompt.video_remote", "prompt.image", "prompt.image_remote", "prompt.phi3"]:
+    for k in ["prompt.video", "prompt.video_remote", "prompt.image", "prompt.image_remote", "prompt.phi3",
+              "prompt.llama", "prompt.phi3_longrope.short", "prompt.phi3_longrope.cross", "prompt.phi3_longrope.long"]:
         print(f"--- {k}\n{META[k]!r}")
     print("--- golden tensors")
     for k, v in G.items():
@@ -935,6 +1368,11 @@ def main():
     for k, v in load_file(str(pdir / "model.safetensors")).items():
         if "vision_tower" not in k and "multi_modal_projector" not in k:
             print(f"  {k} {tuple(v.shape)}")
+    for sub in ["llama", "llama/remote"]:
+        print(f"--- {sub} keys (text model)")
+        for k, v in load_file(str(out / sub / "model.safetensors")).items():
+            if k.startswith("language_model."):
+                print(f"  {k} {tuple(v.shape)}")
 
 
 if __name__ == "__main__":

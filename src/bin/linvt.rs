@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use linvt::gpu::{GpuContext, GpuOptions};
-use linvt::vlm::ask_cli::GpuWeightsArg;
 use linvt::weights::TensorStore;
+use linvt::WeightChoice;
 use linvt::{CondenseOptions, ConfigPatch, Device, Linvt};
 
 #[derive(Parser)]
@@ -61,7 +61,7 @@ enum Command {
         /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
         /// bf16 (half the memory, any adapter; rounds f32 weights).
         #[arg(long, value_enum, default_value = "auto")]
-        gpu_weights: GpuWeightsArg,
+        gpu_weights: WeightChoice,
         #[arg(long)]
         num_heads: Option<usize>,
         #[arg(long)]
@@ -113,7 +113,7 @@ enum Command {
         /// are). bf16 also applies to the embedding table when stored as texels; f16 weights
         /// live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
-        gpu_weights: GpuWeightsArg,
+        gpu_weights: WeightChoice,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -189,14 +189,13 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 }
                 None => ConfigPatch::default(),
             };
-            let storage = gpu_weights.storage();
             condense(
                 &weights,
                 &input,
                 &output,
                 &flags.over(&file),
                 backend,
-                storage,
+                gpu_weights,
             )
         }
         Command::Bench {
@@ -242,7 +241,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                 decode_steps: steps,
                 // The seeded weights are f32: `auto` keeps f32.
-                weight_storage: gpu_weights.storage().unwrap_or_default(),
+                weight_storage: gpu_weights.or(linvt::WeightStorage::F32),
                 weight_layout: weight_layout.map(|l| match l {
                     WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
                     WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
@@ -365,10 +364,10 @@ fn condense(
     output: &Path,
     patch: &ConfigPatch,
     backend: Device,
-    storage: Option<linvt::WeightStorage>,
+    gpu_weights: WeightChoice,
 ) -> linvt::Result<()> {
     let store = TensorStore::open(weights)?;
-    let storage = storage.unwrap_or_else(|| linvt::WeightStorage::exact_for(&store));
+    let storage = gpu_weights.resolve(&store);
     let (mut model, report) = Linvt::from_store(&store, patch)?;
     if !report.unused.is_empty() {
         eprintln!(

@@ -6,7 +6,10 @@ pub mod elementwise;
 pub mod kv_attention;
 pub mod linear;
 pub mod norm;
+pub mod ops;
 pub mod rope;
 pub mod sample;
 pub mod topk;
 pub mod window_pool;
+
+pub use ops::{CpuKvCache, CpuOps};

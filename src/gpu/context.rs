@@ -263,3 +263,22 @@ impl GpuContext {
         self.check()
     }
 }
+
+/// The process-wide GPU context the video-LLM runs on (created on first use), so a loaded
+/// model can own its executor; each executor brings its own buffer pool (see `Recorder`).
+/// Native only: the browser creates its context asynchronously and its GPU objects are not
+/// `Sync`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn shared_gpu() -> Result<&'static GpuContext> {
+    use std::sync::{Arc, OnceLock};
+    static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        GpuContext::new_blocking(&GpuOptions::from_env()).map_err(|e| e.to_string())
+    });
+    match ctx {
+        Ok(c) => Ok(c.as_ref()),
+        Err(e) => Err(Error::Gpu(format!(
+            "no usable GPU adapter for the video-LLM ({e}); use --backend cpu"
+        ))),
+    }
+}

@@ -30,22 +30,6 @@ impl Shader {
     }
 }
 
-/// All shaders shipped in `shaders/`, so a test can validate every one with naga.
-pub const ALL_SHADERS: &[&Shader] = &[
-    &super::linear::SHADER,
-    &super::linear::SHADER_F16_WEIGHTS,
-    &super::linear::SHADER_BF16_WEIGHTS,
-    &super::linear::SHADER_TEXEL_WEIGHTS,
-    &super::linear::SHADER_TEXEL_BF16_WEIGHTS,
-    &super::norm::SHADER,
-    &super::attention::SHADER,
-    &super::topk::SHADER,
-    &super::window_pool::SHADER,
-    &super::elementwise::SHADER,
-    &super::rope::SHADER,
-    &super::sample::SHADER,
-];
-
 #[derive(Default)]
 pub struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,

@@ -1,10 +1,13 @@
 //! GPU RoPE kernel family (`shaders/rope.wgsl`): rotary position embedding, "rotate half"
-//! layout, with the cos/sin values from a host-built table. CPU twin: `crate::cpu::rope::rope`.
-//! `rope_qkv` also writes a decoder layer's keys and values into its KV cache.
+//! layout, with the cos/sin values from a host-built table and each row's positions (one per
+//! position axis) from a small buffer. CPU twin: `crate::cpu::rope::rope_with`. `rope_qkv`
+//! also writes a decoder layer's keys and values into its KV cache.
 
 use super::buffer::GpuTensor;
+use super::context::GpuContext;
 use super::kernel::{grid, Recorder, Shader};
 use crate::error::{Error, Result};
+use crate::ops::Positions;
 
 pub const SHADER: Shader = Shader {
     name: "rope",
@@ -20,14 +23,90 @@ struct Params {
     rows: u32,
     heads: u32,
     half: u32,
-    position: u32,
     x_off: u32,
     t_off: u32,
     o_off: u32,
     kv_heads: u32,
     k_off: u32,
     v_off: u32,
-    _pad: u32,
+    pos_off: u32,
+    axes: u32,
+    sec0: u32,
+    sec1: u32,
+    sec2: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Most position axes the kernel follows (Qwen2-VL's multimodal RoPE uses three).
+pub const MAX_AXES: usize = 4;
+
+/// Rotary positions on the device: `axes` u32 ids per row, and one past the largest (the
+/// positions the cos/sin table must cover).
+#[derive(Clone, Debug)]
+pub struct GpuPositions {
+    pub ids: GpuTensor,
+    pub rows: usize,
+    pub axes: usize,
+    pub end: usize,
+}
+
+impl GpuPositions {
+    pub fn upload(ctx: &GpuContext, p: &Positions) -> Result<Self> {
+        Ok(GpuPositions {
+            ids: ctx.upload("rope.positions", &[p.ids().len()], p.ids())?,
+            rows: p.rows(),
+            axes: p.axes(),
+            end: p.end(),
+        })
+    }
+}
+
+/// The parts of `Params` that say where positions are and which axis each pair follows.
+struct PositionParams {
+    pos_off: u32,
+    axes: u32,
+    ends: [u32; 3],
+}
+
+/// Checks `pos` against `rows` rows, a table for `head_dim`, and `sections` (pairs per axis).
+fn position_params(
+    what: &str,
+    pos: &GpuPositions,
+    rows: usize,
+    table: &GpuTensor,
+    head_dim: usize,
+    sections: &[usize],
+) -> Result<PositionParams> {
+    let half = head_dim / 2;
+    if pos.rows != rows
+        || pos.axes != sections.len()
+        || sections.len() > MAX_AXES
+        || sections.iter().sum::<usize>() != half
+    {
+        return Err(Error::input(format!(
+            "{what}: positions of {} rows × {} axes for {rows} rows with rotary sections {sections:?} (at most {MAX_AXES} axes, adding up to {half} pairs)",
+            pos.rows, pos.axes
+        )));
+    }
+    if table.len() < pos.end * head_dim {
+        return Err(Error::input(format!(
+            "{what}: the cos/sin table holds {} positions but rows reach position {}",
+            table.len() / head_dim,
+            pos.end
+        )));
+    }
+    let mut ends = [half as u32; 3];
+    let mut at = 0;
+    for (a, n) in sections.iter().take(3).enumerate() {
+        at += n;
+        ends[a] = at as u32;
+    }
+    Ok(PositionParams {
+        pos_off: pos.ids.off(),
+        axes: pos.axes as u32,
+        ends,
+    })
 }
 
 /// The cos/sin table of positions 0..positions: per position, head_dim values [cos_0 …
@@ -48,16 +127,17 @@ pub fn rope_table_for(rope: &crate::ops::Rope, positions: usize) -> Vec<f32> {
     t
 }
 
-/// RoPE of x (R, heads·head_dim), row r at position `position + r`, with `table` from
-/// [`rope_table`] for this head_dim and theta holding at least position + R positions.
-/// A new tensor of x's shape.
+/// RoPE of x (R, heads·head_dim), row r at `pos`' row r, pairs on the position axes
+/// `sections` says, with `table` from [`rope_table_for`] for this rotation covering
+/// `pos.end` positions. A new tensor of x's shape.
 pub fn rope(
     rec: &mut Recorder,
     x: &GpuTensor,
     table: &GpuTensor,
     heads: usize,
     head_dim: usize,
-    position: usize,
+    pos: &GpuPositions,
+    sections: &[usize],
 ) -> Result<GpuTensor> {
     if head_dim == 0 || !head_dim.is_multiple_of(2) || heads == 0 || x.cols() != heads * head_dim {
         return Err(Error::input(format!(
@@ -66,14 +146,7 @@ pub fn rope(
         )));
     }
     let rows = x.rows();
-    let needed = (position + rows) * head_dim;
-    if table.len() < needed {
-        return Err(Error::input(format!(
-            "rope: the cos/sin table holds {} positions but rows reach position {}",
-            table.len() / head_dim,
-            position + rows
-        )));
-    }
+    let pp = position_params("rope", pos, rows, table, head_dim, sections)?;
     let out = rec.alloc("rope", &x.shape)?;
     let n = rows * heads * head_dim / 2;
     if n == 0 {
@@ -83,25 +156,35 @@ pub fn rope(
         rows: rows as u32,
         heads: heads as u32,
         half: (head_dim / 2) as u32,
-        position: position as u32,
         x_off: x.off(),
         t_off: table.off(),
         o_off: out.off(),
         kv_heads: 0,
         k_off: 0,
         v_off: 0,
-        _pad: 0,
+        pos_off: pp.pos_off,
+        axes: pp.axes,
+        sec0: pp.ends[0],
+        sec1: pp.ends[1],
+        sec2: pp.ends[2],
+        _pad0: 0,
+        _pad1: 0,
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "rope", &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, n.div_ceil(WG) as u32);
-    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[x, table, &out], wg);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&p),
+        &[x, table, &pos.ids, &out],
+        wg,
+    );
     Ok(out)
 }
 
 /// A decoder layer's attention input from its packed projection `qkv` (R, (heads + 2·kv_heads)
-/// · head_dim), rows [q | k | v] at positions position..position+R: returns RoPE(q) (R,
-/// heads·head_dim) and writes RoPE(k) and v into rows position.. of `keys` and `values` (the
-/// layer's cache, (capacity, kv_heads·head_dim) each). One dispatch.
+/// · head_dim), rows [q | k | v] at `pos` (as [`rope`]): returns RoPE(q) (R, heads·head_dim)
+/// and writes RoPE(k) and v into rows slot..slot+R of `keys` and `values` (the layer's cache,
+/// (capacity, kv_heads·head_dim) each). One dispatch.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_qkv(
     rec: &mut Recorder,
@@ -112,7 +195,9 @@ pub fn rope_qkv(
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
-    position: usize,
+    slot: usize,
+    pos: &GpuPositions,
+    sections: &[usize],
 ) -> Result<GpuTensor> {
     let kv_width = kv_heads * head_dim;
     let slots = heads + 2 * kv_heads;
@@ -134,19 +219,13 @@ pub fn rope_qkv(
             keys.shape, values.shape
         )));
     }
-    if position + rows > keys.rows() {
+    if slot + rows > keys.rows() {
         return Err(Error::input(format!(
-            "rope_qkv: {rows} rows at position {position} overflow a cache of {} positions",
+            "rope_qkv: {rows} rows at slot {slot} overflow a cache of {} positions",
             keys.rows()
         )));
     }
-    if table.len() < (position + rows) * head_dim {
-        return Err(Error::input(format!(
-            "rope_qkv: the cos/sin table holds {} positions but rows reach position {}",
-            table.len() / head_dim,
-            position + rows
-        )));
-    }
+    let pp = position_params("rope_qkv", pos, rows, table, head_dim, sections)?;
     let out = rec.alloc("rope_qkv.q", &[rows, heads * head_dim])?;
     let n = rows * slots * head_dim / 2;
     if n == 0 {
@@ -159,14 +238,19 @@ pub fn rope_qkv(
         rows: u(rows, "rows")?,
         heads: heads as u32,
         half: (head_dim / 2) as u32,
-        position: u(position, "position")?,
         x_off: qkv.off(),
         t_off: table.off(),
         o_off: out.off(),
         kv_heads: kv_heads as u32,
-        k_off: u(keys.offset + position * kv_width, "cache offset")?,
-        v_off: u(values.offset + position * kv_width, "cache offset")?,
-        _pad: 0,
+        k_off: u(keys.offset + slot * kv_width, "cache offset")?,
+        v_off: u(values.offset + slot * kv_width, "cache offset")?,
+        pos_off: pp.pos_off,
+        axes: pp.axes,
+        sec0: pp.ends[0],
+        sec1: pp.ends[1],
+        sec2: pp.ends[2],
+        _pad0: 0,
+        _pad1: 0,
     };
     let pipeline = rec
         .ctx
@@ -175,7 +259,7 @@ pub fn rope_qkv(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&p),
-        &[qkv, table, &out, keys, values],
+        &[qkv, table, &pos.ids, &out, keys, values],
         wg,
     );
     Ok(out)

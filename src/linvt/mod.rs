@@ -1,8 +1,7 @@
 //! The LinVT model: configuration + parameters, run on the CPU reference path or on a GPU.
 
-pub mod cpu_exec;
 pub mod forward;
-pub mod gpu_exec;
+pub mod gpu;
 pub mod params;
 pub mod provenance;
 
@@ -10,65 +9,15 @@ use std::sync::Arc;
 
 use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
-use crate::gpu::texels::WeightLayout;
-use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor};
+use crate::gpu::placement::Placed;
+pub use crate::gpu::WeightStorage;
+use crate::gpu::{BufferPool, GpuContext, GpuTensor, Placement};
 use crate::ops::Device;
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 use forward::{forward, Dims, Want};
 pub use params::{LinvtParams, LoadReport};
 pub use provenance::Provenance;
-
-/// How a GPU executor stores the linear weights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WeightStorage {
-    /// f32, bit-faithful to the reference (the default).
-    #[default]
-    F32,
-    /// f16 (round to nearest), f32 arithmetic: half the weight memory and traffic. Needs an
-    /// adapter with SHADER_F16. Costs fidelity: on the official golden cases the scores move by
-    /// ~1e-2, enough to reorder the selection and move outputs by up to 10%.
-    F16,
-    /// bf16 (round to nearest even), f32 arithmetic: half the weight memory and traffic, on any
-    /// adapter. Exact for weights that were bf16 already (the released checkpoints); f32 weights
-    /// lose their low 16 bits.
-    Bf16,
-}
-
-impl WeightStorage {
-    /// The device element type of a weight stored this way.
-    pub fn elem(self) -> Elem {
-        match self {
-            WeightStorage::F32 => Elem::F32,
-            WeightStorage::F16 => Elem::F16,
-            WeightStorage::Bf16 => Elem::Bf16,
-        }
-    }
-
-    /// The storage that keeps `store`'s weights exactly as they are: bf16 when every float
-    /// tensor in it is bf16 (the released checkpoints), else f32.
-    pub fn exact_for(store: &TensorStore) -> Self {
-        if store.floats_all_bf16() {
-            WeightStorage::Bf16
-        } else {
-            WeightStorage::F32
-        }
-    }
-
-    /// "f32", "f16" or "bf16".
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightStorage::F32 => "f32",
-            WeightStorage::F16 => "f16",
-            WeightStorage::Bf16 => "bf16",
-        }
-    }
-
-    /// Bytes one weight takes on the device.
-    pub fn bytes_per_weight(self) -> u64 {
-        self.elem().bytes()
-    }
-}
 
 /// Options for one condensation.
 #[derive(Clone, Debug, Default)]
@@ -228,23 +177,21 @@ impl Linvt {
         self.attach_gpu_with(ctx, WeightStorage::F32)
     }
 
-    /// [`Self::attach_gpu`] with a choice of how the linear weights are stored on the device.
-    /// Linear weights go where the adapter reads them fastest ([`WeightLayout::for_adapter`]:
-    /// texels on CPU adapters when texels hold `storage` — f32 and bf16 — buffers elsewhere); a
-    /// one-row weight (the score head) stays in a buffer, where the product can share it
-    /// instead.
+    /// [`Self::attach_gpu`] with a choice of how the linear weights are stored on the device
+    /// (placed by [`Placement::place`], as the video-LLM's weights are).
     pub fn attach_gpu_with(&mut self, ctx: Arc<GpuContext>, storage: WeightStorage) -> Result<()> {
-        let texels = WeightLayout::for_adapter(&ctx) == WeightLayout::Texels;
+        let placement = Placement::new(storage);
         let mut i = 0;
         let params = self.params.try_map_roles(|t, role| {
             i += 1;
-            let name = format!("param{i}");
-            let linear = role == crate::ops::Role::LinearWeight;
-            let elem = if linear { storage.elem() } else { Elem::F32 };
-            if linear && texels && t.rows() > 1 && ctx.fits_texels(t.len(), elem) {
-                ctx.upload_texels_as(&name, t.shape(), t.data(), elem)
-            } else {
-                ctx.upload_as(&name, t.shape(), t.data(), elem)
+            match placement.place(&ctx, &format!("param{i}"), t, role)? {
+                Placed::One(t) => Ok(t),
+                Placed::Chunked(_) => Err(Error::TensorTooLarge {
+                    tensor: format!("LinVT parameter {i} {:?}", t.shape()),
+                    bytes: t.len() as u64 * storage.bytes_per_weight(),
+                    limit: ctx.max_binding_bytes(),
+                    hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
+                }),
             }
         })?;
         self.gpu = Some(GpuState {
@@ -352,7 +299,7 @@ impl Linvt {
         opts: &CondenseOptions,
     ) -> Result<Condensed> {
         let (video, text, dims) = self.prepare_inputs(video, text)?;
-        let mut ops = cpu_exec::CpuOps::new();
+        let mut ops = crate::cpu::CpuOps::new();
         let f = forward(
             &mut ops,
             &self.config,

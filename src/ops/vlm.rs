@@ -12,7 +12,7 @@
 //! `row_count`, `self_attention` (the ViT's attention along the token axis of (frames, tokens)),
 //! `concat_rows`, `stage` (timing marks).
 
-use super::{Ops, Role, Rope, SamplingParams};
+use super::{Ops, Positions, Role, Rope, SamplingParams};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -20,6 +20,13 @@ pub trait VlmOps: Ops {
     /// A decoder's key/value cache: `layers` × `capacity` positions × (kv_heads · head_dim) for
     /// keys and for values, owned where the executor computes.
     type Kv;
+
+    /// Rotary positions on the executor (`positions`), made once per decoder pass and read by
+    /// every layer's RoPE.
+    type Pos;
+
+    /// Moves rotary positions to the executor.
+    fn positions(&mut self, p: &Positions) -> Result<Self::Pos>;
 
     /// Moves a host tensor (1-D or 2-D; higher ranks are viewed as (rows, last axis)) to the
     /// executor. Weights are uploaded once at load time; the CPU executor just takes ownership.
@@ -124,14 +131,14 @@ pub trait VlmOps: Ops {
     /// model's `.to(torch.bfloat16)` of the LinVT output.
     fn round_bf16(&mut self, x: &Self::T) -> Result<Self::T>;
 
-    /// RoPE ("rotate half", as Hugging Face Qwen2/LLaMA) on x (R, heads·head_dim): row r is at
-    /// position `position + r`, rotated as `rope` says (see `Rope`, `cpu::rope::rope_with`).
+    /// RoPE ("rotate half", as Hugging Face Qwen2/LLaMA) on x (R, heads·head_dim): row r at
+    /// `positions`' row r, rotated as `rope` says (see `Rope`, `cpu::rope::rope_with`).
     fn rope(
         &mut self,
         x: &Self::T,
         heads: usize,
         head_dim: usize,
-        position: usize,
+        positions: &Self::Pos,
         rope: &Rope,
     ) -> Result<Self::T>;
 
@@ -156,18 +163,20 @@ pub trait VlmOps: Ops {
     ) -> Result<()>;
 
     /// A decoder layer's attention input from its packed projection `qkv` (R, (heads +
-    /// 2·kv_heads)·head_dim), each row [q | k | v] at positions position..position+R: RoPE on
-    /// q and on k (as `rope`), k and v written into `layer`'s cache at those positions (as
-    /// `kv_write`). Returns the rotated q (R, heads·head_dim). One kernel on a GPU instead of
-    /// two RoPEs and two copies.
+    /// 2·kv_heads)·head_dim), each row [q | k | v]: RoPE on q and on k at `positions` (as
+    /// `rope`), k and v written into `layer`'s cache at slots slot..slot+R (as `kv_write`).
+    /// Returns the rotated q (R, heads·head_dim). One kernel on a GPU instead of two RoPEs and
+    /// two copies.
+    #[allow(clippy::too_many_arguments)]
     fn qkv_to_cache(
         &mut self,
         cache: &mut Self::Kv,
         layer: usize,
-        position: usize,
+        slot: usize,
         qkv: &Self::T,
         heads: usize,
         rope: &Rope,
+        positions: &Self::Pos,
     ) -> Result<Self::T>;
 
     /// Causal grouped-query attention of q (R, heads·head_dim), rows at positions

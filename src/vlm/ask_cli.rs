@@ -11,30 +11,8 @@ use super::model::{Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, Video
 use super::picture::provenance_png;
 use super::video::{load_frames_dir, load_image, load_video};
 use crate::error::{Error, Result};
-use crate::linvt::WeightStorage;
+use crate::gpu::WeightChoice;
 use crate::ops::{Device, SamplingParams};
-
-/// The `--gpu-weights` flag of `ask`, `condense` and `bench --decoder`.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum GpuWeightsArg {
-    /// The weights' own precision: bf16 when all their floats are bf16, else f32.
-    Auto,
-    F32,
-    Bf16,
-    F16,
-}
-
-impl GpuWeightsArg {
-    /// The storage asked for; None for `auto` (the weights' own precision).
-    pub fn storage(self) -> Option<WeightStorage> {
-        match self {
-            GpuWeightsArg::Auto => None,
-            GpuWeightsArg::F32 => Some(WeightStorage::F32),
-            GpuWeightsArg::Bf16 => Some(WeightStorage::Bf16),
-            GpuWeightsArg::F16 => Some(WeightStorage::F16),
-        }
-    }
-}
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["video", "frames", "image"])))]
@@ -94,7 +72,7 @@ pub struct AskArgs {
     /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
     /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
     #[arg(long, value_enum, default_value = "auto")]
-    pub gpu_weights: GpuWeightsArg,
+    pub gpu_weights: WeightChoice,
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
     pub provenance: Option<PathBuf>,
@@ -136,7 +114,7 @@ pub fn run(a: AskArgs) -> Result<()> {
     }
     let load = LoadOptions {
         device: a.backend,
-        gpu_weights: a.gpu_weights.storage(),
+        gpu_weights: a.gpu_weights,
         linvt: match (&a.linvt, a.no_linvt) {
             (Some(file), _) => LinvtChoice::File(file.clone()),
             (None, true) => LinvtChoice::Off,

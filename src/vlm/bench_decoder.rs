@@ -9,17 +9,14 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::config::{LlmConfig, LlmFamily};
-use super::gpu_exec::GpuKvCache;
 use super::qwen2::{self, Qwen2Layer, Qwen2Params};
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
+use crate::gpu::GpuKvCache;
+use crate::gpu::GpuOps;
+use crate::gpu::WeightStorage;
 use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
-use crate::linvt::gpu_exec::GpuOps;
-use crate::linvt::WeightStorage;
-use crate::ops::Ops;
-use crate::ops::Role;
-use crate::ops::SamplingParams;
-use crate::ops::VlmOps;
+use crate::ops::{Ops, Positions, Role, SamplingParams, VlmOps};
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
@@ -262,13 +259,13 @@ pub fn run(
     let layout = opts
         .weight_layout
         .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
-    ops.vlm.weight_layout = Some(layout);
-    ops.vlm.weight_storage = opts.weight_storage;
+    ops.placement.layout = Some(layout);
+    ops.placement.storage = opts.weight_storage;
 
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
     let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;
-    if let Some(t) = ops.vlm.chunked(&p.embed) {
+    if let Some(t) = ops.chunked(&p.embed) {
         notes.push(format!(
             "the ({}, {}) embedding exceeds one storage binding: stored as {} row chunks",
             c.vocab_size,
@@ -298,7 +295,8 @@ pub fn run(
     let step = |ops: &mut GpuOps, cache: &mut GpuKvCache, ids: &[u32], position: usize| {
         let t = Instant::now();
         let x = ops.gather_rows(&p.embed, ids)?;
-        let h = qwen2::forward(ops, &p, &c, &rope, &x, cache, position)?;
+        let pos = ops.positions(&Positions::range(position, ids.len()))?;
+        let h = qwen2::forward(ops, &p, &c, &rope, &x, cache, position, &pos)?;
         let last = ops.rows(&h, ids.len() - 1, 1);
         let logits = qwen2::logits(ops, &p, &last)?;
         let record_ms = t.elapsed().as_secs_f64() * 1e3;

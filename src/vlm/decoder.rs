@@ -59,7 +59,9 @@ pub fn load<T>(r: &mut WeightReader<T>, c: &LlmConfig) -> Result<DecoderParams<T
     Qwen2Params::load(r, c, c.family.names())
 }
 
-/// Decoder layers + final norm on the embeddings of positions position..position+R.
+/// Decoder layers + final norm on the embeddings at cache slots slot..slot+R and rotary
+/// `positions` (see `qwen2::forward`).
+#[allow(clippy::too_many_arguments)]
 pub fn forward<O: VlmOps>(
     ops: &mut O,
     p: &DecoderParams<O::T>,
@@ -67,9 +69,10 @@ pub fn forward<O: VlmOps>(
     rope: &Rope,
     x: &O::T,
     cache: &mut O::Kv,
-    position: usize,
+    slot: usize,
+    positions: &O::Pos,
 ) -> Result<O::T> {
-    qwen2::forward(ops, p, c, rope, x, cache, position)
+    qwen2::forward(ops, p, c, rope, x, cache, slot, positions)
 }
 
 /// Logits (R, vocab) of final hidden states (R, H).

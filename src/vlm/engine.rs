@@ -4,15 +4,15 @@
 
 use super::config::VlmConfig;
 use super::decoder::{self, DecoderParams};
-use super::intern_vit::{self, ProjectorParams, VitParams};
 use super::layout::Layout;
 use super::lora::Lora;
+use super::vision::{self, Vision};
 use super::weights::WeightReader;
 use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
 use crate::linvt::forward::{self, Dims, ForwardOut, Want};
 use crate::linvt::{Linvt, LinvtParams};
-use crate::ops::{Rope, SamplingParams, VlmOps};
+use crate::ops::{Positions, SamplingParams, VlmOps};
 use crate::tensor::Tensor;
 use crate::weights::TensorStore;
 
@@ -27,14 +27,11 @@ pub struct LinvtModule<T> {
 pub struct Engine<O: VlmOps> {
     pub ops: O,
     pub config: VlmConfig,
-    pub vit: VitParams<O::T>,
-    pub projector: ProjectorParams<O::T>,
+    /// The host's vision encoder and projector.
+    pub vision: Vision<O::T>,
     /// None: videos take the host's own path (every frame's tokens in the prompt).
     pub linvt: Option<LinvtModule<O::T>>,
     pub decoder: DecoderParams<O::T>,
-    /// The decoder's rotation for the sequence of the cache last made by [`Engine::new_cache`]
-    /// (a longrope model's frequencies depend on the sequence length).
-    pub rope: Rope,
 }
 
 /// Where the weights of an [`Engine`] come from besides the model's own store.
@@ -116,52 +113,36 @@ impl<O: VlmOps> Engine<O> {
         r.on_tensor = Some(on_tensor);
         r.lora = sources.lora;
         r.layout = Layout::detect(store, config.hf_layout);
-        let vit = VitParams::load(&mut r, &config)?;
-        let projector = ProjectorParams::load(&mut r, &config)?;
+        let vision = Vision::load(&mut r, &config)?;
         let decoder = decoder::load(&mut r, &config.llm)?;
         if let Some(lora) = sources.lora {
             lora.check_all_merged(&r.merged)?;
         }
-        let rope = config.llm.rope.for_length(1);
         Ok(Engine {
             ops,
             config,
-            vit,
-            projector,
+            vision,
             linvt,
             decoder,
-            rope,
         })
     }
 
-    /// InternViT on pixel values (F, 3, S, S): hidden states after `select_layer`, CLS
-    /// included, (F·(1 + P), C).
+    /// The vision encoder on preprocessed images (F, 3, S, S): its hidden states (for
+    /// InternViT: after `select_layer`, CLS included, (F·(1 + P), C)).
     pub fn encode(&mut self, pixels: &Tensor) -> Result<O::T> {
-        let frames = pixels.shape().first().copied().unwrap_or(0);
-        let patches = intern_vit::patchify(pixels, &self.config.vision)?;
-        let patches = self.ops.upload(patches)?;
-        intern_vit::encode(
-            &mut self.ops,
-            &self.vit,
-            &self.config.vision,
-            &patches,
-            frames,
-        )
+        vision::encode(&mut self.ops, &self.vision, &self.config, pixels)
     }
 
-    /// Pixel shuffle + `mlp1`: (F·(1 + P), C) → visual tokens (F·N, E).
+    /// The projector on the encoder's hidden states of `frames` images: visual tokens (F·N, E).
     pub fn project(&mut self, hidden: &O::T, frames: usize) -> Result<O::T> {
-        intern_vit::project(&mut self.ops, &self.projector, &self.config, hidden, frames)
+        vision::project(&mut self.ops, &self.vision, &self.config, hidden, frames)
     }
 
-    /// `encode` then `project`, a chunk of frames at a time when all of them at once would
-    /// exceed the executor's binding limit (the widest tensor is the MLP's or the packed qkv's
-    /// rows, 1 + P per frame).
+    /// `encode` then `project`, a chunk of images at a time when all of them at once would
+    /// exceed the executor's binding limit.
     pub fn vision(&mut self, pixels: &Tensor) -> Result<O::T> {
         let frames = pixels.shape().first().copied().unwrap_or(0);
-        let v = &self.config.vision;
-        let rows_per_frame = 1 + v.grid() * v.grid();
-        let width = (3 * v.hidden_size).max(v.intermediate_size);
+        let (rows_per_frame, width) = vision::footprint(&self.vision, &self.config);
         let chunk = (self.rows_per_op(width) / rows_per_frame).max(1);
         if frames <= chunk {
             let h = self.encode(pixels)?;
@@ -248,32 +229,51 @@ impl<O: VlmOps> Engine<O> {
         self.ops.scatter_rows(&e, positions, visual)
     }
 
-    /// An empty KV cache for `capacity` positions; decoding into it rotates by the decoder's
-    /// RoPE for a sequence of that length.
+    /// An empty KV cache for `capacity` positions.
     pub fn new_cache(&mut self, capacity: usize) -> Result<O::Kv> {
-        self.rope = self.config.llm.rope.for_length(capacity);
         decoder::kv_cache(&mut self.ops, &self.config.llm, capacity)
     }
 
-    /// Decoder + final norm on embeddings at positions position..position+R.
+    /// Decoder + final norm on embeddings at cache slots slot..slot+R, at rotary positions
+    /// slot..slot+R.
+    pub fn decode(&mut self, x: &O::T, cache: &mut O::Kv, slot: usize) -> Result<O::T> {
+        let rows = self.ops.row_count(x);
+        self.decode_at(x, cache, slot, &Positions::range(slot, rows))
+    }
+
+    /// Decoder + final norm on embeddings at cache slots slot..slot+R and rotary `positions`
+    /// (a host with its own position scheme, such as Qwen2-VL's multimodal RoPE, passes them).
+    /// The rotation is chosen for the whole pass (a longrope model's factors go by the
+    /// sequence length the pass reaches, as transformers chooses them per forward call).
     /// Rows beyond the executor's binding limit are decoded a chunk at a time (each chunk
     /// attends to the cache the earlier ones filled: the same result as one pass).
-    pub fn decode(&mut self, x: &O::T, cache: &mut O::Kv, position: usize) -> Result<O::T> {
+    pub fn decode_at(
+        &mut self,
+        x: &O::T,
+        cache: &mut O::Kv,
+        slot: usize,
+        positions: &Positions,
+    ) -> Result<O::T> {
         let c = &self.config.llm;
+        let rope = c.rope.for_length(positions.end());
         let qkv = (c.heads + 2 * c.kv_heads) * c.head_dim();
         let chunk = self.rows_per_op((2 * c.intermediate_size).max(qkv));
         let rows = self.ops.row_count(x);
+        rope.check(positions, rows, "decode")?;
         let mut parts = Vec::new();
         for r0 in (0..rows).step_by(chunk) {
-            let part = self.ops.rows(x, r0, chunk.min(rows - r0));
+            let n = chunk.min(rows - r0);
+            let part = self.ops.rows(x, r0, n);
+            let pos = self.ops.positions(&positions.slice(r0, n))?;
             let h = decoder::forward(
                 &mut self.ops,
                 &self.decoder,
                 &self.config.llm,
-                &self.rope,
+                &rope,
                 &part,
                 cache,
-                position + r0,
+                slot + r0,
+                &pos,
             )?;
             parts.push(h);
         }

@@ -10,16 +10,15 @@ pub mod bench_decoder;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench_model;
 pub mod config;
-pub mod cpu_exec;
 pub mod decoder;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod demo;
 pub mod engine;
-pub mod gpu_exec;
 pub mod intern_vit;
 pub mod internlm2;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod internvl;
+pub mod internvl_projector;
 pub mod layout;
 pub mod lora;
 #[cfg(not(target_arch = "wasm32"))]
@@ -41,4 +40,5 @@ pub mod tiny_model;
 pub mod tokenizer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod video;
+pub mod vision;
 pub mod weights;

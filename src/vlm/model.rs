@@ -12,12 +12,10 @@ pub use super::internvl::{VideoPath, Visual};
 use super::lora::Lora;
 use super::prompt::Template;
 use super::tokenizer::Tokenizer;
+use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
-use crate::gpu::{BufferPool, Recorder};
-use crate::linvt::cpu_exec::CpuOps;
-use crate::linvt::gpu_exec::GpuOps;
+use crate::gpu::{BufferPool, GpuOps, Recorder, WeightChoice, WeightStorage};
 use crate::linvt::provenance::Provenance;
-use crate::linvt::WeightStorage;
 use crate::ops::{Device, SamplingParams, VlmOps};
 use crate::weights::TensorStore;
 
@@ -38,11 +36,11 @@ pub enum LinvtChoice {
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub device: Device,
-    /// How the GPU stores the linear weights; None keeps the checkpoint's precision, exact
+    /// How the GPU stores the linear weights; `Auto` keeps the checkpoint's precision, exact
     /// either way: bf16 when every float tensor of the checkpoint is bf16 (the released ones;
     /// the embedding table then goes to bf16 too where it is stored as texels), f32 otherwise.
     /// The CPU keeps f32.
-    pub gpu_weights: Option<WeightStorage>,
+    pub gpu_weights: WeightChoice,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
@@ -52,7 +50,7 @@ impl LoadOptions {
     pub fn new(device: Device) -> Self {
         LoadOptions {
             device,
-            gpu_weights: None,
+            gpu_weights: WeightChoice::Auto,
             linvt: LinvtChoice::Auto,
             lora: None,
         }
@@ -166,14 +164,11 @@ pub fn load_engine<O: VlmOps>(
 }
 
 /// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
-/// weights as `opts.gpu_weights` says (None: the checkpoint's own precision).
+/// weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own precision).
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
-    let ctx = super::gpu_exec::shared_gpu()?;
+    let ctx = crate::gpu::shared_gpu()?;
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
-    ops.vlm.weight_storage = match opts.gpu_weights {
-        Some(w) => w,
-        None => WeightStorage::exact_for(&TensorStore::open(dir)?),
-    };
+    ops.placement.storage = opts.gpu_weights.resolve(&TensorStore::open(dir)?);
     Ok(ops)
 }
 
@@ -246,7 +241,7 @@ impl VideoLlm {
     pub fn gpu_weight_storage(&self) -> Option<WeightStorage> {
         match &self.executor {
             Executor::Cpu(_) => None,
-            Executor::Gpu(e) => Some(e.ops.vlm.weight_storage),
+            Executor::Gpu(e) => Some(e.ops.placement.storage),
         }
     }
 

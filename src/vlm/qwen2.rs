@@ -151,9 +151,10 @@ impl<T> Qwen2Params<T> {
     }
 }
 
-/// Runs the decoder layers on `x` (R, H), rotated by `rope` (`LlmConfig::rope` for the sequence) — the input embeddings of positions
-/// position..position+R — writing their keys and values into `cache`. Returns the final-norm
-/// hidden states (R, H).
+/// Runs the decoder layers on `x` (R, H) — input embeddings at cache slots slot..slot+R and at
+/// rotary `positions`, rotated by `rope` (`LlmConfig::rope` for the pass) — writing their keys
+/// and values into `cache`. Returns the final-norm hidden states (R, H).
+#[allow(clippy::too_many_arguments)]
 pub fn forward<O: VlmOps>(
     ops: &mut O,
     p: &Qwen2Params<O::T>,
@@ -161,7 +162,8 @@ pub fn forward<O: VlmOps>(
     rope: &Rope,
     x: &O::T,
     cache: &mut O::Kv,
-    position: usize,
+    slot: usize,
+    positions: &O::Pos,
 ) -> Result<O::T> {
     // Each residual add is fused with the norm after it (the next layer's, or the final one).
     let first_norm = p.layers.first().map_or(&p.norm, |l| &l.input_norm);
@@ -169,8 +171,8 @@ pub fn forward<O: VlmOps>(
     let mut x = x.clone();
     for (n, l) in p.layers.iter().enumerate() {
         let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
-        let q = ops.qkv_to_cache(cache, n, position, &qkv, c.heads, rope)?;
-        let a = ops.kv_attention(cache, n, &q, position, c.heads)?;
+        let q = ops.qkv_to_cache(cache, n, slot, &qkv, c.heads, rope, positions)?;
+        let a = ops.kv_attention(cache, n, &q, slot, c.heads)?;
         let a = ops.linear(&a, &l.o_w, None)?;
         let (x1, h1) = ops.add_rms_norm(&x, &a, &l.post_norm, c.rms_norm_eps)?;
         let m = ops.linear(&h1, &l.gate_up_w, None)?;

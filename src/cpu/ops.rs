@@ -1,13 +1,151 @@
-//! The CPU executor of the video-LLM: `VlmOps` for the LinVT CPU executor, every op by its
-//! reference twin in `crate::cpu`.
+//! The CPU executor: `Ops` (LinVT) and `VlmOps` (the video-LLM), every op by its reference
+//! twin in `crate::cpu`.
 
 use crate::cpu;
 use crate::cpu::kv_attention::KvGeometry;
 use crate::error::{Error, Result};
-use crate::linvt::cpu_exec::CpuOps;
-use crate::ops::VlmOps;
-use crate::ops::{Rope, SamplingParams};
+use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
+use crate::ops::{Positions, Rope, SamplingParams, VlmOps};
 use crate::tensor::Tensor;
+use crate::timing::StageClock;
+
+#[derive(Default)]
+pub struct CpuOps {
+    pub clock: StageClock,
+}
+
+impl CpuOps {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Ops for CpuOps {
+    type T = Tensor;
+    type Idx = Vec<u32>;
+
+    fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let (m, k, n) = (x.rows(), x.cols(), w.rows());
+        if w.cols() != k {
+            return Err(Error::input(format!(
+                "linear: x has {k} columns but the weight has {}",
+                w.cols()
+            )));
+        }
+        let y = cpu::linear::linear(x.data(), w.data(), b.map(Tensor::data), m, n, k);
+        Tensor::new(vec![m, n], y)
+    }
+
+    fn row_count(&self, x: &Tensor) -> usize {
+        x.rows()
+    }
+
+    fn rows(&mut self, x: &Tensor, start: usize, len: usize) -> Tensor {
+        if x.shape().len() == 1 {
+            Tensor::new(vec![len], x.data()[start..start + len].to_vec())
+                .expect("slice length matches")
+        } else {
+            x.rows_slice(start, len)
+        }
+    }
+
+    fn add_layer_norm(
+        &mut self,
+        x: &Tensor,
+        residual: &Tensor,
+        p: &Norm<Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let y = cpu::norm::layer_norm(
+            x.data(),
+            Some(residual.data()),
+            p.weight.data(),
+            p.bias.data(),
+            x.cols(),
+            eps,
+        );
+        Tensor::new(vec![x.rows(), x.cols()], y)
+    }
+
+    fn self_attention(
+        &mut self,
+        qkv: &Tensor,
+        frames: usize,
+        tokens: usize,
+        heads: usize,
+        axis: Axis,
+    ) -> Result<Tensor> {
+        let e = qkv.cols() / 3;
+        let g = AttnGeometry::along_axis(frames, tokens, e, heads, axis);
+        let mut out = Tensor::zeros(&[frames * tokens, e]);
+        cpu::attention::attention(qkv.data(), qkv.data(), qkv.data(), out.data_mut(), &g);
+        Ok(out)
+    }
+
+    fn cross_attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let g = AttnGeometry::cross(q.rows(), k.rows(), q.cols(), heads);
+        let mut out = Tensor::zeros(&[q.rows(), q.cols()]);
+        cpu::attention::attention(q.data(), k.data(), v.data(), out.data_mut(), &g);
+        Ok(out)
+    }
+
+    fn attention_probs(&mut self, q: &Tensor, k: &Tensor, heads: usize) -> Result<Tensor> {
+        let g = AttnGeometry::cross(q.rows(), k.rows(), q.cols(), heads);
+        Tensor::new(
+            vec![heads, q.rows(), k.rows()],
+            cpu::attention::attention_probs(q.data(), k.data(), &g),
+        )
+    }
+
+    fn top_k(
+        &mut self,
+        scores: &Tensor,
+        k: usize,
+        order: TopKOrder,
+        tokens_per_frame: usize,
+    ) -> Result<Vec<u32>> {
+        cpu::topk::top_k(scores.data(), k, order, tokens_per_frame)
+    }
+
+    fn gather_pool(
+        &mut self,
+        x: &Tensor,
+        idx: Option<&Vec<u32>>,
+        count: usize,
+        scales: &[usize],
+    ) -> Result<Tensor> {
+        let rows = cpu::window_pool::pooled_rows(count, scales);
+        let y = cpu::window_pool::gather_pool(
+            x.data(),
+            x.cols(),
+            idx.map(Vec::as_slice),
+            count,
+            scales,
+        );
+        Tensor::new(vec![rows, x.cols()], y)
+    }
+
+    fn concat_rows(&mut self, parts: &[Tensor]) -> Result<Tensor> {
+        let cols = parts.first().map(Tensor::cols).unwrap_or(0);
+        let rows = parts.iter().map(Tensor::rows).sum();
+        let data = parts
+            .iter()
+            .flat_map(|p| p.data().iter().copied())
+            .collect();
+        Tensor::new(vec![rows, cols], data)
+    }
+
+    fn stage(&mut self, name: &str) -> Result<()> {
+        self.clock.mark(Some(name));
+        Ok(())
+    }
+}
 
 /// Keys and values per layer: (capacity, kv_heads · head_dim) each.
 pub struct CpuKvCache {
@@ -33,6 +171,11 @@ fn same_shape(x: &Tensor, data: Vec<f32>) -> Result<Tensor> {
 
 impl VlmOps for CpuOps {
     type Kv = CpuKvCache;
+    type Pos = Positions;
+
+    fn positions(&mut self, p: &Positions) -> Result<Positions> {
+        Ok(p.clone())
+    }
 
     fn upload(&mut self, t: Tensor) -> Result<Tensor> {
         two_d(t)
@@ -126,7 +269,7 @@ impl VlmOps for CpuOps {
         x: &Tensor,
         heads: usize,
         head_dim: usize,
-        position: usize,
+        positions: &Positions,
         rope: &Rope,
     ) -> Result<Tensor> {
         if head_dim == 0 || rope.head_dim() != head_dim || x.cols() != heads * head_dim {
@@ -136,8 +279,9 @@ impl VlmOps for CpuOps {
                 rope.head_dim()
             )));
         }
+        rope.check(positions, x.rows(), "rope")?;
         let mut y = x.clone();
-        cpu::rope::rope_with(y.data_mut(), heads, position, rope);
+        cpu::rope::rope_with(y.data_mut(), heads, positions, rope);
         Ok(y)
     }
 
@@ -162,10 +306,11 @@ impl VlmOps for CpuOps {
         &mut self,
         cache: &mut CpuKvCache,
         layer: usize,
-        position: usize,
+        slot: usize,
         qkv: &Tensor,
         heads: usize,
         rope: &Rope,
+        positions: &Positions,
     ) -> Result<Tensor> {
         let (kv_heads, d) = (cache.kv_heads, cache.head_dim);
         let (qw, kw) = (heads * d, kv_heads * d);
@@ -182,15 +327,15 @@ impl VlmOps for CpuOps {
             k.extend_from_slice(&row[qw..qw + kw]);
             v.extend_from_slice(&row[qw + kw..]);
         }
-        let q = self.rope(&Tensor::new(vec![rows, qw], q)?, heads, d, position, rope)?;
+        let q = self.rope(&Tensor::new(vec![rows, qw], q)?, heads, d, positions, rope)?;
         let k = self.rope(
             &Tensor::new(vec![rows, kw], k)?,
             kv_heads,
             d,
-            position,
+            positions,
             rope,
         )?;
-        self.kv_write(cache, layer, position, &k, &Tensor::new(vec![rows, kw], v)?)?;
+        self.kv_write(cache, layer, slot, &k, &Tensor::new(vec![rows, kw], v)?)?;
         Ok(q)
     }
 

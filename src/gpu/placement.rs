@@ -1,0 +1,300 @@
+//! Where and how a weight lives on the GPU — element type × layout (buffer or texels) ×
+//! chunking — decided in one place for LinVT and the video-LLM alike ([`Placement::place`]).
+//! New formats (8- and 4-bit blocks) join here as new [`WeightStorage`] members.
+//!
+//! Tables larger than one storage binding (a real Qwen2 embedding, 151936 × 896 f32 = 545 MB,
+//! against lavapipe's 128 MiB) are stored as row chunks that each fit the binding limit
+//! ([`ChunkedTable`]); the executor routes `linear`, `gather_rows` and `read_back` on them to the
+//! chunks ([`chunked_linear`]).
+
+use super::buffer::{Elem, GpuTensor};
+use super::context::GpuContext;
+use super::kernel::Recorder;
+use super::linear::{Epilogue, OutLayout, Product, Rows, Tuning};
+use super::texels::WeightLayout;
+use crate::error::{Error, Result};
+use crate::ops::Role;
+use crate::tensor::Tensor;
+use crate::weights::TensorStore;
+
+/// How a GPU executor stores the linear weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// f32, bit-faithful to the reference (the default).
+    #[default]
+    F32,
+    /// f16 (round to nearest), f32 arithmetic: half the weight memory and traffic. Needs an
+    /// adapter with SHADER_F16. Costs fidelity: on the official golden cases the scores move by
+    /// ~1e-2, enough to reorder the selection and move outputs by up to 10%.
+    F16,
+    /// bf16 (round to nearest even), f32 arithmetic: half the weight memory and traffic, on any
+    /// adapter. Exact for weights that were bf16 already (the released checkpoints); f32 weights
+    /// lose their low 16 bits.
+    Bf16,
+}
+
+impl WeightStorage {
+    /// The device element type of a weight stored this way.
+    pub fn elem(self) -> Elem {
+        match self {
+            WeightStorage::F32 => Elem::F32,
+            WeightStorage::F16 => Elem::F16,
+            WeightStorage::Bf16 => Elem::Bf16,
+        }
+    }
+
+    /// The storage that keeps `store`'s weights exactly as they are: bf16 when every float
+    /// tensor in it is bf16 (the released checkpoints), else f32.
+    pub fn exact_for(store: &TensorStore) -> Self {
+        if store.floats_all_bf16() {
+            WeightStorage::Bf16
+        } else {
+            WeightStorage::F32
+        }
+    }
+
+    /// "f32", "f16" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightStorage::F32 => "f32",
+            WeightStorage::F16 => "f16",
+            WeightStorage::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes one weight takes on the device.
+    pub fn bytes_per_weight(self) -> u64 {
+        self.elem().bytes()
+    }
+}
+
+/// What a user asks for (`--gpu-weights`): a storage, or `auto` — the weights' own precision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum WeightChoice {
+    /// The weights' own precision: bf16 when all their floats are bf16, else f32.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl WeightChoice {
+    /// The storage for weights read from `store` (`auto`: their own precision).
+    pub fn resolve(self, store: &TensorStore) -> WeightStorage {
+        self.or(WeightStorage::exact_for(store))
+    }
+
+    /// The storage asked for, `auto` standing for `own` (the weights' own precision, when the
+    /// caller knows it without a store: generated weights are f32).
+    pub fn or(self, own: WeightStorage) -> WeightStorage {
+        match self {
+            WeightChoice::Auto => own,
+            WeightChoice::F32 => WeightStorage::F32,
+            WeightChoice::Bf16 => WeightStorage::Bf16,
+            WeightChoice::F16 => WeightStorage::F16,
+        }
+    }
+}
+
+impl From<WeightStorage> for WeightChoice {
+    fn from(s: WeightStorage) -> Self {
+        match s {
+            WeightStorage::F32 => WeightChoice::F32,
+            WeightStorage::F16 => WeightChoice::F16,
+            WeightStorage::Bf16 => WeightChoice::Bf16,
+        }
+    }
+}
+
+/// A (rows, cols) table stored as consecutive row chunks, each within one storage binding.
+/// Ops see it through `handle`: a view of the first chunk that claims all rows, so shape
+/// queries work; the executor routes `linear`, `gather_rows` and `read_back` on it to the
+/// chunks, and refuses it elsewhere (other kernels would read past the first chunk).
+pub struct ChunkedTable {
+    pub(crate) handle: GpuTensor,
+    /// (first row, chunk) in row order.
+    pub(crate) chunks: Vec<(usize, GpuTensor)>,
+}
+
+impl ChunkedTable {
+    /// Number of row chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// The table of `tables` that `t` is the handle of, if any.
+pub fn find_chunked<'t>(tables: &'t [ChunkedTable], t: &GpuTensor) -> Option<&'t ChunkedTable> {
+    tables
+        .iter()
+        .find(|c| c.handle.same_buffer(t) && c.handle.offset == t.offset)
+}
+
+/// A placed weight: one tensor, or a table in row chunks.
+pub enum Placed {
+    One(GpuTensor),
+    Chunked(ChunkedTable),
+}
+
+/// The placement policy of one executor.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Placement {
+    /// Buffers or texels for weights read by rows (linear weights, embedding tables); None: the
+    /// adapter's default ([`WeightLayout::for_adapter`]).
+    pub layout: Option<WeightLayout>,
+    /// The element type of linear weights.
+    pub storage: WeightStorage,
+    /// Most bytes one chunk of a row-chunked table may hold; None: the adapter's storage
+    /// binding limit. Tests set a small budget so chunking runs on small tables.
+    pub chunk_bytes: Option<u64>,
+}
+
+impl Placement {
+    /// Linear weights stored as `storage`, laid out as the adapter prefers.
+    pub fn new(storage: WeightStorage) -> Self {
+        Placement {
+            storage,
+            ..Default::default()
+        }
+    }
+
+    /// Puts `t`, used as `role`, on `ctx`:
+    /// - linear weights take `storage`; tables (embeddings, read by the row gather and as a tied
+    ///   `lm_head`) take bf16 too as texels, which the gather reads as f32 or bf16, but stay f32
+    ///   in buffers; everything else is f32;
+    /// - matrices read by rows go to texels when the layout says so and the texels hold them
+    ///   (not f16, not beyond the texture limits); a one-row weight (LinVT's score head) stays in
+    ///   a buffer, where the product can share it;
+    /// - a matrix beyond one storage binding is split into row chunks.
+    pub fn place(&self, ctx: &GpuContext, name: &str, t: &Tensor, role: Role) -> Result<Placed> {
+        let layout = self
+            .layout
+            .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
+        let matrix = t.shape().len() == 2;
+        let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
+        let texel_elem = match role {
+            Role::LinearWeight => self.storage.elem(),
+            Role::Table if self.storage == WeightStorage::Bf16 => Elem::Bf16,
+            _ => Elem::F32,
+        };
+        if layout == WeightLayout::Texels
+            && read_by_rows
+            && matrix
+            && t.rows() > 1
+            && ctx.fits_texels(t.len(), texel_elem)
+        {
+            return Ok(Placed::One(ctx.upload_texels_as(
+                name,
+                t.shape(),
+                t.data(),
+                texel_elem,
+            )?));
+        }
+        let elem = if role == Role::LinearWeight && matrix {
+            self.storage.elem()
+        } else {
+            Elem::F32
+        };
+        let limit = self
+            .chunk_bytes
+            .unwrap_or(u64::MAX)
+            .min(ctx.max_binding_bytes());
+        if matrix && t.len() as u64 * elem.bytes() > limit {
+            return Ok(Placed::Chunked(upload_chunked(ctx, t, limit, elem)?));
+        }
+        Ok(Placed::One(ctx.upload_as(
+            name,
+            t.shape(),
+            t.data(),
+            elem,
+        )?))
+    }
+}
+
+/// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
+fn upload_chunked(ctx: &GpuContext, t: &Tensor, limit: u64, elem: Elem) -> Result<ChunkedTable> {
+    let (rows, cols) = (t.rows(), t.cols());
+    let row_bytes = cols as u64 * elem.bytes();
+    let per_chunk = (limit / row_bytes.max(1)) as usize;
+    if per_chunk == 0 {
+        return Err(Error::TensorTooLarge {
+            tensor: format!("one row of a ({rows}, {cols}) weight"),
+            bytes: row_bytes,
+            limit,
+            hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
+        });
+    }
+    let mut chunks = Vec::new();
+    for r0 in (0..rows).step_by(per_chunk) {
+        let n = per_chunk.min(rows - r0);
+        let data = &t.data()[r0 * cols..(r0 + n) * cols];
+        chunks.push((r0, ctx.upload_as("table chunk", &[n, cols], data, elem)?));
+    }
+    Ok(ChunkedTable {
+        handle: chunks[0].1.rows_view(0, rows),
+        chunks,
+    })
+}
+
+/// Chunked `linear`: x (M, K) · Wᵀ for a row-chunked W (N, K), each chunk's product written to
+/// its columns of the (M, N) output, with `epilogue` (its γ and residual cut to the chunk's
+/// columns).
+pub fn chunked_linear(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &ChunkedTable,
+    b: Option<&GpuTensor>,
+    epilogue: Epilogue,
+) -> Result<GpuTensor> {
+    let (m, k, n) = (x.rows(), x.cols(), w.handle.rows());
+    if k != w.handle.cols() || b.is_some_and(|b| b.len() != n) {
+        return Err(Error::input(format!(
+            "linear: x {:?} does not fit the chunked weight {:?} (or its bias)",
+            x.shape, w.handle.shape
+        )));
+    }
+    let out = rec.alloc("linear.out", &[m, n])?;
+    let tuning = Tuning::for_adapter(rec.ctx);
+    for (r0, chunk) in &w.chunks {
+        let bias = b.map(|b| b.slice(*r0, chunk.rows()));
+        // The chunk's output starts r0 elements into `out`; its residual and γ likewise.
+        let epilogue_views = match epilogue {
+            Epilogue::Residual { residual, gamma } => Some((
+                residual
+                    .reshaped(&[residual.len()])
+                    .slice(*r0, residual.len() - r0),
+                gamma.map(|g| g.slice(*r0, chunk.rows())),
+            )),
+            _ => None,
+        };
+        let chunk_epilogue = match &epilogue_views {
+            Some((residual, gamma)) => Epilogue::Residual {
+                residual,
+                gamma: gamma.as_ref(),
+            },
+            None => epilogue,
+        };
+        Product {
+            a: Rows::dense(chunk, chunk.rows(), k),
+            b: Rows::dense(x, m, k),
+            k,
+            batches: 1,
+            batch_inner: 1,
+            out: OutLayout {
+                t: &out,
+                offset: *r0,
+                ya: 1,
+                yb: n,
+                outer: 0,
+                inner: 0,
+            },
+            bias: bias.as_ref(),
+            columns_on_a: true,
+            epilogue: chunk_epilogue,
+        }
+        .record(rec, tuning)?;
+    }
+    Ok(out)
+}
