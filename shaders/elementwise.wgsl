@@ -3,7 +3,7 @@
 // One invocation per output element (`copy_rows`: per copied element), WG invocations per
 // workgroup, the flat id rebuilt as (wid.x + wid.y·nwg.x)·WG + lid (see `grid` in kernel.rs).
 //
-// `gelu`, `erf_values`, `round_bf16`: out[i] = f(x[i]).
+// `gelu`, `quick_gelu`, `erf_values`, `round_bf16`: out[i] = f(x[i]).
 // `swiglu`: x rows of 2·cols values [gate | up] → out rows of cols: silu(gate)·up.
 // `residual_add`: out[i] = x[i] + γ[i % cols]·y[i % y_len] (γ = 1 without has_gamma); y_len
 //   divides the element count, so a short y repeats over groups of rows.
@@ -54,6 +54,16 @@ fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i >= p.n) { return; }
     let v = x[p.x_off + i];
     dst[p.o_off + i] = gelu_value(v);
+}
+
+// x·σ(1.702·x): CLIP's and Qwen2-VL's vision MLP activation (`quick_gelu`).
+@compute @workgroup_size(WG)
+fn quick_gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_id(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let v = x[p.x_off + i];
+    dst[p.o_off + i] = v / (1.0 + exp(-1.702 * v));
 }
 
 @compute @workgroup_size(WG)

@@ -147,6 +147,31 @@ impl ConfigPatch {
         serde_json::from_str(text).map_err(|e| Error::config(format!("{origin}: {e}")))
     }
 
+    /// Parses a configuration a user wrote (`--config`, the browser's config object): like
+    /// [`Self::from_json`], but a field this configuration does not have is refused with the
+    /// list of those it has, rather than silently ignored.
+    pub fn from_user_json(text: &str, origin: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::config(format!("{origin} is not valid JSON: {e}")))?;
+        let Some(given) = value.as_object() else {
+            return Err(Error::config(format!(
+                "{origin} must be an object such as {{\"top_k\": 64}}; got {value}"
+            )));
+        };
+        let known = serde_json::to_value(ConfigPatch::default()).unwrap_or_default();
+        let known: Vec<&str> = known
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if let Some(bad) = given.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::config(format!(
+                "{origin} has an unknown field `{bad}`; the fields are {}",
+                known.join(", ")
+            )));
+        }
+        Self::from_json(text, origin)
+    }
+
     /// Reads a safetensors metadata map: a JSON string under `linvt_config`, or the plain keys
     /// `embed_size`, `num_heads`, `num_layers`, `top_k`, `use_multi_scale`, `preset`.
     pub fn from_metadata(meta: &HashMap<String, String>, origin: &str) -> Result<Self> {
@@ -232,6 +257,14 @@ impl ConfigPatch {
             c.queries_per_scale = self.queries_per_scale.clone();
         }
         if c.multi_scale != MultiScale::MultiC {
+            // Only Multi-C splits the queries over the scales: a split given for another mode
+            // would be dropped without a word, so it is refused.
+            if let Some(q) = &self.queries_per_scale {
+                return Err(Error::config(format!(
+                    "queries_per_scale {q:?} applies only to multi_scale \"multi-c\" (the queries split over the pool scales); this configuration's multi_scale is {}: drop queries_per_scale or choose \"multi-c\"",
+                    serde_json::to_string(&c.multi_scale).unwrap_or_default()
+                )));
+            }
             c.queries_per_scale = None;
         }
         if let Some(v) = self.svr_order {

@@ -14,6 +14,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "cannot write {path}: {source}; check that its directory exists, is writable and has space"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{path} is not a readable safetensors file ({reason}); is it truncated or of another format?")]
     Safetensors { path: PathBuf, reason: String },
 

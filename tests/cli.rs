@@ -293,3 +293,105 @@ fn bench_model_json_reports_the_four_figures() {
         "{stderr}"
     );
 }
+
+/// Outputs never destroy what was there: `--output` equal to an input is refused before any
+/// work (the input stays byte for byte), a missing directory is named at once, and a run killed
+/// part way through its write (file-size limit) leaves the previous output intact.
+#[test]
+fn outputs_are_checked_first_and_written_atomically() {
+    let dir = out_path("atomic");
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = dir.join("w.safetensors");
+    std::fs::copy(fixture(), &weights).unwrap();
+    let before = std::fs::read(&weights).unwrap();
+    let o = condense_file(&weights, &weights, "cpu", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("destroy"), "{err}");
+    assert_eq!(
+        std::fs::read(&weights).unwrap(),
+        before,
+        "the input changed"
+    );
+
+    let o = condense_fixture(&dir.join("no/such/dir/out.safetensors"), "cpu", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let out = dir.join("out.safetensors");
+    assert!(condense_fixture(&out, "cpu", &[]).status.success());
+    let good = std::fs::read(&out).unwrap();
+    assert!(
+        good.len() > 4096,
+        "the output must exceed the 1-block limit below"
+    );
+    // `ulimit -f 1`: the process may write at most one block per file, so the write dies part
+    // way (SIGXFSZ or EFBIG).
+    let cmd = format!(
+        "ulimit -f 1; exec '{}' condense --weights '{f}' --input '{f}' --output '{o}' --backend cpu",
+        env!("CARGO_BIN_EXE_linvt"),
+        f = fixture().display(),
+        o = out.display()
+    );
+    let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+    assert!(!o.status.success(), "the limited write should fail");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        good,
+        "the previous output was damaged"
+    );
+    // A write error says "cannot write", not "cannot read".
+    if std::path::Path::new("/dev/full").exists() {
+        let o = condense_fixture(std::path::Path::new("/dev/full"), "cpu", &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot write /dev/full"), "{err}");
+    }
+}
+
+/// Identical runs write identical bytes (the metadata in sorted order), so outputs can be
+/// compared by hash.
+#[test]
+fn identical_runs_write_identical_files() {
+    let (a, b) = (
+        out_path("same-a.safetensors"),
+        out_path("same-b.safetensors"),
+    );
+    assert!(condense_fixture(&a, "cpu", &[]).status.success());
+    assert!(condense_fixture(&b, "cpu", &[]).status.success());
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // Still a safetensors file our reader and its metadata parse.
+    let store = TensorStore::open(&a).unwrap();
+    assert!(store.get("output").unwrap().is_some());
+}
+
+/// Configuration a user wrote is never silently ignored: an unknown `--config` field, or a
+/// queries-per-scale split under a preset that has no per-scale queries, is refused by name.
+#[test]
+fn ignored_configuration_is_refused() {
+    let cfg = out_path("unknown.json");
+    std::fs::write(&cfg, r#"{"topk": 1}"#).unwrap();
+    let o = condense_fixture(
+        &out_path("x.safetensors"),
+        "cpu",
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown field `topk`") && err.contains("top_k"),
+        "{err}"
+    );
+    for split in ["0", "4,0", "32,16,16"] {
+        let o = condense_fixture(
+            &out_path("y.safetensors"),
+            "cpu",
+            &["--preset", "official", "--queries-per-scale", split],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("queries_per_scale"),
+            "{split}: {err}"
+        );
+    }
+}

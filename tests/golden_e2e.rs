@@ -160,7 +160,7 @@ fn golden_on<O: VlmOps>(ops: O) {
         0.0,
     );
     let golden_hidden = upload(&mut e, &g.f32("inter.vit_last_hidden"), t * 17, 32);
-    let ids = pixel_shuffle_ids(t, 4, 2, e.config.ps_version);
+    let ids = pixel_shuffle_ids(t, 4, 2, e.config.internvl().unwrap().ps_version);
     let shuffled = e.ops.gather_rows(&golden_hidden, &ids).unwrap();
     assert_eq!(
         host(&mut e, &shuffled).data(),

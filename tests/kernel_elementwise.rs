@@ -87,6 +87,24 @@ fn gelu_matches_twin() {
 }
 
 #[test]
+fn quick_gelu_matches_twin_and_its_definition() {
+    let Some(ctx) = common::gpu() else { return };
+    for (rows, cols, seed) in [(1, 1, 4), (3, 7, 5), (5, 129, 6)] {
+        let x = common::rand_vec(seed, rows * cols, 8.0);
+        let xs = view(&ctx, &x, cols, seed + 10);
+        let got = run(&ctx, |rec| gpu::unary(rec, &xs, Unary::QuickGelu).unwrap());
+        // Both compute x / (1 + e^(−1.702x)) in f32; the GPU's exp may differ by a few ulps
+        // (WGSL's exp is within 3 + 2|x| ulp), so 1e-6 relative.
+        common::assert_close("quick_gelu", &got, &cpu::quick_gelu(&x), 1e-6, 1e-6);
+    }
+    // The twin against its definition in f64 (x·σ(1.702x)) at a few points.
+    for x in [-8.0f32, -1.0, 0.0, 0.5, 3.0] {
+        let want = x as f64 / (1.0 + (-1.702 * x as f64).exp());
+        assert!((cpu::quick_gelu(&[x])[0] as f64 - want).abs() < 1e-6);
+    }
+}
+
+#[test]
 fn swiglu_matches_twin() {
     let Some(ctx) = common::gpu() else { return };
     for (rows, width, seed) in [(1, 1, 4), (3, 7, 5), (2, 300, 6)] {

@@ -140,6 +140,12 @@ fn cli_ask_json(backend: &str) {
         .collect();
     assert_eq!(ids, want);
     assert!(v["answer"].is_string());
+    assert_eq!(v["finish_reason"], "length");
+    // Six frames in the folder for the default 16: said, not silent.
+    assert!(
+        stderr.contains("6 frames, fewer than --num-frames 16"),
+        "{stderr}"
+    );
     for stage in ["load", "preprocess", "vision", "linvt", "prefill", "decode"] {
         assert!(v["timings_ms"][stage].is_number(), "timing {stage} missing");
     }
@@ -239,4 +245,41 @@ fn sampling_is_seeded() {
     // At temperature 1.5 over 1000 tokens, two seeds agreeing on all 12 draws would be a
     // vanishing coincidence.
     assert_ne!(a, c, "another seed gives other tokens");
+}
+
+/// The answer says why it ended: `length` after `max_new_tokens`; `context` when the model's
+/// context fills first (a copy of the tiny model whose context holds the prompt and 3 more
+/// tokens gives exactly 3, the same ids as the unlimited model's first 3 — never a token past
+/// the context).
+#[test]
+fn the_answer_says_why_it_ended() {
+    use ::linvt::vlm::engine::FinishReason;
+    let (frames, question, want) = tiny_golden_clip();
+    let ask = |dir: &Path, max_new_tokens: usize| {
+        let mut m = VideoLlm::load(dir, Device::Cpu, &mut |_, _| {}).unwrap();
+        let opts = AskOptions {
+            max_new_tokens,
+            ..Default::default()
+        };
+        m.ask(
+            &Visual::Video(frames.clone()),
+            &question,
+            &opts,
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    let a = ask(&fixture(), 4);
+    assert_eq!(a.finish_reason, FinishReason::Length);
+    assert_eq!(a.token_ids, want[..4]);
+    let limit = a.prompt_ids.len() + 3;
+    let small = common::tiny_variant(
+        "context",
+        |k, s, d| vec![(k.to_string(), s.to_vec(), d)],
+        |c| c["llm_config"]["max_position_embeddings"] = limit.into(),
+    );
+    let b = ask(&small, 20);
+    assert_eq!(b.finish_reason, FinishReason::Context);
+    assert_eq!(b.token_ids, want[..3]);
 }

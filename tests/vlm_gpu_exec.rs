@@ -466,3 +466,63 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
         ids = vec![id];
     }
 }
+
+/// `block_attention` (a vision encoder's per-image / per-window attention): on the CPU equal to
+/// one cross-attention per block (the same sums), on the GPU within 1e-5 of the CPU (attention
+/// tolerance of tests/kernel_attention.rs), with q, k, v as row views at nonzero offsets; a
+/// shape that does not split into the blocks is an error on both.
+#[test]
+fn block_attention_is_one_cross_attention_per_block() {
+    let (blocks, len, e, heads) = (3usize, 5usize, 12usize, 3usize);
+    let rows = blocks * len;
+    let mut cpu = CpuOps::new();
+    let (q, k, v) = (
+        tensor(71, rows, e),
+        tensor(72, rows, e),
+        tensor(73, rows, e),
+    );
+    let want = cpu.block_attention(&q, &k, &v, blocks, heads).unwrap();
+    let per_block: Vec<f32> = (0..blocks)
+        .flat_map(|b| {
+            let part = |t: &Tensor| {
+                Tensor::new(
+                    vec![len, e],
+                    t.data()[b * len * e..(b + 1) * len * e].to_vec(),
+                )
+                .unwrap()
+            };
+            cpu.cross_attention(&part(&q), &part(&k), &part(&v), heads)
+                .unwrap()
+                .data()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(want.data(), &per_block[..]);
+    assert!(cpu.block_attention(&q, &k, &v, 4, heads).is_err());
+
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let mut gpu = GpuOps::new(Recorder::new(&ctx, &pool));
+    let at_offset = |gpu: &mut GpuOps, t: &Tensor, seed: u64| {
+        let mut padded = tensor(seed, rows + 2, e).data().to_vec();
+        padded[2 * e..].copy_from_slice(t.data());
+        let g = gpu
+            .upload(Tensor::new(vec![rows + 2, e], padded).unwrap())
+            .unwrap();
+        gpu.rows(&g, 2, rows)
+    };
+    let (qg, kg, vg) = (
+        at_offset(&mut gpu, &q, 81),
+        at_offset(&mut gpu, &k, 82),
+        at_offset(&mut gpu, &v, 83),
+    );
+    let got = gpu.block_attention(&qg, &kg, &vg, blocks, heads).unwrap();
+    common::assert_close(
+        "block_attention",
+        gpu.read_back(&got).unwrap().data(),
+        want.data(),
+        1e-5,
+        1e-4,
+    );
+    assert!(gpu.block_attention(&qg, &kg, &vg, 4, heads).is_err());
+}

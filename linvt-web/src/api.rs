@@ -49,26 +49,7 @@ pub fn config_patch(json: Option<&str>) -> Result<ConfigPatch> {
     let Some(json) = json else {
         return Ok(ConfigPatch::default());
     };
-    let origin = "the config object";
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::config(format!("{origin} is not valid JSON: {e}")))?;
-    let Some(given) = value.as_object() else {
-        return Err(Error::config(format!(
-            "{origin} must be an object such as {{\"top_k\": 64}}; got {value}"
-        )));
-    };
-    let known = serde_json::to_value(ConfigPatch::default()).unwrap_or_default();
-    let known: Vec<&str> = known
-        .as_object()
-        .map(|o| o.keys().map(String::as_str).collect())
-        .unwrap_or_default();
-    if let Some(bad) = given.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(Error::config(format!(
-            "{origin} has an unknown field `{bad}`; the fields are {}",
-            known.join(", ")
-        )));
-    }
-    ConfigPatch::from_json(json, origin)
+    ConfigPatch::from_user_json(json, "the config object")
 }
 
 fn store(name: &str, bytes: Vec<u8>) -> Result<TensorStore> {

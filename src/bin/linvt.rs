@@ -185,7 +185,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let file = match &config {
                 Some(p) => {
                     let text = std::fs::read_to_string(p).map_err(|e| linvt::Error::io(p, e))?;
-                    ConfigPatch::from_json(&text, &p.display().to_string())?
+                    ConfigPatch::from_user_json(&text, &p.display().to_string())?
                 }
                 None => ConfigPatch::default(),
             };
@@ -366,6 +366,8 @@ fn condense(
     backend: Device,
     gpu_weights: WeightChoice,
 ) -> linvt::Result<()> {
+    // Before any work: a run must not end in "cannot write" after minutes of computing.
+    linvt::io::check_output_path(output, &[weights, input])?;
     let store = TensorStore::open(weights)?;
     let storage = gpu_weights.resolve(&store);
     let (mut model, report) = Linvt::from_store(&store, patch)?;
@@ -398,15 +400,14 @@ fn condense(
     linvt::io::write_condense_output(output, &c, model.config())?;
     let device = match c.device {
         Device::Cpu => "cpu".to_string(),
-        Device::Gpu => format!("gpu, {} weights", storage.name()),
+        Device::Gpu => format!("gpu, {} weights on {}", storage.name(), c.adapter),
     };
     eprintln!(
-        "condensed {} frames × {} tokens → {} tokens ({} preset, {device} on {}) → {}",
+        "condensed {} frames × {} tokens → {} tokens ({} preset, {device}) → {}",
         c.frames,
         c.tokens,
         c.output.rows(),
         model.config().preset,
-        c.adapter,
         output.display()
     );
     Ok(())

@@ -32,6 +32,11 @@ pub fn gelu(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// QuickGELU (CLIP's, Qwen2-VL's vision MLP): x · σ(1.702·x), in f32 as PyTorch computes it.
+pub fn quick_gelu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| v / (1.0 + (-1.702 * v).exp())).collect()
+}
+
 /// SwiGLU over rows of `2·width` values packed as [gate | up]: silu(gate) ⊙ up → rows of `width`.
 pub fn swiglu(x: &[f32], width: usize) -> Vec<f32> {
     assert!(

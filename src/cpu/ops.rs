@@ -241,6 +241,26 @@ impl VlmOps for CpuOps {
         same_shape(x, cpu::elementwise::gelu(x.data()))
     }
 
+    fn quick_gelu(&mut self, x: &Tensor) -> Result<Tensor> {
+        same_shape(x, cpu::elementwise::quick_gelu(x.data()))
+    }
+
+    fn block_attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        blocks: usize,
+        heads: usize,
+    ) -> Result<Tensor> {
+        let shape = |t: &Tensor| (t.rows(), t.cols());
+        let len = crate::ops::check_blocks(shape(q), shape(k), shape(v), blocks, heads)?;
+        let g = AttnGeometry::blocks(blocks, len, q.cols(), heads);
+        let mut out = Tensor::zeros(&[q.rows(), q.cols()]);
+        cpu::attention::attention(q.data(), k.data(), v.data(), out.data_mut(), &g);
+        Ok(out)
+    }
+
     fn swiglu(&mut self, x: &Tensor) -> Result<Tensor> {
         let width = x.cols() / 2;
         let y = cpu::elementwise::swiglu(x.data(), width);

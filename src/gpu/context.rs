@@ -277,8 +277,7 @@ pub fn shared_gpu() -> Result<&'static GpuContext> {
     });
     match ctx {
         Ok(c) => Ok(c.as_ref()),
-        Err(e) => Err(Error::Gpu(format!(
-            "no usable GPU adapter for the video-LLM ({e}); use --backend cpu"
-        ))),
+        // The adapter error already says what to do (install a driver or use the CPU).
+        Err(e) => Err(Error::Gpu(e.clone())),
     }
 }

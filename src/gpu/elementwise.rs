@@ -41,6 +41,8 @@ struct Params {
 pub enum Unary {
     /// x·½(1 + erf(x/√2)).
     Gelu,
+    /// x·σ(1.702·x) (CLIP's and Qwen2-VL's vision MLP).
+    QuickGelu,
     /// erf(x) itself: the approximation GELU uses, exposed so its error can be tested.
     Erf,
     /// Nearest bfloat16, ties to even, back to f32.
@@ -51,6 +53,7 @@ impl Unary {
     fn entry(self) -> &'static str {
         match self {
             Unary::Gelu => "gelu",
+            Unary::QuickGelu => "quick_gelu",
             Unary::Erf => "erf_values",
             Unary::RoundBf16 => "round_bf16",
         }

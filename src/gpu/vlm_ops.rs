@@ -173,6 +173,30 @@ impl VlmOps for GpuOps<'_> {
         gpu::elementwise::unary(&mut self.rec, x, gpu::elementwise::Unary::Gelu)
     }
 
+    fn quick_gelu(&mut self, x: &GpuTensor) -> Result<GpuTensor> {
+        self.plain("quick_gelu", &[x])?;
+        gpu::elementwise::unary(&mut self.rec, x, gpu::elementwise::Unary::QuickGelu)
+    }
+
+    fn block_attention(
+        &mut self,
+        q: &GpuTensor,
+        k: &GpuTensor,
+        v: &GpuTensor,
+        blocks: usize,
+        heads: usize,
+    ) -> Result<GpuTensor> {
+        self.plain("block_attention", &[q, k, v])?;
+        let shape = |t: &GpuTensor| (t.rows(), t.cols());
+        let len = crate::ops::check_blocks(shape(q), shape(k), shape(v), blocks, heads)?;
+        let g = crate::ops::AttnGeometry::blocks(blocks, len, q.cols(), heads);
+        let out = self
+            .rec
+            .alloc("block_attention.out", &[q.rows(), q.cols()])?;
+        gpu::attention::attention(&mut self.rec, q, k, v, &out, &g)?;
+        Ok(out)
+    }
+
     fn linear_gelu(
         &mut self,
         x: &GpuTensor,

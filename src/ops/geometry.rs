@@ -99,6 +99,28 @@ impl AttnGeometry {
         }
     }
 
+    /// Attention within `blocks` equal consecutive row blocks of separate q, k, v (R, E) each,
+    /// R = blocks · len, writing (R, E). Scale 1/√(E/heads).
+    pub fn blocks(blocks: usize, len: usize, embed: usize, heads: usize) -> Self {
+        let op = Operand {
+            offset: 0,
+            group_stride: len * embed,
+            row_stride: embed,
+        };
+        AttnGeometry {
+            groups: blocks,
+            q_len: len,
+            kv_len: len,
+            heads,
+            head_dim: embed.checked_div(heads).unwrap_or(0),
+            scale: pytorch_scale(embed.checked_div(heads).unwrap_or(0)),
+            q: op,
+            k: op,
+            v: op,
+            out: op,
+        }
+    }
+
     /// Floating-point operations of one attention call (QKᵀ and PV, 2 flops per multiply-add).
     pub fn flops(&self) -> f64 {
         4.0 * (self.groups * self.heads * self.q_len * self.kv_len * self.head_dim) as f64

@@ -9,7 +9,7 @@ mod vlm;
 
 pub use base::Ops;
 pub use geometry::{AttnGeometry, Operand};
-pub use vlm::{check_kv_write, VlmOps};
+pub use vlm::{check_blocks, check_kv_write, VlmOps};
 
 use crate::error::{Error, Result};
 

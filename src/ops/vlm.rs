@@ -1,5 +1,5 @@
 //! The op interface the video-LLM forward (vision encoder, projector, decoder, token flow) is
-//! written against, once. It extends the LinVT op set (`crate::linvt::ops::Ops`), so one executor
+//! written against, once. It extends the LinVT op set (`Ops`), so one executor
 //! runs the whole pipeline and, on a GPU, the vision embeddings never leave the device.
 //!
 //! Conventions: every tensor is 2-D (rows, cols), row-major, f32, except 1-D weights (norm
@@ -92,6 +92,21 @@ pub trait VlmOps: Ops {
 
     /// GELU, erf form (PyTorch's default), elementwise.
     fn gelu(&mut self, x: &Self::T) -> Result<Self::T>;
+
+    /// QuickGELU x·σ(1.702·x), elementwise (CLIP's and Qwen2-VL's vision MLP).
+    fn quick_gelu(&mut self, x: &Self::T) -> Result<Self::T>;
+
+    /// Non-causal attention within `blocks` equal consecutive blocks of rows: q, k, v (R, E)
+    /// each, R = blocks · L; row i of block b attends to the L rows of block b only (a vision
+    /// encoder's per-image or per-window attention). Scale 1/√(E/heads). → (R, E).
+    fn block_attention(
+        &mut self,
+        q: &Self::T,
+        k: &Self::T,
+        v: &Self::T,
+        blocks: usize,
+        heads: usize,
+    ) -> Result<Self::T>;
 
     /// GELU(x·Wᵀ + b): an MLP's first layer (one kernel on a GPU).
     fn linear_gelu(&mut self, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Result<Self::T> {
@@ -225,4 +240,28 @@ pub fn check_kv_write(
         )));
     }
     Ok(())
+}
+
+/// The checks every executor's `block_attention` makes: q, k and v of one shape (R, E), R a
+/// whole number of `blocks`, E of `heads` heads. Returns the block length. Shapes are
+/// (rows, cols).
+pub fn check_blocks(
+    q: (usize, usize),
+    k: (usize, usize),
+    v: (usize, usize),
+    blocks: usize,
+    heads: usize,
+) -> Result<usize> {
+    if q != k
+        || q != v
+        || blocks == 0
+        || !q.0.is_multiple_of(blocks)
+        || heads == 0
+        || !q.1.is_multiple_of(heads)
+    {
+        return Err(crate::error::Error::input(format!(
+            "block_attention: q {q:?}, k {k:?}, v {v:?} must be one shape whose rows split into {blocks} blocks and columns into {heads} heads"
+        )));
+    }
+    Ok(q.0 / blocks)
 }

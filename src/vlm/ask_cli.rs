@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::engine::FinishReason;
 use super::model::{Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoPath, Visual};
 use super::picture::provenance_png;
 use super::video::{load_frames_dir, load_image, load_video};
@@ -76,7 +77,8 @@ pub struct AskArgs {
     /// Draw the sampled frames with the cells the video tokens average over.
     #[arg(long)]
     pub provenance: Option<PathBuf>,
-    /// Print one JSON object {"answer", "token_ids", "timings_ms", "video_path", "tokens"}
+    /// Print one JSON object {"answer", "token_ids", "timings_ms", "video_path",
+    /// "finish_reason", "tokens"}
     /// instead of streaming.
     #[arg(long)]
     pub json: bool,
@@ -112,6 +114,9 @@ pub fn run(a: AskArgs) -> Result<()> {
             "--top-p must be in (0, 1] and --temperature ≥ 0",
         ));
     }
+    if let Some(p) = &a.provenance {
+        crate::io::check_output_path(p, &[])?;
+    }
     let load = LoadOptions {
         device: a.backend,
         gpu_weights: a.gpu_weights,
@@ -141,6 +146,16 @@ pub fn run(a: AskArgs) -> Result<()> {
         return Err(Error::input("pass --video, --frames or --image"));
     };
     decoding.finish_and_clear();
+    if let Visual::Video(frames) = &visual {
+        if frames.len() < a.num_frames {
+            eprintln!(
+                "note: the input has {} frames, fewer than --num-frames {}; using all {}",
+                frames.len(),
+                a.num_frames,
+                frames.len()
+            );
+        }
+    }
 
     let opts = AskOptions {
         max_new_tokens: a.max_new_tokens,
@@ -187,6 +202,7 @@ pub fn run(a: AskArgs) -> Result<()> {
                 .map(|(k, v)| (k.clone(), serde_json::json!(v)))
                 .collect::<serde_json::Map<String, serde_json::Value>>(),
             "video_path": answer.video_path.map(VideoPath::name),
+            "finish_reason": answer.finish_reason.name(),
             "tokens": {
                 "images": answer.images,
                 "visual": answer.visual_tokens,
@@ -199,9 +215,15 @@ pub fn run(a: AskArgs) -> Result<()> {
         println!();
     }
     eprintln!("{}", describe_path(&answer, &visual));
+    if answer.finish_reason == FinishReason::Context {
+        eprintln!(
+            "note: the answer stopped at the model's context limit ({} tokens: max_position_embeddings); ask with fewer frames or tiles to leave it room",
+            model.config().llm.max_positions
+        );
+    }
     if let (Some(path), Some(p)) = (&a.provenance, &answer.provenance) {
         if let Visual::Video(frames) = &visual {
-            provenance_png(frames, p, model.config().ps_version, path)?;
+            provenance_png(frames, p, model.config().internvl()?.ps_version, path)?;
             eprintln!("provenance drawn to {}", path.display());
         }
     } else if a.provenance.is_some() {

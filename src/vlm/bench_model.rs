@@ -108,14 +108,15 @@ impl BenchInputs {
         let prompt = match linvt_queries {
             Some(q) => Prompt::build(&tokenizer, &template, QUESTION, q)?,
             None => {
-                let spans = vec![config.tokens_per_frame(); frames];
+                let spans = vec![config.internvl()?.tokens_per_frame(); frames];
                 let question = super::internvl::frames_question(frames, QUESTION);
                 Prompt::build_spans(&tokenizer, &template, &question, &spans)?
             }
         };
-        let clip = moving_square_clip(frames, config.vision.image_size);
+        let size = config.internvl()?.vision.image_size;
+        let clip = moving_square_clip(frames, size);
         let t0 = Instant::now();
-        let pixels = pixel_values(&clip, config.vision.image_size)?;
+        let pixels = pixel_values(&clip, size)?;
         Ok(BenchInputs {
             pixels,
             frames,
@@ -272,7 +273,7 @@ pub fn measure<O: VlmOps>(
         backend: backend.to_string(),
         frames: inputs.frames,
         video_path: if e.linvt.is_some() { "linvt" } else { "frames" }.to_string(),
-        vision_tokens: inputs.frames * e.config.tokens_per_frame(),
+        vision_tokens: inputs.frames * e.config.internvl()?.tokens_per_frame(),
         linvt_tokens: inputs.prompt.context_positions.len(),
         prompt_tokens: len,
         decode_steps: opts.decode_steps,

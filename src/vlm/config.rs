@@ -1,6 +1,7 @@
-//! The model directory's `config.json` (InternVLChatConfig, as OpenGVLab publishes it, with or
-//! without the LinVT code's `linvt_config`): vision encoder, LLM and the glue between them,
-//! validated against what this crate implements.
+//! The model directory's `config.json`, validated against what this crate implements: the LLM,
+//! the chat template, LinVT's query count when the checkpoint carries LinVT (`linvt_config`),
+//! and the host's own part ([`Host`]): InternVL (`InternVLChatConfig` as OpenGVLab publishes
+//! it, or the transformers-native `InternVLConfig`) or Qwen2-VL / Qwen2.5-VL.
 
 use serde_json::Value;
 
@@ -20,8 +21,14 @@ pub const SUPPORTED_TEMPLATES: &[&str] = &[
 /// without a system turn.
 pub const HF_TEMPLATE: &str = "internvl-hf";
 /// Checkpoint layouts (`architectures[0]`).
-pub const SUPPORTED_ARCHITECTURES: &[&str] =
-    &["InternVLChatModel", "InternVLForConditionalGeneration"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "InternVLChatModel",
+    "InternVLForConditionalGeneration",
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+];
+/// The chat template of Qwen2-VL and Qwen2.5-VL checkpoints.
+pub const QWEN2_VL_TEMPLATE: &str = "qwen2-vl";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
@@ -101,28 +108,76 @@ pub struct ImageTiling {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VlmConfig {
-    pub vision: VisionConfig,
     pub llm: LlmConfig,
+    pub template: String,
+    /// LinVT's query count when the checkpoint carries LinVT (`linvt_config`); None for a plain
+    /// checkpoint (a LinVT plug-in brings its own).
+    pub num_video_query_token: Option<usize>,
+    /// The host's vision side and its glue to the LLM.
+    pub host: Host,
+}
+
+/// What differs between host families.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Host {
+    InternVl(InternVlConfig),
+    Qwen2Vl(Qwen2VlConfig),
+}
+
+/// InternVL's vision side: InternViT, pixel shuffle, `mlp1`, tiling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InternVlConfig {
+    pub vision: VisionConfig,
     /// Pixel-shuffle factor s = 1/downsample_ratio: s×s patches become one token.
     pub shuffle: usize,
     /// Encoder layers actually run (from `select_layer`).
     pub vision_layers_used: usize,
-    pub template: String,
     pub ps_version: PsVersion,
-    /// LinVT's query count when the checkpoint carries LinVT (`linvt_config`); None for a plain
-    /// InternVL checkpoint (a LinVT plug-in brings its own).
-    pub num_video_query_token: Option<usize>,
     pub tiling: ImageTiling,
     /// Weights in the transformers-native layout (`InternVLForConditionalGeneration`), else
     /// the remote-code layout (see `layout.rs`).
     pub hf_layout: bool,
 }
 
-impl VlmConfig {
-    /// Visual tokens per frame after pixel shuffle.
+impl InternVlConfig {
+    /// Visual tokens per frame (tile) after pixel shuffle.
     pub fn tokens_per_frame(&self) -> usize {
         let g = self.vision.grid() / self.shuffle;
         g * g
+    }
+}
+
+/// Qwen2-VL's and Qwen2.5-VL's vision side and special tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Qwen2VlConfig {
+    pub vision: super::qwen2_vit::Qwen2VisionConfig,
+    pub image_token: u32,
+    pub video_token: u32,
+    pub vision_start_token: u32,
+    pub vision_end_token: u32,
+    /// Qwen2.5-VL: a video's temporal positions advance by this many per second.
+    pub tokens_per_second: Option<f64>,
+}
+
+impl VlmConfig {
+    /// The InternVL part, or an error for another host.
+    pub fn internvl(&self) -> Result<&InternVlConfig> {
+        match &self.host {
+            Host::InternVl(c) => Ok(c),
+            Host::Qwen2Vl(_) => Err(Error::input(
+                "this needs an InternVL model, and this one is Qwen2-VL",
+            )),
+        }
+    }
+
+    /// The Qwen2-VL part, or an error for another host.
+    pub fn qwen2_vl(&self) -> Result<&Qwen2VlConfig> {
+        match &self.host {
+            Host::Qwen2Vl(c) => Ok(c),
+            Host::InternVl(_) => Err(Error::input(
+                "this needs a Qwen2-VL model, and this one is InternVL",
+            )),
+        }
     }
 }
 
@@ -190,6 +245,8 @@ impl VlmConfig {
             "InternVLForConditionalGeneration" => {
                 Self::from_remote(&hf_as_remote(v, preprocessor)?, generation_eos, true)
             }
+            "Qwen2VLForConditionalGeneration" => Self::from_qwen2_vl(v, generation_eos, false),
+            "Qwen2_5_VLForConditionalGeneration" => Self::from_qwen2_vl(v, generation_eos, true),
             other => Err(unsupported("architecture", other, SUPPORTED_ARCHITECTURES)),
         }
     }
@@ -278,15 +335,90 @@ impl VlmConfig {
             thumbnail: bool_or(v, "use_thumbnail", false),
         };
         Ok(VlmConfig {
-            vision,
             llm,
-            shuffle,
-            vision_layers_used: used as usize,
             template,
-            ps_version,
             num_video_query_token,
-            tiling,
-            hf_layout,
+            host: Host::InternVl(InternVlConfig {
+                vision,
+                shuffle,
+                vision_layers_used: used as usize,
+                ps_version,
+                tiling,
+                hf_layout,
+            }),
+        })
+    }
+
+    /// A Qwen2-VL (`qwen2_5`: Qwen2.5-VL) `config.json`: the text fields at the top level (the
+    /// hub's form) or in `text_config` (as transformers ≥ 4.52 saves it, which also keeps them
+    /// at the top level), `vision_config`, the special-token ids.
+    fn from_qwen2_vl(v: &Value, generation_eos: Vec<u32>, qwen2_5: bool) -> Result<Self> {
+        let mut text = v.get("text_config").cloned().unwrap_or_else(|| v.clone());
+        // The decoder is Qwen2's; the file names its own architecture.
+        text["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+        for key in ["tie_word_embeddings", "rope_scaling", "rope_theta"] {
+            if text.get(key).is_none() {
+                if let Some(x) = v.get(key) {
+                    text[key] = x.clone();
+                }
+            }
+        }
+        // transformers 5: `rope_parameters` {rope_type, mrope_section, rope_theta}.
+        if let Some(rp) = text.get("rope_parameters").cloned() {
+            if text.get("rope_scaling").is_none() {
+                text["rope_scaling"] = rp.clone();
+            }
+            if let (None, Some(theta)) = (text.get("rope_theta"), rp.get("rope_theta")) {
+                text["rope_theta"] = theta.clone();
+            }
+        }
+        if text
+            .get("rope_scaling")
+            .and_then(|r| r.get("mrope_section"))
+            .is_none()
+        {
+            return Err(cfg_err(
+                "rope_scaling.mrope_section is missing; Qwen2-VL's decoder rotates by three position axes",
+            ));
+        }
+        let llm = Self::llm(&text, generation_eos)?;
+        let vc = get(v, "vision_config", "")?;
+        let vision = super::qwen2_vit::Qwen2VisionConfig::from_json(vc, qwen2_5)?;
+        if vision.out_width != llm.hidden_size {
+            return Err(cfg_err(format!(
+                "the vision merger's output width {} differs from the LLM hidden size {}",
+                vision.out_width, llm.hidden_size
+            )));
+        }
+        let token = |key: &str, default: u32| -> u32 {
+            v.get(key)
+                .and_then(Value::as_u64)
+                .map_or(default, |x| x as u32)
+        };
+        Ok(VlmConfig {
+            llm,
+            template: QWEN2_VL_TEMPLATE.to_string(),
+            num_video_query_token: v
+                .get("linvt_config")
+                .and_then(|l| l.get("num_video_query_token"))
+                .and_then(Value::as_u64)
+                .map(|q| q as usize),
+            host: Host::Qwen2Vl(Qwen2VlConfig {
+                vision,
+                image_token: token("image_token_id", 151655),
+                video_token: token("video_token_id", 151656),
+                vision_start_token: token("vision_start_token_id", 151652),
+                vision_end_token: token("vision_end_token_id", 151653),
+                tokens_per_second: if qwen2_5 {
+                    Some(
+                        vc.get("tokens_per_second")
+                            .and_then(Value::as_f64)
+                            .unwrap_or(2.0),
+                    )
+                } else {
+                    None
+                },
+            }),
         })
     }
 

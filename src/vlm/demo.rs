@@ -51,9 +51,9 @@ fn ask_on(dir: &Path, backend: Device, frames: &[Frame]) -> Result<Run> {
             Device::Cpu => "cpu",
             Device::Gpu => "gpu",
         },
-        tokens_per_frame: config.tokens_per_frame(),
+        tokens_per_frame: config.internvl()?.tokens_per_frame(),
         linvt_tokens: answer.prompt_visual_tokens,
-        ps_version: config.ps_version,
+        ps_version: config.internvl()?.ps_version,
         load_ms: model.load_ms,
         answer,
     })

@@ -2,7 +2,7 @@
 //! `forward()`'s token flow as a method (the golden tests call them one by one; `VideoLlm::ask`
 //! strings them together).
 
-use super::config::VlmConfig;
+use super::config::{Host, VlmConfig};
 use super::decoder::{self, DecoderParams};
 use super::layout::Layout;
 use super::lora::Lora;
@@ -55,10 +55,34 @@ pub struct GenerateOptions {
     pub keep_step_logits: bool,
 }
 
+/// Why generation stopped (OpenAI's `finish_reason`, plus the context limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop id (end of turn) was generated.
+    #[default]
+    Stop,
+    /// `max_new_tokens` were generated.
+    Length,
+    /// The model's context is full (`max_position_embeddings`).
+    Context,
+}
+
+impl FinishReason {
+    /// "stop", "length" or "context".
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Context => "context",
+        }
+    }
+}
+
 /// What generation produced.
 #[derive(Clone, Debug, Default)]
 pub struct Generated {
     pub ids: Vec<u32>,
+    pub finish_reason: FinishReason,
     /// (vocab) per step when asked for.
     pub step_logits: Vec<Tensor>,
     /// Milliseconds of the prefill up to the first token's id (the time to first token, device
@@ -112,7 +136,10 @@ impl<O: VlmOps> Engine<O> {
         let mut r = WeightReader::new(store, &mut upload);
         r.on_tensor = Some(on_tensor);
         r.lora = sources.lora;
-        r.layout = Layout::detect(store, config.hf_layout);
+        r.layout = match &config.host {
+            Host::InternVl(c) => Layout::detect(store, c.hf_layout),
+            Host::Qwen2Vl(_) => Layout::detect_qwen2_vl(store),
+        };
         let vision = Vision::load(&mut r, &config)?;
         let decoder = decoder::load(&mut r, &config.llm)?;
         if let Some(lora) = sources.lora {
@@ -138,11 +165,20 @@ impl<O: VlmOps> Engine<O> {
         vision::project(&mut self.ops, &self.vision, &self.config, hidden, frames)
     }
 
+    /// Qwen2-VL's vision tower on flattened patches of `grids` (see `vision::qwen2_tokens`).
+    pub fn qwen2_vision(
+        &mut self,
+        pixels: &Tensor,
+        grids: &[super::qwen2_vit::Grid],
+    ) -> Result<O::T> {
+        vision::qwen2_tokens(&mut self.ops, &self.vision, &self.config, pixels, grids)
+    }
+
     /// `encode` then `project`, a chunk of images at a time when all of them at once would
     /// exceed the executor's binding limit.
     pub fn vision(&mut self, pixels: &Tensor) -> Result<O::T> {
         let frames = pixels.shape().first().copied().unwrap_or(0);
-        let (rows_per_frame, width) = vision::footprint(&self.vision, &self.config);
+        let (rows_per_frame, width) = vision::footprint(&self.config)?;
         let chunk = (self.rows_per_op(width) / rows_per_frame).max(1);
         if frames <= chunk {
             let h = self.encode(pixels)?;
@@ -214,7 +250,7 @@ impl<O: VlmOps> Engine<O> {
     /// LinVT's sizes for a clip of `frames` frames conditioned on `text`.
     pub fn linvt_dims(&self, frames: usize, text: &O::T) -> Result<Dims> {
         let top_k = self.linvt()?.config.top_k;
-        let tokens = self.config.tokens_per_frame();
+        let tokens = self.config.internvl()?.tokens_per_frame();
         Ok(Dims {
             frames,
             tokens,
@@ -297,6 +333,21 @@ impl<O: VlmOps> Engine<O> {
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Generated> {
         let len = self.ops.row_count(embeds);
+        self.generate_at(embeds, &Positions::range(0, len), 0, opts, on_token)
+    }
+
+    /// [`Self::generate`] with the prompt's rotary `positions` (a host's own scheme, e.g.
+    /// Qwen2-VL's three axes); the token at slot n ≥ prompt length then sits at position
+    /// n + `delta` on every axis.
+    pub fn generate_at(
+        &mut self,
+        embeds: &O::T,
+        positions: &Positions,
+        delta: i64,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32),
+    ) -> Result<Generated> {
+        let len = self.ops.row_count(embeds);
         let max_pos = self.config.llm.max_positions;
         if len >= max_pos {
             return Err(Error::input(format!(
@@ -307,7 +358,7 @@ impl<O: VlmOps> Engine<O> {
         let mut cache = self.new_cache(capacity)?;
         let mut out = Generated::default();
         let t0 = now_ms();
-        let hidden = self.decode(embeds, &mut cache, 0)?;
+        let hidden = self.decode_at(embeds, &mut cache, 0, positions)?;
         let last = self.ops.rows(&hidden, len - 1, 1);
         let mut logits = self.logits(&last)?;
         let mut t1 = now_ms();
@@ -329,11 +380,23 @@ impl<O: VlmOps> Engine<O> {
             // Stop at a stop id, a full context, or the last requested token (whose successor's
             // logits would never be used).
             let last = position + 1 == len + opts.max_new_tokens;
-            if opts.stop_ids.contains(&id) || position >= capacity || last {
+            let reason = if opts.stop_ids.contains(&id) {
+                Some(FinishReason::Stop)
+            } else if last {
+                Some(FinishReason::Length)
+            } else if position + 1 >= max_pos {
+                Some(FinishReason::Context)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                out.finish_reason = reason;
                 break;
             }
             let x = self.embed(&[id])?;
-            let hidden = self.decode(&x, &mut cache, position)?;
+            let at = (position as i64 + delta).max(0) as usize;
+            let step = Positions::range_on_axes(at, 1, positions.axes());
+            let hidden = self.decode_at(&x, &mut cache, position, &step)?;
             logits = self.logits(&hidden)?;
         }
         out.decode_ms = now_ms() - t1;

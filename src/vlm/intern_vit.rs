@@ -1,7 +1,7 @@
 //! InternViT, InternVL's vision encoder, written once over `VlmOps`. Weight names are the
 //! released model's (`vision_model.*`); its projector is `internvl_projector.rs`.
 
-use super::config::{NormKind, VisionConfig, VlmConfig};
+use super::config::{InternVlConfig, NormKind, VisionConfig};
 use super::weights::WeightReader;
 use crate::error::{Error, Result};
 use crate::ops::Axis;
@@ -59,7 +59,7 @@ fn norm_params<T>(
 }
 
 impl<T> VitParams<T> {
-    pub fn load(r: &mut WeightReader<T>, cfg: &VlmConfig) -> Result<Self> {
+    pub fn load(r: &mut WeightReader<T>, cfg: &InternVlConfig) -> Result<Self> {
         let v = &cfg.vision;
         let (c, p, ch) = (v.hidden_size, v.patch_size, v.channels);
         let e = "vision_model.embeddings";

@@ -97,11 +97,12 @@ pub fn prepare<O: VlmOps>(
     let mut clock = StageClock::default();
     clock.mark(Some("preprocess"));
     on_stage("preprocess");
-    let size = e.config.vision.image_size;
+    let host = e.config.internvl()?.clone();
+    let size = host.vision.image_size;
     let images: Vec<Frame> = match visual {
         Visual::Video(frames) => frames.clone(),
         Visual::Image(f) => {
-            let t = e.config.tiling;
+            let t = host.tiling;
             match opts.max_tiles {
                 Some(max) => dynamic_tiles(f, size, t.min_tiles.min(max), max, t.thumbnail),
                 None if t.dynamic => dynamic_tiles(f, size, t.min_tiles, t.max_tiles, t.thumbnail),
@@ -114,7 +115,7 @@ pub fn prepare<O: VlmOps>(
     on_stage("vision encoder");
     let tokens = e.vision(&pixels)?;
     e.sync(&tokens)?;
-    let n = e.config.tokens_per_frame();
+    let n = host.tokens_per_frame();
     let visual_tokens = images.len() * n;
     let input = match visual {
         Visual::Image(_) => {

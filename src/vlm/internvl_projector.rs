@@ -2,7 +2,7 @@
 //! (CLS dropped) and `mlp1` (LayerNorm → Linear → GELU → Linear) to the LLM's width. Weight
 //! names are the released model's (`mlp1.*`).
 
-use super::config::{PsVersion, VlmConfig};
+use super::config::{InternVlConfig, PsVersion};
 use super::weights::WeightReader;
 use crate::error::Result;
 use crate::ops::VlmOps;
@@ -18,9 +18,10 @@ pub struct ProjectorParams<T> {
 }
 
 impl<T> ProjectorParams<T> {
-    pub fn load(r: &mut WeightReader<T>, cfg: &VlmConfig) -> Result<Self> {
+    /// `mlp1` from the pixel-shuffled encoder width to the LLM's `llm_hidden`.
+    pub fn load(r: &mut WeightReader<T>, cfg: &InternVlConfig, llm_hidden: usize) -> Result<Self> {
         let inner = cfg.vision.hidden_size * cfg.shuffle * cfg.shuffle;
-        let h = cfg.llm.hidden_size;
+        let h = llm_hidden;
         Ok(ProjectorParams {
             norm_w: r.get("mlp1.0.weight", &[inner])?,
             norm_b: r.get("mlp1.0.bias", &[inner])?,
@@ -64,7 +65,7 @@ pub fn pixel_shuffle_ids(frames: usize, grid: usize, s: usize, version: PsVersio
 pub fn project<O: VlmOps>(
     ops: &mut O,
     p: &ProjectorParams<O::T>,
-    cfg: &VlmConfig,
+    cfg: &InternVlConfig,
     hidden: &O::T,
     frames: usize,
 ) -> Result<O::T> {

@@ -17,6 +17,11 @@ pub enum Layout {
     Remote,
     /// `InternVLForConditionalGeneration` names; `prefixed` = the `model.`-prefixed form.
     Hf { prefixed: bool },
+    /// `Qwen2VLForConditionalGeneration` / `Qwen2_5_VL…`: the hub form (`visual.*`,
+    /// `model.layers.*`, `lm_head.weight`) or, `prefixed`, the one transformers ≥ 4.52 keeps in
+    /// memory (`model.visual.*`, `model.language_model.*`, `lm_head.weight`). The model code asks
+    /// for the decoder as `language_model.*` and the vision tower as `visual.*`.
+    Qwen2Vl { prefixed: bool },
 }
 
 /// Where a requested tensor lives.
@@ -40,10 +45,19 @@ impl Layout {
         }
     }
 
+    /// A Qwen2-VL store's layout (whichever prefix form it uses).
+    pub fn detect_qwen2_vl(store: &TensorStore) -> Layout {
+        Layout::Qwen2Vl {
+            prefixed: store.keys().any(|k| k.starts_with("model.language_model.")),
+        }
+    }
+
     /// Where the tensor the model code calls `key` lives.
     pub fn resolve(&self, key: &str) -> Source {
-        let Layout::Hf { prefixed } = *self else {
-            return Source::Key(key.to_string());
+        let prefixed = match *self {
+            Layout::Remote => return Source::Key(key.to_string()),
+            Layout::Qwen2Vl { prefixed } => return Source::Key(qwen2_vl_key(key, prefixed)),
+            Layout::Hf { prefixed } => prefixed,
         };
         let p = if prefixed { "model." } else { "" };
         if let Some(rest) = key.strip_prefix("language_model.") {
@@ -111,6 +125,20 @@ impl Layout {
     }
 }
 
+/// A Qwen2-VL checkpoint's name for `key` (see [`Layout::Qwen2Vl`]).
+fn qwen2_vl_key(key: &str, prefixed: bool) -> String {
+    if let Some(rest) = key.strip_prefix("language_model.") {
+        return match (prefixed, rest.strip_prefix("model.")) {
+            (true, Some(inner)) => format!("model.language_model.{inner}"),
+            _ => rest.to_string(), // model.* (hub) or lm_head.weight (both)
+        };
+    }
+    match (prefixed, key.strip_prefix("visual.")) {
+        (true, Some(_)) => format!("model.{key}"),
+        _ => key.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +193,42 @@ mod tests {
             "model.vision_tower.encoder.layer.1.lambda_1"
         );
         assert_eq!(key(&Layout::Remote, "mlp1.1.weight"), "mlp1.1.weight");
+    }
+
+    #[test]
+    fn qwen2_vl_names_in_both_forms() {
+        let hub = Layout::Qwen2Vl { prefixed: false };
+        let newer = Layout::Qwen2Vl { prefixed: true };
+        let cases = [
+            (
+                "language_model.model.layers.0.self_attn.q_proj.weight",
+                "model.layers.0.self_attn.q_proj.weight",
+                "model.language_model.layers.0.self_attn.q_proj.weight",
+            ),
+            (
+                "language_model.model.embed_tokens.weight",
+                "model.embed_tokens.weight",
+                "model.language_model.embed_tokens.weight",
+            ),
+            (
+                "language_model.lm_head.weight",
+                "lm_head.weight",
+                "lm_head.weight",
+            ),
+            (
+                "visual.blocks.0.attn.qkv.weight",
+                "visual.blocks.0.attn.qkv.weight",
+                "model.visual.blocks.0.attn.qkv.weight",
+            ),
+            (
+                "visual.merger.mlp.0.bias",
+                "visual.merger.mlp.0.bias",
+                "model.visual.merger.mlp.0.bias",
+            ),
+        ];
+        for (asked, in_hub, in_newer) in cases {
+            assert_eq!(key(&hub, asked), in_hub);
+            assert_eq!(key(&newer, asked), in_newer);
+        }
     }
 }

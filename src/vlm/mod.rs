@@ -1,7 +1,7 @@
-//! The video-LLM: InternVL2-family host (InternViT → pixel shuffle → `mlp1` → LinVT → Qwen2)
-//! written once over `ops::VlmOps` (docs/design.md "one forward, two executors"), with a CPU
-//! executor. `engine` holds one executor's parameters and runs each stage of the released
-//! `forward()`'s token flow; `model::VideoLlm` adds the tokenizer, inputs and `ask`.
+//! The video-LLM: hosts composed of parts — vision encoder + projector (`vision`), LinVT, a
+//! decoder family (`decoder`) — written once over `ops::VlmOps` (docs/design.md "one forward,
+//! two executors"); InternVL's token flow is `internvl`. `engine` holds one executor's
+//! parameters and runs each stage; `model::VideoLlm` adds the tokenizer, inputs and `ask`.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ask_cli;
@@ -30,6 +30,9 @@ pub mod preprocess;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod prompt;
 pub mod qwen2;
+pub mod qwen2_merger;
+pub mod qwen2_vit;
+pub mod qwen2_vl;
 pub mod rope;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;

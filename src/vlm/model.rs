@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{ids_of, VlmConfig};
-use super::engine::{Engine, EngineSources, GenerateOptions};
+use super::engine::{Engine, EngineSources, FinishReason, GenerateOptions};
 use super::internvl::{self, HostOptions};
 pub use super::internvl::{VideoPath, Visual};
 use super::lora::Lora;
@@ -95,6 +95,8 @@ pub struct Answer {
     /// Visual tokens out of the projector, and in the prompt (fewer after LinVT).
     pub visual_tokens: usize,
     pub prompt_visual_tokens: usize,
+    /// Why the answer ended: a stop token, `max_new_tokens`, or the model's context.
+    pub finish_reason: FinishReason,
 }
 
 /// Reads and validates a model directory: `config.json`, `generation_config.json` (optional),
@@ -361,6 +363,7 @@ impl AskContext<'_> {
             images: input.images,
             visual_tokens: input.visual_tokens,
             prompt_visual_tokens: input.prompt_visual_tokens,
+            finish_reason: generated.finish_reason,
         })
     }
 }

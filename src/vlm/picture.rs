@@ -83,6 +83,8 @@ pub fn provenance_png(
             }
         }
     }
-    img.save(path)
-        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| Error::input(format!("cannot encode {}: {e}", path.display())))?;
+    crate::io::write_atomic(path, png.get_ref())
 }

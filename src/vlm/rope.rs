@@ -30,6 +30,9 @@ pub struct RopeScaling {
     pub head_dim: usize,
     pub theta: f64,
     pub scaling: Scaling,
+    /// Qwen2-VL's multimodal RoPE (`mrope_section`): rotary pairs per position axis (temporal,
+    /// height, width); None: one axis.
+    pub sections: Option<Vec<usize>>,
 }
 
 impl RopeScaling {
@@ -50,7 +53,8 @@ impl RopeScaling {
                     .and_then(Value::as_str)
                     .unwrap_or("(none)");
                 match kind {
-                    "default" => Scaling::None,
+                    // Qwen2-VL's hub configs say "mrope"; transformers rewrites it "default".
+                    "default" | "mrope" => Scaling::None,
                     // InternLM2's dynamic NTK changes the base only past
                     // max_position_embeddings, beyond the context this crate allows.
                     "dynamic" => Scaling::None,
@@ -101,6 +105,27 @@ impl RopeScaling {
                 }
             }
         };
+        let sections = match lc.get("rope_scaling").and_then(|s| s.get("mrope_section")) {
+            None | Some(Value::Null) => None,
+            Some(m) => {
+                let v: Vec<usize> = m
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_u64)
+                            .map(|x| x as usize)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if v.is_empty() || v.iter().sum::<usize>() != head_dim / 2 {
+                    return Err(format!(
+                        "rope_scaling.mrope_section {m} must add up to the {} rotary pairs (head_dim / 2)",
+                        head_dim / 2
+                    ));
+                }
+                Some(v)
+            }
+        };
         if let Some(p) = lc.get("partial_rotary_factor").and_then(Value::as_f64) {
             if p != 1.0 {
                 return Err(format!(
@@ -112,6 +137,7 @@ impl RopeScaling {
             head_dim,
             theta,
             scaling,
+            sections,
         })
     }
 
@@ -121,6 +147,7 @@ impl RopeScaling {
             head_dim,
             theta,
             scaling: Scaling::None,
+            sections: None,
         }
     }
 
@@ -129,6 +156,9 @@ impl RopeScaling {
     /// switches when generation crosses it, keeping keys already rotated with the short ones).
     pub fn for_length(&self, positions: usize) -> Rope {
         let mut rope = Rope::new(self.head_dim, self.theta);
+        if let Some(sections) = &self.sections {
+            rope.sections = sections.clone(); // checked against head_dim when read
+        }
         match &self.scaling {
             Scaling::None => {}
             Scaling::Linear { factor } => rope.inv_freq.iter_mut().for_each(|f| *f /= factor),

@@ -327,8 +327,9 @@ fn write_safetensors(
                 .map_err(|e| Error::input(format!("cannot build tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, metadata, path)
-        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))?;
+    crate::io::write_atomic(path, &crate::io::canonical_safetensors(bytes)?)
 }
 
 /// A byte-level BPE tokenizer of `vocab` ids: the tiny fixture's 988 learned tokens and merges,
@@ -498,7 +499,7 @@ mod tests {
             assert_eq!((n as f64 / unit).round(), published, "{like}: {n}");
             let cfg =
                 crate::vlm::config::VlmConfig::from_json(&config_json(&s), vec![], None).unwrap();
-            assert_eq!(cfg.tokens_per_frame(), 256);
+            assert_eq!(cfg.internvl().unwrap().tokens_per_frame(), 256);
             assert_eq!(cfg.llm.vocab_size, s.llm.vocab);
             let json = serde_json::to_vec(&tokenizer_json(&s).unwrap()).unwrap();
             let tok = tokenizers::Tokenizer::from_bytes(json).unwrap();

@@ -1,0 +1,288 @@
+//! The Qwen2-VL and Qwen2.5-VL parts against transformers 4.57.6 on tiny random models
+//! (tests/fixtures/qwen2vl-tiny, made by scripts/goldens/qwen2vl_hf.py; see its README): the
+//! vision tower (patch embedding, 2-D rotary attention per image and temporal group, Qwen2.5-VL's
+//! windows, the merger) on the processor's pixel values, on the CPU and GPU executors, and the
+//! 3-axis rotary positions of the prompts (`get_rope_index`).
+//!
+//! Tolerances (the fixture README's measurements): transformers' float32 vision outputs are
+//! within 6.4e-6 of a float64 run; a float32 reimplementation with another summation order lands
+//! in the same band, so the tower's output is held to 5e-5 (~8×). Positions exactly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ::linvt::cpu::CpuOps;
+use ::linvt::ops::VlmOps;
+use ::linvt::vlm::config::VlmConfig;
+use ::linvt::vlm::engine::{Engine, GenerateOptions};
+use ::linvt::vlm::model::{gpu_ops, load_engine, LinvtChoice, LoadOptions};
+use ::linvt::vlm::qwen2_vit::{Grid, Qwen2VisionConfig, Qwen2VitKind, WindowPlan};
+use ::linvt::vlm::qwen2_vl::{rope_index, vision_spans, VisionSpan};
+use ::linvt::weights::TensorStore;
+use ::linvt::{Device, Tensor};
+use common::assert_close;
+
+const MODELS: [&str; 2] = ["qwen2vl", "qwen25vl"];
+
+fn dir(model: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qwen2vl-tiny")
+        .join(model)
+}
+
+fn golden(model: &str) -> TensorStore {
+    TensorStore::open(&dir(model).join("golden.safetensors")).unwrap()
+}
+
+fn ints(g: &TensorStore, key: &str) -> Vec<i64> {
+    g.get_i64(key).unwrap().unwrap().1
+}
+
+fn config(model: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir(model).join("config.json")).unwrap()).unwrap()
+}
+
+fn grids(g: &TensorStore, key: &str) -> Vec<Grid> {
+    ints(g, key)
+        .chunks(3)
+        .map(|c| Grid {
+            t: c[0] as usize,
+            h: c[1] as usize,
+            w: c[2] as usize,
+        })
+        .collect()
+}
+
+fn engine<O: VlmOps>(ops: O, model: &str) -> Engine<O> {
+    let opts = LoadOptions {
+        linvt: LinvtChoice::Off,
+        ..LoadOptions::new(Device::Cpu)
+    };
+    load_engine(ops, &dir(model), &opts, &mut |_, _| {}).unwrap()
+}
+
+/// The vision tower of one executor: pixels and grids → LLM tokens on the host.
+type Tower<'a> = dyn FnMut(&Tensor, &[Grid]) -> Tensor + 'a;
+
+/// Both executors: the CPU always, the GPU when there is one.
+fn each_executor(model: &str, f: &mut dyn FnMut(&str, &mut Tower)) {
+    let mut cpu = engine(CpuOps::new(), model);
+    f("cpu", &mut |p, g| {
+        let t = cpu.qwen2_vision(p, g).unwrap();
+        cpu.ops.read_back(&t).unwrap()
+    });
+    if common::gpu().is_some() {
+        let ops = gpu_ops(&dir(model), &LoadOptions::new(Device::Gpu)).unwrap();
+        let mut gpu = engine(ops, model);
+        f("gpu", &mut |p, g| {
+            let t = gpu.qwen2_vision(p, g).unwrap();
+            gpu.ops.read_back(&t).unwrap()
+        });
+    }
+}
+
+/// (pixel values, grids, golden output) of each case: an image, a video of two temporal groups,
+/// and two images of different sizes in one call (image, then image2).
+fn cases(g: &TensorStore) -> Vec<(Tensor, Vec<Grid>, Tensor)> {
+    let t = |k: &str| g.get(k).unwrap().unwrap();
+    let (one, two) = (t("image.pixel_values"), t("image2.pixel_values"));
+    let both = Tensor::new(
+        vec![one.rows() + two.rows(), one.cols()],
+        [one.data(), two.data()].concat(),
+    )
+    .unwrap();
+    vec![
+        (one, grids(g, "image.image_grid_thw"), t("image.vision_out")),
+        (
+            t("video.pixel_values_videos"),
+            grids(g, "video.video_grid_thw"),
+            t("video.vision_out"),
+        ),
+        (
+            both,
+            grids(g, "multi.image_grid_thw"),
+            t("multi.image_vision_out"),
+        ),
+    ]
+}
+
+#[test]
+fn the_vision_tower_matches_transformers_on_both_executors() {
+    for model in MODELS {
+        let g = golden(model);
+        each_executor(model, &mut |device, run| {
+            for (pixels, grid, want) in cases(&g) {
+                let got = run(&pixels, &grid);
+                let what = format!("{device} {model} {grid:?}");
+                assert_close(&what, got.data(), want.data(), 5e-5, 0.0);
+            }
+        });
+    }
+}
+
+/// Qwen2.5-VL's windows as transformers' `get_window_index` lists them.
+#[test]
+fn windows_match_get_window_index() {
+    let g = golden("qwen25vl");
+    let c = Qwen2VisionConfig::from_json(&config("qwen25vl")["vision_config"], true).unwrap();
+    let Qwen2VitKind::Qwen25 { window_size, .. } = c.kind else {
+        panic!("not 2.5")
+    };
+    for (grid, index, cu) in [
+        (
+            "image.image_grid_thw",
+            "image.window_index",
+            "image.cu_window_seqlens",
+        ),
+        (
+            "video.video_grid_thw",
+            "video.window_index",
+            "video.cu_window_seqlens",
+        ),
+    ] {
+        let plan = WindowPlan::new(
+            &grids(&g, grid),
+            c.merge,
+            window_size / c.merge / c.patch_size,
+        );
+        let units: Vec<i64> = plan.units.iter().map(|&u| u as i64).collect();
+        assert_eq!(units, ints(&g, index), "{index}");
+        let mut bounds = vec![0i64];
+        for &(n, len) in &plan.windows.0 {
+            for _ in 0..n {
+                bounds.push(bounds.last().unwrap() + len as i64);
+            }
+        }
+        assert_eq!(bounds, ints(&g, cu), "{cu}");
+    }
+}
+
+/// The vision spans of a golden case's prompt (images and videos in order of appearance).
+fn spans(g: &TensorStore, model: &str, case: &str) -> Vec<VisionSpan> {
+    let cfg = VlmConfig::from_json(&config(model), vec![], None).unwrap();
+    let key = |k: &str| format!("{case}.{k}");
+    // The multi prompt's video is the video case's (same `second_per_grid_ts`); 1 s without.
+    let seconds = g
+        .get(&key("second_per_grid_ts"))
+        .unwrap()
+        .or(g.get("video.second_per_grid_ts").unwrap())
+        .map_or(1.0, |t| t.data()[0] as f64);
+    let videos: Vec<(Grid, f64)> = grids_or_empty(g, &key("video_grid_thw"))
+        .into_iter()
+        .map(|v| (v, seconds))
+        .collect();
+    let ids: Vec<u32> = ints(g, &key("input_ids"))
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    vision_spans(
+        &ids,
+        cfg.qwen2_vl().unwrap(),
+        &grids_or_empty(g, &key("image_grid_thw")),
+        &videos,
+    )
+    .unwrap()
+}
+
+/// `get_rope_index`: the 3-axis positions and the decode delta of each golden prompt, from the
+/// prompt ids and the grids.
+#[test]
+fn rope_positions_match_get_rope_index() {
+    for model in MODELS {
+        let g = golden(model);
+        for case in ["image", "video", "multi"] {
+            let len = ints(&g, &format!("{case}.input_ids")).len();
+            let (p, delta) = rope_index(len, &spans(&g, model, case)).unwrap();
+            let want = ints(&g, &format!("{case}.position_ids"));
+            // (3, L) axis-major in the golden; ours is row-major (L, 3).
+            let got: Vec<i64> = (0..3)
+                .flat_map(|a| (0..p.rows()).map(move |r| (a, r)))
+                .map(|(a, r)| p.row(r)[a] as i64)
+                .collect();
+            assert_eq!(got, want, "{model} {case} positions");
+            assert_eq!(
+                delta,
+                ints(&g, &format!("{case}.rope_deltas"))[0],
+                "{model} {case} delta"
+            );
+        }
+    }
+}
+
+/// The whole model on the golden inputs: the vision tower's tokens at the pad tokens (images
+/// and videos), the prompt's 3-axis positions, prefill and 8 greedy steps with the KV cache
+/// continuing at slot + delta: transformers' logits (2e-4: its float32 step logits are within
+/// 4.7e-5 of float64) and ids, on both executors.
+#[test]
+fn generation_matches_transformers_on_both_executors() {
+    for model in MODELS {
+        let g = golden(model);
+        let cpu = engine(CpuOps::new(), model);
+        generate_cases(cpu, &g, model, "cpu");
+        if common::gpu().is_some() {
+            let ops = gpu_ops(&dir(model), &LoadOptions::new(Device::Gpu)).unwrap();
+            generate_cases(engine(ops, model), &g, model, "gpu");
+        }
+    }
+}
+
+fn generate_cases<O: VlmOps>(mut e: Engine<O>, g: &TensorStore, model: &str, device: &str) {
+    let c = e.config.qwen2_vl().unwrap().clone();
+    for (case, t) in cases(g).into_iter().enumerate() {
+        let case = ["image", "video", "multi"][case];
+        let key = |k: &str| format!("{case}.{k}");
+        let ids: Vec<u32> = ints(g, &key("input_ids"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let at = |token: u32| -> Vec<u32> {
+            (0..ids.len() as u32)
+                .filter(|&i| ids[i as usize] == token)
+                .collect()
+        };
+        let mut x = e.embed(&ids).unwrap();
+        // Images (the case's own pixels), then the video (the video case's, in every case
+        // that has one).
+        if case != "video" {
+            let rows = e.qwen2_vision(&t.0, &t.1).unwrap();
+            x = e.ops.scatter_rows(&x, &at(c.image_token), &rows).unwrap();
+        }
+        if case != "image" {
+            let v = &cases(g)[1];
+            let rows = e.qwen2_vision(&v.0, &v.1).unwrap();
+            x = e.ops.scatter_rows(&x, &at(c.video_token), &rows).unwrap();
+        }
+        let (positions, delta) = rope_index(ids.len(), &spans(g, model, case)).unwrap();
+        let opts = GenerateOptions {
+            max_new_tokens: 8,
+            sampling: Default::default(),
+            stop_ids: vec![],
+            keep_step_logits: true,
+        };
+        let out = e
+            .generate_at(&x, &positions, delta, &opts, &mut |_| {})
+            .unwrap();
+        let what = format!("{device} {model} {case}");
+        let want: Vec<u32> = ints(g, &key("greedy_ids"))
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        assert_eq!(out.ids, want, "{what} greedy ids");
+        let got: Vec<f32> = out
+            .step_logits
+            .iter()
+            .flat_map(|t| t.data().to_vec())
+            .collect();
+        let want = g.get(&key("step_logits")).unwrap().unwrap();
+        assert_close(&format!("{what} logits"), &got, want.data(), 2e-4, 0.0);
+    }
+}
+
+fn grids_or_empty(g: &TensorStore, key: &str) -> Vec<Grid> {
+    if g.get_i64(key).unwrap().is_some() {
+        grids(g, key)
+    } else {
+        vec![]
+    }
+}
