@@ -7,7 +7,7 @@
 
 use linvt::config::LinvtConfig;
 use linvt::weights::{SafetensorsFile, TensorStore};
-use linvt::{CondenseOptions, Condensed, ConfigPatch, Error, Linvt, Result};
+use linvt::{CondenseOptions, Condensed, ConfigPatch, Linvt, Result};
 
 use crate::clock::now_ms;
 use crate::context;
