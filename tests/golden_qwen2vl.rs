@@ -16,9 +16,13 @@ use ::linvt::cpu::CpuOps;
 use ::linvt::ops::VlmOps;
 use ::linvt::vlm::config::VlmConfig;
 use ::linvt::vlm::engine::{Engine, GenerateOptions};
-use ::linvt::vlm::model::{gpu_ops, load_engine, LinvtChoice, LoadOptions};
+use ::linvt::vlm::model::{
+    gpu_ops, load_engine, AskOptions, LinvtChoice, LoadOptions, VideoLlm, Visual,
+};
+use ::linvt::vlm::preprocess::Frame;
 use ::linvt::vlm::qwen2_vit::{Grid, Qwen2VisionConfig, Qwen2VitKind, WindowPlan};
 use ::linvt::vlm::qwen2_vl::{rope_index, vision_spans, VisionSpan};
+use ::linvt::vlm::qwen2_vl_preprocess::{image_patches, video_patches};
 use ::linvt::weights::TensorStore;
 use ::linvt::{Device, Tensor};
 use common::assert_close;
@@ -284,5 +288,141 @@ fn grids_or_empty(g: &TensorStore, key: &str) -> Vec<Grid> {
         grids(g, key)
     } else {
         vec![]
+    }
+}
+
+/// uint8 frames of a (n, h, w, 3) golden tensor, or one (h, w, 3) image.
+fn frames(model: &str, key: &str) -> Vec<Frame> {
+    let bytes = std::fs::read(dir(model).join("golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(key).unwrap();
+    let s = t.shape();
+    let (h, w) = (s[s.len() - 3], s[s.len() - 2]);
+    t.data()
+        .chunks(h * w * 3)
+        .map(|c| Frame::new(w, h, c.to_vec()).unwrap())
+        .collect()
+}
+
+/// The video frames the processor used: `video.frame_indices` of the raw frames where the
+/// golden sampled them (Qwen2-VL's case), else all of them.
+fn video_frames(g: &TensorStore, model: &str) -> Vec<Frame> {
+    let all = frames(model, "video.frames_u8");
+    match g.get_i64("video.frame_indices").unwrap() {
+        Some((_, idx)) => idx.iter().map(|&i| all[i as usize].clone()).collect(),
+        None => all,
+    }
+}
+
+/// Our processor against transformers': images (PIL path) bit for bit up to f32 rounding; videos
+/// against the same frames resized by PIL (`video.pixel_values_videos_pil`) likewise, and
+/// within one uint8 level (0.015 after normalisation) of transformers' torchvision resize.
+#[test]
+fn preprocessing_matches_the_processor() {
+    for model in MODELS {
+        let g = golden(model);
+        let cfg = VlmConfig::from_json(
+            &config(model),
+            vec![],
+            Some(
+                &serde_json::from_str(
+                    &std::fs::read_to_string(dir(model).join("preprocessor_config.json")).unwrap(),
+                )
+                .unwrap(),
+            ),
+        )
+        .unwrap();
+        let c = cfg.qwen2_vl().unwrap();
+        for (image, pixels, grid) in [
+            ("image.u8", "image.pixel_values", "image.image_grid_thw"),
+            ("image2.u8", "image2.pixel_values", "image2.image_grid_thw"),
+        ] {
+            let (got, got_grid) =
+                image_patches(&frames(model, image)[0], &c.processor, &c.vision).unwrap();
+            assert_eq!(vec![got_grid], grids(&g, grid), "{model} {image} grid");
+            let want = g.get(pixels).unwrap().unwrap();
+            assert_close(
+                &format!("{model} {image}"),
+                got.data(),
+                want.data(),
+                1e-6,
+                0.0,
+            );
+        }
+        let (got, got_grid) =
+            video_patches(&video_frames(&g, model), &c.processor, &c.vision).unwrap();
+        assert_eq!(
+            vec![got_grid],
+            grids(&g, "video.video_grid_thw"),
+            "{model} video grid"
+        );
+        if let Some(pil) = g.get("video.pixel_values_videos_pil").unwrap() {
+            assert_close(
+                &format!("{model} video (PIL)"),
+                got.data(),
+                pil.data(),
+                1e-6,
+                0.0,
+            );
+        }
+        let want = g.get("video.pixel_values_videos").unwrap().unwrap();
+        assert_close(
+            &format!("{model} video"),
+            got.data(),
+            want.data(),
+            0.016,
+            0.0,
+        );
+    }
+}
+
+/// `VideoLlm::ask` end to end — our processor, chat template, vision tower, positions and
+/// generation — gives transformers' prompt ids and greedy ids for the image and the video
+/// (Qwen2.5-VL's video at the golden's 1 fps: 2 s per temporal group), on both executors.
+#[test]
+fn ask_reproduces_the_reference_prompts_and_answers() {
+    let mut devices = vec![Device::Cpu];
+    if common::gpu().is_some() {
+        devices.push(Device::Gpu);
+    }
+    for model in MODELS {
+        let g = golden(model);
+        let question = |case: &str| {
+            g.metadata()
+                .get(&format!("question.{case}"))
+                .unwrap()
+                .clone()
+        };
+        for device in &devices {
+            let mut m =
+                VideoLlm::load_with(&dir(model), &LoadOptions::new(*device), &mut |_, _| {})
+                    .unwrap();
+            let fps = g
+                .get("video.second_per_grid_ts")
+                .unwrap()
+                .map(|s| 2.0 / s.data()[0] as f64);
+            for (case, visual) in [
+                ("image", Visual::Image(frames(model, "image.u8").remove(0))),
+                ("video", Visual::Video(video_frames(&g, model))),
+            ] {
+                let opts = AskOptions {
+                    max_new_tokens: 8,
+                    fps,
+                    ..Default::default()
+                };
+                let a = m
+                    .ask(&visual, &question(case), &opts, &mut |_| {}, &mut |_| {})
+                    .unwrap();
+                let what = format!("{device:?} {model} {case}");
+                let want = |k: &str| -> Vec<u32> {
+                    ints(&g, &format!("{case}.{k}"))
+                        .iter()
+                        .map(|&x| x as u32)
+                        .collect()
+                };
+                assert_eq!(a.prompt_ids, want("input_ids"), "{what}: prompt ids");
+                assert_eq!(a.token_ids, want("greedy_ids"), "{what}: greedy ids");
+            }
+        }
     }
 }

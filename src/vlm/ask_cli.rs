@@ -167,6 +167,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         },
         provenance: a.provenance.is_some() && matches!(visual, Visual::Video(_)),
         max_tiles: a.max_tiles.map(usize::from),
+        fps: None,
     };
     let stage = bar(None, "vision encoder");
     stage.enable_steady_tick(Duration::from_millis(100));

@@ -104,6 +104,7 @@ impl BenchInputs {
             return Err(Error::input("the benchmark needs at least one frame"));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
+        tokenizer.require_internvl()?;
         let template = Template::by_name(&config.template)?;
         let prompt = match linvt_queries {
             Some(q) => Prompt::build(&tokenizer, &template, QUESTION, q)?,

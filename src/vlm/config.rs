@@ -16,6 +16,7 @@ pub const SUPPORTED_TEMPLATES: &[&str] = &[
     "phi3-chat",
     "internvl2_5",
     HF_TEMPLATE,
+    QWEN2_VL_TEMPLATE,
 ];
 /// The template of transformers-native (-hf) checkpoints: their chat template's chatml turns,
 /// without a system turn.
@@ -157,6 +158,8 @@ pub struct Qwen2VlConfig {
     pub vision_end_token: u32,
     /// Qwen2.5-VL: a video's temporal positions advance by this many per second.
     pub tokens_per_second: Option<f64>,
+    /// The image and video processors' settings.
+    pub processor: super::qwen2_vl_preprocess::Qwen2Processor,
 }
 
 impl VlmConfig {
@@ -245,8 +248,12 @@ impl VlmConfig {
             "InternVLForConditionalGeneration" => {
                 Self::from_remote(&hf_as_remote(v, preprocessor)?, generation_eos, true)
             }
-            "Qwen2VLForConditionalGeneration" => Self::from_qwen2_vl(v, generation_eos, false),
-            "Qwen2_5_VLForConditionalGeneration" => Self::from_qwen2_vl(v, generation_eos, true),
+            "Qwen2VLForConditionalGeneration" => {
+                Self::from_qwen2_vl(v, generation_eos, false, preprocessor)
+            }
+            "Qwen2_5_VLForConditionalGeneration" => {
+                Self::from_qwen2_vl(v, generation_eos, true, preprocessor)
+            }
             other => Err(unsupported("architecture", other, SUPPORTED_ARCHITECTURES)),
         }
     }
@@ -352,7 +359,12 @@ impl VlmConfig {
     /// A Qwen2-VL (`qwen2_5`: Qwen2.5-VL) `config.json`: the text fields at the top level (the
     /// hub's form) or in `text_config` (as transformers ≥ 4.52 saves it, which also keeps them
     /// at the top level), `vision_config`, the special-token ids.
-    fn from_qwen2_vl(v: &Value, generation_eos: Vec<u32>, qwen2_5: bool) -> Result<Self> {
+    fn from_qwen2_vl(
+        v: &Value,
+        generation_eos: Vec<u32>,
+        qwen2_5: bool,
+        preprocessor: Option<&Value>,
+    ) -> Result<Self> {
         let mut text = v.get("text_config").cloned().unwrap_or_else(|| v.clone());
         // The decoder is Qwen2's; the file names its own architecture.
         text["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
@@ -418,6 +430,10 @@ impl VlmConfig {
                 } else {
                     None
                 },
+                processor: super::qwen2_vl_preprocess::Qwen2Processor::from_json(
+                    preprocessor,
+                    None,
+                )?,
             }),
         })
     }

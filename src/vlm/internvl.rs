@@ -12,68 +12,15 @@
 //!   in its own `<img>…</img>`.
 
 use super::engine::Engine;
+pub use super::host::{HostInput, HostOptions, VideoPath, Visual};
 use super::preprocess::{dynamic_tiles, pixel_values, Frame};
 use super::prompt::{Prompt, Template};
 use super::tokenizer::Tokenizer;
 use crate::error::Result;
 use crate::linvt::forward::Want;
-use crate::linvt::provenance::{self, Provenance};
+use crate::linvt::provenance;
 use crate::ops::VlmOps;
 use crate::timing::StageClock;
-
-/// What the question is about.
-#[derive(Clone, Debug)]
-pub enum Visual {
-    /// Frames already sampled from a video.
-    Video(Vec<Frame>),
-    /// One image (LinVT is skipped).
-    Image(Frame),
-}
-
-/// Which path a video took.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VideoPath {
-    /// LinVT condensed the frames' tokens.
-    Linvt,
-    /// Every frame's tokens went to the LLM (`Frame{i}: <img>…</img>`).
-    Frames,
-}
-
-impl VideoPath {
-    pub fn name(self) -> &'static str {
-        match self {
-            VideoPath::Linvt => "linvt",
-            VideoPath::Frames => "frames",
-        }
-    }
-}
-
-/// How the host prepares the visual input.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostOptions {
-    /// Images: at most this many tiles (dynamic tiling on, whatever the checkpoint says); None:
-    /// the checkpoint's `max_dynamic_patch` when it enables `dynamic_image_size`, else one tile.
-    pub max_tiles: Option<usize>,
-    /// Also return which input cells each LinVT token averages.
-    pub provenance: bool,
-}
-
-/// The decoder's input for one question.
-pub struct HostInput<T> {
-    pub prompt: Prompt,
-    /// One row per `<IMG_CONTEXT>` of the prompt, in order.
-    pub rows: T,
-    /// Tiles (image) or frames (video) through the vision encoder.
-    pub images: usize,
-    /// Visual tokens out of the projector (before LinVT).
-    pub visual_tokens: usize,
-    /// Visual tokens in the prompt (after LinVT, if it ran).
-    pub prompt_visual_tokens: usize,
-    pub video_path: Option<VideoPath>,
-    pub provenance: Option<Provenance>,
-    /// (stage, milliseconds) of the host's stages.
-    pub timings_ms: Vec<(String, f64)>,
-}
 
 /// InternVL's video question for `frames` frames without LinVT: `Frame{i}: <image>\n` per frame,
 /// then the question (each `<image>` then takes one frame's tokens).
@@ -177,5 +124,6 @@ pub fn prepare<O: VlmOps>(
         video_path,
         provenance,
         timings_ms: clock.times,
+        rope: None,
     })
 }

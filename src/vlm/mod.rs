@@ -14,6 +14,8 @@ pub mod decoder;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod demo;
 pub mod engine;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod host;
 pub mod intern_vit;
 pub mod internlm2;
 #[cfg(not(target_arch = "wasm32"))]
@@ -33,6 +35,7 @@ pub mod qwen2;
 pub mod qwen2_merger;
 pub mod qwen2_vit;
 pub mod qwen2_vl;
+pub mod qwen2_vl_preprocess;
 pub mod rope;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod synth;

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::config::{ids_of, VlmConfig};
+use super::config::{ids_of, Host, VlmConfig};
 use super::engine::{Engine, EngineSources, FinishReason, GenerateOptions};
 use super::internvl::{self, HostOptions};
 pub use super::internvl::{VideoPath, Visual};
 use super::lora::Lora;
 use super::prompt::Template;
+use super::qwen2_vl_preprocess::Qwen2Processor;
 use super::tokenizer::Tokenizer;
 use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
@@ -65,6 +66,8 @@ pub struct AskOptions {
     pub provenance: bool,
     /// Images: at most this many tiles (see `internvl::HostOptions::max_tiles`).
     pub max_tiles: Option<usize>,
+    /// The rate the video's frames were sampled at (see `host::HostOptions::fps`).
+    pub fps: Option<f64>,
 }
 
 impl Default for AskOptions {
@@ -74,6 +77,7 @@ impl Default for AskOptions {
             sampling: SamplingParams::default(),
             provenance: false,
             max_tiles: None,
+            fps: None,
         }
     }
 }
@@ -128,7 +132,11 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
         .map(|g| ids_of(g.get("eos_token_id")))
         .unwrap_or_default();
     let preprocessor = read_json("preprocessor_config.json")?;
-    let cfg = VlmConfig::from_json(&config, eos, preprocessor.as_ref())?;
+    let mut cfg = VlmConfig::from_json(&config, eos, preprocessor.as_ref())?;
+    if let Host::Qwen2Vl(q) = &mut cfg.host {
+        let video = read_json("video_preprocessor_config.json")?;
+        q.processor = Qwen2Processor::from_json(preprocessor.as_ref(), video.as_ref())?;
+    }
     let store = TensorStore::open(dir)?;
     Ok((cfg, store))
 }
@@ -219,6 +227,18 @@ impl VideoLlm {
             Executor::Gpu(e) => &e.config,
         };
         let tokenizer = Tokenizer::from_dir(dir)?;
+        match &config.host {
+            Host::InternVl(_) => tokenizer.require_internvl()?,
+            Host::Qwen2Vl(_) => tokenizer.require(
+                &[
+                    "<|vision_start|>",
+                    "<|vision_end|>",
+                    "<|image_pad|>",
+                    "<|video_pad|>",
+                ],
+                "it is not a Qwen2-VL tokenizer",
+            )?,
+        }
         let template = Template::by_name(&config.template)?;
         let mut stop_ids = config.llm.eos_token_ids.clone();
         stop_ids.extend(tokenizer.token_to_id(template.stop_token()));
@@ -304,16 +324,28 @@ impl AskContext<'_> {
         let host_opts = HostOptions {
             max_tiles: opts.max_tiles,
             provenance: opts.provenance,
+            fps: opts.fps,
         };
-        let input = internvl::prepare(
-            e,
-            self.tokenizer,
-            self.template,
-            visual,
-            question,
-            &host_opts,
-            on_stage,
-        )?;
+        let input = match &e.config.host {
+            Host::InternVl(_) => internvl::prepare(
+                e,
+                self.tokenizer,
+                self.template,
+                visual,
+                question,
+                &host_opts,
+                on_stage,
+            )?,
+            Host::Qwen2Vl(_) => super::qwen2_vl::prepare(
+                e,
+                self.tokenizer,
+                self.template,
+                visual,
+                question,
+                &host_opts,
+                on_stage,
+            )?,
+        };
         let mut timings = input.timings_ms.clone();
         let prompt = input.prompt;
         let rows = input.rows;
@@ -328,7 +360,11 @@ impl AskContext<'_> {
         let mut ids = Vec::new();
         let mut shown = String::new();
         let mut failed = None;
-        let generated = e.generate(&embeds, &gen_opts, &mut |id| {
+        let (positions, delta) = match &input.rope {
+            Some((p, d)) => (p.clone(), *d),
+            None => (crate::ops::Positions::range(0, prompt.ids.len()), 0),
+        };
+        let generated = e.generate_at(&embeds, &positions, delta, &gen_opts, &mut |id| {
             ids.push(id);
             // Emit only complete characters: a multi-byte character may span tokens.
             match self.tokenizer.decode(&ids) {

@@ -45,6 +45,10 @@ impl Template {
                 system_message: String::new(),
                 ..chatml("", "<|im_end|>\n")
             }),
+            // Qwen2-VL's and Qwen2.5-VL's chat template (its default system turn).
+            super::config::QWEN2_VL_TEMPLATE => {
+                Ok(chatml("You are a helpful assistant.", "<|im_end|>\n"))
+            }
             "phi3-chat" => Ok(Template {
                 system_template: "<|system|>\n{system_message}",
                 system_message: INTERNVL_SYSTEM_MESSAGE.to_string(),
@@ -140,24 +144,47 @@ impl Prompt {
             let placeholder = format!("{IMG_START}{}{IMG_END}", IMG_CONTEXT.repeat(n));
             message = message.replacen("<image>", &placeholder, 1);
         }
-        let context_tokens: usize = spans.iter().sum();
-        let text = template.render(&message);
+        Self::from_message(
+            tok,
+            template,
+            &message,
+            IMG_CONTEXT,
+            spans.iter().sum(),
+            IMG_END,
+        )
+    }
+
+    /// `message` (the user turn, visual placeholders expanded) in the template, tokenized: the
+    /// `pad` tokens must number `visual_tokens` (they take the visual rows); the text LinVT is
+    /// conditioned on splits after the last `end` (the end of the last visual block).
+    pub fn from_message(
+        tok: &Tokenizer,
+        template: &Template,
+        message: &str,
+        pad: &str,
+        visual_tokens: usize,
+        end: &str,
+    ) -> Result<Prompt> {
+        let pad_id = tok
+            .token_to_id(pad)
+            .ok_or_else(|| Error::config(format!("tokenizer.json lacks `{pad}`")))?;
+        let text = template.render(message);
         let ids = tok.encode_prompt(&text)?;
         let context_positions: Vec<u32> = ids
             .iter()
             .enumerate()
-            .filter(|(_, &id)| id == tok.img_context_id)
+            .filter(|(_, &id)| id == pad_id)
             .map(|(i, _)| i as u32)
             .collect();
-        if context_positions.len() != context_tokens {
+        if context_positions.len() != visual_tokens {
             return Err(Error::input(format!(
-                "the prompt holds {} `{IMG_CONTEXT}` tokens but {context_tokens} visual tokens are to be placed (does the question itself contain `{IMG_CONTEXT}`?)",
+                "the prompt holds {} `{pad}` tokens but {visual_tokens} visual tokens are to be placed (does the question itself contain `{pad}`?)",
                 context_positions.len()
             )));
         }
-        // The training code's split: h = the prompt through the last `</img>`, v = the user text
-        // after it up to the turn's end; each tokenized on its own.
-        let split = text.rfind(IMG_END).map_or(0, |i| i + IMG_END.len());
+        // The training code's split: h = the prompt through the last visual block's end, v = the
+        // user text after it up to the turn's end; each tokenized on its own.
+        let split = text.rfind(end).map_or(0, |i| i + end.len());
         let user_end = text[split..]
             .find(template.sep)
             .map_or(text.len(), |i| split + i);

@@ -152,6 +152,77 @@ pub fn decode_positions(slot: usize, rows: usize, delta: i64) -> Positions {
     Positions::range_on_axes((slot as i64 + delta).max(0) as usize, rows, 3)
 }
 
+/// Builds the prompt, its visual rows and their 3-axis positions for one image or video, as
+/// Qwen2-VL's processor and chat template do: the vision block (`<|vision_start|>`, one pad
+/// token per LLM token, `<|vision_end|>`) before the question in the user turn. A video's
+/// temporal groups are `temporal_patch_size / fps` seconds apart (`opts.fps`, else the
+/// processor's default 2).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn prepare<O: crate::ops::VlmOps>(
+    e: &mut super::engine::Engine<O>,
+    tok: &super::tokenizer::Tokenizer,
+    template: &super::prompt::Template,
+    visual: &super::host::Visual,
+    question: &str,
+    opts: &super::host::HostOptions,
+    on_stage: &mut dyn FnMut(&str),
+) -> Result<super::host::HostInput<O::T>> {
+    use super::host::{HostInput, VideoPath, Visual};
+    use super::qwen2_vl_preprocess::{image_patches, video_patches};
+    let c = e.config.qwen2_vl()?.clone();
+    if matches!(visual, Visual::Video(_)) && e.linvt.is_some() {
+        return Err(Error::input(
+            "LinVT on a Qwen2-VL host is not supported yet; run the host's own video path with --no-linvt",
+        ));
+    }
+    let mut clock = crate::timing::StageClock::default();
+    clock.mark(Some("preprocess"));
+    on_stage("preprocess");
+    let (pixels, grid, pad, images) = match visual {
+        Visual::Image(f) => {
+            let (p, g) = image_patches(f, &c.processor, &c.vision)?;
+            (p, g, "<|image_pad|>", 1)
+        }
+        Visual::Video(frames) => {
+            let (p, g) = video_patches(frames, &c.processor, &c.vision)?;
+            (p, g, "<|video_pad|>", frames.len())
+        }
+    };
+    clock.mark(Some("vision"));
+    on_stage("vision encoder");
+    let rows = e.qwen2_vision(&pixels, &[grid])?;
+    e.sync(&rows)?;
+    let n = grid.patches() / (c.vision.merge * c.vision.merge);
+    let message = format!("<|vision_start|>{}<|vision_end|>{question}", pad.repeat(n));
+    let prompt =
+        super::prompt::Prompt::from_message(tok, template, &message, pad, n, "<|vision_end|>")?;
+    let fps = opts.fps.unwrap_or(2.0);
+    if !(fps > 0.0 && fps.is_finite()) {
+        return Err(Error::input(format!(
+            "the frame rate {fps} must be a positive number"
+        )));
+    }
+    let seconds = c.vision.temporal_patch_size as f64 / fps;
+    let (image_grids, video_grids) = match visual {
+        Visual::Image(_) => (vec![grid], vec![]),
+        Visual::Video(_) => (vec![], vec![(grid, seconds)]),
+    };
+    let spans = vision_spans(&prompt.ids, &c, &image_grids, &video_grids)?;
+    let rope = rope_index(prompt.ids.len(), &spans)?;
+    clock.mark(None);
+    Ok(HostInput {
+        prompt_visual_tokens: n,
+        prompt,
+        rows,
+        images,
+        visual_tokens: n,
+        video_path: matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames),
+        provenance: None,
+        timings_ms: clock.times,
+        rope: Some(rope),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,11 +12,10 @@ pub const IMG_CONTEXT: &str = "<IMG_CONTEXT>";
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    pub img_context_id: u32,
 }
 
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json`; errors when it lacks `<img>`, `</img>` or `<IMG_CONTEXT>`.
+    /// Loads `dir/tokenizer.json`; a host then checks its own tokens ([`Self::require`]).
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
@@ -31,22 +30,31 @@ impl Tokenizer {
                 path.display()
             ))
         })?;
-        let missing: Vec<&str> = [IMG_START, IMG_END, IMG_CONTEXT]
-            .into_iter()
-            .filter(|t| inner.token_to_id(t).is_none())
+        Ok(Tokenizer { inner })
+    }
+
+    /// Errors naming the `tokens` this tokenizer lacks; `hint` says what that means.
+    pub fn require(&self, tokens: &[&str], hint: &str) -> Result<()> {
+        let missing: Vec<&str> = tokens
+            .iter()
+            .copied()
+            .filter(|t| self.inner.token_to_id(t).is_none())
             .collect();
-        if !missing.is_empty() {
-            return Err(Error::config(format!(
-                "{} lacks the image token(s) {}; it is not an InternVL chat tokenizer (add them as special tokens, as InternVL's training does)",
-                path.display(),
-                missing.join(", ")
-            )));
+        if missing.is_empty() {
+            return Ok(());
         }
-        let img_context_id = inner.token_to_id(IMG_CONTEXT).expect("checked above");
-        Ok(Tokenizer {
-            inner,
-            img_context_id,
-        })
+        Err(Error::config(format!(
+            "tokenizer.json lacks the token(s) {}; {hint}",
+            missing.join(", ")
+        )))
+    }
+
+    /// InternVL's image tokens must be there.
+    pub fn require_internvl(&self) -> Result<()> {
+        self.require(
+            &[IMG_START, IMG_END, IMG_CONTEXT],
+            "it is not an InternVL chat tokenizer (add them as special tokens, as InternVL's training does)",
+        )
     }
 
     /// Token ids of `text` (no BOS/EOS added; special tokens in the text are recognised).
