@@ -426,3 +426,100 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
         }
     }
 }
+
+/// A video too big for one binding runs a temporal group at a time: forced to 32 patch rows
+/// per pass on the GPU (16 KiB bindings), the two-group video still gives transformers' tokens.
+#[test]
+fn the_vision_tower_split_by_temporal_groups_gives_the_same_tokens() {
+    if common::gpu().is_none() {
+        return;
+    }
+    for model in MODELS {
+        let g = golden(model);
+        let mut ops = gpu_ops(&dir(model), &LoadOptions::new(Device::Gpu)).unwrap();
+        ops.binding_limit = Some(16 << 10);
+        let mut e = engine(ops, model);
+        let (pixels, grid, want) = cases(&g).remove(1);
+        assert_eq!(grid[0].t, 2);
+        let t = e.qwen2_vision(&pixels, &grid).unwrap();
+        let got = e.ops.read_back(&t).unwrap();
+        assert_close(
+            &format!("gpu split {model}"),
+            got.data(),
+            want.data(),
+            5e-5,
+            0.0,
+        );
+    }
+}
+
+/// A copy of a fixture model with its config.json changed by `edit`.
+fn variant(model: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("linvt-qwen2vl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for e in std::fs::read_dir(dir(model)).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "golden.safetensors" {
+            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut c = config(model);
+    edit(&mut c);
+    std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    d
+}
+
+/// What a user can get wrong with a Qwen2-VL model is an error that says what and what to do:
+/// a one-frame video, an image under 28 pixels, a prompt the context cannot hold (naming how
+/// many tokens the video took), an `mrope_section` that does not cover the rotary pairs.
+#[test]
+fn qwen2_vl_mistakes_are_clear_errors() {
+    let g = golden("qwen2vl");
+    let mut m = VideoLlm::load(&dir("qwen2vl"), Device::Cpu, &mut |_, _| {}).unwrap();
+    let mut ask = |m: &mut VideoLlm, v: Visual| {
+        m.ask(
+            &v,
+            "What happens?",
+            &AskOptions::default(),
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let one = video_frames(&g, "qwen2vl").remove(0);
+    let e = ask(&mut m, Visual::Video(vec![one]));
+    assert!(
+        e.contains("1 frame(s) is too short") && e.contains("image"),
+        "{e}"
+    );
+    let tiny = Frame::new(20, 40, vec![7; 20 * 40 * 3]).unwrap();
+    let e = ask(&mut m, Visual::Image(tiny));
+    assert!(e.contains("too small") && e.contains("28"), "{e}");
+
+    let short = variant("qwen2vl", "context", |c| {
+        c["max_position_embeddings"] = 40.into();
+        c["text_config"]["max_position_embeddings"] = 40.into();
+    });
+    let mut m = VideoLlm::load(&short, Device::Cpu, &mut |_, _| {}).unwrap();
+    let e = ask(&mut m, Visual::Video(video_frames(&g, "qwen2vl")));
+    assert!(
+        e.contains("16 of them the video's") && e.contains("--num-frames") && e.contains("40"),
+        "{e}"
+    );
+
+    let bad = variant("qwen2vl", "mrope", |c| {
+        c["rope_scaling"]["mrope_section"] = serde_json::json!([2, 3, 2]);
+        c["text_config"]["rope_scaling"]["mrope_section"] = serde_json::json!([2, 3, 2]);
+    });
+    let e = VideoLlm::load(&bad, Device::Cpu, &mut |_, _| {})
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mrope_section") && e.contains("8 rotary pairs"),
+        "{e}"
+    );
+}

@@ -165,13 +165,54 @@ impl<O: VlmOps> Engine<O> {
         vision::project(&mut self.ops, &self.vision, &self.config, hidden, frames)
     }
 
-    /// Qwen2-VL's vision tower on flattened patches of `grids` (see `vision::qwen2_tokens`).
+    /// Qwen2-VL's vision tower on flattened patches of `grids` (see `vision::qwen2_tokens`),
+    /// a run of temporal groups at a time when all at once would exceed the executor's binding
+    /// limit (no attention crosses a temporal group, so the pieces compute the same).
     pub fn qwen2_vision(
         &mut self,
         pixels: &Tensor,
         grids: &[super::qwen2_vit::Grid],
     ) -> Result<O::T> {
-        vision::qwen2_tokens(&mut self.ops, &self.vision, &self.config, pixels, grids)
+        use super::qwen2_vit::Grid;
+        let v = &self.config.qwen2_vl()?.vision;
+        // The widest activation: the MLP's hidden rows (gate | up stacked in 2.5), or the
+        // merger's 4·width rows.
+        let width = (2 * v.mlp).max(v.merge * v.merge * v.width);
+        let budget = self.rows_per_op(width);
+        let total: usize = grids.iter().map(Grid::patches).sum();
+        if total <= budget {
+            return vision::qwen2_tokens(&mut self.ops, &self.vision, &self.config, pixels, grids);
+        }
+        let cols = pixels.cols();
+        let (mut parts, mut row) = (Vec::new(), 0);
+        for g in grids {
+            let per_group = g.h * g.w;
+            let step = (budget / per_group.max(1)).max(1);
+            for t0 in (0..g.t).step_by(step) {
+                let piece = Grid {
+                    t: step.min(g.t - t0),
+                    ..*g
+                };
+                let rows = piece.patches();
+                let data = pixels
+                    .data()
+                    .get(row * cols..(row + rows) * cols)
+                    .ok_or_else(|| {
+                        Error::input("the pixel values hold fewer patches than the grids")
+                    })?
+                    .to_vec();
+                let part = Tensor::new(vec![rows, cols], data)?;
+                parts.push(vision::qwen2_tokens(
+                    &mut self.ops,
+                    &self.vision,
+                    &self.config,
+                    &part,
+                    &[piece],
+                )?);
+                row += rows;
+            }
+        }
+        self.ops.concat_rows(&parts)
     }
 
     /// `encode` then `project`, a chunk of images at a time when all of them at once would

@@ -196,6 +196,17 @@ pub fn prepare<O: crate::ops::VlmOps>(
     let message = format!("<|vision_start|>{}<|vision_end|>{question}", pad.repeat(n));
     let prompt =
         super::prompt::Prompt::from_message(tok, template, &message, pad, n, "<|vision_end|>")?;
+    let context = e.config.llm.max_positions;
+    if prompt.ids.len() >= context {
+        let what = match visual {
+            Visual::Image(_) => "image's",
+            Visual::Video(_) => "video's",
+        };
+        return Err(Error::input(format!(
+            "the prompt has {} tokens ({n} of them the {what}) but the model's context holds {context}; use fewer frames (--num-frames) or a smaller pixel budget (max_pixels)",
+            prompt.ids.len()
+        )));
+    }
     let fps = opts.fps.unwrap_or(2.0);
     if !(fps > 0.0 && fps.is_finite()) {
         return Err(Error::input(format!(

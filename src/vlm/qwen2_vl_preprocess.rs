@@ -97,7 +97,12 @@ pub fn smart_resize(
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
     let (h, w, f) = (height as f64, width as f64, factor as f64);
-    if height == 0 || width == 0 || h.max(w) / h.min(w) > 200.0 {
+    if height < factor || width < factor {
+        return Err(Error::input(format!(
+            "a {width}×{height} image is too small for Qwen2-VL: both sides must be at least {factor} pixels (one 2×2 unit of 14-pixel patches)"
+        )));
+    }
+    if h.max(w) / h.min(w) > 200.0 {
         return Err(Error::input(format!(
             "a {width}×{height} image cannot be resized for Qwen2-VL: the longer side must be at most 200 times the shorter"
         )));
@@ -191,6 +196,13 @@ pub fn video_patches(
     let first = frames
         .first()
         .ok_or_else(|| Error::input("no frames to process (zero frames)"))?;
+    if frames.len() < v.temporal_patch_size {
+        return Err(Error::input(format!(
+            "a video of {} frame(s) is too short: Qwen2-VL groups frames in pairs, so it needs at least {}; ask about a single frame as an image",
+            frames.len(),
+            v.temporal_patch_size
+        )));
+    }
     if frames
         .iter()
         .any(|f| (f.width, f.height) != (first.width, first.height))
@@ -235,6 +247,10 @@ mod tests {
         assert_eq!(smart_resize(40, 50, 28, 3136, 10976).unwrap(), (56, 84));
         // 70 / 28 = 2.5 rounds to 2 (half to even), 98 / 28 = 3.5 to 4.
         assert_eq!(smart_resize(70, 98, 28, 3136, 10976).unwrap(), (56, 112));
-        assert!(smart_resize(10, 2500, 28, 3136, 10976).is_err());
+        assert!(smart_resize(28, 6000, 28, 3136, 10976).is_err());
+        let e = smart_resize(20, 300, 28, 3136, 10976)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 28"), "{e}");
     }
 }
