@@ -477,7 +477,7 @@ fn variant(model: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pa
 fn qwen2_vl_mistakes_are_clear_errors() {
     let g = golden("qwen2vl");
     let mut m = VideoLlm::load(&dir("qwen2vl"), Device::Cpu, &mut |_, _| {}).unwrap();
-    let mut ask = |m: &mut VideoLlm, v: Visual| {
+    let ask = |m: &mut VideoLlm, v: Visual| {
         m.ask(
             &v,
             "What happens?",
