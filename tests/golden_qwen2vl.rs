@@ -523,3 +523,71 @@ fn qwen2_vl_mistakes_are_clear_errors() {
         "{e}"
     );
 }
+
+/// `linvt ask` on a Qwen2-VL model and a video file: sampled by time (2 fps by default, between
+/// 4 and --max-frames frames, in pairs), `--fps` changes the count, `--max-pixels` below the
+/// processor's minimum is refused.
+#[test]
+fn cli_asks_a_qwen2_vl_model_about_a_video_file() {
+    use ::linvt::vlm::video::find_program;
+    use std::process::Command;
+    let Some(ffmpeg) = find_program("ffmpeg") else {
+        assert!(
+            std::env::var_os("LINVT_REQUIRE_FFMPEG").is_none(),
+            "LINVT_REQUIRE_FFMPEG is set but ffmpeg is not on PATH"
+        );
+        eprintln!("SKIPPED (no ffmpeg on PATH; `apt-get install ffmpeg` runs this test)");
+        return;
+    };
+    let tmp = std::env::temp_dir().join(format!("linvt-qwen2vl-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    // 5 s at 10 fps, 84×56.
+    let video = tmp.join("clip.mkv");
+    let made = Command::new(ffmpeg)
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=84x56:rate=10:duration=5")
+        .args(["-c:v", "png"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ask = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_linvt"))
+            .args(["ask", "--backend", "cpu", "--json", "--max-new-tokens", "3"])
+            .arg("--model")
+            .arg(dir("qwen25vl"))
+            .arg("--video")
+            .arg(&video)
+            .args(["--question", "What is shown?"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let frames_of = |o: &std::process::Output| -> u64 {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+        assert_eq!(v["token_ids"].as_array().unwrap().len(), 3);
+        v["tokens"]["images"].as_u64().unwrap()
+    };
+    assert_eq!(frames_of(&ask(&[])), 10, "2 fps × 5 s");
+    assert_eq!(frames_of(&ask(&["--fps", "1.6"])), 8, "1.6 fps × 5 s");
+    assert_eq!(
+        frames_of(&ask(&["--fps", "1"])),
+        4,
+        "1 fps × 5 s: 5, down to pairs"
+    );
+    assert_eq!(frames_of(&ask(&["--fps", "0.2"])), 4, "at least 4");
+    assert_eq!(
+        frames_of(&ask(&["--max-frames", "5"])),
+        4,
+        "at most 5, in pairs"
+    );
+    let o = ask(&["--max-pixels", "1000"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--max-pixels 1000"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

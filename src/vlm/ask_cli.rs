@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::config::Host;
 use super::engine::FinishReason;
 use super::model::{Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoPath, Visual};
 use super::picture::provenance_png;
-use super::video::{load_frames_dir, load_image, load_video};
+use super::video::{load_frames_dir, load_image, load_video_sampled, Sampling};
+
+/// Frames sampled from a video on InternVL hosts when --num-frames is not given.
+const DEFAULT_FRAMES: usize = 16;
 use crate::error::{Error, Result};
 use crate::gpu::WeightChoice;
 use crate::ops::{Device, SamplingParams};
@@ -51,9 +55,25 @@ pub struct AskArgs {
     /// The question about the video (or image).
     #[arg(long)]
     pub question: String,
-    /// Frames sampled uniformly from the video or directory.
-    #[arg(long, default_value_t = 16)]
-    pub num_frames: usize,
+    /// Frames sampled uniformly from the video or directory. Default: 16 on InternVL; Qwen2-VL
+    /// samples a video by --fps instead and takes a directory's frames as they are.
+    #[arg(long)]
+    pub num_frames: Option<usize>,
+    /// Sample the video at this many frames per second (Qwen2-VL's default: 2), between 4 and
+    /// --max-frames frames (pairs on Qwen2-VL).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// At most this many frames when sampling by --fps or taking a directory's frames.
+    #[arg(long, default_value_t = 768)]
+    pub max_frames: usize,
+    /// The rate the frames of --frames were taken at, in frames per second (sets Qwen2.5-VL's
+    /// time positions; default 2, Qwen's own).
+    #[arg(long)]
+    pub frames_fps: Option<f64>,
+    /// Qwen2-VL: the most pixels an image or a video frame is resized to (the processor's
+    /// max_pixels; default: preprocessor_config.json's).
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
@@ -136,22 +156,45 @@ pub fn run(a: AskArgs) -> Result<()> {
 
     let decoding = bar(None, "decoding frames");
     decoding.enable_steady_tick(Duration::from_millis(100));
+    // Qwen2-VL samples videos by time (its positions follow time); InternVL uniformly.
+    let by_time = matches!(model.config().host, Host::Qwen2Vl(_));
+    let pairs = if by_time { 2 } else { 1 };
+    let mut fps = None;
     let visual = if let Some(v) = &a.video {
-        Visual::Video(load_video(v, a.num_frames)?)
+        let sampling = match (a.num_frames, a.fps) {
+            (Some(n), None) => Sampling::Uniform(n),
+            (None, None) if !by_time => Sampling::Uniform(DEFAULT_FRAMES),
+            (_, rate) => Sampling::Rate {
+                fps: rate.unwrap_or(2.0),
+                min_frames: 4,
+                max_frames: a.max_frames,
+                multiple: pairs,
+            },
+        };
+        let (frames, rate) = load_video_sampled(v, sampling)?;
+        fps = rate;
+        Visual::Video(frames)
     } else if let Some(d) = &a.frames {
-        Visual::Video(load_frames_dir(d, a.num_frames)?)
+        let n = match a.num_frames {
+            Some(n) => n,
+            None if by_time => a.max_frames,
+            None => DEFAULT_FRAMES,
+        };
+        fps = a.frames_fps;
+        Visual::Video(load_frames_dir(d, n)?)
     } else if let Some(i) = &a.image {
         Visual::Image(load_image(i)?)
     } else {
         return Err(Error::input("pass --video, --frames or --image"));
     };
     decoding.finish_and_clear();
-    if let Visual::Video(frames) = &visual {
-        if frames.len() < a.num_frames {
+    // Uniform sampling asked for (or InternVL's default) but fewer frames there: say so.
+    let requested = a.num_frames.or((!by_time).then_some(DEFAULT_FRAMES));
+    if let (Visual::Video(frames), Some(n)) = (&visual, requested) {
+        if frames.len() < n {
             eprintln!(
-                "note: the input has {} frames, fewer than --num-frames {}; using all {}",
+                "note: the input has {} frames, fewer than --num-frames {n}; using all {}",
                 frames.len(),
-                a.num_frames,
                 frames.len()
             );
         }
@@ -167,7 +210,8 @@ pub fn run(a: AskArgs) -> Result<()> {
         },
         provenance: a.provenance.is_some() && matches!(visual, Visual::Video(_)),
         max_tiles: a.max_tiles.map(usize::from),
-        fps: None,
+        fps,
+        max_pixels: a.max_pixels,
     };
     let stage = bar(None, "vision encoder");
     stage.enable_steady_tick(Duration::from_millis(100));

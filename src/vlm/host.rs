@@ -45,6 +45,9 @@ pub struct HostOptions {
     /// The rate the video's frames were sampled at (frames per second), where a host's
     /// positions follow time (Qwen2.5-VL); None: its processor's default (2).
     pub fps: Option<f64>,
+    /// The most pixels an image or frame is resized to, where the host resizes to a budget
+    /// (Qwen2-VL's `max_pixels`); None: its processor's.
+    pub max_pixels: Option<usize>,
 }
 
 /// The decoder's input for one question.

@@ -68,6 +68,9 @@ pub struct AskOptions {
     pub max_tiles: Option<usize>,
     /// The rate the video's frames were sampled at (see `host::HostOptions::fps`).
     pub fps: Option<f64>,
+    /// Qwen2-VL: the most pixels an image or frame is resized to (see
+    /// `host::HostOptions::max_pixels`).
+    pub max_pixels: Option<usize>,
 }
 
 impl Default for AskOptions {
@@ -78,6 +81,7 @@ impl Default for AskOptions {
             provenance: false,
             max_tiles: None,
             fps: None,
+            max_pixels: None,
         }
     }
 }
@@ -325,6 +329,7 @@ impl AskContext<'_> {
             max_tiles: opts.max_tiles,
             provenance: opts.provenance,
             fps: opts.fps,
+            max_pixels: opts.max_pixels,
         };
         let input = match &e.config.host {
             Host::InternVl(_) => internvl::prepare(

@@ -169,7 +169,17 @@ pub fn prepare<O: crate::ops::VlmOps>(
 ) -> Result<super::host::HostInput<O::T>> {
     use super::host::{HostInput, VideoPath, Visual};
     use super::qwen2_vl_preprocess::{image_patches, video_patches};
-    let c = e.config.qwen2_vl()?.clone();
+    let mut c = e.config.qwen2_vl()?.clone();
+    if let Some(max) = opts.max_pixels {
+        let min = c.processor.min_pixels.min(c.processor.video_min_pixels);
+        if max < min {
+            return Err(Error::input(format!(
+                "--max-pixels {max} is below the processor's min_pixels {min}"
+            )));
+        }
+        c.processor.max_pixels = max;
+        c.processor.video_max_pixels = max;
+    }
     if matches!(visual, Visual::Video(_)) && e.linvt.is_some() {
         return Err(Error::input(
             "LinVT on a Qwen2-VL host is not supported yet; run the host's own video path with --no-linvt",

@@ -71,48 +71,160 @@ fn ffmpeg_missing(program: &str) -> Error {
     ))
 }
 
-/// Width, height and frame count of the first video stream (ffprobe, counting packets).
-fn probe(ffprobe: &Path, video: &Path) -> Result<(usize, usize, usize)> {
+/// What ffprobe says about the first video stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VideoInfo {
+    pub width: usize,
+    pub height: usize,
+    pub frames: usize,
+    /// Frames per second (`avg_frame_rate`); None when the container does not say.
+    pub fps: Option<f64>,
+}
+
+/// Probes the first video stream (ffprobe, counting packets).
+fn probe(ffprobe: &Path, video: &Path) -> Result<VideoInfo> {
     let out = Command::new(ffprobe)
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
         .args([
             "-show_entries",
-            "stream=width,height,nb_read_packets",
+            "stream=width,height,nb_read_packets,avg_frame_rate",
             "-of",
-            "csv=p=0",
+            "json",
         ])
         .arg(video)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::io(ffprobe, e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<usize> = text
-        .trim()
-        .split(',')
-        .filter_map(|f| f.trim().parse().ok())
-        .collect();
-    match fields.as_slice() {
-        [w, h, n, ..] if out.status.success() && *w > 0 && *h > 0 && *n > 0 => Ok((*w, *h, *n)),
-        [_, _, 0, ..] => Err(Error::input(format!(
-            "{} holds no video frames (it is empty)",
-            video.display()
-        ))),
-        _ => Err(Error::input(format!(
+    let unreadable = || {
+        Error::input(format!(
             "{} is not a readable video: {}",
             video.display(),
             String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    };
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| unreadable())?;
+    let stream = json
+        .get("streams")
+        .and_then(|s| s.get(0))
+        .filter(|_| out.status.success())
+        .ok_or_else(unreadable)?;
+    let num = |key: &str| -> Option<usize> {
+        let v = stream.get(key)?;
+        v.as_u64()
+            .map(|x| x as usize)
+            .or_else(|| v.as_str()?.parse().ok())
+    };
+    let fps = stream
+        .get("avg_frame_rate")
+        .and_then(|r| r.as_str())
+        .and_then(|r| {
+            let (n, d) = r.split_once('/')?;
+            let (n, d): (f64, f64) = (n.parse().ok()?, d.parse().ok()?);
+            (n > 0.0 && d > 0.0).then_some(n / d)
+        });
+    match (num("width"), num("height"), num("nb_read_packets")) {
+        (_, _, Some(0)) => Err(Error::input(format!(
+            "{} holds no video frames (it is empty)",
+            video.display()
         ))),
+        (Some(width), Some(height), Some(frames)) if width > 0 && height > 0 => Ok(VideoInfo {
+            width,
+            height,
+            frames,
+            fps,
+        }),
+        _ => Err(unreadable()),
     }
 }
 
-/// Decodes `video` with ffmpeg and keeps `num_frames` frames sampled uniformly.
-pub fn load_video(video: &Path, num_frames: usize) -> Result<Vec<Frame>> {
-    check_count(num_frames)?;
+/// How to pick a video's frames.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// `n` frames spread uniformly over the clip (InternVL's `get_index`).
+    Uniform(usize),
+    /// `fps` frames per second of video, at least `min_frames` and at most `max_frames`, a
+    /// multiple of `multiple` (Qwen2-VL's pipeline: 2 fps, 4 … 768 frames, pairs), spread
+    /// evenly from the first frame to the last.
+    Rate {
+        fps: f64,
+        min_frames: usize,
+        max_frames: usize,
+        multiple: usize,
+    },
+}
+
+/// The frame indices `sampling` picks from a clip of `total` frames at `video_fps`, and the
+/// rate they represent (frames per second of video; None when unknown).
+pub fn sample_indices(
+    total: usize,
+    video_fps: Option<f64>,
+    sampling: Sampling,
+) -> Result<(Vec<usize>, Option<f64>)> {
+    match sampling {
+        Sampling::Uniform(n) => {
+            check_count(n)?;
+            let idx = uniform_indices(total, n);
+            let rate = video_fps.map(|f| idx.len() as f64 / total.max(1) as f64 * f);
+            Ok((idx, rate))
+        }
+        Sampling::Rate {
+            fps,
+            min_frames,
+            max_frames,
+            multiple,
+        } => {
+            if !(fps > 0.0 && fps.is_finite()) || max_frames == 0 {
+                return Err(Error::input(format!(
+                    "--fps {fps} and --max-frames {max_frames} must be positive"
+                )));
+            }
+            let video_fps = video_fps.ok_or_else(|| {
+                Error::input(
+                    "the video does not state its frame rate, so it cannot be sampled by --fps; pass --num-frames instead",
+                )
+            })?;
+            // As Qwen's `smart_nframes`: the rate's count, clamped to [min, max] (min rounded
+            // up, max down to the multiple, max ≤ the clip), at most the clip, rounded down to
+            // the multiple.
+            let m = multiple.max(1) as f64;
+            let lo = (min_frames as f64 / m).ceil() * m;
+            let hi = ((max_frames.min(total) as f64) / m).floor() * m;
+            let n = (total as f64 / video_fps * fps)
+                .max(lo)
+                .min(hi)
+                .min(total as f64);
+            let n = ((n / m).floor() * m) as usize;
+            if n == 0 {
+                return Err(Error::input(format!(
+                    "a clip of {total} frames is too short to sample in groups of {m}"
+                )));
+            }
+            // Evenly from the first frame to the last, rounded (torch.linspace(...).round()).
+            let idx: Vec<usize> = (0..n)
+                .map(|i| {
+                    let x = if n == 1 {
+                        0.0
+                    } else {
+                        i as f64 * (total - 1) as f64 / (n - 1) as f64
+                    };
+                    x.round_ties_even() as usize
+                })
+                .collect();
+            let rate = n as f64 / total.max(1) as f64 * video_fps;
+            Ok((idx, Some(rate)))
+        }
+    }
+}
+
+/// Decodes `video` with ffmpeg and keeps the frames `sampling` picks; also the rate they
+/// represent (frames per second of video).
+pub fn load_video_sampled(video: &Path, sampling: Sampling) -> Result<(Vec<Frame>, Option<f64>)> {
     std::fs::metadata(video).map_err(|e| Error::io(video, e))?;
     let ffmpeg = find_program("ffmpeg").ok_or_else(|| ffmpeg_missing("ffmpeg"))?;
     let ffprobe = find_program("ffprobe").ok_or_else(|| ffmpeg_missing("ffprobe"))?;
-    let (w, h, count) = probe(&ffprobe, video)?;
-    let wanted = uniform_indices(count, num_frames);
+    let info = probe(&ffprobe, video)?;
+    let (wanted, rate) = sample_indices(info.frames, info.fps, sampling)?;
+    let (w, h) = (info.width, info.height);
     let mut child = Command::new(&ffmpeg)
         .args(["-v", "error", "-nostdin", "-noautorotate", "-i"])
         .arg(video)
@@ -147,5 +259,55 @@ pub fn load_video(video: &Path, num_frames: usize) -> Result<Vec<Frame>> {
             video.display()
         )));
     }
-    Ok(frames)
+    Ok((frames, rate))
+}
+
+/// Decodes `video` with ffmpeg and keeps `num_frames` frames sampled uniformly.
+pub fn load_video(video: &Path, num_frames: usize) -> Result<Vec<Frame>> {
+    check_count(num_frames)?;
+    load_video_sampled(video, Sampling::Uniform(num_frames)).map(|(f, _)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QWEN: fn(f64) -> Sampling = |fps| Sampling::Rate {
+        fps,
+        min_frames: 4,
+        max_frames: 768,
+        multiple: 2,
+    };
+
+    #[test]
+    fn rate_sampling_by_hand() {
+        // 10 s at 30 fps, 2 fps → 20 frames from 0 to 299: 299·i/19 rounded.
+        let (idx, rate) = sample_indices(300, Some(30.0), QWEN(2.0)).unwrap();
+        assert_eq!(idx.len(), 20);
+        assert_eq!((idx[0], idx[1], idx[19]), (0, 16, 299));
+        assert!((rate.unwrap() - 2.0).abs() < 1e-12);
+        // 1 s at 25 fps: 2 frames wanted, at least 4 kept.
+        let (idx, rate) = sample_indices(25, Some(25.0), QWEN(2.0)).unwrap();
+        assert_eq!(idx, [0, 8, 16, 24]);
+        assert!((rate.unwrap() - 4.0).abs() < 1e-12);
+        // A long clip stops at max_frames; an odd cap rounds down to pairs.
+        let capped = Sampling::Rate {
+            fps: 2.0,
+            min_frames: 4,
+            max_frames: 9,
+            multiple: 2,
+        };
+        assert_eq!(sample_indices(3000, Some(30.0), capped).unwrap().0.len(), 8);
+        // Without a frame rate, rate sampling is refused; uniform works.
+        assert!(sample_indices(100, None, QWEN(2.0)).is_err());
+        assert_eq!(
+            sample_indices(100, None, Sampling::Uniform(4))
+                .unwrap()
+                .0
+                .len(),
+            4
+        );
+        // A one-frame clip cannot make a pair.
+        assert!(sample_indices(1, Some(30.0), QWEN(2.0)).is_err());
+    }
 }
