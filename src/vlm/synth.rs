@@ -1,8 +1,9 @@
-//! `linvt synth --like NAME OUT_DIR`: a real-size stand-in for a downloaded InternVL checkpoint
-//! (none can be downloaded here): the model's published `config.json` (remote-code layout),
-//! seeded random bf16 weights under its Hugging Face names, a byte-level tokenizer with the
-//! model's vocabulary size and special-token ids, and `generation_config.json`. `--linvt FILE`
-//! also writes a seeded LinVT module (official preset) sized for its LLM.
+//! `linvt synth --like NAME OUT_DIR`: a real-size stand-in for a downloaded checkpoint (none can
+//! be downloaded here): the model's published `config.json` (InternVL: the remote-code layout;
+//! Qwen2-VL: the hub's), seeded random bf16 weights under its Hugging Face names, a byte-level
+//! tokenizer with the model's vocabulary size and special-token ids, `generation_config.json`
+//! (and Qwen2-VL's `preprocessor_config.json`). `--linvt FILE` also writes a seeded LinVT module
+//! (official preset) sized for its LLM.
 //!
 //! Weights are uniform in ±√(3/fan_in) (unit-variance outputs for unit-variance inputs), norm
 //! weights 1, biases 0, LayerScale 0.1, embeddings ±0.02·√3: random, but every activation stays
@@ -21,7 +22,24 @@ use crate::linvt::LinvtParams;
 use crate::rand::SeededRng;
 
 /// The checkpoints `--like` reproduces.
-pub const LIKES: &[&str] = &["internvl2-1b", "internvl2-2b", "internvl2.5-1b"];
+pub const LIKES: &[&str] = &[
+    "internvl2-1b",
+    "internvl2-2b",
+    "internvl2.5-1b",
+    "qwen2-vl-2b",
+    "qwen2.5-vl-3b",
+];
+
+/// A Qwen2-VL checkpoint's own part.
+struct QwenSpec {
+    qwen2_5: bool,
+    /// The vision tower: depth, width, heads, MLP width.
+    depth: usize,
+    width: usize,
+    heads: usize,
+    mlp: usize,
+    max_positions: usize,
+}
 
 struct Llm {
     arch: &'static str,
@@ -40,6 +58,10 @@ struct Llm {
 
 struct Spec {
     llm: Llm,
+    /// Qwen2-VL hosts; None: InternVL.
+    qwen: Option<QwenSpec>,
+    /// Tied input and output embeddings (no `lm_head` stored).
+    tied: bool,
     template: &'static str,
     max_dynamic_patch: usize,
     /// (token, id) of the special tokens, in id order.
@@ -47,6 +69,36 @@ struct Spec {
     /// Stop ids of `generation_config.json`.
     eos: Vec<u32>,
 }
+
+/// Qwen2-VL's special tokens, ids 151643 … 151656.
+const QWEN2_VL_SPECIALS: [&str; 14] = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+];
+
+/// Qwen2.5-VL's further tokens, ids 151657 … 151664.
+const QWEN2_5_EXTRA: [&str; 8] = [
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+];
 
 /// InternVL's image tokens and the grounding tokens every InternVL tokenizer carries after them.
 const IMAGE_TOKENS: [&str; 9] = [
@@ -89,6 +141,8 @@ fn spec(like: &str) -> Result<Spec> {
                 bos: 151643,
                 eos: 151645,
             },
+            qwen: None,
+            tied: false,
             template: "Hermes-2",
             max_dynamic_patch: 12,
             specials: qwen(151646),
@@ -109,6 +163,8 @@ fn spec(like: &str) -> Result<Spec> {
                 bos: 151643,
                 eos: 151645,
             },
+            qwen: None,
+            tied: false,
             template: "internvl2_5",
             max_dynamic_patch: 12,
             specials: qwen(151665),
@@ -129,6 +185,8 @@ fn spec(like: &str) -> Result<Spec> {
                 bos: 1,
                 eos: 2,
             },
+            qwen: None,
+            tied: false,
             template: "internlm2-chat",
             max_dynamic_patch: 12,
             specials: {
@@ -138,6 +196,52 @@ fn spec(like: &str) -> Result<Spec> {
             },
             eos: vec![92542, 2],
         }),
+        // Qwen2-VL-2B / Qwen2.5-VL-3B (-Instruct): docs/qwen2vl-reference.md §4.1, §5.2.
+        "qwen2-vl-2b" | "qwen2.5-vl-3b" => {
+            let qwen2_5 = like == "qwen2.5-vl-3b";
+            let mut specials: Vec<(&'static str, u32)> = QWEN2_VL_SPECIALS
+                .iter()
+                .zip(151643..)
+                .map(|(t, i)| (*t, i))
+                .collect();
+            if qwen2_5 {
+                specials.extend(QWEN2_5_EXTRA.iter().zip(151657..).map(|(t, i)| (*t, i)));
+            }
+            let (hidden, layers, heads, inter) = if qwen2_5 {
+                (2048, 36, 16, 11008)
+            } else {
+                (1536, 28, 12, 8960)
+            };
+            Ok(Spec {
+                llm: Llm {
+                    arch: "Qwen2ForCausalLM",
+                    model_type: "qwen2",
+                    hidden,
+                    layers,
+                    heads,
+                    kv_heads: 2,
+                    inter,
+                    vocab: 151936,
+                    theta: 1e6,
+                    eps: 1e-6,
+                    bos: 151643,
+                    eos: 151645,
+                },
+                qwen: Some(QwenSpec {
+                    qwen2_5,
+                    depth: 32,
+                    width: 1280,
+                    heads: 16,
+                    mlp: if qwen2_5 { 3420 } else { 5120 },
+                    max_positions: if qwen2_5 { 128000 } else { 32768 },
+                }),
+                tied: true,
+                template: "qwen2-vl",
+                max_dynamic_patch: 0,
+                specials,
+                eos: vec![151645, 151643],
+            })
+        }
         other => Err(Error::input(format!(
             "unknown model `{other}` for --like; known: {}",
             LIKES.join(", ")
@@ -148,6 +252,9 @@ fn spec(like: &str) -> Result<Spec> {
 /// The published config.json of the `like` model (InternViT-300M-448px, pixel shuffle 0.5,
 /// `ps_version` v2, `mlp1`, the LLM's own config), in the remote-code layout.
 fn config_json(s: &Spec) -> Value {
+    if let Some(q) = &s.qwen {
+        return qwen_config_json(s, q);
+    }
     let l = &s.llm;
     json!({
         "architectures": ["InternVLChatModel"],
@@ -200,6 +307,62 @@ fn config_json(s: &Spec) -> Value {
     })
 }
 
+/// A Qwen2-VL checkpoint's hub `config.json` (flat text fields, `vision_config`, M-RoPE).
+fn qwen_config_json(s: &Spec, q: &QwenSpec) -> Value {
+    let l = &s.llm;
+    let vision = if q.qwen2_5 {
+        json!({
+            "depth": q.depth, "hidden_size": q.width, "intermediate_size": q.mlp,
+            "num_heads": q.heads, "in_chans": 3, "out_hidden_size": l.hidden,
+            "patch_size": 14, "spatial_merge_size": 2, "spatial_patch_size": 14,
+            "temporal_patch_size": 2, "window_size": 112,
+            "fullatt_block_indexes": [7, 15, 23, 31], "tokens_per_second": 2,
+            "hidden_act": "silu", "model_type": "qwen2_5_vl"
+        })
+    } else {
+        json!({
+            "depth": q.depth, "embed_dim": q.width, "mlp_ratio": q.mlp / q.width,
+            "num_heads": q.heads, "in_chans": 3, "hidden_size": l.hidden, "patch_size": 14,
+            "spatial_merge_size": 2, "spatial_patch_size": 14, "temporal_patch_size": 2
+        })
+    };
+    let (arch, model_type) = if q.qwen2_5 {
+        ("Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl")
+    } else {
+        ("Qwen2VLForConditionalGeneration", "qwen2_vl")
+    };
+    json!({
+        "architectures": [arch],
+        "model_type": model_type,
+        "attention_dropout": 0.0,
+        "bos_token_id": l.bos,
+        "eos_token_id": l.eos,
+        "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653,
+        "vision_token_id": 151654,
+        "image_token_id": 151655,
+        "video_token_id": 151656,
+        "hidden_act": "silu",
+        "hidden_size": l.hidden,
+        "intermediate_size": l.inter,
+        "max_position_embeddings": q.max_positions,
+        "max_window_layers": l.layers,
+        "num_attention_heads": l.heads,
+        "num_hidden_layers": l.layers,
+        "num_key_value_heads": l.kv_heads,
+        "rms_norm_eps": l.eps,
+        "rope_theta": l.theta,
+        "sliding_window": 32768,
+        "tie_word_embeddings": s.tied,
+        "torch_dtype": "bfloat16",
+        "use_cache": true,
+        "use_sliding_window": false,
+        "vision_config": vision,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "vocab_size": l.vocab
+    })
+}
+
 /// How a tensor is drawn.
 #[derive(Clone, Copy)]
 enum Init {
@@ -213,6 +376,85 @@ enum Init {
 fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
     let mut t: Vec<(String, Vec<usize>, Init)> = Vec::new();
     let mut add = |name: String, shape: &[usize], init| t.push((name, shape.to_vec(), init));
+    let lm = match &s.qwen {
+        Some(q) => {
+            qwen_vision_tensors(q, s.llm.hidden, &mut add);
+            "" // the hub layout: model.*, lm_head.weight
+        }
+        None => {
+            internvl_vision_tensors(s.llm.hidden, &mut add);
+            "language_model."
+        }
+    };
+    llm_tensors(s, lm, &mut add);
+    t
+}
+
+type Add<'a> = dyn FnMut(String, &[usize], Init) + 'a;
+
+/// Qwen2-VL's (2.5: windowed, RMSNorm, SwiGLU) vision tower and merger, by the hub's names.
+fn qwen_vision_tensors(q: &QwenSpec, out: usize, add: &mut Add) {
+    let (c, m) = (q.width, q.mlp);
+    add(
+        "visual.patch_embed.proj.weight".into(),
+        &[c, 3, 2, 14, 14],
+        Init::Linear(3 * 2 * 14 * 14),
+    );
+    for i in 0..q.depth {
+        let l = format!("visual.blocks.{i}");
+        for norm in ["norm1", "norm2"] {
+            add(format!("{l}.{norm}.weight"), &[c], Init::Const(1.0));
+            if !q.qwen2_5 {
+                add(format!("{l}.{norm}.bias"), &[c], Init::Const(0.0));
+            }
+        }
+        add(format!("{l}.attn.qkv.weight"), &[3 * c, c], Init::Linear(c));
+        add(format!("{l}.attn.qkv.bias"), &[3 * c], Init::Const(0.0));
+        add(format!("{l}.attn.proj.weight"), &[c, c], Init::Linear(c));
+        add(format!("{l}.attn.proj.bias"), &[c], Init::Const(0.0));
+        let mlp: &[(&str, [usize; 2])] = if q.qwen2_5 {
+            &[
+                ("gate_proj", [m, c]),
+                ("up_proj", [m, c]),
+                ("down_proj", [c, m]),
+            ]
+        } else {
+            &[("fc1", [m, c]), ("fc2", [c, m])]
+        };
+        for (name, [rows, cols]) in mlp {
+            add(
+                format!("{l}.mlp.{name}.weight"),
+                &[*rows, *cols],
+                Init::Linear(*cols),
+            );
+            add(format!("{l}.mlp.{name}.bias"), &[*rows], Init::Const(0.0));
+        }
+    }
+    let inner = 4 * c;
+    add("visual.merger.ln_q.weight".into(), &[c], Init::Const(1.0));
+    if !q.qwen2_5 {
+        add("visual.merger.ln_q.bias".into(), &[c], Init::Const(0.0));
+    }
+    add(
+        "visual.merger.mlp.0.weight".into(),
+        &[inner, inner],
+        Init::Linear(inner),
+    );
+    add(
+        "visual.merger.mlp.0.bias".into(),
+        &[inner],
+        Init::Const(0.0),
+    );
+    add(
+        "visual.merger.mlp.2.weight".into(),
+        &[out, inner],
+        Init::Linear(inner),
+    );
+    add("visual.merger.mlp.2.bias".into(), &[out], Init::Const(0.0));
+}
+
+/// InternViT-300M-448px and `mlp1`, by the remote-code names.
+fn internvl_vision_tensors(h: usize, add: &mut Add) {
     let (c, m, p) = (1024, 4096, 14);
     let e = "vision_model.embeddings";
     add(
@@ -248,8 +490,6 @@ fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
         add(format!("{l}.ls1"), &[c], Init::Const(0.1));
         add(format!("{l}.ls2"), &[c], Init::Const(0.1));
     }
-    let l = &s.llm;
-    let (h, v, inter) = (l.hidden, l.vocab, l.inter);
     let inner = 4 * c;
     add("mlp1.0.weight".into(), &[inner], Init::Const(1.0));
     add("mlp1.0.bias".into(), &[inner], Init::Const(0.0));
@@ -257,19 +497,24 @@ fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
     add("mlp1.1.bias".into(), &[h], Init::Const(0.0));
     add("mlp1.3.weight".into(), &[h, h], Init::Linear(h));
     add("mlp1.3.bias".into(), &[h], Init::Const(0.0));
-    // The LLM's tensors by the names its family's loader reads (one table: `WeightNames`).
+}
+
+/// The LLM's tensors by the names its family's loader reads (one table: `WeightNames`), under
+/// `lm` (InternVL's `language_model.`, or none in Qwen2-VL's hub layout).
+fn llm_tensors(s: &Spec, lm: &str, add: &mut Add) {
+    let l = &s.llm;
+    let (h, v, inter) = (l.hidden, l.vocab, l.inter);
     let family = LlmFamily::from_architecture(l.arch).expect("every spec names a known family");
     let names = family.names();
     let d = h / l.heads;
     let (q, kv) = (l.heads * d, l.kv_heads * d);
-    let lm = "language_model";
     add(
-        format!("{lm}.{}", names.embed),
+        format!("{lm}{}", names.embed),
         &[v, h],
         Init::Uniform(0.035),
     );
     for i in 0..l.layers {
-        let b = format!("{lm}.model.layers.{i}");
+        let b = format!("{lm}model.layers.{i}");
         add(format!("{b}.{}", names.input_norm), &[h], Init::Const(1.0));
         match &names.qkv {
             Qkv::Separate(a) => {
@@ -303,9 +548,10 @@ fn tensors(s: &Spec) -> Vec<(String, Vec<usize>, Init)> {
             Init::Linear(inter),
         );
     }
-    add(format!("{lm}.{}", names.norm), &[h], Init::Const(1.0));
-    add(format!("{lm}.{}", names.lm_head), &[v, h], Init::Linear(h));
-    t
+    add(format!("{lm}{}", names.norm), &[h], Init::Const(1.0));
+    if !s.tied {
+        add(format!("{lm}{}", names.lm_head), &[v, h], Init::Linear(h));
+    }
 }
 
 fn bf16_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
@@ -406,6 +652,18 @@ pub fn synth(
         &json!({"eos_token_id": s.eos, "bos_token_id": s.llm.bos}),
     )?;
     write_json("tokenizer.json", &tokenizer_json(&s)?)?;
+    if s.qwen.is_some() {
+        let p = crate::vlm::qwen2_vl_preprocess::Qwen2Processor::default();
+        write_json(
+            "preprocessor_config.json",
+            &json!({
+                "min_pixels": p.min_pixels, "max_pixels": p.max_pixels, "patch_size": 14,
+                "temporal_patch_size": 2, "merge_size": 2, "image_mean": p.mean,
+                "image_std": p.std, "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2VLProcessor"
+            }),
+        )?;
+    }
     let mut rng = SeededRng::new(seed);
     let mut parameters = 0;
     let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors(&s)
@@ -508,6 +766,24 @@ mod tests {
                 tok.get_vocab_size(true),
                 s.specials.last().unwrap().1 as usize + 1
             );
+        }
+        // Qwen2-VL-2B 2.21 B, Qwen2.5-VL-3B 3.75 B (the hub pages' counts; tied embeddings).
+        for (like, published) in [("qwen2-vl-2b", 221.0), ("qwen2.5-vl-3b", 375.0)] {
+            let s = spec(like).unwrap();
+            let n: usize = tensors(&s)
+                .iter()
+                .map(|(_, shape, _)| shape.iter().product::<usize>())
+                .sum();
+            assert_eq!((n as f64 / 1e7).round(), published, "{like}: {n}");
+            let cfg =
+                crate::vlm::config::VlmConfig::from_json(&config_json(&s), vec![], None).unwrap();
+            let q = cfg.qwen2_vl().unwrap();
+            assert_eq!((q.vision.width, q.vision.out_width), (1280, s.llm.hidden));
+            assert_eq!(cfg.llm.rope.sections, Some(vec![16, 24, 24]));
+            let json = serde_json::to_vec(&tokenizer_json(&s).unwrap()).unwrap();
+            let tok = tokenizers::Tokenizer::from_bytes(json).unwrap();
+            assert_eq!(tok.token_to_id("<|image_pad|>"), Some(151655), "{like}");
+            assert_eq!(tok.token_to_id("<|video_pad|>"), Some(151656), "{like}");
         }
         let err = spec("internvl9-1b").err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("internvl2-1b")));
