@@ -97,6 +97,21 @@ pub enum QuerySelfAttention {
     AcrossQueries,
 }
 
+/// Where LinVT's tokens sit on a host whose rotary positions follow time and space (Qwen2-VL's
+/// three axes). The paper does not say; a trained checkpoint states the one it was trained
+/// with (docs/linvt-reference.md, "LinVT on Qwen2-VL").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VideoPositions {
+    /// As text: each token one step further on all axes (the default: LinVT's tokens are
+    /// query summaries with no place in the frame).
+    #[default]
+    Text,
+    /// As one row of a video grid: one temporal and one height position, the tokens along the
+    /// width axis (the span takes as many positions as a frame row would).
+    Row,
+}
+
 /// A complete, validated LinVT configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinvtConfig {
@@ -114,6 +129,9 @@ pub struct LinvtConfig {
     pub selection_order: SelectionOrder,
     pub query_self_attention: QuerySelfAttention,
     pub layer_norm_eps: f32,
+    /// Where the output tokens sit on a multi-axis-RoPE host (Qwen2-VL).
+    #[serde(default)]
+    pub video_positions: VideoPositions,
 }
 
 /// A partial configuration: any source may set any field. Field names follow the released
@@ -135,6 +153,7 @@ pub struct ConfigPatch {
     pub selection_order: Option<SelectionOrder>,
     pub query_self_attention: Option<QuerySelfAttention>,
     pub layer_norm_eps: Option<f32>,
+    pub video_positions: Option<VideoPositions>,
 }
 
 macro_rules! take_first {
@@ -217,7 +236,7 @@ impl ConfigPatch {
     pub fn over(mut self, lower: &ConfigPatch) -> Self {
         take_first!(self, lower; preset, embed_size, num_heads, num_layers, top_k, use_multi_scale,
             multi_scale, pool_scales, queries_per_scale, num_video_query_token, svr_order,
-            gather_from, selection_order, query_self_attention, layer_norm_eps);
+            gather_from, selection_order, query_self_attention, layer_norm_eps, video_positions);
         self
     }
 
@@ -282,6 +301,9 @@ impl ConfigPatch {
         if let Some(v) = self.layer_norm_eps {
             c.layer_norm_eps = v;
         }
+        if let Some(v) = self.video_positions {
+            c.video_positions = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -305,6 +327,7 @@ impl LinvtConfig {
                 selection_order: SelectionOrder::Score,
                 query_self_attention: QuerySelfAttention::PerQuery,
                 layer_norm_eps: 1e-5,
+                video_positions: VideoPositions::Text,
             },
             Preset::Paper => LinvtConfig {
                 preset,
@@ -320,6 +343,7 @@ impl LinvtConfig {
                 selection_order: SelectionOrder::Index,
                 query_self_attention: QuerySelfAttention::AcrossQueries,
                 layer_norm_eps: 1e-5,
+                video_positions: VideoPositions::Text,
             },
         }
     }

@@ -591,3 +591,65 @@ fn cli_asks_a_qwen2_vl_model_about_a_video_file() {
     );
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// LinVT as a plug-in on Qwen2-VL (a seeded module of 8 queries for the 64-wide LLM): the video's
+/// two temporal groups are its frames, its 8 tokens replace the 16 video pads; the CPU and GPU
+/// agree with the tokens placed either way `video_positions` offers (as text, or as one grid
+/// row). No reference exists for this pairing (the paper's LinVT-Qwen2-VL is unreleased).
+#[test]
+fn linvt_plugs_into_qwen2_vl() {
+    use ::linvt::config::{ConfigPatch, VideoPositions};
+    use ::linvt::vlm::engine::FinishReason;
+    use ::linvt::vlm::synth::write_linvt_with;
+    let g = golden("qwen2vl");
+    let tmp = std::env::temp_dir().join(format!("linvt-qwen2vl-linvt-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let module = |name: &str, placement| {
+        let p = tmp.join(name);
+        let extra = ConfigPatch {
+            video_positions: Some(placement),
+            ..Default::default()
+        };
+        write_linvt_with(&p, 64, 8, 7, &extra).unwrap();
+        p
+    };
+    let (text, row) = (
+        module("text.safetensors", VideoPositions::Text),
+        module("row.safetensors", VideoPositions::Row),
+    );
+    let mut devices = vec![Device::Cpu];
+    if common::gpu().is_some() {
+        devices.push(Device::Gpu);
+    }
+    let question = g.metadata().get("question.video").unwrap().clone();
+    let video = Visual::Video(video_frames(&g, "qwen2vl"));
+    let mut answers = Vec::new();
+    for file in [&text, &row] {
+        for device in &devices {
+            let opts = LoadOptions {
+                linvt: LinvtChoice::File(file.clone()),
+                ..LoadOptions::new(*device)
+            };
+            let mut m = VideoLlm::load_with(&dir("qwen2vl"), &opts, &mut |_, _| {}).unwrap();
+            let ask = AskOptions {
+                max_new_tokens: 6,
+                ..Default::default()
+            };
+            let a = m
+                .ask(&video, &question, &ask, &mut |_| {}, &mut |_| {})
+                .unwrap();
+            assert_eq!(a.video_path, Some(::linvt::vlm::model::VideoPath::Linvt));
+            assert_eq!((a.visual_tokens, a.prompt_visual_tokens), (16, 8));
+            let pads = a.prompt_ids.iter().filter(|&&t| t == 1001).count();
+            assert_eq!(pads, 8, "{device:?}: 8 video pads in the prompt");
+            assert_eq!(a.finish_reason, FinishReason::Length);
+            answers.push((file.clone(), *device, a.token_ids));
+        }
+    }
+    for pair in answers.chunks(devices.len()) {
+        for (_, device, ids) in &pair[1..] {
+            assert_eq!(ids, &pair[0].2, "{device:?} differs from the CPU");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -266,7 +266,8 @@ impl<O: VlmOps> Engine<O> {
         })
     }
 
-    /// LinVT on visual tokens (F·N, E) conditioned on text embeddings (L, E).
+    /// LinVT on visual tokens (F·N, E) of `frames` frames (N tokens each, any N: InternVL's
+    /// tiles or Qwen2-VL's temporal groups) conditioned on text embeddings (L, E).
     pub fn condense(
         &mut self,
         visual: &O::T,
@@ -274,7 +275,13 @@ impl<O: VlmOps> Engine<O> {
         text: &O::T,
         want: Want,
     ) -> Result<ForwardOut<O>> {
-        let dims = self.linvt_dims(frames, text)?;
+        let rows = self.ops.row_count(visual);
+        if frames == 0 || !rows.is_multiple_of(frames) {
+            return Err(Error::input(format!(
+                "{rows} visual tokens do not split into {frames} frames"
+            )));
+        }
+        let dims = self.linvt_dims(frames, rows / frames, text)?;
         let m = self.linvt.as_ref().expect("linvt_dims checked it");
         forward::forward(
             &mut self.ops,
@@ -288,10 +295,9 @@ impl<O: VlmOps> Engine<O> {
         )
     }
 
-    /// LinVT's sizes for a clip of `frames` frames conditioned on `text`.
-    pub fn linvt_dims(&self, frames: usize, text: &O::T) -> Result<Dims> {
+    /// LinVT's sizes for a clip of `frames` frames of `tokens` tokens conditioned on `text`.
+    pub fn linvt_dims(&self, frames: usize, tokens: usize, text: &O::T) -> Result<Dims> {
         let top_k = self.linvt()?.config.top_k;
-        let tokens = self.config.internvl()?.tokens_per_frame();
         Ok(Dims {
             frames,
             tokens,

@@ -93,7 +93,7 @@ pub fn prepare<O: VlmOps>(
                     .iter()
                     .map(|p| e.ops.read_back(p))
                     .collect::<Result<Vec<_>>>()?;
-                let dims = e.linvt_dims(frames.len(), &text)?;
+                let dims = e.linvt_dims(frames.len(), n, &text)?;
                 Some(provenance::of_forward(
                     heads, q, dims, &out, &indices, &probs,
                 ))

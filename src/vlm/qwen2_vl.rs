@@ -154,7 +154,9 @@ pub fn decode_positions(slot: usize, rows: usize, delta: i64) -> Positions {
 
 /// Builds the prompt, its visual rows and their 3-axis positions for one image or video, as
 /// Qwen2-VL's processor and chat template do: the vision block (`<|vision_start|>`, one pad
-/// token per LLM token, `<|vision_end|>`) before the question in the user turn. A video's
+/// token per LLM token, `<|vision_end|>`) before the question in the user turn. With a LinVT
+/// module a video's temporal groups are its frames and its Q' tokens take the pad tokens'
+/// place, at the positions `LinvtConfig::video_positions` names. A video's
 /// temporal groups are `temporal_patch_size / fps` seconds apart (`opts.fps`, else the
 /// processor's default 2).
 #[cfg(not(target_arch = "wasm32"))]
@@ -180,11 +182,6 @@ pub fn prepare<O: crate::ops::VlmOps>(
         c.processor.max_pixels = max;
         c.processor.video_max_pixels = max;
     }
-    if matches!(visual, Visual::Video(_)) && e.linvt.is_some() {
-        return Err(Error::input(
-            "LinVT on a Qwen2-VL host is not supported yet; run the host's own video path with --no-linvt",
-        ));
-    }
     let mut clock = crate::timing::StageClock::default();
     clock.mark(Some("preprocess"));
     on_stage("preprocess");
@@ -203,9 +200,24 @@ pub fn prepare<O: crate::ops::VlmOps>(
     let rows = e.qwen2_vision(&pixels, &[grid])?;
     e.sync(&rows)?;
     let n = grid.patches() / (c.vision.merge * c.vision.merge);
-    let message = format!("<|vision_start|>{}<|vision_end|>{question}", pad.repeat(n));
-    let prompt =
-        super::prompt::Prompt::from_message(tok, template, &message, pad, n, "<|vision_end|>")?;
+    let with_linvt = matches!(visual, Visual::Video(_)) && e.linvt.is_some();
+    // LinVT's Q' tokens take the video's place (its frames: the temporal groups).
+    let in_prompt = match with_linvt {
+        true => e.linvt()?.queries,
+        false => n,
+    };
+    let message = format!(
+        "<|vision_start|>{}<|vision_end|>{question}",
+        pad.repeat(in_prompt)
+    );
+    let prompt = super::prompt::Prompt::from_message(
+        tok,
+        template,
+        &message,
+        pad,
+        in_prompt,
+        "<|vision_end|>",
+    )?;
     let context = e.config.llm.max_positions;
     if prompt.ids.len() >= context {
         let what = match visual {
@@ -213,8 +225,9 @@ pub fn prepare<O: crate::ops::VlmOps>(
             Visual::Video(_) => "video's",
         };
         return Err(Error::input(format!(
-            "the prompt has {} tokens ({n} of them the {what}) but the model's context holds {context}; use fewer frames (--num-frames) or a smaller pixel budget (max_pixels)",
-            prompt.ids.len()
+            "the prompt has {} tokens ({in_prompt} of them the {what}) but the model's context holds {context}; use fewer frames (--num-frames) or a smaller pixel budget (max_pixels){}",
+            prompt.ids.len(),
+            if with_linvt { "" } else { ", or a LinVT module (--linvt)" }
         )));
     }
     let fps = opts.fps.unwrap_or(2.0);
@@ -224,20 +237,48 @@ pub fn prepare<O: crate::ops::VlmOps>(
         )));
     }
     let seconds = c.vision.temporal_patch_size as f64 / fps;
-    let (image_grids, video_grids) = match visual {
-        Visual::Image(_) => (vec![grid], vec![]),
-        Visual::Video(_) => (vec![], vec![(grid, seconds)]),
+    let (rows, spans, video_path) = if with_linvt {
+        clock.mark(Some("linvt"));
+        on_stage("LinVT");
+        let (preset, placement) = {
+            let m = e.linvt()?;
+            (m.config.preset, m.config.video_positions)
+        };
+        let text = e.embed(prompt.value_ids(preset)?)?;
+        let want = crate::linvt::forward::Want::default();
+        let out = e.condense(&rows, grid.t, &text, want)?;
+        // As on InternVL: the LLM sees LinVT's output in bf16, its own precision.
+        let rows = e.ops.round_bf16(&out.output)?;
+        e.sync(&rows)?;
+        let first = prompt.context_positions[0] as usize;
+        let spans = match placement {
+            crate::config::VideoPositions::Text => vec![],
+            crate::config::VideoPositions::Row => vec![VisionSpan {
+                first,
+                h: 1,
+                w: in_prompt,
+                temporal: vec![0],
+            }],
+        };
+        (rows, spans, Some(VideoPath::Linvt))
+    } else {
+        let (image_grids, video_grids) = match visual {
+            Visual::Image(_) => (vec![grid], vec![]),
+            Visual::Video(_) => (vec![], vec![(grid, seconds)]),
+        };
+        let spans = vision_spans(&prompt.ids, &c, &image_grids, &video_grids)?;
+        let path = matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames);
+        (rows, spans, path)
     };
-    let spans = vision_spans(&prompt.ids, &c, &image_grids, &video_grids)?;
     let rope = rope_index(prompt.ids.len(), &spans)?;
     clock.mark(None);
     Ok(HostInput {
-        prompt_visual_tokens: n,
+        prompt_visual_tokens: in_prompt,
         prompt,
         rows,
         images,
         visual_tokens: n,
-        video_path: matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames),
+        video_path,
         provenance: None,
         timings_ms: clock.times,
         rope: Some(rope),

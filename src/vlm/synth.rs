@@ -573,9 +573,25 @@ fn write_safetensors(
                 .map_err(|e| Error::input(format!("cannot build tensor `{n}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata)
-        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))?;
-    crate::io::write_atomic(path, &crate::io::canonical_safetensors(bytes)?)
+    // Streamed to a temporary file, then renamed over `path` (a stand-in is GBs: never held
+    // twice in memory). At most one metadata key, so the header is the same on every run.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let written = safetensors::serialize_to_file(views, metadata, &tmp)
+        .map_err(|e| Error::input(format!("cannot write {}: {e}", path.display())))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).map_err(|source| Error::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A byte-level BPE tokenizer of `vocab` ids: the tiny fixture's 988 learned tokens and merges,
@@ -697,14 +713,25 @@ pub fn synth(
 /// kernels take (InternVL2-2B's width 2048 / 4 = 512 > `MAX_HEAD_DIM`: 8 heads).
 /// Returns (parameters, heads).
 pub fn write_linvt(path: &Path, embed: usize, queries: usize, seed: u64) -> Result<(usize, usize)> {
+    write_linvt_with(path, embed, queries, seed, &ConfigPatch::default())
+}
+
+/// [`write_linvt`] with `extra` configuration fields over the official preset's.
+pub fn write_linvt_with(
+    path: &Path,
+    embed: usize,
+    queries: usize,
+    seed: u64,
+    extra: &ConfigPatch,
+) -> Result<(usize, usize)> {
     let heads = 4.max(embed.div_ceil(crate::config::MAX_HEAD_DIM));
-    let patch = ConfigPatch {
+    let patch = extra.clone().over(&ConfigPatch {
         preset: Some("official".to_string()),
         embed_size: Some(embed),
         num_heads: Some(heads),
         num_video_query_token: Some(queries),
         ..Default::default()
-    };
+    });
     let cfg = patch.resolve()?;
     let params = LinvtParams::seeded(&cfg, queries, seed);
     let mut parameters = 0;
