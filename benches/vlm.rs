@@ -42,13 +42,13 @@ fn stages<O: VlmOps>(c: &mut Criterion, executor: &str, e: &mut Engine<O>, input
     let len = inputs.prompt.ids.len();
     g.throughput(Throughput::Elements(len as u64));
     g.bench_function(format!("prefill {len} tokens (elements = tokens)"), |b| {
-        b.iter(|| prefill_stage(e, &embeds, 1).unwrap())
+        b.iter(|| prefill_stage(e, inputs, &embeds, 1).unwrap())
     });
     // One step at the first free position, repeated: it rewrites the same cache row each time.
-    let (mut cache, id) = prefill_stage(e, &embeds, 1).unwrap();
+    let (mut cache, id) = prefill_stage(e, inputs, &embeds, 1).unwrap();
     g.throughput(Throughput::Elements(1));
     g.bench_function("decode step (elements = tokens)", |b| {
-        b.iter(|| decode_step(e, &mut cache, id, len).unwrap())
+        b.iter(|| decode_step(e, inputs, &mut cache, id, len).unwrap())
     });
     g.finish();
 }

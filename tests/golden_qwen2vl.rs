@@ -653,3 +653,49 @@ fn linvt_plugs_into_qwen2_vl() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `linvt bench --model` on a Qwen2-VL model: a 224² clip of 8 frames → 4 temporal groups (at
+/// the fixture's small pixel budget), through the host's own video path, every figure reported.
+#[test]
+fn bench_model_runs_a_qwen2_vl_model() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_linvt"))
+        .args([
+            "bench",
+            "--backend",
+            "cpu",
+            "--frames",
+            "8",
+            "--json",
+            "--model",
+        ])
+        .arg(dir("qwen2vl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (frames, tokens) = (
+        v["frames"].as_u64().unwrap(),
+        v["vision_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(frames, 4, "8 frames in pairs");
+    assert_eq!(
+        v["linvt_tokens"].as_u64().unwrap(),
+        tokens,
+        "no LinVT: every token"
+    );
+    assert!(tokens > 0 && tokens % frames == 0);
+    for key in [
+        "vision_frames_per_s",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+    ] {
+        let x = v[key].as_f64().unwrap_or(f64::NAN);
+        assert!(x > 0.0 && x.is_finite(), "{key} = {x} in {stdout}");
+    }
+    assert_eq!(v["video_path"], "frames");
+}

@@ -32,11 +32,16 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
     )
     .unwrap();
     let pixels = golden.get("input.pixel_values").unwrap().unwrap();
+    let len = prompt.ids.len();
     let inputs = BenchInputs {
         frames: pixels.shape()[0],
         pixels,
         prompt,
         preprocess_ms: 0.0,
+        grid: None,
+        vision_tokens: 0,
+        positions: ::linvt::ops::Positions::range(0, len),
+        delta: 0,
     };
     let want: Vec<u32> = golden
         .get_i64("output.greedy_ids")
@@ -52,11 +57,11 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
     let rows = linvt_stage(&mut e, &inputs, &visual).unwrap();
     let embeds = prompt_embeds(&mut e, &inputs, &rows).unwrap();
     let steps = want.len() - 1;
-    let (mut cache, mut id) = prefill_stage(&mut e, &embeds, steps).unwrap();
+    let (mut cache, mut id) = prefill_stage(&mut e, &inputs, &embeds, steps).unwrap();
     let mut got = vec![id];
     let len = inputs.prompt.ids.len();
     for position in len..len + steps {
-        id = decode_step(&mut e, &mut cache, id, position).unwrap();
+        id = decode_step(&mut e, &inputs, &mut cache, id, position).unwrap();
         got.push(id);
     }
     // Greedy ids are exact: the fixture's README puts every decision far above f32 noise.

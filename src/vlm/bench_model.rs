@@ -11,20 +11,23 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::config::VlmConfig;
+use super::config::{Host, VlmConfig};
 use super::engine::Engine;
 use super::model::{gpu_ops, load_engine, open_model_dir, LinvtChoice, LoadOptions};
 use super::preprocess::pixel_values;
 use super::prompt::{Prompt, Template};
+use super::qwen2_vit::Grid;
+use super::qwen2_vl::Placement;
+use super::qwen2_vl_preprocess::video_patches;
 use super::synthetic::moving_square_clip;
 use super::tokenizer::Tokenizer;
 use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOps;
 use crate::linvt::forward::Want;
-use crate::ops::Device;
 use crate::ops::SamplingParams;
 use crate::ops::VlmOps;
+use crate::ops::{Device, Positions};
 use crate::tensor::Tensor;
 
 /// The question of every benchmark prompt (its length sets the prompt's, with the template).
@@ -89,7 +92,17 @@ pub struct BenchInputs {
     pub prompt: Prompt,
     /// Host milliseconds to preprocess the clip (resize + normalise).
     pub preprocess_ms: f64,
+    /// Qwen2-VL: the clip's patch grid (its temporal groups are LinVT's frames).
+    pub grid: Option<Grid>,
+    /// Visual tokens out of the vision encoder.
+    pub vision_tokens: usize,
+    /// The prompt's rotary positions and the decode delta.
+    pub positions: Positions,
+    pub delta: i64,
 }
+
+/// Qwen2-VL's benchmark clip side (a 224² video finishes on a CPU adapter in minutes).
+pub const QWEN2_VL_SIZE: usize = 224;
 
 impl BenchInputs {
     /// A `frames`-frame synthetic clip at the model's image size and the benchmark prompt for
@@ -104,8 +117,31 @@ impl BenchInputs {
             return Err(Error::input("the benchmark needs at least one frame"));
         }
         let tokenizer = Tokenizer::from_dir(dir)?;
-        tokenizer.require_internvl()?;
         let template = Template::by_name(&config.template)?;
+        if let Host::Qwen2Vl(c) = &config.host {
+            let clip = moving_square_clip(frames, QWEN2_VL_SIZE);
+            let t0 = Instant::now();
+            let (pixels, grid) = video_patches(&clip, &c.processor, &c.vision)?;
+            let preprocess_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let placement = match linvt_queries {
+                // The module's own placement is read at load; the bench places as text.
+                Some(q) => Placement::Linvt(q, crate::config::VideoPositions::Text),
+                None => Placement::Video(grid, c.vision.temporal_patch_size as f64 / 2.0),
+            };
+            let (prompt, positions, delta) =
+                super::qwen2_vl::prompt(&tokenizer, &template, c, QUESTION, &placement)?;
+            return Ok(BenchInputs {
+                pixels,
+                frames: grid.t,
+                prompt,
+                preprocess_ms,
+                grid: Some(grid),
+                vision_tokens: grid.patches() / (c.vision.merge * c.vision.merge),
+                positions,
+                delta,
+            });
+        }
+        tokenizer.require_internvl()?;
         let prompt = match linvt_queries {
             Some(q) => Prompt::build(&tokenizer, &template, QUESTION, q)?,
             None => {
@@ -118,18 +154,26 @@ impl BenchInputs {
         let clip = moving_square_clip(frames, size);
         let t0 = Instant::now();
         let pixels = pixel_values(&clip, size)?;
+        let len = prompt.ids.len();
         Ok(BenchInputs {
             pixels,
             frames,
             prompt,
             preprocess_ms: t0.elapsed().as_secs_f64() * 1e3,
+            grid: None,
+            vision_tokens: frames * config.internvl()?.tokens_per_frame(),
+            positions: Positions::range(0, len),
+            delta: 0,
         })
     }
 }
 
 /// InternViT + pixel shuffle + `mlp1`: the visual tokens (F·N, E).
 pub fn vision_stage<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs) -> Result<O::T> {
-    let tokens = e.vision(&inputs.pixels)?;
+    let tokens = match &inputs.grid {
+        Some(grid) => e.qwen2_vision(&inputs.pixels, &[*grid])?,
+        None => e.vision(&inputs.pixels)?,
+    };
     e.sync(&tokens)?;
     Ok(tokens)
 }
@@ -163,27 +207,31 @@ pub fn prompt_embeds<O: VlmOps>(
 /// positions, and the first (greedy) token.
 pub fn prefill_stage<O: VlmOps>(
     e: &mut Engine<O>,
+    inputs: &BenchInputs,
     embeds: &O::T,
     decode_steps: usize,
 ) -> Result<(O::Kv, u32)> {
     let len = e.ops.row_count(embeds);
     let mut cache = e.new_cache(len + decode_steps)?;
-    let hidden = e.decode(embeds, &mut cache, 0)?;
+    let hidden = e.decode_at(embeds, &mut cache, 0, &inputs.positions)?;
     let last = e.ops.rows(&hidden, len - 1, 1);
     let logits = e.logits(&last)?;
     let id = e.ops.sample(&logits, &SamplingParams::default(), 0.0)?;
     Ok((cache, id))
 }
 
-/// One decode step: token `id` at `position` → the next (greedy) token.
+/// One decode step: token `id` at cache slot `slot` → the next (greedy) token.
 pub fn decode_step<O: VlmOps>(
     e: &mut Engine<O>,
+    inputs: &BenchInputs,
     cache: &mut O::Kv,
     id: u32,
-    position: usize,
+    slot: usize,
 ) -> Result<u32> {
     let x = e.embed(&[id])?;
-    let hidden = e.decode(&x, cache, position)?;
+    let at = (slot as i64 + inputs.delta).max(0) as usize;
+    let positions = Positions::range_on_axes(at, 1, inputs.positions.axes());
+    let hidden = e.decode_at(&x, cache, slot, &positions)?;
     let logits = e.logits(&hidden)?;
     e.ops.sample(&logits, &SamplingParams::default(), 0.0)
 }
@@ -219,12 +267,12 @@ fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> 
     let linvt = ms(t);
     let embeds = prompt_embeds(e, inputs, &rows)?;
     let t = Instant::now();
-    let (mut cache, mut id) = prefill_stage(e, &embeds, steps)?;
+    let (mut cache, mut id) = prefill_stage(e, inputs, &embeds, steps)?;
     let prefill = ms(t);
     let len = inputs.prompt.ids.len();
     let t = Instant::now();
     for position in len..len + steps {
-        id = decode_step(e, &mut cache, id, position)?;
+        id = decode_step(e, inputs, &mut cache, id, position)?;
     }
     let decode_step = ms(t) / steps.max(1) as f64;
     Ok(Rep {
@@ -274,7 +322,7 @@ pub fn measure<O: VlmOps>(
         backend: backend.to_string(),
         frames: inputs.frames,
         video_path: if e.linvt.is_some() { "linvt" } else { "frames" }.to_string(),
-        vision_tokens: inputs.frames * e.config.internvl()?.tokens_per_frame(),
+        vision_tokens: inputs.vision_tokens,
         linvt_tokens: inputs.prompt.context_positions.len(),
         prompt_tokens: len,
         decode_steps: opts.decode_steps,

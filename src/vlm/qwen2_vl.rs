@@ -152,6 +152,54 @@ pub fn decode_positions(slot: usize, rows: usize, delta: i64) -> Positions {
     Positions::range_on_axes((slot as i64 + delta).max(0) as usize, rows, 3)
 }
 
+/// How a Qwen2-VL prompt holds its one image or video.
+#[cfg(not(target_arch = "wasm32"))]
+pub enum Placement {
+    /// An image's tokens over its grid.
+    Image(Grid),
+    /// A video's tokens over its grid, its temporal groups `seconds` apart.
+    Video(Grid, f64),
+    /// LinVT's `queries` tokens in a video's place, positioned as `VideoPositions` says.
+    Linvt(usize, crate::config::VideoPositions),
+}
+
+/// The user turn with the vision block before `question`, tokenized in `template`, and its
+/// 3-axis positions and decode delta.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn prompt(
+    tok: &super::tokenizer::Tokenizer,
+    template: &super::prompt::Template,
+    c: &Qwen2VlConfig,
+    question: &str,
+    placement: &Placement,
+) -> Result<(super::prompt::Prompt, Positions, i64)> {
+    let unit = c.vision.merge * c.vision.merge;
+    let (pad, count) = match placement {
+        Placement::Image(g) => ("<|image_pad|>", g.patches() / unit),
+        Placement::Video(g, _) => ("<|video_pad|>", g.patches() / unit),
+        Placement::Linvt(q, _) => ("<|video_pad|>", *q),
+    };
+    let message = format!(
+        "<|vision_start|>{}<|vision_end|>{question}",
+        pad.repeat(count)
+    );
+    let prompt =
+        super::prompt::Prompt::from_message(tok, template, &message, pad, count, "<|vision_end|>")?;
+    let spans = match placement {
+        Placement::Image(g) => vision_spans(&prompt.ids, c, &[*g], &[])?,
+        Placement::Video(g, seconds) => vision_spans(&prompt.ids, c, &[], &[(*g, *seconds)])?,
+        Placement::Linvt(_, crate::config::VideoPositions::Text) => vec![],
+        Placement::Linvt(q, crate::config::VideoPositions::Row) => vec![VisionSpan {
+            first: prompt.context_positions.first().map_or(0, |&p| p as usize),
+            h: 1,
+            w: *q,
+            temporal: vec![0],
+        }],
+    };
+    let (positions, delta) = rope_index(prompt.ids.len(), &spans)?;
+    Ok((prompt, positions, delta))
+}
+
 /// Builds the prompt, its visual rows and their 3-axis positions for one image or video, as
 /// Qwen2-VL's processor and chat template do: the vision block (`<|vision_start|>`, one pad
 /// token per LLM token, `<|vision_end|>`) before the question in the user turn. With a LinVT
@@ -185,15 +233,12 @@ pub fn prepare<O: crate::ops::VlmOps>(
     let mut clock = crate::timing::StageClock::default();
     clock.mark(Some("preprocess"));
     on_stage("preprocess");
-    let (pixels, grid, pad, images) = match visual {
-        Visual::Image(f) => {
-            let (p, g) = image_patches(f, &c.processor, &c.vision)?;
-            (p, g, "<|image_pad|>", 1)
-        }
-        Visual::Video(frames) => {
-            let (p, g) = video_patches(frames, &c.processor, &c.vision)?;
-            (p, g, "<|video_pad|>", frames.len())
-        }
+    let ((pixels, grid), images) = match visual {
+        Visual::Image(f) => (image_patches(f, &c.processor, &c.vision)?, 1),
+        Visual::Video(frames) => (
+            video_patches(frames, &c.processor, &c.vision)?,
+            frames.len(),
+        ),
     };
     clock.mark(Some("vision"));
     on_stage("vision encoder");
@@ -201,23 +246,23 @@ pub fn prepare<O: crate::ops::VlmOps>(
     e.sync(&rows)?;
     let n = grid.patches() / (c.vision.merge * c.vision.merge);
     let with_linvt = matches!(visual, Visual::Video(_)) && e.linvt.is_some();
+    let fps = opts.fps.unwrap_or(2.0);
+    if !(fps > 0.0 && fps.is_finite()) {
+        return Err(Error::input(format!(
+            "the frame rate {fps} must be a positive number"
+        )));
+    }
     // LinVT's Q' tokens take the video's place (its frames: the temporal groups).
-    let in_prompt = match with_linvt {
-        true => e.linvt()?.queries,
-        false => n,
+    let placement = match visual {
+        Visual::Video(_) if with_linvt => {
+            let m = e.linvt()?;
+            Placement::Linvt(m.queries, m.config.video_positions)
+        }
+        Visual::Video(_) => Placement::Video(grid, c.vision.temporal_patch_size as f64 / fps),
+        Visual::Image(_) => Placement::Image(grid),
     };
-    let message = format!(
-        "<|vision_start|>{}<|vision_end|>{question}",
-        pad.repeat(in_prompt)
-    );
-    let prompt = super::prompt::Prompt::from_message(
-        tok,
-        template,
-        &message,
-        pad,
-        in_prompt,
-        "<|vision_end|>",
-    )?;
+    let (prompt, positions, delta) = prompt(tok, template, &c, question, &placement)?;
+    let in_prompt = prompt.context_positions.len();
     let context = e.config.llm.max_positions;
     if prompt.ids.len() >= context {
         let what = match visual {
@@ -230,47 +275,21 @@ pub fn prepare<O: crate::ops::VlmOps>(
             if with_linvt { "" } else { ", or a LinVT module (--linvt)" }
         )));
     }
-    let fps = opts.fps.unwrap_or(2.0);
-    if !(fps > 0.0 && fps.is_finite()) {
-        return Err(Error::input(format!(
-            "the frame rate {fps} must be a positive number"
-        )));
-    }
-    let seconds = c.vision.temporal_patch_size as f64 / fps;
-    let (rows, spans, video_path) = if with_linvt {
+    let (rows, video_path) = if with_linvt {
         clock.mark(Some("linvt"));
         on_stage("LinVT");
-        let (preset, placement) = {
-            let m = e.linvt()?;
-            (m.config.preset, m.config.video_positions)
-        };
+        let preset = e.linvt()?.config.preset;
         let text = e.embed(prompt.value_ids(preset)?)?;
         let want = crate::linvt::forward::Want::default();
         let out = e.condense(&rows, grid.t, &text, want)?;
         // As on InternVL: the LLM sees LinVT's output in bf16, its own precision.
         let rows = e.ops.round_bf16(&out.output)?;
         e.sync(&rows)?;
-        let first = prompt.context_positions[0] as usize;
-        let spans = match placement {
-            crate::config::VideoPositions::Text => vec![],
-            crate::config::VideoPositions::Row => vec![VisionSpan {
-                first,
-                h: 1,
-                w: in_prompt,
-                temporal: vec![0],
-            }],
-        };
-        (rows, spans, Some(VideoPath::Linvt))
+        (rows, Some(VideoPath::Linvt))
     } else {
-        let (image_grids, video_grids) = match visual {
-            Visual::Image(_) => (vec![grid], vec![]),
-            Visual::Video(_) => (vec![], vec![(grid, seconds)]),
-        };
-        let spans = vision_spans(&prompt.ids, &c, &image_grids, &video_grids)?;
         let path = matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames);
-        (rows, spans, path)
+        (rows, path)
     };
-    let rope = rope_index(prompt.ids.len(), &spans)?;
     clock.mark(None);
     Ok(HostInput {
         prompt_visual_tokens: in_prompt,
@@ -281,7 +300,7 @@ pub fn prepare<O: crate::ops::VlmOps>(
         video_path,
         provenance: None,
         timings_ms: clock.times,
-        rope: Some(rope),
+        rope: Some((positions, delta)),
     })
 }
 
