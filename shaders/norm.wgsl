@@ -27,6 +27,17 @@ override WG: u32 = 256u;
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
+// The executor's health word (src/gpu/kernel.rs, `Recorder::health`): lowered to the row whose
+// mean square or variance is not finite — an overflow upstream. `layer_norm` and
+// `add_rms_norm` bind it at 6, `rms_norm` at 4.
+@group(0) @binding(6) var<storage, read_write> health: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read_write> rms_health: array<atomic<u32>>;
+
+// NaN or ±inf.
+fn non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
+
 var<workgroup> red: array<f32, WG>;
 
 fn z_at(row_base: u32, c: u32) -> f32 {
@@ -77,7 +88,11 @@ fn layer_norm(
         let d = z_at(base, c) - mean;
         q += d * d;
     }
-    let inv = 1.0 / sqrt(workgroup_sum(q, lid) / n + p.eps);
+    let var_ = workgroup_sum(q, lid) / n;
+    if (lid == 0u && non_finite(var_)) {
+        atomicMin(&health[0], row);
+    }
+    let inv = 1.0 / sqrt(var_ + p.eps);
 
     for (var c = lid; c < p.cols; c += WG) {
         y[p.y_off + base + c] = (z_at(base, c) - mean) * inv * gamma[p.g_off + c] + beta[p.b_off + c];
@@ -106,15 +121,19 @@ fn rms_norm(
         let v = x[p.x_off + base + c];
         q += v * v;
     }
-    let inv = inv_rms(q, lid);
+    let ms = mean_square(q, lid);
+    if (lid == 0u && non_finite(ms)) {
+        atomicMin(&rms_health[0], row);
+    }
+    let inv = 1.0 / sqrt(ms + p.eps);
     for (var c = lid; c < p.cols; c += WG) {
         rms_y[p.y_off + base + c] = x[p.x_off + base + c] * inv * rms_gamma[p.g_off + c];
     }
 }
 
-// 1 / sqrt(mean(v²) + eps) of a row from this invocation's part `sum_sq` of its squares.
-fn inv_rms(sum_sq: f32, lid: u32) -> f32 {
-    return 1.0 / sqrt(workgroup_sum(sum_sq, lid) / f32(p.cols) + p.eps);
+// mean(v²) of a row from this invocation's part `sum_sq` of its squares.
+fn mean_square(sum_sq: f32, lid: u32) -> f32 {
+    return workgroup_sum(sum_sq, lid) / f32(p.cols);
 }
 
 // Residual add + RMSNorm, a pre-norm decoder's `x + attention` (or `+ mlp`) followed by the
@@ -140,7 +159,11 @@ fn add_rms_norm(
         sum[p.b_off + base + c] = v;
         q += v * v;
     }
-    let inv = inv_rms(q, lid);
+    let ms = mean_square(q, lid);
+    if (lid == 0u && non_finite(ms)) {
+        atomicMin(&health[0], row);
+    }
+    let inv = 1.0 / sqrt(ms + p.eps);
     for (var c = lid; c < p.cols; c += WG) {
         y[p.y_off + base + c] = z_at(base, c) * inv * gamma[p.g_off + c];
     }

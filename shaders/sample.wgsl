@@ -3,7 +3,9 @@
 //
 // `argmax` (greedy): the largest logit, ties to the lower id; NaN never wins (all NaN → the
 // last id, as the twin's sequential scan ends). Each invocation scans a strided slice in
-// ascending id order, then a tree reduction with the same total order.
+// ascending id order, then a tree reduction with the same total order. It also writes, after
+// the id, the lowest id whose logit is not finite (u32::MAX when all are): the executor's
+// health check, read back with the id.
 //
 // `pick` (temperature / top-k / top-p): `ids` holds the k candidates in sampling order (logit
 // descending, id ascending — the radix top-k's score order, src/gpu/topk.rs). With
@@ -34,6 +36,12 @@ const WG: u32 = 256u;
 var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
 var<workgroup> seg_sum: array<f32, WG>;
+var<workgroup> bad_i: array<u32, WG>;
+
+// NaN or ±inf.
+fn non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
 
 // NaN test on the bit pattern (compilers may assume `v != v` is false).
 fn is_nan(v: f32) -> bool {
@@ -58,8 +66,15 @@ fn beats(v: f32, i: u32, bv: f32, bi: u32) -> bool {
 fn argmax(@builtin(local_invocation_index) lid: u32) {
     var bv = logits[p.x_off + min(lid, p.n - 1u)];
     var bi = min(lid, p.n - 1u);
+    var bad = 0xFFFFFFFFu;
+    if (lid < p.n && non_finite(bv)) {
+        bad = lid;
+    }
     for (var i = lid + WG; i < p.n; i += WG) {
         let v = logits[p.x_off + i];
+        if (non_finite(v)) {
+            bad = min(bad, i);
+        }
         if (beats(v, i, bv, bi)) {
             bv = v;
             bi = i;
@@ -67,16 +82,21 @@ fn argmax(@builtin(local_invocation_index) lid: u32) {
     }
     best_v[lid] = bv;
     best_i[lid] = bi;
+    bad_i[lid] = bad;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (lid < s && beats(best_v[lid + s], best_i[lid + s], best_v[lid], best_i[lid])) {
             best_v[lid] = best_v[lid + s];
             best_i[lid] = best_i[lid + s];
         }
+        if (lid < s) {
+            bad_i[lid] = min(bad_i[lid], bad_i[lid + s]);
+        }
         workgroupBarrier();
     }
     if (lid == 0u) {
         out[p.o_off] = best_i[0];
+        out[p.o_off + 1u] = bad_i[0];
     }
 }
 

@@ -54,6 +54,12 @@ pub enum Error {
     #[error("the score of frame {frame}, token {token} is not finite; the refined tokens overflowed or the weights hold NaN/Inf — check the weights and the input scale")]
     NonFiniteScore { frame: usize, token: usize },
 
+    #[error("a value inside the model overflowed float32 (a normalisation's mean square is not finite), so any answer would be noise; its weights (or the inputs) hold values out of range — check the checkpoint")]
+    Overflow,
+
+    #[error("the decoder's logits are not finite (the first at token id {token}): the model overflowed float32, so any answer would be noise; its weights (or the visual tokens fed to it) hold values out of range — check the checkpoint")]
+    NonFiniteLogits { token: u32 },
+
     #[error("invalid input: {0}")]
     InvalidInput(String),
 

@@ -253,3 +253,38 @@ fn add_rms_norm_matches_residual_add_then_rms_norm() {
         .to_string();
     assert!(e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
 }
+
+/// The health word: each norm lowers it to the first row whose mean square (variance) is not
+/// finite in f32 — here row 2 of 4 holds 1e30s, whose squares overflow — and leaves it at
+/// u32::MAX when every row is in range. Rows of ordinary values beside it normalise as usual.
+#[test]
+fn norms_flag_rows_that_overflow() {
+    let Some(ctx) = common::gpu() else { return };
+    let pool = BufferPool::default();
+    let (rows, cols) = (4usize, 96usize);
+    let mut x = common::rand_vec(5, rows * cols, 1.0);
+    let gamma = ctx.upload("g", &[cols], &vec![1.0f32; cols]).unwrap();
+    let beta = ctx.upload("b", &[cols], &vec![0.0f32; cols]).unwrap();
+    let run = |x: &[f32], which: usize| -> u32 {
+        let xg = ctx.upload("x", &[rows, cols], x).unwrap();
+        let mut rec = Recorder::new(&ctx, &pool);
+        match which {
+            0 => drop(norm::rms_norm(&mut rec, &xg, &gamma, 1e-6).unwrap()),
+            1 => drop(norm::layer_norm(&mut rec, &xg, None, &gamma, &beta, 1e-6).unwrap()),
+            _ => drop(norm::add_rms_norm(&mut rec, &xg, &xg, &gamma, 1e-6).unwrap()),
+        }
+        let word = rec.health().unwrap();
+        rec.submit().unwrap();
+        ctx.read_u32(&word).unwrap()[0]
+    };
+    for which in 0..3 {
+        assert_eq!(run(&x, which), u32::MAX, "norm {which}: all in range");
+    }
+    for v in &mut x[2 * cols..3 * cols] {
+        *v = 1e30;
+    }
+    x[2 * cols] = -1e30; // a variance too, not only a mean square
+    for which in 0..3 {
+        assert_eq!(run(&x, which), 2, "norm {which}");
+    }
+}

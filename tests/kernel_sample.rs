@@ -116,3 +116,31 @@ fn bad_uniform_and_rows_are_errors() {
     let row = t.rows_view(0, 1);
     assert!(sample(&mut rec, &row, &params(1.0, 0, 1.0), 1.0).is_err());
 }
+
+/// The health word after the id: the lowest id whose logit is NaN or ±inf (u32::MAX when all
+/// are finite), on the greedy path (the argmax's own scan) and the sampling path (the top-k's),
+/// which the executor turns into an error.
+#[test]
+fn the_health_word_names_the_first_non_finite_logit() {
+    let Some(ctx) = common::gpu() else { return };
+    let words = |logits: &[f32], p: &SamplingParams| -> Vec<u32> {
+        let pool = BufferPool::default();
+        let t = ctx.upload("logits", &[1, logits.len()], logits).unwrap();
+        let mut rec = Recorder::new(&ctx, &pool);
+        let out = sample(&mut rec, &t, p, 0.25).unwrap();
+        rec.submit().unwrap();
+        ctx.read_u32(&out).unwrap()
+    };
+    let mut l = common::rand_vec(3, 1000, 5.0);
+    for p in [params(0.0, 0, 1.0), params(0.8, 40, 0.9)] {
+        assert_eq!(words(&l, &p)[1], u32::MAX, "all finite");
+    }
+    l[700] = f32::INFINITY;
+    l[513] = f32::NAN;
+    l[900] = f32::NEG_INFINITY;
+    for p in [params(0.0, 0, 1.0), params(0.8, 40, 0.9)] {
+        assert_eq!(words(&l, &p)[1], 513, "{p:?}");
+    }
+    assert!(linvt::gpu::sample::logits_error(513).is_err());
+    assert!(linvt::gpu::sample::logits_error(u32::MAX).is_ok());
+}

@@ -514,6 +514,58 @@ fn non_finite_linvt_scores_stop_both_executors() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An overflow inside the LLM (a `down_proj` scaled by 1e38: the finding that answered
+/// "!!!!!!!!" with exit 0), or inside the vision encoder on the image path (no LinVT top-k to
+/// notice it: id 999 × 8 before), stops both executors with the same error: every norm checks
+/// its rows' mean square (on the GPU the norm kernels lower a health word that is read back
+/// with the next results), so the overflow cannot pass as zeros.
+#[test]
+fn overflow_in_the_llm_or_the_image_path_stops_both_executors() {
+    let scaled = |target: &'static str| {
+        move |k: &str, s: &[usize], v: Vec<f32>| {
+            let v = if k == target {
+                v.iter().map(|x| x * 1e38).collect()
+            } else {
+                v
+            };
+            vec![(k.to_string(), s.to_vec(), v)]
+        }
+    };
+    let llm = tiny_variant(
+        "llm-overflow",
+        scaled("language_model.model.layers.0.mlp.down_proj.weight"),
+        |_| {},
+    );
+    let vit = tiny_variant(
+        "vit-overflow",
+        scaled("vision_model.encoder.layers.0.mlp.fc2.weight"),
+        |_| {},
+    );
+    let (frames, question, _) = tiny_golden_clip();
+    for (dir, visual) in [
+        (&llm, Visual::Video(frames.clone())),
+        (&vit, Visual::Image(frames[0].clone())),
+    ] {
+        let mut errors = Vec::new();
+        for device in devices() {
+            let mut m = load(dir, device, LinvtChoice::Auto, None);
+            let opts = AskOptions {
+                max_new_tokens: 4,
+                ..Default::default()
+            };
+            let e = m
+                .ask(&visual, &question, &opts, &mut |_| {}, &mut |_| {})
+                .expect_err("an overflow must be an error")
+                .to_string();
+            assert!(e.contains("overflowed float32"), "{device:?}: {e}");
+            errors.push(e);
+        }
+        assert!(errors.windows(2).all(|w| w[0] == w[1]), "{errors:?}");
+    }
+    let _ = std::fs::remove_dir_all(llm);
+    let _ = std::fs::remove_dir_all(vit);
+}
+
 /// Three models decoding on the GPU at once, on three threads, answer as the released code
 /// does. Each executor owns its buffer pool: with one process-wide pool a thread could take a
 /// buffer another had dropped before its encoder ran, and the golden tests of

@@ -22,7 +22,10 @@ through the model's own processor, and times, on the CPU:
 every figure is the median over the repetitions, reported like `linvt bench --json`: vision
 frames/s, prefill tokens/s, decode tokens/s (1 / decode_step), time to first token
 (preprocess + vision + prefill), stage ms, prompt ids, greedy ids (the prefill's token plus
-one per decode step), peak RSS (ru_maxrss: includes loading). Decoding never stops early.
+one per decode step), peak RSS (ru_maxrss: includes loading), and cpu_per_wall (process CPU
+seconds per wall second over the timed reps: about --threads when nothing else competes for the
+cores). Loading reads every parameter once (load_s includes it): bf16 weights stay on the
+safetensors mmap, and the first pass would otherwise time page-ins. Decoding never stops early.
 Afterwards, unless --no-generate-check, model.generate(max_new_tokens=decode_steps + 1,
 greedy) runs once on the same processor outputs (untimed as a stage; its wall time is
 reported) and its ids are compared with the manual loop's.
@@ -294,12 +297,18 @@ def main():
     t = time.perf_counter()
     model, info = ARCHS[arch].from_pretrained(args.model, dtype=dtype, attn_implementation=args.attn,
                                               output_loading_info=True)
-    load_s = time.perf_counter() - t
     missing = [k for k in info["missing_keys"] if not (k == "lm_head.weight" and model.config.tie_word_embeddings)]
     if missing or info["unexpected_keys"] or info["mismatched_keys"]:
         fail(f"weights do not match {arch}: missing {missing}, unexpected {info['unexpected_keys']}, "
              f"mismatched {info['mismatched_keys']}")
     model.eval()
+    # from_pretrained leaves tensors of the checkpoint's dtype on the safetensors mmap, paged in on
+    # first use: read every parameter once here, so the first timed pass measures compute, not disk
+    # (linvt reads its weights into memory at load too).
+    with torch.inference_mode():
+        for p in model.parameters():
+            p.sum()
+    load_s = time.perf_counter() - t
     rss_loaded = rss_mb()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"loaded {args.model} ({arch}) in {load_s:.2f} s ({n_params / 1e6:.1f} M parameters, {args.dtype}, "
@@ -312,10 +321,12 @@ def main():
     if warmup:
         run_once(model, inp, video_token_id, args.decode_steps)
     reps = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(args.reps):
         reps.append(run_once(model, inp, video_token_id, args.decode_steps))
         print(f"rep {i + 1}/{args.reps}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in reps[-1][0].items()),
               file=sys.stderr)
+    cpu_per_wall = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     greedy_ids = reps[0][1]
     if any(ids != greedy_ids for _, ids in reps):
         print("warning: greedy ids differ between repetitions", file=sys.stderr)
@@ -360,6 +371,10 @@ def main():
         "time_to_first_token_ms": stage_ms["preprocess"] + stage_ms["vision"] + stage_ms["prefill"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_load_mb": rss_loaded,
+        # Process CPU seconds per wall second over the timed reps: about `threads` on an idle
+        # machine, less when something else competes for the cores.
+        "cpu_per_wall": cpu_per_wall,
+        "loadavg": list(os.getloadavg()),
         "stage_ms": stage_ms,
         "greedy_ids": greedy_ids,
         "generate_ids": gen_ids,
@@ -381,6 +396,8 @@ def main():
     print(f"  first token     {report['time_to_first_token_ms']:>10.1f} ms")
     print(f"  peak memory     {report['peak_rss_mb']:>10.1f} MiB (process RSS; {rss_loaded:.0f} MiB after load)")
     print("  stage ms: " + ", ".join(f"{k} {v:.2f}" for k, v in stage_ms.items()))
+    print(f"  CPU use:    {cpu_per_wall:.2f} cores busy per wall second over the timed reps "
+          f"({report['threads']} threads; load average {report['loadavg'][0]:.2f})")
     print(f"  greedy ids: {greedy_ids}")
     if gen_ids is not None:
         print(f"  generate:   {gen_ids} ({'same' if gen_ids == greedy_ids else 'DIFFERENT'}; {gen_ms:.0f} ms)")

@@ -56,6 +56,15 @@ impl Ops for CpuOps {
         p: &Norm<Tensor>,
         eps: f32,
     ) -> Result<Tensor> {
+        if residual.len() == x.len() {
+            let z: Vec<f32> = x
+                .data()
+                .iter()
+                .zip(residual.data())
+                .map(|(a, b)| a + b)
+                .collect();
+            check_overflow(&z, x.cols(), true)?;
+        }
         let y = cpu::norm::layer_norm(
             x.data(),
             Some(residual.data()),
@@ -165,6 +174,25 @@ fn two_d(x: Tensor) -> Result<Tensor> {
     }
 }
 
+/// The overflow check every norm makes (the GPU's norm kernels flag the same into the
+/// executor's health word): a row whose mean square (`centred`: variance) is not finite in f32
+/// means a value upstream overflowed, and the norm would turn it into silent zeros.
+fn check_overflow(z: &[f32], cols: usize, centred: bool) -> Result<()> {
+    for row in z.chunks(cols.max(1)) {
+        let n = row.len() as f32;
+        let mean = if centred {
+            row.iter().sum::<f32>() / n
+        } else {
+            0.0
+        };
+        let ms = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        if !ms.is_finite() {
+            return Err(Error::Overflow);
+        }
+    }
+    Ok(())
+}
+
 fn same_shape(x: &Tensor, data: Vec<f32>) -> Result<Tensor> {
     Tensor::new(x.shape().to_vec(), data)
 }
@@ -229,11 +257,13 @@ impl VlmOps for CpuOps {
     }
 
     fn layer_norm(&mut self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+        check_overflow(x.data(), x.cols(), true)?;
         let y = cpu::norm::layer_norm(x.data(), None, w.data(), b.data(), x.cols(), eps);
         same_shape(x, y)
     }
 
     fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+        check_overflow(x.data(), x.cols(), false)?;
         same_shape(x, cpu::norm::rms_norm(x.data(), w.data(), x.cols(), eps))
     }
 
@@ -418,6 +448,9 @@ impl VlmOps for CpuOps {
     }
 
     fn sample(&mut self, logits: &Tensor, p: &SamplingParams, uniform: f32) -> Result<u32> {
+        if let Some(bad) = logits.data().iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteLogits { token: bad as u32 });
+        }
         Ok(cpu::sample::sample(logits.data(), p, uniform))
     }
 }

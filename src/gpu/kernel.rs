@@ -151,9 +151,35 @@ pub struct Recorder<'a> {
     pass: Option<wgpu::ComputePass<'static>>,
     profile: Option<Profile>,
     uniforms: UniformArena,
+    /// The numerical-health word kernels flag an overflow in (see [`Recorder::health`]).
+    health: Option<GpuTensor>,
 }
 
 impl<'a> Recorder<'a> {
+    /// One u32 the norm kernels lower to the row where a mean square or variance overflowed
+    /// f32 (u32::MAX while none has): an overflow anywhere upstream in the residual stream
+    /// shows there. Created on first use; an executor reads it back with its results and
+    /// resets it ([`Recorder::with_health`] hands it to the next recording).
+    pub fn health(&mut self) -> Result<GpuTensor> {
+        if let Some(h) = &self.health {
+            return Ok(h.clone());
+        }
+        let h = self.ctx.upload("health", &[1], &[u32::MAX])?;
+        self.health = Some(h.clone());
+        Ok(h)
+    }
+
+    /// The health word so far, if any kernel used one.
+    pub fn health_word(&self) -> Option<&GpuTensor> {
+        self.health.as_ref()
+    }
+
+    /// This recorder flagging into `health` (an earlier recording's word).
+    pub fn with_health(mut self, health: Option<GpuTensor>) -> Self {
+        self.health = health;
+        self
+    }
+
     /// A recorder allocating from `pool` (shared with the pool's other handles).
     pub fn new(ctx: &'a GpuContext, pool: &BufferPool) -> Self {
         Recorder {
@@ -163,6 +189,7 @@ impl<'a> Recorder<'a> {
             pass: None,
             profile: None,
             uniforms: UniformArena { current: None },
+            health: None,
         }
     }
 

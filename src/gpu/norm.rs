@@ -84,6 +84,7 @@ pub fn layer_norm_with_workgroup(
     }
     check_eps(eps, "layer_norm")?;
     let out = rec.alloc("layer_norm.out", &[rows, cols])?;
+    let health = rec.health()?;
     if rows == 0 {
         return Ok(out);
     }
@@ -107,7 +108,7 @@ pub fn layer_norm_with_workgroup(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[x, r_buf, gamma, beta, &out],
+        &[x, r_buf, gamma, beta, &out, &health],
         g,
     );
     Ok(out)
@@ -167,6 +168,7 @@ pub fn rms_norm_with_workgroup(
     }
     check_eps(eps, "rms_norm")?;
     let out = rec.alloc("rms_norm.out", &[rows, cols])?;
+    let health = rec.health()?;
     if rows == 0 {
         return Ok(out);
     }
@@ -185,7 +187,12 @@ pub fn rms_norm_with_workgroup(
         eps,
     };
     let g = grid(rec.ctx, rows as u32);
-    rec.dispatch(&pipeline, bytemuck::bytes_of(&params), &[x, gamma, &out], g);
+    rec.dispatch(
+        &pipeline,
+        bytemuck::bytes_of(&params),
+        &[x, gamma, &out, &health],
+        g,
+    );
     Ok(out)
 }
 
@@ -211,6 +218,7 @@ pub fn add_rms_norm(
     check_eps(eps, "add_rms_norm")?;
     let sum = rec.alloc("add_rms_norm.sum", &[rows, cols])?;
     let out = rec.alloc("add_rms_norm.out", &[rows, cols])?;
+    let health = rec.health()?;
     if rows == 0 {
         return Ok((sum, out));
     }
@@ -232,7 +240,7 @@ pub fn add_rms_norm(
     rec.dispatch(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[x, residual, gamma, &sum, &out],
+        &[x, residual, gamma, &sum, &out, &health],
         g,
     );
     Ok((sum, out))

@@ -39,6 +39,8 @@ pub(crate) struct RopeTable {
 
 /// A status word a kernel wrote that must be read back and checked with the next results.
 pub enum HealthCheck {
+    /// The recorder's health word (`Recorder::health`): a norm saw a non-finite mean square.
+    Overflow { word: GpuTensor },
     /// A top-k's non-finite status (`gpu::topk::status_error`) over a grid of this many tokens
     /// per frame.
     TopK {
@@ -50,6 +52,7 @@ pub enum HealthCheck {
 impl HealthCheck {
     pub fn tensor(&self) -> &GpuTensor {
         match self {
+            HealthCheck::Overflow { word } => word,
             HealthCheck::TopK { status, .. } => status,
         }
     }
@@ -57,6 +60,13 @@ impl HealthCheck {
     /// Turns the read-back word into the error the CPU executor would have raised.
     pub fn check(&self, bytes: &[u8]) -> Result<()> {
         match self {
+            HealthCheck::Overflow { .. } => {
+                let word: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
+                match word[0] {
+                    u32::MAX => Ok(()),
+                    _ => Err(Error::Overflow),
+                }
+            }
             HealthCheck::TopK {
                 tokens_per_frame, ..
             } => {
@@ -220,14 +230,29 @@ impl<'a> GpuOps<'a> {
     /// non-finite value upstream is an error, never a silently wrong result.
     pub(crate) fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         let (ctx, pool) = (self.rec.ctx, self.rec.pool.clone());
-        let rec = std::mem::replace(&mut self.rec, Recorder::new(ctx, &pool));
+        let health = self.rec.health_word().cloned();
+        let next = Recorder::new(ctx, &pool).with_health(health.clone());
+        let rec = std::mem::replace(&mut self.rec, next);
         let (encoder, _) = rec.finish()?;
-        let checks = std::mem::take(&mut self.pending_checks);
+        // The overflow word first: an overflow upstream explains whatever failed after it.
+        let mut checks: Vec<HealthCheck> = health
+            .iter()
+            .map(|word| HealthCheck::Overflow { word: word.clone() })
+            .collect();
+        checks.append(&mut self.pending_checks);
         #[cfg(not(target_arch = "wasm32"))]
         {
             let mut wanted = tensors.to_vec();
             wanted.extend(checks.iter().map(|c| c.tensor()));
             let mut bytes = pollster::block_on(ctx.read_back(encoder, &wanted))?;
+            if let Some(word) = &health {
+                // Cleared for the next recording, whatever this one found.
+                ctx.queue.write_buffer(
+                    word.buffer()?,
+                    4 * word.offset as u64,
+                    bytemuck::bytes_of(&u32::MAX),
+                );
+            }
             for (check, b) in checks.iter().zip(&bytes[tensors.len()..]) {
                 check.check(b)?;
             }

@@ -30,8 +30,10 @@ struct Params {
     _pad: u32,
 }
 
-/// Records the choice of one token id from `logits` (one row of vocab values) into a new (1)
-/// u32 tensor. `uniform` ∈ [0, 1) is the caller's random number (unused when greedy).
+/// Records the choice of one token id from `logits` (one row of vocab values) into a new (2)
+/// u32 tensor: the id, then the lowest id whose logit is not finite (u32::MAX when all are;
+/// see [`logits_error`]). `uniform` ∈ [0, 1) is the caller's random number (unused when
+/// greedy).
 pub fn sample(
     rec: &mut Recorder,
     logits: &GpuTensor,
@@ -57,7 +59,7 @@ pub fn sample(
         )));
     }
     let n32 = u32::try_from(n).map_err(|_| Error::input("sample: vocabulary exceeds 32 bits"))?;
-    let out = rec.alloc("sample.id", &[1])?;
+    let out = rec.alloc("sample.id", &[2])?;
     let flat = logits.reshaped(&[n]);
     if s.is_greedy() || n == 1 {
         let p = Params {
@@ -90,5 +92,17 @@ pub fn sample(
         &[&flat, &out, ids],
         [1, 1, 1],
     );
+    // The top-k's scan already found the lowest non-finite logit.
+    rec.copy(&candidates.status, &out.slice(1, 1))?;
     Ok(out)
+}
+
+/// The error for a read-back health word of `sample` (`Ok` for u32::MAX): a logit that is not
+/// finite means the decoder overflowed f32 (or was fed non-finite inputs), and any token chosen
+/// from it would be noise. The CPU executor raises the same text.
+pub fn logits_error(bad: u32) -> Result<()> {
+    if bad == u32::MAX {
+        return Ok(());
+    }
+    Err(Error::NonFiniteLogits { token: bad })
 }

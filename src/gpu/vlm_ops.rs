@@ -389,8 +389,9 @@ impl VlmOps for GpuOps<'_> {
         self.plain("sample", &[logits])?;
         let id = gpu::sample::sample(&mut self.rec, logits, params, uniform)?;
         let bytes = self.submit_and_read(&[&id])?;
-        let id: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[0]);
-        Ok(id[0])
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[0]);
+        gpu::sample::logits_error(words[1])?;
+        Ok(words[0])
     }
 
     fn read_back_indices(&mut self, idx: &TopKResult) -> Result<Vec<u32>> {
