@@ -77,7 +77,7 @@ pub enum Error {
         hint: String,
     },
 
-    #[error("no GPU adapter found{detail}. On a machine without a GPU, install a Vulkan driver that runs on the CPU (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), or use `--backend cpu`")]
+    #[error("no GPU adapter found{detail}. On a machine without a GPU, install a Vulkan driver that runs on the CPU (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), or run on the CPU executor (`--backend cpu` on `ask`, `condense` and `bench`)")]
     NoAdapter { detail: String },
 
     #[error("GPU error: {0}")]

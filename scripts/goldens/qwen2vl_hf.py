@@ -110,10 +110,23 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 14 * 28 * 28
 IMAGE_HW = (90, 130)   # -> 84x112 (max_pixels branch), grid (1, 6, 8)
 IMAGE2_HW = (40, 50)   # -> 56x84 (min_pixels branch), grid (1, 4, 6)
-FRAMES_THW = (6, 70, 98)  # -> 56x112: round(2.5) = 2 and round(3.5) = 4 (round half to even!)
-VIDEO_NUM_FRAMES = 4   # Qwen2-VL: do_sample_frames, num_frames 4 -> indices [0, 1, 3, 4]
-VIDEO_FPS_25 = 1.0     # Qwen2.5-VL: the 4 sampled frames given directly with fps 1 -> second_per_grid_ts 2.0
+# An odd frame count: the processors repeat the last frame to 6 = 3 temporal groups. (Frame sampling,
+# do_sample_frames, always returns a multiple of temporal_patch_size, so the 5 frames are given directly.)
+FRAMES_THW = (5, 70, 98)  # -> 56x112: round(2.5) = 2 and round(3.5) = 4 (round half to even!)
+VIDEO_FPS_25 = 1.0     # Qwen2.5-VL: the 5 frames with fps 1 -> second_per_grid_ts = 2 / 1 = 2.0
 TOKENS_PER_SECOND = 2
+
+# Model sizes: deliberately not powers of two (the vision head_dim must be divisible by 4 for the 2-D
+# rotary: hd/4 frequencies per axis; the LLM mrope_section must sum to head_dim / 2).
+VISION_WIDTH = 40          # embed_dim (Qwen2-VL) / hidden_size (Qwen2.5-VL)
+VISION_HEADS = 2           # head_dim 20 -> 5 rotary frequencies per axis
+QWEN2VL_MLP_RATIO = 2      # fc1 80
+QWEN25VL_INTERMEDIATE = 56
+LLM_HIDDEN = 48
+LLM_HEADS = 4              # head_dim 12 -> 6 rotary pairs
+LLM_KV_HEADS = 2
+LLM_INTERMEDIATE = 96
+MROPE_SECTION = [2, 2, 2]  # frequency pairs per axis (t, h, w): 2 + 2 + 2 = 6 = head_dim / 2
 
 IMAGE_QUESTION = "Describe this image in detail."
 VIDEO_QUESTION = "What is the red square doing?"
@@ -179,11 +192,11 @@ def text_kwargs():
     set of keys with tiny values. rope_scaling {"type": "mrope"} as published; transformers rewrites
     it to type/rope_type "default" (+ mrope_section) when it builds the config."""
     return dict(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, hidden_act="silu", max_position_embeddings=32768, initializer_range=0.02,
+        vocab_size=VOCAB, hidden_size=LLM_HIDDEN, intermediate_size=LLM_INTERMEDIATE, num_hidden_layers=2,
+        num_attention_heads=LLM_HEADS, num_key_value_heads=LLM_KV_HEADS, hidden_act="silu", max_position_embeddings=32768, initializer_range=0.02,
         rms_norm_eps=1e-6, use_cache=True, tie_word_embeddings=False, rope_theta=1000000.0,
         use_sliding_window=False, sliding_window=32768, max_window_layers=2, attention_dropout=0.0,
-        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        rope_scaling={"type": "mrope", "mrope_section": list(MROPE_SECTION)},
         bos_token_id=ENDOFTEXT, eos_token_id=IM_END, vision_token_id=VISION_PAD,
     )
 
@@ -194,17 +207,18 @@ def token_kwargs():
 
 
 def qwen2vl_config():
-    vision = dict(depth=2, embed_dim=32, hidden_size=64, hidden_act="quick_gelu", mlp_ratio=2, num_heads=2,
-                  in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    vision = dict(depth=2, embed_dim=VISION_WIDTH, hidden_size=LLM_HIDDEN, hidden_act="quick_gelu",
+                  mlp_ratio=QWEN2VL_MLP_RATIO, num_heads=VISION_HEADS, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
     cfg = Qwen2VLConfig(vision_config=vision, architectures=["Qwen2VLForConditionalGeneration"],
                         **token_kwargs(), **text_kwargs())
     return cfg
 
 
 def qwen25vl_config():
-    vision = dict(depth=2, hidden_size=32, hidden_act="silu", intermediate_size=48, num_heads=2, in_channels=3,
-                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=TOKENS_PER_SECOND,
-                  window_size=56, out_hidden_size=64, fullatt_block_indexes=[1])
+    vision = dict(depth=2, hidden_size=VISION_WIDTH, hidden_act="silu", intermediate_size=QWEN25VL_INTERMEDIATE,
+                  num_heads=VISION_HEADS, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                  tokens_per_second=TOKENS_PER_SECOND, window_size=56, out_hidden_size=LLM_HIDDEN,
+                  fullatt_block_indexes=[1])
     cfg = Qwen2_5_VLConfig(vision_config=vision, architectures=["Qwen2_5_VLForConditionalGeneration"],
                            **token_kwargs(), **text_kwargs())
     return cfg
@@ -677,16 +691,11 @@ def save_file_deterministic(tensors, path, metadata):
 # ---------------------------------------------------------------------------------------------
 # one model
 # ---------------------------------------------------------------------------------------------
-def prepare_cases(proc, kind, image, image2, frames6):
-    """Processor inputs of the three cases (chat template text + processor call)."""
+def prepare_cases(proc, kind, image, image2, frames):
+    """Processor inputs of the three cases (chat template text + processor call). The video's frames go
+    in as given (no sampling); Qwen2.5-VL also gets fps (-> second_per_grid_ts)."""
     cases = {}
-    if kind == "qwen2vl":
-        video_in = frames6
-        vkw = dict(do_sample_frames=True, num_frames=VIDEO_NUM_FRAMES)
-    else:
-        idx = sample_indices(len(frames6), VIDEO_NUM_FRAMES)
-        video_in = frames6[idx]
-        vkw = dict(fps=VIDEO_FPS_25)
+    vkw = dict(fps=VIDEO_FPS_25) if kind == "qwen25vl" else {}
     msgs = {
         "image": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": IMAGE_QUESTION}]}],
         "video": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": VIDEO_QUESTION}]}],
@@ -700,21 +709,14 @@ def prepare_cases(proc, kind, image, image2, frames6):
         if case in ("image", "multi"):
             kw["images"] = [Image.fromarray(image)] + ([Image.fromarray(image2)] if case == "multi" else [])
         if case in ("video", "multi"):
-            kw["videos"] = [video_in]
+            kw["videos"] = [frames]
             kw.update(vkw)
         inp = proc(text=[chat], return_tensors="pt", **kw)
         cases[case] = (chat, inp)
-    return cases, video_in
+    return cases
 
 
-def sample_indices(total, num):
-    """Qwen2VLVideoProcessor.sample_frames with num_frames (no fps): round num to a multiple of
-    temporal_patch_size, then arange(0, total, total / num).int()."""
-    num = round(num / 2) * 2
-    return torch.arange(0, total, total / num).int().numpy()
-
-
-def run_model(kind, seed, out, frames6, image, image2, G, META, stats, scan=False):
+def run_model(kind, seed, out, frames, image, image2, G, META, stats, scan=False):
     gen = torch.Generator().manual_seed(seed)
     tok = build_tokenizer(kind == "qwen25vl")
     proc = build_processor(tok, kind == "qwen25vl")
@@ -739,7 +741,7 @@ def run_model(kind, seed, out, frames6, image, image2, G, META, stats, scan=Fals
         assert type(proc.video_processor).__name__ == "Qwen2VLVideoProcessor", type(proc.video_processor)
     del model0
 
-    cases, video_in = prepare_cases(proc, kind, image, image2, frames6)
+    cases = prepare_cases(proc, kind, image, image2, frames)
     gaps = {}
     results = {}
     for case, (chat, inp) in cases.items():
@@ -756,9 +758,7 @@ def run_model(kind, seed, out, frames6, image, image2, G, META, stats, scan=Fals
     ref_cfg = {**cfg_json["text_config"], "rope_theta": cfg_json["text_config"]["rope_theta"]}
     m64 = copy.deepcopy(model).to(torch.float64)
     G.update({"image.u8": torch.from_numpy(image), "image2.u8": torch.from_numpy(image2),
-              "video.frames_u8": torch.from_numpy(np.ascontiguousarray(video_in if kind == "qwen25vl" else frames6))})
-    if kind == "qwen2vl":
-        G["video.frame_indices"] = torch.from_numpy(sample_indices(len(frames6), VIDEO_NUM_FRAMES).astype(np.int64))
+              "video.frames_u8": torch.from_numpy(np.ascontiguousarray(frames))})
     for case, (chat, inp) in cases.items():
         ids, sl = results[case]
         ii = inp["input_ids"]
@@ -826,10 +826,13 @@ def run_model(kind, seed, out, frames6, image, image2, G, META, stats, scan=Fals
             if kind == "qwen25vl":
                 G["video.second_per_grid_ts"] = torch.as_tensor(inp["second_per_grid_ts"], dtype=torch.float32)
             # the deprecated video path of the slow image processor = PIL resize of the same frames
-            frames4 = frames6[sample_indices(len(frames6), VIDEO_NUM_FRAMES)]
-            pil = proc.image_processor(images=None, videos=[frames4], return_tensors="pt")
-            rows, grid = ref_pixel_rows(frames4)
+            pil = proc.image_processor(images=None, videos=[frames], return_tensors="pt")
+            rows, grid = ref_pixel_rows(frames)
             assert list(grid) == inp["video_grid_thw"][0].tolist()
+            assert grid[0] == (len(frames) + 1) // 2  # the odd frame count is padded by repeating the last frame
+            # the repeated frame: the last temporal group's two frame columns are equal
+            pv = inp["pixel_values_videos"].reshape(grid[0], -1, 3, 2, 14 * 14)
+            assert torch.equal(pv[-1, :, :, 0], pv[-1, :, :, 1]) and not torch.equal(pv[0, :, :, 0], pv[0, :, :, 1])
             stats["video.pixel_values_videos_pil_vs_ref_maxabs"] = float(np.abs(rows - pil["pixel_values_videos"].numpy()).max())
             stats["video.pixel_values_videos_torchvision_vs_pil_maxabs"] = (
                 pil["pixel_values_videos"] - inp["pixel_values_videos"]).abs().max().item()
@@ -894,7 +897,7 @@ def main():
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    frames6 = make_frames(*FRAMES_THW)
+    frames = make_frames(*FRAMES_THW)
     image = make_image(*IMAGE_HW)
     image2 = make_image2(*IMAGE2_HW)
     assert smart_resize(*IMAGE_HW, 28, MIN_PIXELS, MAX_PIXELS) == (84, 112)
@@ -905,7 +908,7 @@ def main():
         for kind, base in SCAN_BASE.items():
             for s in range(base + 1, base + args.scan + 1):
                 torch.manual_seed(s)
-                gaps = run_model(kind, s, None, frames6, image, image2, None, None, None, scan=True)
+                gaps = run_model(kind, s, None, frames, image, image2, None, None, None, scan=True)
                 print(kind, s, f"{min(gaps.values()):.4f}", {k: round(v, 4) for k, v in gaps.items()}, flush=True)
         return
 
@@ -920,7 +923,7 @@ def main():
     for kind, seed in seeds.items():
         torch.manual_seed(seed)
         G, META, stats = {}, {}, {}
-        run_model(kind, seed, out / kind, frames6, image, image2, G, META, stats)
+        run_model(kind, seed, out / kind, frames, image, image2, G, META, stats)
         desc = describe(kind)
         assert set(desc) == set(G), sorted(set(desc) ^ set(G))
         META.update({f"desc.{k}": v for k, v in desc.items()})

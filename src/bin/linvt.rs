@@ -314,7 +314,13 @@ fn run(cmd: Command) -> linvt::Result<()> {
 }
 
 fn info() -> linvt::Result<()> {
-    let adapters = pollster::block_on(linvt::gpu::list_adapters(&GpuOptions::from_env()))?;
+    // Every backend unless LINVT_BACKEND names one: `info` is where a user looks for adapters
+    // the default choice (Vulkan, Metal, DX12) leaves out, such as GL.
+    let mut opts = GpuOptions::from_env();
+    if opts.backend.is_none() {
+        opts.backend = Some("all".into());
+    }
+    let adapters = pollster::block_on(linvt::gpu::list_adapters(&opts))?;
     if adapters.is_empty() {
         println!("no GPU adapters found.");
         println!("On a machine without a GPU: `apt-get install mesa-vulkan-drivers` provides lavapipe, a Vulkan driver on the CPU.");
