@@ -283,3 +283,42 @@ fn the_answer_says_why_it_ended() {
     assert_eq!(b.finish_reason, FinishReason::Context);
     assert_eq!(b.token_ids, want[..3]);
 }
+
+/// `linvt ask` checks the prompt against the context before it reads the weights: on a copy of
+/// the tiny model whose context is too short for a 6-frame prompt and whose weights lack a
+/// tensor, the error is the context's (the weights were never read), naming what to change.
+#[test]
+fn cli_refuses_a_prompt_the_context_cannot_hold_before_loading() {
+    let (frames, question, _) = tiny_golden_clip();
+    let model = common::tiny_variant(
+        "short-context",
+        |k, s, d| match k {
+            "mlp1.1.weight" => vec![],
+            _ => vec![(k.to_string(), s.to_vec(), d)],
+        },
+        |c| c["llm_config"]["max_position_embeddings"] = 60.into(),
+    );
+    let dir = std::env::temp_dir().join(format!("linvt-short-ctx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        image::RgbImage::from_raw(56, 56, f.rgb.clone())
+            .unwrap()
+            .save(dir.join(format!("frame{i:02}.png")))
+            .unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_linvt"))
+        .args(["ask", "--backend", "cpu", "--no-linvt", "--model"])
+        .arg(&model)
+        .arg("--frames")
+        .arg(&dir)
+        .args(["--question", &question])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("context holds 60") && err.contains("--num-frames") && !err.contains("mlp1"),
+        "{err}"
+    );
+}

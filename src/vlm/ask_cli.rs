@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::config::Host;
 use super::engine::FinishReason;
-use super::model::{Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoPath, Visual};
+use super::model::{
+    prompt_len, Answer, AskOptions, LinvtChoice, LoadOptions, VideoLlm, VideoPath, Visual,
+};
 use super::picture::provenance_png;
 use super::video::{load_frames_dir, load_image, load_video_sampled, Sampling};
 
@@ -147,17 +149,11 @@ pub fn run(a: AskArgs) -> Result<()> {
         },
         lora: a.lora.clone(),
     };
-    let loading = bar(Some(0), "loading weights");
-    let mut model = VideoLlm::load_with(&a.model, &load, &mut |done, total| {
-        loading.set_length(total as u64);
-        loading.set_position(done as u64);
-    })?;
-    loading.finish_and_clear();
-
     let decoding = bar(None, "decoding frames");
     decoding.enable_steady_tick(Duration::from_millis(100));
     // Qwen2-VL samples videos by time (its positions follow time); InternVL uniformly.
-    let by_time = matches!(model.config().host, Host::Qwen2Vl(_));
+    let (config, _) = super::model::open_model_dir(&a.model)?;
+    let by_time = matches!(config.host, Host::Qwen2Vl(_));
     let pairs = if by_time { 2 } else { 1 };
     let mut fps = None;
     let visual = if let Some(v) = &a.video {
@@ -213,6 +209,20 @@ pub fn run(a: AskArgs) -> Result<()> {
         fps,
         max_pixels: a.max_pixels,
     };
+    // Before the weights: a prompt the context cannot hold is refused now, not after a load.
+    let (len, context) = prompt_len(&a.model, &load, &visual, &a.question, &opts)?;
+    if len >= context {
+        return Err(Error::input(format!(
+            "the prompt would have {len} tokens but the model's context holds {context}; use fewer frames (--num-frames, --fps, --max-frames), tiles (--max-tiles) or pixels (--max-pixels), or a LinVT module (--linvt)"
+        )));
+    }
+    let loading = bar(Some(0), "loading weights");
+    let mut model = VideoLlm::load_with(&a.model, &load, &mut |done, total| {
+        loading.set_length(total as u64);
+        loading.set_position(done as u64);
+    })?;
+    loading.finish_and_clear();
+
     let stage = bar(None, "vision encoder");
     stage.enable_steady_tick(Duration::from_millis(100));
     let json = a.json;

@@ -11,6 +11,7 @@
 //!   one tile, the question prefixed by `Frame{i}: <image>\n` per frame, each frame's N tokens
 //!   in its own `<img>…</img>`.
 
+use super::config::InternVlConfig;
 use super::engine::Engine;
 pub use super::host::{HostInput, HostOptions, VideoPath, Visual};
 use super::preprocess::{dynamic_tiles, pixel_values, Frame};
@@ -31,6 +32,48 @@ pub fn frames_question(frames: usize, question: &str) -> String {
     format!("{prefix}{question}")
 }
 
+/// The tiles (image: InternVL's dynamic tiling when the checkpoint or `opts` asks) or frames
+/// (video) that go through the vision encoder.
+pub fn images_of(visual: &Visual, host: &InternVlConfig, opts: &HostOptions) -> Vec<Frame> {
+    let size = host.vision.image_size;
+    match visual {
+        Visual::Video(frames) => frames.clone(),
+        Visual::Image(f) => {
+            let t = host.tiling;
+            match opts.max_tiles {
+                Some(max) => dynamic_tiles(f, size, t.min_tiles.min(max), max, t.thumbnail),
+                None if t.dynamic => dynamic_tiles(f, size, t.min_tiles, t.max_tiles, t.thumbnail),
+                None => vec![f.clone()],
+            }
+        }
+    }
+}
+
+/// The prompt for `visual` (`images` tiles or frames through the encoder): an image's tiles in
+/// one `<image>`, a video's LinVT tokens (`linvt_queries`) in one, or one `<image>` per frame
+/// on the host's own path.
+pub fn prompt_for(
+    tok: &Tokenizer,
+    template: &Template,
+    host: &InternVlConfig,
+    visual: &Visual,
+    question: &str,
+    images: usize,
+    linvt_queries: Option<usize>,
+) -> Result<Prompt> {
+    let n = host.tokens_per_frame();
+    match (visual, linvt_queries) {
+        (Visual::Image(_), _) => Prompt::build(tok, template, question, images * n),
+        (Visual::Video(_), Some(q)) => Prompt::build(tok, template, question, q),
+        (Visual::Video(frames), None) => Prompt::build_spans(
+            tok,
+            template,
+            &frames_question(frames.len(), question),
+            &vec![n; frames.len()],
+        ),
+    }
+}
+
 /// Builds the prompt and its visual rows. `on_stage` hears each stage's name as it starts.
 pub fn prepare<O: VlmOps>(
     e: &mut Engine<O>,
@@ -45,30 +88,29 @@ pub fn prepare<O: VlmOps>(
     clock.mark(Some("preprocess"));
     on_stage("preprocess");
     let host = e.config.internvl()?.clone();
-    let size = host.vision.image_size;
-    let images: Vec<Frame> = match visual {
-        Visual::Video(frames) => frames.clone(),
-        Visual::Image(f) => {
-            let t = host.tiling;
-            match opts.max_tiles {
-                Some(max) => dynamic_tiles(f, size, t.min_tiles.min(max), max, t.thumbnail),
-                None if t.dynamic => dynamic_tiles(f, size, t.min_tiles, t.max_tiles, t.thumbnail),
-                None => vec![f.clone()],
-            }
-        }
-    };
-    let pixels = pixel_values(&images, size)?;
+    let images = images_of(visual, &host, opts);
+    let pixels = pixel_values(&images, host.vision.image_size)?;
     clock.mark(Some("vision"));
     on_stage("vision encoder");
     let tokens = e.vision(&pixels)?;
     e.sync(&tokens)?;
     let n = host.tokens_per_frame();
     let visual_tokens = images.len() * n;
+    let linvt_queries = match visual {
+        Visual::Video(_) => e.linvt.as_ref().map(|m| m.queries),
+        Visual::Image(_) => None,
+    };
+    let prompt = prompt_for(
+        tok,
+        template,
+        &host,
+        visual,
+        question,
+        images.len(),
+        linvt_queries,
+    )?;
     let input = match visual {
-        Visual::Image(_) => {
-            let prompt = Prompt::build(tok, template, question, visual_tokens)?;
-            (prompt, tokens, None, None)
-        }
+        Visual::Image(_) => (prompt, tokens, None, None),
         Visual::Video(frames) if e.linvt.is_some() => {
             clock.mark(Some("linvt"));
             on_stage("LinVT");
@@ -76,7 +118,6 @@ pub fn prepare<O: VlmOps>(
                 let m = e.linvt()?;
                 (m.queries, m.config.preset, m.config.num_heads)
             };
-            let prompt = Prompt::build(tok, template, question, q)?;
             let text = e.embed(prompt.value_ids(preset)?)?;
             let want = Want {
                 probs: opts.provenance,
@@ -102,16 +143,7 @@ pub fn prepare<O: VlmOps>(
             };
             (prompt, rows, provenance, Some(VideoPath::Linvt))
         }
-        Visual::Video(frames) => {
-            let spans = vec![n; frames.len()];
-            let prompt = Prompt::build_spans(
-                tok,
-                template,
-                &frames_question(frames.len(), question),
-                &spans,
-            )?;
-            (prompt, tokens, None, Some(VideoPath::Frames))
-        }
+        Visual::Video(_) => (prompt, tokens, None, Some(VideoPath::Frames)),
     };
     let (prompt, rows, provenance, video_path) = input;
     clock.mark(None);

@@ -145,6 +145,59 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
     Ok((cfg, store))
 }
 
+/// The prompt's token count for `visual` and `question` and the model's context, from `dir`'s
+/// config and tokenizer (and a LinVT plug-in's header) alone — no weights read — so a prompt
+/// the context cannot hold is refused before a large model loads.
+pub fn prompt_len(
+    dir: &Path,
+    load: &LoadOptions,
+    visual: &Visual,
+    question: &str,
+    ask: &AskOptions,
+) -> Result<(usize, usize)> {
+    let (config, _) = open_model_dir(dir)?;
+    let tok = Tokenizer::from_dir(dir)?;
+    let template = Template::by_name(&config.template)?;
+    let queries = match &load.linvt {
+        LinvtChoice::Off => None,
+        LinvtChoice::Auto => config.num_video_query_token,
+        LinvtChoice::File(p) => {
+            crate::linvt::params::query_tokens_shape(&TensorStore::open(p)?).map(|(q, _)| q)
+        }
+    };
+    let opts = HostOptions {
+        max_tiles: ask.max_tiles,
+        provenance: false,
+        fps: ask.fps,
+        max_pixels: ask.max_pixels,
+    };
+    let len = match &config.host {
+        Host::InternVl(h) => {
+            tok.require_internvl()?;
+            let images = internvl::images_of(visual, h, &opts).len();
+            internvl::prompt_for(&tok, &template, h, visual, question, images, queries)?
+                .ids
+                .len()
+        }
+        Host::Qwen2Vl(c) => {
+            let c = super::qwen2_vl::with_options(c, &opts)?;
+            let (frames, is_video) = match visual {
+                Visual::Image(f) => (std::slice::from_ref(f), false),
+                Visual::Video(frames) => (frames.as_slice(), true),
+            };
+            let grid =
+                super::qwen2_vl_preprocess::grid_of(frames, is_video, &c.processor, &c.vision)?;
+            let linvt = queries.map(|q| (q, crate::config::VideoPositions::Text));
+            let placement = super::qwen2_vl::placement_of(&c, visual, grid, &opts, linvt)?;
+            super::qwen2_vl::prompt(&tok, &template, &c, question, &placement)?
+                .0
+                .ids
+                .len()
+        }
+    };
+    Ok((len, config.llm.max_positions))
+}
+
 /// Loads a model directory's weights onto `ops`, with LinVT and a LoRA adapter as `opts` say.
 /// `on_tensor(done, total)` reports weight loading.
 pub fn load_engine<O: VlmOps>(

@@ -200,6 +200,50 @@ pub fn prompt(
     Ok((prompt, positions, delta))
 }
 
+/// The host's settings with `opts`' overrides (`max_pixels`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn with_options(c: &Qwen2VlConfig, opts: &super::host::HostOptions) -> Result<Qwen2VlConfig> {
+    let mut c = c.clone();
+    if let Some(max) = opts.max_pixels {
+        let min = c.processor.min_pixels.min(c.processor.video_min_pixels);
+        if max < min {
+            return Err(Error::input(format!(
+                "--max-pixels {max} is below the processor's min_pixels {min}"
+            )));
+        }
+        c.processor.max_pixels = max;
+        c.processor.video_max_pixels = max;
+    }
+    Ok(c)
+}
+
+/// How `visual` of `grid` sits in the prompt: an image's or video's own tokens (a video's
+/// temporal groups `temporal_patch_size / fps` seconds apart), or a LinVT module's
+/// (`linvt`: queries and placement) in a video's place.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn placement_of(
+    c: &Qwen2VlConfig,
+    visual: &super::host::Visual,
+    grid: Grid,
+    opts: &super::host::HostOptions,
+    linvt: Option<(usize, crate::config::VideoPositions)>,
+) -> Result<Placement> {
+    use super::host::Visual;
+    let fps = opts.fps.unwrap_or(2.0);
+    if !(fps > 0.0 && fps.is_finite()) {
+        return Err(Error::input(format!(
+            "the frame rate {fps} must be a positive number"
+        )));
+    }
+    Ok(match (visual, linvt) {
+        (Visual::Video(_), Some((q, positions))) => Placement::Linvt(q, positions),
+        (Visual::Video(_), None) => {
+            Placement::Video(grid, c.vision.temporal_patch_size as f64 / fps)
+        }
+        (Visual::Image(_), _) => Placement::Image(grid),
+    })
+}
+
 /// Builds the prompt, its visual rows and their 3-axis positions for one image or video, as
 /// Qwen2-VL's processor and chat template do: the vision block (`<|vision_start|>`, one pad
 /// token per LLM token, `<|vision_end|>`) before the question in the user turn. With a LinVT
@@ -219,17 +263,7 @@ pub fn prepare<O: crate::ops::VlmOps>(
 ) -> Result<super::host::HostInput<O::T>> {
     use super::host::{HostInput, VideoPath, Visual};
     use super::qwen2_vl_preprocess::{image_patches, video_patches};
-    let mut c = e.config.qwen2_vl()?.clone();
-    if let Some(max) = opts.max_pixels {
-        let min = c.processor.min_pixels.min(c.processor.video_min_pixels);
-        if max < min {
-            return Err(Error::input(format!(
-                "--max-pixels {max} is below the processor's min_pixels {min}"
-            )));
-        }
-        c.processor.max_pixels = max;
-        c.processor.video_max_pixels = max;
-    }
+    let c = with_options(e.config.qwen2_vl()?, opts)?;
     let mut clock = crate::timing::StageClock::default();
     clock.mark(Some("preprocess"));
     on_stage("preprocess");
@@ -246,21 +280,11 @@ pub fn prepare<O: crate::ops::VlmOps>(
     e.sync(&rows)?;
     let n = grid.patches() / (c.vision.merge * c.vision.merge);
     let with_linvt = matches!(visual, Visual::Video(_)) && e.linvt.is_some();
-    let fps = opts.fps.unwrap_or(2.0);
-    if !(fps > 0.0 && fps.is_finite()) {
-        return Err(Error::input(format!(
-            "the frame rate {fps} must be a positive number"
-        )));
-    }
-    // LinVT's Q' tokens take the video's place (its frames: the temporal groups).
-    let placement = match visual {
-        Visual::Video(_) if with_linvt => {
-            let m = e.linvt()?;
-            Placement::Linvt(m.queries, m.config.video_positions)
-        }
-        Visual::Video(_) => Placement::Video(grid, c.vision.temporal_patch_size as f64 / fps),
-        Visual::Image(_) => Placement::Image(grid),
-    };
+    let linvt = e
+        .linvt
+        .as_ref()
+        .map(|m| (m.queries, m.config.video_positions));
+    let placement = placement_of(&c, visual, grid, opts, linvt)?;
     let (prompt, positions, delta) = prompt(tok, template, &c, question, &placement)?;
     let in_prompt = prompt.context_positions.len();
     let context = e.config.llm.max_positions;

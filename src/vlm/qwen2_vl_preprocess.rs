@@ -184,6 +184,33 @@ pub fn image_patches(
     flatten(&planes, h, w, v)
 }
 
+/// The patch grid `image_patches` / `video_patches` will make of `frames` (one: an image),
+/// from their size alone.
+pub fn grid_of(
+    frames: &[Frame],
+    is_video: bool,
+    proc: &Qwen2Processor,
+    v: &Qwen2VisionConfig,
+) -> Result<Grid> {
+    let first = frames
+        .first()
+        .ok_or_else(|| Error::input("no frames to process (zero frames)"))?;
+    let (min, max) = match is_video {
+        true => (proc.video_min_pixels, proc.video_max_pixels),
+        false => (proc.min_pixels, proc.max_pixels),
+    };
+    let (h, w) = smart_resize(first.height, first.width, v.patch_size * v.merge, min, max)?;
+    let t = match is_video {
+        true => frames.len().div_ceil(v.temporal_patch_size),
+        false => 1,
+    };
+    Ok(Grid {
+        t,
+        h: h / v.patch_size,
+        w: w / v.patch_size,
+    })
+}
+
 /// Video frames as the video processor makes them: one smart-resized size for all (from the
 /// first frame's), PIL bicubic (transformers resizes videos with torchvision's antialiased
 /// bicubic, which differs by one level in ~0.007 % of values), (x − 255·mean)/(255·std) in f32,
