@@ -264,6 +264,10 @@ def build_model(kind, gen):
         cfg, cls = qwen2vl_config(), Qwen2VLForConditionalGeneration
     else:
         cfg, cls = qwen25vl_config(), Qwen2_5_VLForConditionalGeneration
+    vhd = VISION_WIDTH // VISION_HEADS
+    assert VISION_WIDTH % VISION_HEADS == 0 and vhd % 4 == 0, "vision head_dim must split into h/w rotary halves"
+    hd = LLM_HIDDEN // LLM_HEADS
+    assert LLM_HIDDEN % LLM_HEADS == 0 and LLM_HEADS % LLM_KV_HEADS == 0 and sum(MROPE_SECTION) * 2 == hd
     model = cls._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
     init_weights(model, gen)
     model.eval()
@@ -901,6 +905,7 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     frames = make_frames(*FRAMES_THW)
+    assert len(frames) % 2 == 1 and FRAMES_THW[1] != FRAMES_THW[2]  # odd count, non-square frames
     image = make_image(*IMAGE_HW)
     image2 = make_image2(*IMAGE2_HW)
     assert smart_resize(*IMAGE_HW, 28, MIN_PIXELS, MAX_PIXELS) == (84, 112)
