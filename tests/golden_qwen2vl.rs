@@ -701,3 +701,28 @@ fn bench_model_runs_a_qwen2_vl_model() {
     }
     assert_eq!(v["video_path"], "frames");
 }
+
+/// The processor's settings come from `preprocessor_config.json` and
+/// `video_preprocessor_config.json` (as transformers 4.x saves them) or, when those are absent,
+/// from `processor_config.json`'s `image_processor` / `video_processor` (transformers 5).
+#[test]
+fn processor_settings_come_from_either_layout() {
+    use ::linvt::vlm::model::open_model_dir;
+    let d = variant("qwen2vl", "v5-processor", |_| {});
+    let (cfg, _) = open_model_dir(&d).unwrap();
+    let p = cfg.qwen2_vl().unwrap().processor.clone();
+    assert_eq!((p.min_pixels, p.max_pixels), (3136, 10976), "the 4.x files");
+    for f in ["preprocessor_config.json", "video_preprocessor_config.json"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+    let combined = serde_json::json!({
+        "image_processor": {"min_pixels": 3136, "max_pixels": 9999},
+        "video_processor": {"size": {"shortest_edge": 4000, "longest_edge": 7777}},
+    });
+    std::fs::write(d.join("processor_config.json"), combined.to_string()).unwrap();
+    let (cfg, _) = open_model_dir(&d).unwrap();
+    let p = &cfg.qwen2_vl().unwrap().processor;
+    assert_eq!((p.min_pixels, p.max_pixels), (3136, 9999));
+    assert_eq!((p.video_min_pixels, p.video_max_pixels), (4000, 7777));
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -138,8 +138,14 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
     let preprocessor = read_json("preprocessor_config.json")?;
     let mut cfg = VlmConfig::from_json(&config, eos, preprocessor.as_ref())?;
     if let Host::Qwen2Vl(q) = &mut cfg.host {
-        let video = read_json("video_preprocessor_config.json")?;
-        q.processor = Qwen2Processor::from_json(preprocessor.as_ref(), video.as_ref())?;
+        // transformers 5 may keep both processors' settings in `processor_config.json`
+        // ({"image_processor": {…}, "video_processor": {…}}); the separate files win.
+        let combined = read_json("processor_config.json")?;
+        let part = |key: &str| combined.as_ref().and_then(|c| c.get(key)).cloned();
+        let image = preprocessor.or_else(|| part("image_processor"));
+        let video =
+            read_json("video_preprocessor_config.json")?.or_else(|| part("video_processor"));
+        q.processor = Qwen2Processor::from_json(image.as_ref(), video.as_ref())?;
     }
     let store = TensorStore::open(dir)?;
     Ok((cfg, store))
