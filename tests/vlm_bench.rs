@@ -35,6 +35,7 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
     let len = prompt.ids.len();
     let inputs = BenchInputs {
         frames: pixels.shape()[0],
+        video_frames: pixels.shape()[0],
         pixels,
         prompt,
         preprocess_ms: 0.0,

@@ -88,7 +88,11 @@ pub struct ModelBench {
 /// The host-side inputs every repetition reuses: the clip's pixel values and the prompt.
 pub struct BenchInputs {
     pub pixels: Tensor,
+    /// The clip's frames as the vision encoder's images (InternVL: tiles; Qwen2-VL: temporal
+    /// groups of `temporal_patch_size` frames), which are LinVT's frames.
     pub frames: usize,
+    /// The clip's video frames.
+    pub video_frames: usize,
     pub prompt: Prompt,
     /// Host milliseconds to preprocess the clip (resize + normalise).
     pub preprocess_ms: f64,
@@ -133,6 +137,7 @@ impl BenchInputs {
             return Ok(BenchInputs {
                 pixels,
                 frames: grid.t,
+                video_frames: frames,
                 prompt,
                 preprocess_ms,
                 grid: Some(grid),
@@ -158,6 +163,7 @@ impl BenchInputs {
         Ok(BenchInputs {
             pixels,
             frames,
+            video_frames: frames,
             prompt,
             preprocess_ms: t0.elapsed().as_secs_f64() * 1e3,
             grid: None,
@@ -320,14 +326,14 @@ pub fn measure<O: VlmOps>(
     Ok(ModelBench {
         adapter: adapter.to_string(),
         backend: backend.to_string(),
-        frames: inputs.frames,
+        frames: inputs.video_frames,
         video_path: if e.linvt.is_some() { "linvt" } else { "frames" }.to_string(),
         vision_tokens: inputs.vision_tokens,
         linvt_tokens: inputs.prompt.context_positions.len(),
         prompt_tokens: len,
         decode_steps: opts.decode_steps,
         reps: opts.reps,
-        vision_frames_per_s: per_s(inputs.frames, vision),
+        vision_frames_per_s: per_s(inputs.video_frames, vision),
         linvt_ms: linvt,
         prefill_tokens_per_s: per_s(len, prefill),
         decode_tokens_per_s: per_s(1, decode_step),
