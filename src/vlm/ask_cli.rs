@@ -282,9 +282,12 @@ pub fn run(a: AskArgs) -> Result<()> {
             eprintln!("provenance drawn to {}", path.display());
         }
     } else if a.provenance.is_some() {
-        eprintln!(
-            "note: --provenance applies to videos and frame directories (an image skips LinVT)"
-        );
+        let why = match (&model.config().host, answer.video_path) {
+            (Host::Qwen2Vl(_), _) => "provenance pictures are drawn on InternVL hosts only so far",
+            (_, Some(VideoPath::Frames)) => "the host's own video path has no LinVT to trace",
+            _ => "an image skips LinVT",
+        };
+        eprintln!("note: --provenance draws what LinVT's tokens average over; {why}");
     }
     Ok(())
 }
