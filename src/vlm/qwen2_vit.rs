@@ -43,13 +43,18 @@ pub struct Qwen2VisionConfig {
     pub out_width: usize,
 }
 
+/// Largest size any vision dimension may take (real ones are ≤ 8192): products of sizes
+/// stay far from overflowing.
+const MAX_SIZE: u64 = 1 << 20;
+
 fn field(v: &Value, key: &str) -> Result<usize> {
     v.get(key)
         .and_then(Value::as_u64)
+        .filter(|&x| x <= MAX_SIZE)
         .map(|x| x as usize)
         .ok_or_else(|| {
             Error::config(format!(
-                "config.json: `vision_config.{key}` is missing or not a whole number"
+                "config.json: `vision_config.{key}` is missing or not a whole number up to {MAX_SIZE}"
             ))
         })
 }
@@ -57,12 +62,18 @@ fn field(v: &Value, key: &str) -> Result<usize> {
 impl Qwen2VisionConfig {
     /// Reads `vision_config` of a Qwen2-VL (`qwen2_5 = false`) or Qwen2.5-VL config.
     pub fn from_json(v: &Value, qwen2_5: bool) -> Result<Self> {
-        let or = |key: &str, default: usize| field(v, key).unwrap_or(default);
-        let channels = v
-            .get("in_chans")
-            .or_else(|| v.get("in_channels"))
-            .and_then(Value::as_u64)
-            .unwrap_or(3) as usize;
+        // Absent: the default; present: checked like any size.
+        let or = |key: &str, default: usize| -> Result<usize> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(_) => field(v, key),
+            }
+        };
+        let channels = match v.get("in_chans").or_else(|| v.get("in_channels")) {
+            None | Some(Value::Null) => 3,
+            Some(_) if v.get("in_chans").is_some() => field(v, "in_chans")?,
+            Some(_) => field(v, "in_channels")?,
+        };
         let c = if qwen2_5 {
             let width = field(v, "hidden_size")?;
             Qwen2VisionConfig {
@@ -83,9 +94,9 @@ impl Qwen2VisionConfig {
                 width,
                 heads: field(v, "num_heads")?,
                 mlp: field(v, "intermediate_size")?,
-                patch_size: or("patch_size", 14),
-                temporal_patch_size: or("temporal_patch_size", 2),
-                merge: or("spatial_merge_size", 2),
+                patch_size: or("patch_size", 14)?,
+                temporal_patch_size: or("temporal_patch_size", 2)?,
+                merge: or("spatial_merge_size", 2)?,
                 channels,
                 out_width: field(v, "out_hidden_size")?,
             }
@@ -96,14 +107,28 @@ impl Qwen2VisionConfig {
                 depth: field(v, "depth")?,
                 width,
                 heads: field(v, "num_heads")?,
-                mlp: width * or("mlp_ratio", 4),
-                patch_size: or("patch_size", 14),
-                temporal_patch_size: or("temporal_patch_size", 2),
-                merge: or("spatial_merge_size", 2),
+                mlp: width * or("mlp_ratio", 4)?,
+                patch_size: or("patch_size", 14)?,
+                temporal_patch_size: or("temporal_patch_size", 2)?,
+                merge: or("spatial_merge_size", 2)?,
                 channels,
                 out_width: field(v, "hidden_size")?,
             }
         };
+        if [
+            c.patch_size,
+            c.temporal_patch_size,
+            c.merge,
+            c.channels,
+            c.mlp,
+            c.out_width,
+        ]
+        .contains(&0)
+        {
+            return Err(Error::config(format!(
+                "config.json: the vision sizes must be positive ({c:?})"
+            )));
+        }
         if c.heads == 0
             || !c.width.is_multiple_of(c.heads)
             || !(c.width / c.heads).is_multiple_of(4)

@@ -117,7 +117,8 @@ impl RopeScaling {
                             .collect()
                     })
                     .unwrap_or_default();
-                if v.is_empty() || v.iter().sum::<usize>() != head_dim / 2 {
+                let total = v.iter().try_fold(0usize, |a, &x| a.checked_add(x));
+                if v.is_empty() || total != Some(head_dim / 2) {
                     return Err(format!(
                         "rope_scaling.mrope_section {m} must add up to the {} rotary pairs (head_dim / 2)",
                         head_dim / 2
@@ -202,6 +203,15 @@ mod tests {
             RopeScaling::plain(4, 100.0).for_length(9),
             Rope::new(4, 100.0)
         );
+    }
+
+    #[test]
+    fn mrope_sections_that_overflow_are_refused_not_a_panic() {
+        // A fuzzing finding: the sections' sum overflowed (a panic in debug builds, a wrapped
+        // sum in release ones).
+        let lc = serde_json::json!({"rope_scaling": {"mrope_section": [u64::MAX, 2, 2]}});
+        let e = RopeScaling::from_config(&lc, 12, 1e6, 4096).unwrap_err();
+        assert!(e.contains("mrope_section"), "{e}");
     }
 
     #[test]
