@@ -209,7 +209,7 @@ mod tests {
     fn mrope_sections_that_overflow_are_refused_not_a_panic() {
         // A fuzzing finding: the sections' sum overflowed (a panic in debug builds, a wrapped
         // sum in release ones).
-        let lc = serde_json::json!({"rope_scaling": {"mrope_section": [u64::MAX, 2, 2]}});
+        let lc = serde_json::json!({"rope_scaling": {"type": "mrope", "mrope_section": [u64::MAX, 2, 2]}});
         let e = RopeScaling::from_config(&lc, 12, 1e6, 4096).unwrap_err();
         assert!(e.contains("mrope_section"), "{e}");
     }
