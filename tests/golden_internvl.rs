@@ -52,15 +52,7 @@ fn tensor(g: &TensorStore, key: &str) -> Tensor {
 
 /// Frames of a uint8 (n, h, w, 3) tensor, or one (h, w, 3) image.
 fn frames(key: &str) -> Vec<Frame> {
-    let bytes = std::fs::read(fixture("golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(key).unwrap();
-    let s = t.shape();
-    let (h, w) = (s[s.len() - 3], s[s.len() - 2]);
-    t.data()
-        .chunks(h * w * 3)
-        .map(|c| Frame::new(w, h, c.to_vec()).unwrap())
-        .collect()
+    common::u8_frames(&fixture("golden.safetensors"), key)
 }
 
 fn question(g: &TensorStore, case: &str) -> String {

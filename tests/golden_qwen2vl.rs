@@ -294,25 +294,12 @@ fn grids_or_empty(g: &TensorStore, key: &str) -> Vec<Grid> {
 
 /// uint8 frames of a (n, h, w, 3) golden tensor, or one (h, w, 3) image.
 fn frames(model: &str, key: &str) -> Vec<Frame> {
-    let bytes = std::fs::read(dir(model).join("golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(key).unwrap();
-    let s = t.shape();
-    let (h, w) = (s[s.len() - 3], s[s.len() - 2]);
-    t.data()
-        .chunks(h * w * 3)
-        .map(|c| Frame::new(w, h, c.to_vec()).unwrap())
-        .collect()
+    common::u8_frames(&dir(model).join("golden.safetensors"), key)
 }
 
-/// The video frames the processor used: `video.frame_indices` of the raw frames where the
-/// golden sampled them (Qwen2-VL's case), else all of them.
-fn video_frames(g: &TensorStore, model: &str) -> Vec<Frame> {
-    let all = frames(model, "video.frames_u8");
-    match g.get_i64("video.frame_indices").unwrap() {
-        Some((_, idx)) => idx.iter().map(|&i| all[i as usize].clone()).collect(),
-        None => all,
-    }
+/// The video frames given to the processor (5: an odd count, the last to be repeated).
+fn video_frames(model: &str) -> Vec<Frame> {
+    frames(model, "video.frames_u8")
 }
 
 /// Our processor against transformers': images (PIL path) bit for bit up to f32 rounding; videos
@@ -350,8 +337,7 @@ fn preprocessing_matches_the_processor() {
                 0.0,
             );
         }
-        let (got, got_grid) =
-            video_patches(&video_frames(&g, model), &c.processor, &c.vision).unwrap();
+        let (got, got_grid) = video_patches(&video_frames(model), &c.processor, &c.vision).unwrap();
         assert_eq!(
             vec![got_grid],
             grids(&g, "video.video_grid_thw"),
@@ -404,7 +390,7 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
                 .map(|s| 2.0 / s.data()[0] as f64);
             for (case, visual) in [
                 ("image", Visual::Image(frames(model, "image.u8").remove(0))),
-                ("video", Visual::Video(video_frames(&g, model))),
+                ("video", Visual::Video(video_frames(model))),
             ] {
                 let opts = AskOptions {
                     max_new_tokens: 8,
@@ -477,7 +463,6 @@ fn variant(model: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) -> Pa
 /// many tokens the video took), an `mrope_section` that does not cover the rotary pairs.
 #[test]
 fn qwen2_vl_mistakes_are_clear_errors() {
-    let g = golden("qwen2vl");
     let mut m = VideoLlm::load(&dir("qwen2vl"), Device::Cpu, &mut |_, _| {}).unwrap();
     let ask = |m: &mut VideoLlm, v: Visual| {
         m.ask(
@@ -491,7 +476,7 @@ fn qwen2_vl_mistakes_are_clear_errors() {
         .unwrap_err()
         .to_string()
     };
-    let one = video_frames(&g, "qwen2vl").remove(0);
+    let one = video_frames("qwen2vl").remove(0);
     let e = ask(&mut m, Visual::Video(vec![one]));
     assert!(
         e.contains("1 frame(s) is too short") && e.contains("image"),
@@ -506,7 +491,7 @@ fn qwen2_vl_mistakes_are_clear_errors() {
         c["text_config"]["max_position_embeddings"] = 40.into();
     });
     let mut m = VideoLlm::load(&short, Device::Cpu, &mut |_, _| {}).unwrap();
-    let e = ask(&mut m, Visual::Video(video_frames(&g, "qwen2vl")));
+    let e = ask(&mut m, Visual::Video(video_frames("qwen2vl")));
     assert!(
         e.contains("24 of them the video's") && e.contains("--num-frames") && e.contains("40"),
         "{e}"
@@ -531,14 +516,8 @@ fn qwen2_vl_mistakes_are_clear_errors() {
 /// processor's minimum is refused.
 #[test]
 fn cli_asks_a_qwen2_vl_model_about_a_video_file() {
-    use ::linvt::vlm::video::find_program;
     use std::process::Command;
-    let Some(ffmpeg) = find_program("ffmpeg") else {
-        assert!(
-            std::env::var_os("LINVT_REQUIRE_FFMPEG").is_none(),
-            "LINVT_REQUIRE_FFMPEG is set but ffmpeg is not on PATH"
-        );
-        eprintln!("SKIPPED (no ffmpeg on PATH; `apt-get install ffmpeg` runs this test)");
+    let Some(ffmpeg) = common::ffmpeg() else {
         return;
     };
     let tmp = std::env::temp_dir().join(format!("linvt-qwen2vl-cli-{}", std::process::id()));
@@ -624,7 +603,7 @@ fn linvt_plugs_into_qwen2_vl() {
         devices.push(Device::Gpu);
     }
     let question = g.metadata().get("question.video").unwrap().clone();
-    let video = Visual::Video(video_frames(&g, "qwen2vl"));
+    let video = Visual::Video(video_frames("qwen2vl"));
     let mut answers = Vec::new();
     for file in [&text, &row] {
         for device in &devices {

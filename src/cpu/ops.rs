@@ -56,23 +56,14 @@ impl Ops for CpuOps {
         p: &Norm<Tensor>,
         eps: f32,
     ) -> Result<Tensor> {
-        if residual.len() == x.len() {
-            let z: Vec<f32> = x
-                .data()
-                .iter()
-                .zip(residual.data())
-                .map(|(a, b)| a + b)
-                .collect();
-            check_overflow(&z, x.cols(), true)?;
-        }
-        let y = cpu::norm::layer_norm(
+        let y = no_overflow(cpu::norm::layer_norm_checked(
             x.data(),
             Some(residual.data()),
             p.weight.data(),
             p.bias.data(),
             x.cols(),
             eps,
-        );
+        ))?;
         Tensor::new(vec![x.rows(), x.cols()], y)
     }
 
@@ -174,23 +165,14 @@ fn two_d(x: Tensor) -> Result<Tensor> {
     }
 }
 
-/// The overflow check every norm makes (the GPU's norm kernels flag the same into the
-/// executor's health word): a row whose mean square (`centred`: variance) is not finite in f32
-/// means a value upstream overflowed, and the norm would turn it into silent zeros.
-fn check_overflow(z: &[f32], cols: usize, centred: bool) -> Result<()> {
-    for row in z.chunks(cols.max(1)) {
-        let n = row.len() as f32;
-        let mean = if centred {
-            row.iter().sum::<f32>() / n
-        } else {
-            0.0
-        };
-        let ms = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-        if !ms.is_finite() {
-            return Err(Error::Overflow);
-        }
+/// A norm's output, or the overflow error when its twin saw a row whose mean square (or
+/// variance) is not finite: a value upstream overflowed and the norm would turn it into silent
+/// zeros (the GPU's norm kernels flag the same into the executor's health word).
+fn no_overflow((y, overflow): (Vec<f32>, Option<usize>)) -> Result<Vec<f32>> {
+    match overflow {
+        Some(_) => Err(Error::Overflow),
+        None => Ok(y),
     }
-    Ok(())
 }
 
 fn same_shape(x: &Tensor, data: Vec<f32>) -> Result<Tensor> {
@@ -257,14 +239,13 @@ impl VlmOps for CpuOps {
     }
 
     fn layer_norm(&mut self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
-        check_overflow(x.data(), x.cols(), true)?;
-        let y = cpu::norm::layer_norm(x.data(), None, w.data(), b.data(), x.cols(), eps);
-        same_shape(x, y)
+        let y = cpu::norm::layer_norm_checked(x.data(), None, w.data(), b.data(), x.cols(), eps);
+        same_shape(x, no_overflow(y)?)
     }
 
     fn rms_norm(&mut self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
-        check_overflow(x.data(), x.cols(), false)?;
-        same_shape(x, cpu::norm::rms_norm(x.data(), w.data(), x.cols(), eps))
+        let y = cpu::norm::rms_norm_checked(x.data(), w.data(), x.cols(), eps);
+        same_shape(x, no_overflow(y)?)
     }
 
     fn gelu(&mut self, x: &Tensor) -> Result<Tensor> {

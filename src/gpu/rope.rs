@@ -62,14 +62,9 @@ impl GpuPositions {
     }
 }
 
-/// The parts of `Params` that say where positions are and which axis each pair follows.
-struct PositionParams {
-    pos_off: u32,
-    axes: u32,
-    ends: [u32; 3],
-}
-
-/// Checks `pos` against `rows` rows, a table for `head_dim`, and `sections` (pairs per axis).
+/// Checks `pos` against `rows` rows, a table for `head_dim`, and `sections` (pairs per axis);
+/// returns `Params` with the fields that say where positions are and which axis each pair
+/// follows (the rest zero, for the caller to fill).
 fn position_params(
     what: &str,
     pos: &GpuPositions,
@@ -77,12 +72,12 @@ fn position_params(
     table: &GpuTensor,
     head_dim: usize,
     sections: &[usize],
-) -> Result<PositionParams> {
+) -> Result<Params> {
     let half = head_dim / 2;
     if pos.rows != rows
         || pos.axes != sections.len()
         || sections.len() > MAX_AXES
-        || sections.iter().sum::<usize>() != half
+        || sections.iter().try_fold(0usize, |a, &n| a.checked_add(n)) != Some(half)
     {
         return Err(Error::input(format!(
             "{what}: positions of {} rows × {} axes for {rows} rows with rotary sections {sections:?} (at most {MAX_AXES} axes, adding up to {half} pairs)",
@@ -102,10 +97,13 @@ fn position_params(
         at += n;
         ends[a] = at as u32;
     }
-    Ok(PositionParams {
+    Ok(Params {
         pos_off: pos.ids.off(),
         axes: pos.axes as u32,
-        ends,
+        sec0: ends[0],
+        sec1: ends[1],
+        sec2: ends[2],
+        ..bytemuck::Zeroable::zeroed()
     })
 }
 
@@ -159,16 +157,7 @@ pub fn rope(
         x_off: x.off(),
         t_off: table.off(),
         o_off: out.off(),
-        kv_heads: 0,
-        k_off: 0,
-        v_off: 0,
-        pos_off: pp.pos_off,
-        axes: pp.axes,
-        sec0: pp.ends[0],
-        sec1: pp.ends[1],
-        sec2: pp.ends[2],
-        _pad0: 0,
-        _pad1: 0,
+        ..pp
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "rope", &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, n.div_ceil(WG) as u32);
@@ -244,13 +233,7 @@ pub fn rope_qkv(
         kv_heads: kv_heads as u32,
         k_off: u(keys.offset + slot * kv_width, "cache offset")?,
         v_off: u(values.offset + slot * kv_width, "cache offset")?,
-        pos_off: pp.pos_off,
-        axes: pp.axes,
-        sec0: pp.ends[0],
-        sec1: pp.ends[1],
-        sec2: pp.ends[2],
-        _pad0: 0,
-        _pad1: 0,
+        ..pp
     };
     let pipeline = rec
         .ctx

@@ -71,7 +71,8 @@ impl Rope {
     /// This rotation with its pairs split over several position axes (`sections[a]` pairs
     /// follow axis a). Errors unless they cover every pair.
     pub fn with_sections(mut self, sections: &[usize]) -> Result<Self> {
-        if sections.is_empty() || sections.iter().sum::<usize>() != self.inv_freq.len() {
+        let total = sections.iter().try_fold(0usize, |a, &n| a.checked_add(n));
+        if sections.is_empty() || total != Some(self.inv_freq.len()) {
             return Err(Error::config(format!(
                 "rotary sections {sections:?} must add up to the {} rotary pairs (head_dim / 2)",
                 self.inv_freq.len()

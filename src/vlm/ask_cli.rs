@@ -210,7 +210,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         max_pixels: a.max_pixels,
     };
     // Before the weights: a prompt the context cannot hold is refused now, not after a load.
-    let (len, context) = prompt_len(&a.model, &load, &visual, &a.question, &opts)?;
+    let (len, context) = prompt_len(&a.model, &config, &load, &visual, &a.question, &opts)?;
     if len >= context {
         return Err(Error::input(format!(
             "the prompt would have {len} tokens but the model's context holds {context}; use fewer frames (--num-frames, --fps, --max-frames), tiles (--max-tiles) or pixels (--max-pixels), or a LinVT module (--linvt)"

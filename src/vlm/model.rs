@@ -152,16 +152,16 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
 }
 
 /// The prompt's token count for `visual` and `question` and the model's context, from `dir`'s
-/// config and tokenizer (and a LinVT plug-in's header) alone — no weights read — so a prompt
-/// the context cannot hold is refused before a large model loads.
+/// `config` (as `open_model_dir` read it) and tokenizer (and a LinVT plug-in's header) alone —
+/// no weights read — so a prompt the context cannot hold is refused before a large model loads.
 pub fn prompt_len(
     dir: &Path,
+    config: &VlmConfig,
     load: &LoadOptions,
     visual: &Visual,
     question: &str,
     ask: &AskOptions,
 ) -> Result<(usize, usize)> {
-    let (config, _) = open_model_dir(dir)?;
     let tok = Tokenizer::from_dir(dir)?;
     let template = Template::by_name(&config.template)?;
     let queries = match &load.linvt {

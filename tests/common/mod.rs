@@ -171,3 +171,31 @@ pub fn tiny_golden_clip() -> (Vec<linvt::vlm::preprocess::Frame>, String, Vec<u3
         ids.into_iter().map(|v| v as u32).collect(),
     )
 }
+
+/// The ffmpeg on PATH, or None: a test that needs it then prints a skip notice; with
+/// `LINVT_REQUIRE_FFMPEG` set (CI sets it) it fails instead.
+pub fn ffmpeg() -> Option<std::path::PathBuf> {
+    let found = linvt::vlm::video::find_program("ffmpeg");
+    if found.is_none() {
+        assert!(
+            std::env::var_os("LINVT_REQUIRE_FFMPEG").is_none(),
+            "LINVT_REQUIRE_FFMPEG is set but ffmpeg is not on PATH"
+        );
+        eprintln!("SKIPPED (no ffmpeg on PATH; `apt-get install ffmpeg` runs this test)");
+    }
+    found
+}
+
+/// The uint8 frames of tensor `key` in the safetensors file `path`: (n, h, w, 3), or one
+/// (h, w, 3) image.
+pub fn u8_frames(path: &std::path::Path, key: &str) -> Vec<linvt::vlm::preprocess::Frame> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(key).unwrap();
+    let s = t.shape();
+    let (h, w) = (s[s.len() - 3], s[s.len() - 2]);
+    t.data()
+        .chunks(h * w * 3)
+        .map(|c| linvt::vlm::preprocess::Frame::new(w, h, c.to_vec()).unwrap())
+        .collect()
+}
