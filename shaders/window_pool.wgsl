@@ -6,6 +6,10 @@
 // the earlier scales' window counts; the remainder count mod s is dropped. All scales run in one
 // dispatch: one invocation per output element (row, column), rows found from the prefix sums.
 // Index values ≥ x_rows are clamped to the last row, so a bad index never reads out of bounds.
+//
+// `partial` = 1 (scale 1 only): x holds only the flat rows idx_base..idx_base + x_rows of a
+// larger tensor (one block of a long clip); output rows whose index falls outside are left as
+// they are, so one dispatch per block fills the whole gather.
 
 struct Params {
     cols: u32,
@@ -19,6 +23,10 @@ struct Params {
     s0: u32, s1: u32, s2: u32, s3: u32, s4: u32, s5: u32, s6: u32, s7: u32,
     // windows of each scale (⌊count / s_i⌋)
     w0: u32, w1: u32, w2: u32, w3: u32, w4: u32, w5: u32, w6: u32, w7: u32,
+    idx_base: u32,
+    partial: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -66,6 +74,14 @@ fn pool(
     }
     let row = e / p.cols;
     let c = e % p.cols;
+
+    if (p.partial != 0u) {
+        let r = idx[p.idx_off + row];
+        if (r >= p.idx_base && r - p.idx_base < p.x_rows) {
+            out[p.out_off + e] = x[p.x_off + (r - p.idx_base) * p.cols + c];
+        }
+        return;
+    }
 
     // Find the scale segment holding `row`.
     var w = row;

@@ -12,6 +12,9 @@ use crate::timing::StageClock;
 #[derive(Default)]
 pub struct CpuOps {
     pub clock: StageClock,
+    /// A storage-binding limit to split work by as a GPU with that limit would (None: no
+    /// limit). Tests set it so the split forwards run, and are checked, on the CPU too.
+    pub binding_limit: Option<u64>,
 }
 
 impl CpuOps {
@@ -139,6 +142,76 @@ impl Ops for CpuOps {
             .flat_map(|p| p.data().iter().copied())
             .collect();
         Tensor::new(vec![rows, cols], data)
+    }
+
+    fn binding_limit(&self) -> Option<u64> {
+        self.binding_limit
+    }
+
+    fn assemble_rows(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        parts: &[(&Tensor, Vec<(u32, u32)>)],
+    ) -> Result<Tensor> {
+        let mut data = vec![0f32; rows * cols];
+        let mut written = vec![false; rows];
+        for (src, pairs) in parts {
+            if src.cols() != cols {
+                return Err(Error::input(format!(
+                    "assemble_rows: rows of {:?} do not fit rows of {cols} values",
+                    src.shape()
+                )));
+            }
+            for &(s, d) in pairs {
+                let (s, d) = (s as usize, d as usize);
+                if s >= src.rows() || d >= rows || written[d] {
+                    return Err(Error::input(format!(
+                        "assemble_rows: row {s} → {d} is out of range or written twice ({} rows into {rows})",
+                        src.rows()
+                    )));
+                }
+                written[d] = true;
+                data[d * cols..(d + 1) * cols].copy_from_slice(&src.data()[s * cols..(s + 1) * cols]);
+            }
+        }
+        if let Some(d) = written.iter().position(|w| !w) {
+            return Err(Error::input(format!(
+                "assemble_rows: row {d} of {rows} is never written"
+            )));
+        }
+        Tensor::new(vec![rows, cols], data)
+    }
+
+    fn gather_parts(
+        &mut self,
+        parts: &[Tensor],
+        first_rows: &[usize],
+        idx: &Vec<u32>,
+        count: usize,
+    ) -> Result<Tensor> {
+        let cols = parts.first().map_or(0, Tensor::cols);
+        let mut data = Vec::with_capacity(count * cols);
+        for &i in idx.iter().take(count) {
+            let i = i as usize;
+            let found = parts.iter().zip(first_rows).find(|(p, &first)| {
+                i >= first && i - first < p.rows()
+            });
+            let Some((part, &first)) = found else {
+                return Err(Error::input(format!(
+                    "gather_parts: row {i} is in none of the {} parts",
+                    parts.len()
+                )));
+            };
+            data.extend_from_slice(&part.data()[(i - first) * cols..(i - first + 1) * cols]);
+        }
+        if data.len() != count * cols {
+            return Err(Error::input(format!(
+                "gather_parts: {count} rows asked for but {} indices given",
+                idx.len()
+            )));
+        }
+        Tensor::new(vec![count, cols], data)
     }
 
     fn stage(&mut self, name: &str) -> Result<()> {

@@ -195,6 +195,39 @@ impl Ops for GpuOps<'_> {
         Ok(out)
     }
 
+    fn binding_limit(&self) -> Option<u64> {
+        let adapter = self.ctx().limits.max_storage_buffer_binding_size;
+        Some(self.binding_limit.map_or(adapter, |b| b.min(adapter)))
+    }
+
+    fn assemble_rows(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        parts: &[(&GpuTensor, Vec<(u32, u32)>)],
+    ) -> Result<GpuTensor> {
+        let out = self.rec.alloc("assemble_rows", &[rows, cols])?;
+        for (src, pairs) in parts {
+            gpu::elementwise::copy_rows(&mut self.rec, src, pairs, &out)?;
+        }
+        Ok(out)
+    }
+
+    fn gather_parts(
+        &mut self,
+        parts: &[GpuTensor],
+        first_rows: &[usize],
+        idx: &TopKResult,
+        count: usize,
+    ) -> Result<GpuTensor> {
+        let cols = parts.first().map_or(0, GpuTensor::cols);
+        let out = self.rec.alloc("gather_parts", &[count, cols])?;
+        for (part, &first) in parts.iter().zip(first_rows) {
+            gpu::window_pool::gather_part_into(&mut self.rec, part, first, &idx.indices, count, &out)?;
+        }
+        Ok(out)
+    }
+
     fn stage(&mut self, name: &str) -> Result<()> {
         self.rec.stage(name)
     }

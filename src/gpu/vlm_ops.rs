@@ -48,11 +48,6 @@ pub struct GpuKvCache {
 }
 
 impl VlmOps for GpuOps<'_> {
-    fn binding_limit(&self) -> Option<u64> {
-        let adapter = self.ctx().limits.max_storage_buffer_binding_size;
-        Some(self.binding_limit.map_or(adapter, |b| b.min(adapter)))
-    }
-
     type Kv = GpuKvCache;
     type Pos = GpuPositions;
 

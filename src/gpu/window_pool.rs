@@ -33,6 +33,9 @@ struct Params {
     out_off: u32,
     scales: [u32; MAX_SCALES],
     windows: [u32; MAX_SCALES],
+    idx_base: u32,
+    partial: u32,
+    _pad: [u32; 2],
 }
 
 /// Gathers `count` rows of `x` (rows of x.cols() values) through `indices` (u32 row numbers;
@@ -134,11 +137,67 @@ pub fn gather_pool_into(
         out_off: out.off(),
         scales: scale_arr,
         windows,
+        idx_base: 0,
+        partial: 0,
+        _pad: [0; 2],
     };
     let pipeline = rec.ctx.pipeline(&SHADER, "pool", &[("WG", WG as f64)])?;
     let wg = grid(rec.ctx, (rows * cols).div_ceil(WG) as u32);
     // Without indices the kernel never reads binding 2; x stands in for it.
     let idx_buf = indices.map_or(x, |i| i);
     rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[x, idx_buf, out], wg);
+    Ok(())
+}
+
+/// The part of a gather that one block of a larger tensor holds: `x` holds the flat rows
+/// `first_row..first_row + x.rows()`, and each row r < count of `out` whose index
+/// `indices[r]` falls there is written; the other rows are left for the other blocks.
+pub fn gather_part_into(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    first_row: usize,
+    indices: &GpuTensor,
+    count: usize,
+    out: &GpuTensor,
+) -> Result<()> {
+    let cols = x.cols();
+    if count > indices.len() || out.rows() != count || out.cols() != cols {
+        return Err(Error::input(format!(
+            "gather of a block: {count} rows of {cols} values from {} indices into {:?}",
+            indices.len(),
+            out.shape
+        )));
+    }
+    if out.same_buffer(x) || out.same_buffer(indices) {
+        return Err(Error::input(
+            "gather of a block: the output must not share a buffer with the input or the indices",
+        ));
+    }
+    let (Ok(first), Ok(rows)) = (u32::try_from(first_row), u32::try_from(x.rows())) else {
+        return Err(Error::input(format!(
+            "gather of a block: rows {first_row}.. exceed 32 bits"
+        )));
+    };
+    if count == 0 || cols == 0 || rows == 0 {
+        return Ok(());
+    }
+    let p = Params {
+        cols: cols as u32,
+        out_rows: count as u32,
+        n_scales: 1,
+        has_idx: 1,
+        x_off: x.off(),
+        x_rows: rows,
+        idx_off: indices.off(),
+        out_off: out.off(),
+        scales: [1; MAX_SCALES],
+        windows: [0; MAX_SCALES],
+        idx_base: first,
+        partial: 1,
+        _pad: [0; 2],
+    };
+    let pipeline = rec.ctx.pipeline(&SHADER, "pool", &[("WG", WG as f64)])?;
+    let wg = grid(rec.ctx, (count * cols).div_ceil(WG) as u32);
+    rec.dispatch(&pipeline, bytemuck::bytes_of(&p), &[x, indices, out], wg);
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! Every difference between the `official` and `paper` presets is a config field read here.
 
 use super::params::{CrossAttn, LinvtParams, Mha};
+use super::split::{retile, Split, Tiled};
 use crate::config::{
     GatherFrom, LinvtConfig, MultiScale, QuerySelfAttention, SelectionOrder, SvrOrder,
 };
@@ -103,14 +104,15 @@ pub struct ForwardOut<O: Ops> {
     pub trace: Vec<(String, O::T)>,
 }
 
-/// The whole LinVT forward. `video` is (T·N, E) (rows frame-major: flat index t·N + n), `text`
-/// is (L, E).
+/// The whole LinVT forward. `video` holds the (T·N, E) tokens (rows frame-major: flat index
+/// t·N + n) as one tensor or as tiles (`super::split`); `text` is (L, E). Work that would exceed
+/// the executor's binding limit is split into tiles that fit.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<O: Ops>(
     ops: &mut O,
     cfg: &LinvtConfig,
     p: &LinvtParams<O::T>,
-    video: &O::T,
+    video: &Tiled<O::T>,
     text: &O::T,
     dims: Dims,
     num_queries: usize,
@@ -118,9 +120,10 @@ pub fn forward<O: Ops>(
 ) -> Result<ForwardOut<O>> {
     let want_probs = want.probs;
     let mut trace = Vec::new();
-    let heads = cfg.num_heads;
-    let (t, n) = (dims.frames, dims.tokens);
+    let (heads, e) = (cfg.num_heads, cfg.embed_size);
     let (scales_before, runs, scales_after) = plan_runs(cfg, dims.k, num_queries)?;
+    let split = Split::plan(dims.frames, dims.tokens, e, ops.binding_limit())?;
+    let video = retile(ops, video.clone(), &split.by_frames, e)?;
 
     // SVR: significance refinement, no residuals or norms (as released).
     let (first_axis, second_axis) = match cfg.svr_order {
@@ -130,15 +133,29 @@ pub fn forward<O: Ops>(
     let mut x = video.clone();
     for (i, layer) in p.svr.iter().enumerate() {
         ops.stage(&format!("svr.layer{i}"))?;
-        x = mha_along(ops, &layer.first, &x, t, n, heads, first_axis)?;
-        x = mha_along(ops, &layer.second, &x, t, n, heads, second_axis)?;
+        for (m, axis) in [(&layer.first, first_axis), (&layer.second, second_axis)] {
+            x = retile(ops, x, split.for_axis(axis), e)?;
+            x = mha_tiles(ops, m, x, heads, axis)?;
+        }
         if want.trace {
-            trace.push((format!("svr_layer.{i}"), x.clone()));
+            let rows = retile(ops, x.clone(), &split.by_frames, e)?;
+            trace.push((format!("svr_layer.{i}"), concat(ops, rows)?));
         }
     }
+    let x = retile(ops, x, &split.by_frames, e)?;
 
     ops.stage("score+topk")?;
-    let scores = ops.linear(&x, &p.score_w, Some(&p.score_b))?;
+    let mut scores = Vec::with_capacity(x.tiles.len());
+    for tile in &x.tiles {
+        scores.push(ops.linear(tile, &p.score_w, Some(&p.score_b))?);
+    }
+    let scores = concat(
+        ops,
+        Tiled {
+            tiles: scores,
+            layout: x.layout.clone(),
+        },
+    )?;
     let order = match cfg.selection_order {
         SelectionOrder::Score => TopKOrder::Score,
         SelectionOrder::Index => TopKOrder::Index,
@@ -148,10 +165,22 @@ pub fn forward<O: Ops>(
     ops.stage("pool")?;
     let source = match cfg.gather_from {
         GatherFrom::Refined => &x,
-        GatherFrom::Input => video,
+        GatherFrom::Input => &video,
     };
-    let pooled = ops.gather_pool(source, Some(&indices), dims.k, &scales_before)?;
+    let pooled = match source.tiles.as_slice() {
+        [whole] => ops.gather_pool(whole, Some(&indices), dims.k, &scales_before)?,
+        tiles => {
+            let first_rows: Vec<usize> = source
+                .layout
+                .iter()
+                .map(|t| t.frames.start * dims.tokens)
+                .collect();
+            let selected = ops.gather_parts(tiles, &first_rows, &indices, dims.k)?;
+            ops.gather_pool(&selected, None, dims.k, &scales_before)?
+        }
+    };
     drop(x);
+    drop(video);
     if want.trace {
         trace.push(("svr_out".to_string(), pooled.clone()));
     }
@@ -186,6 +215,40 @@ pub fn forward<O: Ops>(
         scales_after,
         trace,
     })
+}
+
+/// `mha_along` on every tile (each tile's buffers go back to the pool as the next is made).
+fn mha_tiles<O: Ops>(
+    ops: &mut O,
+    m: &Mha<O::T>,
+    x: Tiled<O::T>,
+    heads: usize,
+    axis: Axis,
+) -> Result<Tiled<O::T>> {
+    let mut tiles = Vec::with_capacity(x.tiles.len());
+    for (tile, at) in x.tiles.into_iter().zip(&x.layout) {
+        tiles.push(mha_along(
+            ops,
+            m,
+            &tile,
+            at.frames.len(),
+            at.positions.len(),
+            heads,
+            axis,
+        )?);
+    }
+    Ok(Tiled {
+        tiles,
+        layout: x.layout,
+    })
+}
+
+/// Tiles of whole frames as one tensor (a view of the one tile when there is one).
+fn concat<O: Ops>(ops: &mut O, x: Tiled<O::T>) -> Result<O::T> {
+    match x.tiles.len() {
+        1 => Ok(x.tiles.into_iter().next().expect("one tile")),
+        _ => ops.concat_rows(&x.tiles),
+    }
 }
 
 /// nn.MultiheadAttention on (T·N, E) along one axis: in_proj → attention → out_proj.

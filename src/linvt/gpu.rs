@@ -1,10 +1,11 @@
 //! LinVT on the attached GPU: the whole forward in one command encoder, one read-back.
 
-use super::forward::forward;
+use super::forward::{forward, Dims};
+use super::split::{Split, Tiled};
 use super::{CondenseOptions, Condensed, Linvt};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuOps, GpuTensor, Recorder};
-use crate::ops::Device;
+use crate::ops::{Device, Ops};
 use crate::tensor::Tensor;
 
 impl Linvt {
@@ -20,28 +21,46 @@ impl Linvt {
         })?;
         let (video, text, dims) = self.prepare_inputs(video, text)?;
         let ctx = &g.ctx;
-        check_sizes(ctx, self, dims, opts.provenance)?;
-        let v = ctx.alloc(&g.pool, "video tokens", video.shape())?;
-        let t = ctx.alloc(&g.pool, "text embeddings", text.shape())?;
-        ctx.queue
-            .write_buffer(v.buffer()?, 0, bytemuck::cast_slice(video.data()));
-        ctx.queue
-            .write_buffer(t.buffer()?, 0, bytemuck::cast_slice(text.data()));
         let mut rec = Recorder::new(ctx, &g.pool);
         if opts.profile {
             rec = rec.with_profiling();
         }
         let mut ops = GpuOps::new(rec);
+        ops.binding_limit = opts.binding_limit;
+        let limit = ops.binding_limit().expect("a GPU has a binding limit");
+        check_sizes(limit, self, dims, opts.provenance)?;
+        // The clip goes up already cut as the forward will need it (tiles of whole frames).
+        let e = self.config.embed_size;
+        let split = Split::plan(dims.frames, dims.tokens, e, Some(limit))?;
+        let mut tiles = Vec::with_capacity(split.by_frames.len());
+        for tile in &split.by_frames {
+            let rows = tile.frames.start * dims.tokens..tile.frames.end * dims.tokens;
+            let v = ctx.alloc(&g.pool, "video tokens", &[rows.len(), e])?;
+            ctx.queue.write_buffer(
+                v.buffer()?,
+                0,
+                bytemuck::cast_slice(&video.data()[rows.start * e..rows.end * e]),
+            );
+            tiles.push(v);
+        }
+        let video = Tiled {
+            tiles,
+            layout: split.by_frames,
+        };
+        let t = ctx.alloc(&g.pool, "text embeddings", text.shape())?;
+        ctx.queue
+            .write_buffer(t.buffer()?, 0, bytemuck::cast_slice(text.data()));
         let f = forward(
             &mut ops,
             &self.config,
             &g.params,
-            &v,
+            &video,
             &t,
             dims,
             self.num_queries(),
             opts.want(),
         )?;
+        drop(video);
         let (encoder, times) = ops.rec.finish()?;
         // The forward's one top-k status is read with the results, at index 3.
         let mut wanted: Vec<&GpuTensor> =
@@ -91,48 +110,30 @@ impl Linvt {
     }
 }
 
-/// Refuses, before anything is recorded, a call whose largest tensors exceed one storage
-/// binding, naming the tensor and how many frames would fit.
-fn check_sizes(
-    ctx: &crate::gpu::GpuContext,
-    m: &Linvt,
-    dims: super::forward::Dims,
-    provenance: bool,
-) -> Result<()> {
+/// Refuses, before anything is recorded, a call whose selected or pooled tensors exceed one
+/// storage binding (the clip's own tokens are split to fit: `Split::plan`).
+fn check_sizes(limit: u64, m: &Linvt, dims: Dims, provenance: bool) -> Result<()> {
     let cfg = m.config();
-    let (tn, e) = (dims.frames * dims.tokens, cfg.embed_size);
-    let limit = ctx.max_binding_bytes();
+    let e = cfg.embed_size;
     let pooled = crate::cpu::window_pool::pooled_rows(dims.k, &cfg.pool_scales);
     let mut tensors = vec![
-        ("video tokens (T·N × E)", tn * e, e),
-        ("SVR qkv projection (T·N × 3E)", tn * 3 * e, 3 * e),
-        ("pooled tokens (S × E)", pooled * e, 0),
+        ("selected tokens (k × E)", dims.k * e),
+        ("pooled tokens (S × E)", pooled * e),
     ];
     if provenance {
         tensors.push((
             "aggregation weights (heads × Q × S)",
             cfg.num_heads * m.num_queries() * pooled,
-            0,
         ));
     }
-    for (name, elements, per_token) in tensors {
+    for (name, elements) in tensors {
         let bytes = elements as u64 * 4;
         if bytes > limit {
-            let hint = if per_token > 0 {
-                let max_tokens = limit / (per_token as u64 * 4);
-                format!(
-                    "reduce the clip to at most {} frames of {} tokens (or split it into shorter clips), or use an adapter with a larger storage-binding limit",
-                    max_tokens / dims.tokens as u64,
-                    dims.tokens
-                )
-            } else {
-                "lower top_k or the number of queries".to_string()
-            };
             return Err(Error::TensorTooLarge {
                 tensor: name.to_string(),
                 bytes,
                 limit,
-                hint,
+                hint: "lower top_k or the number of queries".to_string(),
             });
         }
     }

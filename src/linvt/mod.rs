@@ -4,6 +4,9 @@ pub mod forward;
 pub mod gpu;
 pub mod params;
 pub mod provenance;
+pub mod split;
+
+use split::Tiled;
 
 use std::sync::Arc;
 
@@ -29,6 +32,9 @@ pub struct CondenseOptions {
     /// Also return named intermediates (`svr_layer.{i}`, `svr_out`, `tta_layer.{i}`) for
     /// comparison with the released module's golden files.
     pub trace: bool,
+    /// Split the work as if one storage binding held at most this many bytes (None: the
+    /// adapter's own limit, and no split on the CPU). For tests of the split forward.
+    pub binding_limit: Option<u64>,
 }
 
 impl CondenseOptions {
@@ -300,11 +306,12 @@ impl Linvt {
     ) -> Result<Condensed> {
         let (video, text, dims) = self.prepare_inputs(video, text)?;
         let mut ops = crate::cpu::CpuOps::new();
+        ops.binding_limit = opts.binding_limit;
         let f = forward(
             &mut ops,
             &self.config,
             &self.params,
-            &video,
+            &Tiled::whole(video, dims.frames, dims.tokens),
             &text,
             dims,
             self.num_queries(),

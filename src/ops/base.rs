@@ -66,6 +66,31 @@ pub trait Ops {
     ) -> Result<Self::T>;
     /// Row-wise concatenation.
     fn concat_rows(&mut self, parts: &[Self::T]) -> Result<Self::T>;
+    /// The most bytes one tensor an op writes may hold (a GPU's storage-binding limit; None:
+    /// no limit). Callers split work that would exceed it (LinVT's long clips, frames of the
+    /// vision encoder, rows of a prefill), so long inputs run on any adapter.
+    fn binding_limit(&self) -> Option<u64> {
+        None
+    }
+    /// A new (rows, cols) tensor assembled from row copies: for each (source, pairs), row
+    /// `dst` of the result is row `src` of the source, for every (src, dst) in pairs. Every
+    /// row of the result is written exactly once (the callers' invariant, checked on the CPU).
+    fn assemble_rows(
+        &mut self,
+        rows: usize,
+        cols: usize,
+        parts: &[(&Self::T, Vec<(u32, u32)>)],
+    ) -> Result<Self::T>;
+    /// Rows `idx[0..count]` of a tensor held as consecutive row blocks (`parts[i]` holds the
+    /// flat rows from `first_rows[i]` on): (count, cols), as `gather_pool` at scale 1 would
+    /// gather them from the whole tensor.
+    fn gather_parts(
+        &mut self,
+        parts: &[Self::T],
+        first_rows: &[usize],
+        idx: &Self::Idx,
+        count: usize,
+    ) -> Result<Self::T>;
     /// Marks the start of a named stage (for per-stage timing).
     fn stage(&mut self, name: &str) -> Result<()>;
 }

@@ -41,13 +41,6 @@ pub trait VlmOps: Ops {
         self.upload(t)
     }
 
-    /// The most bytes one tensor an op writes may hold (a GPU's storage-binding limit; None:
-    /// no limit). Callers split work that would exceed it (frames of the vision encoder, rows
-    /// of a prefill), so long inputs run on any adapter.
-    fn binding_limit(&self) -> Option<u64> {
-        None
-    }
-
     /// Copies a tensor back to the host as (rows, cols) (1-D stays 1-D). Used for outputs and
     /// tests, never inside the per-token decode loop (that reads back only `sample`'s id).
     fn read_back(&mut self, x: &Self::T) -> Result<Tensor>;

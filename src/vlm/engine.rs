@@ -11,6 +11,7 @@ use super::weights::WeightReader;
 use crate::config::{ConfigPatch, LinvtConfig};
 use crate::error::{Error, Result};
 use crate::linvt::forward::{self, Dims, ForwardOut, Want};
+use crate::linvt::split::Tiled;
 use crate::linvt::{Linvt, LinvtParams};
 use crate::ops::{Positions, SamplingParams, VlmOps};
 use crate::tensor::Tensor;
@@ -287,7 +288,7 @@ impl<O: VlmOps> Engine<O> {
             &mut self.ops,
             &m.config,
             &m.params,
-            visual,
+            &Tiled::whole(visual.clone(), frames, rows / frames),
             text,
             dims,
             m.queries,
