@@ -19,6 +19,8 @@ struct Params {
 }
 
 override WG: u32 = 256u;
+// Whether rows are checked for overflow (off only to measure what the checks cost).
+override CHECK: bool = true;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -89,7 +91,7 @@ fn layer_norm(
         q += d * d;
     }
     let var_ = workgroup_sum(q, lid) / n;
-    if (lid == 0u && non_finite(var_)) {
+    if (CHECK && lid == 0u && non_finite(var_)) {
         atomicMin(&health[0], row);
     }
     let inv = 1.0 / sqrt(var_ + p.eps);
@@ -122,7 +124,7 @@ fn rms_norm(
         q += v * v;
     }
     let ms = mean_square(q, lid);
-    if (lid == 0u && non_finite(ms)) {
+    if (CHECK && lid == 0u && non_finite(ms)) {
         atomicMin(&rms_health[0], row);
     }
     let inv = 1.0 / sqrt(ms + p.eps);
@@ -160,7 +162,7 @@ fn add_rms_norm(
         q += v * v;
     }
     let ms = mean_square(q, lid);
-    if (lid == 0u && non_finite(ms)) {
+    if (CHECK && lid == 0u && non_finite(ms)) {
         atomicMin(&health[0], row);
     }
     let inv = 1.0 / sqrt(ms + p.eps);

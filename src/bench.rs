@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::{self, BufferPool, GpuContext, GpuTensor, Recorder};
 use crate::linvt::forward::plan_runs;
-use crate::linvt::CondenseOptions;
+use crate::linvt::split::{memory_plan, MemoryPlan, Split};
+use crate::linvt::{CondenseOptions, Linvt};
 use crate::ops::TopKOrder;
 use crate::ops::{AttnGeometry, Axis};
 use crate::rand::SeededRng;
@@ -47,6 +48,19 @@ pub struct BenchReport {
     pub device_matmul_gflops: f64,
     pub kernels: Vec<KernelTiming>,
     pub forward: ForwardTiming,
+    /// How this run's clip was cut to fit the adapter's binding limit (1 × 1: not at all), and
+    /// the buffers the forward's pool held after it (an upper bound of its peak).
+    pub split: SplitReport,
+    /// The plan for a 1-hour video at 1 frame/s (3,600 frames) of this shape's tokens and width
+    /// under this adapter's binding limit.
+    pub hour_plan: MemoryPlan,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitReport {
+    pub frame_tiles: usize,
+    pub position_tiles: usize,
+    pub pool_bytes: u64,
 }
 
 /// Analytic FLOPs of each forward stage, by the stage names the forward marks.
@@ -209,6 +223,13 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
         )?);
     }
 
+    let limit = ctx.max_binding_bytes();
+    let split = Split::plan(t, n, e, Some(limit))?;
+    let is_split = split.by_frames.len() > 1 || split.by_positions.len() > 1;
+    if is_split {
+        say("the clip exceeds one binding: the forward runs split, once, without kernel timings");
+        return forward_only(ctx, shape, device_matmul_gflops, kernels, &split);
+    }
     say("kernels at the forward's shapes");
     kernels.push(linear_timing(ctx, &pool, tn, 3 * e, e, reps)?);
     let qkv = random(ctx, "qkv", &[tn, 3 * e], 4)?;
@@ -331,7 +352,65 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
             ms,
             stages,
         },
+        split: SplitReport {
+            frame_tiles: 1,
+            position_tiles: 1,
+            pool_bytes: model.gpu_pool_bytes(),
+        },
+        hour_plan: hour_plan(&model, shape, limit)?,
     })
+}
+
+/// A clip beyond one binding: the whole forward once (pipelines are built during it), split as
+/// `split` says.
+fn forward_only(
+    ctx: &Arc<GpuContext>,
+    shape: &BenchShape,
+    device_matmul_gflops: f64,
+    kernels: Vec<KernelTiming>,
+    split: &Split,
+) -> Result<BenchReport> {
+    let (mut model, video, text) = shape.model_and_inputs(42)?;
+    let cfg = model.config().clone();
+    model.attach_gpu(ctx.clone())?;
+    let start = std::time::Instant::now();
+    pollster::block_on(model.condense_gpu(&video, &text, &CondenseOptions::default()))?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let flops = forward_flops(
+        &cfg,
+        shape.frames,
+        shape.tokens,
+        shape.text_len,
+        shape.queries,
+    )?;
+    Ok(BenchReport {
+        adapter: ctx.adapter_name().to_string(),
+        backend: ctx.backend_name(),
+        device_matmul_gflops,
+        kernels,
+        forward: ForwardTiming {
+            shape: shape.describe(),
+            gflop: flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9,
+            ms,
+            stages: Vec::new(),
+        },
+        split: SplitReport {
+            frame_tiles: split.by_frames.len(),
+            position_tiles: split.by_positions.len(),
+            pool_bytes: model.gpu_pool_bytes(),
+        },
+        hour_plan: hour_plan(&model, shape, ctx.max_binding_bytes())?,
+    })
+}
+
+/// The memory plan of 3,600 frames of this shape's tokens and width under `limit`.
+fn hour_plan(model: &Linvt, shape: &BenchShape, limit: u64) -> Result<MemoryPlan> {
+    let mut elements = 0u64;
+    model.params().try_map_roles(|t, _| {
+        elements += t.len() as u64;
+        Ok(())
+    })?;
+    memory_plan(3600, shape.tokens, shape.embed, limit, elements * 4)
 }
 
 pub fn print_table(r: &BenchReport) {
@@ -356,6 +435,14 @@ pub fn print_table(r: &BenchReport) {
     }
     let f = &r.forward;
     let rate = f.gflop / f.ms * 1e3;
+    if r.split.frame_tiles * r.split.position_tiles > 1 {
+        println!(
+            "\nthe clip exceeds one binding: split into {} tiles of whole frames and {} of whole token positions (one run, pipeline builds included); the pool held {:.1} MiB after it",
+            r.split.frame_tiles,
+            r.split.position_tiles,
+            r.split.pool_bytes as f64 / (1u64 << 20) as f64
+        );
+    }
     println!(
         "\nforward {}: {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s = {:.0}% of device matmul",
         f.shape,
@@ -364,10 +451,12 @@ pub fn print_table(r: &BenchReport) {
         rate,
         100.0 * rate / r.device_matmul_gflops
     );
-    println!(
-        "{:<24} {:>10} {:>10} {:>8}",
-        "stage (profiled run)", "ms", "GFLOP/s", "ratio"
-    );
+    if !f.stages.is_empty() {
+        println!(
+            "{:<24} {:>10} {:>10} {:>8}",
+            "stage (profiled run)", "ms", "GFLOP/s", "ratio"
+        );
+    }
     for s in &f.stages {
         println!(
             "{:<24} {:>10.2} {:>10.1} {:>8.2}",
@@ -377,4 +466,16 @@ pub fn print_table(r: &BenchReport) {
             s.gflops / r.device_matmul_gflops
         );
     }
+    let h = &r.hour_plan;
+    println!(
+        "\n1 hour at 1 frame/s ({} frames × {} tokens, E {}) under {} MiB bindings: {} × {} tiles, largest binding {:.1} MiB, peak {:.2} GiB (activations + parameters)",
+        h.frames,
+        h.tokens,
+        h.width,
+        h.binding_limit >> 20,
+        h.frame_tiles,
+        h.position_tiles,
+        h.largest_binding as f64 / (1u64 << 20) as f64,
+        h.peak_bytes as f64 / (1u64 << 30) as f64
+    );
 }

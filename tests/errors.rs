@@ -309,27 +309,38 @@ fn missing_adapter_is_a_clear_error() {
     says(&e, &["unknown GPU backend `glide`"]);
 }
 
-/// A clip whose largest intermediate (the SVR's qkv projection, T·N × 3E floats) exceeds the
-/// adapter's storage-binding limit is refused up front, naming the tensor, sizes and the remedy.
+/// Long clips are split to fit the binding (tests/linvt_split.rs), but two things cannot be:
+/// one frame's qkv projection (attention along tokens needs the whole frame), and one token
+/// position's qkv across all frames (attention along frames). Each is refused up front, naming
+/// the tensor, the sizes and a size that fits.
 #[test]
 fn too_large_tensors_are_refused_with_sizes() {
     let Some(ctx) = common::gpu() else { return };
     let limit = ctx.max_binding_bytes() as usize;
-    let tokens = limit / (3 * E * 4) + 1; // qkv just over the limit; the video itself fits
+    let most = limit / (3 * E * 4);
     let mut m = model();
     m.attach_gpu(ctx).unwrap();
-    let v = Tensor::new(vec![1, tokens, E], vec![0.5; tokens * E]).unwrap();
-    let e = m
-        .condense(Device::Gpu, &v, &text(2, E), &CondenseOptions::default())
-        .unwrap_err();
-    assert!(matches!(e, Error::TensorTooLarge { .. }), "{e}");
-    says(
-        &e,
-        &[
-            "qkv",
-            &format!("{}", tokens * 3 * E * 4),
-            &format!("{limit}"),
-            "frames",
-        ],
-    );
+    for (frames, tokens, remedy) in [
+        (
+            1,
+            most + 1,
+            format!("fewer tokens per frame (at most {most})"),
+        ),
+        (most + 1, 1, format!("clips of at most {most} frames")),
+    ] {
+        let v = Tensor::new(vec![frames, tokens, E], vec![0.5; frames * tokens * E]).unwrap();
+        let e = m
+            .condense(Device::Gpu, &v, &text(2, E), &CondenseOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::TensorTooLarge { .. }), "{e}");
+        says(
+            &e,
+            &[
+                "qkv",
+                &format!("{}", (most + 1) * 3 * E * 4),
+                &format!("{limit}"),
+                &remedy,
+            ],
+        );
+    }
 }

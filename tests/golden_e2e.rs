@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use ::linvt::config::Preset;
 use ::linvt::cpu::CpuOps;
 use ::linvt::linvt::forward::Want;
+use ::linvt::linvt::split::Tiled;
 use ::linvt::ops::VlmOps;
 use ::linvt::vlm::engine::{Engine, EngineSources, GenerateOptions};
 use ::linvt::vlm::internvl_projector::pixel_shuffle_ids;
@@ -187,7 +188,11 @@ fn golden_on<O: VlmOps>(ops: O) {
     let golden_vit = upload(&mut e, &g.f32("inter.vit_embeds"), t * n, e_dim);
     let golden_text = upload(&mut e, &g.f32("inter.text_embeds"), 100, e_dim);
     let out = e
-        .condense(&golden_vit, t, &golden_text, Want::default())
+        .condense(
+            &Tiled::whole(golden_vit, t, n),
+            &golden_text,
+            Want::default(),
+        )
         .unwrap();
     let idx = e.ops.read_back_indices(&out.indices).unwrap();
     assert_eq!(idx, g.ids("inter.linvt.topk_indices"));
@@ -262,7 +267,9 @@ fn golden_on<O: VlmOps>(ops: O) {
     // 7. The whole chain from pixels: our own vision tokens → LinVT → bf16 → decode.
     let vis = e.vision(&g.f32("input.pixel_values")).unwrap();
     let text = e.embed(&g.ids("input.value_input_ids")).unwrap();
-    let out = e.condense(&vis, t, &text, Want::default()).unwrap();
+    let out = e
+        .condense(&Tiled::whole(vis, t, n), &text, Want::default())
+        .unwrap();
     let rows = e.ops.round_bf16(&out.output).unwrap();
     assert_eq!(
         host(&mut e, &rows).data(),

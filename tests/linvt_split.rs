@@ -157,3 +157,37 @@ fn an_hour_of_video_fits_128_mib_bindings() {
     let act = 3600 * 256 * 896 * 4u64;
     assert!(plan.peak_bytes >= 3 * act && plan.peak_bytes < 3 * act + 5 * limit);
 }
+
+/// The whole video-LLM with its LinVT plug-in under a forced 5,000-byte limit: the vision
+/// encoder runs a frame at a time, its chunks go to LinVT as tiles of whole frames (no joined
+/// copy), and LinVT splits 6 × 4 (6 frames × 4 tokens of width 64: one row of qkv is 768
+/// bytes, so 6 rows per tile). Greedy answers equal the unsplit CPU's, on both executors.
+#[test]
+fn the_video_llm_with_linvt_splits_a_clip_and_answers_the_same() {
+    use linvt::vlm::model::{AskOptions, LoadOptions, VideoLlm};
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2");
+    let clip = common::moving_bar_clip();
+    let opts = AskOptions {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let ask = |device: Device, limit: Option<u64>| {
+        let load = LoadOptions {
+            binding_limit: limit,
+            ..LoadOptions::new(device)
+        };
+        let mut m = VideoLlm::load_with(&dir, &load, &mut |_, _| {}).unwrap();
+        assert!(m.has_linvt());
+        m.ask(&clip, "What moves?", &opts, &mut |_| {}, &mut |_| {})
+            .unwrap()
+            .token_ids
+    };
+    let s = Split::plan(6, 4, 64, Some(5000)).unwrap();
+    assert_eq!((s.by_frames.len(), s.by_positions.len()), (6, 4));
+    let want = ask(Device::Cpu, None);
+    assert_eq!(ask(Device::Cpu, Some(5000)), want, "cpu split");
+    if common::gpu().is_some() {
+        assert_eq!(ask(Device::Gpu, Some(5000)), want, "gpu split");
+    }
+}

@@ -224,27 +224,6 @@ fn tiny_model_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2")
 }
 
-/// Six 56×56 frames of a bright bar moving over a gradient.
-fn moving_bar_clip() -> linvt::vlm::model::Visual {
-    use linvt::vlm::preprocess::Frame;
-    let frames: Vec<Frame> = (0..6)
-        .map(|t| {
-            let rgb = (0..56 * 56 * 3usize)
-                .map(|i| {
-                    let (x, c) = ((i / 3) % 56, i % 3);
-                    if x.abs_diff(10 + 5 * t) < 5 {
-                        255
-                    } else {
-                        ((x * 4 + c * 60) % 256) as u8
-                    }
-                })
-                .collect();
-            Frame::new(56, 56, rgb).unwrap()
-        })
-        .collect();
-    linvt::vlm::model::Visual::Video(frames)
-}
-
 /// A copy of the tiny model in `dir` with every f32 tensor rounded to bf16, as the released
 /// checkpoints are stored.
 fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
@@ -283,7 +262,7 @@ fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
     assert_eq!(gpu.gpu_weight_storage(), Some(WeightStorage::Bf16));
     let mut cpu = VideoLlm::load(&dir, Device::Cpu, &mut |_, _| {}).unwrap();
     assert_eq!(cpu.gpu_weight_storage(), None);
-    let visual = moving_bar_clip();
+    let visual = common::moving_bar_clip();
     let opts = AskOptions {
         max_new_tokens: 12,
         ..Default::default()
@@ -309,7 +288,7 @@ fn seeded_sampling_answers_match_the_cpu() {
         return;
     }
     let dir = tiny_model_dir();
-    let visual = moving_bar_clip();
+    let visual = common::moving_bar_clip();
     let mut cpu = VideoLlm::load(&dir, Device::Cpu, &mut |_, _| {}).unwrap();
     let mut gpu = VideoLlm::load(&dir, Device::Gpu, &mut |_, _| {}).unwrap();
     for (temperature, top_k, top_p, seed) in [(0.9, 0, 0.9, 7), (1.5, 40, 1.0, 8), (0.6, 0, 1.0, 9)]

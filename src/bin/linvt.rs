@@ -86,9 +86,10 @@ enum Command {
         /// With --model: where it runs (default: the GPU when available, else the CPU).
         #[arg(long, value_enum, requires = "model")]
         backend: Option<Device>,
-        /// With --model: frames of the synthetic clip.
-        #[arg(long, default_value_t = 8, requires = "model")]
-        frames: usize,
+        /// Frames of the clip: with --model, the synthetic clip's (default 8); with --shape,
+        /// instead of the shape's (a clip beyond one storage binding runs split, timed once).
+        #[arg(long)]
+        frames: Option<usize>,
         /// With --model: timed repetitions (the median is reported, after one warm-up).
         #[arg(long, default_value_t = 5, requires = "model")]
         reps: usize,
@@ -144,6 +145,10 @@ enum Command {
         /// Only condense a synthetic clip's tokens with seeded LinVT weights (GPU and CPU).
         #[arg(long)]
         condense_only: bool,
+        /// Also write the demo's clip as PNG frames into this directory (input for
+        /// `ask --frames DIR`).
+        #[arg(long, value_name = "DIR", conflicts_with = "condense_only")]
+        save_frames: Option<PathBuf>,
     },
 }
 
@@ -211,7 +216,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             use linvt::vlm::model::LinvtChoice;
             let opts = linvt::vlm::bench_model::BenchModelOptions {
                 backend,
-                frames,
+                frames: frames.unwrap_or(8),
                 reps,
                 linvt: match (linvt, no_linvt) {
                     (Some(file), _) => LinvtChoice::File(file),
@@ -263,12 +268,23 @@ fn run(cmd: Command) -> linvt::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { shape, json, .. } => {
-            let shape = match shape {
+        Command::Bench {
+            shape,
+            json,
+            frames,
+            ..
+        } => {
+            let mut shape = match shape {
                 BenchShape::Official => linvt::bench::BenchShape::official(),
                 BenchShape::Paper => linvt::bench::BenchShape::paper(),
                 BenchShape::Small => linvt::bench::BenchShape::small(),
             };
+            if let Some(f) = frames {
+                if f == 0 {
+                    return Err(linvt::Error::input("--frames must be at least 1"));
+                }
+                shape.frames = f;
+            }
             let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
             let report = linvt::bench::run(&ctx, &shape, !json)?;
             if json {
@@ -308,8 +324,11 @@ fn run(cmd: Command) -> linvt::Result<()> {
         Command::Demo {
             png,
             condense_only: true,
+            ..
         } => linvt::demo::run(&png),
-        Command::Demo { png, .. } => linvt::vlm::demo::run(&png),
+        Command::Demo {
+            png, save_frames, ..
+        } => linvt::vlm::demo::run(&png, save_frames.as_deref()),
     }
 }
 

@@ -152,7 +152,7 @@ impl Ops for CpuOps {
         &mut self,
         rows: usize,
         cols: usize,
-        parts: &[(&Tensor, Vec<(u32, u32)>)],
+        parts: &[(&Tensor, crate::ops::RowPairs)],
     ) -> Result<Tensor> {
         let mut data = vec![0f32; rows * cols];
         let mut written = vec![false; rows];
@@ -172,7 +172,8 @@ impl Ops for CpuOps {
                     )));
                 }
                 written[d] = true;
-                data[d * cols..(d + 1) * cols].copy_from_slice(&src.data()[s * cols..(s + 1) * cols]);
+                data[d * cols..(d + 1) * cols]
+                    .copy_from_slice(&src.data()[s * cols..(s + 1) * cols]);
             }
         }
         if let Some(d) = written.iter().position(|w| !w) {
@@ -194,9 +195,10 @@ impl Ops for CpuOps {
         let mut data = Vec::with_capacity(count * cols);
         for &i in idx.iter().take(count) {
             let i = i as usize;
-            let found = parts.iter().zip(first_rows).find(|(p, &first)| {
-                i >= first && i - first < p.rows()
-            });
+            let found = parts
+                .iter()
+                .zip(first_rows)
+                .find(|(p, &first)| i >= first && i - first < p.rows());
             let Some((part, &first)) = found else {
                 return Err(Error::input(format!(
                     "gather_parts: row {i} is in none of the {} parts",

@@ -293,7 +293,15 @@ pub fn attention_tuned(
         return Ok(());
     }
     let is_cpu = rec.ctx.info.device_type == wgpu::DeviceType::Cpu;
-    match strategy.unwrap_or_else(|| Strategy::choose(is_cpu, g.q_len, g.kv_len)) {
+    let mut strategy = strategy.unwrap_or_else(|| Strategy::choose(is_cpu, g.q_len, g.kv_len));
+    if let Strategy::Gemm { scratch_bytes } = strategy {
+        // One group's scores must fit the scratch (attention along thousands of frames would
+        // need hundreds of MiB per token position): the fused kernel keeps nothing in memory.
+        if gemm_group_bytes(g) > scratch_bytes.min(rec.ctx.max_binding_bytes() as usize) {
+            strategy = Strategy::Flash(AttendTuning::choose(is_cpu, g.q_len));
+        }
+    }
+    match strategy {
         Strategy::Flash(t) => flash(rec, q, k, v, out, p, t),
         Strategy::Gemm { scratch_bytes } => attention_gemm(rec, q, k, v, out, g, &p, scratch_bytes),
     }
@@ -561,6 +569,11 @@ fn softmax_rows(
     Ok(())
 }
 
+/// Scratch bytes of one group on the GEMM route: every head's scores and transposed values.
+fn gemm_group_bytes(g: &AttnGeometry) -> usize {
+    g.heads * (g.q_len * g.kv_len + g.head_dim * g.kv_len) * 4
+}
+
 #[allow(clippy::too_many_arguments)]
 /// The GEMM route of [`Strategy::Gemm`]: for each chunk of (group, head) pairs, S = Q·Kᵀ, S ←
 /// softmax(scale·S) row-wise, Vᵀ, O = S·V. `p` is the validated flash parameter block (its
@@ -578,7 +591,7 @@ fn attention_gemm(
     let (ql, kl, hd, heads) = (g.q_len, g.kv_len, g.head_dim, g.heads);
     let scores_per_pair = ql * kl;
     let vt_per_pair = hd * kl;
-    let bytes_per_group = heads * (scores_per_pair + vt_per_pair) * 4;
+    let bytes_per_group = gemm_group_bytes(g);
     let max_z = rec.ctx.limits.max_compute_workgroups_per_dimension as usize / heads;
     // Whole groups per chunk (the batched product splits a batch index into (group, head)).
     let chunk = (scratch_bytes / bytes_per_group).clamp(1, max_z.max(1));

@@ -27,6 +27,14 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
+    /// Bytes of the buffers idle in the pool.
+    pub fn idle_bytes(&self) -> u64 {
+        self.free
+            .lock()
+            .map(|m| m.iter().map(|(size, v)| size * v.len() as u64).sum())
+            .unwrap_or(0)
+    }
+
     /// Buffers currently idle in the pool (for tests of reuse).
     pub fn idle_count(&self) -> usize {
         self.free

@@ -108,9 +108,30 @@ impl std::fmt::Debug for GpuContext {
 }
 
 fn instance(opts: &GpuOptions) -> Result<wgpu::Instance> {
+    quiet_device_select();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = opts.backends()?;
     Ok(wgpu::Instance::new(desc))
+}
+
+/// Mesa's Vulkan device-select layer (loaded implicitly with Mesa's drivers) asks Wayland for
+/// the display's GPU while the adapters are enumerated; without `XDG_RUNTIME_DIR` (headless
+/// machines, containers, CI) libwayland prints "error: XDG_RUNTIME_DIR is invalid or not set"
+/// each time, which reads as a failure. With no session there is no display to choose by, so
+/// the layer is switched off by its own switch (`NODEVICE_SELECT=1`) unless the user set it.
+/// Done once, before the first instance (std serialises its own environment access).
+fn quiet_device_select() {
+    #[cfg(target_os = "linux")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let session = std::env::var_os("XDG_RUNTIME_DIR")
+                .is_some_and(|d| std::path::Path::new(&d).is_dir());
+            if !session && std::env::var_os("NODEVICE_SELECT").is_none() {
+                std::env::set_var("NODEVICE_SELECT", "1");
+            }
+        });
+    }
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u8 {

@@ -153,6 +153,9 @@ pub struct Recorder<'a> {
     uniforms: UniformArena,
     /// The numerical-health word kernels flag an overflow in (see [`Recorder::health`]).
     health: Option<GpuTensor>,
+    /// Whether the norm kernels check their rows (true but in the benchmark that measures what
+    /// the checks cost).
+    pub checks: bool,
 }
 
 impl<'a> Recorder<'a> {
@@ -190,6 +193,7 @@ impl<'a> Recorder<'a> {
             profile: None,
             uniforms: UniformArena { current: None },
             health: None,
+            checks: true,
         }
     }
 

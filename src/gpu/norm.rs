@@ -88,9 +88,11 @@ pub fn layer_norm_with_workgroup(
     if rows == 0 {
         return Ok(out);
     }
-    let pipeline = rec
-        .ctx
-        .pipeline(&SHADER, "layer_norm", &[("WG", wg as f64)])?;
+    let pipeline = rec.ctx.pipeline(
+        &SHADER,
+        "layer_norm",
+        &[("WG", wg as f64), ("CHECK", check(rec))],
+    )?;
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -172,9 +174,11 @@ pub fn rms_norm_with_workgroup(
     if rows == 0 {
         return Ok(out);
     }
-    let pipeline = rec
-        .ctx
-        .pipeline(&SHADER, "rms_norm", &[("WG", wg as f64)])?;
+    let pipeline = rec.ctx.pipeline(
+        &SHADER,
+        "rms_norm",
+        &[("WG", wg as f64), ("CHECK", check(rec))],
+    )?;
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -222,9 +226,11 @@ pub fn add_rms_norm(
     if rows == 0 {
         return Ok((sum, out));
     }
-    let pipeline = rec
-        .ctx
-        .pipeline(&SHADER, "add_rms_norm", &[("WG", wg as f64)])?;
+    let pipeline = rec.ctx.pipeline(
+        &SHADER,
+        "add_rms_norm",
+        &[("WG", wg as f64), ("CHECK", check(rec))],
+    )?;
     let params = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -244,4 +250,13 @@ pub fn add_rms_norm(
         g,
     );
     Ok((sum, out))
+}
+
+/// The `CHECK` override: whether the kernel checks its rows for overflow (`Recorder::checks`).
+fn check(rec: &Recorder) -> f64 {
+    if rec.checks {
+        1.0
+    } else {
+        0.0
+    }
 }

@@ -204,7 +204,7 @@ impl Ops for GpuOps<'_> {
         &mut self,
         rows: usize,
         cols: usize,
-        parts: &[(&GpuTensor, Vec<(u32, u32)>)],
+        parts: &[(&GpuTensor, crate::ops::RowPairs)],
     ) -> Result<GpuTensor> {
         let out = self.rec.alloc("assemble_rows", &[rows, cols])?;
         for (src, pairs) in parts {
@@ -223,7 +223,14 @@ impl Ops for GpuOps<'_> {
         let cols = parts.first().map_or(0, GpuTensor::cols);
         let out = self.rec.alloc("gather_parts", &[count, cols])?;
         for (part, &first) in parts.iter().zip(first_rows) {
-            gpu::window_pool::gather_part_into(&mut self.rec, part, first, &idx.indices, count, &out)?;
+            gpu::window_pool::gather_part_into(
+                &mut self.rec,
+                part,
+                first,
+                &idx.indices,
+                count,
+                &out,
+            )?;
         }
         Ok(out)
     }
@@ -263,8 +270,10 @@ impl<'a> GpuOps<'a> {
     /// non-finite value upstream is an error, never a silently wrong result.
     pub(crate) fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         let (ctx, pool) = (self.rec.ctx, self.rec.pool.clone());
-        let health = self.rec.health_word().cloned();
-        let next = Recorder::new(ctx, &pool).with_health(health.clone());
+        let checks = self.rec.checks;
+        let health = self.rec.health_word().filter(|_| checks).cloned();
+        let mut next = Recorder::new(ctx, &pool).with_health(self.rec.health_word().cloned());
+        next.checks = checks;
         let rec = std::mem::replace(&mut self.rec, next);
         let (encoder, _) = rec.finish()?;
         // The overflow word first: an overflow upstream explains whatever failed after it.

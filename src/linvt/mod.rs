@@ -174,6 +174,11 @@ impl Linvt {
     pub fn num_queries(&self) -> usize {
         self.params.query_tokens.rows()
     }
+    /// Bytes of device buffers the attached GPU's pool holds idle (after a condensation: every
+    /// intermediate buffer it made, an upper bound of its peak).
+    pub fn gpu_pool_bytes(&self) -> u64 {
+        self.gpu.as_ref().map_or(0, |g| g.pool.idle_bytes())
+    }
     pub fn gpu_context(&self) -> Option<&Arc<GpuContext>> {
         self.gpu.as_ref().map(|g| &g.ctx)
     }

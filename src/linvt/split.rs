@@ -49,24 +49,22 @@ impl<T> Tiled<T> {
         }
     }
 
-    /// Consecutive blocks of whole frames (a vision encoder's chunks): `parts[i]` holds
-    /// `frames[i]` frames of `tokens` tokens.
-    pub fn frame_blocks(parts: Vec<T>, frames: &[usize], tokens: usize) -> Self {
+    /// Consecutive blocks of whole frames (a vision encoder's chunks): each part's tensor and
+    /// how many frames of `tokens` tokens it holds.
+    pub fn from_parts(parts: Vec<(T, usize)>, tokens: usize) -> Self {
         let mut start = 0;
-        let layout = frames
-            .iter()
-            .map(|&f| {
+        let (tiles, layout) = parts
+            .into_iter()
+            .map(|(t, f)| {
                 start += f;
-                Tile {
+                let tile = Tile {
                     frames: start - f..start,
                     positions: 0..tokens,
-                }
+                };
+                (t, tile)
             })
-            .collect();
-        Tiled {
-            tiles: parts,
-            layout,
-        }
+            .unzip();
+        Tiled { tiles, layout }
     }
 }
 
@@ -301,7 +299,9 @@ mod tests {
         assert!(s.max_tile_rows() as u64 * qkv_row_bytes(896) <= limit);
         assert!(s.by_frames.len() > 1 && s.by_positions.len() > 1);
         let most = (limit / qkv_row_bytes(896)) as usize;
-        let e = Split::plan(most + 1, 256, 896, Some(limit)).unwrap_err().to_string();
+        let e = Split::plan(most + 1, 256, 896, Some(limit))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&format!("at most {most} frames")), "{e}");
         Split::plan(most, 256, 896, Some(limit)).unwrap();
     }

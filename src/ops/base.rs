@@ -2,7 +2,7 @@
 //! the GPU path by recording WGSL dispatches; the forward itself exists once
 //! (`crate::linvt::forward`).
 
-use super::{Axis, Norm, TopKOrder};
+use super::{Axis, Norm, RowPairs, TopKOrder};
 use crate::error::Result;
 
 pub trait Ops {
@@ -79,7 +79,7 @@ pub trait Ops {
         &mut self,
         rows: usize,
         cols: usize,
-        parts: &[(&Self::T, Vec<(u32, u32)>)],
+        parts: &[(&Self::T, RowPairs)],
     ) -> Result<Self::T>;
     /// Rows `idx[0..count]` of a tensor held as consecutive row blocks (`parts[i]` holds the
     /// flat rows from `first_rows[i]` on): (count, cols), as `gather_pool` at scale 1 would

@@ -13,6 +13,9 @@ pub use vlm::{check_blocks, check_kv_write, VlmOps};
 
 use crate::error::{Error, Result};
 
+/// (source row, destination row) pairs of a row copy (`Ops::assemble_rows`).
+pub type RowPairs = Vec<(u32, u32)>;
+
 /// Where code runs: the CPU executor (plain Rust) or a GPU executor (WGSL kernels through wgpu).
 /// The one type for it, from the library to the CLI flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -96,9 +96,10 @@ pub struct AskArgs {
     /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub gpu_weights: WeightChoice,
-    /// Draw the sampled frames with the cells the video tokens average over.
-    #[arg(long)]
-    pub provenance: Option<PathBuf>,
+    /// Draw the sampled frames with the cells the video tokens average over, into this PNG
+    /// (without a value: linvt-provenance.png in the system's temporary directory).
+    #[arg(long, value_name = "PNG", num_args = 0..=1)]
+    pub provenance: Option<Option<PathBuf>>,
     /// Print one JSON object {"answer", "token_ids", "timings_ms", "video_path",
     /// "finish_reason", "tokens"}
     /// instead of streaming.
@@ -136,7 +137,11 @@ pub fn run(a: AskArgs) -> Result<()> {
             "--top-p must be in (0, 1] and --temperature ≥ 0",
         ));
     }
-    if let Some(p) = &a.provenance {
+    let provenance = a
+        .provenance
+        .clone()
+        .map(|p| p.unwrap_or_else(default_provenance_path));
+    if let Some(p) = &provenance {
         crate::io::check_output_path(p, &[])?;
     }
     let load = LoadOptions {
@@ -148,6 +153,7 @@ pub fn run(a: AskArgs) -> Result<()> {
             (None, false) => LinvtChoice::Auto,
         },
         lora: a.lora.clone(),
+        binding_limit: None,
     };
     let decoding = bar(None, "decoding frames");
     decoding.enable_steady_tick(Duration::from_millis(100));
@@ -204,7 +210,7 @@ pub fn run(a: AskArgs) -> Result<()> {
             top_p: a.top_p,
             seed: a.seed,
         },
-        provenance: a.provenance.is_some() && matches!(visual, Visual::Video(_)),
+        provenance: provenance.is_some() && matches!(visual, Visual::Video(_)),
         max_tiles: a.max_tiles.map(usize::from),
         fps,
         max_pixels: a.max_pixels,
@@ -276,12 +282,12 @@ pub fn run(a: AskArgs) -> Result<()> {
             model.config().llm.max_positions
         );
     }
-    if let (Some(path), Some(p)) = (&a.provenance, &answer.provenance) {
+    if let (Some(path), Some(p)) = (&provenance, &answer.provenance) {
         if let Visual::Video(frames) = &visual {
             provenance_png(frames, p, model.config().internvl()?.ps_version, path)?;
             eprintln!("provenance drawn to {}", path.display());
         }
-    } else if a.provenance.is_some() {
+    } else if provenance.is_some() {
         let why = match (&model.config().host, answer.video_path) {
             (Host::Qwen2Vl(_), _) => "provenance pictures are drawn on InternVL hosts only so far",
             (_, Some(VideoPath::Frames)) => "the host's own video path has no LinVT to trace",
@@ -315,4 +321,9 @@ fn describe_path(answer: &Answer, visual: &Visual) -> String {
             answer.prompt_ids.len()
         ),
     }
+}
+
+/// Where `--provenance` without a value draws: outside whatever directory `ask` runs in.
+fn default_provenance_path() -> PathBuf {
+    std::env::temp_dir().join("linvt-provenance.png")
 }

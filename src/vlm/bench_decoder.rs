@@ -106,6 +106,11 @@ pub struct DecoderBench {
     /// step's time on a GPU fast enough to finish the work sooner.
     pub record_ms_per_token: f64,
     pub decode_tokens_per_s: f64,
+    /// Median decode step with the numerical-health checks off (the norms' overflow check and
+    /// its word's read-back), timed interleaved with the checked steps; and the checks' cost:
+    /// checked ÷ unchecked − 1.
+    pub unchecked_decode_ms_per_token: f64,
+    pub health_check_overhead: f64,
     /// Weight bytes per token ÷ time per token, GB/s.
     pub weight_gb_per_s: f64,
     /// Buffer-to-buffer copy of `copy_bytes`, counted as bytes read + bytes written per second;
@@ -286,7 +291,7 @@ pub fn run(
         .map(|_| (rng.next_u64() % c.vocab_size as u64) as u32)
         .collect();
     // One warm-up step after the prefill compiles the one-row pipelines; it is not timed.
-    let capacity = opts.prompt_tokens + steps + 1;
+    let capacity = opts.prompt_tokens + 2 * steps + 1;
     let mut cache = ops.kv_cache(c.layers, c.kv_heads, c.head_dim(), capacity)?;
     let greedy = SamplingParams::default();
     let rope = c.rope.for_length(capacity);
@@ -315,18 +320,33 @@ pub fn run(
     progress("decode (warm-up step)");
     (id, _) = step(&mut ops, &mut cache, &[id], position)?;
     position += 1;
+    // Checked and unchecked steps interleaved, so both see the same machine.
     let mut times = Vec::with_capacity(steps);
+    let mut unchecked = Vec::with_capacity(steps);
     let mut record_times = Vec::with_capacity(steps);
-    for s in 0..steps {
-        progress(&format!("decode step {}/{steps}", s + 1));
+    for s in 0..2 * steps {
+        let checked = s % 2 == 0;
+        progress(&format!(
+            "decode step {}/{steps}{}",
+            s / 2 + 1,
+            if checked { "" } else { " (health checks off)" }
+        ));
+        ops.rec.checks = checked;
         let t = Instant::now();
         let record_ms;
         (id, record_ms) = step(&mut ops, &mut cache, &[id], position)?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        record_times.push(record_ms);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if checked {
+            times.push(ms);
+            record_times.push(record_ms);
+        } else {
+            unchecked.push(ms);
+        }
         position += 1;
     }
+    ops.rec.checks = true;
     let decode_ms = crate::timing::median(times);
+    let unchecked_ms = crate::timing::median(unchecked);
     let record_ms = crate::timing::median(record_times);
 
     progress("copy bandwidth (again)");
@@ -347,6 +367,8 @@ pub fn run(
         decode_ms_per_token: decode_ms,
         record_ms_per_token: record_ms,
         decode_tokens_per_s: 1e3 / decode_ms,
+        unchecked_decode_ms_per_token: unchecked_ms,
+        health_check_overhead: decode_ms / unchecked_ms - 1.0,
         weight_gb_per_s: weight_gb,
         copy_gb_per_s: copy_gb,
         copy_bytes,
@@ -374,6 +396,11 @@ pub fn print_table(b: &DecoderBench) {
     println!(
         "  recording one step's dispatches on the host: {:.2} ms",
         b.record_ms_per_token
+    );
+    println!(
+        "  numerical-health checks: {:.2} ms/token without them (interleaved) → they cost {:+.2} %",
+        b.unchecked_decode_ms_per_token,
+        b.health_check_overhead * 100.0
     );
     println!(
         "  weights streamed at {:.2} GB/s; device copy bandwidth {:.2} GB/s (read + write, {} MiB buffers) → {:.0} % of it",

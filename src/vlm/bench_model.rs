@@ -25,6 +25,7 @@ use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
 use crate::gpu::GpuOps;
 use crate::linvt::forward::Want;
+use crate::linvt::split::Tiled;
 use crate::ops::SamplingParams;
 use crate::ops::VlmOps;
 use crate::ops::{Device, Positions};
@@ -193,7 +194,9 @@ pub fn linvt_stage<O: VlmOps>(
 ) -> Result<O::T> {
     let preset = e.linvt()?.config.preset;
     let text = e.embed(inputs.prompt.value_ids(preset)?)?;
-    let out = e.condense(visual, inputs.frames, &text, Want::default())?;
+    let tokens = e.ops.row_count(visual) / inputs.frames.max(1);
+    let clip = Tiled::whole(visual.clone(), inputs.frames, tokens);
+    let out = e.condense(&clip, &text, Want::default())?;
     let rows = e.ops.round_bf16(&out.output)?;
     e.sync(&rows)?;
     Ok(rows)

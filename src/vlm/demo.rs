@@ -79,7 +79,7 @@ fn print_timings(r: &Run) {
 }
 
 /// Runs the demo and writes the provenance picture to `png`.
-pub fn run(png: &Path) -> Result<()> {
+pub fn run(png: &Path, save_frames: Option<&Path>) -> Result<()> {
     println!(
         "linvt demo — the whole video-LLM: frames → InternViT → mlp1 → LinVT → Qwen2 → answer"
     );
@@ -95,6 +95,14 @@ pub fn run(png: &Path) -> Result<()> {
         "clip: {FRAMES} generated frames, {FRAME_SIZE}×{FRAME_SIZE} RGB (a white square moving over a gradient)"
     );
     println!("question: {QUESTION:?}");
+    if let Some(out) = save_frames {
+        super::picture::save_frames(&frames, out)?;
+        println!(
+            "frames written to {} (try: linvt ask --model tests/fixtures/tiny-internvl2 --frames {} --question \"Where does the square go?\")",
+            out.display(),
+            out.display()
+        );
+    }
 
     let gpu = match GpuContext::new_blocking(&GpuOptions::from_env()) {
         Ok(ctx) => {

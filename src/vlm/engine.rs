@@ -174,6 +174,17 @@ impl<O: VlmOps> Engine<O> {
         pixels: &Tensor,
         grids: &[super::qwen2_vit::Grid],
     ) -> Result<O::T> {
+        let parts = self.qwen2_vision_parts(pixels, grids)?;
+        self.join(parts)
+    }
+
+    /// [`Self::qwen2_vision`] before the pieces are joined: each piece's tokens and how many
+    /// temporal groups (a video's frames for LinVT) it holds.
+    pub fn qwen2_vision_parts(
+        &mut self,
+        pixels: &Tensor,
+        grids: &[super::qwen2_vit::Grid],
+    ) -> Result<Vec<(O::T, usize)>> {
         use super::qwen2_vit::Grid;
         let v = &self.config.qwen2_vl()?.vision;
         // The widest activation: the MLP's hidden rows (gate | up stacked in 2.5), or the
@@ -182,7 +193,10 @@ impl<O: VlmOps> Engine<O> {
         let budget = self.rows_per_op(width);
         let total: usize = grids.iter().map(Grid::patches).sum();
         if total <= budget {
-            return vision::qwen2_tokens(&mut self.ops, &self.vision, &self.config, pixels, grids);
+            let groups = grids.iter().map(|g| g.t).sum();
+            let tokens =
+                vision::qwen2_tokens(&mut self.ops, &self.vision, &self.config, pixels, grids)?;
+            return Ok(vec![(tokens, groups)]);
         }
         let cols = pixels.cols();
         let (mut parts, mut row) = (Vec::new(), 0);
@@ -203,28 +217,35 @@ impl<O: VlmOps> Engine<O> {
                     })?
                     .to_vec();
                 let part = Tensor::new(vec![rows, cols], data)?;
-                parts.push(vision::qwen2_tokens(
+                let tokens = vision::qwen2_tokens(
                     &mut self.ops,
                     &self.vision,
                     &self.config,
                     &part,
                     &[piece],
-                )?);
+                )?;
+                parts.push((tokens, piece.t));
                 row += rows;
             }
         }
-        self.ops.concat_rows(&parts)
+        Ok(parts)
     }
 
     /// `encode` then `project`, a chunk of images at a time when all of them at once would
     /// exceed the executor's binding limit.
     pub fn vision(&mut self, pixels: &Tensor) -> Result<O::T> {
+        let parts = self.vision_parts(pixels)?;
+        self.join(parts)
+    }
+
+    /// [`Self::vision`] before the chunks are joined: each chunk's tokens and its image count.
+    pub fn vision_parts(&mut self, pixels: &Tensor) -> Result<Vec<(O::T, usize)>> {
         let frames = pixels.shape().first().copied().unwrap_or(0);
         let (rows_per_frame, width) = vision::footprint(&self.config)?;
         let chunk = (self.rows_per_op(width) / rows_per_frame).max(1);
         if frames <= chunk {
             let h = self.encode(pixels)?;
-            return self.project(&h, frames);
+            return Ok(vec![(self.project(&h, frames)?, frames)]);
         }
         let per_frame = pixels.len() / frames;
         let mut shape = pixels.shape().to_vec();
@@ -234,9 +255,18 @@ impl<O: VlmOps> Engine<O> {
             shape[0] = n;
             let data = pixels.data()[f0 * per_frame..(f0 + n) * per_frame].to_vec();
             let h = self.encode(&Tensor::new(shape.clone(), data)?)?;
-            parts.push(self.project(&h, n)?);
+            parts.push((self.project(&h, n)?, n));
         }
-        self.ops.concat_rows(&parts)
+        Ok(parts)
+    }
+
+    /// The pieces' rows as one tensor.
+    pub fn join(&mut self, mut parts: Vec<(O::T, usize)>) -> Result<O::T> {
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part").0);
+        }
+        let tensors: Vec<O::T> = parts.into_iter().map(|(t, _)| t).collect();
+        self.ops.concat_rows(&tensors)
     }
 
     /// Waits until `t` is computed, by reading its first row back (a GPU executor records
@@ -267,28 +297,30 @@ impl<O: VlmOps> Engine<O> {
         })
     }
 
-    /// LinVT on visual tokens (F·N, E) of `frames` frames (N tokens each, any N: InternVL's
-    /// tiles or Qwen2-VL's temporal groups) conditioned on text embeddings (L, E).
+    /// LinVT on visual tokens (F·N, E) of F frames (N tokens each, any N: InternVL's tiles or
+    /// Qwen2-VL's temporal groups), held as one tensor or as blocks of frames
+    /// ([`Tiled::whole`], [`Tiled::from_parts`]), conditioned on text embeddings (L, E).
     pub fn condense(
         &mut self,
-        visual: &O::T,
-        frames: usize,
+        visual: &Tiled<O::T>,
         text: &O::T,
         want: Want,
     ) -> Result<ForwardOut<O>> {
-        let rows = self.ops.row_count(visual);
-        if frames == 0 || !rows.is_multiple_of(frames) {
+        let frames = visual.layout.last().map_or(0, |t| t.frames.end);
+        let tokens = visual.layout.first().map_or(0, |t| t.positions.len());
+        let rows: usize = visual.tiles.iter().map(|t| self.ops.row_count(t)).sum();
+        if frames == 0 || rows != frames * tokens {
             return Err(Error::input(format!(
-                "{rows} visual tokens do not split into {frames} frames"
+                "{rows} visual tokens do not split into {frames} frames of {tokens}"
             )));
         }
-        let dims = self.linvt_dims(frames, rows / frames, text)?;
+        let dims = self.linvt_dims(frames, tokens, text)?;
         let m = self.linvt.as_ref().expect("linvt_dims checked it");
         forward::forward(
             &mut self.ops,
             &m.config,
             &m.params,
-            &Tiled::whole(visual.clone(), frames, rows / frames),
+            visual,
             text,
             dims,
             m.queries,

@@ -20,6 +20,7 @@ use super::tokenizer::Tokenizer;
 use crate::error::Result;
 use crate::linvt::forward::Want;
 use crate::linvt::provenance;
+use crate::linvt::split::Tiled;
 use crate::ops::VlmOps;
 use crate::timing::StageClock;
 
@@ -92,8 +93,10 @@ pub fn prepare<O: VlmOps>(
     let pixels = pixel_values(&images, host.vision.image_size)?;
     clock.mark(Some("vision"));
     on_stage("vision encoder");
-    let tokens = e.vision(&pixels)?;
-    e.sync(&tokens)?;
+    let parts = e.vision_parts(&pixels)?;
+    if let Some((last, _)) = parts.last() {
+        e.sync(last)?;
+    }
     let n = host.tokens_per_frame();
     let visual_tokens = images.len() * n;
     let linvt_queries = match visual {
@@ -110,7 +113,7 @@ pub fn prepare<O: VlmOps>(
         linvt_queries,
     )?;
     let input = match visual {
-        Visual::Image(_) => (prompt, tokens, None, None),
+        Visual::Image(_) => (prompt, e.join(parts)?, None, None),
         Visual::Video(frames) if e.linvt.is_some() => {
             clock.mark(Some("linvt"));
             on_stage("LinVT");
@@ -123,7 +126,7 @@ pub fn prepare<O: VlmOps>(
                 probs: opts.provenance,
                 trace: false,
             };
-            let out = e.condense(&tokens, frames.len(), &text, want)?;
+            let out = e.condense(&Tiled::from_parts(parts, n), &text, want)?;
             // The released model casts LinVT's output to bf16 before the LLM sees it.
             let rows = e.ops.round_bf16(&out.output)?;
             e.sync(&rows)?;
@@ -143,7 +146,7 @@ pub fn prepare<O: VlmOps>(
             };
             (prompt, rows, provenance, Some(VideoPath::Linvt))
         }
-        Visual::Video(_) => (prompt, tokens, None, Some(VideoPath::Frames)),
+        Visual::Video(_) => (prompt, e.join(parts)?, None, Some(VideoPath::Frames)),
     };
     let (prompt, rows, provenance, video_path) = input;
     clock.mark(None);

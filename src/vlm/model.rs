@@ -45,6 +45,9 @@ pub struct LoadOptions {
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
+    /// Split the work as if one storage binding held at most this many bytes (None: the
+    /// adapter's own limit, no split on the CPU). For tests of the split paths.
+    pub binding_limit: Option<u64>,
 }
 
 impl LoadOptions {
@@ -54,6 +57,7 @@ impl LoadOptions {
             gpu_weights: WeightChoice::Auto,
             linvt: LinvtChoice::Auto,
             lora: None,
+            binding_limit: None,
         }
     }
 }
@@ -242,6 +246,7 @@ pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let ctx = crate::gpu::shared_gpu()?;
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
     ops.placement.storage = opts.gpu_weights.resolve(&TensorStore::open(dir)?);
+    ops.binding_limit = opts.binding_limit;
     Ok(ops)
 }
 
@@ -278,7 +283,9 @@ impl VideoLlm {
         let t0 = Instant::now();
         let executor = match opts.device {
             Device::Cpu => {
-                Executor::Cpu(Box::new(load_engine(CpuOps::new(), dir, opts, on_tensor)?))
+                let mut ops = CpuOps::new();
+                ops.binding_limit = opts.binding_limit;
+                Executor::Cpu(Box::new(load_engine(ops, dir, opts, on_tensor)?))
             }
             Device::Gpu => {
                 let ops = gpu_ops(dir, opts)?;

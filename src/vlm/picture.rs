@@ -88,3 +88,22 @@ pub fn provenance_png(
         .map_err(|e| Error::input(format!("cannot encode {}: {e}", path.display())))?;
     crate::io::write_atomic(path, png.get_ref())
 }
+
+/// Writes `frames` as `frame_000.png`, `frame_001.png`, … into `dir` (created if missing), in
+/// the order `ask --frames DIR` reads them back.
+pub fn save_frames(frames: &[Frame], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Write {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    for (i, f) in frames.iter().enumerate() {
+        let path = dir.join(format!("frame_{i:03}.png"));
+        let img = image::RgbImage::from_raw(f.width as u32, f.height as u32, f.rgb.clone())
+            .ok_or_else(|| Error::input(format!("frame {i} does not hold its pixels")))?;
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| Error::input(format!("cannot encode {}: {e}", path.display())))?;
+        crate::io::write_atomic(&path, png.get_ref())?;
+    }
+    Ok(())
+}

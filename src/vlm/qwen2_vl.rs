@@ -276,8 +276,10 @@ pub fn prepare<O: crate::ops::VlmOps>(
     };
     clock.mark(Some("vision"));
     on_stage("vision encoder");
-    let rows = e.qwen2_vision(&pixels, &[grid])?;
-    e.sync(&rows)?;
+    let parts = e.qwen2_vision_parts(&pixels, &[grid])?;
+    if let Some((last, _)) = parts.last() {
+        e.sync(last)?;
+    }
     let n = grid.patches() / (c.vision.merge * c.vision.merge);
     let with_linvt = matches!(visual, Visual::Video(_)) && e.linvt.is_some();
     let linvt = e
@@ -305,14 +307,18 @@ pub fn prepare<O: crate::ops::VlmOps>(
         let preset = e.linvt()?.config.preset;
         let text = e.embed(prompt.value_ids(preset)?)?;
         let want = crate::linvt::forward::Want::default();
-        let out = e.condense(&rows, grid.t, &text, want)?;
+        let out = e.condense(
+            &crate::linvt::split::Tiled::from_parts(parts, n / grid.t.max(1)),
+            &text,
+            want,
+        )?;
         // As on InternVL: the LLM sees LinVT's output in bf16, its own precision.
         let rows = e.ops.round_bf16(&out.output)?;
         e.sync(&rows)?;
         (rows, Some(VideoPath::Linvt))
     } else {
         let path = matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames);
-        (rows, path)
+        (e.join(parts)?, path)
     };
     clock.mark(None);
     Ok(HostInput {

@@ -7,7 +7,9 @@ use std::sync::{Arc, OnceLock};
 use linvt::gpu::{GpuContext, GpuOptions};
 
 /// The shared GPU context, or None when the machine has no adapter. Without an adapter a test
-/// prints a skip notice; with `LINVT_REQUIRE_GPU=1` it fails instead (CI sets it).
+/// says it is skipped; with `LINVT_REQUIRE_GPU=1` it fails instead (CI sets it). libtest has
+/// no run-time "ignored", and it captures what tests print, so the notice goes straight to the
+/// terminal's stderr, naming the test: `cargo test` shows one `SKIPPED` line per GPU test.
 pub fn gpu() -> Option<Arc<GpuContext>> {
     static CTX: OnceLock<Result<Arc<GpuContext>, String>> = OnceLock::new();
     let ctx = CTX.get_or_init(|| {
@@ -22,7 +24,19 @@ pub fn gpu() -> Option<Arc<GpuContext>> {
             {
                 panic!("LINVT_REQUIRE_GPU=1 but no GPU adapter is usable: {e}");
             }
-            eprintln!("SKIPPED (no GPU adapter): {e}");
+            use std::io::Write;
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a GPU test")
+                .to_string();
+            static WHY: std::sync::Once = std::sync::Once::new();
+            WHY.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "no GPU adapter, the GPU tests of this binary are SKIPPED (LINVT_REQUIRE_GPU=1 makes them fail): {e}"
+                );
+            });
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no GPU adapter");
             None
         }
     }
@@ -198,4 +212,25 @@ pub fn u8_frames(path: &std::path::Path, key: &str) -> Vec<linvt::vlm::preproces
         .chunks(h * w * 3)
         .map(|c| linvt::vlm::preprocess::Frame::new(w, h, c.to_vec()).unwrap())
         .collect()
+}
+
+/// Six 56×56 frames of a bright bar moving over a gradient.
+pub fn moving_bar_clip() -> linvt::vlm::model::Visual {
+    use linvt::vlm::preprocess::Frame;
+    let frames: Vec<Frame> = (0..6)
+        .map(|t| {
+            let rgb = (0..56 * 56 * 3usize)
+                .map(|i| {
+                    let (x, c) = ((i / 3) % 56, i % 3);
+                    if x.abs_diff(10 + 5 * t) < 5 {
+                        255
+                    } else {
+                        ((x * 4 + c * 60) % 256) as u8
+                    }
+                })
+                .collect();
+            Frame::new(56, 56, rgb).unwrap()
+        })
+        .collect();
+    linvt::vlm::model::Visual::Video(frames)
 }
