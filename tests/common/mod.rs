@@ -36,7 +36,13 @@ pub fn gpu() -> Option<Arc<GpuContext>> {
                     "no GPU adapter, the GPU tests of this binary are SKIPPED (LINVT_REQUIRE_GPU=1 makes them fail): {e}"
                 );
             });
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no GPU adapter");
+            // Once per test, however often it asks.
+            static TOLD: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+            if !told.contains(&test) {
+                let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no GPU adapter");
+                told.push(test);
+            }
             None
         }
     }
