@@ -56,7 +56,7 @@ fn stages<O: VlmOps>(c: &mut Criterion, executor: &str, e: &mut Engine<O>, input
 fn vlm(c: &mut Criterion) {
     let dir = tiny_model();
     let (config, _) = open_model_dir(dir).unwrap();
-    let mut cpu = cpu_engine(dir, &LinvtChoice::Auto).unwrap();
+    let mut cpu = cpu_engine(dir, &LinvtChoice::Auto, linvt::WeightChoice::Auto).unwrap();
     let queries = cpu.linvt.as_ref().map(|m| m.queries);
     let inputs = BenchInputs::new(dir, &config, FRAMES, queries).unwrap();
     stages(c, "cpu", &mut cpu, &inputs);

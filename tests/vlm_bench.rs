@@ -53,7 +53,7 @@ fn bench_stages_chained_give_the_golden_greedy_ids() {
         .map(|v| v as u32)
         .collect();
 
-    let mut e = cpu_engine(&dir, &LinvtChoice::Auto).unwrap();
+    let mut e = cpu_engine(&dir, &LinvtChoice::Auto, linvt::WeightChoice::Auto).unwrap();
     let visual = vision_stage(&mut e, &inputs).unwrap();
     let rows = linvt_stage(&mut e, &inputs, &visual).unwrap();
     let embeds = prompt_embeds(&mut e, &inputs, &rows).unwrap();

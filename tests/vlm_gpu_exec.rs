@@ -242,6 +242,49 @@ fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
     );
 }
 
+/// On the CPU too a released-style checkpoint keeps its bf16 weights (half the memory and the
+/// decode traffic) by default, and answers exactly as with the same weights widened to f32
+/// (`--cpu-weights f32`): widening is exact, only the products' summation order differs. f16
+/// is refused with the flag to use.
+#[test]
+fn bf16_checkpoints_stay_bf16_on_the_cpu_and_answer_as_f32() {
+    use linvt::vlm::model::{AskOptions, LoadOptions, VideoLlm};
+    use linvt::{Device, WeightChoice, WeightStorage};
+    let dir = std::env::temp_dir().join(format!("linvt-bf16-cpu-{}", std::process::id()));
+    write_bf16_copy_of_tiny_model(&dir);
+    let load = |w: WeightChoice| {
+        let opts = LoadOptions {
+            cpu_weights: w,
+            ..LoadOptions::new(Device::Cpu)
+        };
+        VideoLlm::load_with(&dir, &opts, &mut |_, _| {})
+    };
+    let mut bf16 = load(WeightChoice::Auto).unwrap();
+    assert_eq!(bf16.cpu_weight_storage(), Some(WeightStorage::Bf16));
+    let mut f32 = load(WeightChoice::F32).unwrap();
+    assert_eq!(f32.cpu_weight_storage(), Some(WeightStorage::F32));
+    let err = load(WeightChoice::F16)
+        .err()
+        .expect("f16 refused")
+        .to_string();
+    assert!(err.contains("--cpu-weights"), "{err}");
+    let f32_fixture = VideoLlm::load(&tiny_model_dir(), Device::Cpu, &mut |_, _| {}).unwrap();
+    assert_eq!(f32_fixture.cpu_weight_storage(), Some(WeightStorage::F32));
+    let visual = common::moving_bar_clip();
+    let opts = AskOptions {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let ask = |m: &mut VideoLlm| {
+        m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
+            .unwrap()
+            .token_ids
+    };
+    let (want, got) = (ask(&mut f32), ask(&mut bf16));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(got, want);
+}
+
 /// A released-style checkpoint (every float tensor bf16) loads with the GPU's weights in bf16
 /// by default — exact, as the values are bf16 already — and answers greedily exactly as the
 /// CPU backend does on the same checkpoint; the f32 fixture keeps f32.

@@ -18,6 +18,10 @@ use linvt::{CondenseOptions, ConfigPatch, Device, Linvt};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads of the CPU executor (default: one per physical core; `RAYON_NUM_THREADS` is
+    /// honoured when this is not given).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,8 +87,9 @@ enum Command {
         /// and decode tokens/s on a synthetic clip).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// With --model: where it runs (default: the GPU when available, else the CPU).
-        #[arg(long, value_enum, requires = "model")]
+        /// With --model or --decoder: where it runs (--model: the GPU when available, else the
+        /// CPU; --decoder: the GPU).
+        #[arg(long, value_enum)]
         backend: Option<Device>,
         /// Frames of the clip: with --model, the synthetic clip's (default 8); with --shape,
         /// instead of the shape's (a clip beyond one storage binding runs split, timed once).
@@ -115,6 +120,10 @@ enum Command {
         /// live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
         gpu_weights: WeightChoice,
+        /// With --backend cpu (--model or --decoder): how the CPU keeps the weights — auto (the
+        /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
+        #[arg(long, value_enum, default_value = "auto")]
+        cpu_weights: WeightChoice,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -154,7 +163,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let started = linvt::cpu::threads::init(cli.threads).and_then(|_| run(cli.command));
+    match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -211,6 +221,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             reps,
             linvt,
             no_linvt,
+            cpu_weights,
             ..
         } => {
             use linvt::vlm::model::LinvtChoice;
@@ -223,6 +234,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                     (None, true) => LinvtChoice::Off,
                     (None, false) => LinvtChoice::Auto,
                 },
+                cpu_weights,
                 ..Default::default()
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;
@@ -239,25 +251,38 @@ fn run(cmd: Command) -> linvt::Result<()> {
             weight_layout,
             gpu_weights,
             json,
+            backend,
+            cpu_weights,
             ..
         } => {
             linvt::vlm::bench_decoder::shape(&name)?; // a bad name fails before the GPU starts
-            let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
-            let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
-                decode_steps: steps,
-                // The seeded weights are f32: `auto` keeps f32.
-                weight_storage: gpu_weights.or(linvt::WeightStorage::F32),
-                weight_layout: weight_layout.map(|l| match l {
-                    WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
-                    WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
-                }),
-                ..Default::default()
-            };
-            let report = linvt::vlm::bench_decoder::run(&ctx, &name, &opts, &mut |s| {
+            let mut say = |s: &str| {
                 if !json {
                     eprintln!("{s}…");
                 }
-            })?;
+            };
+            let report = if backend == Some(Device::Cpu) {
+                let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
+                    decode_steps: steps,
+                    // The seeded weights are f32: `auto` keeps f32.
+                    weight_storage: cpu_weights.or(linvt::WeightStorage::F32),
+                    ..Default::default()
+                };
+                linvt::vlm::bench_decoder::run_cpu(&name, &opts, &mut say)?
+            } else {
+                let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
+                let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
+                    decode_steps: steps,
+                    // The seeded weights are f32: `auto` keeps f32.
+                    weight_storage: gpu_weights.or(linvt::WeightStorage::F32),
+                    weight_layout: weight_layout.map(|l| match l {
+                        WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
+                        WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
+                    }),
+                    ..Default::default()
+                };
+                linvt::vlm::bench_decoder::run(&ctx, &name, &opts, &mut say)?
+            };
             if json {
                 println!(
                     "{}",

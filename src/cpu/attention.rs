@@ -50,32 +50,18 @@ fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32
     }
 }
 
-/// Runs `work(group) -> Vec<f32>` for every group on a few threads; results in group order.
-fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync) -> Vec<Vec<f32>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(groups)
-        .max(1);
-    if threads == 1 {
-        return (0..groups).map(&work).collect();
+/// Runs `work(group) -> Vec<f32>` for every group, on the rayon pool natively (sized by
+/// `--threads`, `crate::cpu::threads`); results in group order.
+fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> Vec<Vec<f32>> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..groups).into_par_iter().map(work).collect()
     }
-    let chunk = groups.div_ceil(threads);
-    let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    let end = ((t + 1) * chunk).min(groups);
-                    (t * chunk..end).map(work).collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("attention worker panicked"))
-            .collect()
-    })
+    #[cfg(target_arch = "wasm32")]
+    {
+        (0..groups).map(work).collect()
+    }
 }
 
 /// Writes the attention output into `out` at the places `g.out` names.

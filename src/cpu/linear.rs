@@ -1,31 +1,34 @@
 //! CPU twin of the linear kernel, also the CPU inference path.
 //!
-//! Y = X·Wᵀ + b with W in PyTorch `Linear` layout (n×k, row-major), so every output element is a
-//! dot product of two K-contiguous rows. The work is split into bands of output rows, one per
-//! thread (`std::thread::scope`); inside a band, blocks of W rows small enough to stay in cache
-//! are reused for every X row, and each dot product keeps `LANES` independent partial sums so
-//! the compiler vectorises the K loop. The partial sums are added pairwise at the end, so the
-//! summation order differs from a left-to-right sum (as the GPU kernel's does): results agree
-//! to f32 rounding, not bit for bit.
-
-/// Independent partial sums per dot product (one SSE register, the baseline x86-64 target).
-const LANES: usize = 4;
-/// Rows of X and of W handled together: each loaded X chunk is used for `BLOCK_W` W rows and
-/// each W chunk for `BLOCK_X` X rows (16 dot products, 16 accumulator registers), cutting
-/// loads per multiply-add by 4× against one dot at a time. Measured (release, 2 cores, no
-/// target-cpu flags) at 4096×896×896: 4×4 blocks of 4 lanes ≈ 48–55 GFLOP/s, 2×4 of 8 ≈ 47,
-/// 4×4 of 8 ≈ 9 (register spills); 4096×896×2688 ≈ 45.
-const BLOCK_X: usize = 4;
-const BLOCK_W: usize = 4;
-/// Bytes of W kept hot in cache while a band of X rows streams past it.
-const W_CACHE_BYTES: usize = 192 * 1024;
-/// Below this many multiply-adds one thread is faster than spawning several.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
+//! Y = X·Wᵀ + b with W in PyTorch `Linear` layout (n×k, row-major). Native builds run the
+//! product through the `gemm` crate: packed, cache-blocked micro-kernels for the SIMD the CPU
+//! has (chosen at run time: AVX-512, AVX2+FMA, NEON, …) on the rayon pool that `--threads`
+//! sizes (`crate::cpu::threads`); it also handles M = 1 (decode) as a matrix-vector product.
+//! The browser build (no threads, no runtime dispatch) keeps the portable blocked loops below.
+//! [`linear_reference`] is the oracle both are tested against: plain loops, f64 sums.
+//!
+//! The blocked loops: the work is split into bands of output rows, one per thread
+//! (`std::thread::scope`); inside a band, blocks of W rows small enough to stay in cache are
+//! reused for every X row, and each dot product keeps `LANES` independent partial sums so the
+//! compiler vectorises the K loop. Every path sums in its own order: results agree to f32
+//! rounding, not bit for bit.
 
 /// Y (m×n) = X (m×k) · Wᵀ (w is n×k, row-major) + b.
 ///
 /// Panics when a slice is shorter than its shape says (callers validate user input first).
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+    check_sizes(x, w, b, m, n, k);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        gemm_linear(x, w, b, m, n, k)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        linear_blocked(x, w, b, m, n, k)
+    }
+}
+
+fn check_sizes(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) {
     assert!(
         x.len() >= m * k,
         "linear: x holds {} values, {m}×{k} needs {}",
@@ -45,6 +48,240 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
             b.len()
         );
     }
+}
+
+/// The product through `gemm`: Y starts as the bias rows (read back in: dst = dst + X·Wᵀ), X is
+/// row-major (m×k), Wᵀ is W read with its strides swapped.
+#[cfg(not(target_arch = "wasm32"))]
+fn gemm_linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return y;
+    }
+    if let Some(b) = b {
+        for row in y.chunks_mut(n) {
+            row.copy_from_slice(&b[..n]);
+        }
+    }
+    // SAFETY: the pointers cover m×n (y), m×k (x, checked) and n×k (w, checked) values with the
+    // strides given (row-major; Wᵀ's element (kk, j) is w[j·k + kk]); y does not alias x or w.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            b.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    y
+}
+
+/// Y = X·Wᵀ + b with W held as bf16 bits (n×k; each the upper half of an f32, widened exactly).
+/// A few rows of X (decode) stream W once through [`matvec_bf16`], split over the pool by
+/// output rows; more rows widen W a block of rows at a time into f32 for `gemm`, so the f32
+/// copy never exceeds one block.
+pub fn linear_bf16(
+    x: &[f32],
+    w: &[u16],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    if m < BF16_GEMM_MIN_ROWS {
+        let mut y = Vec::with_capacity(m * n);
+        for i in 0..m {
+            y.extend(matvec_bf16(&x[i * k..(i + 1) * k], w, b, n, k));
+        }
+        return y;
+    }
+    let mut y = vec![0.0f32; m * n];
+    let block = (BF16_WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
+    let mut wide = vec![0.0f32; block * k];
+    for j0 in (0..n).step_by(block) {
+        let rows = block.min(n - j0);
+        for (d, &v) in wide.iter_mut().zip(&w[j0 * k..(j0 + rows) * k]) {
+            *d = f32::from_bits((v as u32) << 16);
+        }
+        let yb = linear(
+            x,
+            &wide[..rows * k],
+            b.map(|b| &b[j0..j0 + rows]),
+            m,
+            rows,
+            k,
+        );
+        for (dst, src) in y.chunks_mut(n).zip(yb.chunks(rows)) {
+            dst[j0..j0 + rows].copy_from_slice(src);
+        }
+    }
+    y
+}
+
+/// Rows of X from which [`linear_bf16`] widens W for `gemm` instead of streaming it per row.
+const BF16_GEMM_MIN_ROWS: usize = 4;
+/// Bytes of W widened to f32 at a time for `gemm`.
+const BF16_WIDEN_BYTES: usize = 4 << 20;
+/// The fewest output rows per parallel task of the matrix-vector product (enough work per task
+/// to amortise the hand-off).
+const MATVEC_ROWS_PER_TASK: usize = 32;
+
+/// y = W·x + b for one row x (k) and W bf16 (n×k): memory-bound, so every weight is read
+/// once, widened in registers; rows split over the rayon pool natively.
+pub fn matvec_bf16(x: &[f32], w: &[u16], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; n];
+    let fill = |j0: usize, ys: &mut [f32]| {
+        for (jj, yv) in ys.iter_mut().enumerate() {
+            let j = j0 + jj;
+            *yv = dot_bf16(x, &w[j * k..(j + 1) * k]) + b.map_or(0.0, |b| b[j]);
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        // A few tasks per thread: balanced, without a hand-off per handful of rows.
+        let per_task = n
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(MATVEC_ROWS_PER_TASK);
+        y.par_chunks_mut(per_task)
+            .enumerate()
+            .for_each(|(t, ys)| fill(t * per_task, ys));
+    }
+    #[cfg(target_arch = "wasm32")]
+    fill(0, &mut y);
+    y
+}
+
+/// x·w with w bf16: AVX2 + FMA where the CPU has them (chosen at run time), else the
+/// portable loop.
+fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { dot_bf16_avx2(x, w) };
+    }
+    dot_bf16_portable(x, w)
+}
+
+/// 32 weights per step: 8 bf16 at a time zero-extended to 32 bits and shifted into the upper
+/// half (the exact f32), four FMA accumulators so the adds do not wait on each other.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_bf16_avx2(x: &[f32], w: &[u16]) -> f32 {
+    use std::arch::x86_64::*;
+    let k = x.len().min(w.len());
+    let main = k - k % 32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < main {
+        for (a, acc) in acc.iter_mut().enumerate() {
+            let at = i + 8 * a;
+            // SAFETY: at + 8 ≤ main ≤ k, within both slices.
+            let wv = _mm_loadu_si128(w.as_ptr().add(at) as *const __m128i);
+            let wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(wv), 16));
+            let xv = _mm256_loadu_ps(x.as_ptr().add(at));
+            *acc = _mm256_fmadd_ps(xv, wf, *acc);
+        }
+        i += 32;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    let mut s = lanes.iter().sum::<f32>();
+    for j in main..k {
+        s += x[j] * f32::from_bits((w[j] as u32) << 16);
+    }
+    s
+}
+
+/// 16 independent partial sums (two AVX2 registers; four SSE ones) so the loop vectorises and
+/// the adds do not wait on each other; summed pairwise, then the tail.
+#[inline(always)]
+fn dot_bf16_portable(x: &[f32], w: &[u16]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let main = x.len() - x.len() % L;
+    for (xs, ws) in x[..main].chunks_exact(L).zip(w[..main].chunks_exact(L)) {
+        for l in 0..L {
+            acc[l] += xs[l] * f32::from_bits((ws[l] as u32) << 16);
+        }
+    }
+    let mut width = L / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+        width /= 2;
+    }
+    let mut s = acc[0];
+    for (xv, wv) in x[main..].iter().zip(&w[main..x.len()]) {
+        s += xv * f32::from_bits((*wv as u32) << 16);
+    }
+    s
+}
+
+/// The oracle: each output element a left-to-right dot product summed in f64, plus the bias.
+pub fn linear_reference(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    check_sizes(x, w, b, m, n, k);
+    let mut y = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|kk| x[i * k + kk] as f64 * w[j * k + kk] as f64)
+                .sum();
+            y.push((dot + b.map_or(0.0, |b| b[j] as f64)) as f32);
+        }
+    }
+    y
+}
+
+/// Independent partial sums per dot product (one SSE register, the baseline x86-64 target).
+const LANES: usize = 4;
+/// Rows of X and of W handled together: each loaded X chunk is used for `BLOCK_W` W rows and
+/// each W chunk for `BLOCK_X` X rows (16 dot products, 16 accumulator registers), cutting
+/// loads per multiply-add by 4× against one dot at a time. Measured (release, 2 cores, no
+/// target-cpu flags) at 4096×896×896: 4×4 blocks of 4 lanes ≈ 48–55 GFLOP/s, 2×4 of 8 ≈ 47,
+/// 4×4 of 8 ≈ 9 (register spills); 4096×896×2688 ≈ 45.
+const BLOCK_X: usize = 4;
+const BLOCK_W: usize = 4;
+/// Bytes of W kept hot in cache while a band of X rows streams past it.
+const W_CACHE_BYTES: usize = 192 * 1024;
+/// Below this many multiply-adds one thread is faster than spawning several.
+const PARALLEL_MIN_WORK: usize = 1 << 20;
+
+/// The portable blocked loops (the browser build's products; also tested natively).
+pub fn linear_blocked(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    check_sizes(x, w, b, m, n, k);
     let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
         return y;
@@ -152,4 +389,91 @@ fn dot_block<const R: usize, const C: usize>(xr: [&[f32]; R], wr: [&[f32]; C]) -
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rand::SeededRng;
+
+    /// Every path against the oracle on shapes that are multiples of no block or SIMD width,
+    /// with junk after the last row of x and w (views into larger buffers). Tolerance: the f32
+    /// paths sum k products of values ≤ 1 in their own order; 2e-6·k bounds that rounding.
+    #[test]
+    fn fast_paths_match_the_reference_on_odd_shapes() {
+        let mut rng = SeededRng::new(3);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 7, 3),
+            (1, 100, 257),
+            (2, 33, 31),
+            (3, 5, 1000),
+            (5, 129, 17),
+            (17, 64, 129),
+            (64, 96, 896),
+            (129, 7, 64),
+        ] {
+            let junk = 13;
+            let x = rng.vec(m * k + junk, 1.0);
+            let w = rng.vec(n * k + junk, 1.0);
+            let b = rng.vec(n + junk, 1.0);
+            for bias in [None, Some(b.as_slice())] {
+                let want = linear_reference(&x, &w, bias, m, n, k);
+                let tol = 2e-6 * k as f32 + 1e-6;
+                for (name, got) in [
+                    ("linear", linear(&x, &w, bias, m, n, k)),
+                    ("blocked", linear_blocked(&x, &w, bias, m, n, k)),
+                ] {
+                    assert_eq!(got.len(), m * n);
+                    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - r).abs() <= tol,
+                            "{name} {m}×{n}×{k} element {i}: {g} vs reference {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bf16 paths (matrix-vector below 4 rows, widened blocks for gemm from 4) against the
+    /// oracle on the same weights widened to f32: the widening is exact, so only the summation
+    /// order differs (tolerance as above). Block edges: n = 129 rows of k = 8193 cross one
+    /// widened block (4 MiB / (4·8193) = 127 rows).
+    #[test]
+    fn bf16_weights_match_the_reference_on_the_widened_values() {
+        let mut rng = SeededRng::new(4);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 100, 257),
+            (2, 33, 31),
+            (3, 70, 100),
+            (4, 33, 31),
+            (9, 129, 8193),
+            (17, 64, 129),
+        ] {
+            let x = rng.vec(m * k + 5, 1.0);
+            let wf = rng.vec(n * k, 1.0);
+            let w: Vec<u16> = wf
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect();
+            let widened: Vec<f32> = w
+                .iter()
+                .map(|&v| f32::from_bits((v as u32) << 16))
+                .collect();
+            let b = rng.vec(n, 1.0);
+            for bias in [None, Some(b.as_slice())] {
+                let want = linear_reference(&x, &widened, bias, m, n, k);
+                let got = linear_bf16(&x, &w, bias, m, n, k);
+                let tol = 2e-6 * k as f32 + 1e-6;
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "bf16 {m}×{n}×{k} element {i}: {g} vs reference {r}"
+                    );
+                }
+            }
+        }
+    }
 }

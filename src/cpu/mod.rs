@@ -1,5 +1,6 @@
-//! The CPU reference path: plain, readable Rust for every op. Each GPU kernel family has its twin
-//! here with the same signature semantics; tests compare the two.
+//! The CPU executor: every op in Rust, the GPU kernels' twins (same semantics; tests compare the
+//! two). The products run through `gemm` on a rayon pool (`threads`); each fast path keeps a
+//! plain reference beside it that tests hold it to (`linear::linear_reference`).
 
 pub mod attention;
 pub mod elementwise;
@@ -9,6 +10,8 @@ pub mod norm;
 pub mod ops;
 pub mod rope;
 pub mod sample;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod threads;
 pub mod topk;
 pub mod window_pool;
 

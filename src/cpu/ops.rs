@@ -5,7 +5,7 @@ use crate::cpu;
 use crate::cpu::kv_attention::KvGeometry;
 use crate::error::{Error, Result};
 use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
-use crate::ops::{Positions, Rope, SamplingParams, VlmOps};
+use crate::ops::{Positions, Role, Rope, SamplingParams, VlmOps, WeightStorage};
 use crate::tensor::Tensor;
 use crate::timing::StageClock;
 
@@ -15,6 +15,9 @@ pub struct CpuOps {
     /// A storage-binding limit to split work by as a GPU with that limit would (None: no
     /// limit). Tests set it so the split forwards run, and are checked, on the CPU too.
     pub binding_limit: Option<u64>,
+    /// How model weights uploaded for `linear` or as tables are kept: f32, or bf16 (half the
+    /// memory and the traffic a decode step reads; exact for bf16 checkpoints).
+    pub weight_storage: WeightStorage,
 }
 
 impl CpuOps {
@@ -35,7 +38,11 @@ impl Ops for CpuOps {
                 w.cols()
             )));
         }
-        let y = cpu::linear::linear(x.data(), w.data(), b.map(Tensor::data), m, n, k);
+        let bias = b.map(Tensor::data);
+        let y = match w.bf16_data() {
+            Some(w) => cpu::linear::linear_bf16(x.data(), w, bias, m, n, k),
+            None => cpu::linear::linear(x.data(), w.data(), bias, m, n, k),
+        };
         Tensor::new(vec![m, n], y)
     }
 
@@ -266,6 +273,17 @@ impl VlmOps for CpuOps {
         two_d(t)
     }
 
+    fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
+        let t = two_d(t)?;
+        match (self.weight_storage, role) {
+            (WeightStorage::F32, _) | (_, Role::Other) => Ok(t),
+            (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),
+            (WeightStorage::F16, _) => Err(Error::input(
+                "the CPU executor keeps weights in f32 or bf16; f16 is a GPU option (--cpu-weights f32|bf16)",
+            )),
+        }
+    }
+
     fn read_back(&mut self, x: &Tensor) -> Result<Tensor> {
         Ok(x.clone())
     }
@@ -283,7 +301,15 @@ impl VlmOps for CpuOps {
                     "row id {id} is out of range for a table of {rows} rows (a token id beyond the vocabulary?)"
                 )));
             }
-            data.extend_from_slice(x.row(id as usize));
+            let id = id as usize;
+            match x.bf16_data() {
+                Some(bits) => data.extend(
+                    bits[id * cols..(id + 1) * cols]
+                        .iter()
+                        .map(|&v| f32::from_bits((v as u32) << 16)),
+                ),
+                None => data.extend_from_slice(x.row(id)),
+            }
         }
         Tensor::new(vec![ids.len(), cols], data)
     }

@@ -5,10 +5,12 @@
 
 mod base;
 mod geometry;
+mod storage;
 mod vlm;
 
 pub use base::Ops;
 pub use geometry::{AttnGeometry, Operand};
+pub use storage::{WeightChoice, WeightStorage};
 pub use vlm::{check_blocks, check_kv_write, VlmOps};
 
 use crate::error::{Error, Result};

@@ -96,6 +96,10 @@ pub struct AskArgs {
     /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub gpu_weights: WeightChoice,
+    /// How the CPU keeps the linear weights and the embedding table: auto (the checkpoint's
+    /// precision: bf16 for released checkpoints), f32 or bf16. Ignored with `--backend gpu`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cpu_weights: WeightChoice,
     /// Draw the sampled frames with the cells the video tokens average over, into this PNG
     /// (without a value: linvt-provenance.png in the system's temporary directory).
     #[arg(long, value_name = "PNG", num_args = 0..=1)]
@@ -147,6 +151,7 @@ pub fn run(a: AskArgs) -> Result<()> {
     let load = LoadOptions {
         device: a.backend,
         gpu_weights: a.gpu_weights,
+        cpu_weights: a.cpu_weights,
         linvt: match (&a.linvt, a.no_linvt) {
             (Some(file), _) => LinvtChoice::File(file.clone()),
             (None, true) => LinvtChoice::Off,

@@ -12,11 +12,10 @@ use super::config::{LlmConfig, LlmFamily};
 use super::qwen2::{self, Qwen2Layer, Qwen2Params};
 use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
-use crate::gpu::GpuKvCache;
 use crate::gpu::GpuOps;
 use crate::gpu::WeightStorage;
-use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
-use crate::ops::{Ops, Positions, Role, SamplingParams, VlmOps};
+use crate::gpu::{BufferPool, Elem, GpuContext, Recorder};
+use crate::ops::{Positions, Role, SamplingParams, VlmOps};
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
@@ -104,13 +103,13 @@ pub struct DecoderBench {
     pub decode_ms_per_token: f64,
     /// Of that, the host time spent recording the step's dispatches (median): the floor of a
     /// step's time on a GPU fast enough to finish the work sooner.
-    pub record_ms_per_token: f64,
+    pub record_ms_per_token: Option<f64>,
     pub decode_tokens_per_s: f64,
     /// Median decode step with the numerical-health checks off (the norms' overflow check and
     /// its word's read-back), timed interleaved with the checked steps; and the checks' cost:
     /// checked ÷ unchecked − 1.
-    pub unchecked_decode_ms_per_token: f64,
-    pub health_check_overhead: f64,
+    pub unchecked_decode_ms_per_token: Option<f64>,
+    pub health_check_overhead: Option<f64>,
     /// Weight bytes per token ÷ time per token, GB/s.
     pub weight_gb_per_s: f64,
     /// Buffer-to-buffer copy of `copy_bytes`, counted as bytes read + bytes written per second;
@@ -122,44 +121,49 @@ pub struct DecoderBench {
     pub notes: Vec<String>,
 }
 
-fn upload(ops: &mut GpuOps, rng: &mut SeededRng, shape: &[usize], scale: f32) -> Result<GpuTensor> {
+fn upload<O: VlmOps>(
+    ops: &mut O,
+    rng: &mut SeededRng,
+    shape: &[usize],
+    scale: f32,
+) -> Result<O::T> {
     upload_as(ops, rng, shape, scale, Role::Other)
 }
 
-fn upload_as(
-    ops: &mut GpuOps,
+fn upload_as<O: VlmOps>(
+    ops: &mut O,
     rng: &mut SeededRng,
     shape: &[usize],
     scale: f32,
     role: Role,
-) -> Result<GpuTensor> {
+) -> Result<O::T> {
     let n = shape.iter().product();
     ops.upload_weight(Tensor::new(shape.to_vec(), rng.vec(n, scale))?, role)
 }
 
 /// A linear weight (N, K).
-fn linear_weight(
-    ops: &mut GpuOps,
+fn linear_weight<O: VlmOps>(
+    ops: &mut O,
     rng: &mut SeededRng,
     shape: &[usize],
     scale: f32,
-) -> Result<GpuTensor> {
+) -> Result<O::T> {
     upload_as(ops, rng, shape, scale, Role::LinearWeight)
 }
 
 /// Norm weights near 1, as trained models have.
-fn norm_weight(ops: &mut GpuOps, rng: &mut SeededRng, n: usize) -> Result<GpuTensor> {
+fn norm_weight<O: VlmOps>(ops: &mut O, rng: &mut SeededRng, n: usize) -> Result<O::T> {
     let w = rng.vec(n, 0.1).into_iter().map(|v| 1.0 + v).collect();
     ops.upload(Tensor::new(vec![n], w)?)
 }
 
 /// Seeded Qwen2 parameters of shape `c` on the executor (linear weights U(±0.03), roughly the
 /// 0.02-std initialisation). Returns them with the parameter count.
-fn seeded_params(
-    ops: &mut GpuOps,
+fn seeded_params<O: VlmOps>(
+    ops: &mut O,
     c: &LlmConfig,
     seed: u64,
-) -> Result<(Qwen2Params<GpuTensor>, usize)> {
+) -> Result<(Qwen2Params<O::T>, usize)> {
     let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let kv = c.kv_heads * c.head_dim();
     let mut rng = SeededRng::new(seed);
@@ -199,13 +203,18 @@ fn linear_parameters(c: &LlmConfig) -> usize {
 
 /// Bytes one decode step reads from the weights: all of them but the embedding table, which
 /// is read as the tied lm_head (all of it) and by the gather (one row). Each is counted at the
-/// size it has on the device: linear weights and the table as stored (`p`), the rest 4 bytes.
-fn weight_bytes_per_token(c: &LlmConfig, parameters: usize, p: &Qwen2Params<GpuTensor>) -> u64 {
+/// size it has on the executor: linear weights and the table as stored (`linear_bytes`,
+/// `table_bytes` per value), the rest 4 bytes.
+fn weight_bytes_per_token(
+    c: &LlmConfig,
+    parameters: usize,
+    linear_bytes: u64,
+    table_bytes: u64,
+) -> u64 {
     let linear = linear_parameters(c) as u64;
     let table = (c.vocab_size * c.hidden_size) as u64;
     let rest = parameters as u64 - linear - table;
-    let linear_bytes = p.layers.first().map_or(4, |l| l.qkv_w.elem.bytes());
-    rest * 4 + linear * linear_bytes + (table + c.hidden_size as u64) * p.embed.elem.bytes()
+    rest * 4 + linear * linear_bytes + (table + c.hidden_size as u64) * table_bytes
 }
 
 /// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),
@@ -285,7 +294,197 @@ pub fn run(
         ));
     }
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
+    let checks = |ops: &mut GpuOps, on: bool| ops.rec.checks = on;
+    let m = measure(
+        &mut ops,
+        &p,
+        &c,
+        opts,
+        steps,
+        Some(&checks),
+        &mut || copy_bandwidth(ctx, &pool, copy_bytes),
+        progress,
+    )?;
+    let bytes = weight_bytes_per_token(
+        &c,
+        parameters,
+        p.layers[0].qkv_w.elem.bytes(),
+        p.embed.elem.bytes(),
+    );
+    Ok(m.report(
+        name,
+        ctx.adapter_name(),
+        layout.name(),
+        opts.weight_storage.name(),
+        parameters,
+        bytes,
+        opts,
+        steps,
+        load_ms,
+        copy_bytes,
+        notes,
+    ))
+}
 
+/// [`run`] on the CPU executor: weights in host memory as `opts.weight_storage` says (f32 or
+/// bf16), the products on the rayon pool
+/// (`--threads`), next to the host's own copy rate with as many threads. The CPU's norms
+/// always check their rows (the checked statistics are the ones they compute), so there is no
+/// unchecked variant to time.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_cpu(
+    name: &str,
+    opts: &DecoderBenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DecoderBench> {
+    let c = shape(name)?;
+    if opts.prompt_tokens == 0 {
+        return Err(Error::input(
+            "the decoder benchmark needs a prompt of at least one token",
+        ));
+    }
+    let steps = opts.decode_steps.unwrap_or(32);
+    if steps == 0 {
+        return Err(Error::input(
+            "the decoder benchmark needs at least one decode step",
+        ));
+    }
+    if opts.weight_storage == WeightStorage::F16 {
+        return Err(Error::input(
+            "the CPU executor keeps weights in f32 or bf16 (--cpu-weights f32|bf16)",
+        ));
+    }
+    let mut ops = crate::cpu::CpuOps::new();
+    ops.weight_storage = opts.weight_storage;
+    progress(&format!("building {name} with seeded weights"));
+    let t = Instant::now();
+    let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let copy_bytes = 256u64 << 20;
+    let m = measure(
+        &mut ops,
+        &p,
+        &c,
+        opts,
+        steps,
+        None,
+        &mut || Ok(host_copy_bandwidth(copy_bytes)),
+        progress,
+    )?;
+    let threads = rayon::current_num_threads();
+    let bytes = opts.weight_storage.bytes_per_weight();
+    let mut report = m.report(
+        name,
+        &format!("cpu ({threads} threads)"),
+        "host memory",
+        opts.weight_storage.name(),
+        parameters,
+        weight_bytes_per_token(&c, parameters, bytes, bytes),
+        opts,
+        steps,
+        load_ms,
+        copy_bytes,
+        Vec::new(),
+    );
+    // The CPU computes as it goes: there is no separate recording to time.
+    report.record_ms_per_token = None;
+    Ok(report)
+}
+
+/// Host memory copy rate with the pool's threads (each copies its share): read + write bytes
+/// per second (GB/s), best of four after a warm-up.
+#[cfg(not(target_arch = "wasm32"))]
+fn host_copy_bandwidth(bytes: u64) -> f64 {
+    use rayon::prelude::*;
+    let n = (bytes / 4) as usize;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads().max(1));
+    let mut best = f64::INFINITY;
+    for rep in 0..5 {
+        let t = Instant::now();
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        let s = t.elapsed().as_secs_f64();
+        if rep > 0 {
+            best = best.min(s);
+        }
+    }
+    std::hint::black_box(&dst);
+    2.0 * bytes as f64 / best / 1e9
+}
+
+/// What [`measure`] timed.
+struct Measured {
+    prefill_ms: f64,
+    decode_ms: f64,
+    unchecked_ms: Option<f64>,
+    record_ms: f64,
+    copy_gb: f64,
+}
+
+impl Measured {
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        name: &str,
+        adapter: &str,
+        layout: &str,
+        storage: &str,
+        parameters: usize,
+        bytes: u64,
+        opts: &DecoderBenchOptions,
+        steps: usize,
+        load_ms: f64,
+        copy_bytes: u64,
+        notes: Vec<String>,
+    ) -> DecoderBench {
+        let weight_gb = bytes as f64 / (self.decode_ms / 1e3) / 1e9;
+        DecoderBench {
+            shape: name.to_string(),
+            adapter: adapter.to_string(),
+            weight_layout: layout.to_string(),
+            weight_storage: storage.to_string(),
+            parameters,
+            weight_bytes_per_token: bytes,
+            prompt_tokens: opts.prompt_tokens,
+            decode_steps: steps,
+            load_ms,
+            prefill_ms: self.prefill_ms,
+            decode_ms_per_token: self.decode_ms,
+            record_ms_per_token: Some(self.record_ms),
+            decode_tokens_per_s: 1e3 / self.decode_ms,
+            unchecked_decode_ms_per_token: self.unchecked_ms,
+            health_check_overhead: self.unchecked_ms.map(|u| self.decode_ms / u - 1.0),
+            weight_gb_per_s: weight_gb,
+            copy_gb_per_s: self.copy_gb,
+            copy_bytes,
+            bandwidth_fraction: weight_gb / self.copy_gb,
+            notes,
+        }
+    }
+}
+
+/// Turns an executor's numerical-health checks on or off.
+type SetChecks<O> = dyn Fn(&mut O, bool);
+
+/// Prefill, a warm-up step, then `steps` timed decode steps on any executor; with
+/// `set_checks`, as many unchecked steps interleaved with them. The copy rate is measured
+/// before and after the timed steps and the higher one kept, so a noisy moment during one
+/// measurement cannot flatter the fraction.
+#[allow(clippy::too_many_arguments)]
+fn measure<O: VlmOps>(
+    ops: &mut O,
+    p: &Qwen2Params<O::T>,
+    c: &LlmConfig,
+    opts: &DecoderBenchOptions,
+    steps: usize,
+    set_checks: Option<&SetChecks<O>>,
+    copy_rate: &mut dyn FnMut() -> Result<f64>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Measured> {
     let mut rng = SeededRng::new(opts.seed + 1);
     let prompt: Vec<u32> = (0..opts.prompt_tokens)
         .map(|_| (rng.next_u64() % c.vocab_size as u64) as u32)
@@ -297,44 +496,48 @@ pub fn run(
     let rope = c.rope.for_length(capacity);
     // One forward and the sampled id; also the host time spent recording it (before the
     // submission inside `sample`).
-    let step = |ops: &mut GpuOps, cache: &mut GpuKvCache, ids: &[u32], position: usize| {
+    let step = |ops: &mut O, cache: &mut O::Kv, ids: &[u32], position: usize| {
         let t = Instant::now();
         let x = ops.gather_rows(&p.embed, ids)?;
         let pos = ops.positions(&Positions::range(position, ids.len()))?;
-        let h = qwen2::forward(ops, &p, &c, &rope, &x, cache, position, &pos)?;
+        let h = qwen2::forward(ops, p, c, &rope, &x, cache, position, &pos)?;
         let last = ops.rows(&h, ids.len() - 1, 1);
-        let logits = qwen2::logits(ops, &p, &last)?;
+        let logits = qwen2::logits(ops, p, &last)?;
         let record_ms = t.elapsed().as_secs_f64() * 1e3;
         Ok::<_, Error>((ops.sample(&logits, &greedy, 0.0)?, record_ms))
     };
     progress("prefill");
     let t = Instant::now();
-    let (mut id, _) = step(&mut ops, &mut cache, &prompt, 0)?;
+    let (mut id, _) = step(ops, &mut cache, &prompt, 0)?;
     let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut position = opts.prompt_tokens;
-    // The copy rate is measured before and after the timed steps and the higher one kept, so a
-    // noisy moment during one measurement cannot flatter the fraction.
     progress("copy bandwidth");
-    let copy_bytes = (256u64 << 20).min(ctx.max_binding_bytes() / 256 * 256);
-    let copy_before = copy_bandwidth(ctx, &pool, copy_bytes)?;
+    let copy_before = copy_rate()?;
     progress("decode (warm-up step)");
-    (id, _) = step(&mut ops, &mut cache, &[id], position)?;
+    (id, _) = step(ops, &mut cache, &[id], position)?;
     position += 1;
     // Checked and unchecked steps interleaved, so both see the same machine.
     let mut times = Vec::with_capacity(steps);
     let mut unchecked = Vec::with_capacity(steps);
     let mut record_times = Vec::with_capacity(steps);
-    for s in 0..2 * steps {
-        let checked = s % 2 == 0;
+    let rounds = if set_checks.is_some() {
+        2 * steps
+    } else {
+        steps
+    };
+    for s in 0..rounds {
+        let checked = set_checks.is_none() || s % 2 == 0;
         progress(&format!(
             "decode step {}/{steps}{}",
-            s / 2 + 1,
+            times.len() + 1,
             if checked { "" } else { " (health checks off)" }
         ));
-        ops.rec.checks = checked;
+        if let Some(set) = set_checks {
+            set(ops, checked);
+        }
         let t = Instant::now();
         let record_ms;
-        (id, record_ms) = step(&mut ops, &mut cache, &[id], position)?;
+        (id, record_ms) = step(ops, &mut cache, &[id], position)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if checked {
             times.push(ms);
@@ -344,36 +547,21 @@ pub fn run(
         }
         position += 1;
     }
-    ops.rec.checks = true;
+    if let Some(set) = set_checks {
+        set(ops, true);
+    }
     let decode_ms = crate::timing::median(times);
-    let unchecked_ms = crate::timing::median(unchecked);
+    let unchecked_ms = (!unchecked.is_empty()).then(|| crate::timing::median(unchecked));
     let record_ms = crate::timing::median(record_times);
 
     progress("copy bandwidth (again)");
-    let copy_gb = copy_before.max(copy_bandwidth(ctx, &pool, copy_bytes)?);
-    let bytes = weight_bytes_per_token(&c, parameters, &p);
-    let weight_gb = bytes as f64 / (decode_ms / 1e3) / 1e9;
-    Ok(DecoderBench {
-        shape: name.to_string(),
-        adapter: ctx.adapter_name().to_string(),
-        weight_layout: layout.name().to_string(),
-        weight_storage: opts.weight_storage.name().to_string(),
-        parameters,
-        weight_bytes_per_token: bytes,
-        prompt_tokens: opts.prompt_tokens,
-        decode_steps: steps,
-        load_ms,
+    let copy_gb = copy_before.max(copy_rate()?);
+    Ok(Measured {
         prefill_ms,
-        decode_ms_per_token: decode_ms,
-        record_ms_per_token: record_ms,
-        decode_tokens_per_s: 1e3 / decode_ms,
-        unchecked_decode_ms_per_token: unchecked_ms,
-        health_check_overhead: decode_ms / unchecked_ms - 1.0,
-        weight_gb_per_s: weight_gb,
-        copy_gb_per_s: copy_gb,
-        copy_bytes,
-        bandwidth_fraction: weight_gb / copy_gb,
-        notes,
+        decode_ms,
+        unchecked_ms,
+        record_ms,
+        copy_gb,
     })
 }
 
@@ -393,15 +581,15 @@ pub fn print_table(b: &DecoderBench) {
         "  prefill {} tokens: {:.1} ms; decode: {:.2} ms/token = {:.2} tokens/s (median of {} steps)",
         b.prompt_tokens, b.prefill_ms, b.decode_ms_per_token, b.decode_tokens_per_s, b.decode_steps
     );
-    println!(
-        "  recording one step's dispatches on the host: {:.2} ms",
-        b.record_ms_per_token
-    );
-    println!(
-        "  numerical-health checks: {:.2} ms/token without them (interleaved) → they cost {:+.2} %",
-        b.unchecked_decode_ms_per_token,
-        b.health_check_overhead * 100.0
-    );
+    if let Some(ms) = b.record_ms_per_token {
+        println!("  recording one step's dispatches on the host: {ms:.2} ms");
+    }
+    if let (Some(ms), Some(cost)) = (b.unchecked_decode_ms_per_token, b.health_check_overhead) {
+        println!(
+            "  numerical-health checks: {ms:.2} ms/token without them (interleaved) → they cost {:+.2} %",
+            cost * 100.0
+        );
+    }
     println!(
         "  weights streamed at {:.2} GB/s; device copy bandwidth {:.2} GB/s (read + write, {} MiB buffers) → {:.0} % of it",
         b.weight_gb_per_s,

@@ -26,9 +26,9 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOps;
 use crate::linvt::forward::Want;
 use crate::linvt::split::Tiled;
-use crate::ops::SamplingParams;
 use crate::ops::VlmOps;
 use crate::ops::{Device, Positions};
+use crate::ops::{SamplingParams, WeightChoice};
 use crate::tensor::Tensor;
 
 /// The question of every benchmark prompt (its length sets the prompt's, with the template).
@@ -46,6 +46,8 @@ pub struct BenchModelOptions {
     pub backend: Option<Device>,
     /// LinVT (the checkpoint's, a plug-in, or none: the host's own video path).
     pub linvt: LinvtChoice,
+    /// How the CPU keeps the weights (auto: the checkpoint's precision).
+    pub cpu_weights: WeightChoice,
 }
 
 impl Default for BenchModelOptions {
@@ -56,6 +58,7 @@ impl Default for BenchModelOptions {
             decode_steps: 16,
             backend: None,
             linvt: LinvtChoice::Auto,
+            cpu_weights: WeightChoice::Auto,
         }
     }
 }
@@ -245,13 +248,21 @@ pub fn decode_step<O: VlmOps>(
     e.ops.sample(&logits, &SamplingParams::default(), 0.0)
 }
 
-/// Loads a model directory onto the CPU executor (LinVT as `linvt` says).
-pub fn cpu_engine(dir: &Path, linvt: &LinvtChoice) -> Result<Engine<CpuOps>> {
+/// Loads a model directory onto the CPU executor (LinVT as `linvt` says, weights as
+/// `weights` says).
+pub fn cpu_engine(
+    dir: &Path,
+    linvt: &LinvtChoice,
+    weights: WeightChoice,
+) -> Result<Engine<CpuOps>> {
     let opts = LoadOptions {
         linvt: linvt.clone(),
+        cpu_weights: weights,
         ..LoadOptions::new(Device::Cpu)
     };
-    load_engine(CpuOps::new(), dir, &opts, &mut |_, _| {})
+    let mut ops = CpuOps::new();
+    ops.weight_storage = super::model::cpu_storage(weights, dir)?;
+    load_engine(ops, dir, &opts, &mut |_, _| {})
 }
 
 /// Stage times of one repetition, in ms.
@@ -412,7 +423,7 @@ pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
 }
 
 fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
-    let e = cpu_engine(dir, &opts.linvt)?;
+    let e = cpu_engine(dir, &opts.linvt, opts.cpu_weights)?;
     bench_on(e, dir, opts, "cpu (reference executor)", "cpu")
 }
 

@@ -42,6 +42,10 @@ pub struct LoadOptions {
     /// the embedding table then goes to bf16 too where it is stored as texels), f32 otherwise.
     /// The CPU keeps f32.
     pub gpu_weights: WeightChoice,
+    /// How the CPU keeps the linear weights and the embedding table: `Auto` keeps the
+    /// checkpoint's precision (bf16 for the released checkpoints: half the memory, and half
+    /// what each decode step reads), f32 or bf16 when asked.
+    pub cpu_weights: WeightChoice,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
@@ -55,6 +59,7 @@ impl LoadOptions {
         LoadOptions {
             device,
             gpu_weights: WeightChoice::Auto,
+            cpu_weights: WeightChoice::Auto,
             linvt: LinvtChoice::Auto,
             lora: None,
             binding_limit: None,
@@ -242,10 +247,22 @@ pub fn load_engine<O: VlmOps>(
 
 /// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
 /// weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own precision).
+/// The CPU's weight storage for `choice` on the checkpoint in `dir` (f16 is refused: the CPU
+/// keeps f32 or bf16).
+pub fn cpu_storage(choice: WeightChoice, dir: &Path) -> Result<WeightStorage> {
+    // Through the model directory's own checks, so a wrong path says what is wrong.
+    match choice.resolve(&open_model_dir(dir)?.1) {
+        WeightStorage::F16 => Err(Error::input(
+            "--cpu-weights f16: the CPU executor keeps weights in f32 or bf16",
+        )),
+        s => Ok(s),
+    }
+}
+
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let ctx = crate::gpu::shared_gpu()?;
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
-    ops.placement.storage = opts.gpu_weights.resolve(&TensorStore::open(dir)?);
+    ops.placement.storage = opts.gpu_weights.resolve(&open_model_dir(dir)?.1);
     ops.binding_limit = opts.binding_limit;
     Ok(ops)
 }
@@ -285,6 +302,7 @@ impl VideoLlm {
             Device::Cpu => {
                 let mut ops = CpuOps::new();
                 ops.binding_limit = opts.binding_limit;
+                ops.weight_storage = cpu_storage(opts.cpu_weights, dir)?;
                 Executor::Cpu(Box::new(load_engine(ops, dir, opts, on_tensor)?))
             }
             Device::Gpu => {
@@ -334,6 +352,14 @@ impl VideoLlm {
         match &self.executor {
             Executor::Cpu(_) => None,
             Executor::Gpu(e) => Some(e.ops.placement.storage),
+        }
+    }
+
+    /// How the CPU executor keeps the linear weights and the embedding table (None on the GPU).
+    pub fn cpu_weight_storage(&self) -> Option<WeightStorage> {
+        match &self.executor {
+            Executor::Cpu(e) => Some(e.ops.weight_storage),
+            Executor::Gpu(_) => None,
         }
     }
 
