@@ -140,6 +140,7 @@ const BF16_GEMM_MIN_ROWS: usize = 4;
 const BF16_WIDEN_BYTES: usize = 4 << 20;
 /// The fewest output rows per parallel task of the matrix-vector product (enough work per task
 /// to amortise the hand-off).
+#[cfg(not(target_arch = "wasm32"))]
 const MATVEC_ROWS_PER_TASK: usize = 32;
 
 /// y = W·x + b for one row x (k) and W bf16 (n×k): memory-bound, so every weight is read
