@@ -340,24 +340,45 @@ pub fn run(ctx: &Arc<GpuContext>, shape: &BenchShape, progress: bool) -> Result<
             .unwrap_or(0.0);
         s.gflops = f / s.ms.max(1e-9) / 1e6;
     }
-    let gflop = flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9;
+    let forward = ForwardTiming {
+        shape: shape.describe(),
+        gflop: flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9,
+        ms,
+        stages,
+    };
+    report(
+        ctx,
+        device_matmul_gflops,
+        kernels,
+        forward,
+        &split,
+        &model,
+        shape,
+    )
+}
+
+/// The report of a run: its timings, how the clip was split, and the 1-hour plan.
+fn report(
+    ctx: &GpuContext,
+    device_matmul_gflops: f64,
+    kernels: Vec<KernelTiming>,
+    forward: ForwardTiming,
+    split: &Split,
+    model: &Linvt,
+    shape: &BenchShape,
+) -> Result<BenchReport> {
     Ok(BenchReport {
         adapter: ctx.adapter_name().to_string(),
         backend: ctx.backend_name(),
         device_matmul_gflops,
         kernels,
-        forward: ForwardTiming {
-            shape: shape.describe(),
-            gflop,
-            ms,
-            stages,
-        },
+        forward,
         split: SplitReport {
-            frame_tiles: 1,
-            position_tiles: 1,
+            frame_tiles: split.by_frames.len(),
+            position_tiles: split.by_positions.len(),
             pool_bytes: model.gpu_pool_bytes(),
         },
-        hour_plan: hour_plan(&model, shape, limit)?,
+        hour_plan: hour_plan(model, shape, ctx.max_binding_bytes())?,
     })
 }
 
@@ -383,24 +404,21 @@ fn forward_only(
         shape.text_len,
         shape.queries,
     )?;
-    Ok(BenchReport {
-        adapter: ctx.adapter_name().to_string(),
-        backend: ctx.backend_name(),
+    let forward = ForwardTiming {
+        shape: shape.describe(),
+        gflop: flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9,
+        ms,
+        stages: Vec::new(),
+    };
+    report(
+        ctx,
         device_matmul_gflops,
         kernels,
-        forward: ForwardTiming {
-            shape: shape.describe(),
-            gflop: flops.iter().map(|(_, f)| f).sum::<f64>() / 1e9,
-            ms,
-            stages: Vec::new(),
-        },
-        split: SplitReport {
-            frame_tiles: split.by_frames.len(),
-            position_tiles: split.by_positions.len(),
-            pool_bytes: model.gpu_pool_bytes(),
-        },
-        hour_plan: hour_plan(&model, shape, ctx.max_binding_bytes())?,
-    })
+        forward,
+        split,
+        &model,
+        shape,
+    )
 }
 
 /// The memory plan of 3,600 frames of this shape's tokens and width under `limit`.

@@ -248,7 +248,7 @@ fn write_bf16_copy_of_tiny_model(dir: &std::path::Path) {
 /// is refused with the flag to use.
 #[test]
 fn bf16_checkpoints_stay_bf16_on_the_cpu_and_answer_as_f32() {
-    use linvt::vlm::model::{AskOptions, LoadOptions, VideoLlm};
+    use linvt::vlm::model::{LoadOptions, VideoLlm};
     use linvt::{Device, WeightChoice, WeightStorage};
     let dir = std::env::temp_dir().join(format!("linvt-bf16-cpu-{}", std::process::id()));
     write_bf16_copy_of_tiny_model(&dir);
@@ -270,16 +270,7 @@ fn bf16_checkpoints_stay_bf16_on_the_cpu_and_answer_as_f32() {
     assert!(err.contains("--cpu-weights"), "{err}");
     let f32_fixture = VideoLlm::load(&tiny_model_dir(), Device::Cpu, &mut |_, _| {}).unwrap();
     assert_eq!(f32_fixture.cpu_weight_storage(), Some(WeightStorage::F32));
-    let visual = common::moving_bar_clip();
-    let opts = AskOptions {
-        max_new_tokens: 12,
-        ..Default::default()
-    };
-    let ask = |m: &mut VideoLlm| {
-        m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
-            .unwrap()
-            .token_ids
-    };
+    let ask = |m: &mut VideoLlm| common::greedy_moving_bar(m, 12);
     let (want, got) = (ask(&mut f32), ask(&mut bf16));
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(got, want);
@@ -290,7 +281,7 @@ fn bf16_checkpoints_stay_bf16_on_the_cpu_and_answer_as_f32() {
 /// CPU backend does on the same checkpoint; the f32 fixture keeps f32.
 #[test]
 fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
-    use linvt::vlm::model::{AskOptions, VideoLlm};
+    use linvt::vlm::model::VideoLlm;
     use linvt::Device;
     use linvt::WeightStorage;
     if common::gpu().is_none() {
@@ -305,16 +296,7 @@ fn bf16_checkpoints_load_as_bf16_and_answer_like_the_cpu() {
     assert_eq!(gpu.gpu_weight_storage(), Some(WeightStorage::Bf16));
     let mut cpu = VideoLlm::load(&dir, Device::Cpu, &mut |_, _| {}).unwrap();
     assert_eq!(cpu.gpu_weight_storage(), None);
-    let visual = common::moving_bar_clip();
-    let opts = AskOptions {
-        max_new_tokens: 12,
-        ..Default::default()
-    };
-    let ask = |m: &mut VideoLlm| {
-        m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
-            .unwrap()
-            .token_ids
-    };
+    let ask = |m: &mut VideoLlm| common::greedy_moving_bar(m, 12);
     let (want, got) = (ask(&mut cpu), ask(&mut gpu));
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(got, want);

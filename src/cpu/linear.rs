@@ -397,9 +397,22 @@ mod tests {
     use super::*;
     use crate::rand::SeededRng;
 
+    /// |got − want| ≤ 2e-6·k + 1e-6 everywhere: the f32 paths sum k products of values ≤ 1 in
+    /// their own order, and that bounds the rounding.
+    fn assert_within(name: &str, (m, n, k): (usize, usize, usize), got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), m * n, "{name} {m}×{n}×{k}");
+        let tol = 2e-6 * k as f32 + 1e-6;
+        for (i, (g, r)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - r).abs() <= tol,
+                "{name} {m}×{n}×{k} element {i}: {g} vs reference {r}"
+            );
+        }
+    }
+
     /// Every path against the oracle on shapes that are multiples of no block or SIMD width,
-    /// with junk after the last row of x and w (views into larger buffers). Tolerance: the f32
-    /// paths sum k products of values ≤ 1 in their own order; 2e-6·k bounds that rounding.
+    /// with junk after the last row of x and w (views into larger buffers); tolerance as in
+    /// `assert_within`.
     #[test]
     fn fast_paths_match_the_reference_on_odd_shapes() {
         let mut rng = SeededRng::new(3);
@@ -420,18 +433,11 @@ mod tests {
             let b = rng.vec(n + junk, 1.0);
             for bias in [None, Some(b.as_slice())] {
                 let want = linear_reference(&x, &w, bias, m, n, k);
-                let tol = 2e-6 * k as f32 + 1e-6;
                 for (name, got) in [
                     ("linear", linear(&x, &w, bias, m, n, k)),
                     ("blocked", linear_blocked(&x, &w, bias, m, n, k)),
                 ] {
-                    assert_eq!(got.len(), m * n);
-                    for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - r).abs() <= tol,
-                            "{name} {m}×{n}×{k} element {i}: {g} vs reference {r}"
-                        );
-                    }
+                    assert_within(name, (m, n, k), &got, &want);
                 }
             }
         }
@@ -467,13 +473,7 @@ mod tests {
             for bias in [None, Some(b.as_slice())] {
                 let want = linear_reference(&x, &widened, bias, m, n, k);
                 let got = linear_bf16(&x, &w, bias, m, n, k);
-                let tol = 2e-6 * k as f32 + 1e-6;
-                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - r).abs() <= tol,
-                        "bf16 {m}×{n}×{k} element {i}: {g} vs reference {r}"
-                    );
-                }
+                assert_within("bf16", (m, n, k), &got, &want);
             }
         }
     }

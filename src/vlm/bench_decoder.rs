@@ -249,18 +249,8 @@ pub fn run(
     progress: &mut dyn FnMut(&str),
 ) -> Result<DecoderBench> {
     let c = shape(name)?;
-    if opts.prompt_tokens == 0 {
-        return Err(Error::input(
-            "the decoder benchmark needs a prompt of at least one token",
-        ));
-    }
     let is_cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
-    let steps = opts.decode_steps.unwrap_or(if is_cpu { 8 } else { 32 });
-    if steps == 0 {
-        return Err(Error::input(
-            "the decoder benchmark needs at least one decode step",
-        ));
-    }
+    let steps = checked_steps(opts, if is_cpu { 8 } else { 32 })?;
     let mut notes = Vec::new();
     if is_cpu && opts.decode_steps.is_none() {
         notes.push(format!(
@@ -328,8 +318,8 @@ pub fn run(
 }
 
 /// [`run`] on the CPU executor: weights in host memory as `opts.weight_storage` says (f32 or
-/// bf16), the products on the rayon pool
-/// (`--threads`), next to the host's own copy rate with as many threads. The CPU's norms
+/// bf16), the products on the rayon pool (`--threads`), next to the host's own copy rate with
+/// as many threads. The CPU's norms
 /// always check their rows (the checked statistics are the ones they compute), so there is no
 /// unchecked variant to time.
 #[cfg(not(target_arch = "wasm32"))]
@@ -339,17 +329,7 @@ pub fn run_cpu(
     progress: &mut dyn FnMut(&str),
 ) -> Result<DecoderBench> {
     let c = shape(name)?;
-    if opts.prompt_tokens == 0 {
-        return Err(Error::input(
-            "the decoder benchmark needs a prompt of at least one token",
-        ));
-    }
-    let steps = opts.decode_steps.unwrap_or(32);
-    if steps == 0 {
-        return Err(Error::input(
-            "the decoder benchmark needs at least one decode step",
-        ));
-    }
+    let steps = checked_steps(opts, 32)?;
     if opts.weight_storage == WeightStorage::F16 {
         return Err(Error::input(
             "the CPU executor keeps weights in f32 or bf16 (--cpu-weights f32|bf16)",
@@ -414,6 +394,21 @@ fn host_copy_bandwidth(bytes: u64) -> f64 {
     }
     std::hint::black_box(&dst);
     2.0 * bytes as f64 / best / 1e9
+}
+
+/// The timed decode steps (`default` unless asked), refusing an empty prompt or no steps.
+fn checked_steps(opts: &DecoderBenchOptions, default: usize) -> Result<usize> {
+    if opts.prompt_tokens == 0 {
+        return Err(Error::input(
+            "the decoder benchmark needs a prompt of at least one token",
+        ));
+    }
+    match opts.decode_steps.unwrap_or(default) {
+        0 => Err(Error::input(
+            "the decoder benchmark needs at least one decode step",
+        )),
+        steps => Ok(steps),
+    }
 }
 
 /// What [`measure`] timed.

@@ -424,7 +424,8 @@ pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
 
 fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
     let e = cpu_engine(dir, &opts.linvt, opts.cpu_weights)?;
-    bench_on(e, dir, opts, "cpu (reference executor)", "cpu")
+    let adapter = format!("cpu ({} threads)", rayon::current_num_threads());
+    bench_on(e, dir, opts, &adapter, "cpu")
 }
 
 /// The report as a table.

@@ -240,3 +240,20 @@ pub fn moving_bar_clip() -> linvt::vlm::model::Visual {
         .collect();
     linvt::vlm::model::Visual::Video(frames)
 }
+
+/// Greedy token ids of `m` answering "What moves?" about [`moving_bar_clip`].
+pub fn greedy_moving_bar(m: &mut linvt::vlm::model::VideoLlm, max_new_tokens: usize) -> Vec<u32> {
+    let opts = linvt::vlm::model::AskOptions {
+        max_new_tokens,
+        ..Default::default()
+    };
+    m.ask(
+        &moving_bar_clip(),
+        "What moves?",
+        &opts,
+        &mut |_| {},
+        &mut |_| {},
+    )
+    .unwrap()
+    .token_ids
+}
