@@ -107,6 +107,25 @@ impl SafetensorsFile {
         &self.data[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1]
     }
 
+    /// Drops a tensor's pages from the process once it has been copied out (loaders read each
+    /// tensor once): file pages stay in the page cache and fault back in if read again, but a
+    /// model no longer counts twice — its file and the executor's copy — at the loader's peak.
+    fn release(&self, info: &TensorInfo) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &self.data {
+            let (start, end) = info.data_offsets;
+            // SAFETY: a read-only map of a file: the dropped pages are clean and refault with the
+            // same contents (MADV_DONTNEED loses only private writes, and there are none).
+            let _ = unsafe {
+                m.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_start + start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// A float tensor as f32, or None when the key is absent.
     pub fn tensor(&self, key: &str) -> Result<Option<Tensor>> {
         let Some(info) = self.infos.get(key) else {
@@ -134,6 +153,7 @@ impl SafetensorsFile {
                 })
             }
         };
+        self.release(info);
         Tensor::new(info.shape.clone(), data)
             .map(Some)
             .map_err(|_| {
