@@ -111,6 +111,8 @@ impl SafetensorsFile {
     /// tensor once): file pages stay in the page cache and fault back in if read again, but a
     /// model no longer counts twice — its file and the executor's copy — at the loader's peak.
     fn release(&self, info: &TensorInfo) {
+        #[cfg(not(unix))]
+        let _ = info;
         #[cfg(unix)]
         if let Backing::Mmap(m) = &self.data {
             let (start, end) = info.data_offsets;

@@ -33,12 +33,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Softmax of `scale · q·k_j` over the keys of (group, head) for one query row, into `p`.
 fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32], p: &mut [f32]) {
     let hd = g.head_dim;
-    let mut max = f32::NEG_INFINITY;
     for (j, pj) in p.iter_mut().enumerate() {
         let kj = &k[g.k.at(group, j, head, hd)..][..hd];
         *pj = g.scale * dot(qrow, kj);
-        max = max.max(*pj);
     }
+    softmax_in_place(p);
+}
+
+/// p ← softmax(p), the maximum subtracted first.
+fn softmax_in_place(p: &mut [f32]) {
+    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for pj in p.iter_mut() {
         *pj = (*pj - max).exp();
@@ -64,8 +68,111 @@ fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> V
     }
 }
 
-/// Writes the attention output into `out` at the places `g.out` names.
+/// Sequences from which [`attention`] computes each (group, head) as two matrix products.
+#[cfg(not(target_arch = "wasm32"))]
+const PRODUCTS_MIN_LEN: usize = 16;
+
+/// Writes the attention output into `out` at the places `g.out` names. Natively, sequences of
+/// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V through `gemm` per (group, head)
+/// (the ViT's and long clips' attention); short ones, and the browser build, run the loops of
+/// [`attention_loops`], which tests hold the products to.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if g.q_len >= PRODUCTS_MIN_LEN && g.kv_len >= PRODUCTS_MIN_LEN {
+        let results = per_group(g.groups, |group| group_by_products(q, k, v, g, group));
+        scatter(&results, out, g);
+        return;
+    }
+    attention_loops(q, k, v, out, g);
+}
+
+/// Each group's output, (q_len, heads, head_dim), into `out` at the places `g.out` names.
+fn scatter(results: &[Vec<f32>], out: &mut [f32], g: &AttnGeometry) {
+    let hd = g.head_dim;
+    for (group, res) in results.iter().enumerate() {
+        for i in 0..g.q_len {
+            for h in 0..g.heads {
+                let src = &res[(i * g.heads + h) * hd..][..hd];
+                out[g.out.at(group, i, h, hd)..][..hd].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// One group's output (q_len, heads, head_dim) by two products per head: S = scale·Q·Kᵀ read
+/// through the operands' strides (no copies), a row softmax as in [`row_probs`], O = P·V.
+#[cfg(not(target_arch = "wasm32"))]
+fn group_by_products(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, group: usize) -> Vec<f32> {
+    let (ql, kl, hd, heads) = (g.q_len, g.kv_len, g.head_dim, g.heads);
+    // The last element each operand is read at, checked before any raw read.
+    let last = |o: &crate::ops::Operand, rows: usize| o.at(group, rows - 1, heads - 1, hd) + hd;
+    assert!(last(&g.q, ql) <= q.len() && last(&g.k, kl) <= k.len() && last(&g.v, kl) <= v.len());
+    let mut res = vec![0f32; ql * heads * hd];
+    let mut s = vec![0f32; ql * kl];
+    for h in 0..heads {
+        let (qh, kh, vh) = (
+            g.q.at(group, 0, h, hd),
+            g.k.at(group, 0, h, hd),
+            g.v.at(group, 0, h, hd),
+        );
+        // SAFETY: every (row, d) read is at most `last(..)` of its operand (asserted above);
+        // s holds ql×kl and res ql×heads×hd values, written row-major with the strides given.
+        unsafe {
+            gemm::gemm(
+                ql,
+                kl,
+                hd,
+                s.as_mut_ptr(),
+                1,
+                kl as isize,
+                false,
+                q.as_ptr().add(qh),
+                1,
+                g.q.row_stride as isize,
+                k.as_ptr().add(kh),
+                g.k.row_stride as isize,
+                1,
+                0.0,
+                g.scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for row in s.chunks_mut(kl) {
+            softmax_in_place(row);
+        }
+        // SAFETY: as above; the output head h of row i starts at (i·heads + h)·hd.
+        unsafe {
+            gemm::gemm(
+                ql,
+                hd,
+                kl,
+                res.as_mut_ptr().add(h * hd),
+                1,
+                (heads * hd) as isize,
+                false,
+                s.as_ptr(),
+                1,
+                kl as isize,
+                v.as_ptr().add(vh),
+                1,
+                g.v.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+    res
+}
+
+/// The plain loops: per query row and head, the scores, their softmax, the weighted values.
+pub fn attention_loops(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
     let hd = g.head_dim;
     // Each group's output, (q_len, heads, head_dim), computed in parallel, scattered afterwards.
     let results = per_group(g.groups, |group| {
@@ -86,14 +193,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeome
         }
         res
     });
-    for (group, res) in results.iter().enumerate() {
-        for i in 0..g.q_len {
-            for h in 0..g.heads {
-                let src = &res[(i * g.heads + h) * hd..][..hd];
-                out[g.out.at(group, i, h, hd)..][..hd].copy_from_slice(src);
-            }
-        }
-    }
+    scatter(&results, out, g);
 }
 
 /// The softmax weights, laid out (groups, heads, q_len, kv_len).
@@ -111,4 +211,54 @@ pub fn attention_probs(q: &[f32], k: &[f32], g: &AttnGeometry) -> Vec<f32> {
         res
     });
     results.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Axis;
+    use crate::rand::SeededRng;
+
+    /// The products route against the loops on every geometry the executors use: along tokens
+    /// and frames of a packed qkv (strided operands), cross-attention and blocks, at odd sizes
+    /// (17 and 33 rows, head_dim 24). Tolerance 1e-5: the same f32 sums of ≤ 33 products of
+    /// values ≤ 1 and a softmax, in another order.
+    #[test]
+    fn products_match_the_loops() {
+        let mut rng = SeededRng::new(9);
+        let (t, n, e, heads) = (17, 33, 96, 4);
+        let qkv = rng.vec(t * n * 3 * e, 1.0);
+        let kv = rng.vec(40 * e, 1.0);
+        let cases = [
+            (
+                AttnGeometry::along_axis(t, n, e, heads, Axis::Tokens),
+                &qkv,
+                &qkv,
+                &qkv,
+                t * n,
+            ),
+            (
+                AttnGeometry::along_axis(t, n, e, heads, Axis::Frames),
+                &qkv,
+                &qkv,
+                &qkv,
+                t * n,
+            ),
+            (AttnGeometry::cross(17, 40, e, heads), &kv, &kv, &kv, 17),
+            (AttnGeometry::blocks(2, 20, e, heads), &kv, &kv, &kv, 40),
+        ];
+        for (g, q, k, v, rows) in cases {
+            assert!(
+                g.q_len >= PRODUCTS_MIN_LEN && g.kv_len >= PRODUCTS_MIN_LEN,
+                "{g:?}"
+            );
+            let mut want = vec![0f32; rows * e];
+            attention_loops(q, k, v, &mut want, &g);
+            let mut got = vec![0f32; rows * e];
+            attention(q, k, v, &mut got, &g);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "{g:?} element {i}: {a} vs {b}");
+            }
+        }
+    }
 }
