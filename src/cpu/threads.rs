@@ -56,3 +56,11 @@ pub fn physical_cores() -> usize {
     }
     allowed
 }
+
+/// "cpu (N threads)": how reports name the CPU executor.
+pub fn label() -> String {
+    match rayon::current_num_threads() {
+        1 => "cpu (1 thread)".to_string(),
+        n => format!("cpu ({n} threads)"),
+    }
+}

@@ -352,11 +352,10 @@ pub fn run_cpu(
         &mut || Ok(host_copy_bandwidth(copy_bytes)),
         progress,
     )?;
-    let threads = rayon::current_num_threads();
     let bytes = opts.weight_storage.bytes_per_weight();
     let mut report = m.report(
         name,
-        &format!("cpu ({threads} threads)"),
+        &crate::cpu::threads::label(),
         "host memory",
         opts.weight_storage.name(),
         parameters,

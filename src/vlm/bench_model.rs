@@ -424,7 +424,7 @@ pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
 
 fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
     let e = cpu_engine(dir, &opts.linvt, opts.cpu_weights)?;
-    let adapter = format!("cpu ({} threads)", rayon::current_num_threads());
+    let adapter = crate::cpu::threads::label();
     bench_on(e, dir, opts, &adapter, "cpu")
 }
 
