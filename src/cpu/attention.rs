@@ -8,6 +8,8 @@
 //! The element of operand X at (g, i, h, d) is X[offset + g·group_stride + i·row_stride +
 //! h·head_dim + d].
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::linear::{product, Strided};
 use crate::ops::AttnGeometry;
 
 /// Dot product with `LANES` independent partial sums, so the compiler can vectorise it and
@@ -41,7 +43,7 @@ fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32
 }
 
 /// p ← softmax(p), the maximum subtracted first.
-fn softmax_in_place(p: &mut [f32]) {
+pub(crate) fn softmax_in_place(p: &mut [f32]) {
     let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for pj in p.iter_mut() {
@@ -116,55 +118,41 @@ fn group_by_products(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, group: u
             g.v.at(group, 0, h, hd),
         );
         // SAFETY: every (row, d) read is at most `last(..)` of its operand (asserted above);
-        // s holds ql×kl and res ql×heads×hd values, written row-major with the strides given.
+        // s holds ql×kl and res ql×heads×hd values; the output head h of row i starts at
+        // (i·heads + h)·hd. Kᵀ is K read with its strides swapped.
         unsafe {
-            gemm::gemm(
-                ql,
-                kl,
-                hd,
-                s.as_mut_ptr(),
-                1,
-                kl as isize,
-                false,
-                q.as_ptr().add(qh),
-                1,
-                g.q.row_stride as isize,
-                k.as_ptr().add(kh),
-                g.k.row_stride as isize,
-                1,
-                0.0,
-                g.scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for row in s.chunks_mut(kl) {
-            softmax_in_place(row);
-        }
-        // SAFETY: as above; the output head h of row i starts at (i·heads + h)·hd.
-        unsafe {
-            gemm::gemm(
-                ql,
-                hd,
-                kl,
+            let (qp, kp, vp) = (q.as_ptr().add(qh), k.as_ptr().add(kh), v.as_ptr().add(vh));
+            let lhs = Strided {
+                ptr: qp,
+                col: 1,
+                row: g.q.row_stride,
+            };
+            let kt = Strided {
+                ptr: kp,
+                col: g.k.row_stride,
+                row: 1,
+            };
+            product((ql, kl, hd), s.as_mut_ptr(), kl, lhs, kt, g.scale);
+            for row in s.chunks_mut(kl) {
+                softmax_in_place(row);
+            }
+            let p = Strided {
+                ptr: s.as_ptr(),
+                col: 1,
+                row: kl,
+            };
+            let vs = Strided {
+                ptr: vp,
+                col: 1,
+                row: g.v.row_stride,
+            };
+            product(
+                (ql, hd, kl),
                 res.as_mut_ptr().add(h * hd),
-                1,
-                (heads * hd) as isize,
-                false,
-                s.as_ptr(),
-                1,
-                kl as isize,
-                v.as_ptr().add(vh),
-                1,
-                g.v.row_stride as isize,
-                0.0,
+                heads * hd,
+                p,
+                vs,
                 1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
             );
         }
     }

@@ -22,19 +22,31 @@ pub fn erf(x: f64) -> f64 {
     }
 }
 
+/// `f` of every element, on the rayon pool natively (each element computed alone, so the
+/// result does not depend on the split).
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        x.par_iter().with_min_len(4096).map(|&v| f(v)).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
 /// GELU as PyTorch's default (`approximate='none'`): x · ½(1 + erf(x/√2)).
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    x.iter()
-        .map(|&v| {
-            let v = v as f64;
-            (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32
-        })
-        .collect()
+    map(x, |v| {
+        let v = v as f64;
+        (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32
+    })
 }
 
 /// QuickGELU (CLIP's, Qwen2-VL's vision MLP): x · σ(1.702·x), in f32 as PyTorch computes it.
 pub fn quick_gelu(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| v / (1.0 + (-1.702 * v).exp())).collect()
+    map(x, |v| v / (1.0 + (-1.702 * v).exp()))
 }
 
 /// SwiGLU over rows of `2·width` values packed as [gate | up]: silu(gate) ⊙ up → rows of `width`.

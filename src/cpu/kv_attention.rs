@@ -15,20 +15,118 @@ pub struct KvGeometry {
 /// `position + r` and attends to cache rows 0..=position + r of `k_cache` / `v_cache` (rows of
 /// `kv_heads · head_dim`, already holding those positions). Scale 1/√head_dim, softmax in f32
 /// with the maximum subtracted. Returns rows of `heads · head_dim`.
+///
+/// Natively, 16 rows or more (a prefill) run as products per (head, block of rows) through
+/// `gemm` on the rayon pool ([`causal_by_products`]); fewer (decoding), and the browser build,
+/// run the loops of [`causal_loops`], which tests hold the products to.
 pub fn causal_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> Vec<f32> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if q.len() / (g.heads * g.head_dim).max(1) >= 16 {
+        return causal_by_products(q, k_cache, v_cache, g, PRODUCT_ROWS);
+    }
+    causal_loops(q, k_cache, v_cache, g)
+}
+
+/// Query rows per product block: its scores (rows × keys) stay a few MiB at long contexts.
+#[cfg(not(target_arch = "wasm32"))]
+const PRODUCT_ROWS: usize = 256;
+
+/// Checks the geometry against the buffers; returns the query rows.
+fn check(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> usize {
     let (h, kvh, d) = (g.heads, g.kv_heads, g.head_dim);
     assert!(
         kvh > 0 && h.is_multiple_of(kvh) && d > 0,
         "kv attention: bad head counts"
     );
-    let qw = h * d;
-    let kw = kvh * d;
-    let rows = q.len() / qw;
+    let rows = q.len() / (h * d);
     assert!(
-        k_cache.len() >= (g.position + rows) * kw && v_cache.len() >= (g.position + rows) * kw,
+        k_cache.len() >= (g.position + rows) * kvh * d
+            && v_cache.len() >= (g.position + rows) * kvh * d,
         "kv attention: the cache does not hold positions up to {}",
         g.position + rows
     );
+    rows
+}
+
+/// For each (head, block of `block` query rows): S = scale·Q·Kᵀ over the keys the block's last
+/// row sees, each row's softmax over its own causal prefix (later keys weigh 0), O = P·V.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn causal_by_products(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    g: &KvGeometry,
+    block: usize,
+) -> Vec<f32> {
+    use super::attention::softmax_in_place;
+    use super::linear::{product, Strided};
+    use rayon::prelude::*;
+    let rows = check(q, k_cache, v_cache, g);
+    let (h, d) = (g.heads, g.head_dim);
+    let (qw, kw, group) = (h * d, g.kv_heads * d, h / g.kv_heads);
+    let scale = 1.0 / (d as f32).sqrt();
+    let block = block.max(1);
+    let tasks: Vec<(usize, usize)> = (0..h)
+        .flat_map(|head| (0..rows).step_by(block).map(move |r0| (head, r0)))
+        .collect();
+    let blocks: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(head, r0)| {
+            let (n, kv) = (block.min(rows - r0), head / group);
+            let keys = g.position + r0 + n;
+            let mut s = vec![0.0f32; n * keys];
+            let mut o = vec![0.0f32; n * d];
+            // SAFETY: `check` bounds every read: query rows r0..r0+n of head `head`, cache rows
+            // 0..keys of kv head `kv`; s is n×keys and o n×d, row-major. Kᵀ is the cache read
+            // with its strides swapped.
+            unsafe {
+                let qs = Strided {
+                    ptr: q.as_ptr().add(r0 * qw + head * d),
+                    col: 1,
+                    row: qw,
+                };
+                let kt = Strided {
+                    ptr: k_cache.as_ptr().add(kv * d),
+                    col: kw,
+                    row: 1,
+                };
+                product((n, keys, d), s.as_mut_ptr(), keys, qs, kt, scale);
+                for (i, row) in s.chunks_mut(keys).enumerate() {
+                    // Row i sees its causal prefix only; later keys weigh 0.
+                    let len = g.position + r0 + i + 1;
+                    softmax_in_place(&mut row[..len]);
+                    row[len..].fill(0.0);
+                }
+                let p = Strided {
+                    ptr: s.as_ptr(),
+                    col: 1,
+                    row: keys,
+                };
+                let vs = Strided {
+                    ptr: v_cache.as_ptr().add(kv * d),
+                    col: 1,
+                    row: kw,
+                };
+                product((n, d, keys), o.as_mut_ptr(), d, p, vs, 1.0);
+            }
+            o
+        })
+        .collect();
+    let mut out = vec![0.0f32; q.len()];
+    for (&(head, r0), o) in tasks.iter().zip(&blocks) {
+        for (i, src) in o.chunks(d).enumerate() {
+            out[(r0 + i) * qw + head * d..][..d].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// The plain loops: per row and head, the causal scores, their softmax, the weighted values.
+pub fn causal_loops(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> Vec<f32> {
+    let (h, kvh, d) = (g.heads, g.kv_heads, g.head_dim);
+    let rows = check(q, k_cache, v_cache, g);
+    let qw = h * d;
+    let kw = kvh * d;
     let group = h / kvh;
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0.0f32; q.len()];
@@ -96,6 +194,36 @@ mod tests {
         // The same second row asked alone at position 1 (incremental decode) agrees.
         let g1 = KvGeometry { position: 1, ..g };
         assert!((causal_attention(&[1.0], &k, &v, &g1)[0] - 4.0).abs() < 1e-5);
+    }
+
+    /// The products (blocks of 7 rows, so blocks cut the prompt unevenly) against the loops:
+    /// 37 query rows after 5 cached positions, 6 query heads over 2 kv heads, head_dim 24.
+    /// Tolerance 1e-5: the same f32 sums of ≤ 42 products of values ≤ 1, in another order.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn products_match_the_loops() {
+        let mut rng = crate::rand::SeededRng::new(5);
+        let g = KvGeometry {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 24,
+            position: 5,
+        };
+        let rows = 37;
+        let q = rng.vec(rows * 6 * 24, 1.0);
+        let k = rng.vec((5 + rows) * 2 * 24 + 7, 1.0);
+        let v = rng.vec((5 + rows) * 2 * 24 + 7, 1.0);
+        let want = causal_loops(&q, &k, &v, &g);
+        for block in [7, 256] {
+            let got = causal_by_products(&q, &k, &v, &g, block);
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "block {block}, element {i}: {a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(causal_attention(&q, &k, &v, &g).len(), want.len());
     }
 
     #[test]

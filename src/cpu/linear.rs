@@ -237,6 +237,53 @@ fn dot_bf16_portable(x: &[f32], w: &[u16]) -> f32 {
     s
 }
 
+/// A strided operand of [`product`]: its first element, and the steps between columns and
+/// between rows (in elements).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct Strided {
+    pub ptr: *const f32,
+    pub col: usize,
+    pub row: usize,
+}
+
+/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n), one thread: the attention
+/// products, which read their operands in place through strides.
+///
+/// # Safety
+/// Every element the strides reach (m×k of lhs, k×n of rhs, m×n of dst) must be in bounds,
+/// and dst must not overlap lhs or rhs.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row: usize,
+    lhs: Strided,
+    rhs: Strided,
+    scale: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_row as isize,
+        false,
+        lhs.ptr,
+        lhs.col as isize,
+        lhs.row as isize,
+        rhs.ptr,
+        rhs.col as isize,
+        rhs.row as isize,
+        0.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
 /// The oracle: each output element a left-to-right dot product summed in f64, plus the bias.
 pub fn linear_reference(
     x: &[f32],
