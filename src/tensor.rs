@@ -16,15 +16,20 @@ pub struct Tensor {
     bf16: Option<Vec<u16>>,
 }
 
+/// An error unless `shape` holds exactly `given` values.
+fn holds(shape: &[usize], given: usize) -> Result<()> {
+    let expected: usize = shape.iter().product();
+    if expected != given {
+        return Err(Error::input(format!(
+            "shape {shape:?} holds {expected} values but {given} were given"
+        )));
+    }
+    Ok(())
+}
+
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let expected: usize = shape.iter().product();
-        if expected != data.len() {
-            return Err(Error::input(format!(
-                "shape {shape:?} holds {expected} values but {} were given",
-                data.len()
-            )));
-        }
+        holds(&shape, data.len())?;
         Ok(Tensor {
             shape,
             data,
@@ -35,13 +40,7 @@ impl Tensor {
     /// A bf16 weight: `values` are f32 values rounded to the nearest bf16 (ties to even),
     /// exactly so when they were bf16 already.
     pub fn bf16(shape: Vec<usize>, values: &[f32]) -> Result<Self> {
-        let expected: usize = shape.iter().product();
-        if expected != values.len() {
-            return Err(Error::input(format!(
-                "shape {shape:?} holds {expected} values but {} were given",
-                values.len()
-            )));
-        }
+        holds(&shape, values.len())?;
         let bits = values
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())

@@ -260,9 +260,12 @@ pub fn cpu_engine(
         cpu_weights: weights,
         ..LoadOptions::new(Device::Cpu)
     };
-    let mut ops = CpuOps::new();
-    ops.weight_storage = super::model::cpu_storage(weights, dir)?;
-    load_engine(ops, dir, &opts, &mut |_, _| {})
+    load_engine(
+        super::model::cpu_ops(dir, &opts)?,
+        dir,
+        &opts,
+        &mut |_, _| {},
+    )
 }
 
 /// Stage times of one repetition, in ms.

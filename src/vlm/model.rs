@@ -247,16 +247,21 @@ pub fn load_engine<O: VlmOps>(
 
 /// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
 /// weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own precision).
-/// The CPU's weight storage for `choice` on the checkpoint in `dir` (f16 is refused: the CPU
-/// keeps f32 or bf16).
-pub fn cpu_storage(choice: WeightChoice, dir: &Path) -> Result<WeightStorage> {
+/// A CPU executor for the checkpoint in `dir`, keeping the weights as `opts.cpu_weights` says
+/// (`Auto`: the checkpoint's own precision; f16 is refused: the CPU keeps f32 or bf16).
+pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
+    let mut ops = CpuOps::new();
+    ops.binding_limit = opts.binding_limit;
     // Through the model directory's own checks, so a wrong path says what is wrong.
-    match choice.resolve(&open_model_dir(dir)?.1) {
-        WeightStorage::F16 => Err(Error::input(
-            "--cpu-weights f16: the CPU executor keeps weights in f32 or bf16",
-        )),
-        s => Ok(s),
-    }
+    ops.weight_storage = match opts.cpu_weights.resolve(&open_model_dir(dir)?.1) {
+        WeightStorage::F16 => {
+            return Err(Error::input(
+                "--cpu-weights f16: the CPU executor keeps weights in f32 or bf16",
+            ))
+        }
+        s => s,
+    };
+    Ok(ops)
 }
 
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
@@ -300,9 +305,7 @@ impl VideoLlm {
         let t0 = Instant::now();
         let executor = match opts.device {
             Device::Cpu => {
-                let mut ops = CpuOps::new();
-                ops.binding_limit = opts.binding_limit;
-                ops.weight_storage = cpu_storage(opts.cpu_weights, dir)?;
+                let ops = cpu_ops(dir, opts)?;
                 Executor::Cpu(Box::new(load_engine(ops, dir, opts, on_tensor)?))
             }
             Device::Gpu => {
