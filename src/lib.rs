@@ -14,6 +14,8 @@ pub mod io;
 pub mod linvt;
 pub mod ops;
 pub mod rand;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod tensor;
 pub mod timing;
 pub mod vlm;

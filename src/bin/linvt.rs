@@ -1,4 +1,4 @@
-//! `linvt` command-line program: info, condense, ask, bench, demo.
+//! `linvt` command-line program: info, condense, ask, serve, batch, bench, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -127,6 +127,11 @@ enum Command {
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
+    /// Serve the model over HTTP with the OpenAI chat-completions API (text, image_url and
+    /// video_url parts; streaming; questions decoded together).
+    Serve(linvt::serve::ServeArgs),
+    /// Run a file of chat requests in OpenAI's batch format (resumable; --shard i/n).
+    Batch(linvt::serve::batch::BatchArgs),
     /// The whole video-LLM on a generated clip with the embedded tiny model (random weights);
     /// no files needed.
     /// Write a real-size stand-in of a published checkpoint: its exact config.json, seeded
@@ -323,6 +328,8 @@ fn run(cmd: Command) -> linvt::Result<()> {
             Ok(())
         }
         Command::Ask(args) => linvt::vlm::ask_cli::run(args),
+        Command::Serve(args) => linvt::serve::run(args),
+        Command::Batch(args) => linvt::serve::batch::run(args),
         Command::Synth {
             like,
             out,

@@ -20,6 +20,9 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
     check_sizes(x, w, b, m, n, k);
     #[cfg(not(target_arch = "wasm32"))]
     {
+        if m <= DECODE_ROWS {
+            return matvec_rows(x, m, b, n, k, |xi, j| dot_f32(xi, &w[j * k..(j + 1) * k]));
+        }
         gemm_linear(x, w, b, m, n, k)
     }
     #[cfg(target_arch = "wasm32")]
@@ -27,6 +30,10 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
         linear_blocked(x, w, b, m, n, k)
     }
 }
+
+/// Rows of X up to which a product streams W once through [`matvec_rows`] (decode steps, one
+/// row per sequence of a batch) rather than packing both operands for `gemm`.
+pub const DECODE_ROWS: usize = 8;
 
 fn check_sizes(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) {
     assert!(
@@ -92,9 +99,9 @@ fn gemm_linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: u
 }
 
 /// Y = X·Wᵀ + b with W held as bf16 bits (n×k; each the upper half of an f32, widened exactly).
-/// A few rows of X (decode) stream W once through [`matvec_bf16`], split over the pool by
-/// output rows; more rows widen W a block of rows at a time into f32 for `gemm`, so the f32
-/// copy never exceeds one block.
+/// A few rows of X (decode) stream W once through [`matvec_rows`], widened in registers; more
+/// rows widen W a block of rows at a time into f32 for `gemm`, so the f32 copy never exceeds
+/// one block.
 pub fn linear_bf16(
     x: &[f32],
     w: &[u16],
@@ -104,12 +111,8 @@ pub fn linear_bf16(
     k: usize,
 ) -> Vec<f32> {
     assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
-    if m < BF16_GEMM_MIN_ROWS {
-        let mut y = Vec::with_capacity(m * n);
-        for i in 0..m {
-            y.extend(matvec_bf16(&x[i * k..(i + 1) * k], w, b, n, k));
-        }
-        return y;
+    if m <= DECODE_ROWS {
+        return matvec_rows(x, m, b, n, k, |xi, j| dot_bf16(xi, &w[j * k..(j + 1) * k]));
     }
     let mut y = vec![0.0f32; m * n];
     let block = (BF16_WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
@@ -134,23 +137,38 @@ pub fn linear_bf16(
     y
 }
 
-/// Rows of X from which [`linear_bf16`] widens W for `gemm` instead of streaming it per row.
-const BF16_GEMM_MIN_ROWS: usize = 4;
 /// Bytes of W widened to f32 at a time for `gemm`.
 const BF16_WIDEN_BYTES: usize = 4 << 20;
-/// The fewest output rows per parallel task of the matrix-vector product (enough work per task
-/// to amortise the hand-off).
+/// The fewest W rows per parallel task of [`matvec_rows`] (enough work per task to amortise
+/// the hand-off).
 #[cfg(not(target_arch = "wasm32"))]
 const MATVEC_ROWS_PER_TASK: usize = 32;
 
-/// y = W·x + b for one row x (k) and W bf16 (n×k): memory-bound, so every weight is read
-/// once, widened in registers; rows split over the rayon pool natively.
-pub fn matvec_bf16(x: &[f32], w: &[u16], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; n];
+/// Y (m×n) = X·Wᵀ + b for a few rows of X: memory-bound, so W is read once — each W row `j`
+/// stays in cache while every X row takes `dot(x_i, j)` with it — and W's rows are split over
+/// the rayon pool natively. Element (i, j) is exactly what a one-row call computes, so a row's
+/// result never depends on the rows beside it: a batched decode step gives every sequence the
+/// bits it would get decoded alone.
+fn matvec_rows(
+    x: &[f32],
+    m: usize,
+    b: Option<&[f32]>,
+    n: usize,
+    k: usize,
+    dot: impl Fn(&[f32], usize) -> f32 + Sync,
+) -> Vec<f32> {
+    if m == 0 {
+        return Vec::new();
+    }
+    // Transposed (n×m): a task's W rows own one contiguous stretch of the output.
+    let mut yt = vec![0.0f32; n * m];
     let fill = |j0: usize, ys: &mut [f32]| {
-        for (jj, yv) in ys.iter_mut().enumerate() {
+        for (jj, out) in ys.chunks_mut(m).enumerate() {
             let j = j0 + jj;
-            *yv = dot_bf16(x, &w[j * k..(j + 1) * k]) + b.map_or(0.0, |b| b[j]);
+            let bias = b.map_or(0.0, |b| b[j]);
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = dot(&x[i * k..(i + 1) * k], j) + bias;
+            }
         }
     };
     #[cfg(not(target_arch = "wasm32"))]
@@ -160,13 +178,33 @@ pub fn matvec_bf16(x: &[f32], w: &[u16], b: Option<&[f32]>, n: usize, k: usize) 
         let per_task = n
             .div_ceil(4 * rayon::current_num_threads())
             .max(MATVEC_ROWS_PER_TASK);
-        y.par_chunks_mut(per_task)
+        yt.par_chunks_mut(per_task * m)
             .enumerate()
             .for_each(|(t, ys)| fill(t * per_task, ys));
     }
     #[cfg(target_arch = "wasm32")]
-    fill(0, &mut y);
+    fill(0, &mut yt);
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0.0f32; m * n];
+    for (j, col) in yt.chunks(m).enumerate() {
+        for (i, v) in col.iter().enumerate() {
+            y[i * n + j] = *v;
+        }
+    }
     y
+}
+
+/// x·w in f32: AVX2 + FMA where the CPU has them (chosen at run time), else the portable loop.
+#[cfg(not(target_arch = "wasm32"))]
+fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { dot_f32_avx2(x, w) };
+    }
+    dot_portable(x, w, |v| v)
 }
 
 /// x·w with w bf16: AVX2 + FMA where the CPU has them (chosen at run time), else the
@@ -177,50 +215,74 @@ fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { dot_bf16_avx2(x, w) };
     }
-    dot_bf16_portable(x, w)
+    dot_portable(x, w, |v| f32::from_bits((v as u32) << 16))
 }
 
-/// 32 weights per step: 8 bf16 at a time zero-extended to 32 bits and shifted into the upper
-/// half (the exact f32), four FMA accumulators so the adds do not wait on each other.
+/// An AVX2 + FMA dot product over weights of type `$elem`, `$load` reading eight of them as
+/// f32 lanes: 32 weights per step into four accumulators (so the adds do not wait on each
+/// other), summed, then the tail in order.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_bf16_avx2(x: &[f32], w: &[u16]) -> f32 {
-    use std::arch::x86_64::*;
-    let k = x.len().min(w.len());
-    let main = k - k % 32;
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i < main {
-        for (a, acc) in acc.iter_mut().enumerate() {
-            let at = i + 8 * a;
-            // SAFETY: at + 8 ≤ main ≤ k, within both slices.
-            let wv = _mm_loadu_si128(w.as_ptr().add(at) as *const __m128i);
-            let wf = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(wv), 16));
-            let xv = _mm256_loadu_ps(x.as_ptr().add(at));
-            *acc = _mm256_fmadd_ps(xv, wf, *acc);
+macro_rules! dot_avx2 {
+    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name(x: &[f32], w: &[$elem]) -> f32 {
+            use std::arch::x86_64::*;
+            let k = x.len().min(w.len());
+            let main = k - k % 32;
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i < main {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let at = i + 8 * a;
+                    // SAFETY: at + 8 ≤ main ≤ k, within both slices.
+                    let wf = $load(w.as_ptr().add(at));
+                    let xv = _mm256_loadu_ps(x.as_ptr().add(at));
+                    *acc = _mm256_fmadd_ps(xv, wf, *acc);
+                }
+                i += 32;
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+            let mut s = lanes.iter().sum::<f32>();
+            for j in main..k {
+                s += x[j] * $widen(w[j]);
+            }
+            s
         }
-        i += 32;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0.0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-    let mut s = lanes.iter().sum::<f32>();
-    for j in main..k {
-        s += x[j] * f32::from_bits((w[j] as u32) << 16);
-    }
-    s
+    };
 }
+
+// bf16: 8 values zero-extended to 32 bits and shifted into the upper half (the exact f32).
+#[cfg(target_arch = "x86_64")]
+dot_avx2!(
+    dot_bf16_avx2,
+    u16,
+    |p: *const u16| _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+        16
+    )),
+    |v: u16| f32::from_bits((v as u32) << 16)
+);
+#[cfg(target_arch = "x86_64")]
+dot_avx2!(
+    dot_f32_avx2,
+    f32,
+    |p: *const f32| _mm256_loadu_ps(p),
+    |v: f32| v
+);
 
 /// 16 independent partial sums (two AVX2 registers; four SSE ones) so the loop vectorises and
-/// the adds do not wait on each other; summed pairwise, then the tail.
+/// the adds do not wait on each other; summed pairwise, then the tail. `widen` reads a weight
+/// as f32 (exactly).
 #[inline(always)]
-fn dot_bf16_portable(x: &[f32], w: &[u16]) -> f32 {
+fn dot_portable<W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
     const L: usize = 16;
     let mut acc = [0.0f32; L];
     let main = x.len() - x.len() % L;
     for (xs, ws) in x[..main].chunks_exact(L).zip(w[..main].chunks_exact(L)) {
         for l in 0..L {
-            acc[l] += xs[l] * f32::from_bits((ws[l] as u32) << 16);
+            acc[l] += xs[l] * widen(ws[l]);
         }
     }
     let mut width = L / 2;
@@ -232,7 +294,7 @@ fn dot_bf16_portable(x: &[f32], w: &[u16]) -> f32 {
     }
     let mut s = acc[0];
     for (xv, wv) in x[main..].iter().zip(&w[main..x.len()]) {
-        s += xv * f32::from_bits((*wv as u32) << 16);
+        s += xv * widen(*wv);
     }
     s
 }
@@ -490,7 +552,43 @@ mod tests {
         }
     }
 
-    /// The bf16 paths (matrix-vector below 4 rows, widened blocks for gemm from 4) against the
+    /// A decode step's rows are independent: each row of a product of up to `DECODE_ROWS` rows
+    /// is bit for bit the product of that row alone (f32 and bf16 weights, odd K with a tail),
+    /// so a batched step changes no sequence's answer. Past `DECODE_ROWS` gemm takes over and
+    /// only the tolerance against the oracle holds.
+    #[test]
+    fn decode_rows_are_each_the_product_of_the_row_alone() {
+        let mut rng = SeededRng::new(9);
+        let (n, k) = (37, 203);
+        let x = rng.vec(DECODE_ROWS * k, 1.0);
+        let w = rng.vec(n * k, 1.0);
+        let wb: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let b = rng.vec(n, 1.0);
+        for m in 1..=DECODE_ROWS {
+            let f32_rows = linear(&x, &w, Some(&b), m, n, k);
+            let bf16_rows = linear_bf16(&x, &wb, Some(&b), m, n, k);
+            for i in 0..m {
+                let xi = &x[i * k..(i + 1) * k];
+                let alone = linear(xi, &w, Some(&b), 1, n, k);
+                assert_eq!(
+                    &f32_rows[i * n..(i + 1) * n],
+                    &alone[..],
+                    "f32 m={m} row {i}"
+                );
+                let alone = linear_bf16(xi, &wb, Some(&b), 1, n, k);
+                assert_eq!(
+                    &bf16_rows[i * n..(i + 1) * n],
+                    &alone[..],
+                    "bf16 m={m} row {i}"
+                );
+            }
+        }
+    }
+
+    /// The bf16 paths (matrix-vector up to 8 rows, widened blocks for gemm past it) against the
     /// oracle on the same weights widened to f32: the widening is exact, so only the summation
     /// order differs (tolerance as above). Block edges: n = 129 rows of k = 8193 cross one
     /// widened block (4 MiB / (4·8193) = 127 rows).

@@ -21,21 +21,12 @@ use crate::error::{Error, Result};
 use crate::gpu::WeightChoice;
 use crate::ops::{Device, SamplingParams};
 
+/// Which model to load and how: shared by `ask`, `serve` and `batch`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["video", "frames", "image"])))]
-pub struct AskArgs {
+pub struct ModelArgs {
     /// Model directory (config.json, model.safetensors or an index, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// A video file (decoded with the system ffmpeg).
-    #[arg(long)]
-    pub video: Option<PathBuf>,
-    /// A directory of frames (.png/.jpg), in file-name order.
-    #[arg(long)]
-    pub frames: Option<PathBuf>,
-    /// One image (LinVT is skipped: its tiles' tokens go to the LLM directly).
-    #[arg(long)]
-    pub image: Option<PathBuf>,
     /// Attach a LinVT module (a .safetensors file with its weights, `query_tokens` and its
     /// config in the metadata) to the checkpoint: videos go through it. Replaces a LinVT
     /// checkpoint's own.
@@ -49,6 +40,54 @@ pub struct AskArgs {
     /// into the weights at load.
     #[arg(long)]
     pub lora: Option<PathBuf>,
+    /// Where the model runs: the GPU (wgpu; every op a WGSL kernel) or the CPU reference.
+    /// The GPU is the default, as for `condense`; without an adapter the error says how to
+    /// get one or to pass `--backend cpu`.
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub backend: Device,
+    /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
+    /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
+    /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
+    /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub gpu_weights: WeightChoice,
+    /// How the CPU keeps the linear weights and the embedding table: auto (the checkpoint's
+    /// precision: bf16 for released checkpoints), f32 or bf16. Ignored with `--backend gpu`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cpu_weights: WeightChoice,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            device: self.backend,
+            gpu_weights: self.gpu_weights,
+            cpu_weights: self.cpu_weights,
+            linvt: match (&self.linvt, self.no_linvt) {
+                (Some(file), _) => LinvtChoice::File(file.clone()),
+                (None, true) => LinvtChoice::Off,
+                (None, false) => LinvtChoice::Auto,
+            },
+            lora: self.lora.clone(),
+            binding_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["video", "frames", "image"])))]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    /// A video file (decoded with the system ffmpeg).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// A directory of frames (.png/.jpg), in file-name order.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// One image (LinVT is skipped: its tiles' tokens go to the LLM directly).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
     /// Images: at most this many 448-px tiles (InternVL's dynamic tiling, plus a thumbnail when
     /// the checkpoint uses one). Default: the checkpoint's max_dynamic_patch when it enables
     /// dynamic_image_size, else one tile.
@@ -85,21 +124,6 @@ pub struct AskArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where the model runs: the GPU (wgpu; every op a WGSL kernel) or the CPU reference.
-    /// The GPU is the default, as for `condense`; without an adapter the error says how to
-    /// get one or to pass `--backend cpu`.
-    #[arg(long, value_enum, default_value = "gpu")]
-    pub backend: Device,
-    /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
-    /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
-    /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
-    /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub gpu_weights: WeightChoice,
-    /// How the CPU keeps the linear weights and the embedding table: auto (the checkpoint's
-    /// precision: bf16 for released checkpoints), f32 or bf16. Ignored with `--backend gpu`.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub cpu_weights: WeightChoice,
     /// Draw the sampled frames with the cells the video tokens average over, into this PNG
     /// (without a value: linvt-provenance.png in the system's temporary directory).
     #[arg(long, value_name = "PNG", num_args = 0..=1)]
@@ -111,7 +135,29 @@ pub struct AskArgs {
     pub json: bool,
 }
 
-fn bar(len: Option<u64>, msg: &str) -> ProgressBar {
+/// How a video is sampled: `num_frames` uniformly when given alone (InternVL's default: 16),
+/// else by rate — `fps` frames per second (2 by default), 4 … `max_frames` frames, in pairs on
+/// hosts that sample by time (Qwen2-VL's pipeline).
+pub fn video_sampling(
+    by_time: bool,
+    num_frames: Option<usize>,
+    fps: Option<f64>,
+    max_frames: usize,
+) -> Sampling {
+    match (num_frames, fps) {
+        (Some(n), None) => Sampling::Uniform(n),
+        (None, None) if !by_time => Sampling::Uniform(DEFAULT_FRAMES),
+        (_, rate) => Sampling::Rate {
+            fps: rate.unwrap_or(2.0),
+            min_frames: 4,
+            max_frames,
+            multiple: if by_time { 2 } else { 1 },
+        },
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal): `len` steps, or a spinner.
+pub fn bar(len: Option<u64>, msg: &str) -> ProgressBar {
     let b = match len {
         Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
@@ -148,36 +194,15 @@ pub fn run(a: AskArgs) -> Result<()> {
     if let Some(p) = &provenance {
         crate::io::check_output_path(p, &[])?;
     }
-    let load = LoadOptions {
-        device: a.backend,
-        gpu_weights: a.gpu_weights,
-        cpu_weights: a.cpu_weights,
-        linvt: match (&a.linvt, a.no_linvt) {
-            (Some(file), _) => LinvtChoice::File(file.clone()),
-            (None, true) => LinvtChoice::Off,
-            (None, false) => LinvtChoice::Auto,
-        },
-        lora: a.lora.clone(),
-        binding_limit: None,
-    };
+    let load = a.model_args.load_options();
     let decoding = bar(None, "decoding frames");
     decoding.enable_steady_tick(Duration::from_millis(100));
     // Qwen2-VL samples videos by time (its positions follow time); InternVL uniformly.
-    let (config, _) = super::model::open_model_dir(&a.model)?;
+    let (config, _) = super::model::open_model_dir(&a.model_args.model)?;
     let by_time = matches!(config.host, Host::Qwen2Vl(_));
-    let pairs = if by_time { 2 } else { 1 };
     let mut fps = None;
     let visual = if let Some(v) = &a.video {
-        let sampling = match (a.num_frames, a.fps) {
-            (Some(n), None) => Sampling::Uniform(n),
-            (None, None) if !by_time => Sampling::Uniform(DEFAULT_FRAMES),
-            (_, rate) => Sampling::Rate {
-                fps: rate.unwrap_or(2.0),
-                min_frames: 4,
-                max_frames: a.max_frames,
-                multiple: pairs,
-            },
-        };
+        let sampling = video_sampling(by_time, a.num_frames, a.fps, a.max_frames);
         let (frames, rate) = load_video_sampled(v, sampling)?;
         fps = rate;
         Visual::Video(frames)
@@ -219,16 +244,24 @@ pub fn run(a: AskArgs) -> Result<()> {
         max_tiles: a.max_tiles.map(usize::from),
         fps,
         max_pixels: a.max_pixels,
+        turns: Default::default(),
     };
     // Before the weights: a prompt the context cannot hold is refused now, not after a load.
-    let (len, context) = prompt_len(&a.model, &config, &load, &visual, &a.question, &opts)?;
+    let (len, context) = prompt_len(
+        &a.model_args.model,
+        &config,
+        &load,
+        &visual,
+        &a.question,
+        &opts,
+    )?;
     if len >= context {
         return Err(Error::input(format!(
             "the prompt would have {len} tokens but the model's context holds {context}; use fewer frames (--num-frames, --fps, --max-frames), tiles (--max-tiles) or pixels (--max-pixels), or a LinVT module (--linvt)"
         )));
     }
     let loading = bar(Some(0), "loading weights");
-    let mut model = VideoLlm::load_with(&a.model, &load, &mut |done, total| {
+    let mut model = VideoLlm::load_with(&a.model_args.model, &load, &mut |done, total| {
         loading.set_length(total as u64);
         loading.set_position(done as u64);
     })?;

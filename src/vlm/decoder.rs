@@ -75,6 +75,18 @@ pub fn forward<O: VlmOps>(
     qwen2::forward(ops, p, c, rope, x, cache, slot, positions)
 }
 
+/// Decoder layers + final norm on rows that belong to several sequences (a batched decode
+/// step; see `qwen2::forward_spans`).
+pub fn forward_spans<O: VlmOps>(
+    ops: &mut O,
+    p: &DecoderParams<O::T>,
+    c: &LlmConfig,
+    x: &O::T,
+    spans: &mut [qwen2::Span<'_, O>],
+) -> Result<O::T> {
+    qwen2::forward_spans(ops, p, c, x, spans)
+}
+
 /// Logits (R, vocab) of final hidden states (R, H).
 pub fn logits<O: VlmOps>(ops: &mut O, p: &DecoderParams<O::T>, hidden: &O::T) -> Result<O::T> {
     qwen2::logits(ops, p, hidden)

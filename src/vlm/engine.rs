@@ -6,6 +6,7 @@ use super::config::{Host, VlmConfig};
 use super::decoder::{self, DecoderParams};
 use super::layout::Layout;
 use super::lora::Lora;
+use super::qwen2::Span;
 use super::vision::{self, Vision};
 use super::weights::WeightReader;
 use crate::config::{ConfigPatch, LinvtConfig};
@@ -427,6 +428,27 @@ impl<O: VlmOps> Engine<O> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Generated> {
+        let mut seq = self.start(embeds, positions, delta, opts)?;
+        if let Some(&id) = seq.out.ids.first() {
+            on_token(id);
+        }
+        while !seq.done {
+            self.step(&mut [&mut seq])?;
+            on_token(*seq.out.ids.last().expect("a step adds a token"));
+        }
+        Ok(seq.finish())
+    }
+
+    /// Starts generating after a prompt: its prefill (on the prompt embeddings at rotary
+    /// `positions`; generated tokens then sit at slot + `delta`) and the first token. The
+    /// sequence then takes one token per [`Self::step`] until `done`.
+    pub fn start(
+        &mut self,
+        embeds: &O::T,
+        positions: &Positions,
+        delta: i64,
+        opts: &GenerateOptions,
+    ) -> Result<Sequence<O::Kv>> {
         let len = self.ops.row_count(embeds);
         let max_pos = self.config.llm.max_positions;
         if len >= max_pos {
@@ -435,52 +457,166 @@ impl<O: VlmOps> Engine<O> {
             )));
         }
         let capacity = (len + opts.max_new_tokens).min(max_pos);
-        let mut cache = self.new_cache(capacity)?;
-        let mut out = Generated::default();
-        let t0 = now_ms();
-        let hidden = self.decode_at(embeds, &mut cache, 0, positions)?;
-        let last = self.ops.rows(&hidden, len - 1, 1);
-        let mut logits = self.logits(&last)?;
-        let mut t1 = now_ms();
-        out.prefill_ms = t1 - t0;
-        let mut rng = crate::rand::SeededRng::new(opts.sampling.seed);
-        for position in len..len + opts.max_new_tokens {
-            if opts.keep_step_logits {
-                out.step_logits.push(self.ops.read_back(&logits)?);
-            }
-            let id = self.ops.sample(&logits, &opts.sampling, rng.uniform())?;
-            if out.ids.is_empty() {
-                // The prefill ends when its token is known (on a GPU the work runs at the
-                // first read-back): the time to the first token.
-                t1 = now_ms();
-                out.prefill_ms = t1 - t0;
-            }
-            out.ids.push(id);
-            on_token(id);
-            // Stop at a stop id, a full context, or the last requested token (whose successor's
-            // logits would never be used).
-            let last = position + 1 == len + opts.max_new_tokens;
-            let reason = if opts.stop_ids.contains(&id) {
-                Some(FinishReason::Stop)
-            } else if last {
-                Some(FinishReason::Length)
-            } else if position + 1 >= max_pos {
-                Some(FinishReason::Context)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                out.finish_reason = reason;
-                break;
-            }
-            let x = self.embed(&[id])?;
-            let at = (position as i64 + delta).max(0) as usize;
-            let step = Positions::range_on_axes(at, 1, positions.axes());
-            let hidden = self.decode_at(&x, &mut cache, position, &step)?;
-            logits = self.logits(&hidden)?;
+        let cache = self.new_cache(capacity)?;
+        let mut seq = Sequence {
+            cache,
+            prompt_len: len,
+            delta,
+            axes: positions.axes(),
+            max_positions: max_pos,
+            opts: opts.clone(),
+            rng: crate::rand::SeededRng::new(opts.sampling.seed),
+            out: Generated::default(),
+            done: opts.max_new_tokens == 0,
+            decode_started_ms: 0.0,
+        };
+        if seq.done {
+            return Ok(seq);
         }
-        out.decode_ms = now_ms() - t1;
-        Ok(out)
+        let t0 = now_ms();
+        let hidden = self.decode_at(embeds, &mut seq.cache, 0, positions)?;
+        let last = self.ops.rows(&hidden, len - 1, 1);
+        let logits = self.logits(&last)?;
+        // The prefill ends when its token is known (on a GPU the work runs at the first
+        // read-back): the time to the first token.
+        self.choose(&mut seq, &logits)?;
+        seq.decode_started_ms = now_ms();
+        seq.out.prefill_ms = seq.decode_started_ms - t0;
+        if seq.done {
+            seq.out.decode_ms = 0.0;
+        }
+        Ok(seq)
+    }
+
+    /// One token for every sequence of `seqs` not yet done, decoded together: the products
+    /// read each weight once for all of them (decoding is bound by reading the weights), each
+    /// sequence attends over its own cache. On the CPU executor each sequence's token is the
+    /// one it would get alone (`cpu::linear::DECODE_ROWS` products are row-independent); GPU
+    /// kernels for several rows sum in another order than the one-row kernel, so there a
+    /// batched token agrees with a lone one to rounding.
+    pub fn step(&mut self, seqs: &mut [&mut Sequence<O::Kv>]) -> Result<()> {
+        let mut active: Vec<&mut Sequence<O::Kv>> = seqs
+            .iter_mut()
+            .filter(|s| !s.done)
+            .map(|s| &mut **s)
+            .collect();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<u32> = active.iter().map(|s| s.last_id()).collect();
+        let x = self.embed(&ids)?;
+        let c = &self.config.llm;
+        let mut pos = Vec::with_capacity(active.len());
+        let mut ropes = Vec::with_capacity(active.len());
+        for s in active.iter() {
+            let slot = s.next_slot();
+            let at = (slot as i64 + s.delta).max(0) as usize;
+            let step = Positions::range_on_axes(at, 1, s.axes);
+            let rope = c.rope.for_length(step.end());
+            rope.check(&step, 1, "decode")?;
+            ropes.push(rope);
+            pos.push(self.ops.positions(&step)?);
+        }
+        let mut spans: Vec<Span<'_, O>> = active
+            .iter_mut()
+            .zip(ropes.iter().zip(&pos))
+            .map(|(s, (rope, positions))| {
+                let slot = s.next_slot();
+                Span {
+                    cache: &mut s.cache,
+                    slot,
+                    rows: 1,
+                    rope,
+                    positions,
+                }
+            })
+            .collect();
+        let hidden = decoder::forward_spans(
+            &mut self.ops,
+            &self.decoder,
+            &self.config.llm,
+            &x,
+            &mut spans,
+        )?;
+        drop(spans);
+        let logits = self.logits(&hidden)?;
+        for (i, s) in active.iter_mut().enumerate() {
+            let row = match ids.len() {
+                1 => logits.clone(),
+                _ => self.ops.rows(&logits, i, 1),
+            };
+            self.choose(s, &row)?;
+        }
+        Ok(())
+    }
+
+    /// Samples `seq`'s next token from its logits row and decides whether it ends there: a
+    /// stop id, its `max_new_tokens`, or a full context.
+    fn choose(&mut self, seq: &mut Sequence<O::Kv>, logits: &O::T) -> Result<()> {
+        if seq.opts.keep_step_logits {
+            seq.out.step_logits.push(self.ops.read_back(logits)?);
+        }
+        let id = self
+            .ops
+            .sample(logits, &seq.opts.sampling, seq.rng.uniform())?;
+        seq.out.ids.push(id);
+        let position = seq.prompt_len + seq.out.ids.len() - 1;
+        // Stop at a stop id, the last requested token (whose successor's logits would never be
+        // used), or a full context.
+        let reason = if seq.opts.stop_ids.contains(&id) {
+            Some(FinishReason::Stop)
+        } else if seq.out.ids.len() == seq.opts.max_new_tokens {
+            Some(FinishReason::Length)
+        } else if position + 1 >= seq.max_positions {
+            Some(FinishReason::Context)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            seq.out.finish_reason = reason;
+            seq.done = true;
+            seq.out.decode_ms = now_ms() - seq.decode_started_ms;
+        }
+        Ok(())
+    }
+}
+
+/// A sequence being generated ([`Engine::start`], [`Engine::step`]): its own KV cache, where it
+/// stands, how it samples, and what it has produced.
+pub struct Sequence<Kv> {
+    cache: Kv,
+    prompt_len: usize,
+    delta: i64,
+    axes: usize,
+    max_positions: usize,
+    opts: GenerateOptions,
+    rng: crate::rand::SeededRng,
+    /// The tokens so far, why it ended and its timings (`decode_ms` once done).
+    pub out: Generated,
+    /// No more tokens will come (a stop id, `max_new_tokens`, the context, or none asked for).
+    pub done: bool,
+    decode_started_ms: f64,
+}
+
+impl<Kv> Sequence<Kv> {
+    /// The last token chosen (the next step's input).
+    fn last_id(&self) -> u32 {
+        *self.out.ids.last().expect("a started sequence has a token")
+    }
+
+    /// The cache slot the last chosen token goes to.
+    fn next_slot(&self) -> usize {
+        self.prompt_len + self.out.ids.len() - 1
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+
+    /// What it produced (call once done; a sequence stopped early keeps its tokens so far).
+    pub fn finish(self) -> Generated {
+        self.out
     }
 }
 

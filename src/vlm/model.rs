@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::config::{ids_of, Host, VlmConfig};
-use super::engine::{Engine, EngineSources, FinishReason, GenerateOptions};
+use super::engine::{Engine, EngineSources, FinishReason, GenerateOptions, Sequence};
 use super::internvl::{self, HostOptions};
 pub use super::internvl::{VideoPath, Visual};
 use super::lora::Lora;
-use super::prompt::Template;
+use super::prompt::{Template, Turns};
 use super::qwen2_vl_preprocess::Qwen2Processor;
 use super::tokenizer::Tokenizer;
 use crate::cpu::CpuOps;
@@ -80,6 +80,8 @@ pub struct AskOptions {
     /// Qwen2-VL: the most pixels an image or frame is resized to (see
     /// `host::HostOptions::max_pixels`).
     pub max_pixels: Option<usize>,
+    /// A conversation's other turns and system message (multi-turn chat; empty: one question).
+    pub turns: Turns,
 }
 
 impl Default for AskOptions {
@@ -91,6 +93,7 @@ impl Default for AskOptions {
             max_tiles: None,
             fps: None,
             max_pixels: None,
+            turns: Turns::default(),
         }
     }
 }
@@ -387,15 +390,158 @@ impl VideoLlm {
         on_text: &mut dyn FnMut(&str),
         on_stage: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
+        let mut q = self.begin(visual, question, opts, on_stage)?;
+        loop {
+            if let Some(delta) = q.new_text(&self.tokenizer)? {
+                on_text(&delta);
+            }
+            if q.done() {
+                break;
+            }
+            self.step(&mut [&mut q])?;
+        }
+        self.finish(q)
+    }
+
+    /// Starts answering: the visual input through the host (vision encoder, LinVT), the
+    /// prompt's prefill and the first token. Further tokens come from [`Self::step`], which
+    /// decodes any number of started questions together.
+    pub fn begin(
+        &mut self,
+        visual: &Visual,
+        question: &str,
+        opts: &AskOptions,
+        on_stage: &mut dyn FnMut(&str),
+    ) -> Result<Question> {
+        let mut template = self.template.clone();
+        template.turns = opts.turns.clone();
         let ctx = AskContext {
             tokenizer: &self.tokenizer,
-            template: &self.template,
+            template: &template,
             stop_ids: &self.stop_ids,
         };
         match &mut self.executor {
-            Executor::Cpu(e) => ctx.ask(e, visual, question, opts, on_text, on_stage),
-            Executor::Gpu(e) => ctx.ask(e, visual, question, opts, on_text, on_stage),
+            Executor::Cpu(e) => ctx.begin(e, visual, question, opts, on_stage, Running::Cpu),
+            Executor::Gpu(e) => ctx.begin(e, visual, question, opts, on_stage, Running::Gpu),
         }
+    }
+
+    /// One more token for every question in `questions` that is not done, decoded in one
+    /// batched step (see `Engine::step`).
+    pub fn step(&mut self, questions: &mut [&mut Question]) -> Result<()> {
+        match &mut self.executor {
+            Executor::Cpu(e) => {
+                let mut seqs: Vec<_> = (questions.iter_mut())
+                    .filter_map(|q| match &mut q.running {
+                        Running::Cpu(s) => Some(s),
+                        Running::Gpu(_) => None,
+                    })
+                    .collect();
+                e.step(&mut seqs)
+            }
+            Executor::Gpu(e) => {
+                let mut seqs: Vec<_> = (questions.iter_mut())
+                    .filter_map(|q| match &mut q.running {
+                        Running::Gpu(s) => Some(s),
+                        Running::Cpu(_) => None,
+                    })
+                    .collect();
+                e.step(&mut seqs)
+            }
+        }
+    }
+
+    /// The answer of a question (done, or stopped early: its tokens so far).
+    pub fn finish(&self, q: Question) -> Result<Answer> {
+        let generated = match q.running {
+            Running::Cpu(s) => s.finish(),
+            Running::Gpu(s) => s.finish(),
+        };
+        let mut timings = q.timings_ms;
+        timings.push(("prefill".into(), generated.prefill_ms));
+        timings.push(("decode".into(), generated.decode_ms));
+        Ok(Answer {
+            text: self.tokenizer.decode(&generated.ids)?,
+            token_ids: generated.ids,
+            timings_ms: timings,
+            provenance: q.provenance,
+            prompt_ids: q.prompt_ids,
+            video_path: q.video_path,
+            images: q.images,
+            visual_tokens: q.visual_tokens,
+            prompt_visual_tokens: q.prompt_visual_tokens,
+            finish_reason: generated.finish_reason,
+        })
+    }
+}
+
+/// A sequence on whichever executor the model runs on.
+enum Running {
+    Cpu(Sequence<<CpuOps as VlmOps>::Kv>),
+    Gpu(Sequence<<GpuOps<'static> as VlmOps>::Kv>),
+}
+
+/// A question being answered ([`VideoLlm::begin`]): its sequence and what the host reported.
+pub struct Question {
+    running: Running,
+    /// The answer's text handed out so far by [`Question::new_text`].
+    shown: String,
+    timings_ms: Vec<(String, f64)>,
+    provenance: Option<Provenance>,
+    prompt_ids: Vec<u32>,
+    video_path: Option<VideoPath>,
+    images: usize,
+    visual_tokens: usize,
+    prompt_visual_tokens: usize,
+}
+
+impl Question {
+    fn generated(&self) -> &super::engine::Generated {
+        match &self.running {
+            Running::Cpu(s) => &s.out,
+            Running::Gpu(s) => &s.out,
+        }
+    }
+
+    /// No more tokens will come.
+    pub fn done(&self) -> bool {
+        match &self.running {
+            Running::Cpu(s) => s.done,
+            Running::Gpu(s) => s.done,
+        }
+    }
+
+    /// The token ids so far.
+    pub fn token_ids(&self) -> &[u32] {
+        &self.generated().ids
+    }
+
+    /// Why it ended (meaningful once done).
+    pub fn finish_reason(&self) -> FinishReason {
+        self.generated().finish_reason
+    }
+
+    /// Prompt tokens.
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt_ids.len()
+    }
+
+    /// Visual tokens out of the projector, and in the prompt (fewer after LinVT).
+    pub fn visual_tokens(&self) -> (usize, usize) {
+        (self.visual_tokens, self.prompt_visual_tokens)
+    }
+
+    /// The text the tokens so far add to what was handed out before, if any: only complete
+    /// characters (a multi-byte character may span tokens), all of it once done.
+    pub fn new_text(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
+        let text = tokenizer.decode(self.token_ids())?;
+        let complete = self.done() || !text.ends_with('\u{FFFD}');
+        if !complete || text.len() <= self.shown.len() || !text.starts_with(&self.shown) {
+            return Ok(None);
+        }
+        let delta = text[self.shown.len()..].to_string();
+        self.shown = text;
+        Ok(Some(delta))
     }
 }
 
@@ -406,15 +552,15 @@ struct AskContext<'a> {
 }
 
 impl AskContext<'_> {
-    fn ask<O: VlmOps>(
+    fn begin<O: VlmOps>(
         &self,
         e: &mut Engine<O>,
         visual: &Visual,
         question: &str,
         opts: &AskOptions,
-        on_text: &mut dyn FnMut(&str),
         on_stage: &mut dyn FnMut(&str),
-    ) -> Result<Answer> {
+        wrap: fn(Sequence<O::Kv>) -> Running,
+    ) -> Result<Question> {
         if question.trim().is_empty() {
             return Err(Error::input(
                 "the question is empty; ask something about the video",
@@ -446,60 +592,30 @@ impl AskContext<'_> {
                 on_stage,
             )?,
         };
-        let mut timings = input.timings_ms.clone();
         let prompt = input.prompt;
-        let rows = input.rows;
         on_stage("prefill");
-        let embeds = e.prompt_embeds(&prompt.ids, &prompt.context_positions, &rows)?;
+        let embeds = e.prompt_embeds(&prompt.ids, &prompt.context_positions, &input.rows)?;
         let gen_opts = GenerateOptions {
             max_new_tokens: opts.max_new_tokens,
             sampling: opts.sampling,
             stop_ids: self.stop_ids.to_vec(),
             keep_step_logits: false,
         };
-        let mut ids = Vec::new();
-        let mut shown = String::new();
-        let mut failed = None;
         let (positions, delta) = match &input.rope {
             Some((p, d)) => (p.clone(), *d),
             None => (crate::ops::Positions::range(0, prompt.ids.len()), 0),
         };
-        let generated = e.generate_at(&embeds, &positions, delta, &gen_opts, &mut |id| {
-            ids.push(id);
-            // Emit only complete characters: a multi-byte character may span tokens.
-            match self.tokenizer.decode(&ids) {
-                Ok(text) if !text.ends_with('\u{FFFD}') && text.len() > shown.len() => {
-                    if let Some(delta) = text.get(shown.len()..) {
-                        on_text(delta);
-                    }
-                    shown = text;
-                }
-                Ok(_) => {}
-                Err(err) => failed = Some(err),
-            }
-        })?;
-        if let Some(err) = failed {
-            return Err(err);
-        }
-        timings.push(("prefill".into(), generated.prefill_ms));
-        timings.push(("decode".into(), generated.decode_ms));
-        let text = self.tokenizer.decode(&generated.ids)?;
-        if text.len() > shown.len() {
-            if let Some(delta) = text.get(shown.len()..) {
-                on_text(delta);
-            }
-        }
-        Ok(Answer {
-            text,
-            token_ids: generated.ids,
-            timings_ms: timings,
+        let seq = e.start(&embeds, &positions, delta, &gen_opts)?;
+        Ok(Question {
+            running: wrap(seq),
+            shown: String::new(),
+            timings_ms: input.timings_ms,
             provenance: input.provenance,
             prompt_ids: prompt.ids,
             video_path: input.video_path,
             images: input.images,
             visual_tokens: input.visual_tokens,
             prompt_visual_tokens: input.prompt_visual_tokens,
-            finish_reason: generated.finish_reason,
         })
     }
 }

@@ -23,6 +23,22 @@ pub struct Template {
     pub assistant_role: &'static str,
     /// Ends every turn; its token (without trailing whitespace) also stops generation.
     pub sep: &'static str,
+    /// A multi-turn conversation's other turns (empty: one question).
+    pub turns: Turns,
+}
+
+/// The turns of a conversation around the one that carries the image or video (multi-turn
+/// chat: the media stay in the turn that brought them, as InternVL's `chat(history=…)` and the
+/// Qwen2-VL chat template place them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Turns {
+    /// Replaces the template's system message.
+    pub system: Option<String>,
+    /// (user, assistant) turns before the media's turn.
+    pub before: Vec<(String, String)>,
+    /// (assistant, user) turns after it: the answer to the media's turn, the next question, …
+    /// — the last user message is the one being answered.
+    pub after: Vec<(String, String)>,
 }
 
 impl Template {
@@ -34,6 +50,7 @@ impl Template {
             user_role: "<|im_start|>user\n",
             assistant_role: "<|im_start|>assistant\n",
             sep,
+            turns: Turns::default(),
         };
         match name {
             // InternVL2's `Hermes-2` and `internlm2-chat` are the same chatml layout.
@@ -55,6 +72,7 @@ impl Template {
                 user_role: "<|user|>\n",
                 assistant_role: "<|assistant|>\n",
                 sep: "<|end|>",
+                turns: Turns::default(),
             }),
             other => Err(Error::config(format!(
                 "unsupported chat template `{other}`; supported: {}",
@@ -69,22 +87,27 @@ impl Template {
     }
 
     /// system + sep + user + message + sep + assistant (no newline after a sep, as released;
-    /// no system turn when the template has none).
+    /// no system turn when the template has none), with `turns` before and after the message's.
     pub fn render(&self, user_message: &str) -> String {
+        let system_message = self.turns.system.as_deref().unwrap_or(&self.system_message);
         let system = if self.system_template.is_empty() {
             String::new()
         } else {
             let s = self.system_template;
             format!(
                 "{}{}",
-                s.replace("{system_message}", &self.system_message),
+                s.replace("{system_message}", system_message),
                 self.sep
             )
         };
-        format!(
-            "{}{}{}{}{}",
-            system, self.user_role, user_message, self.sep, self.assistant_role
-        )
+        let (user, assistant, sep) = (self.user_role, self.assistant_role, self.sep);
+        let before: String = (self.turns.before.iter())
+            .map(|(q, a)| format!("{user}{q}{sep}{assistant}{a}{sep}"))
+            .collect();
+        let after: String = (self.turns.after.iter())
+            .map(|(a, q)| format!("{assistant}{a}{sep}{user}{q}{sep}"))
+            .collect();
+        format!("{system}{before}{user}{user_message}{sep}{after}{assistant}")
     }
 }
 

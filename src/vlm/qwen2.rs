@@ -165,14 +165,45 @@ pub fn forward<O: VlmOps>(
     slot: usize,
     positions: &O::Pos,
 ) -> Result<O::T> {
+    let rows = ops.row_count(x);
+    let mut span = [Span {
+        cache,
+        slot,
+        rows,
+        rope,
+        positions,
+    }];
+    forward_spans(ops, p, c, x, &mut span)
+}
+
+/// A run of `rows` consecutive rows of a decoder pass that belong to one sequence: its KV
+/// cache, the cache slot of its first row, its rotation and its rows' rotary positions.
+pub struct Span<'a, O: VlmOps> {
+    pub cache: &'a mut O::Kv,
+    pub slot: usize,
+    pub rows: usize,
+    pub rope: &'a Rope,
+    pub positions: &'a O::Pos,
+}
+
+/// The decoder layers on `x`, whose rows are the `spans`' rows in order: one span is a prompt
+/// (or a chunk of one); several are a batched decode step, one row per sequence. The products
+/// and norms run on all rows at once (decoding reads each weight once for the whole batch);
+/// keys and values go to each span's cache and its rows attend over that cache alone.
+pub fn forward_spans<O: VlmOps>(
+    ops: &mut O,
+    p: &Qwen2Params<O::T>,
+    c: &LlmConfig,
+    x: &O::T,
+    spans: &mut [Span<'_, O>],
+) -> Result<O::T> {
     // Each residual add is fused with the norm after it (the next layer's, or the final one).
     let first_norm = p.layers.first().map_or(&p.norm, |l| &l.input_norm);
     let mut h = ops.rms_norm(x, first_norm, c.rms_norm_eps)?;
     let mut x = x.clone();
     for (n, l) in p.layers.iter().enumerate() {
         let qkv = ops.linear(&h, &l.qkv_w, l.qkv_b.as_ref())?;
-        let q = ops.qkv_to_cache(cache, n, slot, &qkv, c.heads, rope, positions)?;
-        let a = ops.kv_attention(cache, n, &q, slot, c.heads)?;
+        let a = attend(ops, spans, n, &qkv, c.heads)?;
         let a = ops.linear(&a, &l.o_w, None)?;
         let (x1, h1) = ops.add_rms_norm(&x, &a, &l.post_norm, c.rms_norm_eps)?;
         let m = ops.linear(&h1, &l.gate_up_w, None)?;
@@ -182,6 +213,33 @@ pub fn forward<O: VlmOps>(
         (x, h) = ops.add_rms_norm(&x1, &m, next_norm, c.rms_norm_eps)?;
     }
     Ok(h)
+}
+
+/// Layer `layer`'s attention: each span's rows of `qkv` rotated into its cache, attending over
+/// it; the outputs in the spans' order.
+fn attend<O: VlmOps>(
+    ops: &mut O,
+    spans: &mut [Span<'_, O>],
+    layer: usize,
+    qkv: &O::T,
+    heads: usize,
+) -> Result<O::T> {
+    let one = spans.len() == 1;
+    let mut outs = Vec::with_capacity(spans.len());
+    let mut row = 0;
+    for s in spans.iter_mut() {
+        let part = match one {
+            true => qkv.clone(),
+            false => ops.rows(qkv, row, s.rows),
+        };
+        row += s.rows;
+        let q = ops.qkv_to_cache(s.cache, layer, s.slot, &part, heads, s.rope, s.positions)?;
+        outs.push(ops.kv_attention(s.cache, layer, &q, s.slot, heads)?);
+    }
+    match one {
+        true => Ok(outs.pop().expect("one span")),
+        false => ops.concat_rows(&outs),
+    }
 }
 
 /// Logits (R, vocab) of hidden states (R, H).
