@@ -8,7 +8,7 @@ which the report shows), and reports completion tokens / wall time, and the deco
 from the server's /metrics (decode-step seconds). Standard library only.
 
     python3 scripts/bench/serve_concurrency.py --model DIR --image PNG [--backend cpu]
-        [--clients 1,4,8] [--requests 2] [--max-tokens 64] [--bin target/release/linvt]
+        [--clients 1,4,8] [--requests 2] [--max-tokens 64] [--max-tiles 1] [--bin target/release/linvt]
 """
 
 import argparse
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--clients", default="1,4,8")
     ap.add_argument("--requests", type=int, default=2, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-tiles", type=int, default=1, help="image tiles (InternVL hosts)")
     ap.add_argument("--bin", default="target/release/linvt")
     ap.add_argument("--extra", default="", help="more `linvt serve` flags")
     a = ap.parse_args()
@@ -74,7 +75,7 @@ def main():
         try:
             wait_ready(port, proc)
             body = {
-                "model": "m", "temperature": 0, "max_tokens": a.max_tokens,
+                "model": "m", "temperature": 0, "max_tokens": a.max_tokens, "max_tiles": a.max_tiles,
                 "messages": [{"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": url}},
                     {"type": "text", "text": "Describe the picture in detail."}]}],

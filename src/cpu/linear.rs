@@ -21,7 +21,9 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
     #[cfg(not(target_arch = "wasm32"))]
     {
         if m <= DECODE_ROWS {
-            return matvec_rows(x, m, b, n, k, |xi, j| dot_f32(xi, &w[j * k..(j + 1) * k]));
+            return matvec_rows(x, m, b, n, k, |j, out| {
+                dots_f32(x, k, &w[j * k..(j + 1) * k], out)
+            });
         }
         gemm_linear(x, w, b, m, n, k)
     }
@@ -112,7 +114,9 @@ pub fn linear_bf16(
 ) -> Vec<f32> {
     assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
     if m <= DECODE_ROWS {
-        return matvec_rows(x, m, b, n, k, |xi, j| dot_bf16(xi, &w[j * k..(j + 1) * k]));
+        return matvec_rows(x, m, b, n, k, |j, out| {
+            dots_bf16(x, k, &w[j * k..(j + 1) * k], out)
+        });
     }
     let mut y = vec![0.0f32; m * n];
     let block = (BF16_WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
@@ -144,30 +148,34 @@ const BF16_WIDEN_BYTES: usize = 4 << 20;
 #[cfg(not(target_arch = "wasm32"))]
 const MATVEC_ROWS_PER_TASK: usize = 32;
 
-/// Y (m×n) = X·Wᵀ + b for a few rows of X: memory-bound, so W is read once — each W row `j`
-/// stays in cache while every X row takes `dot(x_i, j)` with it — and W's rows are split over
-/// the rayon pool natively. Element (i, j) is exactly what a one-row call computes, so a row's
-/// result never depends on the rows beside it: a batched decode step gives every sequence the
-/// bits it would get decoded alone.
+/// Y (m×n) = X·Wᵀ + b for a few rows of X: memory-bound, so W is read once — `dots(j, out)`
+/// takes every X row's dot product with W row `j` while that row is in cache — and W's rows
+/// are split over the rayon pool natively. Each dot product is computed exactly as a one-row
+/// call computes it (the kernels below keep each row's own accumulators and order, whatever
+/// rows share the weight loads), so a row's result never depends on the rows beside it: a
+/// batched decode step gives every sequence the bits it would get decoded alone.
 fn matvec_rows(
     x: &[f32],
     m: usize,
     b: Option<&[f32]>,
     n: usize,
     k: usize,
-    dot: impl Fn(&[f32], usize) -> f32 + Sync,
+    dots: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
     if m == 0 {
         return Vec::new();
     }
+    debug_assert!(x.len() >= m * k);
     // Transposed (n×m): a task's W rows own one contiguous stretch of the output.
     let mut yt = vec![0.0f32; n * m];
     let fill = |j0: usize, ys: &mut [f32]| {
         for (jj, out) in ys.chunks_mut(m).enumerate() {
             let j = j0 + jj;
-            let bias = b.map_or(0.0, |b| b[j]);
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot(&x[i * k..(i + 1) * k], j) + bias;
+            dots(j, out);
+            if let Some(b) = b {
+                for o in out.iter_mut() {
+                    *o += b[j];
+                }
             }
         }
     };
@@ -196,67 +204,114 @@ fn matvec_rows(
     y
 }
 
-/// x·w in f32: AVX2 + FMA where the CPU has them (chosen at run time), else the portable loop.
+/// out[i] = x_i·w for the rows of x (out.len() rows of k) and one f32 weight row.
 #[cfg(not(target_arch = "wasm32"))]
-fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { dot_f32_avx2(x, w) };
+        return unsafe { by_row_groups(x, k, out, |xs, o| dots_f32_avx2(xs, w, o)) };
     }
-    dot_portable(x, w, |v| v)
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| v);
+    }
 }
 
-/// x·w with w bf16: AVX2 + FMA where the CPU has them (chosen at run time), else the
-/// portable loop.
-fn dot_bf16(x: &[f32], w: &[u16]) -> f32 {
+/// out[i] = x_i·w for the rows of x (out.len() rows of k) and one bf16 weight row.
+fn dots_bf16(x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { dot_bf16_avx2(x, w) };
+        return unsafe { by_row_groups(x, k, out, |xs, o| dots_bf16_avx2(xs, w, o)) };
     }
-    dot_portable(x, w, |v| f32::from_bits((v as u32) << 16))
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| {
+            f32::from_bits((v as u32) << 16)
+        });
+    }
 }
 
-/// An AVX2 + FMA dot product over weights of type `$elem`, `$load` reading eight of them as
-/// f32 lanes: 32 weights per step into four accumulators (so the adds do not wait on each
-/// other), summed, then the tail in order.
+/// X rows sharing one weight load in the AVX2 kernels: 3 rows × 4 accumulators + the weight +
+/// an X vector fill 14 of the 16 registers. Measured (`benches/cpu_products.rs`, bf16
+/// 9728 × 896 in cache, 2 cores): 1 row 306 µs, 2 rows 479, 3 rows 754, 4 rows 788 (3 + 1) —
+/// groups of 4 (spilling) 899, groups of 2 would be 958.
 #[cfg(target_arch = "x86_64")]
-macro_rules! dot_avx2 {
+const ROW_GROUP: usize = 3;
+
+/// Calls `kernel` on groups of up to [`ROW_GROUP`] rows of x (rows of k) and their outputs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn by_row_groups(
+    x: &[f32],
+    k: usize,
+    out: &mut [f32],
+    kernel: impl Fn(&[&[f32]], &mut [f32]),
+) {
+    let mut rows = [&x[..0]; ROW_GROUP];
+    for (g, o) in out.chunks_mut(ROW_GROUP).enumerate() {
+        for (r, row) in rows.iter_mut().enumerate().take(o.len()) {
+            let i = g * ROW_GROUP + r;
+            *row = &x[i * k..(i + 1) * k];
+        }
+        kernel(&rows[..o.len()], o);
+    }
+}
+
+/// AVX2 + FMA dot products of up to [`ROW_GROUP`] f32 rows with one weight row of type `$elem`,
+/// `$load` reading eight weights as f32 lanes (once for all rows): per row, 32 weights per step
+/// into four accumulators (so the adds do not wait on each other), summed, then the tail in
+/// order — the same operations in the same order for a row whatever rows share the call.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dots_avx2 {
     ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn $name(x: &[f32], w: &[$elem]) -> f32 {
+        unsafe fn $name(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
+            match xs.len() {
+                1 => $name::rows::<1>(xs, w, out),
+                2 => $name::rows::<2>(xs, w, out),
+                _ => $name::rows::<3>(xs, w, out),
+            }
+        }
+        mod $name {
             use std::arch::x86_64::*;
-            let k = x.len().min(w.len());
-            let main = k - k % 32;
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
-            while i < main {
-                for (a, acc) in acc.iter_mut().enumerate() {
-                    let at = i + 8 * a;
-                    // SAFETY: at + 8 ≤ main ≤ k, within both slices.
-                    let wf = $load(w.as_ptr().add(at));
-                    let xv = _mm256_loadu_ps(x.as_ptr().add(at));
-                    *acc = _mm256_fmadd_ps(xv, wf, *acc);
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn rows<const R: usize>(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
+                let k = xs[..R].iter().fold(w.len(), |k, x| k.min(x.len()));
+                let main = k - k % 32;
+                let mut acc = [[_mm256_setzero_ps(); 4]; R];
+                let mut i = 0;
+                while i < main {
+                    for a in 0..4 {
+                        let at = i + 8 * a;
+                        // SAFETY: at + 8 ≤ main ≤ k, within w and every row.
+                        let wf = $load(w.as_ptr().add(at));
+                        for r in 0..R {
+                            let xv = _mm256_loadu_ps(xs[r].as_ptr().add(at));
+                            acc[r][a] = _mm256_fmadd_ps(xv, wf, acc[r][a]);
+                        }
+                    }
+                    i += 32;
                 }
-                i += 32;
+                for r in 0..R {
+                    let [a0, a1, a2, a3] = acc[r];
+                    let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+                    let mut lanes = [0.0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+                    let mut s = lanes.iter().sum::<f32>();
+                    for j in main..k {
+                        s += xs[r][j] * $widen(w[j]);
+                    }
+                    out[r] = s;
+                }
             }
-            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-            let mut s = lanes.iter().sum::<f32>();
-            for j in main..k {
-                s += x[j] * $widen(w[j]);
-            }
-            s
         }
     };
 }
 
 // bf16: 8 values zero-extended to 32 bits and shifted into the upper half (the exact f32).
 #[cfg(target_arch = "x86_64")]
-dot_avx2!(
-    dot_bf16_avx2,
+dots_avx2!(
+    dots_bf16_avx2,
     u16,
     |p: *const u16| _mm256_castsi256_ps(_mm256_slli_epi32(
         _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
@@ -265,8 +320,8 @@ dot_avx2!(
     |v: u16| f32::from_bits((v as u32) << 16)
 );
 #[cfg(target_arch = "x86_64")]
-dot_avx2!(
-    dot_f32_avx2,
+dots_avx2!(
+    dots_f32_avx2,
     f32,
     |p: *const f32| _mm256_loadu_ps(p),
     |v: f32| v

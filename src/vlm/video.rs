@@ -216,6 +216,9 @@ pub fn sample_indices(
     }
 }
 
+/// The most pixels a video frame may have (as for images: 16384 × 16384).
+const MAX_FRAME_PIXELS: usize = 1 << 28;
+
 /// Decodes `video` with ffmpeg and keeps the frames `sampling` picks; also the rate they
 /// represent (frames per second of video).
 pub fn load_video_sampled(video: &Path, sampling: Sampling) -> Result<(Vec<Frame>, Option<f64>)> {
@@ -225,6 +228,13 @@ pub fn load_video_sampled(video: &Path, sampling: Sampling) -> Result<(Vec<Frame
     let info = probe(&ffprobe, video)?;
     let (wanted, rate) = sample_indices(info.frames, info.fps, sampling)?;
     let (w, h) = (info.width, info.height);
+    // A file's header can claim any size; one frame's buffer is allocated before decoding.
+    if w.checked_mul(h).is_none_or(|p| p > MAX_FRAME_PIXELS) {
+        return Err(Error::input(format!(
+            "{} declares {w}×{h} frames, more than the {MAX_FRAME_PIXELS}-pixel limit (16384 × 16384); is it a real video?",
+            video.display()
+        )));
+    }
     let mut child = Command::new(&ffmpeg)
         .args(["-v", "error", "-nostdin", "-noautorotate", "-i"])
         .arg(video)

@@ -1,0 +1,40 @@
+//! Criterion benchmarks of the CPU executor's decode products: Y = X·Wᵀ for a few rows of X
+//! (one row per sequence of a batched decode step) against Qwen2-0.5B's stacked gate|up weight
+//! (9728 × 896), bf16 and f32. One row is bound by reading W; more rows share each weight load,
+//! so time per row should fall as rows are added (`linvt serve --parallel`).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use linvt::cpu::linear::{linear, linear_bf16};
+
+const N: usize = 9728;
+const K: usize = 896;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = linvt::rand::SeededRng::new(seed);
+    (0..n).map(|_| rng.uniform() - 0.5).collect()
+}
+
+fn decode_products(c: &mut Criterion) {
+    linvt::cpu::threads::init(None).expect("the thread pool starts");
+    let w = values(N * K, 1);
+    let wb: Vec<u16> = w
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    let x = values(8 * K, 2);
+    let mut g = c.benchmark_group("cpu decode product 9728x896");
+    g.sample_size(20);
+    for m in [1, 2, 3, 4, 8] {
+        g.throughput(Throughput::Elements(m as u64));
+        g.bench_with_input(BenchmarkId::new("bf16", m), &m, |b, &m| {
+            b.iter(|| linear_bf16(&x, &wb, None, m, N, K))
+        });
+        g.bench_with_input(BenchmarkId::new("f32", m), &m, |b, &m| {
+            b.iter(|| linear(&x, &w, None, m, N, K))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode_products);
+criterion_main!(benches);
