@@ -434,8 +434,10 @@ def bad_requests():
             "/v1/chat/completions", 404, None, "model_not_found", None),
         "n=2": ({"model": NAME, "max_tokens": 4, "n": 2, "messages": msgs(ok_parts + [q])},
                 "/v1/chat/completions", 400, "invalid_request_error", None, "n"),
-        "no media": ({"model": NAME, "max_tokens": 4, "messages": msgs("What is it?")},
-                     "/v1/chat/completions", 400, "invalid_request_error", None, None),
+        "last message not the user's": (
+            {"model": NAME, "max_tokens": 4,
+             "messages": msgs("What is it?") + [{"role": "assistant", "content": "A bar."}]},
+            "/v1/chat/completions", 400, "invalid_request_error", None, "messages"),
         "file outside allowed dir": (
             {"model": NAME, "max_tokens": 4,
              "messages": msgs([image_part("file://" + os.path.join(OUTSIDE, "secret.png")), q])},
@@ -482,6 +484,18 @@ def test_sdk(srv):
 
     ids = [m.id for m in client.models.list().data]
     check("sdk models.list has the served name", NAME in ids, f"got {ids}")
+
+    # Text-only chat (no media): answered, no visual tokens, the same text streamed or not.
+    text_msgs = [{"role": "user", "content": "Name a colour."}]
+    r = client.chat.completions.create(model=NAME, messages=text_msgs, temperature=0, max_tokens=8)
+    chunks = client.chat.completions.create(model=NAME, messages=text_msgs, temperature=0,
+                                            max_tokens=8, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check("sdk text-only chat: answered, 0 visual tokens, streamed == plain",
+          r.choices[0].message.content and r.usage.completion_tokens == 8
+          and r.model_extra is not None and r.usage.model_extra.get("visual_tokens") == 0
+          and streamed == r.choices[0].message.content,
+          f"{r.choices[0].message.content!r} / {streamed!r}, usage {r.usage}")
 
     def sdk_chat(inp, q, n, **kw):
         msgs = [{"role": "user", "content": parts(inp) + [{"type": "text", "text": q}]}]
@@ -651,8 +665,8 @@ def test_sdk(srv):
     raises("input_audio part", openai.BadRequestError, model=NAME, max_tokens=4, messages=[
         {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
                                      {"type": "text", "text": "hi"}]}])
-    raises("no media", openai.BadRequestError, model=NAME, max_tokens=4,
-           messages=[{"role": "user", "content": "hi"}])
+    raises("last message not the user's", openai.BadRequestError, model=NAME, max_tokens=4,
+           messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}])
     raises("file outside the allowed dir", openai.PermissionDeniedError, model=NAME, max_tokens=4,
            messages=[{"role": "user", "content": [
                image_part("file://" + os.path.join(OUTSIDE, "secret.png")), {"type": "text", "text": "hi"}]}])

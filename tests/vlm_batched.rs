@@ -61,7 +61,7 @@ fn together(m: &mut VideoLlm) -> Vec<Vec<u32>> {
     let mut running: Vec<Question> = Vec::new();
     let begin = |m: &mut VideoLlm, i: usize| {
         let (v, q, o) = &qs[i];
-        m.begin(v, q, o, &mut |_| {}).unwrap()
+        m.begin(Some(v), q, o, &mut |_| {}).unwrap()
     };
     running.push(begin(m, 0));
     running.push(begin(m, 1));
@@ -103,4 +103,54 @@ fn batched_decoding_on_the_gpu_answers_as_each_question_alone() {
     let mut m = VideoLlm::load(&common::tiny_fixture(), Device::Gpu, &mut |_, _| {}).unwrap();
     let want = alone(&mut m);
     assert_eq!(together(&mut m), want);
+}
+
+/// A question without media (text-only chat): its prompt is InternVL's template written out by
+/// hand (Hermes-2: system, user and an open assistant turn, with a history turn), and decoded
+/// beside a video question it answers as alone, on the CPU and the GPU alike.
+#[test]
+fn text_only_questions_take_the_template_and_batch_with_video_ones() {
+    use linvt::vlm::prompt::INTERNVL_SYSTEM_MESSAGE;
+    let opts = AskOptions {
+        max_new_tokens: 8,
+        turns: Turns {
+            system: None,
+            before: vec![("Hi".into(), "Hello.".into())],
+            after: vec![],
+        },
+        ..Default::default()
+    };
+    let text = format!(
+        "<|im_start|>system\n{INTERNVL_SYSTEM_MESSAGE}<|im_end|><|im_start|>user\nHi<|im_end|><|im_start|>assistant\nHello.<|im_end|><|im_start|>user\nName a colour.<|im_end|><|im_start|>assistant\n"
+    );
+    let mut devices = vec![Device::Cpu];
+    if common::gpu().is_some() {
+        devices.push(Device::Gpu);
+    }
+    let mut answers = Vec::new();
+    for device in devices {
+        let mut m = VideoLlm::load(&common::tiny_fixture(), device, &mut |_, _| {}).unwrap();
+        let want_ids = m.tokenizer().encode_prompt(&text).unwrap();
+        let alone = m.begin(None, "Name a colour.", &opts, &mut |_| {}).unwrap();
+        let mut alone = vec![alone];
+        while !alone[0].done() {
+            m.step(&mut alone.iter_mut().collect::<Vec<_>>()).unwrap();
+        }
+        let alone = m.finish(alone.pop().unwrap()).unwrap();
+        assert_eq!(alone.prompt_ids, want_ids);
+        assert_eq!((alone.visual_tokens, alone.token_ids.len()), (0, 8));
+        let (clip, q, o) = questions().swap_remove(0);
+        let mut both = vec![
+            m.begin(Some(&clip), q, &o, &mut |_| {}).unwrap(),
+            m.begin(None, "Name a colour.", &opts, &mut |_| {}).unwrap(),
+        ];
+        while both.iter().any(|q| !q.done()) {
+            m.step(&mut both.iter_mut().collect::<Vec<_>>()).unwrap();
+        }
+        let text_answer = m.finish(both.pop().unwrap()).unwrap();
+        assert_eq!(text_answer.token_ids, alone.token_ids, "{device:?}");
+        answers.push(alone.token_ids);
+    }
+    // The GPU executor answers as the CPU one.
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
 }

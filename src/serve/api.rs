@@ -95,7 +95,7 @@ pub struct ChatRequest {
     /// The other turns and a system message.
     pub turns: Turns,
     /// The media of the conversation, in order (one video, or images: several are read as a
-    /// video's frames).
+    /// video's frames); none for a text-only conversation.
     pub media: Vec<Media>,
     pub max_tokens: Option<usize>,
     pub temperature: Option<f32>,
@@ -285,12 +285,8 @@ pub fn parse_chat(body: &Value) -> Result<ChatRequest, ApiError> {
             "the last message must be the user's",
         ));
     }
-    let Some(at) = media_turn else {
-        return Err(ApiError::invalid(
-            "messages".to_string(),
-            "no `image_url` or `video_url` part: this server answers questions about an image or a video",
-        ));
-    };
+    // Without media the last user turn is the question (text-only chat).
+    let at = media_turn.unwrap_or(turns.len() - 1);
     let videos = media
         .iter()
         .filter(|m| matches!(m, Media::Video(_)))
@@ -308,7 +304,7 @@ pub fn parse_chat(body: &Value) -> Result<ChatRequest, ApiError> {
     if question.trim().is_empty() && after.is_empty() {
         return Err(ApiError::invalid(
             "messages".to_string(),
-            "the user message with the media has no text; ask something about it",
+            "the last user message has no text; ask something",
         ));
     }
 
@@ -526,6 +522,17 @@ mod tests {
     }
 
     #[test]
+    fn a_text_only_conversation_asks_its_last_user_message() {
+        let r = parse(json!({"model": "m", "messages": [
+            {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": [{"type": "text", "text": "Name a colour."}]}]}))
+        .unwrap();
+        assert!(r.media.is_empty());
+        assert_eq!(r.question, "Name a colour.");
+        assert_eq!(r.turns.before, vec![("Hi".into(), "Hello.".into())]);
+    }
+
+    #[test]
     fn later_turns_reuse_the_media_of_the_first() {
         let r = parse(json!({"model": "m", "messages": [
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///a.png"}}, {"type": "text", "text": "What is it?"}]},
@@ -551,7 +558,7 @@ mod tests {
             ),
             (json!({"model": "m", "messages": []}), Some("messages")),
             (
-                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}),
                 Some("messages"),
             ),
             (

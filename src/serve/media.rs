@@ -214,13 +214,17 @@ fn decode_video(src: Source, sampling: Sampling) -> Result<(Vec<Frame>, Option<f
     })
 }
 
-/// The request's visual input (and the rate its frames stand for), read and decoded.
+/// The request's visual input (and the rate its frames stand for), read and decoded; None
+/// for a text-only request.
 pub async fn load(
     media: &[Media],
     budget: &VideoBudget,
     policy: &MediaPolicy,
     client: &reqwest::Client,
-) -> Result<(Visual, Option<f64>), ApiError> {
+) -> Result<(Option<Visual>, Option<f64>), ApiError> {
+    if media.is_empty() {
+        return Ok((None, None));
+    }
     let mut sources = Vec::with_capacity(media.len());
     for m in media {
         let url = match m {
@@ -242,7 +246,7 @@ pub async fn load(
         if is_video {
             let src = sources.pop().expect("one video");
             let (frames, rate) = decode_video(src, sampling)?;
-            return Ok((Visual::Video(frames), rate));
+            return Ok((Some(Visual::Video(frames)), rate));
         }
         let frames = sources
             .into_iter()
@@ -255,9 +259,12 @@ pub async fn load(
             ));
         }
         Ok(match frames.len() {
-            1 => (Visual::Image(frames.into_iter().next().expect("one")), None),
+            1 => (
+                Some(Visual::Image(frames.into_iter().next().expect("one"))),
+                None,
+            ),
             // Several images in one conversation: a video's frames, in order, at `fps`.
-            _ => (Visual::Video(frames), fps),
+            _ => (Some(Visual::Video(frames)), fps),
         })
     })
     .await

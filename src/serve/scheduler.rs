@@ -16,7 +16,8 @@ use crate::vlm::model::{AskOptions, Question, VideoLlm, Visual};
 
 /// One question for the model.
 pub struct Job {
-    pub visual: Visual,
+    /// None: a text-only question.
+    pub visual: Option<Visual>,
     pub question: String,
     pub opts: AskOptions,
     /// Stop strings: the answer ends before the first of them.
@@ -204,7 +205,7 @@ fn begin(model: &mut VideoLlm, job: Job, metrics: &Metrics) -> Option<Slot> {
     let started = Instant::now();
     let mut stage_start = Instant::now();
     let mut current = String::new();
-    let begun = model.begin(&job.visual, &job.question, &job.opts, &mut |name| {
+    let begun = model.begin(job.visual.as_ref(), &job.question, &job.opts, &mut |name| {
         if !current.is_empty() {
             metrics.stage(&current, stage_start.elapsed().as_secs_f64());
         }

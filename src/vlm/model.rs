@@ -390,7 +390,7 @@ impl VideoLlm {
         on_text: &mut dyn FnMut(&str),
         on_stage: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        let mut q = self.begin(visual, question, opts, on_stage)?;
+        let mut q = self.begin(Some(visual), question, opts, on_stage)?;
         loop {
             if let Some(delta) = q.new_text(&self.tokenizer)? {
                 on_text(&delta);
@@ -403,12 +403,12 @@ impl VideoLlm {
         self.finish(q)
     }
 
-    /// Starts answering: the visual input through the host (vision encoder, LinVT), the
-    /// prompt's prefill and the first token. Further tokens come from [`Self::step`], which
+    /// Starts answering: the visual input (None: a text-only question) through the host
+    /// (vision encoder, LinVT), the prompt's prefill and the first token. Further tokens come from [`Self::step`], which
     /// decodes any number of started questions together.
     pub fn begin(
         &mut self,
-        visual: &Visual,
+        visual: Option<&Visual>,
         question: &str,
         opts: &AskOptions,
         on_stage: &mut dyn FnMut(&str),
@@ -555,7 +555,7 @@ impl AskContext<'_> {
     fn begin<O: VlmOps>(
         &self,
         e: &mut Engine<O>,
-        visual: &Visual,
+        visual: Option<&Visual>,
         question: &str,
         opts: &AskOptions,
         on_stage: &mut dyn FnMut(&str),
@@ -566,6 +566,9 @@ impl AskContext<'_> {
                 "the question is empty; ask something about the video",
             ));
         }
+        let Some(visual) = visual else {
+            return self.begin_text(e, question, opts, on_stage, wrap);
+        };
         let host_opts = HostOptions {
             max_tiles: opts.max_tiles,
             provenance: opts.provenance,
@@ -595,17 +598,11 @@ impl AskContext<'_> {
         let prompt = input.prompt;
         on_stage("prefill");
         let embeds = e.prompt_embeds(&prompt.ids, &prompt.context_positions, &input.rows)?;
-        let gen_opts = GenerateOptions {
-            max_new_tokens: opts.max_new_tokens,
-            sampling: opts.sampling,
-            stop_ids: self.stop_ids.to_vec(),
-            keep_step_logits: false,
-        };
         let (positions, delta) = match &input.rope {
             Some((p, d)) => (p.clone(), *d),
             None => (crate::ops::Positions::range(0, prompt.ids.len()), 0),
         };
-        let seq = e.start(&embeds, &positions, delta, &gen_opts)?;
+        let seq = e.start(&embeds, &positions, delta, &self.generate_options(opts))?;
         Ok(Question {
             running: wrap(seq),
             shown: String::new(),
@@ -617,5 +614,45 @@ impl AskContext<'_> {
             visual_tokens: input.visual_tokens,
             prompt_visual_tokens: input.prompt_visual_tokens,
         })
+    }
+
+    /// A question without an image or video: the conversation in the template, as text.
+    fn begin_text<O: VlmOps>(
+        &self,
+        e: &mut Engine<O>,
+        question: &str,
+        opts: &AskOptions,
+        on_stage: &mut dyn FnMut(&str),
+        wrap: fn(Sequence<O::Kv>) -> Running,
+    ) -> Result<Question> {
+        on_stage("prefill");
+        let ids = self
+            .tokenizer
+            .encode_prompt(&self.template.render(question))?;
+        let embeds = e.embed(&ids)?;
+        // Text alone sits at the same position on every rotary axis (Qwen2-VL's M-RoPE too).
+        let axes = e.config.llm.rope.for_length(ids.len()).axes();
+        let positions = crate::ops::Positions::range_on_axes(0, ids.len(), axes);
+        let seq = e.start(&embeds, &positions, 0, &self.generate_options(opts))?;
+        Ok(Question {
+            running: wrap(seq),
+            shown: String::new(),
+            timings_ms: Vec::new(),
+            provenance: None,
+            prompt_ids: ids,
+            video_path: None,
+            images: 0,
+            visual_tokens: 0,
+            prompt_visual_tokens: 0,
+        })
+    }
+
+    fn generate_options(&self, opts: &AskOptions) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: opts.max_new_tokens,
+            sampling: opts.sampling,
+            stop_ids: self.stop_ids.to_vec(),
+            keep_step_logits: false,
+        }
     }
 }
