@@ -9,6 +9,7 @@ pub mod config;
 pub mod cpu;
 pub mod demo;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod io;
 pub mod linvt;
