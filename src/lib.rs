@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod io;
 pub mod linvt;
 pub mod ops;
+pub mod quant;
 pub mod rand;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
