@@ -309,6 +309,205 @@ pub fn dequantize_q8_k(blocks: &[u8], out: &mut [f32]) {
     }
 }
 
+/// The types [`quantize`] accepts, for error messages.
+const QUANTIZE_SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0";
+
+/// `values` in type `ty`, as the block bytes `gguf.quants.quantize(np.float32 array, ty)` writes
+/// (gguf==0.19.0; tests/quant.rs checks them byte for byte). The block formats follow ggml's
+/// `quantize_row_*_ref`, in f32, one operation at a time (no fused multiply-add: numpy never
+/// fuses, a C compiler contracting `x*id + 8.5f` may). Where the package and ggml's C differ we
+/// follow the package; the places are commented.
+///
+/// Errors (naming the type) for a type other than F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+/// for a length that is not a whole number of blocks, and for a NaN or infinity in a block format
+/// (both ggml and the package then cast NaN to an integer, which has no defined result).
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    type QuantFn = fn(&[f32], &mut Vec<u8>);
+    let (block, f): (usize, QuantFn) = match ty {
+        GgmlType::F32 => (1, quantize_f32),
+        GgmlType::F16 => (1, quantize_f16),
+        GgmlType::BF16 => (1, quantize_bf16),
+        GgmlType::Q4_0 => (32, quantize_q4_0),
+        GgmlType::Q4_1 => (32, quantize_q4_1),
+        GgmlType::Q5_0 => (32, quantize_q5_0),
+        GgmlType::Q5_1 => (32, quantize_q5_1),
+        GgmlType::Q8_0 => (32, quantize_q8_0),
+        _ => {
+            return Err(Error::input(format!(
+                "cannot quantize to ggml type {ty} (id {}): not supported; supported are \
+                 {QUANTIZE_SUPPORTED}",
+                ty.0
+            )))
+        }
+    };
+    let n = values.len();
+    if !n.is_multiple_of(block) {
+        return Err(Error::input(format!(
+            "cannot quantize {n} values to {ty}: not a multiple of its block of {block} values"
+        )));
+    }
+    if block > 1 {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::input(format!(
+                "cannot quantize to {ty}: value {i} is {} (block formats need finite values)",
+                values[i]
+            )));
+        }
+    }
+    // The table in gguf.rs has every type above.
+    let block_bytes = ty.block().map_or(0, |(_, b)| b as usize);
+    let mut out = Vec::with_capacity(n / block * block_bytes);
+    f(values, &mut out);
+    debug_assert_eq!(out.len(), n / block * block_bytes);
+    Ok(out)
+}
+
+/// f32 -> f16, round to nearest even, overflow to infinity: numpy's `astype(np.float16)` (which
+/// the package uses) and ggml's `GGML_FP32_TO_FP16` (F16C or its software twin) agree on finite
+/// values; `half` converts the same way.
+#[inline]
+fn push_f16(out: &mut Vec<u8>, v: f32) {
+    out.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+fn quantize_f32(x: &[f32], out: &mut Vec<u8>) {
+    for v in x {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn quantize_f16(x: &[f32], out: &mut Vec<u8>) {
+    for &v in x {
+        push_f16(out, v);
+    }
+}
+
+/// The package's BF16 (= ggml's `ggml_compute_fp32_to_bf16`): a NaN keeps its top 16 bits and is
+/// forced quiet (bit 6 of the bf16); everything else rounds to nearest even, overflowing to
+/// infinity. Not `half::bf16::from_f32`, whose NaN payload handling is its own.
+fn quantize_bf16(x: &[f32], out: &mut Vec<u8>) {
+    for v in x {
+        let n = v.to_bits();
+        let h = if n & 0x7fff_ffff > 0x7f80_0000 {
+            (n >> 16) | 64
+        } else {
+            // u64 as in the package; the sum never passes u32 for these bits anyway.
+            ((n as u64 + 0x7fff + ((n as u64 >> 16) & 1)) >> 16) as u32
+        };
+        out.extend_from_slice(&(h as u16).to_le_bytes());
+    }
+}
+
+/// The first value of largest magnitude, as numpy's `abs(blocks).argmax()` picks it (index 0 for
+/// an all-zero block). ggml's loop starts from `max = 0.0f` instead, so for a block of only -0.0
+/// ggml keeps +0.0 where the package takes -0.0; the scale's sign bit then differs. We follow the
+/// package.
+fn signed_absmax(x: &[f32]) -> f32 {
+    let mut best = 0;
+    for (i, v) in x.iter().enumerate() {
+        if v.abs() > x[best].abs() {
+            best = i;
+        }
+    }
+    x[best]
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// `1/d`, or 0 for d == 0 (the package's `np.where(d == 0, 0, 1 / d)`, ggml's `d ? 1.0f/d : 0.0f`).
+#[inline]
+fn inverse(d: f32) -> f32 {
+    if d == 0.0 {
+        0.0
+    } else {
+        1.0 / d
+    }
+}
+
+/// Packs 32 quants of up to 5 bits as ggml does: value j's low nibble in `qs[j]`, value j + 16's
+/// in the high nibble; the fifth bits into `qh`, bit j for value j (little-endian u32).
+fn pack_nibbles(q: &[u8; 32], out: &mut Vec<u8>, five_bits: bool) {
+    if five_bits {
+        let qh = q
+            .iter()
+            .enumerate()
+            .fold(0u32, |h, (j, &v)| h | (((v >> 4) as u32 & 1) << j));
+        out.extend_from_slice(&qh.to_le_bytes());
+    }
+    for j in 0..16 {
+        out.push((q[j] & 0x0F) | (q[j + 16] << 4));
+    }
+}
+
+/// Q4_0 and Q5_0: d = max / -half (max the signed value of largest magnitude), q = trunc(x/d +
+/// half + 0.5) clipped to 2*half - 1. The + 0.5 then truncation rounds ties up (toward +inf), in
+/// both numpy and ggml; the value -max lands on 2*half and clips to one step short.
+fn quantize_sym(x: &[f32], out: &mut Vec<u8>, half: f32, five_bits: bool) {
+    let top = (2.0 * half - 1.0) as u8;
+    for b in x.chunks_exact(32) {
+        let d = signed_absmax(b) / -half;
+        let id = inverse(d);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(b) {
+            // Never below 0 for finite input (v*id >= -half up to rounding); `as u8` saturates.
+            *q = ((v * id + (half + 0.5)).trunc() as u8).min(top);
+        }
+        push_f16(out, d);
+        pack_nibbles(&q, out, five_bits);
+    }
+}
+
+/// Q4_1 and Q5_1: d = (max - min) / levels, m = min, q = trunc((x - min)/d + 0.5) clipped.
+fn quantize_affine(x: &[f32], out: &mut Vec<u8>, levels: f32, five_bits: bool) {
+    for b in x.chunks_exact(32) {
+        let (min, max) = min_max(b);
+        let d = (max - min) / levels;
+        let id = inverse(d);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(b) {
+            *q = (((v - min) * id + 0.5).trunc() as u8).min(levels as u8);
+        }
+        push_f16(out, d);
+        push_f16(out, min);
+        pack_nibbles(&q, out, five_bits);
+    }
+}
+
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
+    quantize_sym(x, out, 8.0, false);
+}
+
+fn quantize_q5_0(x: &[f32], out: &mut Vec<u8>) {
+    quantize_sym(x, out, 16.0, true);
+}
+
+fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
+    quantize_affine(x, out, 15.0, false);
+}
+
+fn quantize_q5_1(x: &[f32], out: &mut Vec<u8>) {
+    quantize_affine(x, out, 31.0, true);
+}
+
+/// Q8_0: d = amax / 127, q = round(x / d) with ties away from zero. The package's `np_roundf`
+/// (floor-based, not numpy's ties-to-even `np.round`) equals C's `roundf`, which `f32::round` is.
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(32) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = inverse(d);
+        push_f16(out, d);
+        for &v in b {
+            out.push((v * id).round() as i8 as u8);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +544,17 @@ mod tests {
         for (j, v) in y.iter().enumerate() {
             assert_eq!(*v, (j as f32 - 128.0) * 0.25);
         }
+    }
+
+    #[test]
+    fn quant_zero_block_scale_sign_follows_the_package() {
+        // gguf 0.19 gives d bytes 00 80 (-0.0) for +0.0s and 00 00 for -0.0s: max / -8 with the
+        // first value of largest magnitude (ggml's C would give -0.0 for both).
+        let b = quantize(GgmlType::Q4_0, &[0.0; 32]).unwrap();
+        assert_eq!((b[0], b[1], b[2]), (0x00, 0x80, 0x88));
+        let b = quantize(GgmlType::Q4_0, &[-0.0; 32]).unwrap();
+        assert_eq!((b[0], b[1], b[2]), (0x00, 0x00, 0x88));
+        assert_eq!(signed_absmax(&[1.0, -3.0, 3.0, 2.0]), -3.0);
     }
 
     #[test]

@@ -20,6 +20,13 @@ quantize the K formats (Q4_K, Q5_K, Q6_K), so their bytes are seeded random byte
 fields (d, dmin) are overwritten with finite values (including zero, negative and subnormal ones):
 any bit pattern of the other fields is a valid block. Q8_K is not here: the package does not
 dequantize it. Every value is seeded, so a second run writes identical files.
+
+For the quantizers (linvt::quant::quantize), per type that gguf 0.19 quantizes, also:
+  * <TYPE>.quant_in.f32: float32 input rows of 32 values, the same 7 kinds as above from their own
+    seed (2000 + ggml id, so the files above do not change), plus for Q8_0 and Q4_0 rows of exact
+    rounding ties (x/d = k + 0.5 with d a power of two);
+  * <TYPE>.quant_out.bin: gguf.quants.quantize(<TYPE>.quant_in.f32, TYPE);
+  * manifest.json "quantize": per type its name, ggml id, n, rows and SHA-256 of both files.
 """
 import hashlib
 import json
@@ -54,6 +61,47 @@ def rows(rng: np.random.Generator, width: int) -> np.ndarray:
         rng.standard_normal(width) * np.where(np.arange(width) % 2 == 0, 100.0, 0.01),  # mixed
     ]
     return np.stack(r).astype(np.float32)
+
+
+def tie_rows(ty: str) -> list[np.ndarray]:
+    """Rows whose every value but the scale-setting one is a rounding tie (x/d = k + 0.5, d exact)."""
+    halves = np.stack([np.arange(15) + 0.5, -(np.arange(15) + 0.5)], axis=1).reshape(-1)  # 0.5, -0.5, 1.5, ...
+    if ty == "Q8_0":
+        # amax 127 -> d = 1; amax 63.5 -> d = 0.5 (ties at x = 0.25, -0.25, ...).
+        r1 = np.concatenate([[127.0], halves, [126.5]])
+        r2 = np.concatenate([[-63.5], halves / 2, [-63.25]])
+        return [r1, r2]
+    if ty == "Q4_0":
+        # max -8 -> d = 1, id = 1: x + 8.5 is k + 0.5 + 8.5, an integer: trunc of a tie. The second
+        # row mirrors it (max +8 -> d = -1), and +8 / -8 clip to 15.
+        base = np.concatenate([[-8.0], halves[:16], halves[:14], [8.0]])
+        return [base, -base]
+    return []
+
+
+def write_quantize(ty: str) -> dict:
+    """The quantizer goldens of one type: seeded input rows and the package's bytes for them."""
+    qtype = T[ty]
+    rng = np.random.default_rng(2000 + int(qtype))
+    data = np.concatenate([rows(rng, 32), np.array(tie_rows(ty), dtype=np.float32).reshape(-1, 32)])
+    assert data.dtype == np.float32 and data.shape[1] == 32
+    with np.errstate(over="ignore"):  # F16's extreme row overflows to +-inf on purpose
+        q = gguf.quants.quantize(data, qtype)
+    b_in = data.astype("<f4").tobytes()
+    b_out = np.ascontiguousarray(q).view(np.uint8).tobytes()
+    with open(os.path.join(OUT, f"{ty}.quant_in.f32"), "wb") as fh:
+        fh.write(b_in)
+    with open(os.path.join(OUT, f"{ty}.quant_out.bin"), "wb") as fh:
+        fh.write(b_out)
+    return {
+        "type": ty,
+        "id": int(qtype),
+        "n": int(data.size),
+        "rows": int(data.shape[0]),
+        "in_sha256": hashlib.sha256(b_in).hexdigest(),
+        "out_sha256": hashlib.sha256(b_out).hexdigest(),
+        "made_by": "gguf.quants.quantize of seeded float32 rows (normal, extreme, zero, negative-only, constant, tiny, mixed; rounding ties for Q8_0/Q4_0)",
+    }
 
 
 def random_blocks(rng: np.random.Generator, ty: str) -> np.ndarray:
@@ -114,15 +162,17 @@ def main() -> int:
                 "made_by": how,
             }
         )
+    quantize = [write_quantize(ty) for ty in QUANTIZED]
     doc = {
         "generator": "scripts/goldens/quant_fixture.py",
         "packages": PINS,
         "fixtures": manifest,
+        "quantize": quantize,
     }
     with open(os.path.join(OUT, "manifest.json"), "w") as fh:
         json.dump(doc, fh, indent=1, sort_keys=True)
         fh.write("\n")
-    print(f"wrote {len(manifest)} fixtures to {OUT}")
+    print(f"wrote {len(manifest)} fixtures and {len(quantize)} quantizer fixtures to {OUT}")
     return 0
 
 
