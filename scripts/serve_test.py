@@ -887,6 +887,47 @@ def disconnect_client(port, body, got_chunk):
         s.close()
 
 
+@guarded("plain disconnect")
+def test_plain_disconnect(srv):
+    """A non-streaming client that hangs up mid-answer cancels its question (the server drops
+    the handler with the connection; the model thread sees the closed channel at its next step)."""
+    section("c2. a non-streaming client that disconnects cancels its question")
+    # A question whose greedy answer runs long (the random model may stop early on some): time
+    # it answered in full first, then hang up well before that.
+    body, full_s = None, 0.0
+    for q in ["Tell me a story.", "Tell me a very long story.", "Describe everything.", "Go on."]:
+        b = {"model": NAME, "temperature": 0, "max_tokens": 1900,
+             "messages": [{"role": "user", "content": q}]}
+        t0 = time.time()
+        st, _, v = chat(srv.port, b, timeout=120)
+        if st == 200 and v["usage"]["completion_tokens"] >= 1000 and time.time() - t0 > 0.6:
+            body, full_s = b, time.time() - t0
+            break
+    if body is None:
+        check("plain disconnect: a long-answer question found", False, "no candidate ran > 0.6 s")
+        return
+    info(f"plain disconnect: the full answer takes {full_s:.1f} s; hanging up after 0.15 s")
+    before = metrics(srv.port)
+    payload = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Content-Type: application/json\r\nContent-Length: " + str(len(payload)).encode()
+              + b"\r\n\r\n" + payload)
+    time.sleep(0.15)
+    s.close()
+    deadline, m = time.time() + 20, before
+    while time.time() < deadline:
+        m = metrics(srv.port)
+        if requests_total(m, "cancelled") > requests_total(before, "cancelled"):
+            break
+        time.sleep(0.2)
+    check("plain disconnect: cancelled, not answered",
+          requests_total(m, "cancelled") == requests_total(before, "cancelled") + 1
+          and requests_total(m, "answered") == requests_total(before, "answered"),
+          f"cancelled {requests_total(before, 'cancelled')} -> {requests_total(m, 'cancelled')}, "
+          f"answered {requests_total(before, 'answered')} -> {requests_total(m, 'answered')}")
+
+
 @guarded("load")
 def test_load(srv):
     section("c. Load: 64 requests from 8 clients (--parallel 4) + 6 disconnecting clients")
@@ -1380,6 +1421,7 @@ def main():
         main_srv.stop()
         load = Server("load", ["--parallel", "4"]).start()
         test_load(load)
+        test_plain_disconnect(load)
         load.stop()
         test_sigterm()
         test_batch()
