@@ -5,7 +5,7 @@
 //! rerun skips the `custom_id`s already in the output. `--shard i/n` takes every n-th line.
 
 use std::collections::HashSet;
-use std::io::{BufRead, Seek, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -220,8 +220,6 @@ pub fn run(a: BatchArgs) -> Result<()> {
             path: a.output.clone(),
             source: e,
         })?;
-    out.seek(std::io::SeekFrom::End(0))
-        .map_err(|e| Error::io(&a.output, e))?;
     if todo.is_empty() {
         eprintln!("nothing to run");
         return Ok(());

@@ -13,7 +13,7 @@ use super::api::{ApiError, Media, VideoBudget};
 use crate::vlm::ask_cli::video_sampling;
 use crate::vlm::model::Visual;
 use crate::vlm::preprocess::Frame;
-use crate::vlm::video::{load_video_sampled, Sampling};
+use crate::vlm::video::{self, load_video_sampled, Sampling};
 
 /// What the server lets a request read.
 #[derive(Clone, Debug)]
@@ -29,11 +29,6 @@ pub struct MediaPolicy {
     /// Server-wide defaults for what a request does not set.
     pub defaults: VideoBudget,
 }
-
-/// The largest image accepted, in pixels per side and bytes decoded (a small hostile file must
-/// not make the server allocate gigabytes).
-const MAX_IMAGE_SIDE: u32 = 16_384;
-const MAX_IMAGE_ALLOC: u64 = 1 << 30;
 
 /// Where a media item's bytes are.
 enum Source {
@@ -155,24 +150,13 @@ fn decode_image(src: Source) -> Result<Frame, ApiError> {
             )
         })?,
     };
-    let bad = |e: String| {
+    video::decode_image(bytes).map_err(|e| {
         ApiError::invalid(
             Some("messages".into()),
             format!("the image cannot be decoded: {e} (PNG and JPEG are read)"),
         )
         .with_code("invalid_image")
-    };
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
-    reader.limits(limits);
-    let rgb = reader.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
-    Frame::new(rgb.width() as usize, rgb.height() as usize, rgb.into_raw())
-        .map_err(|e| bad(e.to_string()))
+    })
 }
 
 /// A video's bytes in a private temporary file (ffmpeg reads files), removed on drop.

@@ -24,6 +24,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -349,44 +350,32 @@ async fn chat_inner(
     let chunk = move |delta: Value, finish: Option<&str>, u: Option<&api::Usage>| {
         SseEvent::default().data(api::chunk(&id, &model, created, delta, finish, u).to_string())
     };
-    // State: the next event to turn into SSE lines, and whether the stream has ended.
     let role = chunk(json!({"role": "assistant", "content": ""}), None, None);
-    let start = (Some(first), rx, vec![role], false);
-    let stream = futures_util::stream::unfold(start, move |(mut next, mut rx, mut out, ended)| {
-        let chunk = chunk.clone();
-        async move {
-            loop {
-                if !out.is_empty() {
-                    let e = out.remove(0);
-                    return Some((Ok::<_, std::convert::Infallible>(e), (next, rx, out, ended)));
+    // Each event as its SSE lines; the stream ends when the model thread drops the channel,
+    // which it does right after the last event (done or failed).
+    let lines = move |event: Event| -> Vec<SseEvent> {
+        let done = || SseEvent::default().data("[DONE]");
+        match event {
+            Event::Text(t) => vec![chunk(json!({"content": t}), None, None)],
+            Event::Done(o) => {
+                let mut out = vec![chunk(json!({}), Some(o.finish_reason), None)];
+                if usage {
+                    out.push(chunk(json!({}), None, Some(&o.usage)));
                 }
-                if ended {
-                    return None;
-                }
-                let event = match next.take() {
-                    Some(e) => Some(e),
-                    None => rx.recv().await,
-                };
-                match event {
-                    Some(Event::Text(t)) => out.push(chunk(json!({"content": t}), None, None)),
-                    Some(Event::Done(o)) => {
-                        out.push(chunk(json!({}), Some(o.finish_reason), None));
-                        if usage {
-                            out.push(chunk(json!({}), None, Some(&o.usage)));
-                        }
-                        out.push(SseEvent::default().data("[DONE]"));
-                        return Some((Ok(out.remove(0)), (None, rx, out, true)));
-                    }
-                    Some(Event::Failed(e)) => {
-                        out.push(SseEvent::default().data(e.body().to_string()));
-                        out.push(SseEvent::default().data("[DONE]"));
-                        return Some((Ok(out.remove(0)), (None, rx, out, true)));
-                    }
-                    None => return None,
-                }
+                out.push(done());
+                out
             }
+            Event::Failed(e) => vec![SseEvent::default().data(e.body().to_string()), done()],
         }
-    });
+    };
+    let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    let stream = stream::once(async { role })
+        .chain(
+            stream::once(async { first })
+                .chain(rest)
+                .flat_map(move |e| stream::iter(lines(e))),
+        )
+        .map(Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())

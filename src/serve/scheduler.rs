@@ -170,13 +170,7 @@ fn run(mut model: VideoLlm, mut rx: mpsc::Receiver<Job>, parallel: usize, metric
             }
             continue;
         }
-        let mut kept = Vec::with_capacity(slots.len());
-        for mut s in slots.drain(..) {
-            if let Some(s) = advance(&model, &mut s, metrics).then_some(s) {
-                kept.push(s);
-            }
-        }
-        slots = kept;
+        slots.retain_mut(|s| advance(&model, s, metrics));
         metrics.set_active(slots.len());
     }
 }

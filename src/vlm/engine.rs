@@ -609,11 +609,6 @@ impl<Kv> Sequence<Kv> {
         self.prompt_len + self.out.ids.len() - 1
     }
 
-    /// Prompt tokens.
-    pub fn prompt_len(&self) -> usize {
-        self.prompt_len
-    }
-
     /// What it produced (call once done; a sequence stopped early keeps its tokens so far).
     pub fn finish(self) -> Generated {
         self.out

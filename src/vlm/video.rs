@@ -11,17 +11,37 @@ use crate::error::{Error, Result};
 /// Image file extensions read from a frames directory.
 const FRAME_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
-/// Reads one image file as an RGB frame (any size: preprocessing resizes it).
+/// Reads one image file as an RGB frame (any size up to [`MAX_IMAGE_SIDE`]: preprocessing
+/// resizes it).
 pub fn load_image(path: &Path) -> Result<Frame> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| {
+    decode_image(bytes).map_err(|e| {
         Error::input(format!(
             "{} is not a readable PNG or JPEG image: {e}",
             path.display()
         ))
-    })?;
-    let rgb = img.to_rgb8();
+    })
+}
+
+/// The most pixels per side of an image or a video frame, and the most bytes decoding one image
+/// may allocate: a small hostile file must not make us allocate gigabytes.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+const MAX_IMAGE_ALLOC: u64 = 1 << 30;
+
+/// A PNG or JPEG image's bytes as an RGB frame, within the limits above; the decoder's
+/// complaint otherwise.
+pub fn decode_image(bytes: Vec<u8>) -> std::result::Result<Frame, String> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    reader.limits(limits);
+    let rgb = reader.decode().map_err(|e| e.to_string())?.to_rgb8();
     Frame::new(rgb.width() as usize, rgb.height() as usize, rgb.into_raw())
+        .map_err(|e| e.to_string())
 }
 
 /// The frames of a directory (PNG/JPEG, sorted by file name), `num_frames` of them sampled
@@ -217,7 +237,7 @@ pub fn sample_indices(
 }
 
 /// The most pixels a video frame may have (as for images: 16384 × 16384).
-const MAX_FRAME_PIXELS: usize = 1 << 28;
+const MAX_FRAME_PIXELS: usize = (MAX_IMAGE_SIDE as usize) * (MAX_IMAGE_SIDE as usize);
 
 /// Decodes `video` with ffmpeg and keeps the frames `sampling` picks; also the rate they
 /// represent (frames per second of video).
