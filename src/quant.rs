@@ -310,17 +310,21 @@ pub fn dequantize_q8_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 /// The types [`quantize`] accepts, for error messages.
-const QUANTIZE_SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0";
+const QUANTIZE_SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K";
 
-/// `values` in type `ty`, as the block bytes `gguf.quants.quantize(np.float32 array, ty)` writes
-/// (gguf==0.19.0; tests/quant.rs checks them byte for byte). The block formats follow ggml's
-/// `quantize_row_*_ref`, in f32, one operation at a time (no fused multiply-add: numpy never
-/// fuses, a C compiler contracting `x*id + 8.5f` may). Where the package and ggml's C differ we
-/// follow the package; the places are commented.
+/// `values` in type `ty`, as ggml block bytes. F32, F16, BF16 and the 32-value formats give the
+/// bytes `gguf.quants.quantize(np.float32 array, ty)` writes (gguf==0.19.0); they follow ggml's
+/// `quantize_row_*_ref` and where the package and ggml's C differ we follow the package (the
+/// places are commented). The package cannot quantize the K formats, so Q4_K and Q6_K follow
+/// ggml's C reference `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` itself. tests/quant.rs
+/// checks both byte for byte. All of it runs in f32, one operation at a time, in the reference's
+/// order (no fused multiply-add: numpy never fuses, a C compiler contracting `x*id + 8.5f` may;
+/// the K-quant goldens are built with contraction off).
 ///
 /// Errors (naming the type) for a type other than F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-/// for a length that is not a whole number of blocks, and for a NaN or infinity in a block format
-/// (both ggml and the package then cast NaN to an integer, which has no defined result).
+/// Q4_K, Q6_K, for a length that is not a whole number of blocks (256 values for the K formats),
+/// and for a NaN or infinity in a block format (both ggml and the package then cast NaN to an
+/// integer, which has no defined result).
 pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
     type QuantFn = fn(&[f32], &mut Vec<u8>);
     let (block, f): (usize, QuantFn) = match ty {
@@ -332,6 +336,8 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         GgmlType::Q5_0 => (32, quantize_q5_0),
         GgmlType::Q5_1 => (32, quantize_q5_1),
         GgmlType::Q8_0 => (32, quantize_q8_0),
+        GgmlType::Q4_K => (QK_K, quantize_q4_k),
+        GgmlType::Q6_K => (QK_K, quantize_q6_k),
         _ => {
             return Err(Error::input(format!(
                 "cannot quantize to ggml type {ty} (id {}): not supported; supported are \
@@ -508,6 +514,310 @@ fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
+// ---- K-quants: ggml's C reference (`quantize_row_q4_K_ref`, `quantize_row_q6_K_ref`) ----
+//
+// These search for scales by comparing float sums, so a last-bit difference in any sum can flip a
+// choice and change whole bytes. Every expression below is evaluated as C evaluates the reference
+// (left to right, `a*b*c` as `(a*b)*c`, int operands converted to f32 first) and never fused.
+
+/// Below this a group counts as all zero (ggml's `GROUP_MAX_EPS`).
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// ggml's `nearest_int`: adding 1.5 * 2^23 leaves the rounded value in the low 23 mantissa bits,
+/// and the f32 addition rounds to nearest with ties to even (not `f32::round`, whose ties go away
+/// from zero). ggml asserts |x| <= 2^22 - 1; past that we return the same bits its release build
+/// would rather than panic.
+#[inline]
+fn nearest_int(x: f32) -> i32 {
+    let v = x + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// `v` as the stored f16 and the f32 it reads back as: the K-quants requantize against the
+/// stored (rounded) super-block scales, not the exact ones.
+#[inline]
+fn f16_round_trip(v: f32) -> (f16, f32) {
+    let h = f16::from_f32(v);
+    (h, h.to_f32())
+}
+
+/// ggml's `make_qkx2_quants` with `use_mad = false`: an affine fit x ~ scale * q - min of one
+/// group, q in 0..=nmax, min >= 0, minimising the weighted squared error. Starts from the min/max
+/// grid, then tries `nstep + 1` widened grids and keeps the least-squares (scale, min) of the best
+/// one. Writes q to `l` and returns `(scale, min)`.
+fn make_qkx2_quants(
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    let nmax_f = nmax as f32;
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax_f / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = q as u8;
+        // (scale * q + min) - x, as C groups it.
+        let diff = scale * q as f32 + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    if nstep < 1 {
+        return (scale, -min);
+    }
+    let mut laux = [0u8; 32];
+    let laux = &mut laux[..n];
+    for is in 0..=nstep {
+        // (rmin + rdelta * is) + nmax: is and nmax become f32 first.
+        iscale = (rmin + rdelta * is as f32 + nmax_f) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = q as u8;
+            let w = weights[i];
+            let qf = q as f32;
+            sum_l += w * qf;
+            sum_l2 += w * qf * qf;
+            sum_xl += w * qf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..n {
+                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                cur_error += weights[i] * (diff * diff);
+            }
+            if cur_error < best_error {
+                l.copy_from_slice(laux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights (weights x^2): a
+/// symmetric fit x ~ scale * (q - nmax), q in 0..2*nmax, trying 19 grids around -nmax / max (max
+/// the first value of largest magnitude). Writes q to `l` and returns the scale (0 for a group
+/// below [`GROUP_MAX_EPS`]).
+fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let nmax_f = nmax as f32;
+    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    // sum w*x*q and sum w*q*q with w = x*x, as `(w*x)*q` and `(w*q)*q`.
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for &v in x {
+            let q = quant(iscale, v) as f32;
+            let w = v * v;
+            sumlx += w * v * q;
+            suml2 += w * q * q;
+        }
+        (sumlx, suml2)
+    };
+    let fill = |l: &mut [u8], iscale: f32| {
+        for (l, &v) in l.iter_mut().zip(x) {
+            *l = (quant(iscale, v) + nmax) as u8;
+        }
+    };
+    // -nmax is negated as an int, then converted.
+    let iscale = (-nmax) as f32 / max;
+    fill(l, iscale);
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in (-9..=9).filter(|&is| is != 0) {
+        // -(nmax + 0.1f*is) / max.
+        let iscale = -(nmax_f + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            fill(l, iscale);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// Q4_K (`quantize_row_q4_K_ref`): per 32-value sub-block an affine fit (weights |x| + rms of the
+/// sub-block), the 8 scales and 8 mins quantized to 6 bits against the largest of each (d = max
+/// scale / 63, dmin = max min / 63, stored as f16), then every value requantized against the
+/// stored scale and min: q = nearest_int((x + dmin*m) / (d*sc)) clipped to 0..=15. A sub-block
+/// whose d*sc is 0 keeps the q of its fit, as ggml does.
+fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK_K) {
+        let mut l = [0u8; QK_K];
+        let mut weights = [0f32; 32];
+        let mut scales = [0f32; 8];
+        let mut mins = [0f32; 8];
+        let mut max_scale = 0f32;
+        let mut max_min = 0f32;
+        for j in 0..8 {
+            let xs = &b[32 * j..32 * j + 32];
+            let sum_x2 = xs.iter().fold(0f32, |s, &v| s + v * v);
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for (w, &v) in weights.iter_mut().zip(xs) {
+                *w = av_x + v.abs();
+            }
+            let (scale, min) =
+                make_qkx2_quants(xs, &weights, &mut l[32 * j..32 * j + 32], 15, -1.0, 0.1, 20);
+            scales[j] = scale;
+            mins[j] = min;
+            if scale > max_scale {
+                max_scale = scale;
+            }
+            if min > max_min {
+                max_min = min;
+            }
+        }
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        let mut packed = [0u8; 12];
+        for j in 0..8 {
+            // ggml stores nearest_int's int into a uint8_t before MIN(63): `as u8` wraps alike.
+            let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+            let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+            if j < 4 {
+                packed[j] = ls;
+                packed[j + 4] = lm;
+            } else {
+                packed[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+                packed[j - 4] |= (ls >> 4) << 6;
+                packed[j] |= (lm >> 4) << 6;
+            }
+        }
+        let (d16, d) = f16_round_trip(max_scale / 63.0);
+        let (dmin16, dmin) = f16_round_trip(max_min / 63.0);
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, &packed);
+            let dj = d * sc as f32;
+            if dj == 0.0 {
+                continue;
+            }
+            let dm = dmin * m as f32;
+            for (q, &v) in l[32 * j..32 * j + 32].iter_mut().zip(&b[32 * j..]) {
+                // Divides by d*sc (not a multiply by its inverse), as ggml does.
+                *q = nearest_int((v + dm) / dj).clamp(0, 15) as u8;
+            }
+        }
+        out.extend_from_slice(&d16.to_le_bytes());
+        out.extend_from_slice(&dmin16.to_le_bytes());
+        out.extend_from_slice(&packed);
+        for g in l.chunks_exact(64) {
+            for i in 0..32 {
+                out.push(g[i] | (g[i + 32] << 4));
+            }
+        }
+    }
+}
+
+/// Q6_K (`quantize_row_q6_K_ref`): per 16-value sub-block a symmetric fit (q in -32..32), the 16
+/// scales quantized to i8 against the one of largest magnitude (d = -max_scale / 128, stored as
+/// f16), then every value requantized: q = nearest_int(x / (d*sc)) clipped to -32..=31. A block
+/// whose scales are all below [`GROUP_MAX_EPS`] is all zero bytes; a sub-block whose d*sc is 0
+/// keeps the q of its fit.
+fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks_exact(QK_K) {
+        let mut l = [0u8; QK_K];
+        let mut scales = [0f32; 16];
+        let mut max_scale = 0f32;
+        let mut max_abs_scale = 0f32;
+        for (ib, s) in scales.iter_mut().enumerate() {
+            *s = make_qx_quants(&b[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 32);
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = *s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            out.extend_from_slice(&[0u8; 210]);
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        let (d16, d) = f16_round_trip(1.0 / iscale);
+        let mut sc = [0i8; 16];
+        for (sc, &s) in sc.iter_mut().zip(&scales) {
+            // MIN(127, ...) into an int8_t: the value is never below -128 for finite scales.
+            *sc = nearest_int(iscale * s).min(127) as i8;
+        }
+        for (j, &s) in sc.iter().enumerate() {
+            let dj = d * s as f32;
+            if dj == 0.0 {
+                continue;
+            }
+            for (q, &v) in l[16 * j..16 * j + 16].iter_mut().zip(&b[16 * j..]) {
+                *q = (nearest_int(v / dj).clamp(-32, 31) + 32) as u8;
+            }
+        }
+        let mut ql = [0u8; 128];
+        let mut qh = [0u8; 64];
+        for h in 0..2 {
+            let l = &l[128 * h..128 * h + 128];
+            let (ql, qh) = (&mut ql[64 * h..64 * h + 64], &mut qh[32 * h..32 * h + 32]);
+            for i in 0..32 {
+                let (q1, q2, q3, q4) = (l[i], l[i + 32], l[i + 64], l[i + 96]);
+                ql[i] = (q1 & 0xF) | ((q3 & 0xF) << 4);
+                ql[i + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4);
+                qh[i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            }
+        }
+        out.extend_from_slice(&ql);
+        out.extend_from_slice(&qh);
+        out.extend(sc.iter().map(|&s| s as u8));
+        out.extend_from_slice(&d16.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +865,42 @@ mod tests {
         let b = quantize(GgmlType::Q4_0, &[-0.0; 32]).unwrap();
         assert_eq!((b[0], b[1], b[2]), (0x00, 0x00, 0x88));
         assert_eq!(signed_absmax(&[1.0, -3.0, 3.0, 2.0]), -3.0);
+    }
+
+    #[test]
+    fn quant_nearest_int_rounds_ties_to_even() {
+        // Not `f32::round` (ties away from zero): ggml's magic-number addition rounds to even.
+        let cases = [
+            (2.5, 2),
+            (3.5, 4),
+            (-2.5, -2),
+            (-3.5, -4),
+            (0.5, 0),
+            (-0.5, 0),
+        ];
+        for (x, want) in cases {
+            assert_eq!(nearest_int(x), want, "{x}");
+        }
+        assert_eq!(nearest_int(0.499_999_97), 0);
+        assert_eq!(nearest_int(-7.6), -8);
+        assert_eq!(nearest_int(4_194_303.0), 4_194_303);
+        assert_eq!(nearest_int(-4_194_303.0), -4_194_303);
+    }
+
+    #[test]
+    fn quant_k_formats_of_a_constant_block() {
+        // Q4_K of 256 x 1.5: min clips to 0, one step of 0.1 (q = 15); every scale is the
+        // largest, so sc = 63 and d = 0.1 / 63 in f16; dequantizes back to ~1.5.
+        let b = quantize(GgmlType::Q4_K, &[1.5; QK_K]).unwrap();
+        assert_eq!(b.len(), 144);
+        assert_eq!(&b[2..4], &[0, 0], "dmin");
+        assert!(b[16..].iter().all(|&q| q == 0xFF));
+        let y = dequantize(GgmlType::Q4_K, &b, QK_K).unwrap();
+        assert!(y.iter().all(|&v| (v - 1.5).abs() < 1e-3), "{}", y[0]);
+        // Q6_K of -2.0s: max = -2 gives q - 32 = -32 at d*sc = 1/16 (exact in f16).
+        let b = quantize(GgmlType::Q6_K, &[-2.0; QK_K]).unwrap();
+        let y = dequantize(GgmlType::Q6_K, &b, QK_K).unwrap();
+        assert!(y.iter().all(|&v| v == -2.0), "{}", y[0]);
     }
 
     #[test]

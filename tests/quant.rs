@@ -3,8 +3,9 @@
 //! errors of `dequantize` and a Q8_0 block built by hand.
 //!
 //! The quantizers: `quantize` against `gguf.quants.quantize` byte for byte (`<TYPE>.quant_in.f32`
-//! -> `<TYPE>.quant_out.bin`), the round trip quantize -> dequantize within each format's step,
-//! and `quantize`'s errors.
+//! -> `<TYPE>.quant_out.bin`), and for Q4_K / Q6_K, which the package cannot quantize, against
+//! ggml's C reference quantizers (scripts/goldens/kquant_fixture.sh); the round trip quantize ->
+//! dequantize within each format's step, and `quantize`'s errors.
 
 use half::f16;
 use linvt::gguf::GgmlType;
@@ -170,7 +171,9 @@ fn quantize_fixtures() -> Vec<(GgmlType, String, Vec<f32>, Vec<u8>)> {
 fn quantize_matches_the_package_bytes() {
     let fixtures = quantize_fixtures();
     let names: Vec<&str> = fixtures.iter().map(|f| f.1.as_str()).collect();
-    for must in ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] {
+    for must in [
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K",
+    ] {
         assert!(names.contains(&must), "no quantize fixture for {must}");
     }
     for (ty, name, input, want) in &fixtures {
@@ -178,7 +181,7 @@ fn quantize_matches_the_package_bytes() {
         let block_bytes = ty.block().unwrap().1 as usize;
         if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
             panic!(
-                "{name}: byte {i} (block {}, byte {} in it) is {:#04x}, gguf gives {:#04x}",
+                "{name}: byte {i} (block {}, byte {} in it) is {:#04x}, the reference gives {:#04x}",
                 i / block_bytes,
                 i % block_bytes,
                 got[i],
@@ -270,10 +273,27 @@ fn slack(block: &[f32]) -> f32 {
 ///   x/d >= h - 1/2 (the side opposite to max) clip to q = 2h - 1: |x - y| <= |d| + h |d - d16|.
 /// * Q4_1 / Q5_1 (L = 15 / 31): d = (max - min) / L; |x - y| <= d/2 + L |d - d16| + |min - m16|.
 ///
+/// * Q4_K: per 32 values y = (d*sc) q - dmin*m with 6-bit sc, m and q in 0..=15, and q is
+///   requantized against the stored d*sc and dmin*m. Inside the grid that is half a step, at most
+///   63 d / 2; the grid's ends move from the sub-block's min and max by the 6-bit rounding of sc
+///   (at most 15 d / 2) and the least-squares refit of the fit (a fraction of a step): together
+///   below one coarsest step, 63 d. The min adds its own rounding, dmin / 2 plus dmin's f16
+///   rounding: below dmin. A sub-block whose sc rounds to 0 (its fitted step under 63 d / 126)
+///   dequantizes to -dmin*m: off by at most its range, 15 * 63 d / 126, again below 63 d.
+/// * Q6_K: per 16 values y = (d*sc) (q - 32) with i8 sc = nearest(-128 s / max_scale) and q in
+///   0..64 requantized against d*sc: half a step inside the grid; the fit may use up to 32.9
+///   steps for amax, so a value of the other sign clips by up to 1.9 steps of its sub-block; a
+///   small |sc| rounds its step by up to half, shortening the grid by at most 31/2 of its steps,
+///   each under 1.5 / 128 of the coarsest: both below two coarsest steps, 2 * 128 |d|.
+///
 /// The f16 terms are the scale's own rounding (large, relative to d, for the subnormal f16
-/// scales of the tiny row); each bound also gets [`slack`].
+/// scales of the tiny row; for the K formats, whose quants follow the stored scales, a
+/// subnormal or zero d shortens the grid by up to its 2^-25 rounding times the grid's levels);
+/// each bound also gets [`slack`].
 fn block_bound(name: &str, x: &[f32], b: &[u8], j: usize) -> f32 {
     let tol = slack(x);
+    // Whether an f16 scale is subnormal or zero (absolute rounding 2^-25, not relative 2^-11).
+    let sub = |d: f32| d.abs() < 2f32.powi(-14);
     match name {
         "Q8_0" => {
             let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -299,6 +319,25 @@ fn block_bound(name: &str, x: &[f32], b: &[u8], j: usize) -> f32 {
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let d = (max - min) / l;
             d / 2.0 + l * (d - f16_at(b, 0)).abs() + (min - f16_at(b, 2)).abs() + tol
+        }
+        "Q4_K" => {
+            let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+            let mut bound = 63.0 * d + dmin + tol;
+            if sub(d) {
+                bound += 15.0 * 63.0 * 2f32.powi(-25);
+            }
+            if sub(dmin) {
+                bound += 63.0 * 2f32.powi(-25);
+            }
+            bound
+        }
+        "Q6_K" => {
+            let d = f16_at(b, 208);
+            let mut bound = 2.0 * 128.0 * d.abs() + tol;
+            if sub(d) {
+                bound += 33.0 * 128.0 * 2f32.powi(-25);
+            }
+            bound
         }
         _ => unreachable!("{name}"),
     }
@@ -350,9 +389,7 @@ fn quantize_err(ty: GgmlType, values: &[f32]) -> String {
 #[test]
 fn quantize_unsupported_types_are_errors() {
     for (ty, name) in [
-        (GgmlType::Q4_K, "Q4_K"),
         (GgmlType::Q5_K, "Q5_K"),
-        (GgmlType::Q6_K, "Q6_K"),
         (GgmlType::Q8_K, "Q8_K"),
         (GgmlType::Q8_1, "Q8_1"),
         (GgmlType::IQ4_NL, "IQ4_NL"),
@@ -360,7 +397,7 @@ fn quantize_unsupported_types_are_errors() {
     ] {
         let block = ty.block().unwrap().0 as usize;
         let e = quantize_err(ty, &vec![0.0; block]);
-        assert_contains(&e, &[name, "not supported", "Q8_0"]);
+        assert_contains(&e, &[name, "not supported", "Q8_0", "Q4_K, Q6_K"]);
     }
     let e = quantize_err(GgmlType(99), &[]);
     assert_contains(&e, &["unknown ggml type 99", "not supported"]);
@@ -372,6 +409,11 @@ fn quantize_length_not_a_multiple_of_the_block_is_an_error() {
     assert_contains(&e, &["31 values to Q8_0", "block of 32"]);
     let e = quantize_err(GgmlType::Q5_1, &[1.0; 33]);
     assert_contains(&e, &["Q5_1", "block of 32"]);
+    // The K formats take super-blocks of 256: a multiple of 32 is not enough.
+    let e = quantize_err(GgmlType::Q4_K, &[1.0; 224]);
+    assert_contains(&e, &["224 values to Q4_K", "block of 256"]);
+    let e = quantize_err(GgmlType::Q6_K, &[1.0; 300]);
+    assert_contains(&e, &["300 values to Q6_K", "block of 256"]);
 }
 
 #[test]
@@ -387,6 +429,19 @@ fn quantize_non_finite_input_to_a_block_format_is_an_error() {
         &quantize_err(GgmlType::Q8_0, &x),
         &["Q8_0", "value 40", "inf"],
     );
+    // The K formats too: ggml's `nearest_int` of a NaN has no meaning.
+    let mut x = vec![0.5f32; 512];
+    x[300] = f32::NAN;
+    for (ty, name) in [(GgmlType::Q4_K, "Q4_K"), (GgmlType::Q6_K, "Q6_K")] {
+        assert_contains(&quantize_err(ty, &x), &[name, "value 300", "NaN", "finite"]);
+    }
+    x[300] = f32::INFINITY;
+    assert_contains(
+        &quantize_err(GgmlType::Q4_K, &x),
+        &["Q4_K", "value 300", "inf"],
+    );
+    let mut x = vec![1.0f32; 64];
+    x[40] = f32::NEG_INFINITY;
     // The float formats take them.
     assert_eq!(quantize(GgmlType::F16, &x).unwrap().len(), 128);
     assert_eq!(quantize(GgmlType::F32, &x).unwrap().len(), 256);
@@ -399,7 +454,81 @@ fn quantize_empty_is_empty() {
         GgmlType::Q4_1,
         GgmlType::F16,
         GgmlType::BF16,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
     ] {
         assert!(quantize(ty, &[]).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn k_quant_fixtures_hold_the_special_blocks() {
+    // The generator's blocks of 256, in order: normal, extreme, zero, constant, outlier, tiny
+    // (1e-30), subnormal scales (1e-6), negative only, positive only, mixed sub-block scales,
+    // integers, zero sub-blocks, mixed within a sub-block, negative outlier.
+    for (name, block_bytes) in [("Q4_K", 144), ("Q6_K", 210)] {
+        let x = f32s(&std::fs::read(format!("{FIXTURES}/{name}.quant_in.f32")).unwrap());
+        let q = std::fs::read(format!("{FIXTURES}/{name}.quant_out.bin")).unwrap();
+        assert_eq!(x.len(), 14 * 256, "{name}");
+        assert_eq!(q.len(), 14 * block_bytes, "{name}");
+        let blk = |i: usize| &x[i * 256..(i + 1) * 256];
+        assert!(blk(2).iter().all(|&v| v == 0.0), "{name}: zero block");
+        assert!(blk(3).iter().all(|&v| v == 1.5), "{name}: constant block");
+        assert!(blk(4).contains(&1e5), "{name}: outlier");
+        assert!(blk(5).iter().all(|v| v.abs() < 1e-29), "{name}: tiny block");
+        assert!(blk(7).iter().all(|&v| v < 0.0), "{name}: negative block");
+        // A zero block is zero bytes in both formats.
+        assert!(
+            q[2 * block_bytes..3 * block_bytes].iter().all(|&b| b == 0),
+            "{name}"
+        );
+    }
+    // Q6_K: the 1e-30 block's scales are below ggml's GROUP_MAX_EPS, so it is all zero too; Q4_K
+    // keeps the quants of its fit under zero super-block scales.
+    let q6 = std::fs::read(format!("{FIXTURES}/Q6_K.quant_out.bin")).unwrap();
+    assert!(q6[5 * 210..6 * 210].iter().all(|&b| b == 0));
+    let q4 = std::fs::read(format!("{FIXTURES}/Q4_K.quant_out.bin")).unwrap();
+    assert_eq!(&q4[5 * 144..5 * 144 + 4], &[0, 0, 0, 0]);
+    assert!(q4[5 * 144 + 16..6 * 144].iter().any(|&b| b != 0));
+}
+
+/// Seeded blocks of 256 (xorshift; no dependency): each sub-block of 16 values gets its own
+/// magnitude and offset, so scales and mins vary across and within super-blocks.
+fn seeded_blocks(seed: u64, blocks: usize) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut x = Vec::with_capacity(blocks * 256);
+    for _ in 0..blocks * 16 {
+        let mag = 10f32.powf(next() * 8.0 - 5.0);
+        let off = (next() - 0.5) * 4.0 * mag * (next() < 0.3) as u8 as f32;
+        for _ in 0..16 {
+            x.push(off + (next() - 0.5) * 2.0 * mag);
+        }
+    }
+    x
+}
+
+#[test]
+fn k_quant_round_trip_is_within_the_bound_on_seeded_blocks() {
+    // The fixtures are few; the bounds of `block_bound` must hold for any block.
+    for (ty, name) in [(GgmlType::Q4_K, "Q4_K"), (GgmlType::Q6_K, "Q6_K")] {
+        let x = seeded_blocks(0x9e37_79b9_7f4a_7c15 ^ ty.0 as u64, 400);
+        let bytes = quantize(ty, &x).unwrap();
+        let back = dequantize(ty, &bytes, x.len()).unwrap();
+        let block_bytes = ty.block().unwrap().1 as usize;
+        for (i, (&v, &y)) in x.iter().zip(&back).enumerate() {
+            let blk = i / 256;
+            let bb = &bytes[blk * block_bytes..(blk + 1) * block_bytes];
+            let bound = block_bound(name, &x[blk * 256..(blk + 1) * 256], bb, i % 256);
+            assert!(
+                (v - y).abs() <= bound,
+                "{name}: value {i} (block {blk}): {v} -> {y} > bound {bound}"
+            );
+        }
     }
 }

@@ -530,3 +530,32 @@ fn block_attention_is_one_cross_attention_per_block() {
     );
     assert!(gpu.block_attention(&qg, &kg, &vg, 4, heads).is_err());
 }
+
+/// `--gpu-weights q8_0|q4_0|q4_k` quantize the decoder's, vision encoder's and projector's
+/// linear weights at load (the tiny model's rows are too short for Q4_K's 256: Q4_0 then, and
+/// bf16 where not even 32 fit). The CPU executor with the same `--cpu-weights` keeps the same
+/// values widened to f32 (the twin): both answer greedily alike.
+#[test]
+fn block_weights_answer_like_the_cpu_twin() {
+    use linvt::vlm::model::{LoadOptions, VideoLlm};
+    use linvt::{Device, WeightChoice, WeightStorage};
+    if common::gpu().is_none() {
+        return;
+    }
+    for (choice, storage) in [
+        (WeightChoice::Q8_0, WeightStorage::Q8_0),
+        (WeightChoice::Q4_0, WeightStorage::Q4_0),
+        (WeightChoice::Q4K, WeightStorage::Q4K),
+    ] {
+        let mut opts = LoadOptions::new(Device::Gpu);
+        opts.gpu_weights = choice;
+        let mut gpu = VideoLlm::load_with(&tiny_model_dir(), &opts, &mut |_, _| {}).unwrap();
+        assert_eq!(gpu.gpu_weight_storage(), Some(storage));
+        let mut opts = LoadOptions::new(Device::Cpu);
+        opts.cpu_weights = choice;
+        let mut cpu = VideoLlm::load_with(&tiny_model_dir(), &opts, &mut |_, _| {}).unwrap();
+        assert_eq!(cpu.cpu_weight_storage(), Some(storage));
+        let ask = |m: &mut VideoLlm| common::greedy_moving_bar(m, 12);
+        assert_eq!(ask(&mut gpu), ask(&mut cpu), "{storage:?}");
+    }
+}

@@ -62,8 +62,9 @@ enum Command {
         backend: Device,
         /// How the GPU stores the linear weights: auto (the file's precision: bf16 when all its
         /// floats are bf16, else f32; exact either way), f32, f16 (half the memory, f32
-        /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder) or
-        /// bf16 (half the memory, any adapter; rounds f32 weights).
+        /// arithmetic; needs SHADER_F16; scores move by ~1e-2, so the selection may reorder),
+        /// bf16 (half the memory, any adapter; rounds f32 weights), or ggml's blocks quantized at
+        /// load (q8_0, q4_0, q4_k; rows that fit no block take bf16).
         #[arg(long, value_enum, default_value = "auto")]
         gpu_weights: WeightChoice,
         #[arg(long)]
@@ -116,8 +117,9 @@ enum Command {
         #[arg(long, value_enum, requires = "decoder")]
         weight_layout: Option<WeightLayoutArg>,
         /// With --decoder: the linear weights' element type (auto: f32, as the seeded weights
-        /// are). bf16 also applies to the embedding table when stored as texels; f16 weights
-        /// live in buffers.
+        /// are). bf16 and the block formats (q8_0, q4_0, q4_k: quantized as the weights are
+        /// placed) also make the embedding table bf16 when stored as texels; f16 and block
+        /// weights live in buffers.
         #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
         gpu_weights: WeightChoice,
         /// With --backend cpu (--model or --decoder): how the CPU keeps the weights — auto (the

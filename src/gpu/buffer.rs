@@ -70,14 +70,65 @@ pub enum Elem {
     /// 2 bytes: bf16 weight storage, the upper half of an f32 (widened exactly as the kernel
     /// loads it; needs no device feature). Exact for checkpoints stored in bf16.
     Bf16,
+    /// ggml's Q8_0 blocks (32 values, 8.5 bits each), in the device layout of `super::blocks`.
+    Q8_0,
+    /// ggml's Q4_0 blocks (32 values, 4.5 bits each).
+    Q4_0,
+    /// ggml's Q4_K super-blocks (256 values, 4.5 bits each).
+    Q4K,
+    /// ggml's Q6_K super-blocks (256 values, 6.5625 bits each).
+    Q6K,
 }
 
 impl Elem {
-    /// Bytes of one element.
-    pub fn bytes(self) -> u64 {
+    /// Bytes `elements` values take in a buffer of this type (before padding).
+    pub fn bytes_for(self, elements: usize) -> u64 {
+        match self.group() {
+            None => elements as u64 * self.float_bytes(),
+            Some((values, bytes)) => elements.div_ceil(values) as u64 * bytes,
+        }
+    }
+
+    /// Bytes per value of a float type; for block types, the average rounded up (sizes are
+    /// [`Elem::bytes_for`]'s).
+    fn float_bytes(self) -> u64 {
         match self {
             Elem::F32 => 4,
             Elem::F16 | Elem::Bf16 => 2,
+            Elem::Q8_0 | Elem::Q4_0 | Elem::Q4K | Elem::Q6K => 1,
+        }
+    }
+
+    /// Bits one value takes (block types: with their scales).
+    pub fn bits_per_value(self) -> f64 {
+        match self.group() {
+            None => self.float_bytes() as f64 * 8.0,
+            Some((values, bytes)) => bytes as f64 * 8.0 / values as f64,
+        }
+    }
+
+    /// True for the block-quantized types.
+    pub fn is_blocks(self) -> bool {
+        self.group().is_some()
+    }
+
+    /// Values per quantization block (1 for floats): K must be a multiple of it.
+    pub fn block_values(self) -> usize {
+        match self {
+            Elem::F32 | Elem::F16 | Elem::Bf16 => 1,
+            Elem::Q8_0 | Elem::Q4_0 => 32,
+            Elem::Q4K | Elem::Q6K => crate::quant::QK_K,
+        }
+    }
+
+    /// (values, bytes) of one group of the device layout (`super::blocks`); None for floats.
+    pub(crate) fn group(self) -> Option<(usize, u64)> {
+        match self {
+            Elem::F32 | Elem::F16 | Elem::Bf16 => None,
+            Elem::Q8_0 => Some((256, 272)),
+            Elem::Q4_0 => Some((256, 144)),
+            Elem::Q4K => Some((256, 144)),
+            Elem::Q6K => Some((2048, 1680)),
         }
     }
 }
@@ -295,6 +346,7 @@ impl GpuContext {
             Elem::F32 => self.upload(name, shape, data),
             Elem::F16 => self.upload_f16(name, shape, data),
             Elem::Bf16 => self.upload_bf16(name, shape, data),
+            _ => self.upload_blocks(name, shape, data, elem, false),
         }
     }
 
@@ -313,9 +365,20 @@ impl GpuContext {
                 data.len()
             )));
         }
-        let bytes_len = elements * std::mem::size_of::<T>();
+        self.upload_bytes(name, shape, bytemuck::cast_slice(data).to_vec(), elem)
+    }
+
+    /// `bytes` (the `shape` tensor's values as `elem`, in its device layout) into a new,
+    /// unpooled buffer padded to 256 bytes.
+    pub(crate) fn upload_bytes(
+        &self,
+        name: &str,
+        shape: &[usize],
+        mut bytes: Vec<u8>,
+        elem: Elem,
+    ) -> Result<GpuTensor> {
+        let bytes_len = bytes.len();
         self.check_fits_bytes(name, bytes_len as u64)?;
-        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
         bytes.resize(padded_bytes(bytes_len) as usize, 0);
         let buffer = self
             .device

@@ -94,6 +94,59 @@ pub const SHADER_TEXEL_BF16_WEIGHTS: Shader = Shader {
     ],
 };
 
+/// The block-quantized formats (`super::blocks`): shared byte helpers and the matrix-vector
+/// kernel's 32-value chunk, then one prelude per format that widens four values at a time for
+/// the matrix kernels and dots a whole block (or sub-block) with its scales read once for the
+/// matrix-vector kernel. Each reads 16-byte quads from a buffer or from texels.
+const BLOCKS: &str = include_str!("../../shaders/blocks.wgsl");
+const BLOCKS_BUFFER: &str = include_str!("../../shaders/blocks_buffer.wgsl");
+const BLOCKS_TEXELS: &str = include_str!("../../shaders/blocks_texels.wgsl");
+const Q8_0: &str = include_str!("../../shaders/linear_a_q8_0.wgsl");
+const Q4_0: &str = include_str!("../../shaders/linear_a_q4_0.wgsl");
+const Q4_K: &str = include_str!("../../shaders/linear_a_q4_k.wgsl");
+const Q6_K: &str = include_str!("../../shaders/linear_a_q6_k.wgsl");
+
+/// The same kernels reading operand A as Q8_0 blocks from a buffer.
+pub const SHADER_Q8_0_WEIGHTS: Shader = Shader {
+    name: "linear_q8_0",
+    parts: &[BLOCKS, BLOCKS_BUFFER, Q8_0, GELU, CORE],
+};
+/// … as Q4_0 blocks from a buffer.
+pub const SHADER_Q4_0_WEIGHTS: Shader = Shader {
+    name: "linear_q4_0",
+    parts: &[BLOCKS, BLOCKS_BUFFER, Q4_0, GELU, CORE],
+};
+/// … as Q4_K super-blocks from a buffer.
+pub const SHADER_Q4_K_WEIGHTS: Shader = Shader {
+    name: "linear_q4_k",
+    parts: &[BLOCKS, BLOCKS_BUFFER, Q4_K, GELU, CORE],
+};
+/// … as Q6_K super-blocks from a buffer.
+pub const SHADER_Q6_K_WEIGHTS: Shader = Shader {
+    name: "linear_q6_k",
+    parts: &[BLOCKS, BLOCKS_BUFFER, Q6_K, GELU, CORE],
+};
+/// … as Q8_0 blocks stored as texels.
+pub const SHADER_TEXEL_Q8_0_WEIGHTS: Shader = Shader {
+    name: "linear_texels_q8_0",
+    parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q8_0, GELU, CORE],
+};
+/// … as Q4_0 blocks stored as texels.
+pub const SHADER_TEXEL_Q4_0_WEIGHTS: Shader = Shader {
+    name: "linear_texels_q4_0",
+    parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q4_0, GELU, CORE],
+};
+/// … as Q4_K super-blocks stored as texels.
+pub const SHADER_TEXEL_Q4_K_WEIGHTS: Shader = Shader {
+    name: "linear_texels_q4_k",
+    parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q4_K, GELU, CORE],
+};
+/// … as Q6_K super-blocks stored as texels.
+pub const SHADER_TEXEL_Q6_K_WEIGHTS: Shader = Shader {
+    name: "linear_texels_q6_k",
+    parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q6_K, GELU, CORE],
+};
+
 /// Floating-point operations of one `linear` (multiply and add counted separately): 2·m·n·k.
 pub fn flops(m: usize, n: usize, k: usize) -> f64 {
     2.0 * m as f64 * n as f64 * k as f64
@@ -585,6 +638,14 @@ impl Product<'_> {
                 )))
             }
             Elem::Bf16 => &SHADER_BF16_WEIGHTS,
+            Elem::Q8_0 if a.t.is_texels() => &SHADER_TEXEL_Q8_0_WEIGHTS,
+            Elem::Q4_0 if a.t.is_texels() => &SHADER_TEXEL_Q4_0_WEIGHTS,
+            Elem::Q4K if a.t.is_texels() => &SHADER_TEXEL_Q4_K_WEIGHTS,
+            Elem::Q6K if a.t.is_texels() => &SHADER_TEXEL_Q6_K_WEIGHTS,
+            Elem::Q8_0 => &SHADER_Q8_0_WEIGHTS,
+            Elem::Q4_0 => &SHADER_Q4_0_WEIGHTS,
+            Elem::Q4K => &SHADER_Q4_K_WEIGHTS,
+            Elem::Q6K => &SHADER_Q6_K_WEIGHTS,
         };
         if self.batch_inner == 0 {
             return Err(Error::input("linear: batch_inner must be at least 1"));
@@ -679,8 +740,12 @@ impl Product<'_> {
         // The vec4 entry points need every vec4 they read to start at a multiple of 4.
         let aligned = aligned_to(4);
         // The matrix-vector kernel steps through K in chunks (`A_CHUNK` in the shader): eight
-        // bf16 values (16 bytes: a texel, or one load), a vec4 otherwise.
-        let chunk = if a.t.elem == Elem::Bf16 { 8 } else { 4 };
+        // bf16 values (16 bytes: a texel, or one load), a block format's 32, a vec4 otherwise.
+        let chunk = match a.t.elem {
+            Elem::Bf16 => 8,
+            e if e.is_blocks() => 32,
+            _ => 4,
+        };
         let gemv = b.rows == 1
             && aligned_to(chunk)
             && match tuning.gemv {

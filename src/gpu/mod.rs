@@ -2,6 +2,7 @@
 //! a typed dispatch function over `GpuTensor`s.
 
 pub mod attention;
+pub mod blocks;
 pub mod buffer;
 pub mod context;
 pub mod elementwise;
@@ -33,6 +34,14 @@ pub const ALL_SHADERS: &[&Shader] = &[
     &linear::SHADER_BF16_WEIGHTS,
     &linear::SHADER_TEXEL_WEIGHTS,
     &linear::SHADER_TEXEL_BF16_WEIGHTS,
+    &linear::SHADER_Q8_0_WEIGHTS,
+    &linear::SHADER_Q4_0_WEIGHTS,
+    &linear::SHADER_Q4_K_WEIGHTS,
+    &linear::SHADER_Q6_K_WEIGHTS,
+    &linear::SHADER_TEXEL_Q8_0_WEIGHTS,
+    &linear::SHADER_TEXEL_Q4_0_WEIGHTS,
+    &linear::SHADER_TEXEL_Q4_K_WEIGHTS,
+    &linear::SHADER_TEXEL_Q6_K_WEIGHTS,
     &norm::SHADER,
     &attention::SHADER,
     &topk::SHADER,

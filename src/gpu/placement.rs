@@ -1,6 +1,7 @@
 //! Where and how a weight lives on the GPU — element type × layout (buffer or texels) ×
 //! chunking — decided in one place for LinVT and the video-LLM alike ([`Placement::place`]).
-//! New formats (8- and 4-bit blocks) join here as new [`WeightStorage`] members.
+//! ggml's 8- and 4-bit blocks are [`WeightStorage`] members too: linear weights are quantized
+//! as they are placed (`super::blocks`).
 //!
 //! Tables larger than one storage binding (a real Qwen2 embedding, 151936 × 896 f32 = 545 MB,
 //! against lavapipe's 128 MiB) are stored as row chunks that each fit the binding limit
@@ -17,12 +18,21 @@ use crate::ops::Role;
 pub use crate::ops::{WeightChoice, WeightStorage};
 use crate::tensor::Tensor;
 
-/// The device element type of a weight stored as `storage`.
-pub fn elem_of(storage: WeightStorage) -> Elem {
+/// The device element type of a linear weight with rows of `cols` values stored as `storage`
+/// (block formats fall back as [`WeightStorage::block_type`] says, to bf16 where no block fits).
+pub fn elem_of(storage: WeightStorage, cols: usize) -> Elem {
     match storage {
         WeightStorage::F32 => Elem::F32,
         WeightStorage::F16 => Elem::F16,
         WeightStorage::Bf16 => Elem::Bf16,
+        WeightStorage::Q8_0 | WeightStorage::Q4_0 | WeightStorage::Q4K => {
+            match storage.block_type(cols) {
+                Some(crate::gguf::GgmlType::Q8_0) => Elem::Q8_0,
+                Some(crate::gguf::GgmlType::Q4_K) => Elem::Q4K,
+                Some(_) => Elem::Q4_0,
+                None => Elem::Bf16,
+            }
+        }
     }
 }
 
@@ -79,8 +89,9 @@ impl Placement {
     }
 
     /// Puts `t`, used as `role`, on `ctx`:
-    /// - linear weights take `storage`; tables (embeddings, read by the row gather and as a tied
-    ///   `lm_head`) take bf16 too as texels, which the gather reads as f32 or bf16, but stay f32
+    /// - linear weights take `storage` (block formats: quantized here); tables
+    ///   (embeddings, read by the row gather and as a tied `lm_head`) take bf16 when `storage` is
+    ///   bf16 or a block format, as texels, which the gather reads as f32 or bf16, but stay f32
     ///   in buffers; everything else is f32;
     /// - matrices read by rows go to texels when the layout says so and the texels hold them
     ///   (not f16, not beyond the texture limits); a one-row weight (LinVT's score head) stays in
@@ -92,9 +103,12 @@ impl Placement {
             .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
         let matrix = t.shape().len() == 2;
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
+        let linear_elem = elem_of(self.storage, t.cols());
         let texel_elem = match role {
-            Role::LinearWeight => elem_of(self.storage),
-            Role::Table if self.storage == WeightStorage::Bf16 => Elem::Bf16,
+            Role::LinearWeight => linear_elem,
+            Role::Table if self.storage == WeightStorage::Bf16 || self.storage.is_blocks() => {
+                Elem::Bf16
+            }
             _ => Elem::F32,
         };
         if layout == WeightLayout::Texels
@@ -103,15 +117,14 @@ impl Placement {
             && t.rows() > 1
             && ctx.fits_texels(t.len(), texel_elem)
         {
-            return Ok(Placed::One(ctx.upload_texels_as(
-                name,
-                t.shape(),
-                t.data(),
-                texel_elem,
-            )?));
+            let placed = match texel_elem.is_blocks() {
+                true => ctx.upload_blocks(name, t.shape(), t.data(), texel_elem, true)?,
+                false => ctx.upload_texels_as(name, t.shape(), t.data(), texel_elem)?,
+            };
+            return Ok(Placed::One(placed));
         }
         let elem = if role == Role::LinearWeight && matrix {
-            elem_of(self.storage)
+            linear_elem
         } else {
             Elem::F32
         };
@@ -119,7 +132,7 @@ impl Placement {
             .chunk_bytes
             .unwrap_or(u64::MAX)
             .min(ctx.max_binding_bytes());
-        if matrix && t.len() as u64 * elem.bytes() > limit {
+        if matrix && elem.bytes_for(t.len()) > limit {
             return Ok(Placed::Chunked(upload_chunked(ctx, t, limit, elem)?));
         }
         Ok(Placed::One(ctx.upload_as(
@@ -134,8 +147,10 @@ impl Placement {
 /// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
 fn upload_chunked(ctx: &GpuContext, t: &Tensor, limit: u64, elem: Elem) -> Result<ChunkedTable> {
     let (rows, cols) = (t.rows(), t.cols());
-    let row_bytes = cols as u64 * elem.bytes();
-    let per_chunk = (limit / row_bytes.max(1)) as usize;
+    // Block formats group values across rows (`super::blocks`): a chunk of `n` rows takes
+    // bytes_for(n·cols), which is at most (n + 1) rows' worth.
+    let row_bytes = elem.bytes_for(cols).max(1);
+    let per_chunk = (limit / row_bytes).saturating_sub(elem.is_blocks() as u64) as usize;
     if per_chunk == 0 {
         return Err(Error::TensorTooLarge {
             tensor: format!("one row of a ({rows}, {cols}) weight"),

@@ -1,6 +1,7 @@
 //! Weights stored as texels: a tensor's values laid out as flat memory in a 2-D array texture of
-//! 16-byte texels — four f32 values per `rgba32float` texel, or eight bf16 values (packed two
-//! per u32 as in bf16 buffers) per `rgba32uint` texel — [`ROW_TEXELS`] texels per texture row
+//! 16-byte texels — four f32 values per `rgba32float` texel, eight bf16 values (packed two
+//! per u32 as in bf16 buffers) or 16 bytes of ggml blocks (`super::blocks`) per `rgba32uint`
+//! texel — [`ROW_TEXELS`] texels per texture row
 //! and [`LAYER_ROWS`] rows per array layer. Texel `i` of the flat tensor is texel
 //! (i mod 4096, ⌊i / 4096⌋ mod 4096) of layer ⌊i / 4096²⌋ — `texel_coords` in
 //! `shaders/texels.wgsl`, the one place kernels learn the layout.
@@ -29,12 +30,12 @@ pub const LAYER_ROWS: u32 = 4096;
 /// Bytes per texel (rgba32float, rgba32uint).
 const TEXEL_BYTES: u64 = 16;
 
-/// Values of `elem` per texel, or None when texels cannot hold that element type.
-fn values_per_texel(elem: Elem) -> Option<usize> {
+/// Texels `elements` values of `elem` take, or None when no kernel reads that element type from
+/// texels (f16).
+fn texels_for(elements: usize, elem: Elem) -> Option<u64> {
     match elem {
-        Elem::F32 => Some(4),
-        Elem::Bf16 => Some(8),
         Elem::F16 => None,
+        _ => Some(elem.bytes_for(elements).div_ceil(TEXEL_BYTES)),
     }
 }
 
@@ -126,10 +127,10 @@ impl GpuContext {
     /// True when `elements` values of `elem` fit one texel-stored tensor on this device (never
     /// for f16, which texels do not hold).
     pub fn fits_texels(&self, elements: usize, elem: Elem) -> bool {
-        let Some(per_texel) = values_per_texel(elem) else {
+        let Some(texels) = texels_for(elements, elem) else {
             return false;
         };
-        let (rows, layers) = extent(elements.div_ceil(per_texel) as u64);
+        let (rows, layers) = extent(texels);
         let side = self.limits.max_texture_dimension_2d;
         ROW_TEXELS <= side && rows <= side && layers <= self.limits.max_texture_array_layers
     }
@@ -155,23 +156,10 @@ impl GpuContext {
                 data.len()
             )));
         }
-        let Some(per_texel) = values_per_texel(elem) else {
+        if elem.is_blocks() {
             return Err(Error::input(format!(
-                "`{name}`: {elem:?} weights cannot be stored as texels (f32 and bf16 can)"
+                "`{name}`: {elem:?} texels take block bytes (upload_blocks), not values"
             )));
-        };
-        if !self.fits_texels(elements, elem) {
-            let max_side = self.limits.max_texture_dimension_2d;
-            return Err(Error::TensorTooLarge {
-                tensor: name.to_string(),
-                bytes: elements as u64 * elem.bytes(),
-                limit: ROW_TEXELS.min(max_side) as u64
-                    * LAYER_ROWS.min(max_side) as u64
-                    * self.limits.max_texture_array_layers as u64
-                    * TEXEL_BYTES,
-                hint: "store the weights in buffers (weight layout `buffers`) on this adapter"
-                    .into(),
-            });
         }
         // Texel contents as u32 words (four per texel): f32 bits, or bf16 pairs.
         let words: Cow<[u32]> = match elem {
@@ -185,11 +173,58 @@ impl GpuContext {
             ),
             _ => Cow::Borrowed(bytemuck::cast_slice(data)),
         };
-        let format = match elem {
-            Elem::Bf16 => wgpu::TextureFormat::Rgba32Uint,
-            _ => wgpu::TextureFormat::Rgba32Float,
+        self.upload_texel_words(name, shape, &words, elem)
+    }
+
+    /// Uploads the device bytes of a `shape` tensor of a block type (`super::blocks`) as
+    /// rgba32uint texels.
+    pub(crate) fn upload_texel_bytes(
+        &self,
+        name: &str,
+        shape: &[usize],
+        bytes: &[u8],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
+        let words: Vec<u32> = bytes
+            .chunks(4)
+            .map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32))
+            .collect();
+        self.upload_texel_words(name, shape, &words, elem)
+    }
+
+    /// `words` (the texels' contents, four per texel) of a `shape` tensor of `elem` into a new
+    /// texture.
+    fn upload_texel_words(
+        &self,
+        name: &str,
+        shape: &[usize],
+        words: &[u32],
+        elem: Elem,
+    ) -> Result<GpuTensor> {
+        let elements: usize = shape.iter().product();
+        let Some(texels) = texels_for(elements, elem) else {
+            return Err(Error::input(format!(
+                "`{name}`: {elem:?} weights cannot be stored as texels (f32, bf16 and ggml blocks can)"
+            )));
         };
-        let (rows, layers) = extent(elements.div_ceil(per_texel) as u64);
+        if !self.fits_texels(elements, elem) {
+            let max_side = self.limits.max_texture_dimension_2d;
+            return Err(Error::TensorTooLarge {
+                tensor: name.to_string(),
+                bytes: elem.bytes_for(elements),
+                limit: ROW_TEXELS.min(max_side) as u64
+                    * LAYER_ROWS.min(max_side) as u64
+                    * self.limits.max_texture_array_layers as u64
+                    * TEXEL_BYTES,
+                hint: "store the weights in buffers (weight layout `buffers`) on this adapter"
+                    .into(),
+            });
+        }
+        let format = match elem {
+            Elem::F32 => wgpu::TextureFormat::Rgba32Float,
+            _ => wgpu::TextureFormat::Rgba32Uint,
+        };
+        let (rows, layers) = extent(texels);
         let texture = self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(name),
             size: wgpu::Extent3d {

@@ -199,7 +199,7 @@ impl Linvt {
                 Placed::One(t) => Ok(t),
                 Placed::Chunked(_) => Err(Error::TensorTooLarge {
                     tensor: format!("LinVT parameter {i} {:?}", t.shape()),
-                    bytes: t.len() as u64 * storage.bytes_per_weight(),
+                    bytes: (t.len() as f64 * storage.bits_per_weight() / 8.0) as u64,
                     limit: ctx.max_binding_bytes(),
                     hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
                 }),

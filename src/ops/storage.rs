@@ -1,7 +1,10 @@
-//! How an executor keeps a model's weights: the storage (f32, bf16, f16) a user asks for and
-//! its resolution against the checkpoint (`auto`: the weights' own precision). The GPU places
-//! each weight by it (`gpu/placement.rs`), the CPU converts the weights it keeps at upload.
+//! How an executor keeps a model's weights: the storage (f32, bf16, f16, or ggml's 8- and 4-bit
+//! blocks) a user asks for and its resolution against the checkpoint (`auto`: the weights' own
+//! precision). The GPU places each weight by it (`gpu/placement.rs`), the CPU converts the
+//! weights it keeps at upload.
 
+use crate::error::Result;
+use crate::gguf::GgmlType;
 use crate::weights::TensorStore;
 
 /// How an executor stores the model's linear weights (and, where it can, embedding tables).
@@ -18,6 +21,14 @@ pub enum WeightStorage {
     /// adapter. Exact for weights that were bf16 already (the released checkpoints); f32 weights
     /// lose their low 16 bits.
     Bf16,
+    /// ggml's Q8_0 (blocks of 32: int8 values and an f16 scale, 8.5 bits per weight), quantized
+    /// at load as llama.cpp does; f32 arithmetic on the widened values.
+    Q8_0,
+    /// ggml's Q4_0 (blocks of 32: 4-bit values and an f16 scale, 4.5 bits per weight).
+    Q4_0,
+    /// ggml's Q4_K (super-blocks of 256 with 6-bit sub-block scales and mins, 4.5 bits per
+    /// weight). Weights whose rows are not a multiple of 256 take Q4_0.
+    Q4K,
 }
 
 impl WeightStorage {
@@ -37,14 +48,61 @@ impl WeightStorage {
             WeightStorage::F32 => "f32",
             WeightStorage::F16 => "f16",
             WeightStorage::Bf16 => "bf16",
+            WeightStorage::Q8_0 => "q8_0",
+            WeightStorage::Q4_0 => "q4_0",
+            WeightStorage::Q4K => "q4_k",
         }
     }
 
-    /// Bytes one weight takes.
-    pub fn bytes_per_weight(self) -> u64 {
+    /// True for ggml's block formats.
+    pub fn is_blocks(self) -> bool {
+        matches!(
+            self,
+            WeightStorage::Q8_0 | WeightStorage::Q4_0 | WeightStorage::Q4K
+        )
+    }
+
+    /// The ggml block type a linear weight with rows of `cols` values takes under this storage,
+    /// None for the float storages. Rows that are not a multiple of a type's block take the
+    /// next smaller block (Q4_K → Q4_0, as 4 bits still), or bf16 (None) when no block fits
+    /// (e.g. a vision patch embedding of 3·14·14 = 588 values per row).
+    pub fn block_type(self, cols: usize) -> Option<GgmlType> {
+        let fits = |block: usize| cols.is_multiple_of(block);
         match self {
-            WeightStorage::F32 => 4,
-            WeightStorage::F16 | WeightStorage::Bf16 => 2,
+            WeightStorage::Q4K if fits(crate::quant::QK_K) => Some(GgmlType::Q4_K),
+            WeightStorage::Q4K | WeightStorage::Q4_0 if fits(32) => Some(GgmlType::Q4_0),
+            WeightStorage::Q8_0 if fits(32) => Some(GgmlType::Q8_0),
+            _ => None,
+        }
+    }
+
+    /// Bits one linear weight takes (block formats: with their scales; the fallbacks of
+    /// [`WeightStorage::block_type`] aside).
+    pub fn bits_per_weight(self) -> f64 {
+        match self {
+            WeightStorage::F32 => 32.0,
+            WeightStorage::F16 | WeightStorage::Bf16 => 16.0,
+            WeightStorage::Q8_0 => 8.5,
+            WeightStorage::Q4_0 | WeightStorage::Q4K => 4.5,
+        }
+    }
+
+    /// The values a linear weight holds under this storage, as f32: quantized to its block type
+    /// and widened back (the CPU twin of the GPU's block kernels, which widen the same way);
+    /// bf16-rounded where no block fits; unchanged for the float storages.
+    pub fn round_trip(self, cols: usize, values: &[f32]) -> Result<Vec<f32>> {
+        if !self.is_blocks() {
+            return Ok(values.to_vec());
+        }
+        match self.block_type(cols) {
+            Some(ty) => {
+                let blocks = crate::quant::quantize(ty, values)?;
+                crate::quant::dequantize(ty, &blocks, values.len())
+            }
+            None => Ok(values
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect()),
         }
     }
 }
@@ -59,6 +117,15 @@ pub enum WeightChoice {
     F32,
     Bf16,
     F16,
+    /// ggml's Q8_0, quantized at load: 8.5 bits per weight.
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "q8_0"))]
+    Q8_0,
+    /// ggml's Q4_0, quantized at load: 4.5 bits per weight.
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "q4_0"))]
+    Q4_0,
+    /// ggml's Q4_K (Q4_0 for rows not a multiple of 256), quantized at load: 4.5 bits.
+    #[cfg_attr(not(target_arch = "wasm32"), value(name = "q4_k"))]
+    Q4K,
 }
 
 impl WeightChoice {
@@ -75,6 +142,9 @@ impl WeightChoice {
             WeightChoice::F32 => WeightStorage::F32,
             WeightChoice::Bf16 => WeightStorage::Bf16,
             WeightChoice::F16 => WeightStorage::F16,
+            WeightChoice::Q8_0 => WeightStorage::Q8_0,
+            WeightChoice::Q4_0 => WeightStorage::Q4_0,
+            WeightChoice::Q4K => WeightStorage::Q4K,
         }
     }
 }
@@ -85,6 +155,9 @@ impl From<WeightStorage> for WeightChoice {
             WeightStorage::F32 => WeightChoice::F32,
             WeightStorage::F16 => WeightChoice::F16,
             WeightStorage::Bf16 => WeightChoice::Bf16,
+            WeightStorage::Q8_0 => WeightChoice::Q8_0,
+            WeightStorage::Q4_0 => WeightChoice::Q4_0,
+            WeightStorage::Q4K => WeightChoice::Q4K,
         }
     }
 }

@@ -48,11 +48,17 @@ pub struct ModelArgs {
     /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
     /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
     /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
-    /// faster there) or f16 (half the memory; needs SHADER_F16). Ignored with `--backend cpu`.
+    /// faster there), f16 (half the memory; needs SHADER_F16), or ggml's blocks quantized at
+    /// load: q8_0 (8.5 bits per weight), q4_0 or q4_k (4.5; q4_k takes q4_0 for rows that are
+    /// not a multiple of 256). Blocks apply to every linear weight whose rows fit (vision
+    /// encoder, projector, LinVT and decoder); others, embedding tables as texels, take bf16;
+    /// norms and biases stay f32. Ignored with `--backend cpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub gpu_weights: WeightChoice,
     /// How the CPU keeps the linear weights and the embedding table: auto (the checkpoint's
-    /// precision: bf16 for released checkpoints), f32 or bf16. Ignored with `--backend gpu`.
+    /// precision: bf16 for released checkpoints), f32 or bf16; q8_0, q4_0 or q4_k compute with
+    /// the values the GPU's blocks hold, widened to f32 (the GPU's twin, not smaller or faster
+    /// yet). Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub cpu_weights: WeightChoice,
 }

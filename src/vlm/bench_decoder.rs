@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::texels::WeightLayout;
 use crate::gpu::GpuOps;
 use crate::gpu::WeightStorage;
-use crate::gpu::{BufferPool, Elem, GpuContext, Recorder};
+use crate::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder};
 use crate::ops::{Positions, Role, SamplingParams, VlmOps};
 use crate::rand::SeededRng;
 use crate::tensor::Tensor;
@@ -203,18 +203,28 @@ fn linear_parameters(c: &LlmConfig) -> usize {
 
 /// Bytes one decode step reads from the weights: all of them but the embedding table, which
 /// is read as the tied lm_head (all of it) and by the gather (one row). Each is counted at the
-/// size it has on the executor: linear weights and the table as stored (`linear_bytes`,
-/// `table_bytes` per value), the rest 4 bytes.
+/// size it has on the executor: linear weights and the table as stored (`linear_bits`,
+/// `table_bits` per value, block formats with their scales), the rest 4 bytes.
 fn weight_bytes_per_token(
     c: &LlmConfig,
     parameters: usize,
-    linear_bytes: u64,
-    table_bytes: u64,
+    linear_bits: f64,
+    table_bits: f64,
 ) -> u64 {
     let linear = linear_parameters(c) as u64;
     let table = (c.vocab_size * c.hidden_size) as u64;
     let rest = parameters as u64 - linear - table;
-    rest * 4 + linear * linear_bytes + (table + c.hidden_size as u64) * table_bytes
+    let bits = linear as f64 * linear_bits + (table + c.hidden_size as u64) as f64 * table_bits;
+    rest * 4 + (bits / 8.0).round() as u64
+}
+
+/// Bits per value of a layer's linear weights as the GPU holds them (their types may differ:
+/// a block format falls back where rows do not fit its block).
+fn linear_bits(layer: &Qwen2Layer<GpuTensor>) -> f64 {
+    let weights = [&layer.qkv_w, &layer.o_w, &layer.gate_up_w, &layer.down_w];
+    let values: usize = weights.iter().map(|w| w.len()).sum();
+    let bytes: u64 = weights.iter().map(|w| w.elem.bytes_for(w.len())).sum();
+    bytes as f64 * 8.0 / values as f64
 }
 
 /// Device copy bandwidth: `bytes` copied buffer to buffer, read + write bytes per second (GB/s),
@@ -299,8 +309,8 @@ pub fn run(
     let bytes = weight_bytes_per_token(
         &c,
         parameters,
-        p.layers[0].qkv_w.elem.bytes(),
-        p.embed.elem.bytes(),
+        linear_bits(&p.layers[0]),
+        p.embed.elem.bits_per_value(),
     );
     Ok(m.report(
         name,
@@ -352,14 +362,20 @@ pub fn run_cpu(
         &mut || Ok(host_copy_bandwidth(copy_bytes)),
         progress,
     )?;
-    let bytes = opts.weight_storage.bytes_per_weight();
+    // The CPU keeps block formats widened to f32 (their twin of the GPU's values) and tables in
+    // bf16 beside them.
+    let storage = opts.weight_storage;
+    let (bits, table_bits) = match storage.is_blocks() {
+        true => (32.0, 16.0),
+        false => (storage.bits_per_weight(), storage.bits_per_weight()),
+    };
     let mut report = m.report(
         name,
         &crate::cpu::threads::label(),
         "host memory",
         opts.weight_storage.name(),
         parameters,
-        weight_bytes_per_token(&c, parameters, bytes, bytes),
+        weight_bytes_per_token(&c, parameters, bits, table_bits),
         opts,
         steps,
         load_ms,
