@@ -309,6 +309,30 @@ pub fn dequantize_q8_k(blocks: &[u8], out: &mut [f32]) {
     }
 }
 
+/// The first block of `bytes` (ggml blocks of `ty`) whose scales are not finite, if any: the
+/// quants are integers, so a block's values are all finite exactly when its f16 (or f32)
+/// scales are. Checks a whole weight without widening it. Types without a known scale layout
+/// (and the float types, whose values are checked as values) give None.
+pub fn first_non_finite_block(ty: GgmlType, bytes: &[u8]) -> Option<usize> {
+    // (bytes per block, offsets of f16 scales); Q8_K's scale is an f32.
+    let (block, scales): (usize, &[usize]) = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => (ty.block()?.1 as usize, &[0]),
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+            (ty.block()?.1 as usize, &[0, 2])
+        }
+        GgmlType::Q6_K => (210, &[208]),
+        GgmlType::Q8_K => {
+            return bytes
+                .chunks_exact(292)
+                .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        }
+        _ => return None,
+    };
+    bytes
+        .chunks_exact(block)
+        .position(|b| scales.iter().any(|&o| !f16_at(b, o).is_finite()))
+}
+
 /// The types [`quantize`] accepts, for error messages.
 const QUANTIZE_SUPPORTED: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K";
 

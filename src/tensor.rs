@@ -3,9 +3,20 @@
 //! A model weight the CPU executor keeps in its stored precision is a bf16 tensor instead
 //! ([`Tensor::bf16`]): it holds bf16 values only, and only the ops that read weights take it
 //! (`linear` as the weight, `gather_rows` as the table, `rows` to slice it); reading it as f32
-//! ([`Tensor::data`]) is a bug in the caller and panics with a message saying so.
+//! ([`Tensor::data`]) is a bug in the caller and panics with a message saying so. A weight read
+//! from a GGUF file in a quantized type stays in ggml's blocks ([`Tensor::blocks`]) until an
+//! executor places it; [`Tensor::widened`] gives its f32 values.
 
 use crate::error::{Error, Result};
+use crate::gguf::GgmlType;
+
+/// Rows of a weight kept as ggml blocks, as a GGUF file holds them (whole blocks per row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockRows {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub bytes: Vec<u8>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -14,6 +25,9 @@ pub struct Tensor {
     /// The values as bf16 (upper halves of f32) when the tensor is a bf16 weight; `data` is
     /// then empty.
     bf16: Option<Vec<u16>>,
+    /// The rows as ggml blocks, in consecutive ranges that may differ in type (a stacked q/k/v
+    /// of a Q4_K_M file mixes Q4_K and Q6_K); `data` is then empty.
+    blocks: Option<Vec<BlockRows>>,
 }
 
 /// An error unless `shape` holds exactly `given` values.
@@ -34,7 +48,103 @@ impl Tensor {
             shape,
             data,
             bf16: None,
+            blocks: None,
         })
+    }
+
+    /// A (rows, cols) weight held as ggml blocks: `parts` cover the rows in order, each with
+    /// exactly the bytes its type takes for its rows.
+    pub fn blocks(shape: Vec<usize>, parts: Vec<BlockRows>) -> Result<Self> {
+        let [rows, cols] = shape[..] else {
+            return Err(Error::input(format!(
+                "a block-quantized tensor must be 2-D, not {shape:?}"
+            )));
+        };
+        if parts.iter().map(|p| p.rows).sum::<usize>() != rows {
+            return Err(Error::input(format!(
+                "block rows do not add up to the {rows} rows of {shape:?}"
+            )));
+        }
+        for p in &parts {
+            let want = p.ty.size_bytes((p.rows * cols) as u64);
+            if want != Some(p.bytes.len() as u64) {
+                return Err(Error::input(format!(
+                    "{} rows of {cols} values in {} take {want:?} bytes, not {}",
+                    p.rows,
+                    p.ty,
+                    p.bytes.len()
+                )));
+            }
+        }
+        Ok(Tensor {
+            shape,
+            data: Vec::new(),
+            bf16: None,
+            blocks: Some(parts),
+        })
+    }
+
+    /// The block rows of a block-quantized weight; None otherwise.
+    pub fn block_rows(&self) -> Option<&[BlockRows]> {
+        self.blocks.as_deref()
+    }
+
+    /// The values as an f32 tensor: blocks dequantized, bf16 widened, f32 as it is.
+    pub fn widened(self) -> Result<Tensor> {
+        let shape = self.shape.clone();
+        if let Some(parts) = &self.blocks {
+            let cols = self.cols();
+            let mut data = Vec::with_capacity(self.len());
+            for p in parts {
+                data.extend(crate::quant::dequantize(p.ty, &p.bytes, p.rows * cols)?);
+            }
+            return Tensor::new(shape, data);
+        }
+        if let Some(bits) = &self.bf16 {
+            let data = bits
+                .iter()
+                .map(|&b| half::bf16::from_bits(b).to_f32())
+                .collect();
+            return Tensor::new(shape, data);
+        }
+        Ok(self)
+    }
+
+    /// `parts` (2-D, equal widths) stacked along the rows: blocks stay blocks when every part
+    /// is blocks, else everything is widened to f32.
+    pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
+        let Some(first) = parts.first() else {
+            return Err(Error::input("concat_rows of no tensors"));
+        };
+        let cols = first.cols();
+        if parts
+            .iter()
+            .any(|t| t.cols() != cols || t.shape().len() != 2)
+        {
+            let shapes: Vec<&[usize]> = parts.iter().map(|t| t.shape()).collect();
+            return Err(Error::input(format!(
+                "cannot stack rows of {shapes:?}: widths differ"
+            )));
+        }
+        let rows = parts.iter().map(|t| t.rows()).sum();
+        if parts.iter().all(|t| t.blocks.is_some()) {
+            let mut merged: Vec<BlockRows> = Vec::new();
+            for p in parts.into_iter().flat_map(|t| t.blocks.unwrap_or_default()) {
+                match merged.last_mut() {
+                    Some(last) if last.ty == p.ty => {
+                        last.rows += p.rows;
+                        last.bytes.extend_from_slice(&p.bytes);
+                    }
+                    _ => merged.push(p),
+                }
+            }
+            return Tensor::blocks(vec![rows, cols], merged);
+        }
+        let mut data = Vec::with_capacity(rows * cols);
+        for t in parts {
+            data.extend(t.widened()?.data);
+        }
+        Tensor::new(vec![rows, cols], data)
     }
 
     /// A bf16 weight: `values` are f32 values rounded to the nearest bf16 (ties to even),
@@ -49,6 +159,7 @@ impl Tensor {
             shape,
             data: Vec::new(),
             bf16: Some(bits),
+            blocks: None,
         })
     }
 
@@ -57,6 +168,7 @@ impl Tensor {
             shape: shape.to_vec(),
             data: vec![0.0; shape.iter().product()],
             bf16: None,
+            blocks: None,
         }
     }
 
@@ -85,6 +197,11 @@ impl Tensor {
         assert!(
             self.bf16.is_none(),
             "a bf16 weight {:?} was read as f32; only linear, gather_rows and rows take bf16 weights",
+            self.shape
+        );
+        assert!(
+            self.blocks.is_none(),
+            "a block-quantized weight {:?} was read as f32; widen it first (Tensor::widened)",
             self.shape
         );
     }
@@ -126,6 +243,11 @@ impl Tensor {
     }
     /// Rows `start..start + len` of a 2-D view, copied (bf16 stays bf16).
     pub fn rows_slice(&self, start: usize, len: usize) -> Tensor {
+        assert!(
+            self.blocks.is_none(),
+            "rows of a block-quantized weight {:?}: widen it first",
+            self.shape
+        );
         let c = self.cols();
         let range = start * c..(start + len) * c;
         Tensor {
@@ -135,6 +257,7 @@ impl Tensor {
                 None => self.data[range.clone()].to_vec(),
             },
             bf16: self.bf16.as_ref().map(|b| b[range].to_vec()),
+            blocks: None,
         }
     }
 

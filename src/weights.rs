@@ -193,10 +193,46 @@ impl SafetensorsFile {
     }
 }
 
+/// A file of named tensors a [`TensorStore`] reads: safetensors, or a GGUF pair seen under
+/// Hugging Face names (`crate::vlm::gguf_model`).
+pub trait TensorSource: Send + Sync {
+    fn source_keys(&self) -> Vec<String>;
+    fn source_shape(&self, key: &str) -> Option<&[usize]>;
+    /// How `key` is stored, where safetensors has a name for it (ggml's block types have none).
+    fn source_dtype(&self, key: &str) -> Option<Dtype>;
+    /// The tensor, or None when absent: floats as f32, ggml blocks kept as blocks.
+    fn source_tensor(&self, key: &str) -> Result<Option<Tensor>>;
+    /// An integer tensor as i64, or None when absent.
+    fn source_tensor_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>>;
+    /// String metadata (safetensors `__metadata__`).
+    fn source_metadata(&self) -> HashMap<String, String>;
+}
+
+impl TensorSource for SafetensorsFile {
+    fn source_keys(&self) -> Vec<String> {
+        self.keys().map(str::to_string).collect()
+    }
+    fn source_shape(&self, key: &str) -> Option<&[usize]> {
+        self.shape(key)
+    }
+    fn source_dtype(&self, key: &str) -> Option<Dtype> {
+        self.dtype(key)
+    }
+    fn source_tensor(&self, key: &str) -> Result<Option<Tensor>> {
+        self.tensor(key)
+    }
+    fn source_tensor_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
+        self.tensor_i64(key)
+    }
+    fn source_metadata(&self) -> HashMap<String, String> {
+        self.metadata().clone()
+    }
+}
+
 /// Tensors from one file or a (possibly sharded) model directory.
 pub struct TensorStore {
     name: String,
-    files: Vec<SafetensorsFile>,
+    files: Vec<Box<dyn TensorSource>>,
     index: HashMap<String, usize>,
     /// The model directory's `config.json`, when loaded from a directory.
     pub config_json: Option<serde_json::Value>,
@@ -208,10 +244,23 @@ impl TensorStore {
         files: Vec<SafetensorsFile>,
         config_json: Option<serde_json::Value>,
     ) -> Self {
+        let sources = files
+            .into_iter()
+            .map(|f| Box::new(f) as Box<dyn TensorSource>)
+            .collect();
+        Self::from_sources(name, sources, config_json)
+    }
+
+    /// A store over any [`TensorSource`]s; a key found in several is read from the first.
+    pub fn from_sources(
+        name: &str,
+        files: Vec<Box<dyn TensorSource>>,
+        config_json: Option<serde_json::Value>,
+    ) -> Self {
         let mut index = HashMap::new();
         for (i, f) in files.iter().enumerate() {
-            for k in f.keys() {
-                index.entry(k.to_string()).or_insert(i);
+            for k in f.source_keys() {
+                index.entry(k).or_insert(i);
             }
         }
         TensorStore {
@@ -288,11 +337,15 @@ impl TensorStore {
         self.index.contains_key(key)
     }
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
-        self.index.get(key).and_then(|&i| self.files[i].shape(key))
+        self.index
+            .get(key)
+            .and_then(|&i| self.files[i].source_shape(key))
     }
     /// How `key` is stored.
     pub fn dtype(&self, key: &str) -> Option<Dtype> {
-        self.index.get(key).and_then(|&i| self.files[i].dtype(key))
+        self.index
+            .get(key)
+            .and_then(|&i| self.files[i].source_dtype(key))
     }
     /// True when the store holds floating-point tensors and every one of them is bf16 (the
     /// released checkpoints): then keeping weights in bf16 loses nothing.
@@ -306,13 +359,13 @@ impl TensorStore {
     }
     pub fn get(&self, key: &str) -> Result<Option<Tensor>> {
         match self.index.get(key) {
-            Some(&i) => self.files[i].tensor(key),
+            Some(&i) => self.files[i].source_tensor(key),
             None => Ok(None),
         }
     }
     pub fn get_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
         match self.index.get(key) {
-            Some(&i) => self.files[i].tensor_i64(key),
+            Some(&i) => self.files[i].source_tensor_i64(key),
             None => Ok(None),
         }
     }
@@ -320,7 +373,7 @@ impl TensorStore {
     pub fn metadata(&self) -> HashMap<String, String> {
         self.files
             .first()
-            .map(|f| f.metadata().clone())
+            .map(|f| f.source_metadata())
             .unwrap_or_default()
     }
 }

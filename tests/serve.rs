@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 fn model_args() -> ModelArgs {
     ModelArgs {
         model: common::tiny_fixture(),
+        mmproj: None,
         linvt: None,
         no_linvt: false,
         lora: None,

@@ -21,7 +21,8 @@
 #   LINVT_BACKEND=vulkan linvt bench --decoder qwen2-0.5b --gpu-weights F --steps 8 --json
 # one after the other, and prints decode tokens/s side by side with the weight bytes one decoded
 # token reads (ours: the JSON's weight_bytes_per_token; llama.cpp's: the GGUF's tensor bytes, the
-# embedding counted once as lm_head plus the one row the lookup reads).
+# embedding counted once as lm_head plus the one row the lookup reads). After each run a [cpu] line
+# says how much CPU other processes took meanwhile (a figure with more than a few % is suspect).
 #
 # Usage: scripts/bench/llama_cpp_vulkan.sh [WORKDIR]   (default: target/peer-llama)
 # Env: THREADS (2), ROUNDS (2), FORMATS ("f16 q8_0 q4_0 q4_k"; bf16 works too), EXTRA (0; 1 adds
@@ -82,16 +83,29 @@ if [[ "$EXTRA" == 1 ]]; then ROWS+=("q4_k_m qwen2-q4_k_m.gguf -" "q4_k_pure qwen
 for row in "${ROWS[@]}"; do set -- $row; "$PY" "$ROOT/scripts/bench/gguf_stats.py" "$2"; done
 
 export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
+busy_jiffies() { read -r _ a b c d e f g h _ < /proc/stat; echo $((a+b+c+f+g+h)) $((a+b+c+d+e+f+g+h)); }
+# timed LOG CMD...: runs CMD (stdout to LOG.json, stderr to LOG.err), then appends to LOG.cpu and
+# prints to stderr how much of the machine's CPU *other* processes took meanwhile.
+timed() {
+  local log=$1; shift; local b1 t1 b2 t2 rc=0
+  read -r b1 t1 < <(busy_jiffies)
+  /usr/bin/time -f "%U %S %e" -o "$log.time" "$@" >"$log.json" 2>"$log.err" || rc=$?
+  read -r b2 t2 < <(busy_jiffies)
+  awk -v b=$((b2-b1)) -v t=$((t2-t1)) -v hz="$(getconf CLK_TCK)" '{o=b-($1+$2)*hz; if(o<0)o=0;
+      printf "[cpu] wall %.0fs, machine busy %.0f%%, other processes %.0f%% of all CPU\n", $3, 100*b/t, 100*o/t}' \
+      "$log.time" | tee "$log.cpu" >&2
+  return $rc
+}
 theirs() { # theirs GGUF LOG -> tokens/s
-  "$BIN/llama-bench" -m "$1" -p 0 -n 16 -r 2 -ngl 99 -t "$THREADS" -o json >"$2.json" 2>"$2.err"
+  timed "$2" "$BIN/llama-bench" -m "$1" -p 0 -n 16 -r 2 -ngl 99 -t "$THREADS" -o json
   # gpu_info lists the GPU devices ggml used; empty when ggml-vulkan skipped the CPU-type device.
   "$PY" -c "import json,sys; r=json.load(open(sys.argv[1]))[0]
 if not r.get('gpu_info'): sys.exit('llama-bench ran without a Vulkan device (see ' + sys.argv[1] + ')')
 print(round(r['avg_ts'], 2))" "$2.json"
 }
 ours() { # ours FORMAT LOG -> "tokens/s bytes/token"
-  LINVT_BACKEND="${LINVT_BACKEND:-vulkan}" "$LINVT" bench --decoder qwen2-0.5b --gpu-weights "$1" \
-    --steps 8 --json >"$2.json" 2>"$2.err"
+  LINVT_BACKEND="${LINVT_BACKEND:-vulkan}" timed "$2" "$LINVT" bench --decoder qwen2-0.5b \
+    --gpu-weights "$1" --steps 8 --json
   "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['decode_tokens_per_s'], 2), r['weight_bytes_per_token'])" "$2.json"
 }
 declare -A T O OB

@@ -274,7 +274,8 @@ impl VlmOps for CpuOps {
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
-        let t = two_d(t)?;
+        // ggml blocks (a GGUF file's) are kept widened: the values the GPU's block kernels read.
+        let t = two_d(t.widened()?)?;
         match (self.weight_storage, role) {
             (WeightStorage::F32, _) | (_, Role::Other) => Ok(t),
             (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),

@@ -97,10 +97,26 @@ impl Placement {
     ///   (not f16, not beyond the texture limits); a one-row weight (LinVT's score head) stays in
     ///   a buffer, where the product can share it;
     /// - a matrix beyond one storage binding is split into row chunks.
+    ///
+    /// A weight already in ggml blocks (a GGUF file's) keeps them when it is a linear weight of
+    /// types the kernels read (Q8_0, Q4_0, Q4_K, Q6_K), one chunk per run of rows of one type;
+    /// anything else is widened to f32 first and placed as above.
     pub fn place(&self, ctx: &GpuContext, name: &str, t: &Tensor, role: Role) -> Result<Placed> {
         let layout = self
             .layout
             .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
+        if let Some(parts) = t.block_rows() {
+            let kept = parts
+                .iter()
+                .map(|p| block_elem(p.ty))
+                .collect::<Option<Vec<_>>>();
+            return match kept {
+                Some(elems) if role == Role::LinearWeight => {
+                    self.place_blocks(ctx, name, t, &elems, layout)
+                }
+                _ => self.place(ctx, name, &t.clone().widened()?, role),
+            };
+        }
         let matrix = t.shape().len() == 2;
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
         let linear_elem = elem_of(self.storage, t.cols());
@@ -141,6 +157,75 @@ impl Placement {
             t.data(),
             elem,
         )?))
+    }
+}
+
+impl Placement {
+    /// Places a weight held as ggml blocks as it is: each run of rows of one type (`elems`) in
+    /// texels when the layout says so and they fit, else in buffers, split further into row
+    /// chunks within the binding limit; several chunks make a [`ChunkedTable`].
+    fn place_blocks(
+        &self,
+        ctx: &GpuContext,
+        name: &str,
+        t: &Tensor,
+        elems: &[Elem],
+        layout: WeightLayout,
+    ) -> Result<Placed> {
+        let (rows, cols) = (t.rows(), t.cols());
+        let limit = self
+            .chunk_bytes
+            .unwrap_or(u64::MAX)
+            .min(ctx.max_binding_bytes());
+        let mut chunks = Vec::new();
+        let mut r0 = 0;
+        for (part, &elem) in t.block_rows().unwrap_or_default().iter().zip(elems) {
+            let row_bytes = part.bytes.len() / part.rows.max(1);
+            let texels = layout == WeightLayout::Texels
+                && ctx.fits_texels(part.rows * cols, elem)
+                && part.rows > 1;
+            // Rows per chunk: all of them as texels; within the binding limit in buffers (the
+            // device layout groups blocks across rows: at most one row's worth more).
+            let per_chunk = match texels {
+                true => part.rows,
+                false => ((limit / elem.bytes_for(cols).max(1)).saturating_sub(1) as usize)
+                    .min(part.rows),
+            };
+            if per_chunk == 0 {
+                return Err(Error::TensorTooLarge {
+                    tensor: format!("one row of `{name}` ({cols} values of {elem:?})"),
+                    bytes: elem.bytes_for(cols),
+                    limit,
+                    hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
+                });
+            }
+            for start in (0..part.rows).step_by(per_chunk) {
+                let n = per_chunk.min(part.rows - start);
+                let bytes = &part.bytes[start * row_bytes..(start + n) * row_bytes];
+                let chunk = ctx.upload_ggml_blocks_in(name, &[n, cols], bytes, elem, texels)?;
+                chunks.push((r0 + start, chunk));
+            }
+            r0 += part.rows;
+        }
+        if chunks.len() == 1 {
+            return Ok(Placed::One(chunks.remove(0).1));
+        }
+        Ok(Placed::Chunked(ChunkedTable {
+            handle: chunks[0].1.rows_view(0, rows),
+            chunks,
+        }))
+    }
+}
+
+/// The device type the linear kernels read ggml type `ty` as, if they do.
+fn block_elem(ty: crate::gguf::GgmlType) -> Option<Elem> {
+    use crate::gguf::GgmlType;
+    match ty {
+        GgmlType::Q8_0 => Some(Elem::Q8_0),
+        GgmlType::Q4_0 => Some(Elem::Q4_0),
+        GgmlType::Q4_K => Some(Elem::Q4K),
+        GgmlType::Q6_K => Some(Elem::Q6K),
+        _ => None,
     }
 }
 

@@ -129,7 +129,7 @@ impl ServingArgs {
         queue: usize,
         api_key: Option<String>,
     ) -> Result<Arc<AppState>> {
-        let (config, _) = crate::vlm::model::open_model_dir(&m.model)?;
+        let (config, _) = crate::vlm::model::open_model(&m.model, m.mmproj.as_deref())?;
         let allowed_dir = match &self.allowed_media_dir {
             Some(d) => Some(d.canonicalize().map_err(|e| Error::io(d, e))?),
             None => None,

@@ -24,9 +24,14 @@ use crate::ops::{Device, SamplingParams};
 /// Which model to load and how: shared by `ask`, `serve` and `batch`.
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
-    /// Model directory (config.json, model.safetensors or an index, tokenizer.json).
+    /// Model directory (config.json, model.safetensors or an index, tokenizer.json), or a GGUF
+    /// decoder file as llama.cpp makes them (Qwen2-VL; its vision file: --mmproj).
     #[arg(long)]
     pub model: PathBuf,
+    /// With a GGUF --model: its vision file (llama.cpp's mmproj-*.gguf). Default: the one
+    /// mmproj*.gguf beside the model file.
+    #[arg(long)]
+    pub mmproj: Option<PathBuf>,
     /// Attach a LinVT module (a .safetensors file with its weights, `query_tokens` and its
     /// config in the metadata) to the checkpoint: videos go through it. Replaces a LinVT
     /// checkpoint's own.
@@ -76,6 +81,7 @@ impl ModelArgs {
             },
             lora: self.lora.clone(),
             binding_limit: None,
+            mmproj: self.mmproj.clone(),
         }
     }
 }
@@ -204,7 +210,8 @@ pub fn run(a: AskArgs) -> Result<()> {
     let decoding = bar(None, "decoding frames");
     decoding.enable_steady_tick(Duration::from_millis(100));
     // Qwen2-VL samples videos by time (its positions follow time); InternVL uniformly.
-    let (config, _) = super::model::open_model_dir(&a.model_args.model)?;
+    let (config, _) =
+        super::model::open_model(&a.model_args.model, a.model_args.mmproj.as_deref())?;
     let by_time = matches!(config.host, Host::Qwen2Vl(_));
     let mut fps = None;
     let visual = if let Some(v) = &a.video {

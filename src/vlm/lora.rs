@@ -171,6 +171,11 @@ impl Lora {
 
     /// Adds s·B·A to `w` when the adapter targets `key`; true when it did. A shape that does not
     /// fit is an error naming the tensor.
+    /// Whether the adapter has a delta for the weight `key`.
+    pub fn targets(&self, key: &str) -> bool {
+        self.pair_for(key).is_some()
+    }
+
     pub fn merge_into(&self, key: &str, w: &mut Tensor) -> Result<bool> {
         let Some(p) = self.pair_for(key) else {
             return Ok(false);

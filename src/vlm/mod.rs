@@ -15,6 +15,8 @@ pub mod decoder;
 pub mod demo;
 pub mod engine;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod gguf_model;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod host;
 pub mod intern_vit;
 pub mod internlm2;

@@ -52,6 +52,9 @@ pub struct LoadOptions {
     /// Split the work as if one storage binding held at most this many bytes (None: the
     /// adapter's own limit, no split on the CPU). For tests of the split paths.
     pub binding_limit: Option<u64>,
+    /// With a GGUF decoder as the model: its vision file (llama.cpp's `mmproj-*.gguf`); None:
+    /// the one `mmproj*.gguf` beside the decoder.
+    pub mmproj: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -63,6 +66,7 @@ impl LoadOptions {
             linvt: LinvtChoice::Auto,
             lora: None,
             binding_limit: None,
+            mmproj: None,
         }
     }
 }
@@ -122,6 +126,17 @@ pub struct Answer {
 /// Reads and validates a model directory: `config.json`, `generation_config.json` (optional),
 /// the weights (`model.safetensors` or a sharded index).
 pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
+    open_model(dir, None)
+}
+
+/// [`open_model_dir`] for a model directory, or a GGUF decoder file with its `mmproj` vision
+/// file (`mmproj`, or the one beside it): llama.cpp's files seen as the checkpoint they came
+/// from (`gguf_model`).
+pub fn open_model(dir: &Path, mmproj: Option<&Path>) -> Result<(VlmConfig, TensorStore)> {
+    if super::gguf_model::is_gguf(dir) {
+        let mmproj = super::gguf_model::find_mmproj(dir, mmproj)?;
+        return super::gguf_model::open(dir, &mmproj);
+    }
     if !dir.is_dir() {
         return Err(Error::input(format!(
             "{} is not a model directory",
@@ -224,7 +239,7 @@ pub fn load_engine<O: VlmOps>(
     opts: &LoadOptions,
     on_tensor: &mut dyn FnMut(usize, usize),
 ) -> Result<Engine<O>> {
-    let (config, store) = open_model_dir(dir)?;
+    let (config, store) = open_model(dir, opts.mmproj.as_deref())?;
     let plugin = match &opts.linvt {
         LinvtChoice::File(path) => Some(TensorStore::open(path)?),
         _ => None,
@@ -256,7 +271,10 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     let mut ops = CpuOps::new();
     ops.binding_limit = opts.binding_limit;
     // Through the model directory's own checks, so a wrong path says what is wrong.
-    ops.weight_storage = match opts.cpu_weights.resolve(&open_model_dir(dir)?.1) {
+    ops.weight_storage = match opts
+        .cpu_weights
+        .resolve(&open_model(dir, opts.mmproj.as_deref())?.1)
+    {
         WeightStorage::F16 => {
             return Err(Error::input(
                 "--cpu-weights f16: the CPU executor keeps weights in f32 or bf16",
@@ -270,7 +288,9 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let ctx = crate::gpu::shared_gpu()?;
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
-    ops.placement.storage = opts.gpu_weights.resolve(&open_model_dir(dir)?.1);
+    ops.placement.storage = opts
+        .gpu_weights
+        .resolve(&open_model(dir, opts.mmproj.as_deref())?.1);
     ops.binding_limit = opts.binding_limit;
     Ok(ops)
 }

@@ -15,8 +15,15 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json`; a host then checks its own tokens ([`Self::require`]).
+    /// Loads `dir/tokenizer.json`, or the vocabulary of a GGUF decoder file `dir`; a host then
+    /// checks its own tokens ([`Self::require`]).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        if super::gguf_model::is_gguf(dir) {
+            let json = super::gguf_model::tokenizer_json(dir)?;
+            let inner = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes())
+                .map_err(|e| Error::config(format!("the vocabulary of {}: {e}", dir.display())))?;
+            return Ok(Tokenizer { inner });
+        }
         let path = dir.join("tokenizer.json");
         if !path.exists() {
             return Err(Error::input(format!(

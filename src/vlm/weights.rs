@@ -40,8 +40,15 @@ impl<'a, T> WeightReader<'a, T> {
     }
 
     /// The host tensor `key` of exactly `shape`, finite, with the LoRA delta merged in when the
-    /// adapter targets it.
+    /// adapter targets it, as f32 values.
     pub fn host(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        self.checked(key, shape)?.widened()
+    }
+
+    /// [`Self::host`], but a weight stored in ggml blocks (a GGUF file) stays in blocks unless a
+    /// LoRA delta must be merged into it: what `linear`, `table` and `stacked` hand to the
+    /// executor, which places blocks as they are.
+    fn checked(&mut self, key: &str, shape: &[usize]) -> Result<Tensor> {
         let mut t = self.fetch(key)?;
         if t.shape() != shape {
             return Err(Error::ShapeMismatch {
@@ -51,14 +58,26 @@ impl<'a, T> WeightReader<'a, T> {
                 hint: " (does config.json describe these weights?)".into(),
             });
         }
-        if let Some((i, v)) = t.first_non_finite() {
+        let non_finite = match t.block_rows() {
+            Some(parts) => parts.iter().find_map(|p| {
+                crate::quant::first_non_finite_block(p.ty, &p.bytes)
+                    .map(|b| (format!("{} block {b}", p.ty), f32::NAN))
+            }),
+            None => t
+                .first_non_finite()
+                .map(|(i, v)| (format!("flat index {i}"), v)),
+        };
+        if let Some((position, value)) = non_finite {
             return Err(Error::NonFinite {
                 what: format!("weight `{}`", self.stored_name(key)),
-                position: format!("flat index {i}"),
-                value: v,
+                position,
+                value,
             });
         }
         if let Some(lora) = self.lora {
+            if t.block_rows().is_some() && lora.targets(key) {
+                t = t.widened()?;
+            }
             if lora.merge_into(key, &mut t)? {
                 self.merged.push(key.to_string());
             }
@@ -81,13 +100,7 @@ impl<'a, T> WeightReader<'a, T> {
             Source::Key(k) => read(&k),
             Source::Rows(keys) => {
                 let parts = keys.iter().map(|k| read(k)).collect::<Result<Vec<_>>>()?;
-                let rows: usize = parts.iter().map(|t| t.shape()[0]).sum();
-                let mut shape = parts[0].shape().to_vec();
-                shape[0] = rows;
-                Tensor::new(
-                    shape,
-                    parts.into_iter().flat_map(Tensor::into_data).collect(),
-                )
+                Tensor::concat_rows(parts)
             }
         }
     }
@@ -114,15 +127,16 @@ impl<'a, T> WeightReader<'a, T> {
         self.put(t)
     }
 
-    /// `host`, then uploaded as the W (N, K) of a linear layer.
+    /// `host`, then uploaded as the W (N, K) of a linear layer (ggml blocks kept as they are).
     pub fn linear(&mut self, key: &str, shape: &[usize]) -> Result<T> {
-        let t = self.host(key, shape)?;
+        let t = self.checked(key, shape)?;
         self.put_as(t, Role::LinearWeight)
     }
 
-    /// `host`, then uploaded as a table read by rows (an embedding; perhaps also a tied linear).
+    /// `host`, then uploaded as a table read by rows (an embedding; perhaps also a tied linear;
+    /// ggml blocks kept as they are: the executor decides).
     pub fn table(&mut self, key: &str, shape: &[usize]) -> Result<T> {
-        let t = self.host(key, shape)?;
+        let t = self.checked(key, shape)?;
         self.put_as(t, Role::Table)
     }
 
@@ -158,13 +172,12 @@ impl<'a, T> WeightReader<'a, T> {
     /// Several (rows, cols) linear weights stacked along the rows into one (e.g. gate and up
     /// projections, so one GEMM computes both).
     pub fn stacked(&mut self, keys: &[&str], shapes: &[[usize; 2]]) -> Result<T> {
-        let mut data = Vec::new();
-        let mut rows = 0;
-        for (k, s) in keys.iter().zip(shapes) {
-            data.extend(self.host(k, s)?.into_data());
-            rows += s[0];
-        }
-        let t = Tensor::new(vec![rows, shapes[0][1]], data)?;
+        let parts = keys
+            .iter()
+            .zip(shapes)
+            .map(|(k, s)| self.checked(k, s))
+            .collect::<Result<Vec<_>>>()?;
+        let t = Tensor::concat_rows(parts)?;
         self.put_as(t, Role::LinearWeight)
     }
 }

@@ -1,0 +1,575 @@
+//! llama.cpp's GGUF files of a Qwen2-VL model — the decoder file (architecture `qwen2vl`,
+//! holding the tokenizer too) and its `mmproj` vision file (architecture `clip`, projector
+//! `qwen2vl_merger`) — opened as if they were the Hugging Face checkpoint they were converted
+//! from: a [`TensorStore`] under the hub's tensor names, a `config.json` and processor settings
+//! rebuilt from the metadata, and a `tokenizer.json` rebuilt from the vocabulary. The names,
+//! shapes and keys are those of `docs/gguf.md`. Quantized tensors stay ggml blocks
+//! ([`Tensor::blocks`]) for the executor to place as they are.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::config::VlmConfig;
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, Gguf, TensorInfo};
+use crate::tensor::{BlockRows, Tensor};
+use crate::weights::{TensorSource, TensorStore};
+
+/// Whether `path` is a file that starts with the GGUF magic.
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && magic == crate::gguf::MAGIC
+}
+
+/// One GGUF file, mapped, its header parsed.
+struct GgufFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Gguf,
+}
+
+fn gguf_error(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::input(format!("{}: {msg}", path.display()))
+}
+
+impl GgufFile {
+    fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: a read-only map, as for safetensors (weights.rs).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let header = crate::gguf::parse(&map).map_err(|e| gguf_error(path, e))?;
+        // Every tensor must be one this crate can read (as values, at least), named in the
+        // error: a model that loads must not stop halfway.
+        if let Some(t) = header
+            .tensors
+            .iter()
+            .find(|t| !crate::quant::is_supported(t.ggml_type))
+        {
+            return Err(gguf_error(
+                path,
+                format!(
+                    "tensor `{}` is stored as {}, which linvt does not implement (it reads F32, \
+                     F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; the GPU keeps \
+                     Q8_0, Q4_0, Q4_K and Q6_K as they are); requantize the file with \
+                     llama-quantize, e.g. to Q4_K_M",
+                    t.name, t.ggml_type
+                ),
+            ));
+        }
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            map,
+            header,
+        })
+    }
+
+    fn arch(&self) -> Result<&str> {
+        self.header
+            .get_str("general.architecture")
+            .map_err(|e| gguf_error(&self.path, e))
+    }
+
+    fn u(&self, key: &str) -> Result<usize> {
+        self.header
+            .get_u64(key)
+            .map(|v| v as usize)
+            .map_err(|e| gguf_error(&self.path, e))
+    }
+
+    fn f(&self, key: &str) -> Result<f64> {
+        self.header
+            .get_f64(key)
+            .map_err(|e| gguf_error(&self.path, e))
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.header.tensor(name).ok_or_else(|| {
+            gguf_error(
+                &self.path,
+                format!("tensor `{name}` is missing from the file"),
+            )
+        })
+    }
+
+    /// PyTorch's shape of a tensor: GGUF keeps ggml's dims, fastest first.
+    fn shape_of(info: &TensorInfo) -> Vec<usize> {
+        info.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+
+    /// A tensor as f32 values, or (a quantized 2-D weight) as ggml blocks.
+    fn read(&self, name: &str) -> Result<Tensor> {
+        let info = self.info(name)?;
+        let bytes = self
+            .header
+            .tensor_bytes(&self.map, name)
+            .map_err(|e| gguf_error(&self.path, e))?;
+        let shape = Self::shape_of(info);
+        let ty = info.ggml_type;
+        let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        if !float && shape.len() == 2 {
+            let part = BlockRows {
+                ty,
+                rows: shape[0],
+                bytes: bytes.to_vec(),
+            };
+            return Tensor::blocks(shape, vec![part]);
+        }
+        let values = crate::quant::dequantize(ty, bytes, info.n_elements as usize)
+            .map_err(|e| gguf_error(&self.path, format!("tensor `{name}`: {e}")))?;
+        Tensor::new(shape, values)
+    }
+}
+
+/// How a Hugging Face tensor is made from GGUF tensors (`docs/gguf.md`).
+#[derive(Clone, Debug)]
+enum Recipe {
+    /// One tensor of file `0` (decoder) or `1` (mmproj), as it is.
+    One(usize, String),
+    /// The rows of these mmproj tensors stacked (the vision q/k/v, which HF keeps fused).
+    Rows(Vec<String>),
+    /// The two temporal halves of the patch embedding's Conv3d kernel (D, C, P, P) each,
+    /// interleaved back into (D, C, 2, P, P).
+    Temporal(String, String),
+}
+
+/// The GGUF pair seen as a Qwen2-VL hub checkpoint.
+struct Qwen2VlGguf {
+    files: [GgufFile; 2],
+    recipes: HashMap<String, (Recipe, Vec<usize>)>,
+}
+
+impl Qwen2VlGguf {
+    fn new(model: GgufFile, mmproj: GgufFile) -> Result<Self> {
+        let mut recipes = HashMap::new();
+        let files = [model, mmproj];
+        let mut add = |hf: String, recipe: Recipe, shape: Vec<usize>| {
+            recipes.insert(hf, (recipe, shape));
+        };
+        // The decoder: one tensor each.
+        for t in &files[0].header.tensors {
+            if let Some(hf) = decoder_name(&t.name) {
+                add(hf, Recipe::One(0, t.name.clone()), GgufFile::shape_of(t));
+            }
+        }
+        // The vision tower and merger.
+        let mm = &files[1];
+        for t in &mm.header.tensors {
+            if let Some(hf) = vision_name(&t.name) {
+                add(hf, Recipe::One(1, t.name.clone()), GgufFile::shape_of(t));
+            }
+        }
+        let depth = mm.u("clip.vision.block_count")?;
+        for i in 0..depth {
+            for part in ["weight", "bias"] {
+                let names: Vec<String> = ["q", "k", "v"]
+                    .iter()
+                    .map(|p| format!("v.blk.{i}.attn_{p}.{part}"))
+                    .collect();
+                let mut shape = GgufFile::shape_of(mm.info(&names[0])?);
+                shape[0] *= 3;
+                add(
+                    format!("visual.blocks.{i}.attn.qkv.{part}"),
+                    Recipe::Rows(names),
+                    shape,
+                );
+            }
+        }
+        let k0 = mm.info("v.patch_embd.weight")?;
+        mm.info("v.patch_embd.weight.1")?;
+        let s = GgufFile::shape_of(k0);
+        if s.len() != 4 {
+            return Err(gguf_error(
+                &mm.path,
+                format!("v.patch_embd.weight has shape {s:?}; a (D, C, P, P) kernel was expected"),
+            ));
+        }
+        add(
+            "visual.patch_embed.proj.weight".into(),
+            Recipe::Temporal("v.patch_embd.weight".into(), "v.patch_embd.weight.1".into()),
+            vec![s[0], s[1], 2, s[2], s[3]],
+        );
+        Ok(Qwen2VlGguf { files, recipes })
+    }
+}
+
+/// The hub name of a decoder tensor (llama.cpp's `qwen2vl` names).
+fn decoder_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (part, kind) = rest.rsplit_once('.')?;
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// The hub name of an mmproj tensor that maps one to one (llama.cpp's `clip` names for the
+/// `qwen2vl_merger` projector); q/k/v and the patch embedding are recipes of their own.
+fn vision_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "v.post_ln.weight" => Some("visual.merger.ln_q.weight"),
+        "v.post_ln.bias" => Some("visual.merger.ln_q.bias"),
+        "mm.0.weight" => Some("visual.merger.mlp.0.weight"),
+        "mm.0.bias" => Some("visual.merger.mlp.0.bias"),
+        "mm.2.weight" => Some("visual.merger.mlp.2.weight"),
+        "mm.2.bias" => Some("visual.merger.mlp.2.bias"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("v.blk.")?;
+    let (block, rest) = rest.split_once('.')?;
+    let (part, kind) = rest.rsplit_once('.')?;
+    let hf = match part {
+        "ln1" => "norm1",
+        "ln2" => "norm2",
+        "attn_out" => "attn.proj",
+        "ffn_up" => "mlp.fc1",
+        "ffn_down" => "mlp.fc2",
+        _ => return None,
+    };
+    Some(format!("visual.blocks.{block}.{hf}.{kind}"))
+}
+
+impl TensorSource for Qwen2VlGguf {
+    fn source_keys(&self) -> Vec<String> {
+        self.recipes.keys().cloned().collect()
+    }
+    fn source_shape(&self, key: &str) -> Option<&[usize]> {
+        self.recipes.get(key).map(|(_, s)| s.as_slice())
+    }
+    fn source_dtype(&self, _key: &str) -> Option<safetensors::Dtype> {
+        None
+    }
+    fn source_tensor(&self, key: &str) -> Result<Option<Tensor>> {
+        let Some((recipe, shape)) = self.recipes.get(key) else {
+            return Ok(None);
+        };
+        let mm = &self.files[1];
+        let t = match recipe {
+            Recipe::One(f, name) => self.files[*f].read(name)?,
+            Recipe::Rows(names) => {
+                let parts = names
+                    .iter()
+                    .map(|n| {
+                        let t = mm.read(n)?;
+                        // A 1-D bias stacks as a column of rows.
+                        match t.shape().len() {
+                            1 => {
+                                let n = t.len();
+                                t.reshape(&[n, 1])
+                            }
+                            _ => Ok(t),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::concat_rows(parts)?.reshape(shape)?
+            }
+            Recipe::Temporal(a, b) => {
+                let (k0, k1) = (mm.read(a)?.widened()?, mm.read(b)?.widened()?);
+                // (D·C, P·P) rows of each frame's kernel, interleaved per (D, C).
+                let inner = shape[3] * shape[4];
+                let mut data = Vec::with_capacity(2 * k0.len());
+                for (r0, r1) in k0.data().chunks(inner).zip(k1.data().chunks(inner)) {
+                    data.extend_from_slice(r0);
+                    data.extend_from_slice(r1);
+                }
+                Tensor::new(shape.clone(), data)?
+            }
+        };
+        Ok(Some(t))
+    }
+    fn source_tensor_i64(&self, _key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
+        Ok(None)
+    }
+    fn source_metadata(&self) -> HashMap<String, String> {
+        HashMap::new()
+    }
+}
+
+/// The `mmproj` file for `model`: `explicit`, else the one `mmproj*.gguf` beside it.
+pub fn find_mmproj(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let dir = model.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("mmproj") && name.ends_with(".gguf")
+        })
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::input(format!(
+            "{} is a GGUF decoder; pass its vision file with --mmproj FILE (llama.cpp's mmproj-*.gguf)",
+            model.display()
+        ))),
+        _ => Err(Error::input(format!(
+            "{} has several mmproj files beside it ({}); choose one with --mmproj FILE",
+            model.display(),
+            found
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The Qwen2-VL model in the GGUF pair `model` + `mmproj`: its config and its tensors under
+/// the hub's names.
+pub fn open(model: &Path, mmproj: &Path) -> Result<(VlmConfig, TensorStore)> {
+    let decoder = GgufFile::open(model)?;
+    let vision = GgufFile::open(mmproj)?;
+    match decoder.arch()? {
+        "qwen2vl" => {}
+        "clip" => {
+            return Err(gguf_error(
+                model,
+                "is an mmproj (vision) file; pass the decoder as --model and this as --mmproj",
+            ))
+        }
+        other => {
+            return Err(gguf_error(
+                model,
+                format!("architecture `{other}` is not supported from GGUF (supported: qwen2vl, with a qwen2vl_merger mmproj)"),
+            ))
+        }
+    }
+    if vision.arch()? != "clip" {
+        return Err(gguf_error(
+            mmproj,
+            format!(
+                "is not an mmproj file (architecture `{}`, not `clip`)",
+                vision.arch()?
+            ),
+        ));
+    }
+    let projector = vision
+        .header
+        .get_str("clip.projector_type")
+        .map_err(|e| gguf_error(mmproj, e))?;
+    if projector != "qwen2vl_merger" {
+        return Err(gguf_error(
+            mmproj,
+            format!("projector `{projector}` is not supported from GGUF (supported: qwen2vl_merger, Qwen2-VL's)"),
+        ));
+    }
+    let (config, preprocessor) = config_json(&decoder, &vision)?;
+    let eos = config
+        .get("eos_token_id")
+        .and_then(Value::as_u64)
+        .map(|e| vec![e as u32])
+        .unwrap_or_default();
+    let cfg = VlmConfig::from_json(&config, eos, Some(&preprocessor))?;
+    let name = format!("{} + {}", model.display(), mmproj.display());
+    let source = Qwen2VlGguf::new(decoder, vision)?;
+    let store = TensorStore::from_sources(&name, vec![Box::new(source)], Some(config));
+    Ok((cfg, store))
+}
+
+/// `config.json` and `preprocessor_config.json` of the checkpoint the pair was converted from,
+/// as far as the files tell (`docs/gguf.md`, "Not in the files": the special-token ids come
+/// from the vocabulary, the merge size and temporal patch from llama.cpp's defaults for this
+/// projector, the pixel limits from Qwen2-VL's processor defaults).
+fn config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<(Value, Value)> {
+    let a = "qwen2vl";
+    let tokens = decoder
+        .header
+        .get_str_array("tokenizer.ggml.tokens")
+        .map_err(|e| gguf_error(&decoder.path, e))?;
+    let id_of = |t: &str| -> Result<u32> {
+        tokens
+            .iter()
+            .position(|&x| x == t)
+            .map(|i| i as u32)
+            .ok_or_else(|| {
+                gguf_error(
+                    &decoder.path,
+                    format!("the vocabulary lacks `{t}`: not a Qwen2-VL tokenizer"),
+                )
+            })
+    };
+    let sections: Vec<i64> = decoder
+        .header
+        .get_array(&format!("{a}.rope.dimension_sections"))
+        .map_err(|e| gguf_error(&decoder.path, e))?
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .take(3)
+        .collect();
+    let heads = decoder.u(&format!("{a}.attention.head_count"))?;
+    let hidden = decoder.u(&format!("{a}.embedding_length"))?;
+    let tied = decoder.header.tensor("output.weight").is_none();
+    let width = vision.u("clip.vision.embedding_length")?;
+    // The converter writes the merger's output as feed_forward_length; the MLP width is fc1's.
+    let fc1 = GgufFile::shape_of(vision.info("v.blk.0.ffn_up.weight")?);
+    if width == 0 || !fc1[0].is_multiple_of(width) {
+        return Err(gguf_error(
+            &vision.path,
+            format!(
+                "the vision MLP width {} is not a multiple of the width {width}",
+                fc1[0]
+            ),
+        ));
+    }
+    let patch = GgufFile::shape_of(vision.info("v.patch_embd.weight")?);
+    let merge = vision
+        .header
+        .get_u64("clip.vision.spatial_merge_size")
+        .unwrap_or(2);
+    let mut config = json!({
+        "architectures": ["Qwen2VLForConditionalGeneration"],
+        "model_type": "qwen2_vl",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "intermediate_size": decoder.u(&format!("{a}.feed_forward_length"))?,
+        "num_hidden_layers": decoder.u(&format!("{a}.block_count"))?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": decoder.u(&format!("{a}.attention.head_count_kv"))?,
+        "max_position_embeddings": decoder.u(&format!("{a}.context_length"))?,
+        "rms_norm_eps": decoder.f(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
+        "rope_theta": decoder.f(&format!("{a}.rope.freq_base"))?,
+        "rope_scaling": {"type": "mrope", "mrope_section": sections},
+        "vocab_size": tokens.len(),
+        "tie_word_embeddings": tied,
+        "vision_start_token_id": id_of("<|vision_start|>")?,
+        "vision_end_token_id": id_of("<|vision_end|>")?,
+        "vision_token_id": id_of("<|vision_pad|>")?,
+        "image_token_id": id_of("<|image_pad|>")?,
+        "video_token_id": id_of("<|video_pad|>")?,
+        "vision_config": {
+            "depth": vision.u("clip.vision.block_count")?,
+            "embed_dim": width,
+            "hidden_size": vision.u("clip.vision.projection_dim")?,
+            "mlp_ratio": fc1[0] / width,
+            "num_heads": vision.u("clip.vision.attention.head_count")?,
+            "patch_size": vision.u("clip.vision.patch_size")?,
+            "spatial_merge_size": merge,
+            "temporal_patch_size": 2,
+            "in_channels": patch.get(1).copied().unwrap_or(3),
+        },
+    });
+    if let Ok(eos) = decoder.header.get_u64("tokenizer.ggml.eos_token_id") {
+        config["eos_token_id"] = json!(eos);
+    }
+    if let Ok(bos) = decoder.header.get_u64("tokenizer.ggml.bos_token_id") {
+        config["bos_token_id"] = json!(bos);
+    }
+    let floats = |key: &str| -> Result<Vec<f64>> {
+        Ok(vision
+            .header
+            .get_array(key)
+            .map_err(|e| gguf_error(&vision.path, e))?
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .collect())
+    };
+    let preprocessor = json!({
+        "image_mean": floats("clip.vision.image_mean")?,
+        "image_std": floats("clip.vision.image_std")?,
+        "patch_size": vision.u("clip.vision.patch_size")?,
+        "merge_size": merge,
+        "temporal_patch_size": 2,
+    });
+    Ok((config, preprocessor))
+}
+
+/// Qwen2's pre-tokenizer split (llama.cpp's `qwen2` pre type; the `Split` of Qwen2's
+/// `tokenizer.json`).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The `tokenizer.json` of a GGUF decoder's vocabulary (`tokenizer.ggml.*`): byte-level BPE
+/// with Qwen2's pre-tokenizer, the control and user-defined tokens as added tokens, unused
+/// padding entries left out.
+pub fn tokenizer_json(model: &Path) -> Result<Value> {
+    let file = GgufFile::open(model)?;
+    let h = &file.header;
+    let e = |err: Error| gguf_error(model, err);
+    let kind = h.get_str("tokenizer.ggml.model").map_err(e)?;
+    let pre = h.get_str("tokenizer.ggml.pre").unwrap_or("default");
+    if kind != "gpt2" || pre != "qwen2" {
+        return Err(gguf_error(
+            model,
+            format!("tokenizer `{kind}` with pre-tokenizer `{pre}` is not supported (Qwen2's: gpt2 + qwen2)"),
+        ));
+    }
+    let tokens = h.get_str_array("tokenizer.ggml.tokens").map_err(e)?;
+    let types: Vec<i64> = h
+        .get_array("tokenizer.ggml.token_type")
+        .map_err(e)?
+        .iter()
+        .map(|v| v.as_i64().unwrap_or(1))
+        .collect();
+    let merges = h.get_str_array("tokenizer.ggml.merges").map_err(e)?;
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, tok) in tokens.iter().enumerate() {
+        match types.get(id).copied().unwrap_or(1) {
+            // CONTROL and USER_DEFINED: matched whole before the split.
+            3 | 4 => added.push(json!({
+                "id": id, "content": tok, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": types[id] == 3,
+            })),
+            // UNUSED: the embedding's padding rows, no token.
+            5 => {}
+            _ => {
+                vocab.insert(tok.to_string(), json!(id));
+            }
+        }
+    }
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+            byte_level,
+        ]},
+        "post_processor": byte_level,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        },
+    }))
+}

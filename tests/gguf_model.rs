@@ -1,0 +1,226 @@
+//! A Qwen2-VL model from llama.cpp's GGUF files (tests/fixtures/qwen2vl-gguf: a tiny random
+//! checkpoint, its decoder converted by llama.cpp's own `convert_hf_to_gguf.py` to F16 and Q8_0
+//! and quantized by its `llama-quantize` to Q4_K_M, its vision tower to an F16 mmproj):
+//! - the F16 pair is the checkpoint: same tensor names, shapes and values, same config, the
+//!   rebuilt tokenizer encodes as tokenizer.json does, and it answers with the same ids;
+//! - quantized files answer, on the CPU and the GPU, with the greedy ids of the same weights
+//!   dequantized (by `linvt::quant`, bit-exact with the `gguf` package) and run from
+//!   safetensors; the GPU keeps their Q8_0 / Q4_K / Q6_K blocks as they are;
+//! - wrong, missing or damaged files are clear errors.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use linvt::vlm::model::{open_model, AskOptions, LoadOptions, VideoLlm, Visual};
+use linvt::vlm::preprocess::Frame;
+use linvt::vlm::tokenizer::Tokenizer;
+use linvt::Device;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2vl-gguf")
+}
+
+fn mmproj() -> PathBuf {
+    fixture().join("mmproj-f16.gguf")
+}
+
+/// The processor's pixel limits are not in GGUF files: the checkpoint's own, for both.
+const MAX_PIXELS: usize = 10976;
+
+fn picture() -> Visual {
+    let (w, h) = (90, 50);
+    let rgb = (0..w * h * 3).map(|i| ((i * 37) % 251) as u8).collect();
+    Visual::Image(Frame::new(w, h, rgb).unwrap())
+}
+
+fn clip() -> Visual {
+    common::moving_bar_clip()
+}
+
+fn load(model: &Path, device: Device) -> VideoLlm {
+    let opts = LoadOptions {
+        mmproj: Some(mmproj()),
+        ..LoadOptions::new(device)
+    };
+    VideoLlm::load_with(model, &opts, &mut |_, _| {}).unwrap()
+}
+
+fn greedy(m: &mut VideoLlm, visual: &Visual) -> Vec<u32> {
+    let opts = AskOptions {
+        max_new_tokens: 10,
+        max_pixels: Some(MAX_PIXELS),
+        ..Default::default()
+    };
+    m.ask(visual, "What is shown?", &opts, &mut |_| {}, &mut |_| {})
+        .unwrap()
+        .token_ids
+}
+
+#[test]
+fn f16_pair_holds_the_checkpoint_tensor_for_tensor() {
+    let (hf_cfg, hf) = open_model(&fixture().join("hf"), None).unwrap();
+    let (cfg, gguf) = open_model(&fixture().join("model-f16.gguf"), Some(&mmproj())).unwrap();
+    let mut want: Vec<&str> = hf.keys().collect();
+    let mut got: Vec<&str> = gguf.keys().collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "tensor names");
+    for k in want {
+        let (a, b) = (hf.get(k).unwrap().unwrap(), gguf.get(k).unwrap().unwrap());
+        assert_eq!(b.shape(), a.shape(), "{k}");
+        let bits = |t: &linvt::Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&b) == bits(&a), "{k}: values differ");
+    }
+    // The config rebuilt from the metadata is the checkpoint's, but for what GGUF files do
+    // not hold: the processor's pixel limits (Qwen2-VL's defaults then) and the generation
+    // config's second stop id.
+    assert_eq!(cfg.llm.hidden_size, hf_cfg.llm.hidden_size);
+    let (mut a, mut b) = (hf_cfg.clone(), cfg.clone());
+    for c in [&mut a, &mut b] {
+        c.llm.eos_token_ids.clear();
+        if let linvt::vlm::config::Host::Qwen2Vl(q) = &mut c.host {
+            q.processor = Default::default();
+        }
+    }
+    assert_eq!(b, a);
+    assert_eq!(cfg.llm.eos_token_ids, vec![990], "<|im_end|>");
+}
+
+#[test]
+fn tokenizer_rebuilt_from_the_vocabulary_encodes_as_tokenizer_json() {
+    let want = Tokenizer::from_dir(&fixture().join("hf")).unwrap();
+    let got = Tokenizer::from_dir(&fixture().join("model-q4_k_m.gguf")).unwrap();
+    for text in [
+        "What is shown?",
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe it.<|im_end|>\n",
+        "  multiple   spaces\n\n\tand tabs 12345 numbers",
+        "Ünïcödé — “quotes” and émojis 🙂, CJK 中文",
+        "don't I'LL we've",
+    ] {
+        assert_eq!(
+            got.encode(text).unwrap(),
+            want.encode(text).unwrap(),
+            "{text:?}"
+        );
+        let ids = want.encode(text).unwrap();
+        assert_eq!(
+            got.decode_with_special(&ids).unwrap(),
+            want.decode_with_special(&ids).unwrap()
+        );
+    }
+}
+
+#[test]
+fn f16_pair_answers_as_the_checkpoint() {
+    let mut hf = load(&fixture().join("hf"), Device::Cpu);
+    let mut gguf = load(&fixture().join("model-f16.gguf"), Device::Cpu);
+    for v in [picture(), clip()] {
+        assert_eq!(greedy(&mut gguf, &v), greedy(&mut hf, &v));
+    }
+}
+
+/// A model directory holding the GGUF pair's weights widened to f32 under their hub names
+/// (and the checkpoint's other files): what the quantized file "means".
+fn dequantized_copy(model: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("linvt-gguf-{model}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture().join("hf")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension()
+            .is_some_and(|e| e == "json" || e == "txt" || e == "jinja")
+        {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let (_, store) = open_model(&fixture().join(model), Some(&mmproj())).unwrap();
+    let mut tensors = Vec::new();
+    for k in store.keys() {
+        let t = store.get(k).unwrap().unwrap().widened().unwrap();
+        tensors.push((k.to_string(), t.shape().to_vec(), t.data().to_vec()));
+    }
+    common::write_f32_safetensors(&dir.join("model.safetensors"), &tensors, None);
+    dir
+}
+
+#[test]
+fn quantized_files_answer_as_their_dequantized_weights() {
+    for (model, q_proj, v_proj) in [
+        ("model-q8_0.gguf", "Q8_0", "Q8_0"),
+        ("model-q4_k_m.gguf", "Q4_K", "Q6_K"),
+    ] {
+        // The blocks reach the executor as they are in the file (Q4_K_M mixes types).
+        let (_, store) = open_model(&fixture().join(model), Some(&mmproj())).unwrap();
+        let ty = |k: &str| {
+            let t = store.get(k).unwrap().unwrap();
+            t.block_rows().unwrap()[0].ty.name().unwrap()
+        };
+        assert_eq!(ty("model.layers.0.self_attn.q_proj.weight"), q_proj);
+        assert_eq!(ty("model.layers.0.self_attn.v_proj.weight"), v_proj);
+        let dir = dequantized_copy(model);
+        let mut want_model = load(&dir, Device::Cpu);
+        let mut cpu = load(&fixture().join(model), Device::Cpu);
+        let mut gpu = common::gpu().map(|_| load(&fixture().join(model), Device::Gpu));
+        for v in [picture(), clip()] {
+            let want = greedy(&mut want_model, &v);
+            assert_eq!(greedy(&mut cpu, &v), want, "{model} on the CPU");
+            if let Some(gpu) = gpu.as_mut() {
+                assert_eq!(greedy(gpu, &v), want, "{model} on the GPU");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+fn err_of(model: &Path, mmproj: Option<&Path>) -> String {
+    match open_model(model, mmproj) {
+        Ok(_) => panic!("{} should not open", model.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn wrong_missing_or_damaged_files_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("linvt-gguf-errors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.gguf");
+    std::fs::copy(fixture().join("model-q8_0.gguf"), &model).unwrap();
+    // No mmproj beside it, none given.
+    let e = err_of(&model, None);
+    assert!(e.contains("--mmproj"), "{e}");
+    // Beside it: found.
+    std::fs::copy(mmproj(), dir.join("mmproj-model-f16.gguf")).unwrap();
+    open_model(&model, None).unwrap();
+    // The two files swapped.
+    let e = err_of(&mmproj(), Some(&model));
+    assert!(e.contains("is an mmproj"), "{e}");
+    let e = err_of(&model, Some(&model));
+    assert!(e.contains("not an mmproj file"), "{e}");
+    // Cut short: the header's promises are checked against the file.
+    let bytes = std::fs::read(fixture().join("model-f16.gguf")).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = err_of(&cut, Some(&mmproj()));
+    assert!(e.contains("cut.gguf") && e.contains("GGUF"), "{e}");
+    // A tensor in a type this crate does not implement (IQ2_XXS, id 16) is named.
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("tensor info");
+    // After the name: n_dims (u32, 2), two u64 dims, then the type id (u32).
+    let ty_at = at + name.len() + 4 + 16;
+    assert_eq!(
+        bytes[ty_at..ty_at + 4],
+        1u32.to_le_bytes(),
+        "F16 in the F16 file"
+    );
+    let mut odd = bytes.clone();
+    odd[ty_at..ty_at + 4].copy_from_slice(&16u32.to_le_bytes());
+    let path = dir.join("iq.gguf");
+    std::fs::write(&path, &odd).unwrap();
+    let e = err_of(&path, Some(&mmproj()));
+    assert!(e.contains("blk.0.attn_q.weight"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
