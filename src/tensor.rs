@@ -110,23 +110,25 @@ impl Tensor {
         Ok(self)
     }
 
-    /// `parts` (2-D, equal widths) stacked along the rows: blocks stay blocks when every part
-    /// is blocks, else everything is widened to f32.
+    /// `parts` stacked along their first axis (their other axes must agree; 1-D parts make a
+    /// longer vector): blocks stay blocks when every part is blocks, else everything is
+    /// widened to f32.
     pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
         let Some(first) = parts.first() else {
             return Err(Error::input("concat_rows of no tensors"));
         };
-        let cols = first.cols();
+        let inner = first.shape.get(1..).unwrap_or_default().to_vec();
         if parts
             .iter()
-            .any(|t| t.cols() != cols || t.shape().len() != 2)
+            .any(|t| t.shape.is_empty() || t.shape[1..] != inner[..])
         {
             let shapes: Vec<&[usize]> = parts.iter().map(|t| t.shape()).collect();
             return Err(Error::input(format!(
-                "cannot stack rows of {shapes:?}: widths differ"
+                "cannot stack the rows of {shapes:?}: their other axes differ"
             )));
         }
-        let rows = parts.iter().map(|t| t.rows()).sum();
+        let mut shape = vec![parts.iter().map(|t| t.shape[0]).sum::<usize>()];
+        shape.extend(&inner);
         if parts.iter().all(|t| t.blocks.is_some()) {
             let mut merged: Vec<BlockRows> = Vec::new();
             for p in parts.into_iter().flat_map(|t| t.blocks.unwrap_or_default()) {
@@ -138,13 +140,13 @@ impl Tensor {
                     _ => merged.push(p),
                 }
             }
-            return Tensor::blocks(vec![rows, cols], merged);
+            return Tensor::blocks(shape, merged);
         }
-        let mut data = Vec::with_capacity(rows * cols);
+        let mut data = Vec::with_capacity(shape.iter().product());
         for t in parts {
             data.extend(t.widened()?.data);
         }
-        Tensor::new(vec![rows, cols], data)
+        Tensor::new(shape, data)
     }
 
     /// A bf16 weight: `values` are f32 values rounded to the nearest bf16 (ties to even),
@@ -277,5 +279,46 @@ impl Tensor {
             .zip(other.data())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q8(rows: usize, cols: usize, fill: u8) -> Tensor {
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / 32 {
+            bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+            bytes.extend(std::iter::repeat_n(fill, 32));
+        }
+        let part = BlockRows {
+            ty: GgmlType::Q8_0,
+            rows,
+            bytes,
+        };
+        Tensor::blocks(vec![rows, cols], vec![part]).unwrap()
+    }
+
+    #[test]
+    fn concat_rows_stacks_vectors_matrices_and_blocks() {
+        let a = Tensor::new(vec![2], vec![1.0, 2.0]).unwrap();
+        let b = Tensor::new(vec![1], vec![3.0]).unwrap();
+        let v = Tensor::concat_rows(vec![a, b]).unwrap();
+        assert_eq!((v.shape(), v.data()), (&[3][..], &[1.0, 2.0, 3.0][..]));
+        // Blocks of one type merge into one run; their values are the parts' in order.
+        let t = Tensor::concat_rows(vec![q8(1, 32, 2), q8(2, 32, 4)]).unwrap();
+        let runs = t.block_rows().unwrap();
+        assert_eq!((runs.len(), runs[0].rows), (1, 3));
+        let w = t.widened().unwrap();
+        assert_eq!(w.shape(), &[3, 32]);
+        assert_eq!((w.data()[0], w.data()[32], w.data()[95]), (1.0, 2.0, 2.0));
+        // Blocks beside floats: everything widened.
+        let f = Tensor::new(vec![1, 32], vec![7.0; 32]).unwrap();
+        let m = Tensor::concat_rows(vec![q8(1, 32, 2), f]).unwrap();
+        assert!(m.block_rows().is_none());
+        assert_eq!((m.data()[0], m.data()[32]), (1.0, 7.0));
+        let e = Tensor::concat_rows(vec![q8(1, 32, 2), q8(1, 64, 2)]).unwrap_err();
+        assert!(e.to_string().contains("other axes differ"), "{e}");
     }
 }

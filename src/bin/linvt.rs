@@ -106,12 +106,16 @@ enum Command {
         #[arg(long, requires = "model")]
         no_linvt: bool,
         /// Benchmark decoding of a decoder of this shape with seeded weights (no download) on
-        /// the GPU, next to the device's copy bandwidth: qwen2-0.5b (or qwen2-tiny).
+        /// the GPU, next to the device's copy bandwidth: qwen2-0.5b, qwen2-7b (with --layers to
+        /// fit memory) or qwen2-tiny.
         #[arg(long, conflicts_with = "model")]
         decoder: Option<String>,
         /// With --decoder: timed decode steps (default: 32 on GPUs, 8 on CPU adapters).
         #[arg(long, requires = "decoder")]
         steps: Option<usize>,
+        /// With --decoder: keep only this many layers (e.g. qwen2-7b trimmed to fit memory).
+        #[arg(long, requires = "decoder")]
+        layers: Option<usize>,
         /// With --decoder: where the weights live — buffers, or texels (textures; faster
         /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
         #[arg(long, value_enum, requires = "decoder")]
@@ -255,6 +259,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
         Command::Bench {
             decoder: Some(name),
             steps,
+            layers,
             weight_layout,
             gpu_weights,
             json,
@@ -271,6 +276,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             let report = if backend == Some(Device::Cpu) {
                 let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                     decode_steps: steps,
+                    layers,
                     // The seeded weights are f32: `auto` keeps f32.
                     weight_storage: cpu_weights.or(linvt::WeightStorage::F32),
                     ..Default::default()
@@ -280,6 +286,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 let ctx = GpuContext::new_blocking(&GpuOptions::from_env())?;
                 let opts = linvt::vlm::bench_decoder::DecoderBenchOptions {
                     decode_steps: steps,
+                    layers,
                     // The seeded weights are f32: `auto` keeps f32.
                     weight_storage: gpu_weights.or(linvt::WeightStorage::F32),
                     weight_layout: weight_layout.map(|l| match l {

@@ -20,13 +20,16 @@ use crate::rand::SeededRng;
 use crate::tensor::Tensor;
 
 /// Decoder shapes the benchmark knows.
-pub const SHAPES: &[&str] = &["qwen2-0.5b", "qwen2-tiny"];
+pub const SHAPES: &[&str] = &["qwen2-0.5b", "qwen2-7b", "qwen2-tiny"];
 
 /// The decoder configuration of `name` (see [`SHAPES`]).
 pub fn shape(name: &str) -> Result<LlmConfig> {
     let (hidden, inter, layers, heads, kv_heads, vocab) = match name {
         // Qwen2-0.5B (InternVL2-1B's LLM): config.json of Qwen/Qwen2-0.5B-Instruct.
         "qwen2-0.5b" => (896, 4864, 24, 14, 2, 151_936),
+        // Qwen2-7B (Qwen2-VL-7B's LLM): config.json of Qwen/Qwen2-7B-Instruct (benchmarked with
+        // its embedding tied as the lm_head, which reads as many bytes as its own lm_head).
+        "qwen2-7b" => (3584, 18944, 28, 28, 4, 152_064),
         // A small stand-in with the same structure, for tests of the benchmark itself.
         "qwen2-tiny" => (64, 128, 2, 4, 2, 1000),
         other => {
@@ -53,6 +56,22 @@ pub fn shape(name: &str) -> Result<LlmConfig> {
     })
 }
 
+/// `c` with only `layers` decoder layers, when asked.
+fn trimmed(mut c: LlmConfig, layers: Option<usize>) -> Result<LlmConfig> {
+    match layers {
+        Some(0) => return Err(Error::input("--layers must be at least 1")),
+        Some(n) if n > c.layers => {
+            return Err(Error::input(format!(
+                "--layers {n}: the shape has only {} layers",
+                c.layers
+            )))
+        }
+        Some(n) => c.layers = n,
+        None => {}
+    }
+    Ok(c)
+}
+
 #[derive(Clone, Debug)]
 pub struct DecoderBenchOptions {
     /// Prompt tokens prefilled before decoding.
@@ -66,6 +85,9 @@ pub struct DecoderBenchOptions {
     /// The linear weights' element type (f16 always lives in buffers; bf16 as texels also
     /// stores the embedding table in bf16).
     pub weight_storage: WeightStorage,
+    /// Keep only this many decoder layers (a large shape trimmed to fit a machine's memory;
+    /// per-layer figures stay those of the full model).
+    pub layers: Option<usize>,
 }
 
 impl Default for DecoderBenchOptions {
@@ -76,6 +98,7 @@ impl Default for DecoderBenchOptions {
             seed: 0,
             weight_layout: None,
             weight_storage: WeightStorage::F32,
+            layers: None,
         }
     }
 }
@@ -258,7 +281,7 @@ pub fn run(
     opts: &DecoderBenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<DecoderBench> {
-    let c = shape(name)?;
+    let c = trimmed(shape(name)?, opts.layers)?;
     let is_cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
     let steps = checked_steps(opts, if is_cpu { 8 } else { 32 })?;
     let mut notes = Vec::new();
@@ -338,7 +361,7 @@ pub fn run_cpu(
     opts: &DecoderBenchOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<DecoderBench> {
-    let c = shape(name)?;
+    let c = trimmed(shape(name)?, opts.layers)?;
     let steps = checked_steps(opts, 32)?;
     if opts.weight_storage == WeightStorage::F16 {
         return Err(Error::input(

@@ -275,21 +275,8 @@ impl TensorSource for Qwen2VlGguf {
         let t = match recipe {
             Recipe::One(f, name) => self.files[*f].read(name)?,
             Recipe::Rows(names) => {
-                let parts = names
-                    .iter()
-                    .map(|n| {
-                        let t = mm.read(n)?;
-                        // A 1-D bias stacks as a column of rows.
-                        match t.shape().len() {
-                            1 => {
-                                let n = t.len();
-                                t.reshape(&[n, 1])
-                            }
-                            _ => Ok(t),
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::concat_rows(parts)?.reshape(shape)?
+                let parts = names.iter().map(|n| mm.read(n)).collect::<Result<_>>()?;
+                Tensor::concat_rows(parts)?
             }
             Recipe::Temporal(a, b) => {
                 let (k0, k1) = (mm.read(a)?.widened()?, mm.read(b)?.widened()?);
