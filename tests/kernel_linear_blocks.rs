@@ -268,25 +268,26 @@ fn placement_quantizes_linear_weights_with_fallbacks() {
     use linvt::tensor::Tensor;
     let Some(ctx) = common::gpu() else { return };
     let cases = [
-        (WeightStorage::Q8_0, 96, Elem::Q8_0),
-        (WeightStorage::Q4_0, 96, Elem::Q4_0),
-        (WeightStorage::Q4K, 512, Elem::Q4K),
-        (WeightStorage::Q4K, 96, Elem::Q4_0),
-        (WeightStorage::Q8_0, 84, Elem::Bf16),
+        (WeightStorage::Q8_0, 96, Role::LinearWeight, Elem::Q8_0),
+        (WeightStorage::Q4_0, 96, Role::LinearWeight, Elem::Q4_0),
+        (WeightStorage::Q4K, 512, Role::LinearWeight, Elem::Q4K),
+        (WeightStorage::Q4K, 96, Role::LinearWeight, Elem::Q4_0),
+        (WeightStorage::Q8_0, 84, Role::LinearWeight, Elem::Bf16),
+        // Tables (embeddings, perhaps a tied lm_head): Q6_K as llama.cpp's Q4_K_M, else Q8_0.
+        (WeightStorage::Q4K, 512, Role::Table, Elem::Q6K),
+        (WeightStorage::Q4_0, 96, Role::Table, Elem::Q8_0),
+        (WeightStorage::Q8_0, 512, Role::Table, Elem::Q8_0),
     ];
-    for (storage, k, elem) in cases {
+    for (storage, k, role, elem) in cases {
         let n = 19;
         let w = common::rand_vec(40 + k as u64, n * k, 0.5);
         let t = Tensor::new(vec![n, k], w.clone()).unwrap();
-        let placed = match Placement::new(storage)
-            .place(&ctx, "w", &t, Role::LinearWeight)
-            .unwrap()
-        {
+        let placed = match Placement::new(storage).place(&ctx, "w", &t, role).unwrap() {
             linvt::gpu::placement::Placed::One(t) => t,
             _ => panic!("chunked"),
         };
-        assert_eq!(placed.elem, elem, "{storage:?} k={k}");
-        let twin = storage.round_trip(k, &w).unwrap();
+        assert_eq!(placed.elem, elem, "{storage:?} k={k} {role:?}");
+        let twin = storage.round_trip(k, &w, role == Role::Table).unwrap();
         // The round trip is a real quantization (not the identity) and stays close.
         let err = twin
             .iter()
@@ -336,6 +337,36 @@ fn f16_scales_widen_exactly_including_subnormals() {
             let got = product_tuned(&ctx, &xg, &w, None, tuning);
             // Equal as numbers: a kernel's sum starts at +0, so -0 · 1 comes out +0.
             assert_eq!(got, want, "value {j}, {tuning:?}");
+        }
+    }
+}
+
+/// An embedding table in blocks (a GGUF file's `token_embd`): the row gather widens its rows
+/// exactly as the dequantizer does, in buffers and texels, in any order, repeated rows too.
+#[test]
+fn block_tables_gather_rows_as_dequantized() {
+    use linvt::gpu::elementwise;
+    let Some(ctx) = common::gpu() else { return };
+    for elem in [Elem::Q8_0, Elem::Q4_0, Elem::Q4K, Elem::Q6K] {
+        let ty = ggml_type(elem).unwrap();
+        let (rows, cols) = (37, 512);
+        let ggml = random_blocks(ty, rows * cols / elem.block_values(), 9);
+        let table = linvt::quant::dequantize(ty, &ggml, rows * cols).unwrap();
+        let ids = [36u32, 0, 5, 5, 17];
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| table[i as usize * cols..(i as usize + 1) * cols].to_vec())
+            .collect();
+        for texels in [false, true] {
+            let t = ctx
+                .upload_ggml_blocks_in("table", &[rows, cols], &ggml, elem, texels)
+                .unwrap();
+            let pool = BufferPool::default();
+            let mut rec = Recorder::new(&ctx, &pool);
+            let got = elementwise::gather_rows(&mut rec, &t, &ids).unwrap();
+            rec.submit().unwrap();
+            let got = ctx.read_f32(&got).unwrap();
+            assert!(got == want, "{elem:?} texels={texels}");
         }
     }
 }

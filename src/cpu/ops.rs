@@ -279,12 +279,11 @@ impl VlmOps for CpuOps {
         match (self.weight_storage, role) {
             (WeightStorage::F32, _) | (_, Role::Other) => Ok(t),
             (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),
-            // ggml blocks: the values the GPU's block kernels read, kept widened (tables in
-            // bf16, as the GPU places them).
-            (s, Role::LinearWeight) if s.is_blocks() => {
-                Tensor::new(t.shape().to_vec(), s.round_trip(t.cols(), t.data())?)
+            // ggml blocks: the values the GPU's block kernels read, kept widened.
+            (s, role) if s.is_blocks() => {
+                let table = role == Role::Table;
+                Tensor::new(t.shape().to_vec(), s.round_trip(t.cols(), t.data(), table)?)
             }
-            (s, _) if s.is_blocks() => Tensor::bf16(t.shape().to_vec(), t.data()),
             (_, _) => Err(Error::input(
                 "the CPU executor keeps weights in f32, bf16 or widened ggml blocks; f16 is a GPU option (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
             )),

@@ -234,6 +234,19 @@ impl<'a> Recorder<'a> {
         tensors: &[&GpuTensor],
         workgroups: [u32; 3],
     ) {
+        let bound: Vec<(u32, &GpuTensor)> = (1..).zip(tensors.iter().copied()).collect();
+        self.dispatch_bound(pipeline, params, &bound, workgroups);
+    }
+
+    /// [`Self::dispatch`] with each tensor's binding number given (an entry point that uses only
+    /// some of its shader's bindings).
+    pub fn dispatch_bound(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        tensors: &[(u32, &GpuTensor)],
+        workgroups: [u32; 3],
+    ) {
         let size = (params.len().div_ceil(16).max(1) * 16) as u64;
         let (uniform, offset) = self.uniform_slot(size);
         let staged = &mut self.uniforms.current.as_mut().expect("slot just taken").1;
@@ -247,9 +260,9 @@ impl<'a> Recorder<'a> {
                 size: wgpu::BufferSize::new(size),
             }),
         }];
-        for (i, t) in tensors.iter().enumerate() {
+        for &(binding, t) in tensors {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: t.binding(),
             });
         }

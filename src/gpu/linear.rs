@@ -479,6 +479,40 @@ pub fn linear_into_tuned_with(
     product.record(rec, tuning)
 }
 
+/// Rows of `x` (a table in any format this family reads; ggml blocks are the reason) copied to
+/// rows of `out`: for each (src, dst) in `pairs`, out row dst = x row src widened to f32. The
+/// caller has checked the pairs against both tensors.
+pub fn copy_rows(
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    pairs: &[(u32, u32)],
+    out: &GpuTensor,
+) -> Result<()> {
+    let shader = shader_for(rec, x)?;
+    let flat: Vec<u32> = pairs.iter().flat_map(|&(s, d)| [s, d]).collect();
+    let list = rec.ctx.upload("copy_rows.pairs", &[flat.len()], &flat)?;
+    let k = x.cols();
+    let params = Params {
+        b_rows: u(pairs.len(), "pairs")?,
+        k: u(k, "row width")?,
+        a_off: u(x.offset, "offset")?,
+        b_off: list.off(),
+        y_off: out.off(),
+        a_rs: u(k, "row width")?,
+        batch_inner: 1,
+        ..bytemuck::Zeroable::zeroed()
+    };
+    let pipeline = rec.ctx.pipeline(shader, "copy_rows", &[])?;
+    let [gx, gy, _] = grid(rec.ctx, u((pairs.len() * k).div_ceil(64), "elements")?);
+    rec.dispatch_bound(
+        &pipeline,
+        bytemuck::bytes_of(&params),
+        &[(1, x), (2, &list), (4, out)],
+        [gx, gy, 1],
+    );
+    Ok(())
+}
+
 /// One operand of a [`Product`]: `rows` rows of K values, element (batch z, row r, k) at
 /// `offset + (z / batch_inner)·outer + (z % batch_inner)·inner + r·row_stride + k` of the
 /// view `t` (offsets relative to the view).
@@ -535,6 +569,31 @@ pub struct Product<'a> {
     /// are indexed.
     pub columns_on_a: bool,
     pub epilogue: Epilogue<'a>,
+}
+
+/// The variant of this family that reads `a` (the weight operand) in its format and storage.
+fn shader_for(rec: &Recorder, a: &GpuTensor) -> Result<&'static Shader> {
+    Ok(match a.elem {
+        Elem::F32 if a.is_texels() => &SHADER_TEXEL_WEIGHTS,
+        Elem::Bf16 if a.is_texels() => &SHADER_TEXEL_BF16_WEIGHTS,
+        Elem::F32 => &SHADER,
+        Elem::F16 if rec.ctx.has_f16() => &SHADER_F16_WEIGHTS,
+        Elem::F16 => {
+            return Err(Error::input(format!(
+                "linear: f16 weights need SHADER_F16, which {} lacks",
+                rec.ctx.adapter_name()
+            )))
+        }
+        Elem::Bf16 => &SHADER_BF16_WEIGHTS,
+        Elem::Q8_0 if a.is_texels() => &SHADER_TEXEL_Q8_0_WEIGHTS,
+        Elem::Q4_0 if a.is_texels() => &SHADER_TEXEL_Q4_0_WEIGHTS,
+        Elem::Q4K if a.is_texels() => &SHADER_TEXEL_Q4_K_WEIGHTS,
+        Elem::Q6K if a.is_texels() => &SHADER_TEXEL_Q6_K_WEIGHTS,
+        Elem::Q8_0 => &SHADER_Q8_0_WEIGHTS,
+        Elem::Q4_0 => &SHADER_Q4_0_WEIGHTS,
+        Elem::Q4K => &SHADER_Q4_K_WEIGHTS,
+        Elem::Q6K => &SHADER_Q6_K_WEIGHTS,
+    })
 }
 
 /// u32 view of a size the kernel takes, with an error naming it.
@@ -626,27 +685,7 @@ impl Product<'_> {
                 "linear: only the weight may be stored as f16, bf16 or texels; activations, bias, output and the epilogue's inputs are f32 buffers",
             ));
         }
-        let shader = match a.t.elem {
-            Elem::F32 if a.t.is_texels() => &SHADER_TEXEL_WEIGHTS,
-            Elem::Bf16 if a.t.is_texels() => &SHADER_TEXEL_BF16_WEIGHTS,
-            Elem::F32 => &SHADER,
-            Elem::F16 if rec.ctx.has_f16() => &SHADER_F16_WEIGHTS,
-            Elem::F16 => {
-                return Err(Error::input(format!(
-                    "linear: f16 weights need SHADER_F16, which {} lacks",
-                    rec.ctx.adapter_name()
-                )))
-            }
-            Elem::Bf16 => &SHADER_BF16_WEIGHTS,
-            Elem::Q8_0 if a.t.is_texels() => &SHADER_TEXEL_Q8_0_WEIGHTS,
-            Elem::Q4_0 if a.t.is_texels() => &SHADER_TEXEL_Q4_0_WEIGHTS,
-            Elem::Q4K if a.t.is_texels() => &SHADER_TEXEL_Q4_K_WEIGHTS,
-            Elem::Q6K if a.t.is_texels() => &SHADER_TEXEL_Q6_K_WEIGHTS,
-            Elem::Q8_0 => &SHADER_Q8_0_WEIGHTS,
-            Elem::Q4_0 => &SHADER_Q4_0_WEIGHTS,
-            Elem::Q4K => &SHADER_Q4_K_WEIGHTS,
-            Elem::Q6K => &SHADER_Q6_K_WEIGHTS,
-        };
+        let shader = shader_for(rec, a.t)?;
         if self.batch_inner == 0 {
             return Err(Error::input("linear: batch_inner must be at least 1"));
         }

@@ -25,14 +25,10 @@ pub fn elem_of(storage: WeightStorage, cols: usize) -> Elem {
         WeightStorage::F32 => Elem::F32,
         WeightStorage::F16 => Elem::F16,
         WeightStorage::Bf16 => Elem::Bf16,
-        WeightStorage::Q8_0 | WeightStorage::Q4_0 | WeightStorage::Q4K => {
-            match storage.block_type(cols) {
-                Some(crate::gguf::GgmlType::Q8_0) => Elem::Q8_0,
-                Some(crate::gguf::GgmlType::Q4_K) => Elem::Q4K,
-                Some(_) => Elem::Q4_0,
-                None => Elem::Bf16,
-            }
-        }
+        s => s
+            .block_type(cols)
+            .and_then(block_elem)
+            .unwrap_or(Elem::Bf16),
     }
 }
 
@@ -91,16 +87,18 @@ impl Placement {
     /// Puts `t`, used as `role`, on `ctx`:
     /// - linear weights take `storage` (block formats: quantized here); tables
     ///   (embeddings, read by the row gather and as a tied `lm_head`) take bf16 when `storage` is
-    ///   bf16 or a block format, as texels, which the gather reads as f32 or bf16, but stay f32
-    ///   in buffers; everything else is f32;
+    ///   bf16, as texels, but stay f32 in buffers (the f32 gather), and under a block storage
+    ///   take Q6_K or Q8_0 ([`WeightStorage::table_block_type`]; bf16 texels / f32 buffers
+    ///   where no block fits); everything else is f32;
     /// - matrices read by rows go to texels when the layout says so and the texels hold them
     ///   (not f16, not beyond the texture limits); a one-row weight (LinVT's score head) stays in
     ///   a buffer, where the product can share it;
     /// - a matrix beyond one storage binding is split into row chunks.
     ///
-    /// A weight already in ggml blocks (a GGUF file's) keeps them when it is a linear weight of
-    /// types the kernels read (Q8_0, Q4_0, Q4_K, Q6_K), one chunk per run of rows of one type;
-    /// anything else is widened to f32 first and placed as above.
+    /// A weight already in ggml blocks (a GGUF file's) keeps them when it is a linear weight or
+    /// a table (the row gather widens rows through the linear family's readers) of types the
+    /// kernels read (Q8_0, Q4_0, Q4_K, Q6_K), one chunk per run of rows of one type; anything
+    /// else is widened to f32 first and placed as above.
     pub fn place(&self, ctx: &GpuContext, name: &str, t: &Tensor, role: Role) -> Result<Placed> {
         let layout = self
             .layout
@@ -111,7 +109,7 @@ impl Placement {
                 .map(|p| block_elem(p.ty))
                 .collect::<Option<Vec<_>>>();
             return match kept {
-                Some(elems) if role == Role::LinearWeight => {
+                Some(elems) if matches!(role, Role::LinearWeight | Role::Table) => {
                     self.place_blocks(ctx, name, t, &elems, layout)
                 }
                 _ => self.place(ctx, name, &t.clone().widened()?, role),
@@ -120,11 +118,17 @@ impl Placement {
         let matrix = t.shape().len() == 2;
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
         let linear_elem = elem_of(self.storage, t.cols());
+        // Tables under a block storage: Q6_K or Q8_0 ([`WeightStorage::table_block_type`]).
+        let table_blocks = (self.storage.table_block_type(t.cols())).and_then(block_elem);
         let texel_elem = match role {
             Role::LinearWeight => linear_elem,
-            Role::Table if self.storage == WeightStorage::Bf16 || self.storage.is_blocks() => {
-                Elem::Bf16
-            }
+            Role::Table => match table_blocks {
+                Some(e) => e,
+                None if self.storage == WeightStorage::Bf16 || self.storage.is_blocks() => {
+                    Elem::Bf16
+                }
+                None => Elem::F32,
+            },
             _ => Elem::F32,
         };
         if layout == WeightLayout::Texels
@@ -139,10 +143,10 @@ impl Placement {
             };
             return Ok(Placed::One(placed));
         }
-        let elem = if role == Role::LinearWeight && matrix {
-            linear_elem
-        } else {
-            Elem::F32
+        let elem = match role {
+            Role::LinearWeight if matrix => linear_elem,
+            Role::Table if matrix => table_blocks.unwrap_or(Elem::F32),
+            _ => Elem::F32,
         };
         let limit = self
             .chunk_bytes

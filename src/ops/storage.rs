@@ -76,6 +76,22 @@ impl WeightStorage {
         }
     }
 
+    /// The ggml block type an embedding table with rows of `cols` values takes under this
+    /// storage, None for the float storages or where no block fits (bf16 then). As
+    /// llama.cpp's Q4_K_M keeps its (tied) output table: Q6_K for the 4-bit storages, Q8_0
+    /// where rows are not a multiple of 256 and for `q8_0` — the table is also the tied
+    /// lm_head, whose errors reach every logit.
+    pub fn table_block_type(self, cols: usize) -> Option<GgmlType> {
+        let fits = |block: usize| cols.is_multiple_of(block);
+        match self {
+            WeightStorage::Q4K | WeightStorage::Q4_0 if fits(crate::quant::QK_K) => {
+                Some(GgmlType::Q6_K)
+            }
+            s if s.is_blocks() && fits(32) => Some(GgmlType::Q8_0),
+            _ => None,
+        }
+    }
+
     /// Bits one linear weight takes (block formats: with their scales; the fallbacks of
     /// [`WeightStorage::block_type`] aside).
     pub fn bits_per_weight(self) -> f64 {
@@ -87,14 +103,19 @@ impl WeightStorage {
         }
     }
 
-    /// The values a linear weight holds under this storage, as f32: quantized to its block type
-    /// and widened back (the CPU twin of the GPU's block kernels, which widen the same way);
-    /// bf16-rounded where no block fits; unchanged for the float storages.
-    pub fn round_trip(self, cols: usize, values: &[f32]) -> Result<Vec<f32>> {
+    /// The values a linear weight (`table`: an embedding table) holds under this storage, as
+    /// f32: quantized to its block type and widened back (the CPU twin of the GPU's block
+    /// kernels, which widen the same way); bf16-rounded where no block fits; unchanged for the
+    /// float storages.
+    pub fn round_trip(self, cols: usize, values: &[f32], table: bool) -> Result<Vec<f32>> {
         if !self.is_blocks() {
             return Ok(values.to_vec());
         }
-        match self.block_type(cols) {
+        let ty = match table {
+            true => self.table_block_type(cols),
+            false => self.block_type(cols),
+        };
+        match ty {
             Some(ty) => {
                 let blocks = crate::quant::quantize(ty, values)?;
                 crate::quant::dequantize(ty, &blocks, values.len())

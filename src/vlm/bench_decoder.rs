@@ -312,7 +312,7 @@ pub fn run(
     }
     if p.embed.elem != Elem::F32 {
         notes.push(format!(
-            "the embedding table (also the tied lm_head) is stored as {:?} too",
+            "the embedding table (also the tied lm_head) is stored as {:?}",
             p.embed.elem
         ));
     }
@@ -385,11 +385,10 @@ pub fn run_cpu(
         &mut || Ok(host_copy_bandwidth(copy_bytes)),
         progress,
     )?;
-    // The CPU keeps block formats widened to f32 (their twin of the GPU's values) and tables in
-    // bf16 beside them.
+    // The CPU keeps block formats widened to f32 (their twin of the GPU's values).
     let storage = opts.weight_storage;
     let (bits, table_bits) = match storage.is_blocks() {
-        true => (32.0, 16.0),
+        true => (32.0, 32.0),
         false => (storage.bits_per_weight(), storage.bits_per_weight()),
     };
     let mut report = m.report(
