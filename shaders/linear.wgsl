@@ -616,3 +616,22 @@ fn gemv(
         store(acc, a0 + j, 0u);
     }
 }
+
+// copy_rows: for each (src, dst) pair of u32s in B (b_rows pairs from b_off), y row dst =
+// A row src (K values, rows a_rs apart from a_off), widened through `la1`: the row gather of an
+// embedding table stored in a format only this family reads (ggml blocks). y row dst starts
+// at y_off + dst·K. One invocation per copied element, 64 per workgroup, the grid's x and y
+// flattened.
+@compute @workgroup_size(64)
+fn copy_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 64u + lid;
+    if i >= p.b_rows * p.k {
+        return;
+    }
+    let r = i / p.k;
+    let c = i - r * p.k;
+    let src = bitcast<u32>(b1[p.b_off + 2u * r]);
+    let dst = bitcast<u32>(b1[p.b_off + 2u * r + 1u]);
+    y[p.y_off + dst * p.k + c] = la1(p.a_off + src * p.a_rs + c);
+}

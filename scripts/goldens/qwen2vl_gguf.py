@@ -173,9 +173,10 @@ def fetch_llama_cpp(work):
     return work / f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp"
 
 
-def patched_converter(llama_cpp, work, tok):
+def patched_converter(llama_cpp, work, tok, fixture="qwen2vl-gguf"):
     """Copy convert_hf_to_gguf.py, conversion/ and gguf-py/ to work/ and add this tokenizer's pre-tokenizer
-    hash -> "qwen2" to get_vocab_base_pre(). Returns (converter dir, unified diff of the patch)."""
+    hash -> "qwen2" to get_vocab_base_pre() (`fixture` names the fixture in the added comment). Returns
+    (converter dir, unified diff of the patch, hash)."""
     conv = work / "converter"
     conv.mkdir()
     shutil.copy2(llama_cpp / "convert_hf_to_gguf.py", conv)
@@ -191,7 +192,7 @@ def patched_converter(llama_cpp, work, tok):
     known = re.findall(r'if chkhsh == "([0-9a-f]{64})":\n\s*# ref: [^\n]*\n\s*res = "([^"]+)"', src)
     assert chkhsh not in dict(known), "hash already known, no patch needed"
     add = (f"        if chkhsh == \"{chkhsh}\":\n"
-           f"            # linvt tests/fixtures/qwen2vl-gguf: tiny byte-level BPE with Qwen2's pre-tokenizer\n"
+           f"            # linvt tests/fixtures/{fixture}: tiny byte-level BPE with Qwen2's pre-tokenizer\n"
            f"            res = \"qwen2\"\n")
     new = src.replace(marker, add + marker)
     base.write_text(new)
