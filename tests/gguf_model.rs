@@ -1,6 +1,7 @@
-//! A Qwen2-VL model from llama.cpp's GGUF files (tests/fixtures/qwen2vl-gguf: a tiny random
-//! checkpoint, its decoder converted by llama.cpp's own `convert_hf_to_gguf.py` to F16 and Q8_0
-//! and quantized by its `llama-quantize` to Q4_K_M, its vision tower to an F16 mmproj):
+//! Video-LLMs from llama.cpp's GGUF files: tests/fixtures/qwen2vl-gguf (a tiny random Qwen2-VL,
+//! its decoder converted by llama.cpp's own `convert_hf_to_gguf.py` to F16 and Q8_0 and quantized
+//! by its `llama-quantize` to Q4_K_M, its vision tower to an F16 mmproj) and
+//! tests/fixtures/internvl-gguf (a tiny random InternVL with a Qwen2 LLM, F16 and Q8_0):
 //! - the F16 pair is the checkpoint: same tensor names, shapes and values, same config, the
 //!   rebuilt tokenizer encodes as tokenizer.json does, and it answers with the same ids;
 //! - quantized files answer, on the CPU and the GPU, with the greedy ids of the same weights
@@ -38,11 +39,19 @@ fn clip() -> Visual {
 }
 
 fn load(model: &Path, device: Device) -> VideoLlm {
+    load_with(model, &mmproj(), device)
+}
+
+fn load_with(model: &Path, mmproj: &Path, device: Device) -> VideoLlm {
     let opts = LoadOptions {
-        mmproj: Some(mmproj()),
+        mmproj: Some(mmproj.to_path_buf()),
         ..LoadOptions::new(device)
     };
     VideoLlm::load_with(model, &opts, &mut |_, _| {}).unwrap()
+}
+
+fn internvl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/internvl-gguf")
 }
 
 fn greedy(m: &mut VideoLlm, visual: &Visual) -> Vec<u32> {
@@ -119,21 +128,22 @@ fn f16_pair_answers_as_the_checkpoint() {
     }
 }
 
-/// A model directory holding the GGUF pair's weights widened to f32 under their hub names
-/// (and the checkpoint's other files): what the quantized file "means".
-fn dequantized_copy(model: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("linvt-gguf-{model}-{}", std::process::id()));
+/// A model directory holding the GGUF pair's weights widened to f32 under their checkpoint
+/// names (and the checkpoint's other files, from `fixture`/hf): what the quantized file "means".
+fn dequantized_copy(fixture: &Path, model: &str) -> PathBuf {
+    let tag = fixture.file_name().unwrap().to_string_lossy();
+    let dir = std::env::temp_dir().join(format!("linvt-{tag}-{model}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixture().join("hf")).unwrap() {
+    for entry in std::fs::read_dir(fixture.join("hf")).unwrap() {
         let p = entry.unwrap().path();
-        if p.extension()
-            .is_some_and(|e| e == "json" || e == "txt" || e == "jinja")
-        {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ["json", "txt", "jinja"].contains(&ext) {
             std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
         }
     }
-    let (_, store) = open_model(&fixture().join(model), Some(&mmproj())).unwrap();
+    let mmproj = fixture.join("mmproj-f16.gguf");
+    let (_, store) = open_model(&fixture.join(model), Some(&mmproj)).unwrap();
     let mut tensors = Vec::new();
     for k in store.keys() {
         let t = store.get(k).unwrap().unwrap().widened().unwrap();
@@ -157,7 +167,7 @@ fn quantized_files_answer_as_their_dequantized_weights() {
         };
         assert_eq!(ty("model.layers.0.self_attn.q_proj.weight"), q_proj);
         assert_eq!(ty("model.layers.0.self_attn.v_proj.weight"), v_proj);
-        let dir = dequantized_copy(model);
+        let dir = dequantized_copy(&fixture(), model);
         let mut want_model = load(&dir, Device::Cpu);
         let mut cpu = load(&fixture().join(model), Device::Cpu);
         let mut gpu = common::gpu().map(|_| load(&fixture().join(model), Device::Gpu));
@@ -170,6 +180,47 @@ fn quantized_files_answer_as_their_dequantized_weights() {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// InternVL (a `qwen2` decoder + an `internvl` mmproj): the F16 pair is the remote-code
+/// checkpoint tensor for tensor (the ViT's q/k/v fused back, LayerScale and embeddings renamed)
+/// with the same config (template from the Jinja template, tiling from the mmproj's keys), and
+/// answers as it; the Q8_0 decoder answers as its dequantized weights on the CPU and the GPU.
+#[test]
+fn internvl_pair_is_the_checkpoint_and_answers_as_it() {
+    let mm = internvl().join("mmproj-f16.gguf");
+    let (hf_cfg, hf) = open_model(&internvl().join("hf"), None).unwrap();
+    let (cfg, gguf) = open_model(&internvl().join("model-f16.gguf"), Some(&mm)).unwrap();
+    let mut want: Vec<&str> = hf.keys().collect();
+    let mut got: Vec<&str> = gguf.keys().collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want, "tensor names");
+    for k in want {
+        let (a, b) = (hf.get(k).unwrap().unwrap(), gguf.get(k).unwrap().unwrap());
+        assert_eq!(b.shape(), a.shape(), "{k}");
+        assert!(b.data() == a.data(), "{k}: values differ");
+    }
+    let (mut a, mut b) = (hf_cfg, cfg);
+    a.llm.eos_token_ids.clear();
+    b.llm.eos_token_ids.clear();
+    assert_eq!(b, a);
+    let mut hf = load_with(&internvl().join("hf"), &mm, Device::Cpu);
+    let mut f16 = load_with(&internvl().join("model-f16.gguf"), &mm, Device::Cpu);
+    let dir = dequantized_copy(&internvl(), "model-q8_0.gguf");
+    let mut want_q8 = load_with(&dir, &mm, Device::Cpu);
+    let q8 = internvl().join("model-q8_0.gguf");
+    let mut cpu_q8 = load_with(&q8, &mm, Device::Cpu);
+    let mut gpu_q8 = common::gpu().map(|_| load_with(&q8, &mm, Device::Gpu));
+    for v in [picture(), clip()] {
+        assert_eq!(greedy(&mut f16, &v), greedy(&mut hf, &v), "F16");
+        let want = greedy(&mut want_q8, &v);
+        assert_eq!(greedy(&mut cpu_q8, &v), want, "Q8_0 on the CPU");
+        if let Some(gpu) = gpu_q8.as_mut() {
+            assert_eq!(greedy(gpu, &v), want, "Q8_0 on the GPU");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn err_of(model: &Path, mmproj: Option<&Path>) -> String {

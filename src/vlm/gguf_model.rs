@@ -1,10 +1,11 @@
-//! llama.cpp's GGUF files of a Qwen2-VL model — the decoder file (architecture `qwen2vl`,
-//! holding the tokenizer too) and its `mmproj` vision file (architecture `clip`, projector
-//! `qwen2vl_merger`) — opened as if they were the Hugging Face checkpoint they were converted
-//! from: a [`TensorStore`] under the hub's tensor names, a `config.json` and processor settings
-//! rebuilt from the metadata, and a `tokenizer.json` rebuilt from the vocabulary. The names,
-//! shapes and keys are those of `docs/gguf.md`. Quantized tensors stay ggml blocks
-//! ([`Tensor::blocks`]) for the executor to place as they are.
+//! llama.cpp's GGUF files of a video-LLM — a decoder file (holding the tokenizer too) and its
+//! `mmproj` vision file (architecture `clip`) — opened as if they were the Hugging Face
+//! checkpoint they were converted from: a [`TensorStore`] under the checkpoint's tensor names, a
+//! `config.json` and processor settings rebuilt from the metadata, and a `tokenizer.json` rebuilt
+//! from the vocabulary. Two families: Qwen2-VL (decoder `qwen2vl`, projector `qwen2vl_merger`;
+//! the hub layout) and InternVL with a Qwen2 LLM (decoder `qwen2`, projector `internvl`; the
+//! remote-code layout). The names, shapes and keys are those of `docs/gguf.md`. Quantized tensors
+//! stay ggml blocks ([`Tensor::blocks`]) for the executor to place as they are.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -139,27 +140,45 @@ enum Recipe {
     Temporal(String, String),
 }
 
-/// The GGUF pair seen as a Qwen2-VL hub checkpoint.
-struct Qwen2VlGguf {
+/// A GGUF pair seen as a checkpoint: each checkpoint tensor's recipe and shape.
+struct GgufPair {
     files: [GgufFile; 2],
     recipes: HashMap<String, (Recipe, Vec<usize>)>,
 }
 
-impl Qwen2VlGguf {
-    fn new(model: GgufFile, mmproj: GgufFile) -> Result<Self> {
+/// Which checkpoint a GGUF pair is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// `qwen2vl` + `qwen2vl_merger`: Qwen2-VL's hub layout.
+    Qwen2Vl,
+    /// `qwen2` + `internvl`: InternVL's remote-code layout (`language_model.*`,
+    /// `vision_model.*`, `mlp1.*`).
+    InternVl,
+}
+
+impl GgufPair {
+    fn new(model: GgufFile, mmproj: GgufFile, family: Family) -> Result<Self> {
         let mut recipes = HashMap::new();
         let files = [model, mmproj];
         let mut add = |hf: String, recipe: Recipe, shape: Vec<usize>| {
             recipes.insert(hf, (recipe, shape));
         };
-        // The decoder: one tensor each.
+        // The decoder: one tensor each, under the layout's prefix.
+        let (decoder_prefix, head) = match family {
+            Family::Qwen2Vl => ("model", "lm_head.weight"),
+            Family::InternVl => ("language_model.model", "language_model.lm_head.weight"),
+        };
         for t in &files[0].header.tensors {
-            if let Some(hf) = decoder_name(&t.name) {
+            if let Some(hf) = decoder_name(&t.name, decoder_prefix, head) {
                 add(hf, Recipe::One(0, t.name.clone()), GgufFile::shape_of(t));
             }
         }
-        // The vision tower and merger.
+        // The vision tower and projector; the fused q/k/v are rebuilt from their thirds.
         let mm = &files[1];
+        let (blocks, vision_name): (&str, fn(&str) -> Option<String>) = match family {
+            Family::Qwen2Vl => ("visual.blocks", qwen2vl_vision_name),
+            Family::InternVl => ("vision_model.encoder.layers", internvl_vision_name),
+        };
         for t in &mm.header.tensors {
             if let Some(hf) = vision_name(&t.name) {
                 add(hf, Recipe::One(1, t.name.clone()), GgufFile::shape_of(t));
@@ -172,43 +191,51 @@ impl Qwen2VlGguf {
                     .iter()
                     .map(|p| format!("v.blk.{i}.attn_{p}.{part}"))
                     .collect();
-                let mut shape = GgufFile::shape_of(mm.info(&names[0])?);
+                let Some(q) = mm.header.tensor(&names[0]) else {
+                    continue; // no qkv bias (InternViT-6B)
+                };
+                let mut shape = GgufFile::shape_of(q);
                 shape[0] *= 3;
                 add(
-                    format!("visual.blocks.{i}.attn.qkv.{part}"),
+                    format!("{blocks}.{i}.attn.qkv.{part}"),
                     Recipe::Rows(names),
                     shape,
                 );
             }
         }
-        let k0 = mm.info("v.patch_embd.weight")?;
-        mm.info("v.patch_embd.weight.1")?;
-        let s = GgufFile::shape_of(k0);
-        if s.len() != 4 {
-            return Err(gguf_error(
-                &mm.path,
-                format!("v.patch_embd.weight has shape {s:?}; a (D, C, P, P) kernel was expected"),
-            ));
+        if family == Family::Qwen2Vl {
+            let k0 = mm.info("v.patch_embd.weight")?;
+            mm.info("v.patch_embd.weight.1")?;
+            let s = GgufFile::shape_of(k0);
+            if s.len() != 4 {
+                return Err(gguf_error(
+                    &mm.path,
+                    format!(
+                        "v.patch_embd.weight has shape {s:?}; a (D, C, P, P) kernel was expected"
+                    ),
+                ));
+            }
+            add(
+                "visual.patch_embed.proj.weight".into(),
+                Recipe::Temporal("v.patch_embd.weight".into(), "v.patch_embd.weight.1".into()),
+                vec![s[0], s[1], 2, s[2], s[3]],
+            );
         }
-        add(
-            "visual.patch_embed.proj.weight".into(),
-            Recipe::Temporal("v.patch_embd.weight".into(), "v.patch_embd.weight.1".into()),
-            vec![s[0], s[1], 2, s[2], s[3]],
-        );
-        Ok(Qwen2VlGguf { files, recipes })
+        Ok(GgufPair { files, recipes })
     }
 }
 
-/// The hub name of a decoder tensor (llama.cpp's `qwen2vl` names).
-fn decoder_name(gguf: &str) -> Option<String> {
+/// The checkpoint name of a decoder tensor (llama.cpp's `qwen2` / `qwen2vl` names): layers and
+/// norms under `prefix`, the output projection as `head`.
+fn decoder_name(gguf: &str, prefix: &str, head: &str) -> Option<String> {
     let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
+        "token_embd.weight" => Some(format!("{prefix}.embed_tokens.weight")),
+        "output_norm.weight" => Some(format!("{prefix}.norm.weight")),
+        "output.weight" => Some(head.to_string()),
         _ => None,
     };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    if fixed.is_some() {
+        return fixed;
     }
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, rest) = rest.split_once('.')?;
@@ -225,12 +252,52 @@ fn decoder_name(gguf: &str) -> Option<String> {
         "ffn_down" => "mlp.down_proj",
         _ => return None,
     };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+    Some(format!("{prefix}.layers.{layer}.{hf}.{kind}"))
 }
 
-/// The hub name of an mmproj tensor that maps one to one (llama.cpp's `clip` names for the
-/// `qwen2vl_merger` projector); q/k/v and the patch embedding are recipes of their own.
-fn vision_name(gguf: &str) -> Option<String> {
+/// The remote-code name of an InternVL mmproj tensor that maps one to one (llama.cpp's `clip`
+/// names for the `internvl` projector); q/k/v are rebuilt as a recipe.
+fn internvl_vision_name(gguf: &str) -> Option<String> {
+    let e = "vision_model.embeddings";
+    let fixed = match gguf {
+        "v.class_embd" => Some(format!("{e}.class_embedding")),
+        "v.position_embd.weight" => Some(format!("{e}.position_embedding")),
+        "v.patch_embd.weight" => Some(format!("{e}.patch_embedding.weight")),
+        "v.patch_embd.bias" => Some(format!("{e}.patch_embedding.bias")),
+        _ => None,
+    };
+    if fixed.is_some() {
+        return fixed;
+    }
+    if let Some(rest) = gguf.strip_prefix("mm.model.mlp.") {
+        return Some(format!("mlp1.{rest}"));
+    }
+    let rest = gguf.strip_prefix("v.blk.")?;
+    let (block, rest) = rest.split_once('.')?;
+    let l = format!("vision_model.encoder.layers.{block}");
+    // LayerScale vectors have no `.weight` in the checkpoint.
+    match rest {
+        "ls1.weight" => return Some(format!("{l}.ls1")),
+        "ls2.weight" => return Some(format!("{l}.ls2")),
+        _ => {}
+    }
+    let (part, kind) = rest.rsplit_once('.')?;
+    let hf = match part {
+        "ln1" => "norm1",
+        "ln2" => "norm2",
+        "attn_out" => "attn.proj",
+        "attn_q_norm" => "attn.q_norm",
+        "attn_k_norm" => "attn.k_norm",
+        "ffn_up" => "mlp.fc1",
+        "ffn_down" => "mlp.fc2",
+        _ => return None,
+    };
+    Some(format!("{l}.{hf}.{kind}"))
+}
+
+/// The hub name of a Qwen2-VL mmproj tensor that maps one to one (llama.cpp's `clip` names for
+/// the `qwen2vl_merger` projector); q/k/v and the patch embedding are recipes of their own.
+fn qwen2vl_vision_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "v.post_ln.weight" => Some("visual.merger.ln_q.weight"),
         "v.post_ln.bias" => Some("visual.merger.ln_q.bias"),
@@ -257,7 +324,7 @@ fn vision_name(gguf: &str) -> Option<String> {
     Some(format!("visual.blocks.{block}.{hf}.{kind}"))
 }
 
-impl TensorSource for Qwen2VlGguf {
+impl TensorSource for GgufPair {
     fn source_keys(&self) -> Vec<String> {
         self.recipes.keys().cloned().collect()
     }
@@ -338,25 +405,17 @@ pub fn find_mmproj(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-/// The Qwen2-VL model in the GGUF pair `model` + `mmproj`: its config and its tensors under
-/// the hub's names.
+/// The model in the GGUF pair `model` + `mmproj`: its config and its tensors under the
+/// checkpoint's names.
 pub fn open(model: &Path, mmproj: &Path) -> Result<(VlmConfig, TensorStore)> {
     let decoder = GgufFile::open(model)?;
     let vision = GgufFile::open(mmproj)?;
-    match decoder.arch()? {
-        "qwen2vl" => {}
-        "clip" => {
-            return Err(gguf_error(
-                model,
-                "is an mmproj (vision) file; pass the decoder as --model and this as --mmproj",
-            ))
-        }
-        other => {
-            return Err(gguf_error(
-                model,
-                format!("architecture `{other}` is not supported from GGUF (supported: qwen2vl, with a qwen2vl_merger mmproj)"),
-            ))
-        }
+    let arch = decoder.arch()?.to_string();
+    if arch == "clip" {
+        return Err(gguf_error(
+            model,
+            "is an mmproj (vision) file; pass the decoder as --model and this as --mmproj",
+        ));
     }
     if vision.arch()? != "clip" {
         return Err(gguf_error(
@@ -370,24 +429,145 @@ pub fn open(model: &Path, mmproj: &Path) -> Result<(VlmConfig, TensorStore)> {
     let projector = vision
         .header
         .get_str("clip.projector_type")
-        .map_err(|e| gguf_error(mmproj, e))?;
-    if projector != "qwen2vl_merger" {
-        return Err(gguf_error(
-            mmproj,
-            format!("projector `{projector}` is not supported from GGUF (supported: qwen2vl_merger, Qwen2-VL's)"),
-        ));
-    }
-    let (config, preprocessor) = config_json(&decoder, &vision)?;
+        .map_err(|e| gguf_error(mmproj, e))?
+        .to_string();
+    let family = match (arch.as_str(), projector.as_str()) {
+        ("qwen2vl", "qwen2vl_merger") => Family::Qwen2Vl,
+        ("qwen2", "internvl") => Family::InternVl,
+        _ => {
+            return Err(gguf_error(
+                model,
+                format!(
+                    "a `{arch}` decoder with a `{projector}` projector is not supported from GGUF \
+                     (supported: qwen2vl + qwen2vl_merger — Qwen2-VL; qwen2 + internvl — InternVL \
+                     with a Qwen2 LLM)"
+                ),
+            ))
+        }
+    };
+    let (config, preprocessor) = match family {
+        Family::Qwen2Vl => config_json(&decoder, &vision)?,
+        Family::InternVl => (internvl_config_json(&decoder, &vision)?, json!({})),
+    };
     let eos = config
         .get("eos_token_id")
+        .or_else(|| config.get("llm_config").and_then(|l| l.get("eos_token_id")))
         .and_then(Value::as_u64)
         .map(|e| vec![e as u32])
         .unwrap_or_default();
     let cfg = VlmConfig::from_json(&config, eos, Some(&preprocessor))?;
     let name = format!("{} + {}", model.display(), mmproj.display());
-    let source = Qwen2VlGguf::new(decoder, vision)?;
+    let source = GgufPair::new(decoder, vision, family)?;
     let store = TensorStore::from_sources(&name, vec![Box::new(source)], Some(config));
     Ok((cfg, store))
+}
+
+/// The special-token id of `token` in the decoder's vocabulary, or an error naming it.
+fn token_id(decoder: &GgufFile, token: &str, family: &str) -> Result<u32> {
+    let tokens = decoder
+        .header
+        .get_str_array("tokenizer.ggml.tokens")
+        .map_err(|e| gguf_error(&decoder.path, e))?;
+    tokens
+        .iter()
+        .position(|&x| x == token)
+        .map(|i| i as u32)
+        .ok_or_else(|| {
+            gguf_error(
+                &decoder.path,
+                format!("the vocabulary lacks `{token}`: not a {family} tokenizer"),
+            )
+        })
+}
+
+/// The `llm_config` of a plain `qwen2` decoder file (InternVL's LLM).
+fn qwen2_llm_config(decoder: &GgufFile) -> Result<Value> {
+    let a = "qwen2";
+    let vocab = decoder
+        .header
+        .get_array("tokenizer.ggml.tokens")
+        .map_err(|e| gguf_error(&decoder.path, e))?
+        .len();
+    let mut c = json!({
+        "architectures": ["Qwen2ForCausalLM"],
+        "hidden_act": "silu",
+        "hidden_size": decoder.u(&format!("{a}.embedding_length"))?,
+        "intermediate_size": decoder.u(&format!("{a}.feed_forward_length"))?,
+        "num_hidden_layers": decoder.u(&format!("{a}.block_count"))?,
+        "num_attention_heads": decoder.u(&format!("{a}.attention.head_count"))?,
+        "num_key_value_heads": decoder.u(&format!("{a}.attention.head_count_kv"))?,
+        "max_position_embeddings": decoder.u(&format!("{a}.context_length"))?,
+        "rms_norm_eps": decoder.f(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
+        "rope_theta": decoder.f(&format!("{a}.rope.freq_base"))?,
+        "vocab_size": vocab,
+        "tie_word_embeddings": decoder.header.tensor("output.weight").is_none(),
+    });
+    if decoder.header.get("qwen2.rope.scaling.type").is_some() {
+        return Err(gguf_error(
+            &decoder.path,
+            "RoPE scaling keys (qwen2.rope.scaling.*) are not supported from GGUF yet",
+        ));
+    }
+    for (key, to) in [
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+    ] {
+        if let Ok(id) = decoder.header.get_u64(key) {
+            c[to] = json!(id);
+        }
+    }
+    Ok(c)
+}
+
+/// The remote-code `config.json` (`InternVLChatModel`) of an InternVL pair (`docs/gguf.md`,
+/// "InternVL"): the ViT's sizes from the mmproj's keys and tensors (qkv bias, qk-norm and
+/// LayerNorm vs RMSNorm from which tensors exist), the pixel shuffle from its scale factor, the
+/// tiling bounds from its preprocessing keys, the chat template from the decoder's Jinja
+/// template (InternVL2.5/3's system message, else InternVL2's Hermes-2).
+fn internvl_config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<Value> {
+    for t in ["<img>", "</img>", "<IMG_CONTEXT>"] {
+        token_id(decoder, t, "InternVL")?;
+    }
+    let has = |name: &str| vision.header.tensor(name).is_some();
+    let scale = vision
+        .header
+        .get_u64("clip.vision.projector.scale_factor")
+        .unwrap_or(2);
+    let image_size = vision.u("clip.vision.image_size")?;
+    let template = match decoder.header.get_str("tokenizer.chat_template") {
+        Ok(t) if t.contains("书生·万象") => "internvl2_5",
+        _ => "Hermes-2",
+    };
+    let tiles = |key: &str, default: u64| vision.header.get_u64(key).unwrap_or(default);
+    Ok(json!({
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "template": template,
+        "select_layer": -1,
+        "downsample_ratio": 1.0 / scale as f64,
+        "ps_version": "v2",
+        "force_image_size": image_size,
+        "dynamic_image_size": true,
+        "use_thumbnail": true,
+        "min_dynamic_patch": tiles("clip.vision.preproc_min_tiles", 1),
+        "max_dynamic_patch": tiles("clip.vision.preproc_max_tiles", 12),
+        "vision_config": {
+            "model_type": "intern_vit_6b",
+            "hidden_act": "gelu",
+            "hidden_size": vision.u("clip.vision.embedding_length")?,
+            "intermediate_size": vision.u("clip.vision.feed_forward_length")?,
+            "num_attention_heads": vision.u("clip.vision.attention.head_count")?,
+            "num_hidden_layers": vision.u("clip.vision.block_count")?,
+            "image_size": image_size,
+            "patch_size": vision.u("clip.vision.patch_size")?,
+            "num_channels": 3,
+            "qkv_bias": has("v.blk.0.attn_q.bias"),
+            "qk_normalization": has("v.blk.0.attn_q_norm.weight"),
+            "norm_type": if has("v.blk.0.ln1.bias") { "layer_norm" } else { "rms_norm" },
+            "layer_norm_eps": vision.f("clip.vision.attention.layer_norm_epsilon")?,
+        },
+        "llm_config": qwen2_llm_config(decoder)?,
+    }))
 }
 
 /// `config.json` and `preprocessor_config.json` of the checkpoint the pair was converted from,
