@@ -360,7 +360,11 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
         GgmlType::Q5_0 => (32, quantize_q5_0),
         GgmlType::Q5_1 => (32, quantize_q5_1),
         GgmlType::Q8_0 => (32, quantize_q8_0),
+        // Quantizing to K formats at load is a native feature (`--gpu-weights q4_k`); the browser
+        // bundle, with its 1 MiB budget, leaves the search out.
+        #[cfg(not(target_arch = "wasm32"))]
         GgmlType::Q4_K => (QK_K, quantize_q4_k),
+        #[cfg(not(target_arch = "wasm32"))]
         GgmlType::Q6_K => (QK_K, quantize_q6_k),
         _ => {
             return Err(Error::input(format!(
@@ -551,6 +555,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// and the f32 addition rounds to nearest with ties to even (not `f32::round`, whose ties go away
 /// from zero). ggml asserts |x| <= 2^22 - 1; past that we return the same bits its release build
 /// would rather than panic.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline]
 fn nearest_int(x: f32) -> i32 {
     let v = x + 12_582_912.0;
@@ -559,6 +564,7 @@ fn nearest_int(x: f32) -> i32 {
 
 /// `v` as the stored f16 and the f32 it reads back as: the K-quants requantize against the
 /// stored (rounded) super-block scales, not the exact ones.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline]
 fn f16_round_trip(v: f32) -> (f16, f32) {
     let h = f16::from_f32(v);
@@ -569,6 +575,7 @@ fn f16_round_trip(v: f32) -> (f16, f32) {
 /// group, q in 0..=nmax, min >= 0, minimising the weighted squared error. Starts from the min/max
 /// grid, then tries `nstep + 1` widened grids and keeps the least-squares (scale, min) of the best
 /// one. Writes q to `l` and returns `(scale, min)`.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn make_qkx2_quants(
     x: &[f32],
     weights: &[f32],
@@ -658,6 +665,7 @@ fn make_qkx2_quants(
 /// symmetric fit x ~ scale * (q - nmax), q in 0..2*nmax, trying 19 grids around -nmax / max (max
 /// the first value of largest magnitude). Writes q to `l` and returns the scale (0 for a group
 /// below [`GROUP_MAX_EPS`]).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
     let mut max = 0f32;
     let mut amax = 0f32;
@@ -714,6 +722,7 @@ fn make_qx_quants(x: &[f32], l: &mut [u8], nmax: i32) -> f32 {
 /// scale / 63, dmin = max min / 63, stored as f16), then every value requantized against the
 /// stored scale and min: q = nearest_int((x + dmin*m) / (d*sc)) clipped to 0..=15. A sub-block
 /// whose d*sc is 0 keeps the q of its fit, as ggml does.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
     for b in x.chunks_exact(QK_K) {
         let mut l = [0u8; QK_K];
@@ -790,6 +799,7 @@ fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
 /// f16), then every value requantized: q = nearest_int(x / (d*sc)) clipped to -32..=31. A block
 /// whose scales are all below [`GROUP_MAX_EPS`] is all zero bytes; a sub-block whose d*sc is 0
 /// keeps the q of its fit.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
     for b in x.chunks_exact(QK_K) {
         let mut l = [0u8; QK_K];

@@ -93,12 +93,24 @@ impl Tensor {
     pub fn widened(self) -> Result<Tensor> {
         let shape = self.shape.clone();
         if let Some(parts) = &self.blocks {
-            let cols = self.cols();
-            let mut data = Vec::with_capacity(self.len());
-            for p in parts {
-                data.extend(crate::quant::dequantize(p.ty, &p.bytes, p.rows * cols)?);
+            // Block tensors come from GGUF files, which only the native build reads; the
+            // browser bundle (1 MiB budget) leaves the dequantizers out.
+            #[cfg(target_arch = "wasm32")]
+            {
+                let _ = parts;
+                return Err(Error::input(
+                    "widening ggml blocks is not part of the browser build",
+                ));
             }
-            return Tensor::new(shape, data);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let cols = self.cols();
+                let mut data = Vec::with_capacity(self.len());
+                for p in parts {
+                    data.extend(crate::quant::dequantize(p.ty, &p.bytes, p.rows * cols)?);
+                }
+                return Tensor::new(shape, data);
+            }
         }
         if let Some(bits) = &self.bf16 {
             let data = bits
