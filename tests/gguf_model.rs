@@ -65,21 +65,26 @@ fn greedy(m: &mut VideoLlm, visual: &Visual) -> Vec<u32> {
         .token_ids
 }
 
+/// `got` holds exactly `want`'s tensor names, each with the same shape and the same bits.
+fn assert_same_tensors(got: &linvt::weights::TensorStore, want: &linvt::weights::TensorStore) {
+    let mut names: Vec<&str> = want.keys().collect();
+    let mut got_names: Vec<&str> = got.keys().collect();
+    names.sort_unstable();
+    got_names.sort_unstable();
+    assert_eq!(got_names, names, "tensor names");
+    let bits = |t: &linvt::Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for k in names {
+        let (a, b) = (want.get(k).unwrap().unwrap(), got.get(k).unwrap().unwrap());
+        assert_eq!(b.shape(), a.shape(), "{k}");
+        assert!(bits(&b) == bits(&a), "{k}: values differ");
+    }
+}
+
 #[test]
 fn f16_pair_holds_the_checkpoint_tensor_for_tensor() {
     let (hf_cfg, hf) = open_model(&fixture().join("hf"), None).unwrap();
     let (cfg, gguf) = open_model(&fixture().join("model-f16.gguf"), Some(&mmproj())).unwrap();
-    let mut want: Vec<&str> = hf.keys().collect();
-    let mut got: Vec<&str> = gguf.keys().collect();
-    want.sort_unstable();
-    got.sort_unstable();
-    assert_eq!(got, want, "tensor names");
-    for k in want {
-        let (a, b) = (hf.get(k).unwrap().unwrap(), gguf.get(k).unwrap().unwrap());
-        assert_eq!(b.shape(), a.shape(), "{k}");
-        let bits = |t: &linvt::Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        assert!(bits(&b) == bits(&a), "{k}: values differ");
-    }
+    assert_same_tensors(&gguf, &hf);
     // The config rebuilt from the metadata is the checkpoint's, but for what GGUF files do
     // not hold: the processor's pixel limits (Qwen2-VL's defaults then) and the generation
     // config's second stop id.
@@ -191,16 +196,7 @@ fn internvl_pair_is_the_checkpoint_and_answers_as_it() {
     let mm = internvl().join("mmproj-f16.gguf");
     let (hf_cfg, hf) = open_model(&internvl().join("hf"), None).unwrap();
     let (cfg, gguf) = open_model(&internvl().join("model-f16.gguf"), Some(&mm)).unwrap();
-    let mut want: Vec<&str> = hf.keys().collect();
-    let mut got: Vec<&str> = gguf.keys().collect();
-    want.sort_unstable();
-    got.sort_unstable();
-    assert_eq!(got, want, "tensor names");
-    for k in want {
-        let (a, b) = (hf.get(k).unwrap().unwrap(), gguf.get(k).unwrap().unwrap());
-        assert_eq!(b.shape(), a.shape(), "{k}");
-        assert!(b.data() == a.data(), "{k}: values differ");
-    }
+    assert_same_tensors(&gguf, &hf);
     let (mut a, mut b) = (hf_cfg, cfg);
     a.llm.eos_token_ids.clear();
     b.llm.eos_token_ids.clear();

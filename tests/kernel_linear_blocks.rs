@@ -147,36 +147,26 @@ fn check(ctx: &GpuContext, elem: Elem, shapes: &[(usize, usize, usize)]) {
     }
 }
 
+/// (m, n, k) for the 32-value block formats: odd rows and columns, one token and several, K of
+/// 1 to 7 blocks (so groups of eight blocks span rows).
+const SHAPES_32: &[(usize, usize, usize)] = &[
+    (45, 70, 96),
+    (1, 300, 64),
+    (1, 70, 160),
+    (3, 33, 32),
+    (2, 5, 224),
+];
+
 #[test]
 fn q8_0_weights_match_the_cpu_on_widened_blocks() {
     let Some(ctx) = common::gpu() else { return };
-    check(
-        &ctx,
-        Elem::Q8_0,
-        &[
-            (45, 70, 96),
-            (1, 300, 64),
-            (1, 70, 160),
-            (3, 33, 32),
-            (2, 5, 224),
-        ],
-    );
+    check(&ctx, Elem::Q8_0, SHAPES_32);
 }
 
 #[test]
 fn q4_0_weights_match_the_cpu_on_widened_blocks() {
     let Some(ctx) = common::gpu() else { return };
-    check(
-        &ctx,
-        Elem::Q4_0,
-        &[
-            (45, 70, 96),
-            (1, 300, 64),
-            (1, 70, 160),
-            (3, 33, 32),
-            (2, 5, 224),
-        ],
-    );
+    check(&ctx, Elem::Q4_0, SHAPES_32);
 }
 
 #[test]

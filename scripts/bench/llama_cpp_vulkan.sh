@@ -25,7 +25,9 @@
 # says how much CPU other processes took meanwhile (a figure with more than a few % is suspect).
 #
 # Usage: scripts/bench/llama_cpp_vulkan.sh [WORKDIR]   (default: target/peer-llama)
-# Env: THREADS (2), ROUNDS (2), FORMATS ("f16 q8_0 q4_0 q4_k"; bf16 works too), EXTRA (0; 1 adds
+# Env: SHAPE (qwen2-0.5b, or qwen2-7b: Qwen2-7B's shape, where every row fits Q4_K, so q4_k is
+#      --pure Q4_K), LAYERS (keep this many layers of the shape: both sides trimmed alike),
+#      THREADS (2), ROUNDS (2), FORMATS ("f16 q8_0 q4_0 q4_k"; bf16 works too), EXTRA (0; 1 adds
 #      llama.cpp's q4_k_m and pure q4_k next to our q4_k), LINVT (target/release/linvt),
 #      KEEP_LOGS (dir for the raw llama-bench / linvt output; default WORKDIR/vulkan-logs).
 # Needs: cmake g++ libvulkan-dev glslc (apt), a Vulkan driver, python3 (venv), PyPI for the
@@ -43,6 +45,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${1:-$ROOT/target/peer-llama}"
 THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-2}"; LINVT="${LINVT:-$ROOT/target/release/linvt}"
 FORMATS="${FORMATS:-f16 q8_0 q4_0 q4_k}"; EXTRA="${EXTRA:-0}"
+SHAPE="${SHAPE:-qwen2-0.5b}"; LAYERS="${LAYERS:-}"
+# GGUF name prefix: the 0.5B shape keeps its first names (qwen2-f32.gguf, …).
+P=qwen2; [[ "$SHAPE" == qwen2-0.5b && -z "$LAYERS" ]] || P="$SHAPE${LAYERS:+-l$LAYERS}"
 mkdir -p "$WORK"; cd "$WORK"
 LOGS="${KEEP_LOGS:-$WORK/vulkan-logs}"; mkdir -p "$LOGS"
 if [[ ! -x venv/bin/python ]]; then
@@ -65,21 +70,29 @@ if [[ ! -x "$BIN/llama-bench" || ! -x "$BIN/test-backend-ops" ]]; then
   (cd "$SRC" && cmake -B build-vulkan -DGGML_VULKAN=ON -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON >/dev/null \
      && nice cmake --build build-vulkan -j"$THREADS" --target llama-bench llama-quantize test-backend-ops >/dev/null)
 fi
-[[ -f qwen2-f32.gguf ]] || nice "$PY" "$ROOT/scripts/bench/make_qwen2_gguf.py" qwen2-f32.gguf f32
+[[ -f $P-f32.gguf ]] || nice "$PY" "$ROOT/scripts/bench/make_qwen2_gguf.py" $P-f32.gguf f32 "$SHAPE" $LAYERS
 quant() { # quant OUT TYPE [extra llama-quantize args]
   local out=$1 ty=$2; shift 2
-  [[ -f "$out" ]] || nice "$QUANT" --pure "$@" qwen2-f32.gguf "$out" "$ty" "$THREADS" >/dev/null 2>&1
+  [[ -f "$out" ]] || nice "$QUANT" --pure "$@" $P-f32.gguf "$out" "$ty" "$THREADS" >/dev/null 2>&1
 }
-quant qwen2-f16.gguf F16; quant qwen2-bf16.gguf BF16; quant qwen2-q8_0.gguf Q8_0; quant qwen2-q4_0.gguf Q4_0
-quant qwen2-q4_k.gguf Q4_0 --tensor-type ffn_down=q4_k
-quant qwen2-q4_k_pure.gguf Q4_K
-[[ -f qwen2-q4_k_m.gguf ]] || nice "$QUANT" qwen2-f32.gguf qwen2-q4_k_m.gguf Q4_K_M "$THREADS" >/dev/null 2>&1
+for f in $FORMATS; do
+  case $f in
+    f16) quant $P-f16.gguf F16 ;; bf16) quant $P-bf16.gguf BF16 ;;
+    q8_0) quant $P-q8_0.gguf Q8_0 ;; q4_0) quant $P-q4_0.gguf Q4_0 ;;
+    q4_k) if [[ "$SHAPE" == qwen2-0.5b ]]; then quant $P-q4_k.gguf Q4_0 --tensor-type ffn_down=q4_k
+          else quant $P-q4_k.gguf Q4_K; fi ;;
+  esac
+done
+if [[ "$EXTRA" == 1 ]]; then
+  quant $P-q4_k_pure.gguf Q4_K
+  [[ -f $P-q4_k_m.gguf ]] || nice "$QUANT" $P-f32.gguf $P-q4_k_m.gguf Q4_K_M "$THREADS" >/dev/null 2>&1
+fi
 [[ -x "$LINVT" ]] || (cd "$ROOT" && cargo build --release)
 
 # The rows: "label gguf linvt-format" (linvt-format "-": llama.cpp only).
 ROWS=()
-for f in $FORMATS; do ROWS+=("$f qwen2-$f.gguf $f"); done
-if [[ "$EXTRA" == 1 ]]; then ROWS+=("q4_k_m qwen2-q4_k_m.gguf -" "q4_k_pure qwen2-q4_k_pure.gguf -"); fi
+for f in $FORMATS; do ROWS+=("$f $P-$f.gguf $f"); done
+if [[ "$EXTRA" == 1 ]]; then ROWS+=("q4_k_m $P-q4_k_m.gguf -" "q4_k_pure $P-q4_k_pure.gguf -"); fi
 for row in "${ROWS[@]}"; do set -- $row; "$PY" "$ROOT/scripts/bench/gguf_stats.py" "$2"; done
 
 export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
@@ -104,25 +117,25 @@ if not r.get('gpu_info'): sys.exit('llama-bench ran without a Vulkan device (see
 print(round(r['avg_ts'], 2))" "$2.json"
 }
 ours() { # ours FORMAT LOG -> "tokens/s bytes/token"
-  LINVT_BACKEND="${LINVT_BACKEND:-vulkan}" timed "$2" "$LINVT" bench --decoder qwen2-0.5b \
-    --gpu-weights "$1" --steps 8 --json
+  LINVT_BACKEND="${LINVT_BACKEND:-vulkan}" timed "$2" "$LINVT" bench --decoder "$SHAPE" \
+    ${LAYERS:+--layers $LAYERS} --gpu-weights "$1" --steps 8 --json
   "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(round(r['decode_tokens_per_s'], 2), r['weight_bytes_per_token'])" "$2.json"
 }
 declare -A T O OB
 for round in $(seq 1 "$ROUNDS"); do
   for row in "${ROWS[@]}"; do
     set -- $row; label=$1; gguf=$2; fmt=$3
-    t=$(theirs "$gguf" "$LOGS/llama-$label-r$round"); T[$label]+="$t "
+    t=$(theirs "$gguf" "$LOGS/llama-$P-$label-r$round"); T[$label]+="$t "
     echo "round $round $label llama.cpp-vulkan $t tok/s" >&2
     if [[ "$fmt" != - ]]; then
-      res=$(ours "$fmt" "$LOGS/linvt-$fmt-r$round") || { echo "linvt failed (see $LOGS/linvt-$fmt-r$round.err)" >&2; exit 1; }
+      res=$(ours "$fmt" "$LOGS/linvt-$P-$fmt-r$round") || { echo "linvt failed (see $LOGS/linvt-$fmt-r$round.err)" >&2; exit 1; }
       read -r o ob <<<"$res"; O[$label]+="$o "; OB[$label]=$ob
       echo "round $round $label linvt $o tok/s" >&2
     fi
   done
 done
-dev=$("$PY" -c "import json,sys; r=json.load(open(sys.argv[1]))[0]; print(r['gpu_info'], '| backends', r['backends'], '| build', r['build_commit'])" "$(ls "$LOGS"/llama-*.json | head -1)")
-adapter=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter'])" "$(ls "$LOGS"/linvt-*.json | head -1)" 2>/dev/null || echo "-")
+dev=$("$PY" -c "import json,sys; r=json.load(open(sys.argv[1]))[0]; print(r['gpu_info'], '| backends', r['backends'], '| build', r['build_commit'])" "$(ls "$LOGS"/llama-$P-*.json | head -1)")
+adapter=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter'])" "$(ls "$LOGS"/linvt-$P-*.json | head -1)" 2>/dev/null || echo "-")
 echo "llama.cpp Vulkan0: $dev"
 echo "linvt adapter:     $adapter"
 echo "(tok/s: median of $ROUNDS round(s); per-round values in brackets; bytes: weight bytes read per decoded token)"
