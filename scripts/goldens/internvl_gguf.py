@@ -318,17 +318,7 @@ def main():
                                            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "README.md"),
                 ""]
         block = "\n".join(head + parts) + "\n<!-- LISTING:END -->"
-        readme = out / "README.md"
-        if readme.is_file():
-            txt = readme.read_text()
-            new = re.sub(r"<!-- LISTING:BEGIN.*?<!-- LISTING:END -->", lambda _: block, txt, flags=re.S)
-            if new == txt and block not in txt:
-                new = txt.rstrip("\n") + "\n\n" + block + "\n"
-            readme.write_text(new)
-        else:
-            print(block)
-        total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        print(f"fixture dir {out}: {total} bytes")
+        Q.write_listing(out, block)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

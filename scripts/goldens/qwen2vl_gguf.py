@@ -310,6 +310,22 @@ def gguf_to_hf(name, mmproj):
     return f"visual.blocks.{i}.{part[stem]}.{suf}", None
 
 
+
+def write_listing(out, block):
+    """Puts the generated listing `block` into out/README.md between its LISTING markers (appended
+    when there are none; printed when there is no README yet) and prints the fixture's size."""
+    readme = out / "README.md"
+    if readme.is_file():
+        txt = readme.read_text()
+        new = re.sub(r"<!-- LISTING:BEGIN.*?<!-- LISTING:END -->", lambda _: block, txt, flags=re.S)
+        if new == txt and block not in txt:
+            new = txt.rstrip("\n") + "\n\n" + block + "\n"
+        readme.write_text(new)
+    else:
+        print(block)
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"fixture dir {out}: {total} bytes")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
@@ -396,17 +412,7 @@ def main():
                                            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "README.md"),
                 ""]
         block = "\n".join(head + parts) + "\n<!-- LISTING:END -->"
-        readme = out / "README.md"
-        if readme.is_file():
-            txt = readme.read_text()
-            new = re.sub(r"<!-- LISTING:BEGIN.*?<!-- LISTING:END -->", lambda _: block, txt, flags=re.S)
-            if new == txt and block not in txt:
-                new = txt.rstrip("\n") + "\n\n" + block + "\n"
-            readme.write_text(new)
-        else:
-            print(block)
-        total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        print(f"fixture dir {out}: {total} bytes")
+        write_listing(out, block)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
