@@ -59,22 +59,6 @@ fn upload_view_in(
     t.unwrap().rows_view(start, rows)
 }
 
-/// x·wᵀ (+ bias) with an explicit `tuning`, recorded, submitted and read back as (m, n).
-fn product_tuned(
-    ctx: &GpuContext,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    tuning: Tuning,
-) -> Vec<f32> {
-    let pool = BufferPool::default();
-    let mut rec = Recorder::new(ctx, &pool);
-    let y = rec.alloc("y", &[x.rows(), w.rows()]).unwrap();
-    linear::linear_into_tuned(&mut rec, x, w, bias, &y, tuning).unwrap();
-    rec.submit().unwrap();
-    ctx.read_f32(&y).unwrap()
-}
-
 /// Runs one product on the GPU with `tuning` (None: the adapter default) and compares it with
 /// the CPU twin. x, w and the bias are views at nonzero offsets (`x_start` rows into x's buffer).
 fn check(m: usize, n: usize, k: usize, with_bias: bool, x_start: usize, tuning: Option<Tuning>) {
@@ -156,17 +140,6 @@ fn rb(rows_per_group: u32, workgroup: u32, vec4: bool, split: Split) -> Tuning {
     }
 }
 
-/// The matrix-vector kernel for every one-row product, `lanes` invocations wide, splitting K
-/// for weights of up to `split_k_max_rows` rows (0: the lanes always own rows).
-fn gemv(lanes: u32, split_k_max_rows: u32) -> Tuning {
-    Tuning {
-        gemv: GemvUse::Always,
-        gemv_lanes: lanes,
-        gemv_split_k_max_rows: split_k_max_rows,
-        ..Tuning::CPU
-    }
-}
-
 #[test]
 fn register_blocked_scalar_loads() {
     // K % 4 == 0 and aligned offsets, but vec4 loads disabled: the scalar entry point, which
@@ -206,7 +179,7 @@ fn tiled_kernel_odd_shapes() {
 #[test]
 fn gemv_kernel_odd_shapes() {
     for lanes in [8, 64, 24] {
-        let t = gemv(lanes, u32::MAX);
+        let t = common::gemv_tuning(lanes, u32::MAX);
         for &(n, k) in &[
             (1, 4),
             (15, 8),
@@ -221,7 +194,7 @@ fn gemv_kernel_odd_shapes() {
         check(1, 33, 21, true, 1, Some(t)); // K % 4 ≠ 0: not the gemv kernel
                                             // Lanes owning rows (tall weights on CPU adapters): rows below, at and past one
                                             // workgroup's GR·lanes, each invocation walking the whole of K.
-        let lane_rows = gemv(lanes, 0);
+        let lane_rows = common::gemv_tuning(lanes, 0);
         for &(n, k) in &[(1, 4), (130, 36), (16 * lanes as usize + 5, 260)] {
             check(1, n, k, true, 3, Some(lane_rows));
             check_in(1, n, k, false, 0, Some(lane_rows), WeightIn::Texels);
@@ -278,8 +251,8 @@ fn epilogues_match_the_composed_twins() {
     let tunings = [
         Tuning::CPU,
         rb(4, 8, true, Split::Rows),
-        gemv(8, u32::MAX),
-        gemv(8, 0),
+        common::gemv_tuning(8, u32::MAX),
+        common::gemv_tuning(8, 0),
         Tuning {
             gemv: GemvUse::Never,
             ..Tuning::GPU
@@ -371,7 +344,7 @@ fn epilogues_match_the_composed_twins() {
             residual: &rg,
             gamma: Some(&gg),
         };
-        let tuning = gemv(8, u32::MAX);
+        let tuning = common::gemv_tuning(8, u32::MAX);
         linear::linear_into_tuned_with(&mut rec, &xg, &w16, Some(&bg), epilogue, &y, tuning)
             .unwrap();
         rec.submit().unwrap();
@@ -442,7 +415,7 @@ fn texel_weight_spanning_two_layers() {
     ] {
         common::assert_close(
             &format!("two-layer texel weight {tuning:?}"),
-            &product_tuned(&ctx, &xg, &wg, None, tuning),
+            &common::product_tuned(&ctx, &xg, &wg, None, tuning),
             &want,
             atol(k),
             1e-5,
@@ -772,7 +745,7 @@ fn check_half_weights(
     for &tuning in tunings {
         common::assert_close(
             &format!("{} weights {m}x{n}x{k} {tuning:?}", half.name),
-            &product_tuned(ctx, &xg, &wg, Some(&bg), tuning),
+            &common::product_tuned(ctx, &xg, &wg, Some(&bg), tuning),
             &want,
             atol(k),
             1e-5,
@@ -800,8 +773,8 @@ fn bf16_weights_match_cpu_on_rounded_weights() {
             gemv: GemvUse::Never,
             ..Tuning::CPU
         },
-        gemv(8, 4096),
-        gemv(8, 0),
+        common::gemv_tuning(8, 4096),
+        common::gemv_tuning(8, 0),
         Tuning::GPU,
         Tuning {
             kernel: Kernel::Tiled,

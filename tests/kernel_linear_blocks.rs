@@ -8,8 +8,8 @@ mod common;
 use linvt::cpu::linear as cpu;
 use linvt::gguf::GgmlType;
 use linvt::gpu::blocks::{device_layout, ggml_type};
-use linvt::gpu::linear::{self, GemvUse, Kernel, Split, Tuning};
-use linvt::gpu::{BufferPool, Elem, GpuContext, GpuTensor, Recorder, WeightStorage};
+use linvt::gpu::linear::{GemvUse, Kernel, Split, Tuning};
+use linvt::gpu::{BufferPool, Elem, GpuContext, Recorder, WeightStorage};
 use linvt::rand::SeededRng;
 
 /// Tolerance for a K-long f32 dot product of values in [-1, 1] plus a bias: as
@@ -49,30 +49,6 @@ fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn product_tuned(
-    ctx: &GpuContext,
-    x: &GpuTensor,
-    w: &GpuTensor,
-    bias: Option<&GpuTensor>,
-    tuning: Tuning,
-) -> Vec<f32> {
-    let pool = BufferPool::default();
-    let mut rec = Recorder::new(ctx, &pool);
-    let y = rec.alloc("y", &[x.rows(), w.rows()]).unwrap();
-    linear::linear_into_tuned(&mut rec, x, w, bias, &y, tuning).unwrap();
-    rec.submit().unwrap();
-    ctx.read_f32(&y).unwrap()
-}
-
-fn gemv(lanes: u32, split_k_max_rows: u32) -> Tuning {
-    Tuning {
-        gemv: GemvUse::Always,
-        gemv_lanes: lanes,
-        gemv_split_k_max_rows: split_k_max_rows,
-        ..Tuning::CPU
-    }
-}
-
 /// Every kernel that reads a weight: matrix-vector (split K with 8 and 64 lanes, lanes owning
 /// rows), register-blocked with vec4 and scalar loads, both splits, and the tiled kernel.
 fn tunings() -> Vec<Tuning> {
@@ -92,8 +68,8 @@ fn tunings() -> Vec<Tuning> {
             split: Split::Rows,
             ..Tuning::CPU
         },
-        gemv(8, 4096),
-        gemv(8, 0),
+        common::gemv_tuning(8, 4096),
+        common::gemv_tuning(8, 0),
         Tuning::GPU,
         Tuning {
             kernel: Kernel::Tiled,
@@ -123,7 +99,7 @@ fn check(ctx: &GpuContext, elem: Elem, shapes: &[(usize, usize, usize)]) {
         // Buffers and texels differ only in how a quad is fetched (blocks_buffer.wgsl vs
         // blocks_texels.wgsl): every kernel on buffers, the CPU adapters' defaults (and the
         // row-owning matrix-vector kernel) on texels — pipelines take seconds to build there.
-        let texel_tunings = [Tuning::CPU, gemv(8, 0)];
+        let texel_tunings = [Tuning::CPU, common::gemv_tuning(8, 0)];
         for texels in [false, true] {
             let wg = ctx
                 .upload_ggml_blocks_in("w", &[n + 3, k], &ggml, elem, texels)
@@ -137,7 +113,7 @@ fn check(ctx: &GpuContext, elem: Elem, shapes: &[(usize, usize, usize)]) {
             for tuning in tunings {
                 common::assert_close(
                     &format!("{elem:?} {m}x{n}x{k} texels={texels} {tuning:?}"),
-                    &product_tuned(ctx, &xg, &wg, Some(&bg), tuning),
+                    &common::product_tuned(ctx, &xg, &wg, Some(&bg), tuning),
                     &want,
                     atol(k),
                     1e-5,
@@ -198,7 +174,7 @@ fn tall_block_weights_take_the_row_owning_gemv() {
             .upload_ggml_blocks_in("w", &[n, k], &ggml, elem, true)
             .unwrap();
         let xg = ctx.upload("x", &[1, k], &x).unwrap();
-        let got = product_tuned(&ctx, &xg, &wg, None, Tuning::CPU);
+        let got = common::product_tuned(&ctx, &xg, &wg, None, Tuning::CPU);
         common::assert_close(&format!("{elem:?} tall"), &got, &want, atol(k), 1e-5);
     }
 }
@@ -288,7 +264,7 @@ fn placement_quantizes_linear_weights_with_fallbacks() {
         let x = common::rand_vec(7, 3 * k, 1.0);
         let want = cpu::linear(&x, &twin, None, 3, n, k);
         let xg = ctx.upload("x", &[3, k], &x).unwrap();
-        let got = product_tuned(&ctx, &xg, &placed, None, Tuning::for_adapter(&ctx));
+        let got = common::product_tuned(&ctx, &xg, &placed, None, Tuning::for_adapter(&ctx));
         common::assert_close(&format!("{storage:?} k={k}"), &got, &want, atol(k), 1e-5);
     }
 }
@@ -317,14 +293,14 @@ fn f16_scales_widen_exactly_including_subnormals() {
         let xg = ctx.upload("x", &[1, 32], &x).unwrap();
         let want: Vec<f32> = (0..8).map(|r| want_rows[r * 32 + j]).collect();
         for tuning in [
-            gemv(8, 4096),
+            common::gemv_tuning(8, 4096),
             Tuning::GPU,
             Tuning {
                 gemv: GemvUse::Never,
                 ..Tuning::CPU
             },
         ] {
-            let got = product_tuned(&ctx, &xg, &w, None, tuning);
+            let got = common::product_tuned(&ctx, &xg, &w, None, tuning);
             // Equal as numbers: a kernel's sum starts at +0, so -0 · 1 comes out +0.
             assert_eq!(got, want, "value {j}, {tuning:?}");
         }

@@ -257,3 +257,31 @@ pub fn greedy_moving_bar(m: &mut linvt::vlm::model::VideoLlm, max_new_tokens: us
     .unwrap()
     .token_ids
 }
+
+/// x·wᵀ (+ bias) with an explicit linear `tuning`, recorded, submitted and read back as (m, n).
+pub fn product_tuned(
+    ctx: &GpuContext,
+    x: &linvt::gpu::GpuTensor,
+    w: &linvt::gpu::GpuTensor,
+    bias: Option<&linvt::gpu::GpuTensor>,
+    tuning: linvt::gpu::linear::Tuning,
+) -> Vec<f32> {
+    let pool = linvt::gpu::BufferPool::default();
+    let mut rec = linvt::gpu::Recorder::new(ctx, &pool);
+    let y = rec.alloc("y", &[x.rows(), w.rows()]).unwrap();
+    linvt::gpu::linear::linear_into_tuned(&mut rec, x, w, bias, &y, tuning).unwrap();
+    rec.submit().unwrap();
+    ctx.read_f32(&y).unwrap()
+}
+
+/// The matrix-vector kernel for every one-row product, `lanes` invocations wide, splitting K
+/// for weights of up to `split_k_max_rows` rows (0: the lanes always own rows).
+pub fn gemv_tuning(lanes: u32, split_k_max_rows: u32) -> linvt::gpu::linear::Tuning {
+    use linvt::gpu::linear::{GemvUse, Tuning};
+    Tuning {
+        gemv: GemvUse::Always,
+        gemv_lanes: lanes,
+        gemv_split_k_max_rows: split_k_max_rows,
+        ..Tuning::CPU
+    }
+}
