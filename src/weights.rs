@@ -357,6 +357,18 @@ impl TensorStore {
             .collect();
         !floats.is_empty() && floats.iter().all(|&d| d == Dtype::BF16)
     }
+    /// True when the store holds float matrices (2-D or more: the weights a storage choice
+    /// applies to) and every one of them is stored as `dtype` (a GGUF F16 file's: its norms
+    /// and biases are F32 vectors).
+    pub fn matrices_all(&self, dtype: Dtype) -> bool {
+        let floats: Vec<Dtype> = self
+            .keys()
+            .filter(|k| self.shape(k).is_some_and(|s| s.len() >= 2))
+            .filter_map(|k| self.dtype(k))
+            .filter(|d| matches!(d, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16))
+            .collect();
+        !floats.is_empty() && floats.iter().all(|&d| d == dtype)
+    }
     pub fn get(&self, key: &str) -> Result<Option<Tensor>> {
         match self.index.get(key) {
             Some(&i) => self.files[i].source_tensor(key),

@@ -124,12 +124,27 @@ fn tokenizer_rebuilt_from_the_vocabulary_encodes_as_tokenizer_json() {
     }
 }
 
+/// The F16 pair answers as the checkpoint on the CPU; on a GPU with SHADER_F16, `auto` keeps its
+/// matrices in f16 (exact: they are f16 values) and answers alike.
 #[test]
 fn f16_pair_answers_as_the_checkpoint() {
     let mut hf = load(&fixture().join("hf"), Device::Cpu);
     let mut gguf = load(&fixture().join("model-f16.gguf"), Device::Cpu);
+    let mut gpu = common::gpu().map(|ctx| {
+        let m = load(&fixture().join("model-f16.gguf"), Device::Gpu);
+        let want = match ctx.has_f16() {
+            true => linvt::WeightStorage::F16,
+            false => linvt::WeightStorage::F32,
+        };
+        assert_eq!(m.gpu_weight_storage(), Some(want));
+        m
+    });
     for v in [picture(), clip()] {
-        assert_eq!(greedy(&mut gguf, &v), greedy(&mut hf, &v));
+        let want = greedy(&mut hf, &v);
+        assert_eq!(greedy(&mut gguf, &v), want);
+        if let Some(gpu) = gpu.as_mut() {
+            assert_eq!(greedy(gpu, &v), want, "on the GPU");
+        }
     }
 }
 

@@ -51,7 +51,8 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "gpu")]
     pub backend: Device,
     /// How the GPU stores the linear weights: auto (the checkpoint's precision — bf16 for the
-    /// released bf16 checkpoints, else f32 — exact either way), f32, bf16 (half the memory, any
+    /// released bf16 checkpoints, f16 for f16 ones on adapters with SHADER_F16, else f32 — exact
+    /// either way), f32, bf16 (half the memory, any
     /// adapter; rounds f32 weights; on CPU adapters the embedding table too, and decoding ~1.5×
     /// faster there), f16 (half the memory; needs SHADER_F16), or ggml's blocks quantized at
     /// load: q8_0 (8.5 bits per weight), q4_0 or q4_k (4.5; q4_k takes q4_0 for rows that are

@@ -331,8 +331,20 @@ impl TensorSource for GgufPair {
     fn source_shape(&self, key: &str) -> Option<&[usize]> {
         self.recipes.get(key).map(|(_, s)| s.as_slice())
     }
-    fn source_dtype(&self, _key: &str) -> Option<safetensors::Dtype> {
-        None
+    /// The float type the tensor (its first part, for a rebuilt one) is stored in; None for
+    /// ggml's block types.
+    fn source_dtype(&self, key: &str) -> Option<safetensors::Dtype> {
+        let (file, name) = match &self.recipes.get(key)?.0 {
+            Recipe::One(f, name) => (*f, name),
+            Recipe::Rows(names) => (1, &names[0]),
+            Recipe::Temporal(a, _) => (1, a),
+        };
+        match self.files[file].header.tensor(name)?.ggml_type {
+            GgmlType::F32 => Some(safetensors::Dtype::F32),
+            GgmlType::F16 => Some(safetensors::Dtype::F16),
+            GgmlType::BF16 => Some(safetensors::Dtype::BF16),
+            _ => None,
+        }
     }
     fn source_tensor(&self, key: &str) -> Result<Option<Tensor>> {
         let Some((recipe, shape)) = self.recipes.get(key) else {

@@ -39,7 +39,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// How the GPU stores the linear weights; `Auto` keeps the checkpoint's precision, exact
     /// either way: bf16 when every float tensor of the checkpoint is bf16 (the released ones;
-    /// the embedding table then goes to bf16 too where it is stored as texels), f32 otherwise.
+    /// the embedding table then goes to bf16 too where it is stored as texels), f16 when every
+    /// float matrix is f16 and the adapter reads f16 (a GGUF F16 file), f32 otherwise.
     /// The CPU keeps f32.
     pub gpu_weights: WeightChoice,
     /// How the CPU keeps the linear weights and the embedding table: `Auto` keeps the
@@ -287,10 +288,16 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
 
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let ctx = crate::gpu::shared_gpu()?;
+    let store = open_model(dir, opts.mmproj.as_deref())?.1;
+    // `auto` keeps f16 matrices (a GGUF F16 file's) in f16 where the adapter reads f16, exactly.
+    let f16 = opts.gpu_weights == WeightChoice::Auto
+        && ctx.has_f16()
+        && store.matrices_all(safetensors::Dtype::F16);
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
-    ops.placement.storage = opts
-        .gpu_weights
-        .resolve(&open_model(dir, opts.mmproj.as_deref())?.1);
+    ops.placement.storage = match f16 {
+        true => WeightStorage::F16,
+        false => opts.gpu_weights.resolve(&store),
+    };
     ops.binding_limit = opts.binding_limit;
     Ok(ops)
 }
