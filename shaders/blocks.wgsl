@@ -11,6 +11,10 @@ fn i8x4(w: u32) -> vec4<f32> {
 fn u8x4(w: u32, s: u32, mask: u32) -> vec4<u32> {
     return (vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) >> vec4<u32>(s)) & vec4<u32>(mask);
 }
+// Word `w` of the operand (for fields not on a quad boundary: Q5_0's).
+fn word(w: u32) -> u32 {
+    return quad(w >> 2u)[w & 3u];
+}
 // Byte `b` (0..16) of a quad.
 fn quad_byte(q: vec4<u32>, b: u32) -> u32 {
     return (q[b / 4u] >> (8u * (b & 3u))) & 0xffu;

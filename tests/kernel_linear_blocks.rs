@@ -1,4 +1,4 @@
-//! Linear with block-quantized weights (ggml's Q8_0, Q4_0, Q4_K, Q6_K in the device layout of
+//! Linear with block-quantized weights (ggml's Q8_0, Q4_0, Q5_0, Q4_K, Q6_K in the device layout of
 //! `gpu/blocks.rs`) through every kernel, against the CPU twin: the f32 product over the weights
 //! widened by `linvt::quant`'s dequantizers (bit-exact with the `gguf` package's, tests/quant.rs).
 //! The blocks are random bytes, so every quant value, nibble, high bit and 6-bit scale/min
@@ -37,6 +37,7 @@ fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
         match ty {
             GgmlType::Q8_0 => b[..2].copy_from_slice(&f16(sign * u / 128.0)),
             GgmlType::Q4_0 => b[..2].copy_from_slice(&f16(sign * u / 8.0)),
+            GgmlType::Q5_0 => b[..2].copy_from_slice(&f16(sign * u / 16.0)),
             GgmlType::Q4_K => {
                 // d·sc·q ≤ d·63·15 and dmin·m ≤ dmin·63.
                 b[..2].copy_from_slice(&f16(u / (63.0 * 15.0)));
@@ -146,6 +147,12 @@ fn q4_0_weights_match_the_cpu_on_widened_blocks() {
 }
 
 #[test]
+fn q5_0_weights_match_the_cpu_on_widened_blocks() {
+    let Some(ctx) = common::gpu() else { return };
+    check(&ctx, Elem::Q5_0, SHAPES_32);
+}
+
+#[test]
 fn q4_k_weights_match_the_cpu_on_widened_blocks() {
     let Some(ctx) = common::gpu() else { return };
     check(&ctx, Elem::Q4K, &[(7, 37, 256), (1, 70, 512), (20, 9, 768)]);
@@ -213,6 +220,7 @@ fn device_layout_groups_blocks_at_ggml_size() {
     for (elem, bits) in [
         (Elem::Q8_0, 8.5),
         (Elem::Q4_0, 4.5),
+        (Elem::Q5_0, 5.5),
         (Elem::Q4K, 4.5),
         (Elem::Q6K, 6.5625),
     ] {
@@ -313,7 +321,7 @@ fn f16_scales_widen_exactly_including_subnormals() {
 fn block_tables_gather_rows_as_dequantized() {
     use linvt::gpu::elementwise;
     let Some(ctx) = common::gpu() else { return };
-    for elem in [Elem::Q8_0, Elem::Q4_0, Elem::Q4K, Elem::Q6K] {
+    for elem in [Elem::Q8_0, Elem::Q4_0, Elem::Q5_0, Elem::Q4K, Elem::Q6K] {
         let ty = ggml_type(elem).unwrap();
         let (rows, cols) = (37, 512);
         let ggml = random_blocks(ty, rows * cols / elem.block_values(), 9);

@@ -1,4 +1,4 @@
-//! Block-quantized weights on the GPU (ggml's Q8_0, Q4_0, Q4_K, Q6_K): their device layout and
+//! Block-quantized weights on the GPU (ggml's Q8_0, Q4_0, Q5_0, Q4_K, Q6_K): their device layout and
 //! upload. The linear kernels read them through one prelude per format
 //! (`shaders/linear_a_q*.wgsl`), which widen each value to f32 exactly as `crate::quant`'s
 //! dequantizers do, so the CPU twin of a quantized product is the f32 product over the
@@ -11,7 +11,9 @@
 //!   first quad;
 //! - Q8_0 (34 bytes per 32), Q4_0 (18 per 32) and Q6_K (210 per 256) in groups of eight blocks:
 //!   the eight f16 scales `d` in the group's first quad, then each block's remaining bytes in
-//!   ggml's order (32, 16 and 208 bytes: whole quads). 272, 144 and 1680 bytes per group.
+//!   ggml's order (32, 16 and 208 bytes: whole quads). 272, 144 and 1680 bytes per group;
+//! - Q5_0 (22 bytes per 32) the same way, 176 bytes per group; its blocks' remaining 20 bytes
+//!   (the high-bit word, 16 bytes of nibbles) are read word by word.
 //!
 //! Values are one row-major stream over the tensor, so a group may span rows; K only has to be
 //! a multiple of the block. The last group is filled up with zero blocks.
@@ -26,6 +28,7 @@ pub fn ggml_type(elem: Elem) -> Option<GgmlType> {
     match elem {
         Elem::Q8_0 => Some(GgmlType::Q8_0),
         Elem::Q4_0 => Some(GgmlType::Q4_0),
+        Elem::Q5_0 => Some(GgmlType::Q5_0),
         Elem::Q4K => Some(GgmlType::Q4_K),
         Elem::Q6K => Some(GgmlType::Q6_K),
         Elem::F32 | Elem::F16 | Elem::Bf16 => None,

@@ -74,6 +74,9 @@ pub enum Elem {
     Q8_0,
     /// ggml's Q4_0 blocks (32 values, 4.5 bits each).
     Q4_0,
+    /// ggml's Q5_0 blocks (32 values, 5.5 bits each; GGUF files of models whose rows do not fit
+    /// Q4_K use them).
+    Q5_0,
     /// ggml's Q4_K super-blocks (256 values, 4.5 bits each).
     Q4K,
     /// ggml's Q6_K super-blocks (256 values, 6.5625 bits each).
@@ -95,7 +98,7 @@ impl Elem {
         match self {
             Elem::F32 => 4,
             Elem::F16 | Elem::Bf16 => 2,
-            Elem::Q8_0 | Elem::Q4_0 | Elem::Q4K | Elem::Q6K => 1,
+            Elem::Q8_0 | Elem::Q4_0 | Elem::Q5_0 | Elem::Q4K | Elem::Q6K => 1,
         }
     }
 
@@ -116,7 +119,7 @@ impl Elem {
     pub fn block_values(self) -> usize {
         match self {
             Elem::F32 | Elem::F16 | Elem::Bf16 => 1,
-            Elem::Q8_0 | Elem::Q4_0 => 32,
+            Elem::Q8_0 | Elem::Q4_0 | Elem::Q5_0 => 32,
             Elem::Q4K | Elem::Q6K => crate::quant::QK_K,
         }
     }
@@ -127,6 +130,7 @@ impl Elem {
             Elem::F32 | Elem::F16 | Elem::Bf16 => None,
             Elem::Q8_0 => Some((256, 272)),
             Elem::Q4_0 => Some((256, 144)),
+            Elem::Q5_0 => Some((256, 176)),
             Elem::Q4K => Some((256, 144)),
             Elem::Q6K => Some((2048, 1680)),
         }

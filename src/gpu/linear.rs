@@ -103,6 +103,7 @@ const BLOCKS_BUFFER: &str = include_str!("../../shaders/blocks_buffer.wgsl");
 const BLOCKS_TEXELS: &str = include_str!("../../shaders/blocks_texels.wgsl");
 const Q8_0: &str = include_str!("../../shaders/linear_a_q8_0.wgsl");
 const Q4_0: &str = include_str!("../../shaders/linear_a_q4_0.wgsl");
+const Q5_0: &str = include_str!("../../shaders/linear_a_q5_0.wgsl");
 const Q4_K: &str = include_str!("../../shaders/linear_a_q4_k.wgsl");
 const Q6_K: &str = include_str!("../../shaders/linear_a_q6_k.wgsl");
 
@@ -115,6 +116,11 @@ pub const SHADER_Q8_0_WEIGHTS: Shader = Shader {
 pub const SHADER_Q4_0_WEIGHTS: Shader = Shader {
     name: "linear_q4_0",
     parts: &[BLOCKS, BLOCKS_BUFFER, Q4_0, GELU, CORE],
+};
+/// … as Q5_0 blocks from a buffer.
+pub const SHADER_Q5_0_WEIGHTS: Shader = Shader {
+    name: "linear_q5_0",
+    parts: &[BLOCKS, BLOCKS_BUFFER, Q5_0, GELU, CORE],
 };
 /// … as Q4_K super-blocks from a buffer.
 pub const SHADER_Q4_K_WEIGHTS: Shader = Shader {
@@ -135,6 +141,11 @@ pub const SHADER_TEXEL_Q8_0_WEIGHTS: Shader = Shader {
 pub const SHADER_TEXEL_Q4_0_WEIGHTS: Shader = Shader {
     name: "linear_texels_q4_0",
     parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q4_0, GELU, CORE],
+};
+/// … as Q5_0 blocks stored as texels.
+pub const SHADER_TEXEL_Q5_0_WEIGHTS: Shader = Shader {
+    name: "linear_texels_q5_0",
+    parts: &[TEXELS, BLOCKS, BLOCKS_TEXELS, Q5_0, GELU, CORE],
 };
 /// … as Q4_K super-blocks stored as texels.
 pub const SHADER_TEXEL_Q4_K_WEIGHTS: Shader = Shader {
@@ -587,10 +598,12 @@ fn shader_for(rec: &Recorder, a: &GpuTensor) -> Result<&'static Shader> {
         Elem::Bf16 => &SHADER_BF16_WEIGHTS,
         Elem::Q8_0 if a.is_texels() => &SHADER_TEXEL_Q8_0_WEIGHTS,
         Elem::Q4_0 if a.is_texels() => &SHADER_TEXEL_Q4_0_WEIGHTS,
+        Elem::Q5_0 if a.is_texels() => &SHADER_TEXEL_Q5_0_WEIGHTS,
         Elem::Q4K if a.is_texels() => &SHADER_TEXEL_Q4_K_WEIGHTS,
         Elem::Q6K if a.is_texels() => &SHADER_TEXEL_Q6_K_WEIGHTS,
         Elem::Q8_0 => &SHADER_Q8_0_WEIGHTS,
         Elem::Q4_0 => &SHADER_Q4_0_WEIGHTS,
+        Elem::Q5_0 => &SHADER_Q5_0_WEIGHTS,
         Elem::Q4K => &SHADER_Q4_K_WEIGHTS,
         Elem::Q6K => &SHADER_Q6_K_WEIGHTS,
     })

@@ -97,7 +97,7 @@ impl Placement {
     ///
     /// A weight already in ggml blocks (a GGUF file's) keeps them when it is a linear weight or
     /// a table (the row gather widens rows through the linear family's readers) of types the
-    /// kernels read (Q8_0, Q4_0, Q4_K, Q6_K), one chunk per run of rows of one type; anything
+    /// kernels read (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K), one chunk per run of rows of one type; anything
     /// else is widened to f32 first and placed as above.
     pub fn place(&self, ctx: &GpuContext, name: &str, t: &Tensor, role: Role) -> Result<Placed> {
         let layout = self
@@ -227,6 +227,7 @@ fn block_elem(ty: crate::gguf::GgmlType) -> Option<Elem> {
     match ty {
         GgmlType::Q8_0 => Some(Elem::Q8_0),
         GgmlType::Q4_0 => Some(Elem::Q4_0),
+        GgmlType::Q5_0 => Some(Elem::Q5_0),
         GgmlType::Q4_K => Some(Elem::Q4K),
         GgmlType::Q6_K => Some(Elem::Q6K),
         _ => None,

@@ -58,7 +58,7 @@ impl GgufFile {
                 format!(
                     "tensor `{}` is stored as {}, which linvt does not implement (it reads F32, \
                      F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K; the GPU keeps \
-                     Q8_0, Q4_0, Q4_K and Q6_K as they are); requantize the file with \
+                     Q8_0, Q4_0, Q5_0, Q4_K and Q6_K as they are); requantize the file with \
                      llama-quantize, e.g. to Q4_K_M",
                     t.name, t.ggml_type
                 ),
