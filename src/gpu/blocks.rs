@@ -23,16 +23,26 @@ use super::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
-/// The ggml type of a block element type.
+/// The block element types and the ggml types they hold: the one table both directions read.
+const BLOCK_TYPES: [(Elem, GgmlType); 5] = [
+    (Elem::Q8_0, GgmlType::Q8_0),
+    (Elem::Q4_0, GgmlType::Q4_0),
+    (Elem::Q5_0, GgmlType::Q5_0),
+    (Elem::Q4K, GgmlType::Q4_K),
+    (Elem::Q6K, GgmlType::Q6_K),
+];
+
+/// The ggml type of a block element type (None for the float types).
 pub fn ggml_type(elem: Elem) -> Option<GgmlType> {
-    match elem {
-        Elem::Q8_0 => Some(GgmlType::Q8_0),
-        Elem::Q4_0 => Some(GgmlType::Q4_0),
-        Elem::Q5_0 => Some(GgmlType::Q5_0),
-        Elem::Q4K => Some(GgmlType::Q4_K),
-        Elem::Q6K => Some(GgmlType::Q6_K),
-        Elem::F32 | Elem::F16 | Elem::Bf16 => None,
-    }
+    BLOCK_TYPES
+        .iter()
+        .find(|(e, _)| *e == elem)
+        .map(|&(_, t)| t)
+}
+
+/// The element type the linear kernels read ggml type `ty` as, if they read it.
+pub fn elem_for(ty: GgmlType) -> Option<Elem> {
+    BLOCK_TYPES.iter().find(|(_, t)| *t == ty).map(|&(e, _)| e)
 }
 
 /// ggml block bytes of `elem` (as `crate::quant` writes and GGUF files hold them) regrouped into

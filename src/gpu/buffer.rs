@@ -117,11 +117,9 @@ impl Elem {
 
     /// Values per quantization block (1 for floats): K must be a multiple of it.
     pub fn block_values(self) -> usize {
-        match self {
-            Elem::F32 | Elem::F16 | Elem::Bf16 => 1,
-            Elem::Q8_0 | Elem::Q4_0 | Elem::Q5_0 => 32,
-            Elem::Q4K | Elem::Q6K => crate::quant::QK_K,
-        }
+        super::blocks::ggml_type(self)
+            .and_then(|t| t.block())
+            .map_or(1, |(values, _)| values as usize)
     }
 
     /// (values, bytes) of one group of the device layout (`super::blocks`); None for floats.

@@ -184,12 +184,12 @@ pub fn copy_rows(
     if pairs.is_empty() || cols == 0 {
         return Ok(());
     }
-    // Tables in ggml blocks are widened by the linear family's readers of them.
-    if x.elem.is_blocks() {
-        return super::linear::copy_rows(rec, x, pairs, out);
-    }
     let flat: Vec<u32> = pairs.iter().flat_map(|&(s, d)| [s, d]).collect();
     let list = rec.ctx.upload("copy_rows.pairs", &[flat.len()], &flat)?;
+    // Tables in ggml blocks are widened by the linear family's readers of them.
+    if x.elem.is_blocks() {
+        return super::linear::copy_rows(rec, x, &list, pairs.len(), out);
+    }
     let p = Params {
         n: u32_of(pairs.len() * cols, "elements")?,
         cols: cols as u32,

@@ -491,20 +491,20 @@ pub fn linear_into_tuned_with(
 }
 
 /// Rows of `x` (a table in any format this family reads; ggml blocks are the reason) copied to
-/// rows of `out`: for each (src, dst) in `pairs`, out row dst = x row src widened to f32. The
-/// caller has checked the pairs against both tensors.
+/// rows of `out`: for each of the `pairs` (src, dst) u32 pairs in `list`, out row dst = x row
+/// src widened to f32 (`elementwise::copy_rows`, which checked the pairs against both tensors,
+/// routes block tables here).
 pub fn copy_rows(
     rec: &mut Recorder,
     x: &GpuTensor,
-    pairs: &[(u32, u32)],
+    list: &GpuTensor,
+    pairs: usize,
     out: &GpuTensor,
 ) -> Result<()> {
     let shader = shader_for(rec, x)?;
-    let flat: Vec<u32> = pairs.iter().flat_map(|&(s, d)| [s, d]).collect();
-    let list = rec.ctx.upload("copy_rows.pairs", &[flat.len()], &flat)?;
     let k = x.cols();
     let params = Params {
-        b_rows: u(pairs.len(), "pairs")?,
+        b_rows: u(pairs, "pairs")?,
         k: u(k, "row width")?,
         a_off: u(x.offset, "offset")?,
         b_off: list.off(),
@@ -514,11 +514,11 @@ pub fn copy_rows(
         ..bytemuck::Zeroable::zeroed()
     };
     let pipeline = rec.ctx.pipeline(shader, "copy_rows", &[])?;
-    let [gx, gy, _] = grid(rec.ctx, u((pairs.len() * k).div_ceil(64), "elements")?);
+    let [gx, gy, _] = grid(rec.ctx, u((pairs * k).div_ceil(64), "elements")?);
     rec.dispatch_bound(
         &pipeline,
         bytemuck::bytes_of(&params),
-        &[(1, x), (2, &list), (4, out)],
+        &[(1, x), (2, list), (4, out)],
         [gx, gy, 1],
     );
     Ok(())

@@ -8,6 +8,7 @@
 //! ([`ChunkedTable`]); the executor routes `linear`, `gather_rows` and `read_back` on them to the
 //! chunks ([`chunked_linear`]).
 
+use super::blocks::elem_for;
 use super::buffer::{Elem, GpuTensor};
 use super::context::GpuContext;
 use super::kernel::Recorder;
@@ -25,10 +26,7 @@ pub fn elem_of(storage: WeightStorage, cols: usize) -> Elem {
         WeightStorage::F32 => Elem::F32,
         WeightStorage::F16 => Elem::F16,
         WeightStorage::Bf16 => Elem::Bf16,
-        s => s
-            .block_type(cols)
-            .and_then(block_elem)
-            .unwrap_or(Elem::Bf16),
+        s => s.block_type(cols).and_then(elem_for).unwrap_or(Elem::Bf16),
     }
 }
 
@@ -43,6 +41,14 @@ pub struct ChunkedTable {
 }
 
 impl ChunkedTable {
+    /// The table of `rows` rows held by `chunks` ((first row, chunk) in row order).
+    fn new(chunks: Vec<(usize, GpuTensor)>, rows: usize) -> Self {
+        ChunkedTable {
+            handle: chunks[0].1.rows_view(0, rows),
+            chunks,
+        }
+    }
+
     /// Number of row chunks.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
@@ -106,7 +112,7 @@ impl Placement {
         if let Some(parts) = t.block_rows() {
             let kept = parts
                 .iter()
-                .map(|p| block_elem(p.ty))
+                .map(|p| elem_for(p.ty))
                 .collect::<Option<Vec<_>>>();
             return match kept {
                 Some(elems) if matches!(role, Role::LinearWeight | Role::Table) => {
@@ -119,7 +125,7 @@ impl Placement {
         let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
         let linear_elem = elem_of(self.storage, t.cols());
         // Tables under a block storage: Q6_K or Q8_0 ([`WeightStorage::table_block_type`]).
-        let table_blocks = (self.storage.table_block_type(t.cols())).and_then(block_elem);
+        let table_blocks = (self.storage.table_block_type(t.cols())).and_then(elem_for);
         let texel_elem = match role {
             Role::LinearWeight => linear_elem,
             Role::Table => match table_blocks {
@@ -148,10 +154,7 @@ impl Placement {
             Role::Table if matrix => table_blocks.unwrap_or(Elem::F32),
             _ => Elem::F32,
         };
-        let limit = self
-            .chunk_bytes
-            .unwrap_or(u64::MAX)
-            .min(ctx.max_binding_bytes());
+        let limit = self.chunk_limit(ctx);
         if matrix && elem.bytes_for(t.len()) > limit {
             return Ok(Placed::Chunked(upload_chunked(ctx, t, limit, elem)?));
         }
@@ -165,6 +168,13 @@ impl Placement {
 }
 
 impl Placement {
+    /// Most bytes one chunk of a row-chunked weight may hold.
+    fn chunk_limit(&self, ctx: &GpuContext) -> u64 {
+        self.chunk_bytes
+            .unwrap_or(u64::MAX)
+            .min(ctx.max_binding_bytes())
+    }
+
     /// Places a weight held as ggml blocks as it is: each run of rows of one type (`elems`) in
     /// texels when the layout says so and they fit, else in buffers, split further into row
     /// chunks within the binding limit; several chunks make a [`ChunkedTable`].
@@ -177,10 +187,7 @@ impl Placement {
         layout: WeightLayout,
     ) -> Result<Placed> {
         let (rows, cols) = (t.rows(), t.cols());
-        let limit = self
-            .chunk_bytes
-            .unwrap_or(u64::MAX)
-            .min(ctx.max_binding_bytes());
+        let limit = self.chunk_limit(ctx);
         let mut chunks = Vec::new();
         let mut r0 = 0;
         for (part, &elem) in t.block_rows().unwrap_or_default().iter().zip(elems) {
@@ -188,21 +195,14 @@ impl Placement {
             let texels = layout == WeightLayout::Texels
                 && ctx.fits_texels(part.rows * cols, elem)
                 && part.rows > 1;
-            // Rows per chunk: all of them as texels; within the binding limit in buffers (the
-            // device layout groups blocks across rows: at most one row's worth more).
+            // Rows per chunk: all of them as texels; within the binding limit in buffers.
             let per_chunk = match texels {
                 true => part.rows,
-                false => ((limit / elem.bytes_for(cols).max(1)).saturating_sub(1) as usize)
-                    .min(part.rows),
+                false => {
+                    let what = format!("`{name}` ({cols} values of {elem:?})");
+                    rows_per_chunk(&what, cols, elem, limit)?.min(part.rows)
+                }
             };
-            if per_chunk == 0 {
-                return Err(Error::TensorTooLarge {
-                    tensor: format!("one row of `{name}` ({cols} values of {elem:?})"),
-                    bytes: elem.bytes_for(cols),
-                    limit,
-                    hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
-                });
-            }
             for start in (0..part.rows).step_by(per_chunk) {
                 let n = per_chunk.min(part.rows - start);
                 let bytes = &part.bytes[start * row_bytes..(start + n) * row_bytes];
@@ -214,51 +214,38 @@ impl Placement {
         if chunks.len() == 1 {
             return Ok(Placed::One(chunks.remove(0).1));
         }
-        Ok(Placed::Chunked(ChunkedTable {
-            handle: chunks[0].1.rows_view(0, rows),
-            chunks,
-        }))
+        Ok(Placed::Chunked(ChunkedTable::new(chunks, rows)))
     }
 }
 
-/// The device type the linear kernels read ggml type `ty` as, if they do.
-fn block_elem(ty: crate::gguf::GgmlType) -> Option<Elem> {
-    use crate::gguf::GgmlType;
-    match ty {
-        GgmlType::Q8_0 => Some(Elem::Q8_0),
-        GgmlType::Q4_0 => Some(Elem::Q4_0),
-        GgmlType::Q5_0 => Some(Elem::Q5_0),
-        GgmlType::Q4_K => Some(Elem::Q4K),
-        GgmlType::Q6_K => Some(Elem::Q6K),
-        _ => None,
-    }
-}
-
-/// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
-fn upload_chunked(ctx: &GpuContext, t: &Tensor, limit: u64, elem: Elem) -> Result<ChunkedTable> {
-    let (rows, cols) = (t.rows(), t.cols());
-    // Block formats group values across rows (`super::blocks`): a chunk of `n` rows takes
-    // bytes_for(n·cols), which is at most (n + 1) rows' worth.
+/// Rows of `cols` values of `elem` that one chunk of at most `limit` bytes holds, or the error
+/// that one row of `what` is already too large. Block formats group values across rows
+/// (`super::blocks`): a chunk of `n` rows takes bytes_for(n·cols), at most (n + 1) rows' worth.
+fn rows_per_chunk(what: &str, cols: usize, elem: Elem, limit: u64) -> Result<usize> {
     let row_bytes = elem.bytes_for(cols).max(1);
-    let per_chunk = (limit / row_bytes).saturating_sub(elem.is_blocks() as u64) as usize;
-    if per_chunk == 0 {
+    let rows = (limit / row_bytes).saturating_sub(elem.is_blocks() as u64) as usize;
+    if rows == 0 {
         return Err(Error::TensorTooLarge {
-            tensor: format!("one row of a ({rows}, {cols}) weight"),
+            tensor: format!("one row of {what}"),
             bytes: row_bytes,
             limit,
             hint: "use an adapter with a larger maxStorageBufferBindingSize".into(),
         });
     }
+    Ok(rows)
+}
+
+/// Uploads a (rows, cols) table as row chunks of at most `limit` bytes.
+fn upload_chunked(ctx: &GpuContext, t: &Tensor, limit: u64, elem: Elem) -> Result<ChunkedTable> {
+    let (rows, cols) = (t.rows(), t.cols());
+    let per_chunk = rows_per_chunk(&format!("a ({rows}, {cols}) weight"), cols, elem, limit)?;
     let mut chunks = Vec::new();
     for r0 in (0..rows).step_by(per_chunk) {
         let n = per_chunk.min(rows - r0);
         let data = &t.data()[r0 * cols..(r0 + n) * cols];
         chunks.push((r0, ctx.upload_as("table chunk", &[n, cols], data, elem)?));
     }
-    Ok(ChunkedTable {
-        handle: chunks[0].1.rows_view(0, rows),
-        chunks,
-    })
+    Ok(ChunkedTable::new(chunks, rows))
 }
 
 /// Chunked `linear`: x (M, K) · Wᵀ for a row-chunked W (N, K), each chunk's product written to

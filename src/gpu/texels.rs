@@ -185,10 +185,8 @@ impl GpuContext {
         bytes: &[u8],
         elem: Elem,
     ) -> Result<GpuTensor> {
-        let words: Vec<u32> = bytes
-            .chunks(4)
-            .map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32))
-            .collect();
+        // The device layout is whole 16-byte quads, so whole words.
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
         self.upload_texel_words(name, shape, &words, elem)
     }
 

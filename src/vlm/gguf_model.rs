@@ -492,9 +492,10 @@ fn token_id(decoder: &GgufFile, token: &str, family: &str) -> Result<u32> {
         })
 }
 
-/// The `llm_config` of a plain `qwen2` decoder file (InternVL's LLM).
-fn qwen2_llm_config(decoder: &GgufFile) -> Result<Value> {
-    let a = "qwen2";
+/// The Qwen2 decoder's config keys from a decoder file of architecture `arch` (`qwen2`,
+/// `qwen2vl`: the same keys under its name), as `Qwen2ForCausalLM`'s `config.json` has them.
+fn decoder_config(decoder: &GgufFile, arch: &str) -> Result<Value> {
+    let a = arch;
     let vocab = decoder
         .header
         .get_array("tokenizer.ggml.tokens")
@@ -514,10 +515,14 @@ fn qwen2_llm_config(decoder: &GgufFile) -> Result<Value> {
         "vocab_size": vocab,
         "tie_word_embeddings": decoder.header.tensor("output.weight").is_none(),
     });
-    if decoder.header.get("qwen2.rope.scaling.type").is_some() {
+    if decoder
+        .header
+        .get(&format!("{a}.rope.scaling.type"))
+        .is_some()
+    {
         return Err(gguf_error(
             &decoder.path,
-            "RoPE scaling keys (qwen2.rope.scaling.*) are not supported from GGUF yet",
+            format!("RoPE scaling keys ({a}.rope.scaling.*) are not supported from GGUF yet"),
         ));
     }
     for (key, to) in [
@@ -578,7 +583,7 @@ fn internvl_config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<Value> 
             "norm_type": if has("v.blk.0.ln1.bias") { "layer_norm" } else { "rms_norm" },
             "layer_norm_eps": vision.f("clip.vision.attention.layer_norm_epsilon")?,
         },
-        "llm_config": qwen2_llm_config(decoder)?,
+        "llm_config": decoder_config(decoder, "qwen2")?,
     }))
 }
 
@@ -588,22 +593,7 @@ fn internvl_config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<Value> 
 /// projector, the pixel limits from Qwen2-VL's processor defaults).
 fn config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<(Value, Value)> {
     let a = "qwen2vl";
-    let tokens = decoder
-        .header
-        .get_str_array("tokenizer.ggml.tokens")
-        .map_err(|e| gguf_error(&decoder.path, e))?;
-    let id_of = |t: &str| -> Result<u32> {
-        tokens
-            .iter()
-            .position(|&x| x == t)
-            .map(|i| i as u32)
-            .ok_or_else(|| {
-                gguf_error(
-                    &decoder.path,
-                    format!("the vocabulary lacks `{t}`: not a Qwen2-VL tokenizer"),
-                )
-            })
-    };
+    let id_of = |t: &str| token_id(decoder, t, "Qwen2-VL");
     let sections: Vec<i64> = decoder
         .header
         .get_array(&format!("{a}.rope.dimension_sections"))
@@ -612,9 +602,6 @@ fn config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<(Value, Value)> 
         .filter_map(|v| v.as_i64())
         .take(3)
         .collect();
-    let heads = decoder.u(&format!("{a}.attention.head_count"))?;
-    let hidden = decoder.u(&format!("{a}.embedding_length"))?;
-    let tied = decoder.header.tensor("output.weight").is_none();
     let width = vision.u("clip.vision.embedding_length")?;
     // The converter writes the merger's output as feed_forward_length; the MLP width is fc1's.
     let fc1 = GgufFile::shape_of(vision.info("v.blk.0.ffn_up.weight")?);
@@ -632,43 +619,36 @@ fn config_json(decoder: &GgufFile, vision: &GgufFile) -> Result<(Value, Value)> 
         .header
         .get_u64("clip.vision.spatial_merge_size")
         .unwrap_or(2);
-    let mut config = json!({
-        "architectures": ["Qwen2VLForConditionalGeneration"],
-        "model_type": "qwen2_vl",
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "intermediate_size": decoder.u(&format!("{a}.feed_forward_length"))?,
-        "num_hidden_layers": decoder.u(&format!("{a}.block_count"))?,
-        "num_attention_heads": heads,
-        "num_key_value_heads": decoder.u(&format!("{a}.attention.head_count_kv"))?,
-        "max_position_embeddings": decoder.u(&format!("{a}.context_length"))?,
-        "rms_norm_eps": decoder.f(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
-        "rope_theta": decoder.f(&format!("{a}.rope.freq_base"))?,
-        "rope_scaling": {"type": "mrope", "mrope_section": sections},
-        "vocab_size": tokens.len(),
-        "tie_word_embeddings": tied,
-        "vision_start_token_id": id_of("<|vision_start|>")?,
-        "vision_end_token_id": id_of("<|vision_end|>")?,
-        "vision_token_id": id_of("<|vision_pad|>")?,
-        "image_token_id": id_of("<|image_pad|>")?,
-        "video_token_id": id_of("<|video_pad|>")?,
-        "vision_config": {
-            "depth": vision.u("clip.vision.block_count")?,
-            "embed_dim": width,
-            "hidden_size": vision.u("clip.vision.projection_dim")?,
-            "mlp_ratio": fc1[0] / width,
-            "num_heads": vision.u("clip.vision.attention.head_count")?,
-            "patch_size": vision.u("clip.vision.patch_size")?,
-            "spatial_merge_size": merge,
-            "temporal_patch_size": 2,
-            "in_channels": patch.get(1).copied().unwrap_or(3),
-        },
-    });
-    if let Ok(eos) = decoder.header.get_u64("tokenizer.ggml.eos_token_id") {
-        config["eos_token_id"] = json!(eos);
-    }
-    if let Ok(bos) = decoder.header.get_u64("tokenizer.ggml.bos_token_id") {
-        config["bos_token_id"] = json!(bos);
+    // Qwen2-VL's flat config: the decoder's keys at the top, beside the vision's and the ids.
+    let mut config = decoder_config(decoder, a)?;
+    for (key, value) in [
+        ("architectures", json!(["Qwen2VLForConditionalGeneration"])),
+        ("model_type", json!("qwen2_vl")),
+        (
+            "rope_scaling",
+            json!({"type": "mrope", "mrope_section": sections}),
+        ),
+        ("vision_start_token_id", json!(id_of("<|vision_start|>")?)),
+        ("vision_end_token_id", json!(id_of("<|vision_end|>")?)),
+        ("vision_token_id", json!(id_of("<|vision_pad|>")?)),
+        ("image_token_id", json!(id_of("<|image_pad|>")?)),
+        ("video_token_id", json!(id_of("<|video_pad|>")?)),
+        (
+            "vision_config",
+            json!({
+                "depth": vision.u("clip.vision.block_count")?,
+                "embed_dim": width,
+                "hidden_size": vision.u("clip.vision.projection_dim")?,
+                "mlp_ratio": fc1[0] / width,
+                "num_heads": vision.u("clip.vision.attention.head_count")?,
+                "patch_size": vision.u("clip.vision.patch_size")?,
+                "spatial_merge_size": merge,
+                "temporal_patch_size": 2,
+                "in_channels": patch.get(1).copied().unwrap_or(3),
+            }),
+        ),
+    ] {
+        config[key] = value;
     }
     let floats = |key: &str| -> Result<Vec<f64>> {
         Ok(vision
