@@ -36,5 +36,43 @@ fn decode_products(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_products);
+/// One row against a weight far larger than the caches (32768 × 4096, 134 M values): the
+/// rate a decode step streams weights at, per format; compare with the host's copy rate
+/// (`linvt bench --decoder NAME --backend cpu` prints it).
+fn streaming_products(c: &mut Criterion) {
+    use linvt::cpu::blocks::{linear_blocks, Activations};
+    use linvt::gguf::GgmlType;
+    use linvt::tensor::BlockRows;
+    linvt::cpu::threads::init(None).expect("the thread pool starts");
+    const N: usize = 32768;
+    const K: usize = 4096;
+    let w = values(N * K, 3);
+    let x = values(K, 4);
+    let mut g = c.benchmark_group("cpu decode product 32768x4096");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((N * K) as u64));
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ] {
+        let bytes = linvt::quant::quantize(ty, &w).expect("quantizes");
+        let parts = [BlockRows { ty, rows: N, bytes }];
+        for act in [Activations::Int8, Activations::F32] {
+            g.bench_function(format!("{ty} {act:?}"), |b| {
+                b.iter(|| linear_blocks(&x, &parts, None, (1, N, K), act).unwrap())
+            });
+        }
+    }
+    let wb: Vec<u16> = w
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    g.bench_function("bf16", |b| b.iter(|| linear_bf16(&x, &wb, None, 1, N, K)));
+    g.finish();
+}
+
+criterion_group!(benches, decode_products, streaming_products);
 criterion_main!(benches);

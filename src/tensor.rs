@@ -219,6 +219,14 @@ impl Tensor {
             self.shape
         );
     }
+    /// Bytes the values take as held: 4 per f32, 2 per bf16, a block weight's bytes.
+    pub fn stored_bytes(&self) -> usize {
+        match (&self.bf16, &self.blocks) {
+            (Some(bits), _) => 2 * bits.len(),
+            (_, Some(parts)) => parts.iter().map(|p| p.bytes.len()).sum(),
+            _ => 4 * self.data.len(),
+        }
+    }
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -255,14 +263,27 @@ impl Tensor {
         let c = self.cols();
         &self.data()[i * c..(i + 1) * c]
     }
-    /// Rows `start..start + len` of a 2-D view, copied (bf16 stays bf16).
+    /// Rows `start..start + len` of a 2-D view, copied (bf16 stays bf16; blocks stay blocks,
+    /// the runs they fall in cut to them).
     pub fn rows_slice(&self, start: usize, len: usize) -> Tensor {
-        assert!(
-            self.blocks.is_none(),
-            "rows of a block-quantized weight {:?}: widen it first",
-            self.shape
-        );
         let c = self.cols();
+        if let Some(parts) = &self.blocks {
+            let mut cut = Vec::new();
+            let mut first = 0;
+            for p in parts {
+                let (lo, hi) = (start.max(first), (start + len).min(first + p.rows));
+                if lo < hi {
+                    let row_bytes = p.bytes.len() / p.rows;
+                    cut.push(BlockRows {
+                        ty: p.ty,
+                        rows: hi - lo,
+                        bytes: p.bytes[(lo - first) * row_bytes..(hi - first) * row_bytes].to_vec(),
+                    });
+                }
+                first += p.rows;
+            }
+            return Tensor::blocks(vec![len, c], cut).expect("rows within the weight");
+        }
         let range = start * c..(start + len) * c;
         Tensor {
             shape: vec![len, c],

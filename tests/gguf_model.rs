@@ -42,9 +42,13 @@ fn load(model: &Path, device: Device) -> VideoLlm {
     load_with(model, &mmproj(), device)
 }
 
+/// The CPU multiplies blocks with f32 activations here (`Activations::F32`): the files'
+/// dequantized weights are the expectation, which int8 activations only approximate (their
+/// bound is checked op by op in `cpu::blocks`).
 fn load_with(model: &Path, mmproj: &Path, device: Device) -> VideoLlm {
     let opts = LoadOptions {
         mmproj: Some(mmproj.to_path_buf()),
+        cpu_activations: linvt::ops::Activations::F32,
         ..LoadOptions::new(device)
     };
     VideoLlm::load_with(model, &opts, &mut |_, _| {}).unwrap()

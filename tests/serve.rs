@@ -22,6 +22,7 @@ fn model_args() -> ModelArgs {
         backend: Device::Cpu,
         gpu_weights: WeightChoice::Auto,
         cpu_weights: WeightChoice::Auto,
+        cpu_activations: linvt::ops::Activations::Int8,
     }
 }
 

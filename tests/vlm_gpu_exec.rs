@@ -553,6 +553,8 @@ fn block_weights_answer_like_the_cpu_twin() {
         assert_eq!(gpu.gpu_weight_storage(), Some(storage));
         let mut opts = LoadOptions::new(Device::Cpu);
         opts.cpu_weights = choice;
+        // f32 activations: the GPU block kernels' twin (int8 ones approximate it).
+        opts.cpu_activations = linvt::ops::Activations::F32;
         let mut cpu = VideoLlm::load_with(&tiny_model_dir(), &opts, &mut |_, _| {}).unwrap();
         assert_eq!(cpu.cpu_weight_storage(), Some(storage));
         let ask = |m: &mut VideoLlm| common::greedy_moving_bar(m, 12);

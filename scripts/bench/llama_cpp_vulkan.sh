@@ -70,19 +70,8 @@ if [[ ! -x "$BIN/llama-bench" || ! -x "$BIN/test-backend-ops" ]]; then
   (cd "$SRC" && cmake -B build-vulkan -DGGML_VULKAN=ON -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON >/dev/null \
      && nice cmake --build build-vulkan -j"$THREADS" --target llama-bench llama-quantize test-backend-ops >/dev/null)
 fi
-[[ -f $P-f32.gguf ]] || nice "$PY" "$ROOT/scripts/bench/make_qwen2_gguf.py" $P-f32.gguf f32 "$SHAPE" $LAYERS
-quant() { # quant OUT TYPE [extra llama-quantize args]
-  local out=$1 ty=$2; shift 2
-  [[ -f "$out" ]] || nice "$QUANT" --pure "$@" $P-f32.gguf "$out" "$ty" "$THREADS" >/dev/null 2>&1
-}
-for f in $FORMATS; do
-  case $f in
-    f16) quant $P-f16.gguf F16 ;; bf16) quant $P-bf16.gguf BF16 ;;
-    q8_0) quant $P-q8_0.gguf Q8_0 ;; q4_0) quant $P-q4_0.gguf Q4_0 ;;
-    q4_k) if [[ "$SHAPE" == qwen2-0.5b ]]; then quant $P-q4_k.gguf Q4_0 --tensor-type ffn_down=q4_k
-          else quant $P-q4_k.gguf Q4_K; fi ;;
-  esac
-done
+source "$ROOT/scripts/bench/llama_cpp_ggufs.sh"
+make_ggufs $FORMATS
 if [[ "$EXTRA" == 1 ]]; then
   quant $P-q4_k_pure.gguf Q4_K
   [[ -f $P-q4_k_m.gguf ]] || nice "$QUANT" $P-f32.gguf $P-q4_k_m.gguf Q4_K_M "$THREADS" >/dev/null 2>&1

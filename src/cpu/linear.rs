@@ -118,14 +118,30 @@ pub fn linear_bf16(
             dots_bf16(x, k, &w[j * k..(j + 1) * k], out)
         });
     }
+    linear_widened(x, b, m, n, k, |j0, wide| {
+        for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
+            *d = f32::from_bits((v as u32) << 16);
+        }
+    })
+}
+
+/// Y = X·Wᵀ + b for many rows of X with W held in another format: `widen(j0, wide)` writes W's
+/// rows j0.. as f32 into `wide` (a whole number of rows), a block of rows at a time, each block
+/// multiplied through `gemm`, so the f32 copy never exceeds one block.
+pub(crate) fn linear_widened(
+    x: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+    widen: impl Fn(usize, &mut [f32]),
+) -> Vec<f32> {
     let mut y = vec![0.0f32; m * n];
-    let block = (BF16_WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
+    let block = (WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
     let mut wide = vec![0.0f32; block * k];
     for j0 in (0..n).step_by(block) {
         let rows = block.min(n - j0);
-        for (d, &v) in wide.iter_mut().zip(&w[j0 * k..(j0 + rows) * k]) {
-            *d = f32::from_bits((v as u32) << 16);
-        }
+        widen(j0, &mut wide[..rows * k]);
         let yb = linear(
             x,
             &wide[..rows * k],
@@ -142,7 +158,7 @@ pub fn linear_bf16(
 }
 
 /// Bytes of W widened to f32 at a time for `gemm`.
-const BF16_WIDEN_BYTES: usize = 4 << 20;
+const WIDEN_BYTES: usize = 4 << 20;
 /// The fewest W rows per parallel task of [`matvec_rows`] (enough work per task to amortise
 /// the hand-off).
 #[cfg(not(target_arch = "wasm32"))]
@@ -154,7 +170,7 @@ const MATVEC_ROWS_PER_TASK: usize = 32;
 /// call computes it (the kernels below keep each row's own accumulators and order, whatever
 /// rows share the weight loads), so a row's result never depends on the rows beside it: a
 /// batched decode step gives every sequence the bits it would get decoded alone.
-fn matvec_rows(
+pub(crate) fn matvec_rows(
     x: &[f32],
     m: usize,
     b: Option<&[f32]>,
@@ -162,19 +178,34 @@ fn matvec_rows(
     k: usize,
     dots: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
+    debug_assert!(x.len() >= m * k);
+    matvec_chunks(m, b, n, |j0, ys| {
+        for (jj, out) in ys.chunks_mut(m).enumerate() {
+            dots(j0 + jj, out);
+        }
+    })
+}
+
+/// [`matvec_rows`] with the work handed out a chunk of W rows at a time: `fill(j0, ys)` writes
+/// the m dot products of each W row j0, j0 + 1, … into consecutive stretches of m values of
+/// `ys` (so a kernel can run over a whole run of rows in one call).
+pub(crate) fn matvec_chunks(
+    m: usize,
+    b: Option<&[f32]>,
+    n: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
     if m == 0 {
         return Vec::new();
     }
-    debug_assert!(x.len() >= m * k);
     // Transposed (n×m): a task's W rows own one contiguous stretch of the output.
     let mut yt = vec![0.0f32; n * m];
     let fill = |j0: usize, ys: &mut [f32]| {
-        for (jj, out) in ys.chunks_mut(m).enumerate() {
-            let j = j0 + jj;
-            dots(j, out);
-            if let Some(b) = b {
+        fill(j0, ys);
+        if let Some(b) = b {
+            for (jj, out) in ys.chunks_mut(m).enumerate() {
                 for o in out.iter_mut() {
-                    *o += b[j];
+                    *o += b[j0 + jj];
                 }
             }
         }
@@ -206,7 +237,7 @@ fn matvec_rows(
 
 /// out[i] = x_i·w for the rows of x (out.len() rows of k) and one f32 weight row.
 #[cfg(not(target_arch = "wasm32"))]
-fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
+pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).

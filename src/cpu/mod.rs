@@ -3,6 +3,8 @@
 //! plain reference beside it that tests hold it to (`linear::linear_reference`).
 
 pub mod attention;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod blocks;
 pub mod elementwise;
 pub mod kv_attention;
 pub mod linear;

@@ -4,10 +4,43 @@
 use crate::cpu;
 use crate::cpu::kv_attention::KvGeometry;
 use crate::error::{Error, Result};
+use crate::ops::{Activations, Positions, Role, Rope, SamplingParams, VlmOps, WeightStorage};
 use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
-use crate::ops::{Positions, Role, Rope, SamplingParams, VlmOps, WeightStorage};
-use crate::tensor::Tensor;
+use crate::tensor::{BlockRows, Tensor};
 use crate::timing::StageClock;
+#[cfg(not(target_arch = "wasm32"))]
+use cpu::blocks::{linear_blocks, table_row};
+
+/// True when the block kernels read every run of a block weight.
+#[cfg(not(target_arch = "wasm32"))]
+fn keeps_blocks(parts: &[BlockRows]) -> bool {
+    parts.iter().all(|p| cpu::blocks::keeps(p.ty))
+}
+
+// The browser build has no block kernels (its bundle leaves the dequantizers out): blocks are
+// widened at load there (`Tensor::widened` says so), so none reach these.
+#[cfg(target_arch = "wasm32")]
+fn keeps_blocks(_: &[BlockRows]) -> bool {
+    false
+}
+#[cfg(target_arch = "wasm32")]
+fn linear_blocks(
+    _: &[f32],
+    _: &[BlockRows],
+    _: Option<&[f32]>,
+    _: (usize, usize, usize),
+    _: Activations,
+) -> Result<Vec<f32>> {
+    Err(Error::input(
+        "block-quantized weights are not part of the browser build",
+    ))
+}
+#[cfg(target_arch = "wasm32")]
+fn table_row(_: &[BlockRows], _: usize, _: usize, _: usize) -> Result<Vec<f32>> {
+    Err(Error::input(
+        "block-quantized weights are not part of the browser build",
+    ))
+}
 
 #[derive(Default)]
 pub struct CpuOps {
@@ -18,6 +51,9 @@ pub struct CpuOps {
     /// How model weights uploaded for `linear` or as tables are kept: f32, or bf16 (half the
     /// memory and the traffic a decode step reads; exact for bf16 checkpoints).
     pub weight_storage: WeightStorage,
+    /// How products over ggml blocks treat the activations: int8 (llama.cpp's way, the
+    /// default) or f32 (the GPU block kernels' twin).
+    pub block_activations: Activations,
 }
 
 impl CpuOps {
@@ -39,9 +75,12 @@ impl Ops for CpuOps {
             )));
         }
         let bias = b.map(Tensor::data);
-        let y = match w.bf16_data() {
-            Some(w) => cpu::linear::linear_bf16(x.data(), w, bias, m, n, k),
-            None => cpu::linear::linear(x.data(), w.data(), bias, m, n, k),
+        let y = match (w.bf16_data(), w.block_rows()) {
+            (Some(w), _) => cpu::linear::linear_bf16(x.data(), w, bias, m, n, k),
+            (_, Some(parts)) => {
+                linear_blocks(x.data(), parts, bias, (m, n, k), self.block_activations)?
+            }
+            _ => cpu::linear::linear(x.data(), w.data(), bias, m, n, k),
         };
         Tensor::new(vec![m, n], y)
     }
@@ -274,18 +313,33 @@ impl VlmOps for CpuOps {
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
-        // ggml blocks (a GGUF file's) are kept widened: the values the GPU's block kernels read.
+        let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
+        // ggml blocks (a GGUF file's) of the types the block kernels read stay as they are,
+        // whatever the storage (as on the GPU); other types are widened.
+        if read_by_rows && t.block_rows().is_some_and(keeps_blocks) {
+            return two_d(t);
+        }
         let t = two_d(t.widened()?)?;
-        match (self.weight_storage, role) {
-            (WeightStorage::F32, _) | (_, Role::Other) => Ok(t),
+        match (self.weight_storage, read_by_rows) {
+            (WeightStorage::F32, _) | (_, false) => Ok(t),
             (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),
-            // ggml blocks: the values the GPU's block kernels read, kept widened.
-            (s, role) if s.is_blocks() => {
-                let table = role == Role::Table;
-                Tensor::new(t.shape().to_vec(), s.round_trip(t.cols(), t.data(), table)?)
+            (s, true) if s.is_blocks() => {
+                let ty = match role {
+                    Role::Table => s.table_block_type(t.cols()),
+                    _ => s.block_type(t.cols()),
+                };
+                match ty {
+                    Some(ty) => {
+                        let bytes = crate::quant::quantize(ty, t.data())?;
+                        let rows = t.rows();
+                        Tensor::blocks(t.shape().to_vec(), vec![BlockRows { ty, rows, bytes }])
+                    }
+                    // No block fits the rows (e.g. a 588-wide patch embedding): bf16.
+                    None => Tensor::bf16(t.shape().to_vec(), t.data()),
+                }
             }
             (_, _) => Err(Error::input(
-                "the CPU executor keeps weights in f32, bf16 or widened ggml blocks; f16 is a GPU option (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
+                "the CPU executor keeps weights in f32, bf16 or ggml blocks; f16 is a GPU option (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
             )),
         }
     }
@@ -308,13 +362,14 @@ impl VlmOps for CpuOps {
                 )));
             }
             let id = id as usize;
-            match x.bf16_data() {
-                Some(bits) => data.extend(
+            match (x.bf16_data(), x.block_rows()) {
+                (Some(bits), _) => data.extend(
                     bits[id * cols..(id + 1) * cols]
                         .iter()
                         .map(|&v| f32::from_bits((v as u32) << 16)),
                 ),
-                None => data.extend_from_slice(x.row(id)),
+                (_, Some(parts)) => data.extend(table_row(parts, rows, cols, id)?),
+                _ => data.extend_from_slice(x.row(id)),
             }
         }
         Tensor::new(vec![ids.len(), cols], data)

@@ -19,7 +19,7 @@ use super::video::{load_frames_dir, load_image, load_video_sampled, Sampling};
 const DEFAULT_FRAMES: usize = 16;
 use crate::error::{Error, Result};
 use crate::gpu::WeightChoice;
-use crate::ops::{Device, SamplingParams};
+use crate::ops::{Activations, Device, SamplingParams};
 
 /// Which model to load and how: shared by `ask`, `serve` and `batch`.
 #[derive(Debug, clap::Args)]
@@ -62,11 +62,16 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub gpu_weights: WeightChoice,
     /// How the CPU keeps the linear weights and the embedding table: auto (the checkpoint's
-    /// precision: bf16 for released checkpoints), f32 or bf16; q8_0, q4_0 or q4_k compute with
-    /// the values the GPU's blocks hold, widened to f32 (the GPU's twin, not smaller or faster
-    /// yet). Ignored with `--backend gpu`.
+    /// precision: bf16 for released checkpoints; a GGUF file's blocks as they are), f32 or
+    /// bf16; q8_0, q4_0 or q4_k quantize at load as `--gpu-weights` does (rows that fit no
+    /// block: bf16). Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub cpu_weights: WeightChoice,
+    /// How the CPU multiplies block-quantized weights (q8_0, q4_0, q4_k, GGUF files): int8
+    /// activations per 32 values and integer dot products, as llama.cpp does (fast), or f32
+    /// (exactly the GPU's values, ~2–3× slower at 4 bits). Ignored with `--backend gpu`.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub cpu_activations: Activations,
 }
 
 impl ModelArgs {
@@ -75,6 +80,7 @@ impl ModelArgs {
             device: self.backend,
             gpu_weights: self.gpu_weights,
             cpu_weights: self.cpu_weights,
+            cpu_activations: self.cpu_activations,
             linvt: match (&self.linvt, self.no_linvt) {
                 (Some(file), _) => LinvtChoice::File(file.clone()),
                 (None, true) => LinvtChoice::Off,

@@ -365,11 +365,12 @@ pub fn run_cpu(
     let steps = checked_steps(opts, 32)?;
     if opts.weight_storage == WeightStorage::F16 {
         return Err(Error::input(
-            "the CPU executor keeps weights in f32 or bf16 (--cpu-weights f32|bf16)",
+            "the CPU executor keeps weights in f32, bf16 or ggml blocks (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
         ));
     }
     let mut ops = crate::cpu::CpuOps::new();
-    ops.weight_storage = opts.weight_storage;
+    let storage = opts.weight_storage;
+    ops.weight_storage = storage;
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
     let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;
@@ -385,12 +386,12 @@ pub fn run_cpu(
         &mut || Ok(host_copy_bandwidth(copy_bytes)),
         progress,
     )?;
-    // The CPU keeps block formats widened to f32 (their twin of the GPU's values).
-    let storage = opts.weight_storage;
-    let (bits, table_bits) = match storage.is_blocks() {
-        true => (32.0, 32.0),
-        false => (storage.bits_per_weight(), storage.bits_per_weight()),
-    };
+    let layer = &p.layers[0];
+    let weights = [&layer.qkv_w, &layer.o_w, &layer.gate_up_w, &layer.down_w];
+    let values: usize = weights.iter().map(|w| w.len()).sum();
+    let bytes: usize = weights.iter().map(|w| w.stored_bytes()).sum();
+    let bits = bytes as f64 * 8.0 / values as f64;
+    let table_bits = p.embed.stored_bytes() as f64 * 8.0 / p.embed.len() as f64;
     let mut report = m.report(
         name,
         &crate::cpu::threads::label(),
@@ -402,7 +403,13 @@ pub fn run_cpu(
         steps,
         load_ms,
         copy_bytes,
-        Vec::new(),
+        match storage.is_blocks() {
+            true => vec![format!(
+                "block products: {:?} activations",
+                ops.block_activations
+            )],
+            false => Vec::new(),
+        },
     );
     // The CPU computes as it goes: there is no separate recording to time.
     report.record_ms_per_token = None;

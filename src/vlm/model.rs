@@ -17,7 +17,7 @@ use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
 use crate::gpu::{BufferPool, GpuOps, Recorder, WeightChoice, WeightStorage};
 use crate::linvt::provenance::Provenance;
-use crate::ops::{Device, SamplingParams, VlmOps};
+use crate::ops::{Activations, Device, SamplingParams, VlmOps};
 use crate::weights::TensorStore;
 
 /// Where the video path's LinVT module comes from.
@@ -47,6 +47,9 @@ pub struct LoadOptions {
     /// checkpoint's precision (bf16 for the released checkpoints: half the memory, and half
     /// what each decode step reads), f32 or bf16 when asked.
     pub cpu_weights: WeightChoice,
+    /// How the CPU multiplies block-quantized weights: int8 activations (llama.cpp's way) or
+    /// f32 (the GPU's values exactly).
+    pub cpu_activations: Activations,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
@@ -64,6 +67,7 @@ impl LoadOptions {
             device,
             gpu_weights: WeightChoice::Auto,
             cpu_weights: WeightChoice::Auto,
+            cpu_activations: Activations::Int8,
             linvt: LinvtChoice::Auto,
             lora: None,
             binding_limit: None,
@@ -271,6 +275,7 @@ pub fn load_engine<O: VlmOps>(
 pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     let mut ops = CpuOps::new();
     ops.binding_limit = opts.binding_limit;
+    ops.block_activations = opts.cpu_activations;
     // Through the model directory's own checks, so a wrong path says what is wrong.
     ops.weight_storage = match opts
         .cpu_weights
