@@ -59,7 +59,7 @@ fn streaming_products(c: &mut Criterion) {
         GgmlType::Q6_K,
     ] {
         let bytes = linvt::quant::quantize(ty, &w).expect("quantizes");
-        let parts = [BlockRows { ty, rows: N, bytes }];
+        let parts = [BlockRows::new(ty, N, bytes)];
         for act in [Activations::Int8, Activations::F32] {
             g.bench_function(format!("{ty} {act:?}"), |b| {
                 b.iter(|| linear_blocks(&x, &parts, None, (1, N, K), act).unwrap())

@@ -16,6 +16,86 @@ pub struct BlockRows {
     pub ty: GgmlType,
     pub rows: usize,
     pub bytes: Vec<u8>,
+    /// The CPU's decode layout ([`BlockRows::interleave`]) rather than row after row.
+    pub interleaved: bool,
+}
+
+/// Rows per group of the interleaved layout.
+pub const INTERLEAVE_ROWS: usize = 8;
+
+impl BlockRows {
+    /// Rows of `ty` blocks, row after row (ggml's layout).
+    pub fn new(ty: GgmlType, rows: usize, bytes: Vec<u8>) -> Self {
+        BlockRows {
+            ty,
+            rows,
+            bytes,
+            interleaved: false,
+        }
+    }
+
+    /// The CPU's decode layout for Q4_0 and Q8_0 (an f16 scale, then 16 or 32 quant bytes per
+    /// block): rows in groups of [`INTERLEAVE_ROWS`], each group block by block — the 8 rows'
+    /// scales, then their quants 4 bytes at a time (row 0's bytes 0..4, row 1's 0..4, …, row 0's
+    /// 4..8, …). One 32-byte load then holds 4 values of 8 rows, so an integer dot instruction
+    /// works on 8 rows at once against 4 broadcast activations. Rows past the last whole
+    /// group stay row after row; the bytes are the same, each row group where it was. Other
+    /// types are returned as they are.
+    pub fn interleave(self, cols: usize) -> BlockRows {
+        if self.interleaved || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+            return self;
+        }
+        BlockRows {
+            bytes: self.permute(cols, true),
+            interleaved: true,
+            ..self
+        }
+    }
+
+    /// The bytes row after row (a copy when interleaved).
+    pub fn row_major(&self, cols: usize) -> std::borrow::Cow<'_, [u8]> {
+        match self.interleaved {
+            true => self.permute(cols, false).into(),
+            false => self.bytes.as_slice().into(),
+        }
+    }
+
+    fn permute(&self, cols: usize, into: bool) -> Vec<u8> {
+        permute_groups(self.ty, &self.bytes, cols, into)
+    }
+}
+
+/// `bytes` (rows of `cols` values in `ty` blocks) with every whole group of
+/// [`INTERLEAVE_ROWS`] rows moved to (`into`: true) or from the interleaved layout
+/// ([`BlockRows::interleave`]); rows past the last whole group as they are.
+pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Vec<u8> {
+    let (block, block_bytes) = ty.block().expect("a block type");
+    let (nb, bb) = (cols / block as usize, block_bytes as usize);
+    let rows = bytes.len() / (nb * bb).max(1);
+    let mut out = bytes.to_vec();
+    let mut copy = |plain: usize, packed: usize, len: usize| {
+        let (from, to) = if into {
+            (plain, packed)
+        } else {
+            (packed, plain)
+        };
+        out[to..to + len].copy_from_slice(&bytes[from..from + len]);
+    };
+    for group in 0..rows / INTERLEAVE_ROWS {
+        let base = group * INTERLEAVE_ROWS * nb * bb;
+        for b in 0..nb {
+            let column = base + b * INTERLEAVE_ROWS * bb;
+            for r in 0..INTERLEAVE_ROWS {
+                let row_block = base + (r * nb + b) * bb;
+                copy(row_block, column + 2 * r, 2);
+                for c in 0..(bb - 2) / 4 {
+                    let packed = column + 16 + (c * INTERLEAVE_ROWS + r) * 4;
+                    copy(row_block + 2 + 4 * c, packed, 4);
+                }
+            }
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +187,11 @@ impl Tensor {
                 let cols = self.cols();
                 let mut data = Vec::with_capacity(self.len());
                 for p in parts {
-                    data.extend(crate::quant::dequantize(p.ty, &p.bytes, p.rows * cols)?);
+                    data.extend(crate::quant::dequantize(
+                        p.ty,
+                        &p.row_major(cols),
+                        p.rows * cols,
+                    )?);
                 }
                 return Tensor::new(shape, data);
             }
@@ -142,8 +226,10 @@ impl Tensor {
         let mut shape = vec![parts.iter().map(|t| t.shape[0]).sum::<usize>()];
         shape.extend(&inner);
         if parts.iter().all(|t| t.blocks.is_some()) {
+            let cols = first.cols();
             let mut merged: Vec<BlockRows> = Vec::new();
             for p in parts.into_iter().flat_map(|t| t.blocks.unwrap_or_default()) {
+                let p = BlockRows::new(p.ty, p.rows, p.row_major(cols).into_owned());
                 match merged.last_mut() {
                     Some(last) if last.ty == p.ty => {
                         last.rows += p.rows;
@@ -274,11 +360,9 @@ impl Tensor {
                 let (lo, hi) = (start.max(first), (start + len).min(first + p.rows));
                 if lo < hi {
                     let row_bytes = p.bytes.len() / p.rows;
-                    cut.push(BlockRows {
-                        ty: p.ty,
-                        rows: hi - lo,
-                        bytes: p.bytes[(lo - first) * row_bytes..(hi - first) * row_bytes].to_vec(),
-                    });
+                    let bytes = p.row_major(c);
+                    let bytes = bytes[(lo - first) * row_bytes..(hi - first) * row_bytes].to_vec();
+                    cut.push(BlockRows::new(p.ty, hi - lo, bytes));
                 }
                 first += p.rows;
             }
@@ -325,11 +409,7 @@ mod tests {
             bytes.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
             bytes.extend(std::iter::repeat_n(fill, 32));
         }
-        let part = BlockRows {
-            ty: GgmlType::Q8_0,
-            rows,
-            bytes,
-        };
+        let part = BlockRows::new(GgmlType::Q8_0, rows, bytes);
         Tensor::blocks(vec![rows, cols], vec![part]).unwrap()
     }
 

@@ -8,9 +8,10 @@
 #   llama-bench -p 0 -n 32 -r 3 -ngl 0 -t THREADS   and
 #   linvt bench --decoder … --backend cpu --cpu-weights FORMAT
 # per format, one after the other, and prints decode tokens/s side by side with the ratio.
-# Our q8_0/q4_0/q4_k quantize the same seeded weights at load (int8 activations, as llama.cpp);
-# our embedding table takes Q8_0 where llama.cpp's --pure gives it the format itself (896-wide
-# rows take no Q6_K), so at q4_0/q4_k we read ~35 % more bytes per token.
+# Our q8_0/q4_0/q4_k quantize the same seeded weights at load (int8 activations, as llama.cpp).
+# At q4_0/q4_k our embedding table (the tied lm_head) is Q8_0 — 896-wide rows take no Q6_K,
+# llama.cpp's own Q4_0/Q4_K_M choice there too — so llama.cpp's files get the same table
+# (--token-embedding-type q8_0; EMBD= empty gives its --pure table of the format itself).
 #
 # Usage: scripts/bench/llama_cpp_cpu.sh [WORKDIR]   (default: target/peer-llama)
 # Env: THREADS (2), ROUNDS (2), FORMATS ("f32 bf16 q8_0 q4_0 q4_k"), LINVT
@@ -38,12 +39,14 @@ if [[ ! -x "$BIN/llama-bench" ]]; then
      && nice cmake --build build -j"$THREADS" --target llama-bench llama-quantize >/dev/null)
 fi
 source "$ROOT/scripts/bench/llama_cpp_ggufs.sh"
-make_ggufs $FORMATS
+# The 4-bit formats' table as ours: Q8_0.
+embd_for() { case $1 in q4_0|q4_k) echo "${EMBD-q8_0}" ;; *) echo "" ;; esac; }
+for f in $FORMATS; do EMBD=$(embd_for $f) make_ggufs $f; done
 [[ -x "$LINVT" ]] || (cd "$ROOT" && cargo build --release)
 printf "%-6s %-6s %12s %12s %7s\n" round format llama.cpp linvt ratio
 for round in $(seq 1 "$ROUNDS"); do
   for fmt in $FORMATS; do
-    theirs=$("$BIN/llama-bench" -m "$P-$fmt.gguf" -p 0 -n 32 -r 3 -ngl 0 -t "$THREADS" -o json 2>/dev/null \
+    theirs=$("$BIN/llama-bench" -m "$(EMBD=$(embd_for $fmt) gguf_name $fmt)" -p 0 -n 32 -r 3 -ngl 0 -t "$THREADS" -o json 2>/dev/null \
       | "$PY" -c "import json,sys; print(round(json.load(sys.stdin)[0]['avg_ts'], 2))")
     ours=$("$LINVT" --threads "$THREADS" bench --decoder "$SHAPE" --backend cpu --cpu-weights "$fmt" --steps 32 --json 2>/dev/null \
       | "$PY" -c "import json,sys; print(round(json.load(sys.stdin)['decode_tokens_per_s'], 2))")

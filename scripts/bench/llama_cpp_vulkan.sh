@@ -73,7 +73,7 @@ fi
 source "$ROOT/scripts/bench/llama_cpp_ggufs.sh"
 make_ggufs $FORMATS
 if [[ "$EXTRA" == 1 ]]; then
-  quant $P-q4_k_pure.gguf Q4_K
+  quant q4_k_pure Q4_K
   [[ -f $P-q4_k_m.gguf ]] || nice "$QUANT" $P-f32.gguf $P-q4_k_m.gguf Q4_K_M "$THREADS" >/dev/null 2>&1
 fi
 [[ -x "$LINVT" ]] || (cd "$ROOT" && cargo build --release)

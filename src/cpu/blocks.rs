@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 pub use crate::ops::Activations;
 use crate::quant;
-use crate::tensor::BlockRows;
+use crate::tensor::{BlockRows, INTERLEAVE_ROWS};
 
 /// The block types the CPU keeps in their blocks (others are widened to f32 at load).
 pub fn keeps(ty: GgmlType) -> bool {
@@ -52,9 +52,11 @@ pub fn linear_blocks(
     assert!(x.len() >= m * k && b.is_none_or(|b| b.len() >= n));
     if m > DECODE_ROWS {
         return Ok(linear_widened(x, b, m, n, k, |j0, wide| {
-            for (r, dst) in wide.chunks_exact_mut(k).enumerate() {
-                let (ty, row) = weight.row(j0 + r);
-                widen_row(ty, row, dst);
+            let mut at = 0;
+            for run in weight.runs(j0, wide.len() / k) {
+                let dst = &mut wide[at..at + run.rows * k];
+                widen_row(run.ty, &run.row_major(k), dst);
+                at += run.rows * k;
             }
         }));
     }
@@ -72,26 +74,58 @@ pub fn linear_blocks(
     let x_rows: Vec<&[f32]> = (0..m).map(|i| &x[i * k..(i + 1) * k]).collect();
     Ok(matvec_chunks(m, b, n, |j0, ys| {
         let mut done = 0;
-        for (ty, bytes, rows) in weight.runs(j0, ys.len() / m) {
-            let out = &mut ys[done * m..(done + rows) * m];
-            done += rows;
+        for run in weight.runs(j0, ys.len() / m) {
+            let out = &mut ys[done * m..(done + run.rows) * m];
+            done += run.rows;
             #[cfg(target_arch = "x86_64")]
             if let Some(xq) = &int8 {
                 // SAFETY: `available` found the features; each row holds k values.
-                if unsafe { vnni::dots(ty, xq, bytes, out) } {
+                if unsafe { vnni::dots(&run, xq, out) } {
                     continue;
                 }
             }
-            kernel.dots(ty, &x_rows, bytes, out);
+            let bytes = run.row_major(k);
+            kernel.dots(run.ty, &x_rows, &bytes, out);
         }
     }))
+}
+
+/// A block weight in the layout this CPU's products read: Q4_0/Q8_0 runs interleaved
+/// ([`BlockRows::interleave`]) where [`reads_interleaved`], when they start on a whole group.
+pub fn for_products(
+    t: crate::tensor::Tensor,
+    activations: Activations,
+) -> Result<crate::tensor::Tensor> {
+    let Some(parts) = t.block_rows().filter(|_| reads_interleaved(activations)) else {
+        return Ok(t);
+    };
+    let cols = t.cols();
+    let mut start = 0;
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        out.push(match start % INTERLEAVE_ROWS {
+            0 => p.clone().interleave(cols),
+            _ => p.clone(),
+        });
+        start += p.rows;
+    }
+    crate::tensor::Tensor::blocks(t.shape().to_vec(), out)
+}
+
+/// True when products on this CPU read Q4_0 and Q8_0 weights interleaved
+/// ([`BlockRows::interleave`]): int8 activations with the integer kernels present.
+pub fn reads_interleaved(activations: Activations) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return activations == Activations::Int8 && vnni::available();
+    #[allow(unreachable_code)]
+    false
 }
 
 /// Row `id` of a block table, widened (the embedding gather).
 pub fn table_row(parts: &[BlockRows], rows: usize, cols: usize, id: usize) -> Result<Vec<f32>> {
     let (ty, row) = BlockWeight::new(parts, rows, cols)?.row(id);
     let mut out = vec![0.0; cols];
-    widen_row(ty, row, &mut out);
+    widen_row(ty, &row, &mut out);
     Ok(out)
 }
 
@@ -104,6 +138,7 @@ struct BlockWeight<'a> {
     parts: &'a [BlockRows],
     /// The first row of each run, and the bytes of one of its rows.
     starts: Vec<(usize, usize)>,
+    cols: usize,
 }
 
 impl<'a> BlockWeight<'a> {
@@ -128,20 +163,39 @@ impl<'a> BlockWeight<'a> {
                 "a block weight of {rows} rows used as one of {n}"
             )));
         }
-        Ok(BlockWeight { parts, starts })
+        Ok(BlockWeight {
+            parts,
+            starts,
+            cols: k,
+        })
     }
 
-    fn row(&self, j: usize) -> (GgmlType, &'a [u8]) {
-        let (ty, bytes, _) = self.runs(j, 1).next().expect("row within the weight");
-        (ty, bytes)
+    /// Row j's type and bytes (copied out of its group when interleaved).
+    fn row(&self, j: usize) -> (GgmlType, std::borrow::Cow<'a, [u8]>) {
+        let p = self.starts.partition_point(|&(s, _)| s <= j) - 1;
+        let ((start, row_bytes), part) = (self.starts[p], &self.parts[p]);
+        let r = j - start;
+        if !part.interleaved || r >= part.rows - part.rows % INTERLEAVE_ROWS {
+            return (
+                part.ty,
+                part.bytes[r * row_bytes..(r + 1) * row_bytes].into(),
+            );
+        }
+        let first = r - r % INTERLEAVE_ROWS;
+        let group = BlockRows {
+            ty: part.ty,
+            rows: INTERLEAVE_ROWS,
+            bytes: part.bytes[first * row_bytes..(first + INTERLEAVE_ROWS) * row_bytes].to_vec(),
+            interleaved: true,
+        };
+        let at = (r - first) * row_bytes;
+        let row = group.row_major(self.cols)[at..at + row_bytes].to_vec();
+        (part.ty, row.into())
     }
 
-    /// Rows `j0..j0 + rows` as runs of one type: (type, their bytes, row count).
-    fn runs(
-        &self,
-        j0: usize,
-        rows: usize,
-    ) -> impl Iterator<Item = (GgmlType, &'a [u8], usize)> + '_ {
+    /// Rows `j0..j0 + rows` as runs of one part each. An interleaved part must be entered at a
+    /// group's first row (`matvec_chunks` hands out whole groups; parts start on one).
+    fn runs(&self, j0: usize, rows: usize) -> impl Iterator<Item = Run<'a>> + '_ {
         let first = self.starts.partition_point(|&(s, _)| s <= j0) - 1;
         let end = j0 + rows;
         (first..self.parts.len())
@@ -151,8 +205,43 @@ impl<'a> BlockWeight<'a> {
                 let part = &self.parts[p];
                 let (lo, hi) = (j0.max(start), end.min(start + part.rows));
                 let bytes = &part.bytes[(lo - start) * row_bytes..(hi - start) * row_bytes];
-                (part.ty, bytes, hi - lo)
+                // Rows of this run inside the part's whole groups, when interleaved.
+                let whole = part.rows - part.rows % INTERLEAVE_ROWS;
+                let grouped = match part.interleaved {
+                    true => whole.saturating_sub(lo - start).min(hi - lo),
+                    false => 0,
+                };
+                debug_assert!(grouped == 0 || (lo - start) % INTERLEAVE_ROWS == 0);
+                Run {
+                    ty: part.ty,
+                    bytes,
+                    rows: hi - lo,
+                    grouped,
+                }
             })
+    }
+}
+
+/// Consecutive rows of one block type: their bytes, and how many lead in interleaved groups.
+pub(crate) struct Run<'a> {
+    ty: GgmlType,
+    bytes: &'a [u8],
+    rows: usize,
+    /// Leading rows in whole interleaved groups (a multiple of 8).
+    grouped: usize,
+}
+
+impl Run<'_> {
+    /// The bytes row after row.
+    fn row_major(&self, cols: usize) -> std::borrow::Cow<'_, [u8]> {
+        if self.grouped == 0 {
+            return self.bytes.into();
+        }
+        let row_bytes = self.bytes.len() / self.rows;
+        let grouped = &self.bytes[..row_bytes * self.grouped];
+        let mut plain = crate::tensor::permute_groups(self.ty, grouped, cols, false);
+        plain.extend_from_slice(&self.bytes[plain.len()..]);
+        plain.into()
     }
 }
 
@@ -443,7 +532,9 @@ mod avx512 {
 /// Integer dot products against int8 activations (AVX-512 VNNI on 256-bit registers).
 #[cfg(target_arch = "x86_64")]
 mod vnni {
+    use super::Run;
     use crate::gguf::GgmlType;
+    use crate::tensor::INTERLEAVE_ROWS;
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
@@ -465,6 +556,8 @@ mod vnni {
         /// −8 and −128: the starting sums that take Q4_0's and Q8_0's offsets out exactly.
         pub minus8: Vec<[i32; 8]>,
         pub minus128: Vec<[i32; 8]>,
+        /// Σq per block.
+        pub sum: Vec<i32>,
     }
 
     impl Int8Row {
@@ -478,6 +571,7 @@ mod vnni {
                 dsum: Vec::with_capacity(nb),
                 minus8: Vec::with_capacity(nb),
                 minus128: Vec::with_capacity(nb),
+                sum: Vec::with_capacity(nb),
             };
             let ones = _mm256_set1_epi8(1);
             for (b, xs) in x.chunks_exact(32).enumerate() {
@@ -504,7 +598,9 @@ mod vnni {
                     let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
                     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, sums);
                     row.d.push(d);
-                    row.dsum.push(d * lanes.iter().sum::<i32>() as f32);
+                    let sum = lanes.iter().sum::<i32>();
+                    row.sum.push(sum);
+                    row.dsum.push(d * sum as f32);
                     row.minus8.push(lanes.map(|v| -8 * v));
                     row.minus128.push(lanes.map(|v| -128 * v));
                 }
@@ -513,13 +609,36 @@ mod vnni {
         }
     }
 
-    /// out[r·m + i] = x_i · W row r for the rows of `ty` blocks in `bytes`; false (nothing
-    /// written) for a type without an integer kernel.
+    /// out[r·m + i] = x_i · W row r for the rows of `run`; false (nothing written) for a type
+    /// without an integer kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn dots(ty: GgmlType, x: &[Int8Row], bytes: &[u8], out: &mut [f32]) -> bool {
+    pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+        if !matches!(run.ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K) {
+            return false;
+        }
         let m = x.len();
-        let row_bytes = bytes.len() / (out.len() / m);
-        // One loop per type, so each row kernel inlines into it.
+        let row_bytes = run.bytes.len() / run.rows;
+        let (grouped, rest) = run.bytes.split_at(run.grouped * row_bytes);
+        let (out_grouped, out_rest) = out.split_at_mut(run.grouped * m);
+        // Interleaved groups: eight rows at a time.
+        let nb = row_bytes / run.ty.block().map_or(1, |b| b.1 as usize);
+        for (group, out) in grouped
+            .chunks_exact(INTERLEAVE_ROWS * row_bytes)
+            .zip(out_grouped.chunks_mut(INTERLEAVE_ROWS * m))
+        {
+            for (i, xi) in x.iter().enumerate() {
+                let sums = match run.ty {
+                    GgmlType::Q4_0 => q4_0_x8(xi, group, nb),
+                    _ => q8_0_x8(xi, group, nb),
+                };
+                let mut lanes = [0f32; INTERLEAVE_ROWS];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+                for (r, v) in lanes.into_iter().enumerate() {
+                    out[r * m + i] = v;
+                }
+            }
+        }
+        // Rows after row: one row kernel per type, so each inlines into its loop.
         #[inline(always)]
         fn each(
             x: &[Int8Row],
@@ -534,13 +653,74 @@ mod vnni {
                 }
             }
         }
-        match ty {
-            GgmlType::Q8_0 => each(x, bytes, row_bytes, out, |x, r| q8_0(x, r)),
-            GgmlType::Q4_0 => each(x, bytes, row_bytes, out, |x, r| q4_0(x, r)),
-            GgmlType::Q4_K => each(x, bytes, row_bytes, out, |x, r| q4_k(x, r)),
-            _ => return false,
+        match run.ty {
+            GgmlType::Q8_0 => each(x, rest, row_bytes, out_rest, |x, r| q8_0(x, r)),
+            GgmlType::Q4_0 => each(x, rest, row_bytes, out_rest, |x, r| q4_0(x, r)),
+            _ => each(x, rest, row_bytes, out_rest, |x, r| q4_k(x, r)),
         }
         true
+    }
+
+    /// The 4 activations from `at` as one 32-bit lane in all 8.
+    #[inline(always)]
+    unsafe fn quad(x: &Int8Row, at: usize) -> __m256i {
+        _mm256_set1_epi32(std::ptr::read_unaligned(x.q.as_ptr().add(at) as *const i32))
+    }
+
+    /// One interleaved group of 8 Q4_0 rows (`nb` blocks each) against x: the 8 dot products.
+    /// Per block: the 8 rows' scales in one load; each 32-byte load holds 4 nibble pairs of
+    /// every row, so `vpdpbusd` adds 4 products per row against 4 broadcast activations.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn q4_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+        assert!(group.len() >= nb * 144 && x.d.len() >= nb);
+        let low = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let column = group.as_ptr().add(144 * b);
+            let scale = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+                _mm256_set1_ps(x.d[b]),
+            );
+            // Σ (q − 8)·x = Σ q·x − 8·Σx, the second term the same for every row.
+            let mut dot = [_mm256_set1_epi32(-8 * x.sum[b]), _mm256_setzero_si256()];
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                dot[0] = _mm256_dpbusd_epi32(dot[0], lo, quad(x, 32 * b + 4 * c));
+                dot[1] = _mm256_dpbusd_epi32(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
+            }
+            let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
+            acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
+        }
+        _mm256_add_ps(acc[0], acc[1])
+    }
+
+    /// One interleaved group of 8 Q8_0 rows against x (as [`q4_0_x8`], the values made
+    /// unsigned by +128 and 128·Σx taken out).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn q8_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+        assert!(group.len() >= nb * 272 && x.d.len() >= nb);
+        let flip = _mm256_set1_epi8(-128);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let column = group.as_ptr().add(272 * b);
+            let scale = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+                _mm256_set1_ps(x.d[b]),
+            );
+            let mut dot = [_mm256_set1_epi32(-128 * x.sum[b]), _mm256_setzero_si256()];
+            for c in 0..8 {
+                let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+                let v = _mm256_xor_si256(v, flip);
+                dot[c % 2] = _mm256_dpbusd_epi32(dot[c % 2], v, quad(x, 32 * b + 4 * c));
+            }
+            let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
+            acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
+        }
+        _mm256_add_ps(acc[0], acc[1])
     }
 
     #[inline(always)]
@@ -725,50 +905,69 @@ mod tests {
                 let w = quant::dequantize(ty, &bytes, n * k).unwrap();
                 let x = rng.vec(m * k + 7, 1.0);
                 let bias = rng.vec(n, 1.0);
-                let parts = [BlockRows {
-                    ty,
-                    rows: n,
-                    bytes: bytes.clone(),
-                }];
                 let want = linear_reference(&x, &w, Some(&bias), m, n, k);
                 let tol = 5e-7 * k as f32 + 1e-6;
-                let exact =
-                    linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::F32).unwrap();
-                for (i, (g, r)) in exact.iter().zip(&want).enumerate() {
-                    assert!(
-                        (g - r).abs() <= tol,
-                        "{ty} exact {m}×{n}×{k} [{i}]: {g} vs {r}"
-                    );
-                }
-                let int8 =
-                    linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::Int8).unwrap();
-                let x_seen = match m <= DECODE_ROWS && integer_kernel(ty) {
-                    true => int8_view(&x[..m * k]),
-                    false => x.clone(),
-                };
-                let want_seen = linear_reference(&x_seen, &w, Some(&bias), m, n, k);
-                for (i, (g, r)) in int8.iter().zip(&want_seen).enumerate() {
-                    assert!(
-                        (g - r).abs() <= tol,
-                        "{ty} int8 {m}×{n}×{k} [{i}]: {g} vs {r}"
-                    );
-                    let (row, col) = (i / n, i % n);
-                    let xr = &x[row * k..(row + 1) * k];
-                    let wr = &w[col * k..(col + 1) * k];
-                    let bound: f32 = (0..k / 32)
-                        .map(|b| {
-                            let d = xr[32 * b..32 * b + 32]
-                                .iter()
-                                .fold(0f32, |m, v| m.max(v.abs()))
-                                / 127.0;
-                            d / 2.0 * wr[32 * b..32 * b + 32].iter().map(|v| v.abs()).sum::<f32>()
-                        })
-                        .sum();
-                    let err = (g - want[i]).abs();
-                    assert!(
-                        err <= bound + tol,
-                        "{ty} int8 [{i}]: off by {err}, bound {bound}"
-                    );
+                // Row after row, and in the CPU's interleaved layout (Q4_0, Q8_0: 8-row groups
+                // and a tail of rows; other types stay as they are).
+                for interleaved in [false, true] {
+                    let mut parts = vec![BlockRows::new(ty, n, bytes.clone())];
+                    if interleaved {
+                        parts[0] = parts[0].clone().interleave(k);
+                        let t = crate::tensor::Tensor::blocks(vec![n, k], parts.clone()).unwrap();
+                        assert_eq!(t.clone().widened().unwrap().data(), &w[..], "{ty} widened");
+                        for id in [0, n / 2, n - 1] {
+                            assert_eq!(
+                                table_row(&parts, n, k, id).unwrap(),
+                                w[id * k..(id + 1) * k],
+                                "{ty} row {id}"
+                            );
+                            let one = t.rows_slice(id, 1).block_rows().unwrap()[0].bytes.clone();
+                            assert_eq!(
+                                one,
+                                bytes[id * one.len()..(id + 1) * one.len()],
+                                "{ty} slice {id}"
+                            );
+                        }
+                    }
+                    let exact = linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::F32)
+                        .unwrap();
+                    for (i, (g, r)) in exact.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - r).abs() <= tol,
+                            "{ty} exact {m}×{n}×{k} [{i}]: {g} vs {r}"
+                        );
+                    }
+                    let int8 = linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::Int8)
+                        .unwrap();
+                    let x_seen = match m <= DECODE_ROWS && integer_kernel(ty) {
+                        true => int8_view(&x[..m * k]),
+                        false => x.clone(),
+                    };
+                    let want_seen = linear_reference(&x_seen, &w, Some(&bias), m, n, k);
+                    for (i, (g, r)) in int8.iter().zip(&want_seen).enumerate() {
+                        assert!(
+                            (g - r).abs() <= tol,
+                            "{ty} int8 {m}×{n}×{k} [{i}]: {g} vs {r}"
+                        );
+                        let (row, col) = (i / n, i % n);
+                        let xr = &x[row * k..(row + 1) * k];
+                        let wr = &w[col * k..(col + 1) * k];
+                        let bound: f32 = (0..k / 32)
+                            .map(|b| {
+                                let d = xr[32 * b..32 * b + 32]
+                                    .iter()
+                                    .fold(0f32, |m, v| m.max(v.abs()))
+                                    / 127.0;
+                                d / 2.0
+                                    * wr[32 * b..32 * b + 32].iter().map(|v| v.abs()).sum::<f32>()
+                            })
+                            .sum();
+                        let err = (g - want[i]).abs();
+                        assert!(
+                            err <= bound + tol,
+                            "{ty} int8 [{i}]: off by {err}, bound {bound}"
+                        );
+                    }
                 }
                 for kernel in [Kernel::Widened, Kernel::detect()] {
                     for j in 0..n {
@@ -795,16 +994,8 @@ mod tests {
         let a = random_blocks(GgmlType::Q4_K, 3 * 2, 1);
         let c = random_blocks(GgmlType::Q6_K, 2 * 2, 2);
         let parts = vec![
-            BlockRows {
-                ty: GgmlType::Q4_K,
-                rows: 3,
-                bytes: a.clone(),
-            },
-            BlockRows {
-                ty: GgmlType::Q6_K,
-                rows: 2,
-                bytes: c.clone(),
-            },
+            BlockRows::new(GgmlType::Q4_K, 3, a.clone()),
+            BlockRows::new(GgmlType::Q6_K, 2, c.clone()),
         ];
         let mut w = quant::dequantize(GgmlType::Q4_K, &a, 3 * k).unwrap();
         w.extend(quant::dequantize(GgmlType::Q6_K, &c, 2 * k).unwrap());
@@ -844,12 +1035,9 @@ mod tests {
         let mut rng = SeededRng::new(8);
         for ty in TYPES {
             let k = 2 * ty.block().unwrap().0 as usize;
-            let n = 9;
-            let parts = [BlockRows {
-                ty,
-                rows: n,
-                bytes: random_blocks(ty, n * 2, 3),
-            }];
+            let n = 19;
+            // Interleaved where the type has that layout: two groups of 8 and a tail of 3.
+            let parts = [BlockRows::new(ty, n, random_blocks(ty, n * 2, 3)).interleave(k)];
             let x = rng.vec(DECODE_ROWS * k, 1.0);
             for act in [Activations::F32, Activations::Int8] {
                 let all = linear_blocks(&x, &parts, None, (DECODE_ROWS, n, k), act).unwrap();

@@ -127,7 +127,8 @@ pub fn linear_bf16(
 
 /// Y = X·Wᵀ + b for many rows of X with W held in another format: `widen(j0, wide)` writes W's
 /// rows j0.. as f32 into `wide` (a whole number of rows), a block of rows at a time, each block
-/// multiplied through `gemm`, so the f32 copy never exceeds one block.
+/// multiplied through `gemm`, so the f32 copy never exceeds one block. Blocks hold whole
+/// groups of 8 rows (the CPU's interleaved block layout, `BlockRows::interleave`).
 pub(crate) fn linear_widened(
     x: &[f32],
     b: Option<&[f32]>,
@@ -137,7 +138,9 @@ pub(crate) fn linear_widened(
     widen: impl Fn(usize, &mut [f32]),
 ) -> Vec<f32> {
     let mut y = vec![0.0f32; m * n];
-    let block = (WIDEN_BYTES / (4 * k.max(1))).clamp(1, n.max(1));
+    let block = (WIDEN_BYTES / (4 * k.max(1)))
+        .next_multiple_of(crate::tensor::INTERLEAVE_ROWS)
+        .min(n.max(1));
     let mut wide = vec![0.0f32; block * k];
     for j0 in (0..n).step_by(block) {
         let rows = block.min(n - j0);
@@ -213,10 +216,12 @@ pub(crate) fn matvec_chunks(
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        // A few tasks per thread: balanced, without a hand-off per handful of rows.
+        // A few tasks per thread: balanced, without a hand-off per handful of rows; whole
+        // groups of 8 rows (the CPU's interleaved block layout, `BlockRows::interleave`).
         let per_task = n
             .div_ceil(4 * rayon::current_num_threads())
-            .max(MATVEC_ROWS_PER_TASK);
+            .max(MATVEC_ROWS_PER_TASK)
+            .next_multiple_of(crate::tensor::INTERLEAVE_ROWS);
         yt.par_chunks_mut(per_task * m)
             .enumerate()
             .for_each(|(t, ys)| fill(t * per_task, ys));

@@ -9,7 +9,7 @@ use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
 use crate::tensor::{BlockRows, Tensor};
 use crate::timing::StageClock;
 #[cfg(not(target_arch = "wasm32"))]
-use cpu::blocks::{linear_blocks, table_row};
+use cpu::blocks::{for_products, linear_blocks, table_row};
 
 /// True when the block kernels read every run of a block weight.
 #[cfg(not(target_arch = "wasm32"))]
@@ -34,6 +34,10 @@ fn linear_blocks(
     Err(Error::input(
         "block-quantized weights are not part of the browser build",
     ))
+}
+#[cfg(target_arch = "wasm32")]
+fn for_products(t: Tensor, _: Activations) -> Result<Tensor> {
+    Ok(t)
 }
 #[cfg(target_arch = "wasm32")]
 fn table_row(_: &[BlockRows], _: usize, _: usize, _: usize) -> Result<Vec<f32>> {
@@ -317,7 +321,7 @@ impl VlmOps for CpuOps {
         // ggml blocks (a GGUF file's) of the types the block kernels read stay as they are,
         // whatever the storage (as on the GPU); other types are widened.
         if read_by_rows && t.block_rows().is_some_and(keeps_blocks) {
-            return two_d(t);
+            return for_products(two_d(t)?, self.block_activations);
         }
         let t = two_d(t.widened()?)?;
         match (self.weight_storage, read_by_rows) {
@@ -332,7 +336,8 @@ impl VlmOps for CpuOps {
                     Some(ty) => {
                         let bytes = crate::quant::quantize(ty, t.data())?;
                         let rows = t.rows();
-                        Tensor::blocks(t.shape().to_vec(), vec![BlockRows { ty, rows, bytes }])
+                        let t = Tensor::blocks(t.shape().to_vec(), vec![BlockRows::new(ty, rows, bytes)])?;
+                        for_products(t, self.block_activations)
                     }
                     // No block fits the rows (e.g. a 588-wide patch embedding): bf16.
                     None => Tensor::bf16(t.shape().to_vec(), t.data()),

@@ -17,7 +17,7 @@ use super::texels::WeightLayout;
 use crate::error::{Error, Result};
 use crate::ops::Role;
 pub use crate::ops::{WeightChoice, WeightStorage};
-use crate::tensor::Tensor;
+use crate::tensor::{BlockRows, Tensor};
 
 /// The device element type of a linear weight with rows of `cols` values stored as `storage`
 /// (block formats fall back as [`WeightStorage::block_type`] says, to bf16 where no block fits).
@@ -110,6 +110,14 @@ impl Placement {
             .layout
             .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
         if let Some(parts) = t.block_rows() {
+            // The CPU's interleaved layout: back to ggml's rows.
+            if parts.iter().any(|p| p.interleaved) {
+                let rows = parts
+                    .iter()
+                    .map(|p| BlockRows::new(p.ty, p.rows, p.row_major(t.cols()).into_owned()))
+                    .collect();
+                return self.place(ctx, name, &Tensor::blocks(t.shape().to_vec(), rows)?, role);
+            }
             let kept = parts
                 .iter()
                 .map(|p| elem_for(p.ty))

@@ -115,11 +115,7 @@ impl GgufFile {
         let ty = info.ggml_type;
         let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
         if !float && shape.len() == 2 {
-            let part = BlockRows {
-                ty,
-                rows: shape[0],
-                bytes: bytes.to_vec(),
-            };
+            let part = BlockRows::new(ty, shape[0], bytes.to_vec());
             return Tensor::blocks(shape, vec![part]);
         }
         let values = crate::quant::dequantize(ty, bytes, info.n_elements as usize)
