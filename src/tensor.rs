@@ -1,9 +1,9 @@
 //! Host tensor: a shape and row-major f32 data. Shared by file I/O and the CPU executor.
 //!
-//! A model weight the CPU executor keeps in its stored precision is a bf16 tensor instead
-//! ([`Tensor::bf16`]): it holds bf16 values only, and only the ops that read weights take it
-//! (`linear` as the weight, `gather_rows` as the table, `rows` to slice it); reading it as f32
-//! ([`Tensor::data`]) is a bug in the caller and panics with a message saying so. A weight read
+//! A model weight the CPU executor keeps in its stored precision is a bf16 or f16 tensor
+//! instead ([`Tensor::half`]): it holds 16-bit values only, and only the ops that read weights
+//! take it (`linear` as the weight, `gather_rows` as the table, `rows` to slice it); reading it
+//! as f32 ([`Tensor::data`]) is a bug in the caller and panics with a message saying so. A weight read
 //! from a GGUF file in a quantized type stays in ggml's blocks ([`Tensor::blocks`]) until an
 //! executor places it; [`Tensor::widened`] gives its f32 values.
 
@@ -98,13 +98,38 @@ pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Ve
     out
 }
 
+/// A 16-bit float format a weight can be kept in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Half {
+    /// The upper half of an f32 (widened by a shift, exactly).
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl Half {
+    pub fn widen(self, bits: u16) -> f32 {
+        match self {
+            Half::Bf16 => f32::from_bits((bits as u32) << 16),
+            Half::F16 => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+    /// The nearest value (ties to even).
+    pub fn round(self, v: f32) -> u16 {
+        match self {
+            Half::Bf16 => half::bf16::from_f32(v).to_bits(),
+            Half::F16 => half::f16::from_f32(v).to_bits(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     shape: Vec<usize>,
     data: Vec<f32>,
-    /// The values as bf16 (upper halves of f32) when the tensor is a bf16 weight; `data` is
-    /// then empty.
-    bf16: Option<Vec<u16>>,
+    /// The values as 16-bit floats when the tensor is a bf16 or f16 weight; `data` is then
+    /// empty.
+    half: Option<(Half, Vec<u16>)>,
     /// The rows as ggml blocks, in consecutive ranges that may differ in type (a stacked q/k/v
     /// of a Q4_K_M file mixes Q4_K and Q6_K); `data` is then empty.
     blocks: Option<Vec<BlockRows>>,
@@ -127,7 +152,7 @@ impl Tensor {
         Ok(Tensor {
             shape,
             data,
-            bf16: None,
+            half: None,
             blocks: None,
         })
     }
@@ -159,7 +184,7 @@ impl Tensor {
         Ok(Tensor {
             shape,
             data: Vec::new(),
-            bf16: None,
+            half: None,
             blocks: Some(parts),
         })
     }
@@ -196,11 +221,8 @@ impl Tensor {
                 return Tensor::new(shape, data);
             }
         }
-        if let Some(bits) = &self.bf16 {
-            let data = bits
-                .iter()
-                .map(|&b| half::bf16::from_bits(b).to_f32())
-                .collect();
+        if let Some((kind, bits)) = &self.half {
+            let data = bits.iter().map(|&b| kind.widen(b)).collect();
             return Tensor::new(shape, data);
         }
         Ok(self)
@@ -250,15 +272,27 @@ impl Tensor {
     /// A bf16 weight: `values` are f32 values rounded to the nearest bf16 (ties to even),
     /// exactly so when they were bf16 already.
     pub fn bf16(shape: Vec<usize>, values: &[f32]) -> Result<Self> {
+        Tensor::half(Half::Bf16, shape, values)
+    }
+
+    /// A 16-bit weight of `kind`: `values` rounded to the nearest (ties to even), exactly so
+    /// when they were of that kind already. An error when a finite value is beyond the kind's
+    /// range (f16: 65504), rather than an infinite weight.
+    pub fn half(kind: Half, shape: Vec<usize>, values: &[f32]) -> Result<Self> {
         holds(&shape, values.len())?;
-        let bits = values
-            .iter()
-            .map(|&v| half::bf16::from_f32(v).to_bits())
-            .collect();
+        let bits: Vec<u16> = values.iter().map(|&v| kind.round(v)).collect();
+        if let Some(i) =
+            (0..values.len()).find(|&i| values[i].is_finite() && !kind.widen(bits[i]).is_finite())
+        {
+            return Err(Error::input(format!(
+                "weight value {} (of shape {shape:?}) is beyond {kind:?}'s range; keep such weights in bf16 or f32",
+                values[i]
+            )));
+        }
         Ok(Tensor {
             shape,
             data: Vec::new(),
-            bf16: Some(bits),
+            half: Some((kind, bits)),
             blocks: None,
         })
     }
@@ -267,7 +301,7 @@ impl Tensor {
         Tensor {
             shape: shape.to_vec(),
             data: vec![0.0; shape.iter().product()],
-            bf16: None,
+            half: None,
             blocks: None,
         }
     }
@@ -275,8 +309,8 @@ impl Tensor {
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
-    /// The f32 values. Panics on a bf16 weight (see the module note): only the ops that read
-    /// weights take one, through [`Tensor::bf16_data`].
+    /// The f32 values. Panics on a 16-bit or block weight (see the module note): only the ops
+    /// that read weights take one, through [`Tensor::half_data`] / [`Tensor::block_rows`].
     pub fn data(&self) -> &[f32] {
         self.assert_f32();
         &self.data
@@ -289,14 +323,16 @@ impl Tensor {
         self.assert_f32();
         self.data
     }
-    /// The bf16 bits of a bf16 weight; None for an f32 tensor.
-    pub fn bf16_data(&self) -> Option<&[u16]> {
-        self.bf16.as_deref()
+    /// The kind and bits of a 16-bit weight; None otherwise.
+    pub fn half_data(&self) -> Option<(Half, &[u16])> {
+        self.half
+            .as_ref()
+            .map(|(kind, bits)| (*kind, bits.as_slice()))
     }
     fn assert_f32(&self) {
         assert!(
-            self.bf16.is_none(),
-            "a bf16 weight {:?} was read as f32; only linear, gather_rows and rows take bf16 weights",
+            self.half.is_none(),
+            "a 16-bit weight {:?} was read as f32; only linear, gather_rows and rows take 16-bit weights",
             self.shape
         );
         assert!(
@@ -305,10 +341,10 @@ impl Tensor {
             self.shape
         );
     }
-    /// Bytes the values take as held: 4 per f32, 2 per bf16, a block weight's bytes.
+    /// Bytes the values take as held: 4 per f32, 2 per bf16/f16, a block weight's bytes.
     pub fn stored_bytes(&self) -> usize {
-        match (&self.bf16, &self.blocks) {
-            (Some(bits), _) => 2 * bits.len(),
+        match (&self.half, &self.blocks) {
+            (Some((_, bits)), _) => 2 * bits.len(),
             (_, Some(parts)) => parts.iter().map(|p| p.bytes.len()).sum(),
             _ => 4 * self.data.len(),
         }
@@ -349,7 +385,7 @@ impl Tensor {
         let c = self.cols();
         &self.data()[i * c..(i + 1) * c]
     }
-    /// Rows `start..start + len` of a 2-D view, copied (bf16 stays bf16; blocks stay blocks,
+    /// Rows `start..start + len` of a 2-D view, copied (16-bit stays 16-bit; blocks stay blocks,
     /// the runs they fall in cut to them).
     pub fn rows_slice(&self, start: usize, len: usize) -> Tensor {
         let c = self.cols();
@@ -371,11 +407,14 @@ impl Tensor {
         let range = start * c..(start + len) * c;
         Tensor {
             shape: vec![len, c],
-            data: match &self.bf16 {
+            data: match &self.half {
                 Some(_) => Vec::new(),
                 None => self.data[range.clone()].to_vec(),
             },
-            bf16: self.bf16.as_ref().map(|b| b[range].to_vec()),
+            half: self
+                .half
+                .as_ref()
+                .map(|(kind, b)| (*kind, b[range].to_vec())),
             blocks: None,
         }
     }

@@ -128,12 +128,13 @@ fn tokenizer_rebuilt_from_the_vocabulary_encodes_as_tokenizer_json() {
     }
 }
 
-/// The F16 pair answers as the checkpoint on the CPU; on a GPU with SHADER_F16, `auto` keeps its
-/// matrices in f16 (exact: they are f16 values) and answers alike.
+/// The F16 pair answers as the checkpoint on the CPU, where `auto` keeps its matrices in f16
+/// (exact: they are f16 values); on a GPU with SHADER_F16 too, and answers alike.
 #[test]
 fn f16_pair_answers_as_the_checkpoint() {
     let mut hf = load(&fixture().join("hf"), Device::Cpu);
     let mut gguf = load(&fixture().join("model-f16.gguf"), Device::Cpu);
+    assert_eq!(gguf.cpu_weight_storage(), Some(linvt::WeightStorage::F16));
     let mut gpu = common::gpu().map(|ctx| {
         let m = load(&fixture().join("model-f16.gguf"), Device::Gpu);
         let want = match ctx.has_f16() {

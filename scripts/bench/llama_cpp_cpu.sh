@@ -14,7 +14,7 @@
 # (--token-embedding-type q8_0; EMBD= empty gives its --pure table of the format itself).
 #
 # Usage: scripts/bench/llama_cpp_cpu.sh [WORKDIR]   (default: target/peer-llama)
-# Env: THREADS (2), ROUNDS (2), FORMATS ("f32 bf16 q8_0 q4_0 q4_k"), LINVT
+# Env: THREADS (2), ROUNDS (2), FORMATS ("f32 bf16 f16 q8_0 q4_0 q4_k"), LINVT
 # (target/release/linvt). Needs: cmake, g++, python3 (venv), network access to PyPI for the
 # first run (~10 min build on 2 cores). Keep the machine otherwise idle: the figures move ~2×
 # under load.
@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${1:-$ROOT/target/peer-llama}"
 THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-2}"; LINVT="${LINVT:-$ROOT/target/release/linvt}"
-FORMATS="${FORMATS:-f32 bf16 q8_0 q4_0 q4_k}"
+FORMATS="${FORMATS:-f32 bf16 f16 q8_0 q4_0 q4_k}"
 SHAPE=qwen2-0.5b; LAYERS=""; P=qwen2
 mkdir -p "$WORK"; cd "$WORK"
 if [[ ! -x venv/bin/python ]]; then

@@ -13,6 +13,8 @@
 //! compiler vectorises the K loop. Every path sums in its own order: results agree to f32
 //! rounding, not bit for bit.
 
+use crate::tensor::Half;
+
 /// Y (m×n) = X (m×k) · Wᵀ (w is n×k, row-major) + b.
 ///
 /// Panics when a slice is shorter than its shape says (callers validate user input first).
@@ -101,9 +103,6 @@ fn gemm_linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: u
 }
 
 /// Y = X·Wᵀ + b with W held as bf16 bits (n×k; each the upper half of an f32, widened exactly).
-/// A few rows of X (decode) stream W once through [`matvec_rows`], widened in registers; more
-/// rows widen W a block of rows at a time into f32 for `gemm`, so the f32 copy never exceeds
-/// one block.
 pub fn linear_bf16(
     x: &[f32],
     w: &[u16],
@@ -112,15 +111,28 @@ pub fn linear_bf16(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
+    linear_half(Half::Bf16, x, w, b, (m, n, k))
+}
+
+/// Y = X·Wᵀ + b with W held as 16-bit floats of `kind` (n×k, widened exactly). A few rows of X
+/// (decode) stream W once through [`matvec_rows`], widened in registers; more rows widen W a
+/// block of rows at a time into f32 for `gemm`, so the f32 copy never exceeds one block.
+pub fn linear_half(
+    kind: Half,
+    x: &[f32],
+    w: &[u16],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f32> {
     assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
     if m <= DECODE_ROWS {
         return matvec_rows(x, m, b, n, k, |j, out| {
-            dots_bf16(x, k, &w[j * k..(j + 1) * k], out)
+            dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
         });
     }
     linear_widened(x, b, m, n, k, |j0, wide| {
         for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
-            *d = f32::from_bits((v as u32) << 16);
+            *d = kind.widen(v);
         }
     })
 }
@@ -244,8 +256,11 @@ pub(crate) fn matvec_chunks(
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
         return unsafe { by_row_groups(x, k, out, |xs, o| dots_f32_avx2(xs, w, o)) };
     }
     for (i, o) in out.iter_mut().enumerate() {
@@ -253,17 +268,23 @@ pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     }
 }
 
-/// out[i] = x_i·w for the rows of x (out.len() rows of k) and one bf16 weight row.
-fn dots_bf16(x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
+/// out[i] = x_i·w for the rows of x (out.len() rows of k) and one 16-bit weight row.
+fn dots_half(kind: Half, x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { by_row_groups(x, k, out, |xs, o| dots_bf16_avx2(xs, w, o)) };
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+        return unsafe {
+            match kind {
+                Half::Bf16 => by_row_groups(x, k, out, |xs, o| dots_bf16_avx2(xs, w, o)),
+                Half::F16 => by_row_groups(x, k, out, |xs, o| dots_f16_avx2(xs, w, o)),
+            }
+        };
     }
     for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| {
-            f32::from_bits((v as u32) << 16)
-        });
+        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| kind.widen(v));
     }
 }
 
@@ -300,7 +321,7 @@ unsafe fn by_row_groups(
 #[cfg(target_arch = "x86_64")]
 macro_rules! dots_avx2 {
     ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
             match xs.len() {
                 1 => $name::rows::<1>(xs, w, out),
@@ -310,7 +331,7 @@ macro_rules! dots_avx2 {
         }
         mod $name {
             use std::arch::x86_64::*;
-            #[target_feature(enable = "avx2,fma")]
+            #[target_feature(enable = "avx2,fma,f16c")]
             pub(super) unsafe fn rows<const R: usize>(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
                 let k = xs[..R].iter().fold(w.len(), |k, x| k.min(x.len()));
                 let main = k - k % 32;
@@ -354,6 +375,14 @@ dots_avx2!(
         16
     )),
     |v: u16| f32::from_bits((v as u32) << 16)
+);
+// f16: 8 values widened by F16C (exactly).
+#[cfg(target_arch = "x86_64")]
+dots_avx2!(
+    dots_f16_avx2,
+    u16,
+    |p: *const u16| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+    |v: u16| half::f16::from_bits(v).to_f32()
 );
 #[cfg(target_arch = "x86_64")]
 dots_avx2!(
@@ -679,12 +708,13 @@ mod tests {
         }
     }
 
-    /// The bf16 paths (matrix-vector up to 8 rows, widened blocks for gemm past it) against the
-    /// oracle on the same weights widened to f32: the widening is exact, so only the summation
-    /// order differs (tolerance as above). Block edges: n = 129 rows of k = 8193 cross one
-    /// widened block (4 MiB / (4·8193) = 127 rows).
+    /// The bf16 and f16 paths (matrix-vector up to 8 rows, widened blocks for gemm past it)
+    /// against the oracle on the same weights widened to f32 (by the `half` crate): the
+    /// widening is exact, so only the summation order differs (tolerance as above). Block
+    /// edges: n = 129 rows of k = 8193 cross one widened block (4 MiB / (4·8193) = 127 rows,
+    /// rounded up to whole groups of 8: 128).
     #[test]
-    fn bf16_weights_match_the_reference_on_the_widened_values() {
+    fn half_weights_match_the_reference_on_the_widened_values() {
         let mut rng = SeededRng::new(4);
         for &(m, n, k) in &[
             (1, 1, 1),
@@ -697,19 +727,25 @@ mod tests {
         ] {
             let x = rng.vec(m * k + 5, 1.0);
             let wf = rng.vec(n * k, 1.0);
-            let w: Vec<u16> = wf
-                .iter()
-                .map(|&v| half::bf16::from_f32(v).to_bits())
-                .collect();
-            let widened: Vec<f32> = w
-                .iter()
-                .map(|&v| f32::from_bits((v as u32) << 16))
-                .collect();
             let b = rng.vec(n, 1.0);
-            for bias in [None, Some(b.as_slice())] {
-                let want = linear_reference(&x, &widened, bias, m, n, k);
-                let got = linear_bf16(&x, &w, bias, m, n, k);
-                assert_within("bf16", (m, n, k), &got, &want);
+            type Widen = fn(f32) -> (u16, f32);
+            let kinds: [(Half, Widen); 2] = [
+                (Half::Bf16, |v| {
+                    let h = half::bf16::from_f32(v);
+                    (h.to_bits(), h.to_f32())
+                }),
+                (Half::F16, |v| {
+                    let h = half::f16::from_f32(v);
+                    (h.to_bits(), h.to_f32())
+                }),
+            ];
+            for (kind, round) in kinds {
+                let (w, widened): (Vec<u16>, Vec<f32>) = wf.iter().map(|&v| round(v)).unzip();
+                for bias in [None, Some(b.as_slice())] {
+                    let want = linear_reference(&x, &widened, bias, m, n, k);
+                    let got = linear_half(kind, &x, &w, bias, (m, n, k));
+                    assert_within(&format!("{kind:?}"), (m, n, k), &got, &want);
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ use crate::cpu::kv_attention::KvGeometry;
 use crate::error::{Error, Result};
 use crate::ops::{Activations, Positions, Role, Rope, SamplingParams, VlmOps, WeightStorage};
 use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
-use crate::tensor::{BlockRows, Tensor};
+use crate::tensor::{BlockRows, Half, Tensor};
 use crate::timing::StageClock;
 #[cfg(not(target_arch = "wasm32"))]
 use cpu::blocks::{for_products, linear_blocks, table_row};
@@ -52,8 +52,9 @@ pub struct CpuOps {
     /// A storage-binding limit to split work by as a GPU with that limit would (None: no
     /// limit). Tests set it so the split forwards run, and are checked, on the CPU too.
     pub binding_limit: Option<u64>,
-    /// How model weights uploaded for `linear` or as tables are kept: f32, or bf16 (half the
-    /// memory and the traffic a decode step reads; exact for bf16 checkpoints).
+    /// How model weights uploaded for `linear` or as tables are kept: f32; bf16 or f16 (half
+    /// the memory and the traffic a decode step reads; exact for checkpoints of that type);
+    /// ggml blocks.
     pub weight_storage: WeightStorage,
     /// How products over ggml blocks treat the activations: int8 (llama.cpp's way, the
     /// default) or f32 (the GPU block kernels' twin).
@@ -79,8 +80,8 @@ impl Ops for CpuOps {
             )));
         }
         let bias = b.map(Tensor::data);
-        let y = match (w.bf16_data(), w.block_rows()) {
-            (Some(w), _) => cpu::linear::linear_bf16(x.data(), w, bias, m, n, k),
+        let y = match (w.half_data(), w.block_rows()) {
+            (Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
             (_, Some(parts)) => {
                 linear_blocks(x.data(), parts, bias, (m, n, k), self.block_activations)?
             }
@@ -327,6 +328,7 @@ impl VlmOps for CpuOps {
         match (self.weight_storage, read_by_rows) {
             (WeightStorage::F32, _) | (_, false) => Ok(t),
             (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),
+            (WeightStorage::F16, _) => Tensor::half(Half::F16, t.shape().to_vec(), t.data()),
             (s, true) if s.is_blocks() => {
                 let ty = match role {
                     Role::Table => s.table_block_type(t.cols()),
@@ -336,16 +338,17 @@ impl VlmOps for CpuOps {
                     Some(ty) => {
                         let bytes = crate::quant::quantize(ty, t.data())?;
                         let rows = t.rows();
-                        let t = Tensor::blocks(t.shape().to_vec(), vec![BlockRows::new(ty, rows, bytes)])?;
+                        let t = Tensor::blocks(
+                            t.shape().to_vec(),
+                            vec![BlockRows::new(ty, rows, bytes)],
+                        )?;
                         for_products(t, self.block_activations)
                     }
                     // No block fits the rows (e.g. a 588-wide patch embedding): bf16.
                     None => Tensor::bf16(t.shape().to_vec(), t.data()),
                 }
             }
-            (_, _) => Err(Error::input(
-                "the CPU executor keeps weights in f32, bf16 or ggml blocks; f16 is a GPU option (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
-            )),
+            (_, true) => unreachable!("every storage is handled above"),
         }
     }
 
@@ -367,11 +370,11 @@ impl VlmOps for CpuOps {
                 )));
             }
             let id = id as usize;
-            match (x.bf16_data(), x.block_rows()) {
-                (Some(bits), _) => data.extend(
+            match (x.half_data(), x.block_rows()) {
+                (Some((kind, bits)), _) => data.extend(
                     bits[id * cols..(id + 1) * cols]
                         .iter()
-                        .map(|&v| f32::from_bits((v as u32) << 16)),
+                        .map(|&v| kind.widen(v)),
                 ),
                 (_, Some(parts)) => data.extend(table_row(parts, rows, cols, id)?),
                 _ => data.extend_from_slice(x.row(id)),

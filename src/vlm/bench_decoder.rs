@@ -363,11 +363,6 @@ pub fn run_cpu(
 ) -> Result<DecoderBench> {
     let c = trimmed(shape(name)?, opts.layers)?;
     let steps = checked_steps(opts, 32)?;
-    if opts.weight_storage == WeightStorage::F16 {
-        return Err(Error::input(
-            "the CPU executor keeps weights in f32, bf16 or ggml blocks (--cpu-weights f32|bf16|q8_0|q4_0|q4_k)",
-        ));
-    }
     let mut ops = crate::cpu::CpuOps::new();
     let storage = opts.weight_storage;
     ops.weight_storage = storage;

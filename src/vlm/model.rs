@@ -277,16 +277,13 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     ops.binding_limit = opts.binding_limit;
     ops.block_activations = opts.cpu_activations;
     // Through the model directory's own checks, so a wrong path says what is wrong.
-    ops.weight_storage = match opts
-        .cpu_weights
-        .resolve(&open_model(dir, opts.mmproj.as_deref())?.1)
+    let store = open_model(dir, opts.mmproj.as_deref())?.1;
+    // `auto` keeps f16 matrices (a GGUF F16 file's, an f16 checkpoint's) in f16, exactly.
+    ops.weight_storage = match opts.cpu_weights == WeightChoice::Auto
+        && store.matrices_all(safetensors::Dtype::F16)
     {
-        WeightStorage::F16 => {
-            return Err(Error::input(
-                "--cpu-weights f16: the CPU executor keeps weights in f32 or bf16",
-            ))
-        }
-        s => s,
+        true => WeightStorage::F16,
+        false => opts.cpu_weights.resolve(&store),
     };
     Ok(ops)
 }
