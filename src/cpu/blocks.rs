@@ -613,7 +613,7 @@ mod vnni {
     /// without an integer kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
-        if !matches!(run.ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K) {
+        if !super::keeps(run.ty) {
             return false;
         }
         let m = x.len();
@@ -656,7 +656,9 @@ mod vnni {
         match run.ty {
             GgmlType::Q8_0 => each(x, rest, row_bytes, out_rest, |x, r| q8_0(x, r)),
             GgmlType::Q4_0 => each(x, rest, row_bytes, out_rest, |x, r| q4_0(x, r)),
-            _ => each(x, rest, row_bytes, out_rest, |x, r| q4_k(x, r)),
+            GgmlType::Q5_0 => each(x, rest, row_bytes, out_rest, |x, r| q5_0(x, r)),
+            GgmlType::Q4_K => each(x, rest, row_bytes, out_rest, |x, r| q4_k(x, r)),
+            _ => each(x, rest, row_bytes, out_rest, |x, r| q6_k(x, r)),
         }
         true
     }
@@ -787,6 +789,82 @@ mod vnni {
         hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 
+    /// Q5_0: the 5-bit values (a nibble, and the fifth bit from `qh` as 16) against the
+    /// activations, less 16·Σq, then d_w·d_x per block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn q5_0(x: &Int8Row, row: &[u8]) -> f32 {
+        let nb = row.len() / 22;
+        assert!(row.len() == 22 * nb && x.d.len() >= nb);
+        let (low, sixteen) = (_mm_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let p = row.as_ptr().add(22 * b);
+            let qh = u32::from_le_bytes([*p.add(2), *p.add(3), *p.add(4), *p.add(5)]);
+            let raw = _mm_loadu_si128(p.add(6) as *const __m128i);
+            let nibbles = _mm256_set_m128i(
+                _mm_and_si128(_mm_srli_epi16(raw, 4), low),
+                _mm_and_si128(raw, low),
+            );
+            // Byte j of the mask expansion is all ones where bit j of qh is set.
+            let fifth = _mm256_and_si256(_mm256_movm_epi8(qh), sixteen);
+            let q = _mm256_or_si256(nibbles, fifth);
+            let minus16 = _mm256_slli_epi32(lanes(&x.minus8[b]), 1);
+            let dot = _mm256_dpbusd_epi32(minus16, q, q32(x, b));
+            let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
+            acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
+    /// Q6_K: per 32 values the 6-bit values (4 low bits from `ql`, 2 high from `qh`) against
+    /// the activations, less 32·Σq per lane, then (d·sc)·d_x — the scale changing at the
+    /// middle lane (one per 16 values).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn q6_k(x: &Int8Row, row: &[u8]) -> f32 {
+        let nb = row.len() / 210;
+        assert!(row.len() == 210 * nb && x.d.len() >= 8 * nb);
+        let (m4, m3) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..nb {
+            let p = row.as_ptr().add(210 * b);
+            let d = f16_at(p.add(208));
+            let sc = p.add(192) as *const i8;
+            for half in 0..2 {
+                let load = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
+                let (l0, l1, hb) = (load(64 * half), load(64 * half + 32), load(128 + 32 * half));
+                let high = |shift: i32| {
+                    let h = match shift {
+                        0 => hb,
+                        2 => _mm256_srli_epi16(hb, 2),
+                        4 => _mm256_srli_epi16(hb, 4),
+                        _ => _mm256_srli_epi16(hb, 6),
+                    };
+                    _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)
+                };
+                // Values 32s.. of this half: low nibbles of l0, l1, then their high nibbles.
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(l0, m4), high(0)),
+                    _mm256_or_si256(_mm256_and_si256(l1, m4), high(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), high(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), high(6)),
+                ];
+                for (s, q) in q.into_iter().enumerate() {
+                    let xb = 8 * b + 4 * half + s;
+                    let minus32 = _mm256_slli_epi32(lanes(&x.minus8[xb]), 2);
+                    let dot = _mm256_dpbusd_epi32(minus32, q, q32(x, xb));
+                    let k = d * x.d[xb];
+                    let (sa, sb) = (*sc.add(8 * half + 2 * s), *sc.add(8 * half + 2 * s + 1));
+                    let scale =
+                        _mm256_set_m128(_mm_set1_ps(k * sb as f32), _mm_set1_ps(k * sa as f32));
+                    acc[s % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[s % 2]);
+                }
+            }
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
     /// Q4_K: per sub-block of 32, (d·sc)·Σ q·x̂ − (dmin·m)·Σx̂; the activation blocks line up
     /// with the sub-blocks.
     #[inline]
@@ -877,7 +955,7 @@ mod tests {
     /// True when this CPU runs `ty` through an integer kernel under `Activations::Int8`.
     fn integer_kernel(ty: GgmlType) -> bool {
         #[cfg(target_arch = "x86_64")]
-        return vnni::available() && matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_K);
+        return vnni::available() && keeps(ty);
         #[allow(unreachable_code)]
         false
     }
