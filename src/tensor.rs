@@ -40,7 +40,8 @@ impl BlockRows {
     /// 4..8, …). One 32-byte load then holds 4 values of 8 rows, so an integer dot instruction
     /// works on 8 rows at once against 4 broadcast activations. Rows past the last whole
     /// group stay row after row; the bytes are the same, each row group where it was. Other
-    /// types are returned as they are.
+    /// types are returned as they are. Native only (the browser build has no block kernels).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn interleave(self, cols: usize) -> BlockRows {
         if self.interleaved || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
             return self;
@@ -54,12 +55,15 @@ impl BlockRows {
 
     /// The bytes row after row (a copy when interleaved).
     pub fn row_major(&self, cols: usize) -> std::borrow::Cow<'_, [u8]> {
-        match self.interleaved {
-            true => self.permute(cols, false).into(),
-            false => self.bytes.as_slice().into(),
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.interleaved {
+            return self.permute(cols, false).into();
         }
+        let _ = cols;
+        self.bytes.as_slice().into()
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn permute(&self, cols: usize, into: bool) -> Vec<u8> {
         permute_groups(self.ty, &self.bytes, cols, into)
     }
@@ -68,6 +72,7 @@ impl BlockRows {
 /// `bytes` (rows of `cols` values in `ty` blocks) with every whole group of
 /// [`INTERLEAVE_ROWS`] rows moved to (`into`: true) or from the interleaved layout
 /// ([`BlockRows::interleave`]); rows past the last whole group as they are.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Vec<u8> {
     let (block, block_bytes) = ty.block().expect("a block type");
     let (nb, bb) = (cols / block as usize, block_bytes as usize);
