@@ -65,8 +65,8 @@ fn streaming_products(c: &mut Criterion) {
                 b.iter(|| linear_blocks(&x, &parts, None, (1, N, K), act).unwrap())
             });
         }
-        // The CPU's decode layout (Q4_0, Q8_0): 8-row groups, one instruction per 8 rows.
-        if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        // The CPU's decode layout (Q4_0, Q8_0, Q4_K): 8-row groups, one instruction per 8 rows.
+        if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K) {
             let grouped = [parts[0].clone().interleave(K)];
             g.bench_function(format!("{ty} Int8 interleaved"), |b| {
                 b.iter(|| linear_blocks(&x, &grouped, None, (1, N, K), Activations::Int8).unwrap())

@@ -41,9 +41,13 @@ impl BlockRows {
     /// works on 8 rows at once against 4 broadcast activations. Rows past the last whole
     /// group stay row after row; the bytes are the same, each row group where it was. Other
     /// types are returned as they are. Native only (the browser build has no block kernels).
+    /// Q4_K (d, dmin, 12 bytes of scales, 128 of quants per 256 values) likewise: per block the
+    /// 8 rows' d, their dmin, their 12 scale bytes byte by byte (byte i of row r at 8i + r),
+    /// then their quants 4 bytes at a time.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn interleave(self, cols: usize) -> BlockRows {
-        if self.interleaved || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0) {
+        if self.interleaved || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
+        {
             return self;
         }
         BlockRows {
@@ -77,25 +81,36 @@ pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Ve
     let (block, block_bytes) = ty.block().expect("a block type");
     let (nb, bb) = (cols / block as usize, block_bytes as usize);
     let rows = bytes.len() / (nb * bb).max(1);
-    let mut out = bytes.to_vec();
-    let mut copy = |plain: usize, packed: usize, len: usize| {
-        let (from, to) = if into {
-            (plain, packed)
-        } else {
-            (packed, plain)
-        };
-        out[to..to + len].copy_from_slice(&bytes[from..from + len]);
+    // Each field as (offset in a row's block, offset of row 0's copy in the group's block,
+    // bytes); row r's copy follows at r·bytes: the 8 rows' copies of a field side by side.
+    let fields: Vec<(usize, usize, usize)> = match ty {
+        GgmlType::Q4_K => {
+            let mut f = vec![(0, 0, 2), (2, 16, 2)];
+            f.extend((0..12).map(|i| (4 + i, 32 + 8 * i, 1)));
+            f.extend((0..32).map(|c| (16 + 4 * c, 128 + 32 * c, 4)));
+            f
+        }
+        _ => {
+            let mut f = vec![(0, 0, 2)];
+            f.extend((0..(bb - 2) / 4).map(|c| (2 + 4 * c, 16 + 32 * c, 4)));
+            f
+        }
     };
+    let mut out = bytes.to_vec();
     for group in 0..rows / INTERLEAVE_ROWS {
         let base = group * INTERLEAVE_ROWS * nb * bb;
         for b in 0..nb {
             let column = base + b * INTERLEAVE_ROWS * bb;
             for r in 0..INTERLEAVE_ROWS {
                 let row_block = base + (r * nb + b) * bb;
-                copy(row_block, column + 2 * r, 2);
-                for c in 0..(bb - 2) / 4 {
-                    let packed = column + 16 + (c * INTERLEAVE_ROWS + r) * 4;
-                    copy(row_block + 2 + 4 * c, packed, 4);
+                for &(at, packed, len) in &fields {
+                    let (plain, packed) = (row_block + at, column + packed + r * len);
+                    let (from, to) = if into {
+                        (plain, packed)
+                    } else {
+                        (packed, plain)
+                    };
+                    out[to..to + len].copy_from_slice(&bytes[from..from + len]);
                 }
             }
         }
