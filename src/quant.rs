@@ -42,6 +42,37 @@ pub fn is_supported(ty: GgmlType) -> bool {
     row_fn(ty).is_some()
 }
 
+/// `blocks` random blocks of `ty` (Q8_0, Q4_0, Q5_0, Q4_K or Q6_K) for tests and benchmarks:
+/// random quant bytes — every value, nibble, high bit and 6-bit scale/min pattern occurs, not
+/// only those a quantizer produces — and f16 scales that keep every value within [-1, 1]
+/// (signs alternating), so products are comparable with one tolerance.
+pub fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
+    let (_, block_bytes) = ty.block().expect("a block type");
+    let mut rng = crate::rand::SeededRng::new(seed);
+    let mut out: Vec<u8> = (0..blocks * block_bytes as usize)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    let f16 = |v: f32| f16::from_f32(v).to_le_bytes();
+    for (i, b) in out.chunks_exact_mut(block_bytes as usize).enumerate() {
+        // A scale in ±[0.5, 1] of the largest that keeps |value| ≤ 1.
+        let u = 0.5 + 0.5 * (rng.next_u64() % 1000) as f32 / 1000.0;
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        match ty {
+            GgmlType::Q8_0 => b[..2].copy_from_slice(&f16(sign * u / 128.0)),
+            GgmlType::Q4_0 => b[..2].copy_from_slice(&f16(sign * u / 8.0)),
+            GgmlType::Q5_0 => b[..2].copy_from_slice(&f16(sign * u / 16.0)),
+            GgmlType::Q4_K => {
+                // d·sc·q ≤ d·63·15 and dmin·m ≤ dmin·63.
+                b[..2].copy_from_slice(&f16(u / (63.0 * 15.0)));
+                b[2..4].copy_from_slice(&f16(u / 63.0));
+            }
+            GgmlType::Q6_K => b[208..210].copy_from_slice(&f16(sign * u / (128.0 * 32.0))),
+            _ => panic!("random_blocks: no scale rule for {ty}"),
+        }
+    }
+    out
+}
+
 /// `n` values of type `ty` stored in `bytes`, as f32. Errors (naming the type) when the type is
 /// not supported, when `n` is not a whole number of blocks, or when `bytes` is not exactly the
 /// size `n` values take.

@@ -10,7 +10,7 @@ use linvt::gguf::GgmlType;
 use linvt::gpu::blocks::{device_layout, ggml_type};
 use linvt::gpu::linear::{GemvUse, Kernel, Split, Tuning};
 use linvt::gpu::{BufferPool, Elem, GpuContext, Recorder, WeightStorage};
-use linvt::rand::SeededRng;
+use linvt::quant::random_blocks;
 
 /// Tolerance for a K-long f32 dot product of values in [-1, 1] plus a bias: as
 /// tests/kernel_linear.rs argues, the kernels and the CPU twin sum in different orders, which
@@ -19,35 +19,6 @@ use linvt::rand::SeededRng;
 /// sides (the same f32 operations in the same order).
 fn atol(k: usize) -> f32 {
     5e-7 * k as f32 + 1e-6
-}
-
-/// `blocks` random ggml blocks of `ty` whose f16 scales keep every value within [-1, 1] (the
-/// quant bytes are random).
-fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-    let (_, block_bytes) = ty.block().unwrap();
-    let mut rng = SeededRng::new(seed);
-    let mut out: Vec<u8> = (0..blocks * block_bytes as usize)
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
-    for (i, b) in out.chunks_exact_mut(block_bytes as usize).enumerate() {
-        // A scale in ±[0.5, 1] of the largest that keeps |value| ≤ 1; signs alternate.
-        let u = 0.5 + 0.5 * (rng.next_u64() % 1000) as f32 / 1000.0;
-        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
-        match ty {
-            GgmlType::Q8_0 => b[..2].copy_from_slice(&f16(sign * u / 128.0)),
-            GgmlType::Q4_0 => b[..2].copy_from_slice(&f16(sign * u / 8.0)),
-            GgmlType::Q5_0 => b[..2].copy_from_slice(&f16(sign * u / 16.0)),
-            GgmlType::Q4_K => {
-                // d·sc·q ≤ d·63·15 and dmin·m ≤ dmin·63.
-                b[..2].copy_from_slice(&f16(u / (63.0 * 15.0)));
-                b[2..4].copy_from_slice(&f16(u / 63.0));
-            }
-            GgmlType::Q6_K => b[208..210].copy_from_slice(&f16(sign * u / (128.0 * 32.0))),
-            _ => unreachable!(),
-        }
-    }
-    out
 }
 
 /// Every kernel that reads a weight: matrix-vector (split K with 8 and 64 lanes, lanes owning

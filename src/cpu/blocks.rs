@@ -962,32 +962,7 @@ mod tests {
     use crate::cpu::linear::linear_reference;
     use crate::rand::SeededRng;
 
-    /// `blocks` random blocks of `ty`: random quant bytes, f16 scales that keep every value
-    /// within [-1, 1] (signs alternating), so products are comparable with one tolerance.
-    fn random_blocks(ty: GgmlType, blocks: usize, seed: u64) -> Vec<u8> {
-        let (_, block_bytes) = ty.block().unwrap();
-        let mut rng = SeededRng::new(seed);
-        let mut out: Vec<u8> = (0..blocks * block_bytes as usize)
-            .map(|_| rng.next_u64() as u8)
-            .collect();
-        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
-        for (i, b) in out.chunks_exact_mut(block_bytes as usize).enumerate() {
-            let u = 0.5 + 0.5 * (rng.next_u64() % 1000) as f32 / 1000.0;
-            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
-            match ty {
-                GgmlType::Q8_0 => b[..2].copy_from_slice(&f16(sign * u / 128.0)),
-                GgmlType::Q4_0 => b[..2].copy_from_slice(&f16(sign * u / 8.0)),
-                GgmlType::Q5_0 => b[..2].copy_from_slice(&f16(sign * u / 16.0)),
-                GgmlType::Q4_K => {
-                    b[..2].copy_from_slice(&f16(u / (63.0 * 15.0)));
-                    b[2..4].copy_from_slice(&f16(u / 63.0));
-                }
-                GgmlType::Q6_K => b[208..210].copy_from_slice(&f16(sign * u / (128.0 * 32.0))),
-                _ => unreachable!(),
-            }
-        }
-        out
-    }
+    use crate::quant::random_blocks;
 
     const TYPES: [GgmlType; 5] = [
         GgmlType::Q8_0,
