@@ -1,0 +1,420 @@
+//! The int8 block kernels (`Activations::Int8`): activations quantized per 32 values, integer
+//! dot products (AVX-512 VNNI `vpdpbusd` on 256-bit registers), row by row or over the
+//! interleaved 8-row groups of `BlockRows::interleave`.
+
+use super::Run;
+use crate::gguf::GgmlType;
+use crate::tensor::INTERLEAVE_ROWS;
+use std::arch::x86_64::*;
+
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("avx512vnni")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("f16c")
+        && std::is_x86_feature_detected!("fma")
+}
+
+/// One row of activations quantized per 32 values: x ≈ d·q, d = amax/127 (f32), q rounded
+/// to nearest (ties to even), so |x − d·q| ≤ d/2.
+pub(crate) struct Int8Row {
+    pub q: Vec<i8>,
+    pub d: Vec<f32>,
+    /// d·Σq per block (Q4_K's mins multiply it).
+    pub dsum: Vec<f32>,
+    /// Per block, Σq over each 4 consecutive values (the lanes `vpdpbusd` sums into), times
+    /// −8 and −128: the starting sums that take Q4_0's and Q8_0's offsets out exactly.
+    pub minus8: Vec<[i32; 8]>,
+    pub minus128: Vec<[i32; 8]>,
+    /// Σq per block.
+    pub sum: Vec<i32>,
+}
+
+impl Int8Row {
+    /// x (a whole number of blocks of 32) quantized.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) fn new(x: &[f32]) -> Int8Row {
+        let nb = x.len() / 32;
+        let mut row = Int8Row {
+            q: vec![0; nb * 32],
+            d: Vec::with_capacity(nb),
+            dsum: Vec::with_capacity(nb),
+            minus8: Vec::with_capacity(nb),
+            minus128: Vec::with_capacity(nb),
+            sum: Vec::with_capacity(nb),
+        };
+        let ones = _mm256_set1_epi8(1);
+        for (b, xs) in x.chunks_exact(32).enumerate() {
+            // SAFETY: xs holds 32 values, q 32 bytes from 32·b.
+            unsafe {
+                let v = [
+                    _mm512_loadu_ps(xs.as_ptr()),
+                    _mm512_loadu_ps(xs.as_ptr().add(16)),
+                ];
+                let amax =
+                    _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+                let d = amax / 127.0;
+                let id = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+                for (h, v) in v.into_iter().enumerate() {
+                    // Rounds to nearest, ties to even (the default rounding mode).
+                    let q = _mm512_cvtps_epi32(_mm512_mul_ps(v, id));
+                    let dst = row.q.as_mut_ptr().add(32 * b + 16 * h) as *mut __m128i;
+                    _mm_storeu_si128(dst, _mm512_cvtepi32_epi8(q));
+                }
+                let q = _mm256_loadu_si256(row.q.as_ptr().add(32 * b) as *const __m256i);
+                let mut lanes = [0i32; 8];
+                let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, q);
+                _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, sums);
+                row.d.push(d);
+                let sum = lanes.iter().sum::<i32>();
+                row.sum.push(sum);
+                row.dsum.push(d * sum as f32);
+                row.minus8.push(lanes.map(|v| -8 * v));
+                row.minus128.push(lanes.map(|v| -128 * v));
+            }
+        }
+        row
+    }
+}
+
+/// out[r·m + i] = x_i · W row r for the rows of `run`; false (nothing written) for a type
+/// without an integer kernel.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+    if !super::keeps(run.ty) {
+        return false;
+    }
+    let m = x.len();
+    let row_bytes = run.bytes.len() / run.rows;
+    let (grouped, rest) = run.bytes.split_at(run.grouped * row_bytes);
+    let (out_grouped, out_rest) = out.split_at_mut(run.grouped * m);
+    // Interleaved groups: eight rows at a time.
+    let nb = row_bytes / run.ty.block().map_or(1, |b| b.1 as usize);
+    for (group, out) in grouped
+        .chunks_exact(INTERLEAVE_ROWS * row_bytes)
+        .zip(out_grouped.chunks_mut(INTERLEAVE_ROWS * m))
+    {
+        for (i, xi) in x.iter().enumerate() {
+            let sums = match run.ty {
+                GgmlType::Q4_0 => q4_0_x8(xi, group, nb),
+                GgmlType::Q4_K => q4_k_x8(xi, group, nb),
+                _ => q8_0_x8(xi, group, nb),
+            };
+            let mut lanes = [0f32; INTERLEAVE_ROWS];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+            for (r, v) in lanes.into_iter().enumerate() {
+                out[r * m + i] = v;
+            }
+        }
+    }
+    // Rows after row: one row kernel per type, so each inlines into its loop.
+    #[inline(always)]
+    fn each(
+        x: &[Int8Row],
+        bytes: &[u8],
+        row_bytes: usize,
+        out: &mut [f32],
+        dot: impl Fn(&Int8Row, &[u8]) -> f32,
+    ) {
+        for (row, out) in bytes.chunks_exact(row_bytes).zip(out.chunks_mut(x.len())) {
+            for (o, x) in out.iter_mut().zip(x) {
+                *o = dot(x, row);
+            }
+        }
+    }
+    match run.ty {
+        GgmlType::Q8_0 => each(x, rest, row_bytes, out_rest, |x, r| q8_0(x, r)),
+        GgmlType::Q4_0 => each(x, rest, row_bytes, out_rest, |x, r| q4_0(x, r)),
+        GgmlType::Q5_0 => each(x, rest, row_bytes, out_rest, |x, r| q5_0(x, r)),
+        GgmlType::Q4_K => each(x, rest, row_bytes, out_rest, |x, r| q4_k(x, r)),
+        _ => each(x, rest, row_bytes, out_rest, |x, r| q6_k(x, r)),
+    }
+    true
+}
+
+/// The 4 activations from `at` as one 32-bit lane in all 8.
+#[inline(always)]
+unsafe fn quad(x: &Int8Row, at: usize) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(x.q.as_ptr().add(at) as *const i32))
+}
+
+/// One interleaved group of 8 Q4_0 rows (`nb` blocks each) against x: the 8 dot products.
+/// Per block: the 8 rows' scales in one load; each 32-byte load holds 4 nibble pairs of
+/// every row, so `vpdpbusd` adds 4 products per row against 4 broadcast activations.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+    assert!(group.len() >= nb * 144 && x.d.len() >= nb);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let column = group.as_ptr().add(144 * b);
+        let scale = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+            _mm256_set1_ps(x.d[b]),
+        );
+        // Σ (q − 8)·x = Σ q·x − 8·Σx, the second term the same for every row.
+        let mut dot = [_mm256_set1_epi32(-8 * x.sum[b]), _mm256_setzero_si256()];
+        for c in 0..4 {
+            let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            dot[0] = _mm256_dpbusd_epi32(dot[0], lo, quad(x, 32 * b + 4 * c));
+            dot[1] = _mm256_dpbusd_epi32(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
+        }
+        let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
+        acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
+    }
+    _mm256_add_ps(acc[0], acc[1])
+}
+
+/// One interleaved group of 8 Q4_K rows against x. Per block the 8 rows' 6-bit scales and
+/// mins are unpacked 8 rows at a time (each of the 12 scale bytes of the 8 rows is one
+/// 64-bit word); per sub-block of 32: Σ q·x̂ for the 8 rows in one register, times
+/// d·sc·d_x, less dmin·m·d_x·Σq.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_k_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+    assert!(group.len() >= nb * 1152 && x.d.len() >= 8 * nb);
+    let low = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut mins = _mm256_setzero_ps();
+    for b in 0..nb {
+        let column = group.as_ptr().add(1152 * b);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(column.add(16) as *const __m128i));
+        let q: [u64; 12] =
+            std::array::from_fn(|i| std::ptr::read_unaligned(column.add(32 + 8 * i) as *const u64));
+        // `get_scale_min_k4` on 8 rows at once (bytewise on 64-bit words).
+        const LOW6: u64 = 0x3F3F_3F3F_3F3F_3F3F;
+        const LOW4: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+        const TOP2: u64 = 0x0303_0303_0303_0303;
+        let scale_min = |j: usize| match j {
+            0..4 => (q[j] & LOW6, q[j + 4] & LOW6),
+            _ => (
+                (q[j + 4] & LOW4) | (((q[j - 4] >> 6) & TOP2) << 4),
+                ((q[j + 4] >> 4) & LOW4) | (((q[j] >> 6) & TOP2) << 4),
+            ),
+        };
+        let widen = |v: u64| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)));
+        for g in 0..4 {
+            let mut dot = [_mm256_setzero_si256(); 2];
+            for c in 0..8 {
+                let v = _mm256_loadu_si256(column.add(128 + 32 * (8 * g + c)) as *const __m256i);
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                let xb = 8 * b + 2 * g;
+                dot[0] = _mm256_dpbusd_epi32(dot[0], lo, quad(x, 32 * xb + 4 * c));
+                dot[1] = _mm256_dpbusd_epi32(dot[1], hi, quad(x, 32 * (xb + 1) + 4 * c));
+            }
+            for (h, dot) in dot.into_iter().enumerate() {
+                let xb = 8 * b + 2 * g + h;
+                let (sc, m) = scale_min(2 * g + h);
+                let scale = _mm256_mul_ps(_mm256_mul_ps(d, widen(sc)), _mm256_set1_ps(x.d[xb]));
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
+                let min = _mm256_mul_ps(dmin, widen(m));
+                mins = _mm256_fmadd_ps(min, _mm256_set1_ps(x.dsum[xb]), mins);
+            }
+        }
+    }
+    _mm256_sub_ps(_mm256_add_ps(acc[0], acc[1]), mins)
+}
+
+/// One interleaved group of 8 Q8_0 rows against x (as [`q4_0_x8`], the values made
+/// unsigned by +128 and 128·Σx taken out).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+    assert!(group.len() >= nb * 272 && x.d.len() >= nb);
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let column = group.as_ptr().add(272 * b);
+        let scale = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+            _mm256_set1_ps(x.d[b]),
+        );
+        let mut dot = [_mm256_set1_epi32(-128 * x.sum[b]), _mm256_setzero_si256()];
+        for c in 0..8 {
+            let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+            let v = _mm256_xor_si256(v, flip);
+            dot[c % 2] = _mm256_dpbusd_epi32(dot[c % 2], v, quad(x, 32 * b + 4 * c));
+        }
+        let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
+        acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
+    }
+    _mm256_add_ps(acc[0], acc[1])
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn q32(x: &Int8Row, b: usize) -> __m256i {
+    _mm256_loadu_si256(x.q.as_ptr().add(32 * b) as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn lanes(v: &[i32; 8]) -> __m256i {
+    _mm256_loadu_si256(v.as_ptr() as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Q8_0: Σ w·q exactly as Σ (w + 128)·q − 128·Σq (`vpdpbusd` multiplies unsigned by
+/// signed bytes), then d_w·d_x per block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0(x: &Int8Row, row: &[u8]) -> f32 {
+    let nb = row.len() / 34;
+    assert!(row.len() == 34 * nb && x.d.len() >= nb);
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let p = row.as_ptr().add(34 * b);
+        let w = _mm256_xor_si256(_mm256_loadu_si256(p.add(2) as *const __m256i), flip);
+        let dot = _mm256_dpbusd_epi32(lanes(&x.minus128[b]), w, q32(x, b));
+        let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
+        acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q4_0: the nibbles (0..16) against the activations, less 8·Σq, then d_w·d_x per block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_0(x: &Int8Row, row: &[u8]) -> f32 {
+    let nb = row.len() / 18;
+    assert!(row.len() == 18 * nb && x.d.len() >= nb);
+    let low = _mm_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let p = row.as_ptr().add(18 * b);
+        let raw = _mm_loadu_si128(p.add(2) as *const __m128i);
+        let nibbles = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(raw, 4), low),
+            _mm_and_si128(raw, low),
+        );
+        let dot = _mm256_dpbusd_epi32(lanes(&x.minus8[b]), nibbles, q32(x, b));
+        let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
+        acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q5_0: the 5-bit values (a nibble, and the fifth bit from `qh` as 16) against the
+/// activations, less 16·Σq, then d_w·d_x per block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5_0(x: &Int8Row, row: &[u8]) -> f32 {
+    let nb = row.len() / 22;
+    assert!(row.len() == 22 * nb && x.d.len() >= nb);
+    let (low, sixteen) = (_mm_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let p = row.as_ptr().add(22 * b);
+        let qh = u32::from_le_bytes([*p.add(2), *p.add(3), *p.add(4), *p.add(5)]);
+        let raw = _mm_loadu_si128(p.add(6) as *const __m128i);
+        let nibbles = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(raw, 4), low),
+            _mm_and_si128(raw, low),
+        );
+        // Byte j of the mask expansion is all ones where bit j of qh is set.
+        let fifth = _mm256_and_si256(_mm256_movm_epi8(qh), sixteen);
+        let q = _mm256_or_si256(nibbles, fifth);
+        let minus16 = _mm256_slli_epi32(lanes(&x.minus8[b]), 1);
+        let dot = _mm256_dpbusd_epi32(minus16, q, q32(x, b));
+        let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
+        acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q6_K: per 32 values the 6-bit values (4 low bits from `ql`, 2 high from `qh`) against
+/// the activations, less 32·Σq per lane, then (d·sc)·d_x — the scale changing at the
+/// middle lane (one per 16 values).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q6_k(x: &Int8Row, row: &[u8]) -> f32 {
+    let nb = row.len() / 210;
+    assert!(row.len() == 210 * nb && x.d.len() >= 8 * nb);
+    let (m4, m3) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for b in 0..nb {
+        let p = row.as_ptr().add(210 * b);
+        let d = f16_at(p.add(208));
+        let sc = p.add(192) as *const i8;
+        for half in 0..2 {
+            let load = |at: usize| _mm256_loadu_si256(p.add(at) as *const __m256i);
+            let (l0, l1, hb) = (load(64 * half), load(64 * half + 32), load(128 + 32 * half));
+            let high = |shift: i32| {
+                let h = match shift {
+                    0 => hb,
+                    2 => _mm256_srli_epi16(hb, 2),
+                    4 => _mm256_srli_epi16(hb, 4),
+                    _ => _mm256_srli_epi16(hb, 6),
+                };
+                _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)
+            };
+            // Values 32s.. of this half: low nibbles of l0, l1, then their high nibbles.
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(l0, m4), high(0)),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), high(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), high(4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), high(6)),
+            ];
+            for (s, q) in q.into_iter().enumerate() {
+                let xb = 8 * b + 4 * half + s;
+                let minus32 = _mm256_slli_epi32(lanes(&x.minus8[xb]), 2);
+                let dot = _mm256_dpbusd_epi32(minus32, q, q32(x, xb));
+                let k = d * x.d[xb];
+                let (sa, sb) = (*sc.add(8 * half + 2 * s), *sc.add(8 * half + 2 * s + 1));
+                let scale = _mm256_set_m128(_mm_set1_ps(k * sb as f32), _mm_set1_ps(k * sa as f32));
+                acc[s % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[s % 2]);
+            }
+        }
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q4_K: per sub-block of 32, (d·sc)·Σ q·x̂ − (dmin·m)·Σx̂; the activation blocks line up
+/// with the sub-blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_k(x: &Int8Row, row: &[u8]) -> f32 {
+    let nb = row.len() / 144;
+    assert!(row.len() == 144 * nb && x.d.len() >= 8 * nb);
+    let low = _mm256_set1_epi8(0x0F);
+    let zero = _mm256_setzero_si256();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut mins = 0.0f32;
+    for b in 0..nb {
+        let p = row.as_ptr().add(144 * b);
+        let (d, dmin) = (f16_at(p), f16_at(p.add(2)));
+        let scales = std::slice::from_raw_parts(p.add(4), 12);
+        for g in 0..4 {
+            let v = _mm256_loadu_si256(p.add(16 + 32 * g) as *const __m256i);
+            let halves = [
+                _mm256_and_si256(v, low),
+                _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+            ];
+            for (h, q) in halves.into_iter().enumerate() {
+                let (sc, m) = super::avx512::scale_min(2 * g + h, scales);
+                let xb = 8 * b + 2 * g + h;
+                let dot = _mm256_dpbusd_epi32(zero, q, q32(x, xb));
+                let scale = _mm256_set1_ps(d * sc * x.d[xb]);
+                acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
+                mins += dmin * m * x.dsum[xb];
+            }
+        }
+    }
+    hsum(_mm256_add_ps(acc[0], acc[1])) - mins
+}
