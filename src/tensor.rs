@@ -34,16 +34,16 @@ impl BlockRows {
         }
     }
 
-    /// The CPU's decode layout for Q4_0 and Q8_0 (an f16 scale, then 16 or 32 quant bytes per
+    /// The CPU's decode layout for Q4_0, Q8_0 and Q4_K. Q4_0 and Q8_0 (an f16 scale, then 16 or 32 quant bytes per
     /// block): rows in groups of [`INTERLEAVE_ROWS`], each group block by block — the 8 rows'
     /// scales, then their quants 4 bytes at a time (row 0's bytes 0..4, row 1's 0..4, …, row 0's
     /// 4..8, …). One 32-byte load then holds 4 values of 8 rows, so an integer dot instruction
     /// works on 8 rows at once against 4 broadcast activations. Rows past the last whole
     /// group stay row after row; the bytes are the same, each row group where it was. Other
-    /// types are returned as they are. Native only (the browser build has no block kernels).
-    /// Q4_K (d, dmin, 12 bytes of scales, 128 of quants per 256 values) likewise: per block the
-    /// 8 rows' d, their dmin, their 12 scale bytes byte by byte (byte i of row r at 8i + r),
-    /// then their quants 4 bytes at a time.
+    /// types are returned as they are. Q4_K (d, dmin, 12 bytes of scales, 128 of quants per
+    /// 256 values) likewise: per block the 8 rows' d, their dmin, their 12 scale bytes byte by
+    /// byte (byte i of row r at 8i + r), then their quants 4 bytes at a time. Native only (the
+    /// browser build has no block kernels).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn interleave(self, cols: usize) -> BlockRows {
         if self.interleaved || !matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q4_K)
@@ -132,6 +132,13 @@ impl Half {
         match self {
             Half::Bf16 => f32::from_bits((bits as u32) << 16),
             Half::F16 => half::f16::from_bits(bits).to_f32(),
+        }
+    }
+    /// True for the bits of ±infinity.
+    pub fn is_infinite(self, bits: u16) -> bool {
+        match self {
+            Half::Bf16 => bits & 0x7FFF == 0x7F80,
+            Half::F16 => bits & 0x7FFF == 0x7C00,
         }
     }
     /// The nearest value (ties to even).
@@ -300,15 +307,16 @@ impl Tensor {
     /// range (f16: 65504), rather than an infinite weight.
     pub fn half(kind: Half, shape: Vec<usize>, values: &[f32]) -> Result<Self> {
         holds(&shape, values.len())?;
-        let bits: Vec<u16> = values.iter().map(|&v| kind.round(v)).collect();
-        if let Some(i) =
-            (0..values.len()).find(|&i| values[i].is_finite() && !kind.widen(bits[i]).is_finite())
-        {
-            return Err(Error::input(format!(
-                "weight value {} (of shape {shape:?}) is beyond {kind:?}'s range; keep such weights in bf16 or f32",
-                values[i]
-            )));
-        }
+        // One pass: round, and refuse a finite value that rounds to infinity.
+        let bits = values
+            .iter()
+            .map(|&v| match kind.round(v) {
+                b if kind.is_infinite(b) && v.is_finite() => Err(Error::input(format!(
+                    "weight value {v} (of shape {shape:?}) is beyond {kind:?}'s range; keep such weights in bf16 or f32"
+                ))),
+                b => Ok(b),
+            })
+            .collect::<Result<Vec<u16>>>()?;
         Ok(Tensor {
             shape,
             data: Vec::new(),
@@ -461,6 +469,19 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finite weight that rounds to infinity is refused, naming it; infinities and values in
+    /// range keep their nearest 16-bit value.
+    #[test]
+    fn half_weights_refuse_values_beyond_their_range() {
+        let err = Tensor::half(Half::F16, vec![2], &[1.0, 70000.0]).unwrap_err();
+        assert!(err.to_string().contains("70000"), "{err}");
+        assert!(Tensor::half(Half::Bf16, vec![1], &[f32::MAX]).is_err());
+        let t = Tensor::half(Half::F16, vec![3], &[65504.0, f32::INFINITY, -0.5]).unwrap();
+        let (_, bits) = t.half_data().unwrap();
+        let back: Vec<f32> = bits.iter().map(|&b| Half::F16.widen(b)).collect();
+        assert_eq!(back, [65504.0, f32::INFINITY, -0.5]);
+    }
 
     fn q8(rows: usize, cols: usize, fill: u8) -> Tensor {
         let mut bytes = Vec::new();

@@ -23,9 +23,9 @@ pub(crate) struct Int8Row {
     /// d·Σq per block (Q4_K's mins multiply it).
     pub dsum: Vec<f32>,
     /// Per block, Σq over each 4 consecutive values (the lanes `vpdpbusd` sums into), times
-    /// −8 and −128: the starting sums that take Q4_0's and Q8_0's offsets out exactly.
+    /// −8: the starting sums that take Q4_0's offset out exactly (shifted left for the other
+    /// formats' offsets: −16, −32, −128).
     pub minus8: Vec<[i32; 8]>,
-    pub minus128: Vec<[i32; 8]>,
     /// Σq per block.
     pub sum: Vec<i32>,
 }
@@ -40,7 +40,6 @@ impl Int8Row {
             d: Vec::with_capacity(nb),
             dsum: Vec::with_capacity(nb),
             minus8: Vec::with_capacity(nb),
-            minus128: Vec::with_capacity(nb),
             sum: Vec::with_capacity(nb),
         };
         let ones = _mm256_set1_epi8(1);
@@ -70,7 +69,6 @@ impl Int8Row {
                 row.sum.push(sum);
                 row.dsum.push(d * sum as f32);
                 row.minus8.push(lanes.map(|v| -8 * v));
-                row.minus128.push(lanes.map(|v| -128 * v));
             }
         }
         row
@@ -281,7 +279,8 @@ unsafe fn q8_0(x: &Int8Row, row: &[u8]) -> f32 {
     for b in 0..nb {
         let p = row.as_ptr().add(34 * b);
         let w = _mm256_xor_si256(_mm256_loadu_si256(p.add(2) as *const __m256i), flip);
-        let dot = _mm256_dpbusd_epi32(lanes(&x.minus128[b]), w, q32(x, b));
+        let minus128 = _mm256_slli_epi32(lanes(&x.minus8[b]), 4);
+        let dot = _mm256_dpbusd_epi32(minus128, w, q32(x, b));
         let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
         acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
     }
