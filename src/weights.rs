@@ -16,16 +16,45 @@ enum Backing {
     #[cfg(not(target_arch = "wasm32"))]
     Mmap(memmap2::Mmap),
     Bytes(Vec<u8>),
+    /// A file read a range at a time (the files a web page was handed: never all in memory).
+    Ranges(Box<dyn ByteRanges>),
 }
 
-impl std::ops::Deref for Backing {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+/// A file this process reads by byte ranges rather than holding or mapping it whole: the
+/// browser's `File`s, whose tensors are read one at a time straight to the GPU.
+pub trait ByteRanges: Send + Sync {
+    /// The file's size in bytes.
+    fn size(&self) -> u64;
+    /// `len` bytes from `start` (the caller keeps the range inside the file).
+    fn read(&self, start: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+impl Backing {
+    fn in_memory(&self) -> Option<&[u8]> {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
-            Backing::Mmap(m) => m,
-            Backing::Bytes(b) => b,
+            Backing::Mmap(m) => Some(m),
+            Backing::Bytes(b) => Some(b),
+            Backing::Ranges(_) => None,
         }
+    }
+
+    fn size(&self) -> u64 {
+        match (self, self.in_memory()) {
+            (_, Some(bytes)) => bytes.len() as u64,
+            (Backing::Ranges(r), None) => r.size(),
+            _ => unreachable!("a backing is in memory or read by ranges"),
+        }
+    }
+
+    /// `len` bytes from `start` (inside the file: callers check).
+    fn read(&self, start: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+        use std::borrow::Cow;
+        Ok(match (self, self.in_memory()) {
+            (_, Some(bytes)) => Cow::Borrowed(&bytes[start as usize..start as usize + len]),
+            (Backing::Ranges(r), None) => Cow::Owned(r.read(start, len)?),
+            _ => unreachable!("a backing is in memory or read by ranges"),
+        })
     }
 }
 
@@ -59,9 +88,13 @@ impl SafetensorsFile {
         Self::parse(name.to_string(), Backing::Bytes(bytes))
     }
 
+    /// A file read a tensor at a time through `ranges`.
+    pub fn from_ranges(name: &str, ranges: Box<dyn ByteRanges>) -> Result<Self> {
+        Self::parse(name.to_string(), Backing::Ranges(ranges))
+    }
+
     fn parse(name: String, data: Backing) -> Result<Self> {
-        let (header_len, meta): (usize, Metadata) =
-            safetensors::SafeTensors::read_metadata(&data).map_err(|e| parse_error(&name, e))?;
+        let (header_len, meta, size) = Self::read_header(&name, &data)?;
         let data_start = 8 + header_len;
         let infos: HashMap<String, TensorInfo> = meta
             .tensors()
@@ -69,7 +102,7 @@ impl SafetensorsFile {
             .map(|(k, v)| (k, v.clone()))
             .collect();
         for (k, info) in &infos {
-            if data_start + info.data_offsets.1 > data.len() {
+            if (data_start + info.data_offsets.1) as u64 > size {
                 return Err(parse_error(
                     &name,
                     format!("tensor `{k}` runs past the end of the file"),
@@ -103,8 +136,53 @@ impl SafetensorsFile {
         self.infos.get(key).map(|i| i.dtype)
     }
 
-    fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        &self.data[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1]
+    /// The header: its length, the tensors it describes (validated as the `safetensors` crate
+    /// validates them: contiguous, sizes matching shapes) and the file's size, which must be
+    /// exactly header + data. One path for every backing (one deserializer in the browser
+    /// bundle), reading only the header from a file read by ranges.
+    fn read_header(name: &str, data: &Backing) -> Result<(usize, Metadata, u64)> {
+        let (size, read) = (data.size(), |at, len| data.read(at, len));
+        if size < 8 {
+            return Err(parse_error(
+                name,
+                "the file is shorter than a safetensors header",
+            ));
+        }
+        let n = u64::from_le_bytes(read(0, 8)?.as_ref().try_into().expect("8 bytes"));
+        if n > 100_000_000 || 8 + n > size {
+            return Err(parse_error(
+                name,
+                format!("its header length {n} does not fit the file ({size} bytes)"),
+            ));
+        }
+        let header = read(8, n as usize)?;
+        let text = std::str::from_utf8(&header)
+            .map_err(|e| parse_error(name, format!("its header is not text: {e}")))?;
+        // `from_str`, as every other JSON read here: one deserializer in the browser bundle.
+        let meta: Metadata = serde_json::from_str(text)
+            .map_err(|e| parse_error(name, format!("its header is not valid: {e}")))?;
+        let end = meta
+            .tensors()
+            .values()
+            .map(|i| i.data_offsets.1)
+            .max()
+            .unwrap_or(0) as u64;
+        if 8 + n + end != size {
+            return Err(parse_error(
+                name,
+                format!(
+                    "the file is {size} bytes but its header describes {} (was it cut short while copying?)",
+                    8 + n + end
+                ),
+            ));
+        }
+        Ok((n as usize, meta, size))
+    }
+
+    fn bytes(&self, info: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let (start, end) = info.data_offsets;
+        self.data
+            .read((self.data_start + start) as u64, end - start)
     }
 
     /// Drops a tensor's pages from the process once it has been copied out (loaders read each
@@ -128,25 +206,31 @@ impl SafetensorsFile {
         }
     }
 
-    /// A float tensor as f32, or None when the key is absent.
+    /// A float tensor as f32, or None when the key is absent. A file read by ranges is read a
+    /// piece at a time, so its raw bytes and the f32 values are never both held whole.
     pub fn tensor(&self, key: &str) -> Result<Option<Tensor>> {
         let Some(info) = self.infos.get(key) else {
             return Ok(None);
         };
-        let bytes = self.bytes(info);
-        let data: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let widen: fn(&[u8], &mut Vec<f32>) = match info.dtype {
+            Dtype::F32 => |b, out| {
+                out.extend(
+                    b.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                )
+            },
+            Dtype::F16 => |b, out| {
+                out.extend(
+                    b.chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                )
+            },
+            Dtype::BF16 => |b, out| {
+                out.extend(
+                    b.chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+                )
+            },
             other => {
                 return Err(Error::UnsupportedDtype {
                     key: key.to_string(),
@@ -155,6 +239,22 @@ impl SafetensorsFile {
                 })
             }
         };
+        let (start, end) = info.data_offsets;
+        let mut data = Vec::with_capacity((end - start) / (info.dtype.bitsize() / 8).max(1));
+        match &self.data {
+            Backing::Ranges(_) => {
+                // Pieces of whole elements (a multiple of 4 bytes).
+                const PIECE: usize = 8 << 20;
+                for at in (start..end).step_by(PIECE) {
+                    let len = PIECE.min(end - at);
+                    widen(
+                        &self.data.read((self.data_start + at) as u64, len)?,
+                        &mut data,
+                    );
+                }
+            }
+            _ => widen(&self.bytes(info)?, &mut data),
+        }
         self.release(info);
         Tensor::new(info.shape.clone(), data)
             .map(Some)
@@ -171,7 +271,7 @@ impl SafetensorsFile {
         let Some(info) = self.infos.get(key) else {
             return Ok(None);
         };
-        let bytes = self.bytes(info);
+        let bytes = self.bytes(info)?;
         let v: Vec<i64> = match info.dtype {
             Dtype::I64 => bytes
                 .chunks_exact(8)
@@ -229,6 +329,54 @@ impl TensorSource for SafetensorsFile {
     }
 }
 
+/// Where a model's files come from: a directory on disk, or the files a web page was handed.
+/// Small files (JSON, the tokenizer) are read whole; safetensors are opened to be read a tensor
+/// at a time.
+pub trait ModelFiles {
+    /// What to call the model in messages (the directory's path, the folder's name).
+    fn describe(&self) -> String;
+    /// The file `name`'s bytes, or None when there is no such file.
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// The safetensors file `name`, or None when there is no such file.
+    fn safetensors(&self, name: &str) -> Result<Option<SafetensorsFile>>;
+
+    /// The JSON file `name`, or None when there is no such file.
+    fn read_json(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let Some(bytes) = self.read(name)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::config(format!("{}/{name} is not valid JSON: {e}", self.describe()))
+        })
+    }
+}
+
+/// A model directory on disk.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct ModelDir(pub PathBuf);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ModelFiles for ModelDir {
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.0.join(name);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+    fn safetensors(&self, name: &str) -> Result<Option<SafetensorsFile>> {
+        let p = self.0.join(name);
+        match p.exists() {
+            true => SafetensorsFile::open(&p).map(Some),
+            false => Ok(None),
+        }
+    }
+}
+
 /// Tensors from one file or a (possibly sharded) model directory.
 pub struct TensorStore {
     name: String,
@@ -278,53 +426,43 @@ impl TensorStore {
             let f = SafetensorsFile::open(path)?;
             return Ok(Self::from_files(&path.display().to_string(), vec![f], None));
         }
-        let config_path = path.join("config.json");
-        let config_json = if config_path.exists() {
-            let text =
-                std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-            Some(serde_json::from_str(&text).map_err(|e| {
-                Error::config(format!("{} is not valid JSON: {e}", config_path.display()))
-            })?)
-        } else {
-            None
-        };
-        let single = path.join("model.safetensors");
-        let index_path = path.join("model.safetensors.index.json");
-        let files = if single.exists() {
-            vec![SafetensorsFile::open(&single)?]
-        } else if index_path.exists() {
-            let text =
-                std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                Error::config(format!("{} is not valid JSON: {e}", index_path.display()))
-            })?;
+        Self::open_model(&ModelDir(path.to_path_buf()))
+    }
+
+    /// A model's weights: `model.safetensors`, or the shards a `model.safetensors.index.json`
+    /// names, with its `config.json` when there is one.
+    pub fn open_model(files: &dyn ModelFiles) -> Result<Self> {
+        let where_ = files.describe();
+        let config_json = files.read_json("config.json")?;
+        let index_name = "model.safetensors.index.json";
+        let opened = if let Some(f) = files.safetensors("model.safetensors")? {
+            vec![f]
+        } else if let Some(v) = files.read_json(index_name)? {
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| {
-                    Error::config(format!(
-                        "{} has no `weight_map` object",
-                        index_path.display()
-                    ))
+                    Error::config(format!("{where_}/{index_name} has no `weight_map` object"))
                 })?;
             let mut shards: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
             shards.sort_unstable();
             shards.dedup();
             shards
                 .iter()
-                .map(|s| SafetensorsFile::open(&path.join(s)))
+                .map(|s| {
+                    files.safetensors(s)?.ok_or_else(|| {
+                        Error::input(format!(
+                            "{index_name} names the shard {s}, which {where_} lacks; copy every shard of the checkpoint"
+                        ))
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?
         } else {
             return Err(Error::input(format!(
-                "model directory {} has neither model.safetensors nor model.safetensors.index.json",
-                path.display()
+                "model directory {where_} has neither model.safetensors nor {index_name}"
             )));
         };
-        Ok(Self::from_files(
-            &path.display().to_string(),
-            files,
-            config_json,
-        ))
+        Ok(Self::from_files(&where_, opened, config_json))
     }
 
     pub fn name(&self) -> &str {

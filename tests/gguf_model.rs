@@ -10,6 +10,7 @@
 //! - wrong, missing or damaged files are clear errors.
 mod common;
 
+use pollster::FutureExt as _;
 use std::path::{Path, PathBuf};
 
 use linvt::vlm::model::{open_model, AskOptions, LoadOptions, VideoLlm, Visual};
@@ -65,6 +66,7 @@ fn greedy(m: &mut VideoLlm, visual: &Visual) -> Vec<u32> {
         ..Default::default()
     };
     m.ask(visual, "What is shown?", &opts, &mut |_| {}, &mut |_| {})
+        .block_on()
         .unwrap()
         .token_ids
 }

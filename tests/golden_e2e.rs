@@ -22,6 +22,7 @@
 mod common;
 
 use linvt::gpu::texels::WeightLayout;
+use pollster::FutureExt as _;
 
 use std::path::{Path, PathBuf};
 
@@ -136,7 +137,7 @@ fn upload<O: VlmOps>(e: &mut Engine<O>, t: &Tensor, rows: usize, cols: usize) ->
 }
 
 fn host<O: VlmOps>(e: &mut Engine<O>, t: &O::T) -> Tensor {
-    e.ops.read_back(t).unwrap()
+    e.ops.read_back(t).block_on().unwrap()
 }
 
 /// Every stage of the token flow on one executor.
@@ -194,7 +195,7 @@ fn golden_on<O: VlmOps>(ops: O) {
             Want::default(),
         )
         .unwrap();
-    let idx = e.ops.read_back_indices(&out.indices).unwrap();
+    let idx = e.ops.read_back_indices(&out.indices).block_on().unwrap();
     assert_eq!(idx, g.ids("inter.linvt.topk_indices"));
     assert_close(
         "linvt scores",
@@ -249,7 +250,10 @@ fn golden_on<O: VlmOps>(ops: O) {
         stop_ids: vec![],
         keep_step_logits: true,
     };
-    let gen = e.generate(&golden_embeds, &opts, &mut |_| {}).unwrap();
+    let gen = e
+        .generate(&golden_embeds, &opts, &mut |_| {})
+        .block_on()
+        .unwrap();
     assert_eq!(gen.ids, g.ids("output.greedy_ids"));
     let steps: Vec<f32> = gen
         .step_logits
@@ -277,7 +281,7 @@ fn golden_on<O: VlmOps>(ops: O) {
         "chained bf16 rows"
     );
     let embeds = e.prompt_embeds(&input_ids, &positions, &rows).unwrap();
-    let gen = e.generate(&embeds, &opts, &mut |_| {}).unwrap();
+    let gen = e.generate(&embeds, &opts, &mut |_| {}).block_on().unwrap();
     assert_eq!(gen.ids, g.ids("output.greedy_ids"), "chained greedy ids");
 }
 

@@ -18,6 +18,7 @@
 
 mod common;
 
+use pollster::FutureExt as _;
 use std::path::{Path, PathBuf};
 
 use ::linvt::cpu::CpuOps;
@@ -232,7 +233,7 @@ fn run_case<O: VlmOps>(e: &mut Engine<O>, g: &TensorStore, c: &Case, what: &str)
     let rows = e.vision(&tensor(g, c.pixels)).unwrap();
     if let Some(key) = c.features {
         let want = tensor(g, key);
-        let got = e.ops.read_back(&rows).unwrap();
+        let got = e.ops.read_back(&rows).block_on().unwrap();
         assert_close(
             &format!("{what} features"),
             got.data(),
@@ -252,7 +253,7 @@ fn run_case<O: VlmOps>(e: &mut Engine<O>, g: &TensorStore, c: &Case, what: &str)
         stop_ids: vec![],
         keep_step_logits: true,
     };
-    let out = e.generate(&embeds, &opts, &mut |_| {}).unwrap();
+    let out = e.generate(&embeds, &opts, &mut |_| {}).block_on().unwrap();
     assert_eq!(out.ids, ids(g, c.greedy_ids), "{what} greedy ids");
     let want = tensor(g, c.logits);
     let steps = if want.shape().len() == 2 {
@@ -411,6 +412,7 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
             };
             let a = m
                 .ask(visual, &question(&g, q), &ask, &mut |_| {}, &mut |_| {})
+                .block_on()
                 .unwrap();
             let what = format!("{device:?} {dir} {ids_key}");
             assert_eq!(a.prompt_ids, ids(&g, prompt_key), "{what}: prompt ids");

@@ -10,6 +10,7 @@
 
 mod common;
 
+use pollster::FutureExt as _;
 use std::path::{Path, PathBuf};
 
 use ::linvt::cpu::CpuOps;
@@ -74,14 +75,14 @@ fn each_executor(model: &str, f: &mut dyn FnMut(&str, &mut Tower)) {
     let mut cpu = engine(CpuOps::new(), model);
     f("cpu", &mut |p, g| {
         let t = cpu.qwen2_vision(p, g).unwrap();
-        cpu.ops.read_back(&t).unwrap()
+        cpu.ops.read_back(&t).block_on().unwrap()
     });
     if common::gpu().is_some() {
         let ops = gpu_ops(&dir(model), &LoadOptions::new(Device::Gpu)).unwrap();
         let mut gpu = engine(ops, model);
         f("gpu", &mut |p, g| {
             let t = gpu.qwen2_vision(p, g).unwrap();
-            gpu.ops.read_back(&t).unwrap()
+            gpu.ops.read_back(&t).block_on().unwrap()
         });
     }
 }
@@ -267,6 +268,7 @@ fn generate_cases<O: VlmOps>(mut e: Engine<O>, g: &TensorStore, model: &str, dev
         };
         let out = e
             .generate_at(&x, &positions, delta, &opts, &mut |_| {})
+            .block_on()
             .unwrap();
         let what = format!("{device} {model} {case}");
         let want: Vec<u32> = ints(g, &key("greedy_ids"))
@@ -399,6 +401,7 @@ fn ask_reproduces_the_reference_prompts_and_answers() {
                 };
                 let a = m
                     .ask(&visual, &question(case), &opts, &mut |_| {}, &mut |_| {})
+                    .block_on()
                     .unwrap();
                 let what = format!("{device:?} {model} {case}");
                 let want = |k: &str| -> Vec<u32> {
@@ -430,7 +433,7 @@ fn the_vision_tower_split_by_temporal_groups_gives_the_same_tokens() {
         let (pixels, grid, want) = cases(&g).remove(1);
         assert_eq!(grid[0].t, 3);
         let t = e.qwen2_vision(&pixels, &grid).unwrap();
-        let got = e.ops.read_back(&t).unwrap();
+        let got = e.ops.read_back(&t).block_on().unwrap();
         assert_close(
             &format!("gpu split {model}"),
             got.data(),
@@ -472,6 +475,7 @@ fn qwen2_vl_mistakes_are_clear_errors() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .map(|_| ())
         .unwrap_err()
         .to_string()
@@ -618,6 +622,7 @@ fn linvt_plugs_into_qwen2_vl() {
             };
             let a = m
                 .ask(&video, &question, &ask, &mut |_| {}, &mut |_| {})
+                .block_on()
                 .unwrap();
             assert_eq!(a.video_path, Some(::linvt::vlm::model::VideoPath::Linvt));
             assert_eq!((a.visual_tokens, a.prompt_visual_tokens), (24, 8));

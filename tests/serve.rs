@@ -4,6 +4,7 @@
 
 mod common;
 
+use pollster::FutureExt as _;
 use std::sync::Arc;
 
 use linvt::serve::{router, AppState, ServingArgs};
@@ -83,6 +84,7 @@ fn answers_match_ask_streamed_or_not_and_bad_requests_are_4xx() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap();
     drop(m);
 

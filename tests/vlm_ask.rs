@@ -4,6 +4,7 @@
 mod common;
 
 use common::tiny_golden_clip;
+use pollster::FutureExt as _;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,7 @@ fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
             &mut |d| streamed.push_str(d),
             &mut |s| stages.push(s.to_string()),
         )
+        .block_on()
         .unwrap();
     assert_eq!(a.token_ids, want);
     assert_eq!(streamed, a.text);
@@ -55,6 +57,7 @@ fn ask_reproduces_the_golden_greedy_ids_and_streams_the_answer() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap();
     assert_eq!(again.token_ids, want);
 }
@@ -76,6 +79,7 @@ fn an_image_skips_linvt() {
             &mut |_| {},
             &mut |s| stages.push(s.to_string()),
         )
+        .block_on()
         .unwrap();
     assert!(!stages.iter().any(|s| s == "LinVT"));
     // The image's 4 tokens fill 4 `<IMG_CONTEXT>` slots (the video prompt has 8).
@@ -206,6 +210,7 @@ fn a_video_file_decodes_through_ffmpeg() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap();
     assert_eq!(a.token_ids, want);
 }
@@ -232,6 +237,7 @@ fn sampling_is_seeded() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap()
         .token_ids
     };
@@ -263,6 +269,7 @@ fn the_answer_says_why_it_ended() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap()
     };
     let a = ask(&fixture(), 4);

@@ -8,6 +8,7 @@ use linvt::ops::SamplingParams;
 use linvt::vlm::model::{AskOptions, Question, VideoLlm, Visual};
 use linvt::vlm::prompt::Turns;
 use linvt::Device;
+use pollster::FutureExt as _;
 
 /// Four questions: video and image, greedy and sampled, 5 to 16 tokens, one multi-turn.
 fn questions() -> Vec<(Visual, &'static str, AskOptions)> {
@@ -50,7 +51,12 @@ fn questions() -> Vec<(Visual, &'static str, AskOptions)> {
 fn alone(m: &mut VideoLlm) -> Vec<Vec<u32>> {
     questions()
         .iter()
-        .map(|(v, q, o)| m.ask(v, q, o, &mut |_| {}, &mut |_| {}).unwrap().token_ids)
+        .map(|(v, q, o)| {
+            m.ask(v, q, o, &mut |_| {}, &mut |_| {})
+                .block_on()
+                .unwrap()
+                .token_ids
+        })
         .collect()
 }
 
@@ -61,17 +67,21 @@ fn together(m: &mut VideoLlm) -> Vec<Vec<u32>> {
     let mut running: Vec<Question> = Vec::new();
     let begin = |m: &mut VideoLlm, i: usize| {
         let (v, q, o) = &qs[i];
-        m.begin(Some(v), q, o, &mut |_| {}).unwrap()
+        m.begin(Some(v), q, o, &mut |_| {}).block_on().unwrap()
     };
     running.push(begin(m, 0));
     running.push(begin(m, 1));
     for _ in 0..2 {
-        m.step(&mut running.iter_mut().collect::<Vec<_>>()).unwrap();
+        m.step(&mut running.iter_mut().collect::<Vec<_>>())
+            .block_on()
+            .unwrap();
     }
     running.push(begin(m, 2));
     running.push(begin(m, 3));
     while running.iter().any(|q| !q.done()) {
-        m.step(&mut running.iter_mut().collect::<Vec<_>>()).unwrap();
+        m.step(&mut running.iter_mut().collect::<Vec<_>>())
+            .block_on()
+            .unwrap();
     }
     running
         .into_iter()
@@ -131,21 +141,30 @@ fn text_only_questions_take_the_template_and_batch_with_video_ones() {
     for device in devices {
         let mut m = VideoLlm::load(&common::tiny_fixture(), device, &mut |_, _| {}).unwrap();
         let want_ids = m.tokenizer().encode_prompt(&text).unwrap();
-        let alone = m.begin(None, "Name a colour.", &opts, &mut |_| {}).unwrap();
+        let alone = m
+            .begin(None, "Name a colour.", &opts, &mut |_| {})
+            .block_on()
+            .unwrap();
         let mut alone = vec![alone];
         while !alone[0].done() {
-            m.step(&mut alone.iter_mut().collect::<Vec<_>>()).unwrap();
+            m.step(&mut alone.iter_mut().collect::<Vec<_>>())
+                .block_on()
+                .unwrap();
         }
         let alone = m.finish(alone.pop().unwrap()).unwrap();
         assert_eq!(alone.prompt_ids, want_ids);
         assert_eq!((alone.visual_tokens, alone.token_ids.len()), (0, 8));
         let (clip, q, o) = questions().swap_remove(0);
         let mut both = vec![
-            m.begin(Some(&clip), q, &o, &mut |_| {}).unwrap(),
-            m.begin(None, "Name a colour.", &opts, &mut |_| {}).unwrap(),
+            m.begin(Some(&clip), q, &o, &mut |_| {}).block_on().unwrap(),
+            m.begin(None, "Name a colour.", &opts, &mut |_| {})
+                .block_on()
+                .unwrap(),
         ];
         while both.iter().any(|q| !q.done()) {
-            m.step(&mut both.iter_mut().collect::<Vec<_>>()).unwrap();
+            m.step(&mut both.iter_mut().collect::<Vec<_>>())
+                .block_on()
+                .unwrap();
         }
         let text_answer = m.finish(both.pop().unwrap()).unwrap();
         assert_eq!(text_answer.token_ids, alone.token_ids, "{device:?}");

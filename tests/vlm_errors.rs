@@ -1,6 +1,7 @@
 //! Every failure a user can cause in the video-LLM gets a clear error (no panic): each test
 //! breaks one thing in a temporary copy of the tiny model directory (or its inputs).
 
+use pollster::FutureExt as _;
 use std::path::{Path, PathBuf};
 
 use ::linvt::vlm::model::{AskOptions, VideoLlm, Visual};
@@ -89,6 +90,7 @@ fn ask_err(m: &mut VideoLlm, visual: &Visual, question: &str) -> String {
         &mut |_| {},
         &mut |_| {},
     )
+    .block_on()
     .unwrap_err()
     .to_string()
 }
@@ -245,6 +247,7 @@ fn frames_of_unexpected_size_are_resized() {
             &mut |_| {},
             &mut |_| {},
         )
+        .block_on()
         .unwrap();
     assert_eq!(a.token_ids.len(), 3);
 }

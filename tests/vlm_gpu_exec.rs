@@ -13,6 +13,7 @@ use linvt::ops::Role;
 use linvt::ops::VlmOps;
 use linvt::ops::{Positions, Rope, SamplingParams};
 use linvt::Tensor;
+use pollster::FutureExt as _;
 
 fn tensor(seed: u64, rows: usize, cols: usize) -> Tensor {
     Tensor::new(vec![rows, cols], common::rand_vec(seed, rows * cols, 1.0)).unwrap()
@@ -36,7 +37,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let got = gpu.gather_rows(&tg, &ids).unwrap();
     let want = cpu.gather_rows(&tc, &ids).unwrap();
     assert_eq!(
-        gpu.read_back(&got).unwrap().data(),
+        gpu.read_back(&got).block_on().unwrap().data(),
         want.data(),
         "gather: copies"
     );
@@ -46,7 +47,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let x = tensor(2, 3, 24);
     let xg = gpu.upload(x.clone()).unwrap();
     let got = gpu.linear(&xg, &tg, None).unwrap();
-    let got = gpu.read_back(&got).unwrap();
+    let got = gpu.read_back(&got).block_on().unwrap();
     let want = cpu.linear(&x, &tc, None).unwrap();
     assert_eq!(got.shape(), &[3, 1000]);
     // Dot products of 24 terms in (-1, 1): f32 summation-order differences ≲ 24·2⁻²⁴·|terms|.
@@ -59,7 +60,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let (bg, bc) = (gpu.upload(b.clone()).unwrap(), cpu.upload(b).unwrap());
     let got = gpu.linear_gelu(&xg, &tg, Some(&bg)).unwrap();
     let want = cpu.linear_gelu(&x, &tc, Some(&bc)).unwrap();
-    let got = gpu.read_back(&got).unwrap();
+    let got = gpu.read_back(&got).block_on().unwrap();
     common::assert_close("chunked linear_gelu", got.data(), want.data(), 2e-5, 0.0);
     gpu.placement.chunk_bytes = None; // activations (12 000 bytes) stay whole
     let r = tensor(4, 3, 1000);
@@ -75,7 +76,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
     let want = cpu
         .linear_residual(&x, &tc, Some(&bc), &rc, Some(&gc))
         .unwrap();
-    let got = gpu.read_back(&got).unwrap();
+    let got = gpu.read_back(&got).block_on().unwrap();
     common::assert_close(
         "chunked linear_residual",
         got.data(),
@@ -89,7 +90,7 @@ fn chunked_table_gathers_and_projects_like_one_table() {
         .to_string();
     assert!(err.contains("residual"), "{err}");
     // Reading the whole table back joins the chunks.
-    assert_eq!(gpu.read_back(&tg).unwrap().data(), tc.data());
+    assert_eq!(gpu.read_back(&tg).block_on().unwrap().data(), tc.data());
     // Other ops refuse the chunked table instead of reading past its first chunk.
     let err = gpu.rms_norm(&tg, &xg, 1e-6).unwrap_err().to_string();
     assert!(err.contains("storage binding"), "{err}");
@@ -120,7 +121,11 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
     let ids = [0u32, 999, 17, 17, 512];
     let got = gpu.gather_rows(&tg, &ids).unwrap();
     let want = cpu.gather_rows(&tc, &ids).unwrap();
-    assert_eq!(gpu.read_back(&got).unwrap().data(), want.data(), "gather");
+    assert_eq!(
+        gpu.read_back(&got).block_on().unwrap().data(),
+        want.data(),
+        "gather"
+    );
     assert!(gpu.gather_rows(&tg, &[1000]).is_err());
 
     // One token (the matrix-vector kernel) and three (register-blocked), with a bias.
@@ -134,16 +139,20 @@ fn texel_weights_gather_project_and_read_back_like_the_cpu() {
         // Dot products of 24 terms in (-1, 1) plus a bias: summation order ≲ 24·2⁻²⁴·|terms|.
         common::assert_close(
             &format!("texel lm_head, {rows} rows"),
-            gpu.read_back(&got).unwrap().data(),
+            gpu.read_back(&got).block_on().unwrap().data(),
             want.data(),
             1e-5,
             0.0,
         );
     }
-    assert_eq!(gpu.read_back(&tg).unwrap().data(), tc.data(), "read-back");
+    assert_eq!(
+        gpu.read_back(&tg).block_on().unwrap().data(),
+        tc.data(),
+        "read-back"
+    );
     let view = gpu.rows(&tg, 10, 2);
     assert_eq!(
-        gpu.read_back(&view).unwrap().data(),
+        gpu.read_back(&view).block_on().unwrap().data(),
         &tc.data()[240..288],
         "read-back of a row view"
     );
@@ -203,7 +212,7 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
         // As tests/kernel_kv_attention.rs (convex combinations of values in (-1, 1)).
         common::assert_close(
             &format!("attention at {position}"),
-            gpu.read_back(&a).unwrap().data(),
+            gpu.read_back(&a).block_on().unwrap().data(),
             want.data(),
             1e-5,
             1e-4,
@@ -217,7 +226,12 @@ fn decode_through_the_cache_matches_cpu_and_samples_one_id() {
     // sample: greedy reads back the argmax id.
     let logits = Tensor::new(vec![1, 5], vec![0.1, 3.0, -2.0, 3.0, 1.0]).unwrap();
     let lg = gpu.upload(logits).unwrap();
-    assert_eq!(gpu.sample(&lg, &SamplingParams::default(), 0.3).unwrap(), 1);
+    assert_eq!(
+        gpu.sample(&lg, &SamplingParams::default(), 0.3)
+            .block_on()
+            .unwrap(),
+        1
+    );
 }
 
 fn tiny_model_dir() -> std::path::PathBuf {
@@ -328,6 +342,7 @@ fn seeded_sampling_answers_match_the_cpu() {
         };
         let ask = |m: &mut VideoLlm| {
             m.ask(&visual, "What moves?", &opts, &mut |_| {}, &mut |_| {})
+                .block_on()
                 .unwrap()
                 .token_ids
         };
@@ -457,13 +472,17 @@ fn bf16_decoder_matches_cpu(layout: WeightLayout) {
         let lc = qwen2::logits(&mut cpu, &pc, &last).unwrap();
         common::assert_close(
             &format!("bf16 decoder logits ({layout:?}), step {step}"),
-            gpu.read_back(&lg).unwrap().data(),
+            gpu.read_back(&lg).block_on().unwrap().data(),
             lc.data(),
             1e-4,
             0.0,
         );
-        let id = gpu.sample(&lg, &greedy, 0.0).unwrap();
-        assert_eq!(id, cpu.sample(&lc, &greedy, 0.0).unwrap(), "step {step}");
+        let id = gpu.sample(&lg, &greedy, 0.0).block_on().unwrap();
+        assert_eq!(
+            id,
+            cpu.sample(&lc, &greedy, 0.0).block_on().unwrap(),
+            "step {step}"
+        );
         position += ids.len();
         ids = vec![id];
     }
@@ -521,7 +540,7 @@ fn block_attention_is_one_cross_attention_per_block() {
     let got = gpu.block_attention(&qg, &kg, &vg, blocks, heads).unwrap();
     common::assert_close(
         "block_attention",
-        gpu.read_back(&got).unwrap().data(),
+        gpu.read_back(&got).block_on().unwrap().data(),
         want.data(),
         1e-5,
         1e-4,

@@ -6,6 +6,7 @@
 
 mod common;
 
+use pollster::FutureExt as _;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,7 @@ fn ask(
         ..Default::default()
     };
     m.ask(visual, question, &opts, &mut |_| {}, &mut |_| {})
+        .block_on()
         .unwrap()
 }
 
@@ -177,6 +179,7 @@ fn an_image_is_tiled_as_internvl_does() {
         };
         let a = m
             .ask(&image, "What is this?", &opts, &mut |_| {}, &mut |_| {})
+            .block_on()
             .unwrap();
         assert_eq!(a.video_path, None);
         assert_eq!((a.images, a.prompt_visual_tokens), (2, 8));
@@ -505,6 +508,7 @@ fn non_finite_linvt_scores_stop_both_executors() {
                 &mut |_| {},
                 &mut |_| {},
             )
+            .block_on()
             .expect_err("non-finite scores must be an error")
             .to_string();
         assert!(e.contains("not finite"), "{device:?}: {e}");
@@ -555,6 +559,7 @@ fn overflow_in_the_llm_or_the_image_path_stops_both_executors() {
             };
             let e = m
                 .ask(&visual, &question, &opts, &mut |_| {}, &mut |_| {})
+                .block_on()
                 .expect_err("an overflow must be an error")
                 .to_string();
             assert!(e.contains("overflowed float32"), "{device:?}: {e}");

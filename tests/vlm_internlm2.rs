@@ -4,6 +4,7 @@
 
 mod common;
 
+use pollster::FutureExt as _;
 use std::path::{Path, PathBuf};
 
 use ::linvt::cpu::CpuOps;
@@ -98,14 +99,14 @@ fn logits_and_ids<O: VlmOps>(ops: O, dir: &Path) -> (Vec<f32>, Vec<u32>) {
     let mut cache = e.new_cache(151).unwrap();
     let h = e.decode(&x, &mut cache, 0).unwrap();
     let l = e.logits(&h).unwrap();
-    let logits = e.ops.read_back(&l).unwrap().into_data();
+    let logits = e.ops.read_back(&l).block_on().unwrap().into_data();
     let opts = GenerateOptions {
         max_new_tokens: 8,
         sampling: Default::default(),
         stop_ids: vec![],
         keep_step_logits: false,
     };
-    let ids = e.generate(&x, &opts, &mut |_| {}).unwrap().ids;
+    let ids = e.generate(&x, &opts, &mut |_| {}).block_on().unwrap().ids;
     (logits, ids)
 }
 

@@ -352,7 +352,7 @@ impl VlmOps for CpuOps {
         }
     }
 
-    fn read_back(&mut self, x: &Tensor) -> Result<Tensor> {
+    async fn read_back(&mut self, x: &Tensor) -> Result<Tensor> {
         Ok(x.clone())
     }
 
@@ -594,11 +594,11 @@ impl VlmOps for CpuOps {
         same_shape(q, out)
     }
 
-    fn read_back_indices(&mut self, idx: &Vec<u32>) -> Result<Vec<u32>> {
+    async fn read_back_indices(&mut self, idx: &Vec<u32>) -> Result<Vec<u32>> {
         Ok(idx.clone())
     }
 
-    fn sample(&mut self, logits: &Tensor, p: &SamplingParams, uniform: f32) -> Result<u32> {
+    async fn sample(&mut self, logits: &Tensor, p: &SamplingParams, uniform: f32) -> Result<u32> {
         if let Some(bad) = logits.data().iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFiniteLogits { token: bad as u32 });
         }

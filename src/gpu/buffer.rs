@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+#[cfg(not(target_arch = "wasm32"))]
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
@@ -382,6 +383,21 @@ impl GpuContext {
         let bytes_len = bytes.len();
         self.check_fits_bytes(name, bytes_len as u64)?;
         bytes.resize(padded_bytes(bytes_len) as usize, 0);
+        // In the browser a buffer mapped at creation is a second copy in wasm memory until it is
+        // unmapped; `write_buffer` copies straight from these bytes (a model's largest tensor
+        // sets the page's peak memory).
+        #[cfg(target_arch = "wasm32")]
+        let buffer = {
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes.len() as u64,
+                usage: STORAGE_USAGE,
+                mapped_at_creation: false,
+            });
+            self.queue.write_buffer(&buffer, 0, &bytes);
+            buffer
+        };
+        #[cfg(not(target_arch = "wasm32"))]
         let buffer = self
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

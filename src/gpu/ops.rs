@@ -268,7 +268,7 @@ impl<'a> GpuOps<'a> {
     /// Submits everything recorded so far together with copies of `tensors` to the host.
     /// The pending health checks' words are read back with them and checked first, so a
     /// non-finite value upstream is an error, never a silently wrong result.
-    pub(crate) fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
+    pub(crate) async fn submit_and_read(&mut self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         let (ctx, pool) = (self.rec.ctx, self.rec.pool.clone());
         let checks = self.rec.checks;
         let health = self.rec.health_word().filter(|_| checks).cloned();
@@ -282,32 +282,22 @@ impl<'a> GpuOps<'a> {
             .map(|word| HealthCheck::Overflow { word: word.clone() })
             .collect();
         checks.append(&mut self.pending_checks);
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let mut wanted = tensors.to_vec();
-            wanted.extend(checks.iter().map(|c| c.tensor()));
-            let mut bytes = pollster::block_on(ctx.read_back(encoder, &wanted))?;
-            if let Some(word) = &health {
-                // Cleared for the next recording, whatever this one found.
-                ctx.queue.write_buffer(
-                    word.buffer()?,
-                    4 * word.offset as u64,
-                    bytemuck::bytes_of(&u32::MAX),
-                );
-            }
-            for (check, b) in checks.iter().zip(&bytes[tensors.len()..]) {
-                check.check(b)?;
-            }
-            bytes.truncate(tensors.len());
-            Ok(bytes)
+        let mut wanted = tensors.to_vec();
+        wanted.extend(checks.iter().map(|c| c.tensor()));
+        let mut bytes = ctx.read_back(encoder, &wanted).await?;
+        if let Some(word) = &health {
+            // Cleared for the next recording, whatever this one found.
+            ctx.queue.write_buffer(
+                word.buffer()?,
+                4 * word.offset as u64,
+                bytemuck::bytes_of(&u32::MAX),
+            );
         }
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = (encoder, tensors, checks);
-            Err(Error::Gpu(
-                "blocking read-back is not available in the browser".into(),
-            ))
+        for (check, b) in checks.iter().zip(&bytes[tensors.len()..]) {
+            check.check(b)?;
         }
+        bytes.truncate(tensors.len());
+        Ok(bytes)
     }
 
     /// Refuses a row-chunked table or a weight stored as texels where an op cannot read it.

@@ -76,13 +76,13 @@ impl VlmOps for GpuOps<'_> {
         }
     }
 
-    fn read_back(&mut self, x: &GpuTensor) -> Result<Tensor> {
+    async fn read_back(&mut self, x: &GpuTensor) -> Result<Tensor> {
         let parts: Vec<GpuTensor> = match self.chunked(x) {
             Some(c) => c.chunks.iter().map(|(_, t)| t.clone()).collect(),
             None => vec![x.clone()],
         };
         let refs: Vec<&GpuTensor> = parts.iter().collect();
-        let bytes = self.submit_and_read(&refs)?;
+        let bytes = self.submit_and_read(&refs).await?;
         let data: Vec<f32> = bytes
             .iter()
             .flat_map(|b| bytemuck::pod_collect_to_vec::<u8, f32>(b))
@@ -380,17 +380,22 @@ impl VlmOps for GpuOps<'_> {
         )
     }
 
-    fn sample(&mut self, logits: &GpuTensor, params: &SamplingParams, uniform: f32) -> Result<u32> {
+    async fn sample(
+        &mut self,
+        logits: &GpuTensor,
+        params: &SamplingParams,
+        uniform: f32,
+    ) -> Result<u32> {
         self.plain("sample", &[logits])?;
         let id = gpu::sample::sample(&mut self.rec, logits, params, uniform)?;
-        let bytes = self.submit_and_read(&[&id])?;
+        let bytes = self.submit_and_read(&[&id]).await?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[0]);
         gpu::sample::logits_error(words[1])?;
         Ok(words[0])
     }
 
-    fn read_back_indices(&mut self, idx: &TopKResult) -> Result<Vec<u32>> {
-        let bytes = self.submit_and_read(&[&idx.indices])?;
+    async fn read_back_indices(&mut self, idx: &TopKResult) -> Result<Vec<u32>> {
+        let bytes = self.submit_and_read(&[&idx.indices]).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
     }
 }

@@ -12,6 +12,8 @@
 //! `row_count`, `self_attention` (the ViT's attention along the token axis of (frames, tokens)),
 //! `concat_rows`, `stage` (timing marks).
 
+use std::future::Future;
+
 use super::{Ops, Positions, Role, Rope, SamplingParams};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -43,7 +45,9 @@ pub trait VlmOps: Ops {
 
     /// Copies a tensor back to the host as (rows, cols) (1-D stays 1-D). Used for outputs and
     /// tests, never inside the per-token decode loop (that reads back only `sample`'s id).
-    fn read_back(&mut self, x: &Self::T) -> Result<Tensor>;
+    /// Reads are futures because the browser cannot block on the GPU (native callers block on
+    /// them with `pollster`); everything else is recorded synchronously.
+    fn read_back(&mut self, x: &Self::T) -> impl Future<Output = Result<Tensor>>;
 
     /// The same elements viewed as (rows, cols); rows · cols must equal the element count.
     fn reshape(&mut self, x: &Self::T, rows: usize, cols: usize) -> Result<Self::T>;
@@ -202,11 +206,16 @@ pub trait VlmOps: Ops {
 
     /// One token id from a logits row (1, vocab): greedy, or temperature/top-k/top-p with the
     /// caller's uniform number in [0, 1) (see `cpu::sample`). The only per-step read-back.
-    fn sample(&mut self, logits: &Self::T, params: &SamplingParams, uniform: f32) -> Result<u32>;
+    fn sample(
+        &mut self,
+        logits: &Self::T,
+        params: &SamplingParams,
+        uniform: f32,
+    ) -> impl Future<Output = Result<u32>>;
 
     /// The selected flat indices of a LinVT `top_k` on the host (for provenance pictures; once
     /// per question, after the forward).
-    fn read_back_indices(&mut self, idx: &Self::Idx) -> Result<Vec<u32>>;
+    fn read_back_indices(&mut self, idx: &Self::Idx) -> impl Future<Output = Result<Vec<u32>>>;
 }
 
 /// The checks every executor's `kv_write` makes before writing: k and v are (rows, width) alike

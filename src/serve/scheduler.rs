@@ -157,9 +157,7 @@ fn run(mut model: VideoLlm, mut rx: mpsc::Receiver<Job>, parallel: usize, metric
         let t0 = Instant::now();
         let mut questions: Vec<&mut Question> = slots.iter_mut().map(|s| &mut s.question).collect();
         let stepped = guarded(|| {
-            model
-                .step(&mut questions)
-                .map_err(|e| ApiError::from_error(&e))
+            pollster::block_on(model.step(&mut questions)).map_err(|e| ApiError::from_error(&e))
         })
         .and_then(|r| r);
         metrics.stage("decode", t0.elapsed().as_secs_f64());
@@ -199,13 +197,19 @@ fn begin(model: &mut VideoLlm, job: Job, metrics: &Metrics) -> Option<Slot> {
     let started = Instant::now();
     let mut stage_start = Instant::now();
     let mut current = String::new();
-    let begun = model.begin(job.visual.as_ref(), &job.question, &job.opts, &mut |name| {
+    let mut on_stage = |name: &str| {
         if !current.is_empty() {
             metrics.stage(&current, stage_start.elapsed().as_secs_f64());
         }
         current = name.to_string();
         stage_start = Instant::now();
-    });
+    };
+    let begun = pollster::block_on(model.begin(
+        job.visual.as_ref(),
+        &job.question,
+        &job.opts,
+        &mut on_stage,
+    ));
     if !current.is_empty() {
         metrics.stage(&current, stage_start.elapsed().as_secs_f64());
     }

@@ -147,9 +147,8 @@ pub struct AskArgs {
     /// (without a value: linvt-provenance.png in the system's temporary directory).
     #[arg(long, value_name = "PNG", num_args = 0..=1)]
     pub provenance: Option<Option<PathBuf>>,
-    /// Print one JSON object {"answer", "token_ids", "timings_ms", "video_path",
-    /// "finish_reason", "tokens"}
-    /// instead of streaming.
+    /// Print one JSON object {"answer", "token_ids", "prompt_ids", "timings_ms", "video_path",
+    /// "finish_reason", "tokens"} instead of streaming.
     #[arg(long)]
     pub json: bool,
 }
@@ -292,23 +291,20 @@ pub fn run(a: AskArgs) -> Result<()> {
     let json = a.json;
     let mut first = true;
     let stdout = std::io::stdout();
-    let answer = model.ask(
-        &visual,
-        &a.question,
-        &opts,
-        &mut |delta| {
-            if first {
-                stage.finish_and_clear();
-                first = false;
-            }
-            if !json {
-                let mut out = stdout.lock();
-                let _ = out.write_all(delta.as_bytes());
-                let _ = out.flush();
-            }
-        },
-        &mut |name| stage.set_message(name.to_string()),
-    )?;
+    let mut on_text = |delta: &str| {
+        if first {
+            stage.finish_and_clear();
+            first = false;
+        }
+        if !json {
+            let mut out = stdout.lock();
+            let _ = out.write_all(delta.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let mut on_stage = |name: &str| stage.set_message(name.to_string());
+    let answer =
+        pollster::block_on(model.ask(&visual, &a.question, &opts, &mut on_text, &mut on_stage))?;
     stage.finish_and_clear();
     let mut timings: Vec<(String, f64)> = vec![("load".into(), model.load_ms)];
     timings.extend(answer.timings_ms.iter().cloned());
@@ -316,6 +312,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         let obj = serde_json::json!({
             "answer": answer.text,
             "token_ids": answer.token_ids,
+            "prompt_ids": answer.prompt_ids,
             "timings_ms": timings
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::json!(v)))

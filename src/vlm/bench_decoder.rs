@@ -538,7 +538,10 @@ fn measure<O: VlmOps>(
         let last = ops.rows(&h, ids.len() - 1, 1);
         let logits = qwen2::logits(ops, p, &last)?;
         let record_ms = t.elapsed().as_secs_f64() * 1e3;
-        Ok::<_, Error>((ops.sample(&logits, &greedy, 0.0)?, record_ms))
+        Ok::<_, Error>((
+            pollster::block_on(ops.sample(&logits, &greedy, 0.0))?,
+            record_ms,
+        ))
     };
     progress("prefill");
     let t = Instant::now();

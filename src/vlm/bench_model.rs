@@ -184,7 +184,7 @@ pub fn vision_stage<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs) -> Resul
         Some(grid) => e.qwen2_vision(&inputs.pixels, &[*grid])?,
         None => e.vision(&inputs.pixels)?,
     };
-    e.sync(&tokens)?;
+    pollster::block_on(e.sync(&tokens))?;
     Ok(tokens)
 }
 
@@ -201,7 +201,7 @@ pub fn linvt_stage<O: VlmOps>(
     let clip = Tiled::whole(visual.clone(), inputs.frames, tokens);
     let out = e.condense(&clip, &text, Want::default())?;
     let rows = e.ops.round_bf16(&out.output)?;
-    e.sync(&rows)?;
+    pollster::block_on(e.sync(&rows))?;
     Ok(rows)
 }
 
@@ -228,7 +228,7 @@ pub fn prefill_stage<O: VlmOps>(
     let hidden = e.decode_at(embeds, &mut cache, 0, &inputs.positions)?;
     let last = e.ops.rows(&hidden, len - 1, 1);
     let logits = e.logits(&last)?;
-    let id = e.ops.sample(&logits, &SamplingParams::default(), 0.0)?;
+    let id = pollster::block_on(e.ops.sample(&logits, &SamplingParams::default(), 0.0))?;
     Ok((cache, id))
 }
 
@@ -245,7 +245,7 @@ pub fn decode_step<O: VlmOps>(
     let positions = Positions::range_on_axes(at, 1, inputs.positions.axes());
     let hidden = e.decode_at(&x, cache, slot, &positions)?;
     let logits = e.logits(&hidden)?;
-    e.ops.sample(&logits, &SamplingParams::default(), 0.0)
+    pollster::block_on(e.ops.sample(&logits, &SamplingParams::default(), 0.0))
 }
 
 /// Loads a model directory onto the CPU executor (LinVT as `linvt` says, weights as

@@ -43,8 +43,10 @@ fn ask_on(dir: &Path, backend: Device, frames: &[Frame]) -> Result<Run> {
     };
     let visual = Visual::Video(frames.to_vec());
     // Warm-up: a GPU compiles its pipelines on first dispatch; the timed run shows steady state.
-    model.ask(&visual, QUESTION, &opts, &mut |_| {}, &mut |_| {})?;
-    let answer = model.ask(&visual, QUESTION, &opts, &mut |_| {}, &mut |_| {})?;
+    let mut ask =
+        || pollster::block_on(model.ask(&visual, QUESTION, &opts, &mut |_| {}, &mut |_| {}));
+    ask()?;
+    let answer = ask()?;
     let config = model.config();
     Ok(Run {
         backend: match backend {

@@ -94,20 +94,13 @@ pub struct Generated {
 }
 
 fn now_ms() -> f64 {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs_f64()
-            * 1e3
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        0.0
-    }
+    use std::sync::OnceLock;
+    static START: OnceLock<web_time::Instant> = OnceLock::new();
+    START
+        .get_or_init(web_time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3
 }
 
 impl<O: VlmOps> Engine<O> {
@@ -272,9 +265,9 @@ impl<O: VlmOps> Engine<O> {
 
     /// Waits until `t` is computed, by reading its first row back (a GPU executor records
     /// lazily: without this a stage's time would be its recording's). A copy on the CPU.
-    pub fn sync(&mut self, t: &O::T) -> Result<()> {
+    pub async fn sync(&mut self, t: &O::T) -> Result<()> {
         let row = self.ops.rows(t, 0, 1);
-        self.ops.read_back(&row).map(drop)
+        self.ops.read_back(&row).await.map(drop)
     }
 
     /// How many rows of `width` f32 values one op may write on this executor.
@@ -407,7 +400,7 @@ impl<O: VlmOps> Engine<O> {
 
     /// Prefill of the prompt embeddings, then token-by-token decoding with the KV cache until a
     /// stop id or `max_new_tokens`. `on_token` sees each id as it is chosen.
-    pub fn generate(
+    pub async fn generate(
         &mut self,
         embeds: &O::T,
         opts: &GenerateOptions,
@@ -415,12 +408,13 @@ impl<O: VlmOps> Engine<O> {
     ) -> Result<Generated> {
         let len = self.ops.row_count(embeds);
         self.generate_at(embeds, &Positions::range(0, len), 0, opts, on_token)
+            .await
     }
 
     /// [`Self::generate`] with the prompt's rotary `positions` (a host's own scheme, e.g.
     /// Qwen2-VL's three axes); the token at slot n ≥ prompt length then sits at position
     /// n + `delta` on every axis.
-    pub fn generate_at(
+    pub async fn generate_at(
         &mut self,
         embeds: &O::T,
         positions: &Positions,
@@ -428,12 +422,12 @@ impl<O: VlmOps> Engine<O> {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Generated> {
-        let mut seq = self.start(embeds, positions, delta, opts)?;
+        let mut seq = self.start(embeds, positions, delta, opts).await?;
         if let Some(&id) = seq.out.ids.first() {
             on_token(id);
         }
         while !seq.done {
-            self.step(&mut [&mut seq])?;
+            self.step(&mut [&mut seq]).await?;
             on_token(*seq.out.ids.last().expect("a step adds a token"));
         }
         Ok(seq.finish())
@@ -442,7 +436,7 @@ impl<O: VlmOps> Engine<O> {
     /// Starts generating after a prompt: its prefill (on the prompt embeddings at rotary
     /// `positions`; generated tokens then sit at slot + `delta`) and the first token. The
     /// sequence then takes one token per [`Self::step`] until `done`.
-    pub fn start(
+    pub async fn start(
         &mut self,
         embeds: &O::T,
         positions: &Positions,
@@ -479,7 +473,7 @@ impl<O: VlmOps> Engine<O> {
         let logits = self.logits(&last)?;
         // The prefill ends when its token is known (on a GPU the work runs at the first
         // read-back): the time to the first token.
-        self.choose(&mut seq, &logits)?;
+        self.choose(&mut seq, &logits).await?;
         seq.decode_started_ms = now_ms();
         seq.out.prefill_ms = seq.decode_started_ms - t0;
         if seq.done {
@@ -494,7 +488,7 @@ impl<O: VlmOps> Engine<O> {
     /// one it would get alone (`cpu::linear::DECODE_ROWS` products are row-independent); GPU
     /// kernels for several rows sum in another order than the one-row kernel, so there a
     /// batched token agrees with a lone one to rounding.
-    pub fn step(&mut self, seqs: &mut [&mut Sequence<O::Kv>]) -> Result<()> {
+    pub async fn step(&mut self, seqs: &mut [&mut Sequence<O::Kv>]) -> Result<()> {
         let mut active: Vec<&mut Sequence<O::Kv>> = seqs
             .iter_mut()
             .filter(|s| !s.done)
@@ -545,20 +539,21 @@ impl<O: VlmOps> Engine<O> {
                 1 => logits.clone(),
                 _ => self.ops.rows(&logits, i, 1),
             };
-            self.choose(s, &row)?;
+            self.choose(s, &row).await?;
         }
         Ok(())
     }
 
     /// Samples `seq`'s next token from its logits row and decides whether it ends there: a
     /// stop id, its `max_new_tokens`, or a full context.
-    fn choose(&mut self, seq: &mut Sequence<O::Kv>, logits: &O::T) -> Result<()> {
+    async fn choose(&mut self, seq: &mut Sequence<O::Kv>, logits: &O::T) -> Result<()> {
         if seq.opts.keep_step_logits {
-            seq.out.step_logits.push(self.ops.read_back(logits)?);
+            seq.out.step_logits.push(self.ops.read_back(logits).await?);
         }
         let id = self
             .ops
-            .sample(logits, &seq.opts.sampling, seq.rng.uniform())?;
+            .sample(logits, &seq.opts.sampling, seq.rng.uniform())
+            .await?;
         seq.out.ids.push(id);
         let position = seq.prompt_len + seq.out.ids.len() - 1;
         // Stop at a stop id, the last requested token (whose successor's logits would never be

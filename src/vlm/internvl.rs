@@ -76,7 +76,7 @@ pub fn prompt_for(
 }
 
 /// Builds the prompt and its visual rows. `on_stage` hears each stage's name as it starts.
-pub fn prepare<O: VlmOps>(
+pub async fn prepare<O: VlmOps>(
     e: &mut Engine<O>,
     tok: &Tokenizer,
     template: &Template,
@@ -95,7 +95,7 @@ pub fn prepare<O: VlmOps>(
     on_stage("vision encoder");
     let parts = e.vision_parts(&pixels)?;
     if let Some((last, _)) = parts.last() {
-        e.sync(last)?;
+        e.sync(last).await?;
     }
     let n = host.tokens_per_frame();
     let visual_tokens = images.len() * n;
@@ -129,14 +129,13 @@ pub fn prepare<O: VlmOps>(
             let out = e.condense(&Tiled::from_parts(parts, n), &text, want)?;
             // The released model casts LinVT's output to bf16 before the LLM sees it.
             let rows = e.ops.round_bf16(&out.output)?;
-            e.sync(&rows)?;
+            e.sync(&rows).await?;
             let provenance = if opts.provenance {
-                let indices = e.ops.read_back_indices(&out.indices)?;
-                let probs = out
-                    .aggregation_probs
-                    .iter()
-                    .map(|p| e.ops.read_back(p))
-                    .collect::<Result<Vec<_>>>()?;
+                let indices = e.ops.read_back_indices(&out.indices).await?;
+                let mut probs = Vec::with_capacity(out.aggregation_probs.len());
+                for p in &out.aggregation_probs {
+                    probs.push(e.ops.read_back(p).await?);
+                }
                 let dims = e.linvt_dims(frames.len(), n, &text)?;
                 Some(provenance::of_forward(
                     heads, q, dims, &out, &indices, &probs,

@@ -2,13 +2,17 @@
 //! ask many questions about videos, frame sets or images, with the answer streamed per token.
 //! The token flow is the InternVL host's (`internvl.rs`); generation is `Engine::generate`.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+use std::path::PathBuf;
+
+use web_time::Instant;
 
 use super::config::{ids_of, Host, VlmConfig};
 use super::engine::{Engine, EngineSources, FinishReason, GenerateOptions, Sequence};
 use super::internvl::{self, HostOptions};
 pub use super::internvl::{VideoPath, Visual};
+#[cfg(not(target_arch = "wasm32"))]
 use super::lora::Lora;
 use super::prompt::{Template, Turns};
 use super::qwen2_vl_preprocess::Qwen2Processor;
@@ -18,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{BufferPool, GpuOps, Recorder, WeightChoice, WeightStorage};
 use crate::linvt::provenance::Provenance;
 use crate::ops::{Activations, Device, SamplingParams, VlmOps};
-use crate::weights::TensorStore;
+use crate::weights::{ModelFiles, TensorStore};
 
 /// Where the video path's LinVT module comes from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,6 +134,7 @@ pub struct Answer {
 
 /// Reads and validates a model directory: `config.json`, `generation_config.json` (optional),
 /// the weights (`model.safetensors` or a sharded index).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
     open_model(dir, None)
 }
@@ -137,6 +142,7 @@ pub fn open_model_dir(dir: &Path) -> Result<(VlmConfig, TensorStore)> {
 /// [`open_model_dir`] for a model directory, or a GGUF decoder file with its `mmproj` vision
 /// file (`mmproj`, or the one beside it): llama.cpp's files seen as the checkpoint they came
 /// from (`gguf_model`).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn open_model(dir: &Path, mmproj: Option<&Path>) -> Result<(VlmConfig, TensorStore)> {
     if super::gguf_model::is_gguf(dir) {
         let mmproj = super::gguf_model::find_mmproj(dir, mmproj)?;
@@ -148,44 +154,44 @@ pub fn open_model(dir: &Path, mmproj: Option<&Path>) -> Result<(VlmConfig, Tenso
             dir.display()
         )));
     }
-    let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
-        let p = dir.join(name);
-        if !p.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::config(format!("{} is not valid JSON: {e}", p.display())))
-    };
-    let config = read_json("config.json")?.ok_or_else(|| {
+    open_model_files(&crate::weights::ModelDir(dir.to_path_buf()))
+}
+
+/// A model's config and weights from its files (a directory, or the files a web page was
+/// handed): `config.json`, `generation_config.json` and the processor's files (optional), the
+/// weights (`model.safetensors` or a sharded index).
+pub fn open_model_files(files: &dyn ModelFiles) -> Result<(VlmConfig, TensorStore)> {
+    let config = files.read_json("config.json")?.ok_or_else(|| {
         Error::input(format!(
             "model directory {} has no config.json; copy it from the checkpoint",
-            dir.display()
+            files.describe()
         ))
     })?;
-    let eos = read_json("generation_config.json")?
+    let eos = files
+        .read_json("generation_config.json")?
         .map(|g| ids_of(g.get("eos_token_id")))
         .unwrap_or_default();
-    let preprocessor = read_json("preprocessor_config.json")?;
+    let preprocessor = files.read_json("preprocessor_config.json")?;
     let mut cfg = VlmConfig::from_json(&config, eos, preprocessor.as_ref())?;
     if let Host::Qwen2Vl(q) = &mut cfg.host {
         // transformers 5 may keep both processors' settings in `processor_config.json`
         // ({"image_processor": {…}, "video_processor": {…}}); the separate files win.
-        let combined = read_json("processor_config.json")?;
+        let combined = files.read_json("processor_config.json")?;
         let part = |key: &str| combined.as_ref().and_then(|c| c.get(key)).cloned();
         let image = preprocessor.or_else(|| part("image_processor"));
-        let video =
-            read_json("video_preprocessor_config.json")?.or_else(|| part("video_processor"));
+        let video = files
+            .read_json("video_preprocessor_config.json")?
+            .or_else(|| part("video_processor"));
         q.processor = Qwen2Processor::from_json(image.as_ref(), video.as_ref())?;
     }
-    let store = TensorStore::open(dir)?;
+    let store = TensorStore::open_model(files)?;
     Ok((cfg, store))
 }
 
 /// The prompt's token count for `visual` and `question` and the model's context, from `dir`'s
 /// `config` (as `open_model_dir` read it) and tokenizer (and a LinVT plug-in's header) alone —
 /// no weights read — so a prompt the context cannot hold is refused before a large model loads.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn prompt_len(
     dir: &Path,
     config: &VlmConfig,
@@ -238,6 +244,7 @@ pub fn prompt_len(
 
 /// Loads a model directory's weights onto `ops`, with LinVT and a LoRA adapter as `opts` say.
 /// `on_tensor(done, total)` reports weight loading.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_engine<O: VlmOps>(
     ops: O,
     dir: &Path,
@@ -249,29 +256,51 @@ pub fn load_engine<O: VlmOps>(
         LinvtChoice::File(path) => Some(TensorStore::open(path)?),
         _ => None,
     };
-    let linvt = match &opts.linvt {
-        LinvtChoice::Auto if config.num_video_query_token.is_some() => Some(&store),
-        LinvtChoice::File(_) => plugin.as_ref(),
-        _ => None,
-    };
     let lora = opts.lora.as_deref().map(Lora::open).transpose()?;
+    let sources = EngineSources {
+        linvt: linvt_source(&opts.linvt, &config, &store, plugin.as_ref()),
+        lora: lora.as_ref(),
+    };
+    engine_with_progress(ops, &store, config, &sources, on_tensor)
+}
+
+/// The store LinVT's weights come from as `choice` says: a plug-in file's, the checkpoint's
+/// own (when its config has a LinVT module), or none.
+fn linvt_source<'a>(
+    choice: &LinvtChoice,
+    config: &VlmConfig,
+    store: &'a TensorStore,
+    plugin: Option<&'a TensorStore>,
+) -> Option<&'a TensorStore> {
+    match choice {
+        LinvtChoice::Auto if config.num_video_query_token.is_some() => Some(store),
+        LinvtChoice::File(_) => plugin,
+        _ => None,
+    }
+}
+
+/// `Engine::load` reporting (tensors read, tensors in the store) per tensor.
+fn engine_with_progress<O: VlmOps>(
+    ops: O,
+    store: &TensorStore,
+    config: VlmConfig,
+    sources: &EngineSources,
+    on_tensor: &mut dyn FnMut(usize, usize),
+) -> Result<Engine<O>> {
     let total = store.keys().count();
     let mut done = 0;
     let mut tick = || {
         done += 1;
         on_tensor(done, total);
     };
-    let sources = EngineSources {
-        linvt,
-        lora: lora.as_ref(),
-    };
-    Engine::load(ops, &store, config, &sources, &mut tick)
+    Engine::load(ops, store, config, sources, &mut tick)
 }
 
 /// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
 /// weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own precision).
 /// A CPU executor for the checkpoint in `dir`, keeping the weights as `opts.cpu_weights` says
 /// (`Auto`: the checkpoint's own precision; f16 is refused: the CPU keeps f32 or bf16).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     let mut ops = CpuOps::new();
     ops.binding_limit = opts.binding_limit;
@@ -288,9 +317,19 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     Ok(ops)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
-    let ctx = crate::gpu::shared_gpu()?;
     let store = open_model(dir, opts.mmproj.as_deref())?.1;
+    gpu_ops_for(crate::gpu::shared_gpu()?, &store, opts)
+}
+
+/// A GPU executor on `ctx` for the weights in `store`, storing linear weights as
+/// `opts.gpu_weights` says.
+pub fn gpu_ops_for(
+    ctx: &'static crate::gpu::GpuContext,
+    store: &TensorStore,
+    opts: &LoadOptions,
+) -> Result<GpuOps<'static>> {
     // `auto` keeps f16 matrices (a GGUF F16 file's) in f16 where the adapter reads f16, exactly.
     let f16 = opts.gpu_weights == WeightChoice::Auto
         && ctx.has_f16()
@@ -298,13 +337,15 @@ pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let mut ops = GpuOps::new(Recorder::new(ctx, &BufferPool::default()));
     ops.placement.storage = match f16 {
         true => WeightStorage::F16,
-        false => opts.gpu_weights.resolve(&store),
+        false => opts.gpu_weights.resolve(store),
     };
     ops.binding_limit = opts.binding_limit;
     Ok(ops)
 }
 
 enum Executor {
+    // The browser loads onto its GPU only (`load_files_on_gpu`).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Cpu(Box<Engine<CpuOps>>),
     Gpu(Box<Engine<GpuOps<'static>>>),
 }
@@ -320,6 +361,7 @@ pub struct VideoLlm {
 impl VideoLlm {
     /// Loads `dir` onto `device` with the defaults of [`LoadOptions::new`].
     /// `on_tensor(done, total)` reports weight loading.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         dir: &Path,
         device: Device,
@@ -329,6 +371,7 @@ impl VideoLlm {
     }
 
     /// Loads `dir` as `opts` say.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load_with(
         dir: &Path,
         opts: &LoadOptions,
@@ -345,11 +388,47 @@ impl VideoLlm {
                 Executor::Gpu(Box::new(load_engine(ops, dir, opts, on_tensor)?))
             }
         };
+        Self::assemble(executor, Tokenizer::from_dir(dir)?, t0)
+    }
+
+    /// Loads a model from `files` onto the GPU context `ctx`, storing linear weights as
+    /// `opts.gpu_weights` says, with the LinVT module of `plugin` (a LinVT module file) or else
+    /// the checkpoint's own if it has one: the browser's way in (its files are the ones the
+    /// visitor picked, read a tensor at a time).
+    pub fn load_files_on_gpu(
+        files: &dyn ModelFiles,
+        plugin: Option<crate::weights::SafetensorsFile>,
+        ctx: &'static crate::gpu::GpuContext,
+        opts: &LoadOptions,
+        on_tensor: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let t0 = Instant::now();
+        let (config, store) = open_model_files(files)?;
+        // Checked before any weight is read: a wrong tokenizer fails fast.
+        let tokenizer = Tokenizer::from_files(files)?;
+        let ops = gpu_ops_for(ctx, &store, opts)?;
+        let plugin = plugin.map(|f| {
+            let name = f.name().to_string();
+            TensorStore::from_files(&name, vec![f], None)
+        });
+        let choice = match &plugin {
+            Some(p) => LinvtChoice::File(p.name().into()),
+            None => LinvtChoice::Auto,
+        };
+        let sources = EngineSources {
+            linvt: linvt_source(&choice, &config, &store, plugin.as_ref()),
+            lora: None,
+        };
+        let engine = engine_with_progress(ops, &store, config, &sources, on_tensor)?;
+        Self::assemble(Executor::Gpu(Box::new(engine)), tokenizer, t0)
+    }
+
+    /// The loaded executor with its tokenizer, checked against the host's tokens.
+    fn assemble(executor: Executor, tokenizer: Tokenizer, t0: Instant) -> Result<Self> {
         let config = match &executor {
             Executor::Cpu(e) => &e.config,
             Executor::Gpu(e) => &e.config,
         };
-        let tokenizer = Tokenizer::from_dir(dir)?;
         match &config.host {
             Host::InternVl(_) => tokenizer.require_internvl()?,
             Host::Qwen2Vl(_) => tokenizer.require(
@@ -411,7 +490,7 @@ impl VideoLlm {
 
     /// Answers `question` about `visual`. `on_text` receives the answer as it grows (text
     /// deltas); `on_stage` the name of each stage as it starts.
-    pub fn ask(
+    pub async fn ask(
         &mut self,
         visual: &Visual,
         question: &str,
@@ -419,7 +498,7 @@ impl VideoLlm {
         on_text: &mut dyn FnMut(&str),
         on_stage: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        let mut q = self.begin(Some(visual), question, opts, on_stage)?;
+        let mut q = self.begin(Some(visual), question, opts, on_stage).await?;
         loop {
             if let Some(delta) = q.new_text(&self.tokenizer)? {
                 on_text(&delta);
@@ -427,7 +506,7 @@ impl VideoLlm {
             if q.done() {
                 break;
             }
-            self.step(&mut [&mut q])?;
+            self.step(&mut [&mut q]).await?;
         }
         self.finish(q)
     }
@@ -435,7 +514,7 @@ impl VideoLlm {
     /// Starts answering: the visual input (None: a text-only question) through the host
     /// (vision encoder, LinVT), the prompt's prefill and the first token. Further tokens come from [`Self::step`], which
     /// decodes any number of started questions together.
-    pub fn begin(
+    pub async fn begin(
         &mut self,
         visual: Option<&Visual>,
         question: &str,
@@ -450,14 +529,18 @@ impl VideoLlm {
             stop_ids: &self.stop_ids,
         };
         match &mut self.executor {
-            Executor::Cpu(e) => ctx.begin(e, visual, question, opts, on_stage, Running::Cpu),
-            Executor::Gpu(e) => ctx.begin(e, visual, question, opts, on_stage, Running::Gpu),
+            Executor::Cpu(e) => {
+                (ctx.begin(e, visual, question, opts, on_stage, Running::Cpu)).await
+            }
+            Executor::Gpu(e) => {
+                (ctx.begin(e, visual, question, opts, on_stage, Running::Gpu)).await
+            }
         }
     }
 
     /// One more token for every question in `questions` that is not done, decoded in one
     /// batched step (see `Engine::step`).
-    pub fn step(&mut self, questions: &mut [&mut Question]) -> Result<()> {
+    pub async fn step(&mut self, questions: &mut [&mut Question]) -> Result<()> {
         match &mut self.executor {
             Executor::Cpu(e) => {
                 let mut seqs: Vec<_> = (questions.iter_mut())
@@ -466,7 +549,7 @@ impl VideoLlm {
                         Running::Gpu(_) => None,
                     })
                     .collect();
-                e.step(&mut seqs)
+                e.step(&mut seqs).await
             }
             Executor::Gpu(e) => {
                 let mut seqs: Vec<_> = (questions.iter_mut())
@@ -475,7 +558,7 @@ impl VideoLlm {
                         Running::Cpu(_) => None,
                     })
                     .collect();
-                e.step(&mut seqs)
+                e.step(&mut seqs).await
             }
         }
     }
@@ -581,7 +664,7 @@ struct AskContext<'a> {
 }
 
 impl AskContext<'_> {
-    fn begin<O: VlmOps>(
+    async fn begin<O: VlmOps>(
         &self,
         e: &mut Engine<O>,
         visual: Option<&Visual>,
@@ -596,7 +679,7 @@ impl AskContext<'_> {
             ));
         }
         let Some(visual) = visual else {
-            return self.begin_text(e, question, opts, on_stage, wrap);
+            return self.begin_text(e, question, opts, on_stage, wrap).await;
         };
         let host_opts = HostOptions {
             max_tiles: opts.max_tiles,
@@ -605,24 +688,30 @@ impl AskContext<'_> {
             max_pixels: opts.max_pixels,
         };
         let input = match &e.config.host {
-            Host::InternVl(_) => internvl::prepare(
-                e,
-                self.tokenizer,
-                self.template,
-                visual,
-                question,
-                &host_opts,
-                on_stage,
-            )?,
-            Host::Qwen2Vl(_) => super::qwen2_vl::prepare(
-                e,
-                self.tokenizer,
-                self.template,
-                visual,
-                question,
-                &host_opts,
-                on_stage,
-            )?,
+            Host::InternVl(_) => {
+                internvl::prepare(
+                    e,
+                    self.tokenizer,
+                    self.template,
+                    visual,
+                    question,
+                    &host_opts,
+                    on_stage,
+                )
+                .await?
+            }
+            Host::Qwen2Vl(_) => {
+                super::qwen2_vl::prepare(
+                    e,
+                    self.tokenizer,
+                    self.template,
+                    visual,
+                    question,
+                    &host_opts,
+                    on_stage,
+                )
+                .await?
+            }
         };
         let prompt = input.prompt;
         on_stage("prefill");
@@ -631,7 +720,7 @@ impl AskContext<'_> {
             Some((p, d)) => (p.clone(), *d),
             None => (crate::ops::Positions::range(0, prompt.ids.len()), 0),
         };
-        let seq = e.start(&embeds, &positions, delta, &self.generate_options(opts))?;
+        let seq = (e.start(&embeds, &positions, delta, &self.generate_options(opts))).await?;
         Ok(Question {
             running: wrap(seq),
             shown: String::new(),
@@ -646,7 +735,7 @@ impl AskContext<'_> {
     }
 
     /// A question without an image or video: the conversation in the template, as text.
-    fn begin_text<O: VlmOps>(
+    async fn begin_text<O: VlmOps>(
         &self,
         e: &mut Engine<O>,
         question: &str,
@@ -662,7 +751,7 @@ impl AskContext<'_> {
         // Text alone sits at the same position on every rotary axis (Qwen2-VL's M-RoPE too).
         let axes = e.config.llm.rope.for_length(ids.len()).axes();
         let positions = crate::ops::Positions::range_on_axes(0, ids.len(), axes);
-        let seq = e.start(&embeds, &positions, 0, &self.generate_options(opts))?;
+        let seq = (e.start(&embeds, &positions, 0, &self.generate_options(opts))).await?;
         Ok(Question {
             running: wrap(seq),
             shown: String::new(),

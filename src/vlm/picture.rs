@@ -1,6 +1,7 @@
 //! The provenance picture (the paper's Fig. 4): the sampled frames side by side, each cell lit
 //! by how much the video tokens average over it.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use super::config::PsVersion;
@@ -19,12 +20,11 @@ const BAR: usize = 12;
 /// weights are peaked or nearly uniform. A red bar under each frame shows that frame's share
 /// of the total weight. Plus the cell grid. Token n of a frame covers cell (row, col) of a `side`×`side` grid, in the
 /// order the pixel shuffle emits tokens.
-pub fn provenance_png(
+pub fn provenance_picture(
     frames: &[Frame],
     prov: &Provenance,
     version: PsVersion,
-    path: &Path,
-) -> Result<()> {
+) -> Result<Frame> {
     let side = (prov.tokens as f64).sqrt().round() as usize;
     if side * side != prov.tokens || prov.frames != frames.len() {
         return Err(Error::input(format!(
@@ -44,7 +44,14 @@ pub fn provenance_png(
     let max = weight.iter().copied().fold(0.0f32, f32::max).max(1e-12);
     let total: f32 = weight.iter().sum::<f32>().max(1e-12);
     let (width, height) = (TILE * frames.len(), TILE + BAR);
-    let mut img = image::RgbImage::new(width as u32, height as u32);
+    let mut img = Frame {
+        width,
+        height,
+        rgb: vec![0; width * height * 3],
+    };
+    let mut put = |x: usize, y: usize, rgb: [u8; 3]| {
+        img.rgb[(y * width + x) * 3..][..3].copy_from_slice(&rgb);
+    };
     for (t, f) in frames.iter().enumerate() {
         let tile = resize_bicubic(f, TILE, TILE);
         for y in 0..TILE {
@@ -62,7 +69,7 @@ pub fn provenance_png(
                 } else {
                     [0, 1, 2].map(|c| (px[c] as f32 * light) as u8)
                 };
-                img.put_pixel((t * TILE + x) as u32, y as u32, image::Rgb(rgb));
+                put(t * TILE + x, y, rgb);
             }
         }
         // This frame's share of the weight, as a bar scaled so that an equal share of all
@@ -79,16 +86,31 @@ pub fn provenance_png(
                 } else {
                     [24, 24, 24]
                 };
-                img.put_pixel((t * TILE + x) as u32, y as u32, image::Rgb(rgb));
+                put(t * TILE + x, y, rgb);
             }
         }
     }
+    Ok(img)
+}
+
+/// [`provenance_picture`] written to `path` as a PNG.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn provenance_png(
+    frames: &[Frame],
+    prov: &Provenance,
+    version: PsVersion,
+    path: &Path,
+) -> Result<()> {
+    let pic = provenance_picture(frames, prov, version)?;
+    let img = image::RgbImage::from_raw(pic.width as u32, pic.height as u32, pic.rgb)
+        .expect("the picture holds width × height pixels");
     let mut png = std::io::Cursor::new(Vec::new());
     img.write_to(&mut png, image::ImageFormat::Png)
         .map_err(|e| Error::input(format!("cannot encode {}: {e}", path.display())))?;
     crate::io::write_atomic(path, png.get_ref())
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Writes `frames` as `frame_000.png`, `frame_001.png`, … into `dir` (created if missing), in
 /// the order `ask --frames DIR` reads them back.
 pub fn save_frames(frames: &[Frame], dir: &Path) -> Result<()> {

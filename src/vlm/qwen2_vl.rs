@@ -153,7 +153,6 @@ pub fn decode_positions(slot: usize, rows: usize, delta: i64) -> Positions {
 }
 
 /// How a Qwen2-VL prompt holds its one image or video.
-#[cfg(not(target_arch = "wasm32"))]
 pub enum Placement {
     /// An image's tokens over its grid.
     Image(Grid),
@@ -165,7 +164,6 @@ pub enum Placement {
 
 /// The user turn with the vision block before `question`, tokenized in `template`, and its
 /// 3-axis positions and decode delta.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn prompt(
     tok: &super::tokenizer::Tokenizer,
     template: &super::prompt::Template,
@@ -201,7 +199,6 @@ pub fn prompt(
 }
 
 /// The host's settings with `opts`' overrides (`max_pixels`).
-#[cfg(not(target_arch = "wasm32"))]
 pub fn with_options(c: &Qwen2VlConfig, opts: &super::host::HostOptions) -> Result<Qwen2VlConfig> {
     let mut c = c.clone();
     if let Some(max) = opts.max_pixels {
@@ -220,7 +217,6 @@ pub fn with_options(c: &Qwen2VlConfig, opts: &super::host::HostOptions) -> Resul
 /// How `visual` of `grid` sits in the prompt: an image's or video's own tokens (a video's
 /// temporal groups `temporal_patch_size / fps` seconds apart), or a LinVT module's
 /// (`linvt`: queries and placement) in a video's place.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn placement_of(
     c: &Qwen2VlConfig,
     visual: &super::host::Visual,
@@ -251,8 +247,7 @@ pub fn placement_of(
 /// place, at the positions `LinvtConfig::video_positions` names. A video's
 /// temporal groups are `temporal_patch_size / fps` seconds apart (`opts.fps`, else the
 /// processor's default 2).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn prepare<O: crate::ops::VlmOps>(
+pub async fn prepare<O: crate::ops::VlmOps>(
     e: &mut super::engine::Engine<O>,
     tok: &super::tokenizer::Tokenizer,
     template: &super::prompt::Template,
@@ -278,7 +273,7 @@ pub fn prepare<O: crate::ops::VlmOps>(
     on_stage("vision encoder");
     let parts = e.qwen2_vision_parts(&pixels, &[grid])?;
     if let Some((last, _)) = parts.last() {
-        e.sync(last)?;
+        e.sync(last).await?;
     }
     let n = grid.patches() / (c.vision.merge * c.vision.merge);
     let with_linvt = matches!(visual, Visual::Video(_)) && e.linvt.is_some();
@@ -314,7 +309,7 @@ pub fn prepare<O: crate::ops::VlmOps>(
         )?;
         // As on InternVL: the LLM sees LinVT's output in bf16, its own precision.
         let rows = e.ops.round_bf16(&out.output)?;
-        e.sync(&rows)?;
+        e.sync(&rows).await?;
         (rows, Some(VideoPath::Linvt))
     } else {
         let path = matches!(visual, Visual::Video(_)).then_some(VideoPath::Frames);

@@ -1,9 +1,11 @@
 //! The model's tokenizer (`tokenizer.json`, Hugging Face `tokenizers`) and the special tokens the
 //! video prompt needs.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::weights::ModelFiles;
 
 /// The image placeholder tokens of InternVL's prompt.
 pub const IMG_START: &str = "<img>";
@@ -17,6 +19,7 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads `dir/tokenizer.json`, or the vocabulary of a GGUF decoder file `dir`; a host then
     /// checks its own tokens ([`Self::require`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &Path) -> Result<Self> {
         if super::gguf_model::is_gguf(dir) {
             let json = super::gguf_model::tokenizer_json(dir)?;
@@ -24,17 +27,21 @@ impl Tokenizer {
                 .map_err(|e| Error::config(format!("the vocabulary of {}: {e}", dir.display())))?;
             return Ok(Tokenizer { inner });
         }
-        let path = dir.join("tokenizer.json");
-        if !path.exists() {
+        Self::from_files(&crate::weights::ModelDir(dir.to_path_buf()))
+    }
+
+    /// Loads the model's `tokenizer.json` from its files.
+    pub fn from_files(files: &dyn ModelFiles) -> Result<Self> {
+        let Some(json) = files.read("tokenizer.json")? else {
             return Err(Error::input(format!(
                 "model directory {} has no tokenizer.json; copy it from the checkpoint",
-                dir.display()
+                files.describe()
             )));
-        }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
+        };
+        let inner = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| {
             Error::config(format!(
-                "{} is not a tokenizer this crate can read: {e}",
-                path.display()
+                "{}/tokenizer.json is not a tokenizer this crate can read: {e}",
+                files.describe()
             ))
         })?;
         Ok(Tokenizer { inner })

@@ -2,6 +2,7 @@
 //! comparisons that report where and by how much two results differ.
 #![allow(dead_code)]
 
+use pollster::FutureExt as _;
 use std::sync::{Arc, OnceLock};
 
 use linvt::gpu::{GpuContext, GpuOptions};
@@ -254,6 +255,7 @@ pub fn greedy_moving_bar(m: &mut linvt::vlm::model::VideoLlm, max_new_tokens: us
         &mut |_| {},
         &mut |_| {},
     )
+    .block_on()
     .unwrap()
     .token_ids
 }
