@@ -36,8 +36,11 @@ def call(base, method, path, body=None):
         raise RuntimeError(f"chromedriver {method} {path}: {e.read().decode(errors='replace')}") from e
 
 
-def main():
-    url, shot = sys.argv[1], sys.argv[2]
+def drive(url, shot, reads, timeout_s=TIMEOUT_S, act=None):
+    """Opens `url` headless, runs `act(webdriver)` if given (webdriver(method, path, body)
+    calls the session's WebDriver endpoint `path`), waits until the title is "ok" or starts
+    with "error", saves a screenshot to `shot` and returns (title, {name: value of the JS
+    expression reads[name]})."""
     with open(os.path.join(HERE, "..", "linvt-web", "webdriver.json")) as f:
         chrome = json.load(f)["goog:chromeOptions"]  # the browser tests' binary and flags
     # As wasm-bindgen-test-runner does: headless, and no sandbox (CI containers run as root).
@@ -60,7 +63,9 @@ def main():
         s = f"/session/{session}"
         try:
             call(base, "POST", s + "/url", {"url": url})
-            deadline = time.time() + TIMEOUT_S
+            if act:
+                act(lambda method, path, body=None: call(base, method, s + path, body))
+            deadline = time.time() + timeout_s
             title = ""
             while time.time() < deadline:
                 title = call(base, "GET", s + "/title")
@@ -71,20 +76,27 @@ def main():
             os.makedirs(os.path.dirname(os.path.abspath(shot)), exist_ok=True)
             with open(shot, "wb") as f:
                 f.write(png)
-            text = call(base, "POST", s + "/execute/sync",
-                        {"script": "return document.body.innerText", "args": []})
-            median = call(base, "POST", s + "/execute/sync",
-                          {"script": "return document.getElementById('timings').dataset.smallMedianMs ?? null",
-                           "args": []})
+            values = {name: call(base, "POST", s + "/execute/sync",
+                                 {"script": "return " + js, "args": []})
+                      for name, js in reads.items()}
         finally:
             call(base, "DELETE", s)
     finally:
         driver.terminate()
         driver.wait(timeout=10)
-    print(text)
     print(f"screenshot: {shot} ({len(png)} bytes)")
-    if median is not None:
-        print(f"browser condense time, `small` bench shape (median): {median} ms")
+    return title, values
+
+
+def main():
+    url, shot = sys.argv[1], sys.argv[2]
+    title, v = drive(url, shot, {
+        "text": "document.body.innerText",
+        "median": "document.getElementById('timings').dataset.smallMedianMs ?? null",
+    })
+    print(v["text"])
+    if v["median"] is not None:
+        print(f"browser condense time, `small` bench shape (median): {v['median']} ms")
     if title != "ok":
         print(f"demo page did not report success; title: {title!r}", file=sys.stderr)
         return 1

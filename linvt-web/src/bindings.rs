@@ -7,29 +7,29 @@ use wasm_bindgen::JsCast;
 
 use crate::{api, context, demo};
 
-fn js_error(e: linvt::Error) -> JsValue {
+pub(crate) fn js_error(e: linvt::Error) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
 /// An object built key by key (`Reflect::set` on a fresh object cannot fail).
-struct Obj(Object);
+pub(crate) struct Obj(Object);
 
 impl Obj {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Obj(Object::new())
     }
-    fn set(self, key: &str, value: impl Into<JsValue>) -> Self {
+    pub(crate) fn set(self, key: &str, value: impl Into<JsValue>) -> Self {
         let _ = Reflect::set(&self.0, &key.into(), &value.into());
         self
     }
-    fn json(self, key: &str, value: &impl serde::Serialize) -> Self {
+    pub(crate) fn json(self, key: &str, value: &impl serde::Serialize) -> Self {
         let parsed = serde_json::to_string(value)
             .ok()
             .and_then(|s| js_sys::JSON::parse(&s).ok())
             .unwrap_or(JsValue::NULL);
         self.set(key, parsed)
     }
-    fn done(self) -> JsValue {
+    pub(crate) fn done(self) -> JsValue {
         self.0.into()
     }
 }

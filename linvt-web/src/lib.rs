@@ -10,6 +10,9 @@ pub mod bindings;
 pub mod clock;
 pub mod context;
 pub mod demo;
+/// The whole video-LLM (its own, larger bundle: `scripts/build-web.sh` builds both).
+#[cfg(all(feature = "vlm", target_arch = "wasm32"))]
+pub mod vlm;
 
 /// Panics (bugs, never bad input) print their message to the browser console.
 #[cfg(target_arch = "wasm32")]
