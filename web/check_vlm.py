@@ -9,6 +9,8 @@ goes through, asks the manifest's questions, and reports. This script then compa
     choices have margins far above that (the native GPU tests pin the same equality);
   * each broken folder's refusal message against the text it must contain;
   * that a video decoded by the page was answered and drew a provenance picture;
+  * with the manifest's "cache": that the files copied to the browser's model cache (OPFS) and
+    read back answer with the same ids;
   * with HEAP_LIMIT (bytes): that the wasm heap after loading stayed under it and under the
     weights' own size (the loader reads a tensor at a time; its peak is the largest tensor's
     transient copies, not the model).
@@ -134,6 +136,13 @@ def main():
             failures.append(f"question {i}: ids {a['tokenIds']} != native CPU {want['token_ids']}")
         else:
             print("  = the native CPU executor's greedy ids")
+    cached = got.get("cached")
+    if cached is not None:
+        same = cached["tokenIds"] == got["results"][0]["tokenIds"]
+        print(f"loaded again from the browser's model cache (OPFS): ids {cached['tokenIds']} "
+              f"({'the same' if same else 'DIFFERENT'})")
+        if not same:
+            failures.append("the model read back from the cache answers differently")
     if len(got["results"]) != len(expected):
         failures.append(f"{len(got['results'])} answers for {len(expected)} questions")
     for f in failures:

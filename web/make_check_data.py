@@ -9,7 +9,8 @@ CHECK/clip.webm):
   plain/       the model without its LinVT module (config keys and `linVT.*`/`query_tokens` gone)
   linvt.safetensors  that module as a plug-in file (its config in the `linvt_config` metadata)
   vlm.json     the page's manifest: broken folders, then questions about the frames and the clip
-  plugin.json  plain/ with linvt.safetensors attached, asked about the frames
+  plugin.json  plain/ with linvt.safetensors attached, asked about the frames; then the same
+               files copied to the browser's model cache (OPFS), read back and asked again
 
 Plain Python: the safetensors files are split by their header, byte for byte.
 
@@ -101,7 +102,7 @@ def main():
                                                "provenance": True}}],
         },
         "plugin.json": {"model": listing(check, "plain"), "linvt": "linvt.safetensors",
-                        "questions": [frames]},
+                        "questions": [frames], "cache": True},
     }
     for name, m in manifests.items():
         with open(os.path.join(check, name), "w") as f:

@@ -158,3 +158,56 @@ export async function videoFrames(video, n) {
   }
   return { frames, kind: "video", fps: n / duration };
 }
+
+// The origin-private file system (OPFS) as a model cache, so a reload need not ask for the
+// folder again: the picked files are copied under models/<name>/ and read back as Files.
+async function modelsDir() {
+  if (!navigator.storage?.getDirectory) throw new Error("this browser has no origin-private file system to cache models in");
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle("models", { create: true });
+}
+
+// Copies `files` into the cache as model `name` (streamed: never whole in memory);
+// `onProgress(bytesCopied, totalBytes)`.
+export async function cacheModel(name, files, onProgress) {
+  const models = await modelsDir();
+  await models.removeEntry(name, { recursive: true }).catch(() => {});
+  const dir = await models.getDirectoryHandle(name, { create: true });
+  const total = Array.from(files).reduce((n, f) => n + f.size, 0);
+  let done = 0;
+  for (const file of files) {
+    const out = await (await dir.getFileHandle(file.name, { create: true })).createWritable();
+    const counter = new TransformStream({
+      transform(chunk, ctrl) {
+        done += chunk.byteLength;
+        onProgress?.(done, total);
+        ctrl.enqueue(chunk);
+      },
+    });
+    await file.stream().pipeThrough(counter).pipeTo(out);
+  }
+}
+
+// The cached models' names.
+export async function cachedModels() {
+  const names = [];
+  for await (const [name, handle] of (await modelsDir()).entries()) {
+    if (handle.kind === "directory") names.push(name);
+  }
+  return names.sort();
+}
+
+// The files of cached model `name`, ready for `loadModel`.
+export async function cachedFiles(name) {
+  const dir = await (await modelsDir()).getDirectoryHandle(name);
+  const files = [];
+  for await (const handle of dir.values()) {
+    if (handle.kind === "file") files.push(await handle.getFile());
+  }
+  return files;
+}
+
+// Removes cached model `name`.
+export async function forgetCached(name) {
+  await (await modelsDir()).removeEntry(name, { recursive: true });
+}
