@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::path::PathBuf;
 
-use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use safetensors::tensor::Dtype;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -58,12 +58,36 @@ impl Backing {
     }
 }
 
+/// A tensor's place in a safetensors file: `len` bytes from `start` (after the header).
+#[derive(Clone, Debug)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: u64,
+    len: usize,
+}
+
+/// A parsed safetensors header: its length in bytes, its tensors, its string metadata.
+struct Header {
+    len: u64,
+    infos: HashMap<String, Entry>,
+    metadata: HashMap<String, String>,
+}
+
+/// A tensor's entry as the header spells it.
+#[derive(serde::Deserialize)]
+struct RawEntry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
 /// One safetensors file, header parsed, data left in place.
 pub struct SafetensorsFile {
     name: String,
     data: Backing,
-    data_start: usize,
-    infos: HashMap<String, TensorInfo>,
+    data_start: u64,
+    infos: HashMap<String, Entry>,
     metadata: HashMap<String, String>,
 }
 
@@ -94,28 +118,13 @@ impl SafetensorsFile {
     }
 
     fn parse(name: String, data: Backing) -> Result<Self> {
-        let (header_len, meta, size) = Self::read_header(&name, &data)?;
-        let data_start = 8 + header_len;
-        let infos: HashMap<String, TensorInfo> = meta
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| (k, v.clone()))
-            .collect();
-        for (k, info) in &infos {
-            if (data_start + info.data_offsets.1) as u64 > size {
-                return Err(parse_error(
-                    &name,
-                    format!("tensor `{k}` runs past the end of the file"),
-                ));
-            }
-        }
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let header = Self::read_header(&name, &data)?;
         Ok(SafetensorsFile {
             name,
             data,
-            data_start,
-            infos,
-            metadata,
+            data_start: 8 + header.len,
+            infos: header.infos,
+            metadata: header.metadata,
         })
     }
 
@@ -136,37 +145,81 @@ impl SafetensorsFile {
         self.infos.get(key).map(|i| i.dtype)
     }
 
-    /// The header: its length, the tensors it describes (validated as the `safetensors` crate
-    /// validates them: contiguous, sizes matching shapes) and the file's size, which must be
-    /// exactly header + data. One path for every backing (one deserializer in the browser
-    /// bundle), reading only the header from a file read by ranges.
-    fn read_header(name: &str, data: &Backing) -> Result<(usize, Metadata, u64)> {
-        let (size, read) = (data.size(), |at, len| data.read(at, len));
+    /// The header: its length, the tensors it describes and the string metadata. Checked as
+    /// the `safetensors` crate checks it (each tensor's bytes follow the previous one's and
+    /// match its shape), and the file must be exactly header + data. Offsets are read as u64,
+    /// not the crate's usize: a wasm32 page reads single files past 4 GiB (InternVL2-2B's is
+    /// 4.4 GB). One path for every backing, reading only the header from a file read by ranges.
+    fn read_header(name: &str, data: &Backing) -> Result<Header> {
+        let size = data.size();
         if size < 8 {
             return Err(parse_error(
                 name,
                 "the file is shorter than a safetensors header",
             ));
         }
-        let n = u64::from_le_bytes(read(0, 8)?.as_ref().try_into().expect("8 bytes"));
+        let n = u64::from_le_bytes(data.read(0, 8)?.as_ref().try_into().expect("8 bytes"));
         if n > 100_000_000 || 8 + n > size {
             return Err(parse_error(
                 name,
                 format!("its header length {n} does not fit the file ({size} bytes)"),
             ));
         }
-        let header = read(8, n as usize)?;
+        let header = data.read(8, n as usize)?;
         let text = std::str::from_utf8(&header)
             .map_err(|e| parse_error(name, format!("its header is not text: {e}")))?;
         // `from_str`, as every other JSON read here: one deserializer in the browser bundle.
-        let meta: Metadata = serde_json::from_str(text)
-            .map_err(|e| parse_error(name, format!("its header is not valid: {e}")))?;
-        let end = meta
-            .tensors()
-            .values()
-            .map(|i| i.data_offsets.1)
-            .max()
-            .unwrap_or(0) as u64;
+        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| parse_error(name, format!("its header is not valid JSON: {e}")))?;
+        let metadata = match map.remove("__metadata__") {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| parse_error(name, format!("its `__metadata__`: {e}")))?,
+            None => HashMap::new(),
+        };
+        let mut entries = Vec::with_capacity(map.len());
+        for (key, v) in map {
+            let raw: RawEntry = serde_json::from_value(v)
+                .map_err(|e| parse_error(name, format!("the header's `{key}`: {e}")))?;
+            entries.push((key, raw));
+        }
+        entries.sort_by_key(|(_, e)| e.data_offsets);
+        let mut end = 0u64;
+        let mut infos = HashMap::with_capacity(entries.len());
+        for (key, e) in entries {
+            let [start, stop] = e.data_offsets;
+            let bits = (e.shape.iter())
+                .try_fold(e.dtype.bitsize() as u64, |n, &d| n.checked_mul(d as u64));
+            if start != end || stop < start {
+                return Err(parse_error(
+                    name,
+                    format!("tensor `{key}`'s bytes do not follow the previous tensor's"),
+                ));
+            }
+            if bits.is_none_or(|b| b % 8 != 0 || b / 8 != stop - start) {
+                return Err(parse_error(
+                    name,
+                    format!(
+                        "tensor `{key}` holds {} bytes, which is not its shape {:?} of {:?}",
+                        stop - start,
+                        e.shape,
+                        e.dtype
+                    ),
+                ));
+            }
+            end = stop;
+            let entry = Entry {
+                dtype: e.dtype,
+                shape: e.shape,
+                start,
+                len: usize::try_from(stop - start).map_err(|_| {
+                    parse_error(
+                        name,
+                        format!("tensor `{key}` is too large for this platform"),
+                    )
+                })?,
+            };
+            infos.insert(key, entry);
+        }
         if 8 + n + end != size {
             return Err(parse_error(
                 name,
@@ -176,31 +229,32 @@ impl SafetensorsFile {
                 ),
             ));
         }
-        Ok((n as usize, meta, size))
+        Ok(Header {
+            len: n,
+            infos,
+            metadata,
+        })
     }
 
-    fn bytes(&self, info: &TensorInfo) -> Result<std::borrow::Cow<'_, [u8]>> {
-        let (start, end) = info.data_offsets;
-        self.data
-            .read((self.data_start + start) as u64, end - start)
+    fn bytes(&self, info: &Entry) -> Result<std::borrow::Cow<'_, [u8]>> {
+        self.data.read(self.data_start + info.start, info.len)
     }
 
     /// Drops a tensor's pages from the process once it has been copied out (loaders read each
     /// tensor once): file pages stay in the page cache and fault back in if read again, but a
     /// model no longer counts twice — its file and the executor's copy — at the loader's peak.
-    fn release(&self, info: &TensorInfo) {
+    fn release(&self, info: &Entry) {
         #[cfg(not(unix))]
         let _ = info;
         #[cfg(unix)]
         if let Backing::Mmap(m) = &self.data {
-            let (start, end) = info.data_offsets;
             // SAFETY: a read-only map of a file: the dropped pages are clean and refault with the
             // same contents (MADV_DONTNEED loses only private writes, and there are none).
             let _ = unsafe {
                 m.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
-                    self.data_start + start,
-                    end - start,
+                    (self.data_start + info.start) as usize,
+                    info.len,
                 )
             };
         }
@@ -239,18 +293,15 @@ impl SafetensorsFile {
                 })
             }
         };
-        let (start, end) = info.data_offsets;
-        let mut data = Vec::with_capacity((end - start) / (info.dtype.bitsize() / 8).max(1));
+        let mut data = Vec::with_capacity(info.len / (info.dtype.bitsize() / 8).max(1));
         match &self.data {
             Backing::Ranges(_) => {
                 // Pieces of whole elements (a multiple of 4 bytes).
                 const PIECE: usize = 8 << 20;
-                for at in (start..end).step_by(PIECE) {
-                    let len = PIECE.min(end - at);
-                    widen(
-                        &self.data.read((self.data_start + at) as u64, len)?,
-                        &mut data,
-                    );
+                for at in (0..info.len).step_by(PIECE) {
+                    let len = PIECE.min(info.len - at);
+                    let from = self.data_start + info.start + at as u64;
+                    widen(&self.data.read(from, len)?, &mut data);
                 }
             }
             _ => widen(&self.bytes(info)?, &mut data),
