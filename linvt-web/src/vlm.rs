@@ -458,22 +458,8 @@ async fn ask(
         .inspect_err(context::forget_if_lost)?;
     let mut obj = Obj::new()
         .set("text", answer.text.as_str())
-        .set(
-            "tokenIds",
-            answer
-                .token_ids
-                .iter()
-                .map(|&i| JsValue::from(i))
-                .collect::<Array>(),
-        )
-        .set(
-            "promptIds",
-            answer
-                .prompt_ids
-                .iter()
-                .map(|&i| JsValue::from(i))
-                .collect::<Array>(),
-        )
+        .json("tokenIds", &answer.token_ids)
+        .json("promptIds", &answer.prompt_ids)
         .json("timings", &answer.timings_ms)
         .set("images", answer.images as f64)
         .set("visualTokens", answer.visual_tokens as f64)
