@@ -30,30 +30,24 @@ pub trait ByteRanges: Send + Sync {
 }
 
 impl Backing {
-    fn in_memory(&self) -> Option<&[u8]> {
+    fn size(&self) -> u64 {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
-            Backing::Mmap(m) => Some(m),
-            Backing::Bytes(b) => Some(b),
-            Backing::Ranges(_) => None,
+            Backing::Mmap(m) => m.len() as u64,
+            Backing::Bytes(b) => b.len() as u64,
+            Backing::Ranges(r) => r.size(),
         }
     }
 
-    fn size(&self) -> u64 {
-        match (self, self.in_memory()) {
-            (_, Some(bytes)) => bytes.len() as u64,
-            (Backing::Ranges(r), None) => r.size(),
-            _ => unreachable!("a backing is in memory or read by ranges"),
-        }
-    }
-
-    /// `len` bytes from `start` (inside the file: callers check).
+    /// `len` bytes from `start` (inside the file: callers check): borrowed where the file is in
+    /// memory, read where it is read by ranges.
     fn read(&self, start: u64, len: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
-        use std::borrow::Cow;
-        Ok(match (self, self.in_memory()) {
-            (_, Some(bytes)) => Cow::Borrowed(&bytes[start as usize..start as usize + len]),
-            (Backing::Ranges(r), None) => Cow::Owned(r.read(start, len)?),
-            _ => unreachable!("a backing is in memory or read by ranges"),
+        let (at, end) = (start as usize, start as usize + len);
+        Ok(match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Backing::Mmap(m) => m[at..end].into(),
+            Backing::Bytes(b) => b[at..end].into(),
+            Backing::Ranges(r) => r.read(start, len)?.into(),
         })
     }
 }
@@ -260,8 +254,8 @@ impl SafetensorsFile {
         }
     }
 
-    /// A float tensor as f32, or None when the key is absent. A file read by ranges is read a
-    /// piece at a time, so its raw bytes and the f32 values are never both held whole.
+    /// A float tensor as f32, or None when the key is absent. It is read a piece at a time, so
+    /// from a file read by ranges its raw bytes and the f32 values are never both held whole.
     pub fn tensor(&self, key: &str) -> Result<Option<Tensor>> {
         let Some(info) = self.infos.get(key) else {
             return Ok(None);
@@ -294,17 +288,13 @@ impl SafetensorsFile {
             }
         };
         let mut data = Vec::with_capacity(info.len / (info.dtype.bitsize() / 8).max(1));
-        match &self.data {
-            Backing::Ranges(_) => {
-                // Pieces of whole elements (a multiple of 4 bytes).
-                const PIECE: usize = 8 << 20;
-                for at in (0..info.len).step_by(PIECE) {
-                    let len = PIECE.min(info.len - at);
-                    let from = self.data_start + info.start + at as u64;
-                    widen(&self.data.read(from, len)?, &mut data);
-                }
-            }
-            _ => widen(&self.bytes(info)?, &mut data),
+        // Pieces of whole elements (a multiple of 4 bytes): borrowed from a file in memory, read
+        // one at a time from a file read by ranges.
+        const PIECE: usize = 8 << 20;
+        for at in (0..info.len).step_by(PIECE) {
+            let len = PIECE.min(info.len - at);
+            let from = self.data_start + info.start + at as u64;
+            widen(&self.data.read(from, len)?, &mut data);
         }
         self.release(info);
         Tensor::new(info.shape.clone(), data)

@@ -114,10 +114,14 @@ async function framesOf(media, numFrames) {
       URL.revokeObjectURL(url);
     }
   }
-  const bitmap = media instanceof Blob
-    ? await createImageBitmap(media, { colorSpaceConversion: "none", premultiplyAlpha: "none" })
-    : media;
-  return { frames: [pixels(bitmap, bitmap.width, bitmap.height)], kind: "image" };
+  const frame = media instanceof Blob ? await imageFrame(media) : pixels(media, media.width, media.height);
+  return { frames: [frame], kind: "image" };
+}
+
+// The RGBA pixels of an image file as stored: no colour conversion, no premultiplied alpha.
+export async function imageFrame(blob) {
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  return pixels(bitmap, bitmap.width, bitmap.height);
 }
 
 // The RGBA pixels of anything a canvas can draw.

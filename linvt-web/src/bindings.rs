@@ -56,21 +56,28 @@ fn bytes_arg(name: &str, v: &JsValue) -> Result<Vec<u8>, JsValue> {
     ))))
 }
 
-/// The config argument as JSON text: `undefined`/`null` mean "no overrides".
+/// An options-object argument as JSON text; None for `undefined`/`null` (no options).
+/// `unreadable` is the error when it cannot be turned into JSON.
+pub(crate) fn json_arg(
+    v: &JsValue,
+    unreadable: impl FnOnce() -> linvt::Error,
+) -> linvt::Result<Option<String>> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    js_sys::JSON::stringify(v)
+        .ok()
+        .and_then(|s| s.as_string())
+        .map(Some)
+        .ok_or_else(unreadable)
+}
+
+/// The config argument: `undefined`/`null` mean "no overrides".
 fn config_arg(v: &JsValue) -> Result<linvt::ConfigPatch, JsValue> {
-    let json = if v.is_undefined() || v.is_null() {
-        None
-    } else {
-        let text = js_sys::JSON::stringify(v)
-            .ok()
-            .and_then(|s| s.as_string())
-            .ok_or_else(|| {
-                js_error(linvt::Error::config(
-                    "the config object cannot be turned into JSON",
-                ))
-            })?;
-        Some(text)
-    };
+    let json = json_arg(v, || {
+        linvt::Error::config("the config object cannot be turned into JSON")
+    })
+    .map_err(js_error)?;
     api::config_patch(json.as_deref()).map_err(js_error)
 }
 

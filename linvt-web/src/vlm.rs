@@ -21,7 +21,7 @@ use linvt::{Device, Error, Result};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::bindings::{js_error, Obj};
+use crate::bindings::{js_error, json_arg, Obj};
 use crate::context;
 
 thread_local! {
@@ -76,6 +76,13 @@ struct PickedFile {
     id: usize,
     name: String,
     size: u64,
+}
+
+impl PickedFile {
+    /// Picked file `id` (`name` in messages) opened as a safetensors file read by ranges.
+    fn open(id: usize, name: String, size: u64) -> Result<SafetensorsFile> {
+        SafetensorsFile::from_ranges(&name.clone(), Box::new(PickedFile { id, name, size }))
+    }
 }
 
 impl ByteRanges for PickedFile {
@@ -154,12 +161,7 @@ impl PickedFolder {
             f.len() - 1
         });
         self.plugin_bytes = size;
-        let file = PickedFile {
-            id,
-            name: name.clone(),
-            size,
-        };
-        SafetensorsFile::from_ranges(&name, Box::new(file))
+        PickedFile::open(id, name, size)
     }
 }
 
@@ -177,12 +179,7 @@ impl ModelFiles for PickedFolder {
         let Some(&(id, size)) = self.files.get(name) else {
             return Ok(None);
         };
-        let file = PickedFile {
-            id,
-            name: format!("{}/{name}", self.name),
-            size,
-        };
-        SafetensorsFile::from_ranges(&file.name.clone(), Box::new(file)).map(Some)
+        PickedFile::open(id, format!("{}/{name}", self.name), size).map(Some)
     }
 }
 
@@ -206,13 +203,9 @@ struct WebAskOptions {
 
 impl WebAskOptions {
     fn parse(v: &JsValue) -> Result<Self> {
-        if v.is_undefined() || v.is_null() {
+        let Some(text) = json_arg(v, || Error::input("the options must be a plain object"))? else {
             return Ok(Self::default());
-        }
-        let text = js_sys::JSON::stringify(v)
-            .ok()
-            .and_then(|s| s.as_string())
-            .ok_or_else(|| Error::input("the options must be a plain object"))?;
+        };
         serde_json::from_str(&text).map_err(|e| Error::input(format!("the options object: {e}")))
     }
 

@@ -296,10 +296,8 @@ fn engine_with_progress<O: VlmOps>(
     Engine::load(ops, store, config, sources, &mut tick)
 }
 
-/// A GPU executor on the process-wide context (so a loaded model can own it), storing linear
-/// weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own precision).
 /// A CPU executor for the checkpoint in `dir`, keeping the weights as `opts.cpu_weights` says
-/// (`Auto`: the checkpoint's own precision; f16 is refused: the CPU keeps f32 or bf16).
+/// (`Auto`: the checkpoint's own precision: bf16, f16 or f32; ggml blocks as they are).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     let mut ops = CpuOps::new();
@@ -317,6 +315,9 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
     Ok(ops)
 }
 
+/// A GPU executor on the process-wide context (so a loaded model can own it) for the checkpoint
+/// in `dir`, storing linear weights as `opts.gpu_weights` says (`Auto`: the checkpoint's own
+/// precision).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn gpu_ops(dir: &Path, opts: &LoadOptions) -> Result<GpuOps<'static>> {
     let store = open_model(dir, opts.mmproj.as_deref())?.1;
@@ -411,12 +412,10 @@ impl VideoLlm {
             let name = f.name().to_string();
             TensorStore::from_files(&name, vec![f], None)
         });
-        let choice = match &plugin {
-            Some(p) => LinvtChoice::File(p.name().into()),
-            None => LinvtChoice::Auto,
-        };
         let sources = EngineSources {
-            linvt: linvt_source(&choice, &config, &store, plugin.as_ref()),
+            // The plug-in replaces the checkpoint's own module, as `LinvtChoice::File` does.
+            linvt: (plugin.as_ref())
+                .or_else(|| linvt_source(&LinvtChoice::Auto, &config, &store, None)),
             lora: None,
         };
         let engine = engine_with_progress(ops, &store, config, &sources, on_tensor)?;
@@ -530,10 +529,12 @@ impl VideoLlm {
         };
         match &mut self.executor {
             Executor::Cpu(e) => {
-                (ctx.begin(e, visual, question, opts, on_stage, Running::Cpu)).await
+                ctx.begin(e, visual, question, opts, on_stage, Running::Cpu)
+                    .await
             }
             Executor::Gpu(e) => {
-                (ctx.begin(e, visual, question, opts, on_stage, Running::Gpu)).await
+                ctx.begin(e, visual, question, opts, on_stage, Running::Gpu)
+                    .await
             }
         }
     }
@@ -720,7 +721,9 @@ impl AskContext<'_> {
             Some((p, d)) => (p.clone(), *d),
             None => (crate::ops::Positions::range(0, prompt.ids.len()), 0),
         };
-        let seq = (e.start(&embeds, &positions, delta, &self.generate_options(opts))).await?;
+        let seq = e
+            .start(&embeds, &positions, delta, &self.generate_options(opts))
+            .await?;
         Ok(Question {
             running: wrap(seq),
             shown: String::new(),
@@ -751,7 +754,9 @@ impl AskContext<'_> {
         // Text alone sits at the same position on every rotary axis (Qwen2-VL's M-RoPE too).
         let axes = e.config.llm.rope.for_length(ids.len()).axes();
         let positions = crate::ops::Positions::range_on_axes(0, ids.len(), axes);
-        let seq = (e.start(&embeds, &positions, 0, &self.generate_options(opts))).await?;
+        let seq = e
+            .start(&embeds, &positions, 0, &self.generate_options(opts))
+            .await?;
         Ok(Question {
             running: wrap(seq),
             shown: String::new(),

@@ -110,9 +110,9 @@ pub fn provenance_png(
     crate::io::write_atomic(path, png.get_ref())
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 /// Writes `frames` as `frame_000.png`, `frame_001.png`, … into `dir` (created if missing), in
 /// the order `ask --frames DIR` reads them back.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_frames(frames: &[Frame], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Write {
         path: dir.to_path_buf(),
