@@ -81,5 +81,68 @@ fn streaming_products(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_products, streaming_products);
+/// Prefill-sized products: one InternViT-300M layer on one 448² frame (1025 tokens; its
+/// q|k|v, output projection, MLP up and down), ours (AVX-512 where the CPU has it,
+/// `linvt::cpu::gemm`) in f32 and with bf16 weights widened as they are packed, beside the
+/// `gemm` crate on the same f32 operands in the same run. Throughput in multiply-adds.
+fn prefill_products(c: &mut Criterion) {
+    linvt::cpu::threads::init(None).expect("the thread pool starts");
+    const M: usize = 1025;
+    for (name, n, k) in [
+        ("qkv", 3072, 1024),
+        ("proj", 1024, 1024),
+        ("fc1", 4096, 1024),
+        ("fc2", 1024, 4096),
+    ] {
+        let w = values(n * k, 5);
+        let wb: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let x = values(M * k, 6);
+        let mut g = c.benchmark_group(format!("cpu prefill product {name} {M}x{n}x{k}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Elements((M * n * k) as u64));
+        g.bench_function("f32", |b| b.iter(|| linear(&x, &w, None, M, n, k)));
+        g.bench_function("bf16", |b| b.iter(|| linear_bf16(&x, &wb, None, M, n, k)));
+        g.bench_function("gemm crate f32", |b| {
+            b.iter(|| {
+                let mut y = vec![0.0f32; M * n];
+                // SAFETY: y is M×n, x M×k and w n×k (read as Wᵀ through swapped strides).
+                unsafe {
+                    gemm::gemm(
+                        M,
+                        n,
+                        k,
+                        y.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        k as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    )
+                };
+                y
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    decode_products,
+    streaming_products,
+    prefill_products
+);
 criterion_main!(benches);

@@ -42,8 +42,19 @@ fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32
     softmax_in_place(p);
 }
 
-/// p ← softmax(p), the maximum subtracted first.
+/// p ← softmax(p), the maximum subtracted first: 16 lanes at a time where the CPU has
+/// AVX-512F (`super::vmath`), else [`softmax_scalar`].
 pub(crate) fn softmax_in_place(p: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vmath::available() {
+        // SAFETY: the CPU has AVX-512F (checked).
+        return unsafe { super::vmath::softmax_in_place(p) };
+    }
+    softmax_scalar(p)
+}
+
+/// p ← softmax(p), the maximum subtracted first, one value at a time.
+pub(crate) fn softmax_scalar(p: &mut [f32]) {
     let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for pj in p.iter_mut() {

@@ -22,31 +22,51 @@ pub fn erf(x: f64) -> f64 {
     }
 }
 
-/// `f` of every element, on the rayon pool natively (each element computed alone, so the
-/// result does not depend on the split).
-fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+/// `scalar` of every element, or `lanes(chunk, out)` where the CPU has AVX-512F; in chunks on
+/// the rayon pool natively (each element computed alone, so the result does not depend on the
+/// split).
+fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    let apply = |x: &[f32], out: &mut [f32]| apply(x, out, &scalar, lanes);
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        x.par_iter().with_min_len(4096).map(|&v| f(v)).collect()
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, x)| apply(x, o));
     }
     #[cfg(target_arch = "wasm32")]
-    {
-        x.iter().map(|&v| f(v)).collect()
+    apply(x, &mut out);
+    out
+}
+
+/// out = f(x) element by element: `lanes` where the CPU has AVX-512F, else `scalar`.
+fn apply(x: &[f32], out: &mut [f32], scalar: impl Fn(f32) -> f32, lanes: lanes::Lanes) {
+    #[cfg(target_arch = "x86_64")]
+    if super::vmath::available() {
+        // SAFETY: `lanes` needs AVX-512F, which the CPU has (checked).
+        return unsafe { lanes(x, out) };
+    }
+    let _ = lanes;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = scalar(v);
     }
 }
 
 /// GELU as PyTorch's default (`approximate='none'`): x · ½(1 + erf(x/√2)).
 pub fn gelu(x: &[f32]) -> Vec<f32> {
-    map(x, |v| {
-        let v = v as f64;
-        (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32
-    })
+    map(x, gelu_scalar, lanes::GELU)
+}
+
+/// GELU of one value, erf evaluated in f64.
+pub fn gelu_scalar(v: f32) -> f32 {
+    let v = v as f64;
+    (0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2))) as f32
 }
 
 /// QuickGELU (CLIP's, Qwen2-VL's vision MLP): x · σ(1.702·x), in f32 as PyTorch computes it.
 pub fn quick_gelu(x: &[f32]) -> Vec<f32> {
-    map(x, |v| v / (1.0 + (-1.702 * v).exp()))
+    map(x, |v| v / (1.0 + (-1.702 * v).exp()), lanes::QUICK_GELU)
 }
 
 /// SwiGLU over rows of `2·width` values packed as [gate | up]: silu(gate) ⊙ up → rows of `width`.
@@ -55,16 +75,44 @@ pub fn swiglu(x: &[f32], width: usize) -> Vec<f32> {
         width > 0 && x.len().is_multiple_of(2 * width),
         "swiglu: rows of 2·{width} expected"
     );
-    let mut out = Vec::with_capacity(x.len() / 2);
-    for row in x.chunks(2 * width) {
+    let mut out = vec![0.0f32; x.len() / 2];
+    let row = |(o, row): (&mut [f32], &[f32])| {
         let (gate, up) = row.split_at(width);
-        out.extend(
-            gate.iter()
-                .zip(up)
-                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u),
-        );
+        apply(gate, o, |g| g / (1.0 + (-g).exp()), lanes::SILU);
+        for (o, u) in o.iter_mut().zip(up) {
+            *o *= u;
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(width)
+            .zip(x.par_chunks(2 * width))
+            .with_min_len(4096usize.div_ceil(width))
+            .for_each(row);
     }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(width).zip(x.chunks(2 * width)).for_each(row);
     out
+}
+
+/// The AVX-512 forms of the maps above (`super::vmath`); never called elsewhere.
+mod lanes {
+    #[cfg(target_arch = "x86_64")]
+    use super::super::vmath;
+    pub type Lanes = unsafe fn(&[f32], &mut [f32]);
+    #[cfg(target_arch = "x86_64")]
+    pub const GELU: Lanes = vmath::gelu;
+    #[cfg(target_arch = "x86_64")]
+    pub const QUICK_GELU: Lanes = |x, out| unsafe { vmath::x_sigmoid(x, 1.702, out) };
+    #[cfg(target_arch = "x86_64")]
+    pub const SILU: Lanes = |x, out| unsafe { vmath::x_sigmoid(x, 1.0, out) };
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const GELU: Lanes = |_, _| unreachable!("no AVX-512 off x86-64");
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const QUICK_GELU: Lanes = GELU;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SILU: Lanes = GELU;
 }
 
 /// x + γ ⊙ y over rows of `cols` values (γ = 1 when None). `y` may hold fewer rows than `x`; it

@@ -1,10 +1,12 @@
 //! CPU twin of the linear kernel, also the CPU inference path.
 //!
-//! Y = X·Wᵀ + b with W in PyTorch `Linear` layout (n×k, row-major). Native builds run the
-//! product through the `gemm` crate: packed, cache-blocked micro-kernels for the SIMD the CPU
-//! has (chosen at run time: AVX-512, AVX2+FMA, NEON, …) on the rayon pool that `--threads`
-//! sizes (`crate::cpu::threads`); it also handles M = 1 (decode) as a matrix-vector product.
-//! The browser build (no threads, no runtime dispatch) keeps the portable blocked loops below.
+//! Y = X·Wᵀ + b with W in PyTorch `Linear` layout (n×k, row-major). Native builds run products
+//! of more than [`DECODE_ROWS`] rows through packed, cache-blocked micro-kernels on the rayon
+//! pool that `--threads` sizes (`crate::cpu::threads`): our AVX-512 ones (`super::gemm`, which
+//! widen bf16/f16 weights as they pack them) where the CPU has AVX-512F, else the `gemm` crate
+//! (AVX2+FMA, NEON, …; bf16/f16 weights widened a block of rows at a time). Fewer rows (decode)
+//! stream W once through [`matvec_rows`]. The browser build (no threads, no runtime dispatch)
+//! keeps the portable blocked loops below.
 //! [`linear_reference`] is the oracle both are tested against: plain loops, f64 sums.
 //!
 //! The blocked loops: the work is split into bands of output rows, one per thread
@@ -13,6 +15,8 @@
 //! compiler vectorises the K loop. Every path sums in its own order: results agree to f32
 //! rounding, not bit for bit.
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm::Rhs;
 use crate::tensor::Half;
 
 /// Y (m×n) = X (m×k) · Wᵀ (w is n×k, row-major) + b.
@@ -26,6 +30,11 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
             return matvec_rows(x, m, b, n, k, |j, out| {
                 dots_f32(x, k, &w[j * k..(j + 1) * k], out)
             });
+        }
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm::available() {
+            // SAFETY: AVX-512F and F16C (checked); x, w and b hold m×k, n×k and n values.
+            return unsafe { super::gemm::linear(x, Rhs::F32(weight_rows(w, k)), b, (m, n, k)) };
         }
         gemm_linear(x, w, b, m, n, k)
     }
@@ -130,6 +139,12 @@ pub fn linear_half(
             dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
         });
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm::available() {
+        // SAFETY: AVX-512F and F16C (checked); x, w and b hold m×k, n×k and n values (asserted).
+        let w = Rhs::Half(kind, weight_rows(w, k));
+        return unsafe { super::gemm::linear(x, w, b, (m, n, k)) };
+    }
     linear_widened(x, b, m, n, k, |j0, wide| {
         for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
             *d = kind.widen(v);
@@ -170,6 +185,16 @@ pub(crate) fn linear_widened(
         }
     }
     y
+}
+
+/// Wᵀ (k×n) as a strided operand over W's rows (n×k, row-major): element (kk, j) is w[j·k + kk].
+#[cfg(target_arch = "x86_64")]
+fn weight_rows<T>(w: &[T], k: usize) -> Strided<T> {
+    Strided {
+        ptr: w.as_ptr(),
+        col: k,
+        row: 1,
+    }
 }
 
 /// Bytes of W widened to f32 at a time for `gemm`.
@@ -420,10 +445,11 @@ fn dot_portable<W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
 }
 
 /// A strided operand of [`product`]: its first element, and the steps between columns and
-/// between rows (in elements).
+/// between rows (in elements): element (row, col) is at `ptr + row·row + col·col`.
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) struct Strided {
-    pub ptr: *const f32,
+#[derive(Clone, Copy)]
+pub(crate) struct Strided<T = f32> {
+    pub ptr: *const T,
     pub col: usize,
     pub row: usize,
 }
@@ -443,6 +469,11 @@ pub(crate) unsafe fn product(
     rhs: Strided,
     scale: f32,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm::available() {
+        // SAFETY: the CPU has AVX-512F and F16C (checked); bounds as the caller promises.
+        return super::gemm::product((m, n, k), dst, dst_row, lhs, Rhs::F32(rhs), scale, false);
+    }
     gemm::gemm(
         m,
         n,

@@ -1,0 +1,596 @@
+//! Matrix products on AVX-512 (f32 multiply-adds 16 lanes wide): C (m×n) = α·A·B (+ C), with A
+//! and B read through strides and B optionally 16-bit floats (bf16, f16), widened exactly as
+//! they are packed. This is what prefill, the vision encoder, LinVT and the attention products
+//! run on CPUs with AVX-512F.
+//!
+//! Why our own kernel: the `gemm` crate picks its AVX-512 kernels only with its `nightly`
+//! feature (which needs a nightly compiler), so on stable it runs its AVX2 kernels — 8 lanes, half
+//! of what a CPU with two 512-bit FMA units (Intel Xeon since Skylake-SP) multiplies per cycle.
+//! Profiles of the vision encoder had 58 % of samples in that AVX2 kernel. Other CPUs keep
+//! `gemm` (`crate::cpu::linear`).
+//!
+//! The layout is BLIS's: B is packed a block of [`KC`] × [`NC`] at a time into panels of
+//! [`NR`] columns (`[kk][NR]`, zero past n), A a block of [`MC`] × [`KC`] into tiles of [`MR`]
+//! rows (`[kk][MR]`, zero past m); a tile of MR × NR outputs is 24 accumulator registers, and
+//! each step broadcasts MR values of A against two registers of B. A block of B stays in L2
+//! while every row of A passes it. Sums over k are in order within a block, blocks added in
+//! order: results agree with other paths to f32 rounding, not bit for bit.
+
+use super::linear::Strided;
+use crate::tensor::Half;
+use std::arch::x86_64::*;
+
+/// Rows of A per tile.
+const MR: usize = 12;
+/// Columns of B per tile (two 16-lane registers).
+const NR: usize = 32;
+/// Depth of a packed block: an A tile (MR·KC·4 = 12 KiB) stays in L1 while the panels of B
+/// (KC·NR·4 = 32 KiB each) stream from L2.
+const KC: usize = 256;
+/// Rows of A packed at a time (a block of MC·KC·4 = 144 KiB, in L2).
+const MC: usize = 12 * MR;
+/// Columns of B packed at a time (a block of 256 KiB, in L2), and the width of one parallel
+/// task of [`linear`].
+const NC: usize = 8 * NR;
+
+/// Whether this CPU runs these kernels.
+pub fn available() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
+}
+
+/// The B operand: f32, or 16-bit floats of a kind (widened exactly when packed).
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs {
+    F32(Strided<f32>),
+    Half(Half, Strided<u16>),
+}
+
+/// A raw pointer handed to the tasks of [`linear`], which write disjoint tiles of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only its own rows × columns of the output (see `linear`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+#[derive(Clone, Copy)]
+struct SharedRhs(Rhs);
+// SAFETY: B is only read, while the caller's borrow of it lasts (the call of `linear`).
+unsafe impl Send for SharedRhs {}
+unsafe impl Sync for SharedRhs {}
+
+/// Y (m×n) = X (m×k) · Wᵀ + b, with W n×k row-major as f32 or 16-bit floats, split over the
+/// rayon pool: tasks own [`NC`] columns of Y (each packs its columns of W once per block of k
+/// for every row of X) and, when there are too few columns to keep every thread busy, a share
+/// of the rows too.
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C ([`available`]); x holds m×k values, w (through `rhs`)
+/// n×k and b, when given, n.
+pub(crate) unsafe fn linear(
+    x: &[f32],
+    w: Rhs,
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return y;
+    }
+    if let Some(b) = b {
+        for row in y.chunks_mut(n) {
+            row.copy_from_slice(&b[..n]);
+        }
+    }
+    let column_tasks = n.div_ceil(NC);
+    let want = 2 * rayon::current_num_threads();
+    let row_tasks = want.div_ceil(column_tasks).min(m.div_ceil(MR)).max(1);
+    let rows_per_task = m.div_ceil(row_tasks).next_multiple_of(MR);
+    let row_tasks = m.div_ceil(rows_per_task);
+    let out = OutPtr(y.as_mut_ptr());
+    let rhs = SharedRhs(w);
+    let accumulate = b.is_some();
+    (0..column_tasks * row_tasks)
+        .into_par_iter()
+        .for_each(move |task| {
+            let (out, rhs) = (out, rhs);
+            let (cj, ri) = (task % column_tasks, task / column_tasks);
+            let (j0, i0) = (cj * NC, ri * rows_per_task);
+            let cols = NC.min(n - j0);
+            let rows = rows_per_task.min(m - i0);
+            // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
+            // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
+            unsafe {
+                product(
+                    (rows, cols, k),
+                    out.0.add(i0 * n + j0),
+                    n,
+                    Strided {
+                        ptr: x.as_ptr().add(i0 * k),
+                        col: 1,
+                        row: k,
+                    },
+                    rhs.0.offset_cols(j0),
+                    1.0,
+                    accumulate,
+                )
+            }
+        });
+    y
+}
+
+impl Rhs {
+    /// The operand starting `j` columns further.
+    unsafe fn offset_cols(self, j: usize) -> Rhs {
+        match self {
+            Rhs::F32(s) => Rhs::F32(Strided {
+                ptr: s.ptr.add(j * s.col),
+                ..s
+            }),
+            Rhs::Half(kind, s) => Rhs::Half(
+                kind,
+                Strided {
+                    ptr: s.ptr.add(j * s.col),
+                    ..s
+                },
+            ),
+        }
+    }
+}
+
+/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n) (+ dst when `accumulate`),
+/// on the calling thread. lhs's rows must be contiguous (`lhs.col == 1`).
+///
+/// # Safety
+/// The CPU must have AVX-512F and F16C ([`available`]); every element the strides reach
+/// (m×k of lhs, k×n of rhs, m×n of dst) must be in bounds, and dst must not overlap lhs or rhs.
+#[target_feature(enable = "avx512f,f16c")]
+pub(crate) unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row: usize,
+    lhs: Strided,
+    rhs: Rhs,
+    scale: f32,
+    accumulate: bool,
+) {
+    assert_eq!(lhs.col, 1, "gemm::product reads rows of lhs in place");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                std::ptr::write_bytes(dst.add(i * dst_row), 0, n);
+            }
+        }
+        return;
+    }
+    let mut b_pack = vec![0.0f32; KC.min(k) * NC.min(n).next_multiple_of(NR)];
+    let mut a_pack = vec![0.0f32; KC.min(k) * MC.min(m).next_multiple_of(MR)];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let load_c = accumulate || k0 > 0;
+        for j0 in (0..n).step_by(NC) {
+            let nc = NC.min(n - j0);
+            pack_b(rhs, k0, kc, j0, nc, &mut b_pack);
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                let tiles = mc.div_ceil(MR);
+                for t in 0..tiles {
+                    let rows = MR.min(mc - t * MR);
+                    let a = lhs.ptr.add((i0 + t * MR) * lhs.row + k0);
+                    pack_a(a, lhs.row, rows, kc, &mut a_pack[t * kc * MR..][..kc * MR]);
+                }
+                // Each panel of B stays in L1 while the block's tiles of A pass it from L2.
+                for (p, b_panel) in b_pack.chunks(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+                    let cols = NR.min(nc - p * NR);
+                    let b = b_panel.as_ptr();
+                    for t in 0..tiles {
+                        let rows = MR.min(mc - t * MR);
+                        let a = a_pack.as_ptr().add(t * kc * MR);
+                        let c = (dst.add((i0 + t * MR) * dst_row + j0 + p * NR), dst_row);
+                        match rows {
+                            MR => tile::<MR>(kc, a, b, c, cols, scale, load_c),
+                            1 => tile::<1>(kc, a, b, c, cols, scale, load_c),
+                            2 => tile::<2>(kc, a, b, c, cols, scale, load_c),
+                            3 => tile::<3>(kc, a, b, c, cols, scale, load_c),
+                            4 => tile::<4>(kc, a, b, c, cols, scale, load_c),
+                            5 => tile::<5>(kc, a, b, c, cols, scale, load_c),
+                            6 => tile::<6>(kc, a, b, c, cols, scale, load_c),
+                            7 => tile::<7>(kc, a, b, c, cols, scale, load_c),
+                            8 => tile::<8>(kc, a, b, c, cols, scale, load_c),
+                            9 => tile::<9>(kc, a, b, c, cols, scale, load_c),
+                            10 => tile::<10>(kc, a, b, c, cols, scale, load_c),
+                            _ => tile::<11>(kc, a, b, c, cols, scale, load_c),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs `rows` ≤ MR rows of A (kc values each, `a_row` apart) as one tile, `[kk][MR]`, rows
+/// past `rows` zero: 16 depths of MR rows at a time through a register transpose, so the
+/// tile's loop broadcasts at constant offsets (reading A's rows in place, the loop spent its
+/// time stepping MR row pointers).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a(a: *const f32, a_row: usize, rows: usize, kc: usize, dst: &mut [f32]) {
+    let main = kc - kc % 16;
+    let lanes: __mmask16 = (1 << MR) - 1;
+    for kk0 in (0..main).step_by(16) {
+        let regs: [__m512; 16] = std::array::from_fn(|r| {
+            if r < rows {
+                _mm512_loadu_ps(a.add(r * a_row + kk0))
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        for (kk, v) in transpose16(regs).into_iter().enumerate() {
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add((kk0 + kk) * MR), lanes, v);
+        }
+    }
+    for kk in main..kc {
+        for r in 0..MR {
+            dst[kk * MR + r] = if r < rows {
+                *a.add(r * a_row + kk)
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// Packs rhs depths k0..k0+kc, columns j0..j0+nc into panels of NR columns, `[kk][NR]` each,
+/// widened to f32, columns past nc zero. Weights (`Wᵀ`: depths contiguous) go through 16×16
+/// register transposes; rows of columns (`V`: columns contiguous) are copied; other strides
+/// element by element.
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn pack_b(rhs: Rhs, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+    let bf16 = |v: u16| f32::from_bits((v as u32) << 16);
+    let f16 = |v: u16| half::f16::from_bits(v).to_f32();
+    match rhs {
+        Rhs::F32(s) if s.row == 1 => {
+            let load = |p: *const f32| _mm512_loadu_ps(p);
+            pack_b_transposed(s, k0, kc, j0, nc, dst, (load, |v| v))
+        }
+        Rhs::Half(Half::Bf16, s) if s.row == 1 => {
+            let load = |p: *const u16| {
+                let h = _mm256_loadu_si256(p as *const __m256i);
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+            };
+            pack_b_transposed(s, k0, kc, j0, nc, dst, (load, bf16))
+        }
+        Rhs::Half(Half::F16, s) if s.row == 1 => {
+            let load = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+            pack_b_transposed(s, k0, kc, j0, nc, dst, (load, f16))
+        }
+        Rhs::F32(s) => pack_b_with(s, k0, kc, j0, nc, dst, |v| v),
+        Rhs::Half(Half::Bf16, s) => pack_b_with(s, k0, kc, j0, nc, dst, bf16),
+        Rhs::Half(Half::F16, s) => pack_b_with(s, k0, kc, j0, nc, dst, f16),
+    }
+}
+
+/// [`pack_b`] for an operand whose depths are contiguous (`s.row == 1`): 16 columns × 16
+/// depths loaded as 16 registers (`load16` widens 16 values at a pointer), transposed, stored
+/// as 16 depths of 16 columns; the depths past the last whole 16 element by element (`widen`).
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn pack_b_transposed<T: Copy>(
+    s: Strided<T>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    dst: &mut [f32],
+    (load16, widen): (impl Fn(*const T) -> __m512, impl Fn(T) -> f32),
+) {
+    debug_assert_eq!(s.row, 1);
+    let main = kc - kc % 16;
+    for (p, panel) in dst.chunks_mut(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+        for half in 0..NR / 16 {
+            let c0 = p * NR + half * 16;
+            let col = |c: usize| s.ptr.add((j0 + c0 + c) * s.col + k0);
+            let live = nc.saturating_sub(c0).min(16);
+            for kk0 in (0..main).step_by(16) {
+                let rows: [__m512; 16] = std::array::from_fn(|c| {
+                    if c < live {
+                        load16(col(c).add(kk0))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                for (kk, v) in transpose16(rows).into_iter().enumerate() {
+                    _mm512_storeu_ps(panel.as_mut_ptr().add((kk0 + kk) * NR + half * 16), v);
+                }
+            }
+            for c in 0..16 {
+                for kk in main..kc {
+                    panel[kk * NR + half * 16 + c] = if c < live {
+                        widen(*col(c).add(kk))
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The 16×16 transpose: output register i holds lane i of every input register, in order.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    // Pairs of rows interleaved within each 128-bit lane L: lo = [a(4L) b(4L) a(4L+1) b(4L+1)],
+    // hi = [a(4L+2) b(4L+2) a(4L+3) b(4L+3)].
+    let lo: [__m512; 8] = std::array::from_fn(|i| _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]));
+    let hi: [__m512; 8] = std::array::from_fn(|i| _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]));
+    // Per group g of four rows, q = 0..3: lane L holds rows 4g..4g+3 at column 4L + q.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (l0, l1, h0, h1) = (lo[2 * g], lo[2 * g + 1], hi[2 * g], hi[2 * g + 1]);
+        u[4 * g] = ps(_mm512_unpacklo_pd(pd(l0), pd(l1)));
+        u[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(l0), pd(l1)));
+        u[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(h0), pd(h1)));
+        u[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(h0), pd(h1)));
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        // Groups 0 and 1 (x), 2 and 3 (y): even lanes 0, 2 and odd lanes 1, 3 of each.
+        let x_even = _mm512_shuffle_f32x4::<0x88>(u[q], u[4 + q]);
+        let x_odd = _mm512_shuffle_f32x4::<0xDD>(u[q], u[4 + q]);
+        let y_even = _mm512_shuffle_f32x4::<0x88>(u[8 + q], u[12 + q]);
+        let y_odd = _mm512_shuffle_f32x4::<0xDD>(u[8 + q], u[12 + q]);
+        out[q] = _mm512_shuffle_f32x4::<0x88>(x_even, y_even);
+        out[8 + q] = _mm512_shuffle_f32x4::<0xDD>(x_even, y_even);
+        out[4 + q] = _mm512_shuffle_f32x4::<0x88>(x_odd, y_odd);
+        out[12 + q] = _mm512_shuffle_f32x4::<0xDD>(x_odd, y_odd);
+    }
+    out
+}
+
+#[inline(always)]
+unsafe fn pack_b_with<T: Copy>(
+    s: Strided<T>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    dst: &mut [f32],
+    widen: impl Fn(T) -> f32,
+) {
+    for (p, panel) in dst.chunks_mut(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+        for kk in 0..kc {
+            let depth = s.ptr.add((k0 + kk) * s.row);
+            for c in 0..NR {
+                let j = p * NR + c;
+                panel[kk * NR + c] = if j < nc {
+                    widen(*depth.add((j0 + j) * s.col))
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// One tile of R ≤ MR rows × NR columns: c (R × cols of it, rows `c_row` apart) = scale ·
+/// a_tile (`[kk][MR]`) · b_panel (`[kk][NR]`) (+ c when `load_c`). The accumulators are
+/// indexed by constants only, so they stay in registers.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn tile<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    (c, c_row): (*mut f32, usize),
+    cols: usize,
+    scale: f32,
+    load_c: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for kk in 0..kc {
+        let b0 = _mm512_loadu_ps(b.add(kk * NR));
+        let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(kk * MR + r));
+            acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+        }
+    }
+    let mask = |from: usize| -> __mmask16 {
+        let n = cols.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let (m0, m1) = (mask(0), mask(16));
+    let s = _mm512_set1_ps(scale);
+    for (r, acc) in acc.iter().enumerate() {
+        let p = c.add(r * c_row);
+        // Masked: the lanes past `cols` (maybe past the allocation) are neither read nor written.
+        let p1 = p.wrapping_add(16);
+        let (c0, c1) = if load_c {
+            (_mm512_maskz_loadu_ps(m0, p), _mm512_maskz_loadu_ps(m1, p1))
+        } else {
+            (_mm512_setzero_ps(), _mm512_setzero_ps())
+        };
+        _mm512_mask_storeu_ps(p, m0, _mm512_fmadd_ps(acc[0], s, c0));
+        _mm512_mask_storeu_ps(p1, m1, _mm512_fmadd_ps(acc[1], s, c1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::linear::linear_reference;
+    use crate::rand::SeededRng;
+
+    #[test]
+    fn transpose16_swaps_rows_and_lanes() {
+        if !crate::cpu::avx512_for_tests() {
+            return;
+        }
+        let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        // SAFETY: AVX-512F checked; 16 loads of 16 values within m.
+        let t = unsafe {
+            transpose16(std::array::from_fn(|r| {
+                _mm512_loadu_ps(m.as_ptr().add(16 * r))
+            }))
+        };
+        for (i, v) in t.iter().enumerate() {
+            let mut lanes = [0.0f32; 16];
+            // SAFETY: as above; 16 lanes into 16 values.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
+            let want: Vec<f32> = (0..16).map(|r| m[16 * r + i]).collect();
+            assert_eq!(lanes.to_vec(), want, "output register {i}");
+        }
+    }
+
+    /// Y = X·Wᵀ + b against the f64 oracle for f32, bf16 and f16 weights (the 16-bit ones
+    /// compared on their widened values, so only the summation order differs: 2e-6·k + 1e-6
+    /// for values ≤ 1, as `linear`'s tests), on shapes that cross every block edge — MR rows
+    /// (12), NR columns (32), KC depths (256), NC columns (256), the 16-wide transposes — with
+    /// junk after x and w.
+    #[test]
+    fn linear_matches_the_reference_across_block_edges() {
+        if !crate::cpu::avx512_for_tests() {
+            return;
+        }
+        let mut rng = SeededRng::new(21);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (12, 32, 256),
+            (13, 33, 257),
+            (11, 31, 15),
+            (25, 300, 17),
+            (97, 257, 513),
+            (40, 520, 300),
+        ] {
+            let x = rng.vec(m * k + 7, 1.0);
+            let wf = rng.vec(n * k + 7, 1.0);
+            let b = rng.vec(n, 1.0);
+            for kind in [None, Some(Half::Bf16), Some(Half::F16)] {
+                let (bits, widened): (Vec<u16>, Vec<f32>) = wf
+                    .iter()
+                    .map(|&v| match kind {
+                        Some(Half::Bf16) => {
+                            let h = half::bf16::from_f32(v);
+                            (h.to_bits(), h.to_f32())
+                        }
+                        Some(Half::F16) => {
+                            let h = half::f16::from_f32(v);
+                            (h.to_bits(), h.to_f32())
+                        }
+                        None => (0, v),
+                    })
+                    .unzip();
+                let rhs = match kind {
+                    None => Rhs::F32(Strided {
+                        ptr: widened.as_ptr(),
+                        col: k,
+                        row: 1,
+                    }),
+                    Some(kind) => Rhs::Half(
+                        kind,
+                        Strided {
+                            ptr: bits.as_ptr(),
+                            col: k,
+                            row: 1,
+                        },
+                    ),
+                };
+                for bias in [None, Some(b.as_slice())] {
+                    let want = linear_reference(&x, &widened, bias, m, n, k);
+                    // SAFETY: AVX-512F checked; x, w and b hold m×k, n×k and n values.
+                    let got = unsafe { linear(&x, rhs, bias, (m, n, k)) };
+                    let tol = 2e-6 * k as f32 + 1e-6;
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{kind:?} {m}×{n}×{k} bias {}: element {i}: {g} vs {w}",
+                            bias.is_some()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The attention products' forms: lhs rows `lda` apart, rhs read as Kᵀ (depths contiguous)
+    /// and as V (columns contiguous, packed element by element), a scale, dst rows apart with
+    /// junk between them kept, and `accumulate` adding to what dst holds. Oracle: f64 sums;
+    /// tolerance as above.
+    #[test]
+    fn strided_products_match_the_reference() {
+        if !crate::cpu::avx512_for_tests() {
+            return;
+        }
+        let mut rng = SeededRng::new(22);
+        for &(m, n, k) in &[(17, 40, 24), (33, 64, 300), (5, 3, 2)] {
+            let (lda, ldb, ldc) = (k + 3, 2 * (k.max(n)) + 1, n + 5);
+            let a = rng.vec(m * lda, 1.0);
+            let b = rng.vec(k.max(n) * ldb, 1.0);
+            let scale = 0.125;
+            // rhs as Kᵀ: element (kk, j) at b[j·ldb + kk]; as V: at b[kk·ldb + j].
+            for transposed in [true, false] {
+                let at = |kk: usize, j: usize| {
+                    if transposed {
+                        j * ldb + kk
+                    } else {
+                        kk * ldb + j
+                    }
+                };
+                for accumulate in [false, true] {
+                    let start = rng.vec(m * ldc, 1.0);
+                    let mut dst = start.clone();
+                    let rhs = Strided {
+                        ptr: b.as_ptr(),
+                        col: if transposed { ldb } else { 1 },
+                        row: if transposed { 1 } else { ldb },
+                    };
+                    let lhs = Strided {
+                        ptr: a.as_ptr(),
+                        col: 1,
+                        row: lda,
+                    };
+                    // SAFETY: AVX-512F checked; every index the strides reach is in bounds
+                    // (a: m rows of lda ≥ k; b: ldb ≥ 2·max(k, n); dst: m rows of ldc ≥ n).
+                    unsafe {
+                        product(
+                            (m, n, k),
+                            dst.as_mut_ptr(),
+                            ldc,
+                            lhs,
+                            Rhs::F32(rhs),
+                            scale,
+                            accumulate,
+                        )
+                    };
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = dst[i * ldc + j];
+                            if j >= n {
+                                assert_eq!(got, start[i * ldc + j], "junk at ({i}, {j}) kept");
+                                continue;
+                            }
+                            let dot: f64 = (0..k)
+                                .map(|kk| a[i * lda + kk] as f64 * b[at(kk, j)] as f64)
+                                .sum();
+                            let base = if accumulate {
+                                start[i * ldc + j] as f64
+                            } else {
+                                0.0
+                            };
+                            let want = base + scale as f64 * dot;
+                            assert!(
+                                (got as f64 - want).abs() <= 2e-6 * k as f64 + 1e-6,
+                                "{m}×{n}×{k} transposed {transposed} accumulate {accumulate} \
+                                 ({i}, {j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
