@@ -350,6 +350,8 @@ unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
+/// [`pack_b`] for any strides, element by element (`widen` each): the attention's V, whose
+/// columns are contiguous.
 #[inline(always)]
 unsafe fn pack_b_with<T: Copy>(
     s: Strided<T>,
@@ -470,20 +472,14 @@ mod tests {
             let wf = rng.vec(n * k + 7, 1.0);
             let b = rng.vec(n, 1.0);
             for kind in [None, Some(Half::Bf16), Some(Half::F16)] {
-                let (bits, widened): (Vec<u16>, Vec<f32>) = wf
-                    .iter()
-                    .map(|&v| match kind {
-                        Some(Half::Bf16) => {
-                            let h = half::bf16::from_f32(v);
-                            (h.to_bits(), h.to_f32())
-                        }
-                        Some(Half::F16) => {
-                            let h = half::f16::from_f32(v);
-                            (h.to_bits(), h.to_f32())
-                        }
-                        None => (0, v),
-                    })
-                    .unzip();
+                let (bits, widened): (Vec<u16>, Vec<f32>) = match kind {
+                    Some(kind) => wf
+                        .iter()
+                        .map(|&v| kind.round(v))
+                        .map(|b| (b, kind.widen(b)))
+                        .unzip(),
+                    None => (Vec::new(), wf.clone()),
+                };
                 let rhs = match kind {
                     None => Rhs::F32(Strided {
                         ptr: widened.as_ptr(),
