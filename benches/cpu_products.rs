@@ -4,7 +4,7 @@
 //! so time per row should fall as rows are added (`linvt serve --parallel`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use linvt::cpu::linear::{linear, linear_bf16};
+use linvt::cpu::linear::{linear, linear_bf16, linear_bf16_activations};
 
 const N: usize = 9728;
 const K: usize = 896;
@@ -83,8 +83,9 @@ fn streaming_products(c: &mut Criterion) {
 
 /// Prefill-sized products: one InternViT-300M layer on one 448² frame (1025 tokens; its
 /// q|k|v, output projection, MLP up and down), ours (AVX-512 where the CPU has it,
-/// `linvt::cpu::gemm`) in f32 and with bf16 weights widened as they are packed, beside the
-/// `gemm` crate on the same f32 operands in the same run. Throughput in multiply-adds.
+/// `linvt::cpu::gemm`) in f32 and with bf16 weights widened as they are packed, and with the
+/// activations rounded to bf16 on AMX tiles (`--cpu-products bf16`, `linvt::cpu::amx`), beside
+/// the `gemm` crate on the same f32 operands in the same run. Throughput in multiply-adds.
 fn prefill_products(c: &mut Criterion) {
     linvt::cpu::threads::init(None).expect("the thread pool starts");
     const M: usize = 1025;
@@ -105,6 +106,17 @@ fn prefill_products(c: &mut Criterion) {
         g.throughput(Throughput::Elements((M * n * k) as u64));
         g.bench_function("f32", |b| b.iter(|| linear(&x, &w, None, M, n, k)));
         g.bench_function("bf16", |b| b.iter(|| linear_bf16(&x, &wb, None, M, n, k)));
+        // `--cpu-products bf16`: the activations rounded to bf16, AMX tiles (where the CPU has
+        // them; elsewhere this line reports the error once and is skipped).
+        match linear_bf16_activations(&x, &wb, None, (M, n, k)) {
+            Ok(_) => g.bench_function("bf16 activations (AMX)", |b| {
+                b.iter(|| linear_bf16_activations(&x, &wb, None, (M, n, k)).unwrap())
+            }),
+            Err(e) => {
+                eprintln!("bf16 activations: {e}");
+                &mut g
+            }
+        };
         g.bench_function("gemm crate f32", |b| {
             b.iter(|| {
                 let mut y = vec![0.0f32; M * n];

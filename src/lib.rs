@@ -27,5 +27,5 @@ pub use config::{ConfigPatch, LinvtConfig, Preset};
 pub use error::{Error, Result};
 pub use gpu::{WeightChoice, WeightStorage};
 pub use linvt::{CondenseOptions, Condensed, Linvt};
-pub use ops::Device;
+pub use ops::{Device, Products};
 pub use tensor::Tensor;

@@ -24,6 +24,7 @@ fn model_args() -> ModelArgs {
         gpu_weights: WeightChoice::Auto,
         cpu_weights: WeightChoice::Auto,
         cpu_activations: linvt::ops::Activations::Int8,
+        cpu_products: linvt::Products::F32,
     }
 }
 

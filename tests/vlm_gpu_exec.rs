@@ -288,6 +288,46 @@ fn bf16_checkpoints_stay_bf16_on_the_cpu_and_answer_as_f32() {
     assert_eq!(got, want);
 }
 
+/// `--cpu-products bf16` (activations rounded to bf16, AMX tiles) on the bf16 checkpoint: where
+/// the CPU has AMX it loads and gives the exact path's greedy answer (the tiny model's margins
+/// are wider than bf16 rounding of its activations moves its logits; the products themselves
+/// are held to the f64 reference in `cpu::amx`'s tests); elsewhere it is refused at load with
+/// the reason. Weights kept in f32 are refused either way: there is nothing bf16 to multiply.
+#[test]
+fn bf16_products_answer_as_the_exact_path_or_are_refused() {
+    use linvt::vlm::model::{LoadOptions, VideoLlm};
+    use linvt::{Device, Products, WeightChoice};
+    let dir = std::env::temp_dir().join(format!("linvt-bf16-amx-{}", std::process::id()));
+    write_bf16_copy_of_tiny_model(&dir);
+    let load = |w: WeightChoice, p: Products| {
+        let opts = LoadOptions {
+            cpu_weights: w,
+            cpu_products: p,
+            ..LoadOptions::new(Device::Cpu)
+        };
+        VideoLlm::load_with(&dir, &opts, &mut |_, _| {})
+    };
+    let refused = load(WeightChoice::F32, Products::Bf16)
+        .err()
+        .expect("f32 weights refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("--cpu-products bf16 multiplies bf16 weights"),
+        "{refused}"
+    );
+    let mut exact = load(WeightChoice::Auto, Products::F32).unwrap();
+    let amx = load(WeightChoice::Auto, Products::Bf16);
+    let ask = |m: &mut VideoLlm| common::greedy_moving_bar(m, 12);
+    let want = ask(&mut exact);
+    let got = amx.map(|mut m| ask(&mut m));
+    std::fs::remove_dir_all(&dir).unwrap();
+    match got {
+        Ok(got) => assert_eq!(got, want),
+        Err(e) => assert!(e.to_string().contains("AMX"), "{e}"),
+    }
+}
+
 /// A released-style checkpoint (every float tensor bf16) loads with the GPU's weights in bf16
 /// by default — exact, as the values are bf16 already — and answers greedily exactly as the
 /// CPU backend does on the same checkpoint; the f32 fixture keeps f32.

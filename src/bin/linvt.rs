@@ -130,6 +130,10 @@ enum Command {
         /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
         #[arg(long, value_enum, default_value = "auto")]
         cpu_weights: WeightChoice,
+        /// With --model --backend cpu: how bf16 weights are multiplied in products of many
+        /// rows — f32 (exact) or bf16 (activations rounded to bf16, AMX tiles).
+        #[arg(long, value_enum, default_value = "f32")]
+        cpu_products: linvt::ops::Products,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -233,6 +237,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             linvt,
             no_linvt,
             cpu_weights,
+            cpu_products,
             ..
         } => {
             use linvt::vlm::model::LinvtChoice;
@@ -246,6 +251,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                     (None, false) => LinvtChoice::Auto,
                 },
                 cpu_weights,
+                cpu_products,
                 ..Default::default()
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;

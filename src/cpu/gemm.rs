@@ -319,7 +319,7 @@ unsafe fn pack_b_transposed<T: Copy>(
 /// The 16×16 transpose: output register i holds lane i of every input register, in order.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+pub(super) unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     let pd = _mm512_castps_pd;
     let ps = _mm512_castpd_ps;
     // Pairs of rows interleaved within each 128-bit lane L: lo = [a(4L) b(4L) a(4L+1) b(4L+1)],

@@ -152,6 +152,29 @@ pub fn linear_half(
     })
 }
 
+/// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k): the activations rounded to bf16 and
+/// multiplied on AMX tiles, sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
+/// CPUs without AMX-BF16 (`cpu_ops` refuses the option there before any product runs).
+pub fn linear_bf16_activations(
+    x: &[f32],
+    w: &[u16],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> crate::error::Result<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if super::amx::available() {
+        // SAFETY: AMX granted (checked); `linear` asserts the sizes.
+        return Ok(unsafe { super::amx::linear(x, w, b, (m, n, k)) });
+    }
+    let _ = (x, w, b, m, n, k);
+    Err(crate::error::Error::input(AMX_MISSING))
+}
+
+/// Why `--cpu-products bf16` cannot run here.
+pub const AMX_MISSING: &str = "--cpu-products bf16 multiplies on AMX tiles, which this CPU or \
+OS lacks (it needs AMX-BF16: Intel Xeon since Sapphire Rapids, and Linux 5.16 or later); use \
+--cpu-products f32";
+
 /// Y = X·Wᵀ + b for many rows of X with W held in another format: `widen(j0, wide)` writes W's
 /// rows j0.. as f32 into `wide` (a whole number of rows), a block of rows at a time, each block
 /// multiplied through `gemm`, so the f32 copy never exceeds one block. Blocks hold whole

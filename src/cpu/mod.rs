@@ -3,6 +3,8 @@
 //! `gemm` crate, on a rayon pool (`threads`); each fast path keeps a plain reference beside it
 //! that tests hold it to (`linear::linear_reference`).
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod attention;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod blocks;

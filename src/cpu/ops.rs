@@ -4,7 +4,9 @@
 use crate::cpu;
 use crate::cpu::kv_attention::KvGeometry;
 use crate::error::{Error, Result};
-use crate::ops::{Activations, Positions, Role, Rope, SamplingParams, VlmOps, WeightStorage};
+use crate::ops::{
+    Activations, Positions, Products, Role, Rope, SamplingParams, VlmOps, WeightStorage,
+};
 use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
 use crate::tensor::{BlockRows, Half, Tensor};
 use crate::timing::StageClock;
@@ -59,6 +61,9 @@ pub struct CpuOps {
     /// How products over ggml blocks treat the activations: int8 (llama.cpp's way, the
     /// default) or f32 (the GPU block kernels' twin).
     pub block_activations: Activations,
+    /// How products of more than 8 rows over bf16 weights treat the activations: f32 (exact,
+    /// the default) or rounded to bf16 for AMX tiles.
+    pub products: Products,
 }
 
 impl CpuOps {
@@ -81,6 +86,11 @@ impl Ops for CpuOps {
         }
         let bias = b.map(Tensor::data);
         let y = match (w.half_data(), w.block_rows()) {
+            (Some((Half::Bf16, w)), _)
+                if self.products == Products::Bf16 && m > cpu::linear::DECODE_ROWS =>
+            {
+                cpu::linear::linear_bf16_activations(x.data(), w, bias, (m, n, k))?
+            }
             (Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
             (_, Some(parts)) => {
                 linear_blocks(x.data(), parts, bias, (m, n, k), self.block_activations)?

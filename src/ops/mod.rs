@@ -10,7 +10,7 @@ mod vlm;
 
 pub use base::Ops;
 pub use geometry::{AttnGeometry, Operand};
-pub use storage::{Activations, WeightChoice, WeightStorage};
+pub use storage::{Activations, Products, WeightChoice, WeightStorage};
 pub use vlm::{check_blocks, check_kv_write, VlmOps};
 
 use crate::error::{Error, Result};

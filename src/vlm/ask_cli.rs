@@ -19,7 +19,7 @@ use super::video::{load_frames_dir, load_image, load_video_sampled, Sampling};
 const DEFAULT_FRAMES: usize = 16;
 use crate::error::{Error, Result};
 use crate::gpu::WeightChoice;
-use crate::ops::{Activations, Device, SamplingParams};
+use crate::ops::{Activations, Device, Products, SamplingParams};
 
 /// Which model to load and how: shared by `ask`, `serve` and `batch`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +72,12 @@ pub struct ModelArgs {
     /// (exactly the GPU's values, ~2–3× slower at 4 bits). Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "int8")]
     pub cpu_activations: Activations,
+    /// How the CPU multiplies bf16 weights in products of many rows (prefill, the vision
+    /// encoder, LinVT): f32 (the activations kept f32: exact) or bf16 (the activations rounded
+    /// to bf16 and multiplied on AMX tiles, as PyTorch runs a bf16 model: several times
+    /// faster; Intel Xeon since Sapphire Rapids). Ignored with `--backend gpu`.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub cpu_products: Products,
 }
 
 impl ModelArgs {
@@ -81,6 +87,7 @@ impl ModelArgs {
             gpu_weights: self.gpu_weights,
             cpu_weights: self.cpu_weights,
             cpu_activations: self.cpu_activations,
+            cpu_products: self.cpu_products,
             linvt: match (&self.linvt, self.no_linvt) {
                 (Some(file), _) => LinvtChoice::File(file.clone()),
                 (None, true) => LinvtChoice::Off,

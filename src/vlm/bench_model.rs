@@ -48,6 +48,8 @@ pub struct BenchModelOptions {
     pub linvt: LinvtChoice,
     /// How the CPU keeps the weights (auto: the checkpoint's precision).
     pub cpu_weights: WeightChoice,
+    /// How the CPU multiplies bf16 weights in products of many rows (f32, or bf16 on AMX).
+    pub cpu_products: crate::ops::Products,
 }
 
 impl Default for BenchModelOptions {
@@ -59,6 +61,7 @@ impl Default for BenchModelOptions {
             backend: None,
             linvt: LinvtChoice::Auto,
             cpu_weights: WeightChoice::Auto,
+            cpu_products: crate::ops::Products::F32,
         }
     }
 }
@@ -255,17 +258,19 @@ pub fn cpu_engine(
     linvt: &LinvtChoice,
     weights: WeightChoice,
 ) -> Result<Engine<CpuOps>> {
-    let opts = LoadOptions {
-        linvt: linvt.clone(),
-        cpu_weights: weights,
-        ..LoadOptions::new(Device::Cpu)
-    };
-    load_engine(
-        super::model::cpu_ops(dir, &opts)?,
+    cpu_engine_with(
         dir,
-        &opts,
-        &mut |_, _| {},
+        &LoadOptions {
+            linvt: linvt.clone(),
+            cpu_weights: weights,
+            ..LoadOptions::new(Device::Cpu)
+        },
     )
+}
+
+/// [`cpu_engine`] with every load option.
+pub fn cpu_engine_with(dir: &Path, opts: &LoadOptions) -> Result<Engine<CpuOps>> {
+    load_engine(super::model::cpu_ops(dir, opts)?, dir, opts, &mut |_, _| {})
 }
 
 /// Stage times of one repetition, in ms.
@@ -426,7 +431,15 @@ pub fn run(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
 }
 
 fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
-    let e = cpu_engine(dir, &opts.linvt, opts.cpu_weights)?;
+    let e = cpu_engine_with(
+        dir,
+        &LoadOptions {
+            linvt: opts.linvt.clone(),
+            cpu_weights: opts.cpu_weights,
+            cpu_products: opts.cpu_products,
+            ..LoadOptions::new(Device::Cpu)
+        },
+    )?;
     let adapter = crate::cpu::threads::label();
     bench_on(e, dir, opts, &adapter, "cpu")
 }

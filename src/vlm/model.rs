@@ -21,7 +21,7 @@ use crate::cpu::CpuOps;
 use crate::error::{Error, Result};
 use crate::gpu::{BufferPool, GpuOps, Recorder, WeightChoice, WeightStorage};
 use crate::linvt::provenance::Provenance;
-use crate::ops::{Activations, Device, SamplingParams, VlmOps};
+use crate::ops::{Activations, Device, Products, SamplingParams, VlmOps};
 use crate::weights::{ModelFiles, TensorStore};
 
 /// Where the video path's LinVT module comes from.
@@ -54,6 +54,9 @@ pub struct LoadOptions {
     /// How the CPU multiplies block-quantized weights: int8 activations (llama.cpp's way) or
     /// f32 (the GPU's values exactly).
     pub cpu_activations: Activations,
+    /// How the CPU multiplies activations by bf16 weights in products of many rows: f32
+    /// (exact) or bf16 on AMX tiles.
+    pub cpu_products: Products,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
@@ -72,6 +75,7 @@ impl LoadOptions {
             gpu_weights: WeightChoice::Auto,
             cpu_weights: WeightChoice::Auto,
             cpu_activations: Activations::Int8,
+            cpu_products: Products::F32,
             linvt: LinvtChoice::Auto,
             lora: None,
             binding_limit: None,
@@ -312,6 +316,23 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
         true => WeightStorage::F16,
         false => opts.cpu_weights.resolve(&store),
     };
+    ops.products = opts.cpu_products;
+    if opts.cpu_products == Products::Bf16 {
+        if matches!(ops.weight_storage, WeightStorage::F32 | WeightStorage::F16) {
+            return Err(Error::input(format!(
+                "--cpu-products bf16 multiplies bf16 weights, but these are kept as {:?}; use a \
+                 bf16 checkpoint with --cpu-weights auto, or --cpu-weights bf16",
+                ops.weight_storage
+            )));
+        }
+        #[cfg(target_arch = "x86_64")]
+        let amx = crate::cpu::amx::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let amx = false;
+        if !amx {
+            return Err(Error::input(crate::cpu::linear::AMX_MISSING));
+        }
+    }
     Ok(ops)
 }
 

@@ -1,0 +1,372 @@
+//! bf16 products on Intel AMX tiles (Sapphire Rapids and later): Y = bf16(X) · Wᵀ + b for bf16
+//! weights, every product of two bf16 values summed in f32 (`tdpbf16ps`: 16×16 outputs × 32
+//! depths per instruction, ~16× the multiply-adds per cycle of AVX-512 f32). The activations
+//! are rounded to bf16 (to nearest, ties to even) on the way in — what PyTorch does with a bf16
+//! model (oneDNN runs these same instructions) and llama.cpp with BF16 weights — so this is a
+//! mode the user chooses (`--cpu-products bf16`), never the exact f32 twin.
+//!
+//! The AMX intrinsics are not in stable Rust, so the tile instructions are inline assembly
+//! (which is); Linux must also grant the process the tile state once (`arch_prctl`
+//! `ARCH_REQ_XCOMP_PERM`), which [`available`] asks for. Tiles: A is 16 rows × 32 bf16 of the
+//! rounded activations (written tile by tile as they are rounded), B 16 depth pairs × 16 columns in
+//! the VNNI layout (`[k/2][n][2]`), packed per task from W's rows by 16×16 transposes of u32
+//! pairs; four accumulators make a 32×32 block of Y.
+
+use super::gemm::transpose16;
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Depths per tile row (64 bytes of bf16).
+const TK: usize = 32;
+/// Columns of W packed per task (a multiple of the 32-column block).
+const NC: usize = 128;
+/// Depth tiles summed between two round trips of the accumulators through memory.
+const KCH: usize = 8;
+
+/// Whether this CPU and OS run these kernels: AMX-TILE and AMX-BF16 (CPUID leaf 7), AVX-512
+/// F/BW/BF16 for the rounding and packing, and Linux's permission for the tile state (asked
+/// once per process).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let leaf7 = __cpuid_count(7, 0);
+        let amx = (leaf7.edx >> 22) & 1 == 1 && (leaf7.edx >> 24) & 1 == 1;
+        amx && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512bf16")
+            && request_tile_state()
+    })
+}
+
+/// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`); without it the first tile instruction kills the process.
+fn request_tile_state() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: a plain system call with integer arguments; it changes only which register
+        // state the kernel saves for this process.
+        unsafe {
+            asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack)
+            );
+        }
+        ret == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
+/// The tile configuration: palette 1, every tile 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// A raw pointer handed to the tasks of [`linear`], which write disjoint blocks of Y.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes only its own rows × columns of Y (see `linear`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Y (m×n) = bf16(X) (m×k) · Wᵀ + b, W n×k bf16 bits row-major, on the rayon pool: tasks own
+/// [`NC`] columns of Y (each packs its columns of W once) and, when there are too few columns
+/// to keep every thread busy, a share of the rows.
+///
+/// # Safety
+/// [`available`] must have returned true; x holds m×k values, w n×k and b, when given, n.
+pub(crate) unsafe fn linear(
+    x: &[f32],
+    w: &[u16],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    // Every element is written once, by its block (sums + bias), never read before.
+    let mut y = vec![0.0f32; m * n];
+    if m == 0 || n == 0 {
+        return y;
+    }
+    let k_pad = k.next_multiple_of(TK).max(TK);
+    let m_pad = m.next_multiple_of(32);
+    let xb = round_rows(x, (m, k), (m_pad, k_pad));
+    let column_tasks = n.div_ceil(NC);
+    let want = 2 * rayon::current_num_threads();
+    let row_tasks = want.div_ceil(column_tasks).min(m_pad / 32).max(1);
+    let rows_per_task = m_pad.div_ceil(row_tasks).next_multiple_of(32);
+    let row_tasks = m_pad.div_ceil(rows_per_task);
+    let out = OutPtr(y.as_mut_ptr());
+    (0..column_tasks * row_tasks)
+        .into_par_iter()
+        .for_each(move |task| {
+            let out = out;
+            let (cj, ri) = (task % column_tasks, task / column_tasks);
+            let (j0, i0) = (cj * NC, ri * rows_per_task);
+            let cols = NC.min(n - j0);
+            let rows = (i0..m_pad.min(i0 + rows_per_task), m);
+            // SAFETY: AMX granted (`available`); the task reads its rows of the padded
+            // activations and its columns of W (in bounds by the sizes asserted above) and
+            // writes only Y's rows i0.. × columns j0..j0+cols.
+            unsafe {
+                let tiles = pack_vnni(w, (n, k), j0, cols, k_pad);
+                block(&xb, k_pad, &tiles, rows, (j0, cols, n), b, out.0);
+            }
+        });
+    y
+}
+
+/// X rounded to bf16 (nearest, ties to even: `vcvtneps2bf16`) as A tiles: rows in groups of
+/// 16, each group's depths in tiles of 32, a tile's 16 rows × 32 values contiguous (1 KiB), so
+/// a tile load reads one contiguous KiB; m_pad rows, k_pad depths, zeros past m and k.
+fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize)) -> Vec<u16> {
+    use rayon::prelude::*;
+    let mut xb = vec![0u16; m_pad * k_pad];
+    xb.par_chunks_mut(16 * k_pad)
+        .enumerate()
+        .for_each(|(g, group)| {
+            for r in 0..16.min(m.saturating_sub(16 * g)) {
+                let i = 16 * g + r;
+                // SAFETY: AVX-512F/BF16 (checked by `available` before `linear` runs); row i
+                // of x holds k values; the group holds 16 rows of k_pad ≥ k.
+                unsafe { round_row(&x[i * k..(i + 1) * k], group, r) }
+            }
+        });
+    xb
+}
+
+/// Row r of a group of 16 rows, rounded into its tiles (see [`round_rows`]).
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
+    for (i, chunk) in x.chunks(16).enumerate() {
+        let mask: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
+        let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
+        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+        // Depths 16·i.. sit in tile 16·i / 32, row r, half (i % 2); whole 16s (masked-off
+        // lanes are 0, and every tile row has 32 slots).
+        let at = (i / 2) * 16 * TK + r * TK + (i % 2) * 16;
+        _mm256_storeu_si256(group.as_mut_ptr().add(at) as *mut __m256i, h);
+    }
+}
+
+/// W's columns j0..j0+cols (rows of W) as VNNI tiles: tile (jt, kb) holds columns
+/// j0 + 16·jt.. and depths 32·kb.., 16 rows (depth pairs) of 16 u32 (two bf16 of one column),
+/// tiles of one 16-column group consecutive in kb; columns padded to 32, depths to k_pad, zero.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_vnni(
+    w: &[u16],
+    (n, k): (usize, usize),
+    j0: usize,
+    cols: usize,
+    k_pad: usize,
+) -> Vec<u32> {
+    let groups = cols.next_multiple_of(32) / 16;
+    let kbs = k_pad / TK;
+    let mut tiles = vec![0u32; groups * kbs * 256];
+    for jt in 0..groups {
+        for kb in 0..kbs {
+            let k0 = kb * TK;
+            let live = k.saturating_sub(k0).min(TK);
+            let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
+            let regs: [__m512; 16] = std::array::from_fn(|c| {
+                let col = j0 + 16 * jt + c;
+                if col < (j0 + cols).min(n) && live > 0 {
+                    let p = w.as_ptr().add(col * k + k0);
+                    _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, p as *const i16))
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let tile = tiles.as_mut_ptr().add((jt * kbs + kb) * 256);
+            for (r, v) in transpose16(regs).into_iter().enumerate() {
+                _mm512_storeu_ps(tile.add(16 * r) as *mut f32, v);
+            }
+        }
+    }
+    tiles
+}
+
+/// Y's rows `rows.0` (padded; those ≥ `rows.1` = m are not written) × columns j0..j0+cols
+/// += the activations' rows · the packed columns, a 32×32 block at a time.
+#[target_feature(enable = "avx512f")]
+unsafe fn block(
+    xb: &[u16],
+    k_pad: usize,
+    tiles: &[u32],
+    (rows, m): (std::ops::Range<usize>, usize),
+    (j0, cols, n): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    y: *mut f32,
+) {
+    let kbs = k_pad / TK;
+    let mut cfg = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for t in 0..8 {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    // The 32 rows × NC columns of the block being summed (f32, rows NC apart).
+    #[repr(C, align(64))]
+    struct Sums([f32; 32 * NC]);
+    let mut c = Sums([0.0; 32 * NC]);
+    let row_bytes = NC * 4;
+    asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+    for i in rows.step_by(32) {
+        // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles = 16 KiB)
+        // stays in L1 while every column pair passes it, so only B streams from L2; the four
+        // accumulators go back to `c` between chunks.
+        for kc0 in (0..kbs).step_by(KCH) {
+            for jt in (0..cols.div_ceil(32) * 2).step_by(2) {
+                let cp = c.0.as_mut_ptr().add(16 * jt);
+                let (c0, c1, c2, c3) = (cp, cp.add(16), cp.add(16 * NC), cp.add(16 * NC + 16));
+                if kc0 == 0 {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                } else {
+                    asm!(
+                        "tileloadd tmm0, [{c0} + {s}*1]",
+                        "tileloadd tmm1, [{c1} + {s}*1]",
+                        "tileloadd tmm2, [{c2} + {s}*1]",
+                        "tileloadd tmm3, [{c3} + {s}*1]",
+                        c0 = in(reg) c0,
+                        c1 = in(reg) c1,
+                        c2 = in(reg) c2,
+                        c3 = in(reg) c3,
+                        s = in(reg) row_bytes,
+                        options(nostack, readonly)
+                    );
+                }
+                for kb in kc0..(kc0 + KCH).min(kbs) {
+                    let a0 = xb.as_ptr().add(i * k_pad + kb * 16 * TK);
+                    let a1 = a0.add(16 * k_pad);
+                    let b0 = tiles.as_ptr().add((jt * kbs + kb) * 256);
+                    let b1 = tiles.as_ptr().add(((jt + 1) * kbs + kb) * 256);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {s}*1]",
+                        "tileloadd tmm5, [{a1} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {s}*1]",
+                        "tileloadd tmm7, [{b1} + {s}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a1,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b1,
+                        s = in(reg) 64usize,
+                        options(nostack, readonly)
+                    );
+                }
+                asm!(
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c1} + {s}*1], tmm1",
+                    "tilestored [{c2} + {s}*1], tmm2",
+                    "tilestored [{c3} + {s}*1], tmm3",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c1,
+                    c2 = in(reg) c2,
+                    c3 = in(reg) c3,
+                    s = in(reg) row_bytes,
+                    options(nostack)
+                );
+            }
+        }
+        // Y = the sums + bias, the block's valid rows and columns.
+        let width = cols.min(n - j0);
+        for r in 0..32.min(m.saturating_sub(i)) {
+            let dst = y.add((i + r) * n + j0);
+            let src = c.0.as_ptr().add(r * NC);
+            for c0 in (0..width).step_by(16) {
+                // Masked: the lanes past `width` (maybe past Y's or b's end) are neither read
+                // nor written.
+                let lanes = ((1u32 << (width - c0).min(16)) - 1) as __mmask16;
+                let sums = _mm512_load_ps(src.add(c0));
+                let v = match bias {
+                    Some(b) => {
+                        _mm512_add_ps(sums, _mm512_maskz_loadu_ps(lanes, b.as_ptr().add(j0 + c0)))
+                    }
+                    None => sums,
+                };
+                _mm512_mask_storeu_ps(dst.add(c0), lanes, v);
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::linear::linear_reference;
+    use crate::rand::SeededRng;
+    use crate::tensor::Half;
+
+    /// Y against the f64 oracle on the activations rounded to bf16 as `half` rounds them
+    /// (nearest, ties to even, as `vcvtneps2bf16`) and the same bf16 weights: only the
+    /// summation order differs (2e-6·k + 1e-6 for values ≤ 1), on shapes that cross every edge
+    /// (32-row and 32-column blocks, 32-depth tiles, 128-column tasks), with junk after x and w.
+    #[test]
+    fn linear_matches_the_reference_on_bf16_activations() {
+        if !available() {
+            assert!(
+                std::env::var_os("LINVT_CPU_WITHOUT_AMX").is_some(),
+                "this CPU or OS lacks AMX-BF16, so the AMX kernels cannot be tested here; set \
+                 LINVT_CPU_WITHOUT_AMX=1 to accept that (`--cpu-products bf16` then refuses)"
+            );
+            return;
+        }
+        let mut rng = SeededRng::new(31);
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 33, 40),
+            (32, 32, 32),
+            (33, 100, 257),
+            (97, 300, 1000),
+        ] {
+            let x = rng.vec(m * k + 9, 1.0);
+            let wf = rng.vec(n * k + 9, 1.0);
+            let b = rng.vec(n, 1.0);
+            let w: Vec<u16> = wf.iter().map(|&v| Half::Bf16.round(v)).collect();
+            let wide: Vec<f32> = w.iter().map(|&v| Half::Bf16.widen(v)).collect();
+            let xr: Vec<f32> = x
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            for bias in [None, Some(b.as_slice())] {
+                let want = linear_reference(&xr, &wide, bias, m, n, k);
+                // SAFETY: AMX available (checked); sizes as the shapes say.
+                let got = unsafe { linear(&x, &w, bias, (m, n, k)) };
+                let tol = 2e-6 * k as f32 + 1e-6;
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - r).abs() <= tol, "{m}×{n}×{k} element {i}: {g} vs {r}");
+                }
+            }
+        }
+    }
+}
