@@ -289,6 +289,19 @@ impl Tensor {
             }
             return Tensor::blocks(shape, merged);
         }
+        // 16-bit parts of one kind stay 16-bit (a stacked q/k/v of a bf16 checkpoint).
+        if let Some((kind, _)) = first.half.as_ref() {
+            let kind = *kind;
+            if parts
+                .iter()
+                .all(|t| t.half.as_ref().is_some_and(|(k, _)| *k == kind))
+            {
+                let bits = parts
+                    .into_iter()
+                    .flat_map(|t| t.half.map(|(_, b)| b).unwrap_or_default());
+                return Tensor::half_bits(kind, shape, bits.collect());
+            }
+        }
         let mut data = Vec::with_capacity(shape.iter().product());
         for t in parts {
             data.extend(t.widened()?.data);
@@ -317,6 +330,18 @@ impl Tensor {
                 b => Ok(b),
             })
             .collect::<Result<Vec<u16>>>()?;
+        Ok(Tensor {
+            shape,
+            data: Vec::new(),
+            half: Some((kind, bits)),
+            blocks: None,
+        })
+    }
+
+    /// A 16-bit weight of `kind` from its bits as stored (no rounding, no range check: they are
+    /// values of that kind already).
+    pub fn half_bits(kind: Half, shape: Vec<usize>, bits: Vec<u16>) -> Result<Self> {
+        holds(&shape, bits.len())?;
         Ok(Tensor {
             shape,
             data: Vec::new(),
@@ -449,6 +474,12 @@ impl Tensor {
 
     /// First non-finite value as (flat index, value), if any.
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        if let Some((kind, bits)) = &self.half {
+            return bits
+                .iter()
+                .position(|&b| !kind.widen(b).is_finite())
+                .map(|i| (i, kind.widen(bits[i])));
+        }
         self.data()
             .iter()
             .position(|v| !v.is_finite())

@@ -307,6 +307,42 @@ impl SafetensorsFile {
             })
     }
 
+    /// [`Self::tensor`], but a bf16 or f16 tensor stays in its 16 bits (`Tensor::half`): what
+    /// the loaders hand to executors that keep 16-bit weights, so a bf16 checkpoint is never
+    /// widened to f32 and rounded back on the way in (that round trip was most of the CPU's
+    /// load time).
+    pub fn tensor_kept(&self, key: &str) -> Result<Option<Tensor>> {
+        let Some(info) = self.infos.get(key) else {
+            return Ok(None);
+        };
+        let kind = match info.dtype {
+            Dtype::BF16 => crate::tensor::Half::Bf16,
+            Dtype::F16 => crate::tensor::Half::F16,
+            _ => return self.tensor(key),
+        };
+        let mut bits = Vec::with_capacity(info.len / 2);
+        const PIECE: usize = 8 << 20;
+        for at in (0..info.len).step_by(PIECE) {
+            let len = PIECE.min(info.len - at);
+            let from = self.data_start + info.start + at as u64;
+            let bytes = self.data.read(from, len)?;
+            bits.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
+            );
+        }
+        self.release(info);
+        Tensor::half_bits(kind, info.shape.clone(), bits)
+            .map(Some)
+            .map_err(|_| {
+                parse_error(
+                    &self.name,
+                    format!("tensor `{key}` has a byte size that does not match its shape"),
+                )
+            })
+    }
+
     /// An integer tensor (I64 or I32) as i64, or None when absent.
     pub fn tensor_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
         let Some(info) = self.infos.get(key) else {
@@ -343,6 +379,10 @@ pub trait TensorSource: Send + Sync {
     fn source_dtype(&self, key: &str) -> Option<Dtype>;
     /// The tensor, or None when absent: floats as f32, ggml blocks kept as blocks.
     fn source_tensor(&self, key: &str) -> Result<Option<Tensor>>;
+    /// [`Self::source_tensor`], but 16-bit floats kept in their 16 bits where the source can.
+    fn source_tensor_kept(&self, key: &str) -> Result<Option<Tensor>> {
+        self.source_tensor(key)
+    }
     /// An integer tensor as i64, or None when absent.
     fn source_tensor_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>>;
     /// String metadata (safetensors `__metadata__`).
@@ -361,6 +401,9 @@ impl TensorSource for SafetensorsFile {
     }
     fn source_tensor(&self, key: &str) -> Result<Option<Tensor>> {
         self.tensor(key)
+    }
+    fn source_tensor_kept(&self, key: &str) -> Result<Option<Tensor>> {
+        self.tensor_kept(key)
     }
     fn source_tensor_i64(&self, key: &str) -> Result<Option<(Vec<usize>, Vec<i64>)>> {
         self.tensor_i64(key)
@@ -551,6 +594,13 @@ impl TensorStore {
     pub fn get(&self, key: &str) -> Result<Option<Tensor>> {
         match self.index.get(key) {
             Some(&i) => self.files[i].source_tensor(key),
+            None => Ok(None),
+        }
+    }
+    /// [`Self::get`], 16-bit floats kept in their 16 bits (`TensorSource::source_tensor_kept`).
+    pub fn get_kept(&self, key: &str) -> Result<Option<Tensor>> {
+        match self.index.get(key) {
+            Some(&i) => self.files[i].source_tensor_kept(key),
             None => Ok(None),
         }
     }

@@ -15,9 +15,9 @@
 #
 # Usage: scripts/bench/llama_cpp_cpu.sh [WORKDIR]   (default: target/peer-llama)
 # Env: THREADS (2), ROUNDS (2), FORMATS ("f32 bf16 f16 q8_0 q4_0 q4_k"), LINVT
-# (target/release/linvt). Needs: cmake, g++, python3 (venv), network access to PyPI for the
-# first run (~10 min build on 2 cores). Keep the machine otherwise idle: the figures move ~2×
-# under load.
+# (target/release/linvt). Needs: cmake, g++ (apt-get install -y cmake g++), python3 (venv),
+# network access to PyPI for the first run (~10 min build on 2 cores). Keep the machine
+# otherwise idle: the figures move ~2× under load.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${1:-$ROOT/target/peer-llama}"
@@ -33,7 +33,16 @@ PY="$WORK/venv/bin/python"
 SRC="$WORK/llama_cpp_python-0.3.36/vendor/llama.cpp"
 BIN="$SRC/build/bin"; QUANT="$BIN/llama-quantize"
 if [[ ! -x "$BIN/llama-bench" ]]; then
-  [[ -d "$SRC" ]] || { venv/bin/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$WORK"
+  # The sdist fetched by its URL in PyPI's simple index: `pip download --no-binary :all:` would
+  # build its build dependencies (cmake among them) from source just to read its metadata.
+  [[ -d "$SRC" ]] || { [[ -f llama_cpp_python-0.3.36.tar.gz ]] || "$PY" - <<'EOF'
+import json, urllib.request
+req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
+                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+name = "llama_cpp_python-0.3.36.tar.gz"
+url = next(f["url"] for f in json.load(urllib.request.urlopen(req))["files"] if f["filename"] == name)
+urllib.request.urlretrieve(url, name)
+EOF
                        tar xzf llama_cpp_python-0.3.36.tar.gz; }
   (cd "$SRC" && cmake -B build -DGGML_VULKAN=OFF -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON >/dev/null \
      && nice cmake --build build -j"$THREADS" --target llama-bench llama-quantize >/dev/null)

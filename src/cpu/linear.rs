@@ -304,6 +304,11 @@ pub(crate) fn matvec_chunks(
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if super::gemm::available() {
+        // SAFETY: the CPU has AVX-512F and F16C (checked just above).
+        return unsafe { by_row_groups(x, k, out, |xs, o| dots_f32_avx512(xs, w, o)) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c")
@@ -318,6 +323,16 @@ pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
 
 /// out[i] = x_i·w for the rows of x (out.len() rows of k) and one 16-bit weight row.
 fn dots_half(kind: Half, x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm::available() {
+        // SAFETY: the CPU has AVX-512F and F16C (checked just above).
+        return unsafe {
+            match kind {
+                Half::Bf16 => by_row_groups(x, k, out, |xs, o| dots_bf16_avx512(xs, w, o)),
+                Half::F16 => by_row_groups(x, k, out, |xs, o| dots_f16_avx512(xs, w, o)),
+            }
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
@@ -437,6 +452,82 @@ dots_avx2!(
     dots_f32_avx2,
     f32,
     |p: *const f32| _mm256_loadu_ps(p),
+    |v: f32| v
+);
+
+/// The AVX-512 form of [`dots_avx2`]: 16 weights per load, 64 per step into four
+/// accumulators per row, then the 16 lanes summed in order and the tail — again the same
+/// operations in the same order for a row whatever rows share the call. Fewer instructions per
+/// weight byte than the AVX2 kernels, which kept decode below the memory's rate.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dots_avx512 {
+    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
+        #[target_feature(enable = "avx512f,f16c")]
+        unsafe fn $name(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
+            match xs.len() {
+                1 => $name::rows::<1>(xs, w, out),
+                2 => $name::rows::<2>(xs, w, out),
+                _ => $name::rows::<3>(xs, w, out),
+            }
+        }
+        mod $name {
+            use std::arch::x86_64::*;
+            #[target_feature(enable = "avx512f,f16c")]
+            pub(super) unsafe fn rows<const R: usize>(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
+                let k = xs[..R].iter().fold(w.len(), |k, x| k.min(x.len()));
+                let main = k - k % 64;
+                let mut acc = [[_mm512_setzero_ps(); 4]; R];
+                let mut i = 0;
+                while i < main {
+                    for a in 0..4 {
+                        let at = i + 16 * a;
+                        // SAFETY: at + 16 ≤ main ≤ k, within w and every row.
+                        let wf = $load(w.as_ptr().add(at));
+                        for r in 0..R {
+                            let xv = _mm512_loadu_ps(xs[r].as_ptr().add(at));
+                            acc[r][a] = _mm512_fmadd_ps(xv, wf, acc[r][a]);
+                        }
+                    }
+                    i += 64;
+                }
+                for r in 0..R {
+                    let [a0, a1, a2, a3] = acc[r];
+                    let sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+                    let mut lanes = [0.0f32; 16];
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
+                    let mut s = lanes.iter().sum::<f32>();
+                    for j in main..k {
+                        s += xs[r][j] * $widen(w[j]);
+                    }
+                    out[r] = s;
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+dots_avx512!(
+    dots_bf16_avx512,
+    u16,
+    |p: *const u16| _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+        16
+    )),
+    |v: u16| f32::from_bits((v as u32) << 16)
+);
+#[cfg(target_arch = "x86_64")]
+dots_avx512!(
+    dots_f16_avx512,
+    u16,
+    |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+    |v: u16| half::f16::from_bits(v).to_f32()
+);
+#[cfg(target_arch = "x86_64")]
+dots_avx512!(
+    dots_f32_avx512,
+    f32,
+    |p: *const f32| _mm512_loadu_ps(p),
     |v: f32| v
 );
 

@@ -324,7 +324,7 @@ impl VlmOps for CpuOps {
     }
 
     fn upload(&mut self, t: Tensor) -> Result<Tensor> {
-        two_d(t)
+        two_d(t.widened()?)
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
@@ -333,6 +333,15 @@ impl VlmOps for CpuOps {
         // whatever the storage (as on the GPU); other types are widened.
         if read_by_rows && t.block_rows().is_some_and(keeps_blocks) {
             return for_products(two_d(t)?, self.block_activations);
+        }
+        // 16-bit weights of the kind kept stay as read (a bf16 checkpoint under bf16 storage).
+        let kept = match self.weight_storage {
+            WeightStorage::Bf16 => Some(Half::Bf16),
+            WeightStorage::F16 => Some(Half::F16),
+            _ => None,
+        };
+        if read_by_rows && kept.is_some() && t.half_data().map(|(k, _)| k) == kept {
+            return two_d(t);
         }
         let t = two_d(t.widened()?)?;
         match (self.weight_storage, read_by_rows) {

@@ -109,6 +109,14 @@ impl Placement {
         let layout = self
             .layout
             .unwrap_or_else(|| WeightLayout::for_adapter(ctx));
+        if let Some((kind, bits)) = t.half_data() {
+            // 16-bit weights as read: the placement below converts from f32.
+            let wide = Tensor::new(
+                t.shape().to_vec(),
+                bits.iter().map(|&b| kind.widen(b)).collect(),
+            )?;
+            return self.place(ctx, name, &wide, role);
+        }
         if let Some(parts) = t.block_rows() {
             // The CPU's interleaved layout: back to ggml's rows.
             if parts.iter().any(|p| p.interleaved) {

@@ -75,7 +75,7 @@ impl<'a, T> WeightReader<'a, T> {
             });
         }
         if let Some(lora) = self.lora {
-            if t.block_rows().is_some() && lora.targets(key) {
+            if (t.block_rows().is_some() || t.half_data().is_some()) && lora.targets(key) {
                 t = t.widened()?;
             }
             if lora.merge_into(key, &mut t)? {
@@ -88,10 +88,11 @@ impl<'a, T> WeightReader<'a, T> {
         Ok(t)
     }
 
-    /// The tensor `key` names, wherever the layout puts it (rows of several tensors stacked).
+    /// The tensor `key` names, wherever the layout puts it (rows of several tensors stacked);
+    /// 16-bit floats and ggml blocks as stored (executors widen what they do not keep).
     fn fetch(&self, key: &str) -> Result<Tensor> {
         let read = |k: &str| {
-            self.store.get(k)?.ok_or_else(|| Error::MissingTensor {
+            self.store.get_kept(k)?.ok_or_else(|| Error::MissingTensor {
                 key: k.to_string(),
                 source_name: self.store.name().to_string(),
             })
