@@ -501,6 +501,31 @@ impl Tensor {
 mod tests {
     use super::*;
 
+    /// Weights read in their 16 bits (a bf16 checkpoint as loaded): a non-finite one is found
+    /// by its widened value; rows of one kind stack as that kind, bit for bit; mixed kinds stack
+    /// as f32, each value widened exactly.
+    #[test]
+    fn half_bits_are_checked_and_stacked_as_stored() {
+        let bf16 = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+        let a = Tensor::half_bits(Half::Bf16, vec![1, 3], bf16(&[1.0, -2.5, 3.0])).unwrap();
+        let b = Tensor::half_bits(Half::Bf16, vec![1, 3], bf16(&[0.5, f32::NAN, 4.0])).unwrap();
+        assert_eq!(a.first_non_finite(), None);
+        let (i, v) = b.first_non_finite().unwrap();
+        assert!(i == 1 && v.is_nan());
+        let inf = Tensor::half_bits(Half::F16, vec![2], vec![0x3c00, 0x7c00]).unwrap();
+        assert_eq!(inf.first_non_finite(), Some((1, f32::INFINITY)));
+        assert!(Tensor::half_bits(Half::Bf16, vec![2, 2], vec![0; 3]).is_err());
+
+        let stacked = Tensor::concat_rows(vec![a.clone(), a.clone()]).unwrap();
+        let (kind, bits) = stacked.half_data().unwrap();
+        assert_eq!((kind, stacked.shape()), (Half::Bf16, &[2, 3][..]));
+        assert_eq!(bits, [a.half_data().unwrap().1, a.half_data().unwrap().1].concat());
+
+        let f16 = Tensor::half_bits(Half::F16, vec![1, 3], vec![0x3c00, 0xc000, 0x3800]).unwrap();
+        let mixed = Tensor::concat_rows(vec![a, f16]).unwrap();
+        assert_eq!(mixed.data(), [1.0, -2.5, 3.0, 1.0, -2.0, 0.5]);
+    }
+
     /// A finite weight that rounds to infinity is refused, naming it; infinities and values in
     /// range keep their nearest 16-bit value.
     #[test]
