@@ -506,7 +506,11 @@ mod tests {
     /// as f32, each value widened exactly.
     #[test]
     fn half_bits_are_checked_and_stacked_as_stored() {
-        let bf16 = |v: &[f32]| v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect();
+        let bf16 = |v: &[f32]| {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x).to_bits())
+                .collect()
+        };
         let a = Tensor::half_bits(Half::Bf16, vec![1, 3], bf16(&[1.0, -2.5, 3.0])).unwrap();
         let b = Tensor::half_bits(Half::Bf16, vec![1, 3], bf16(&[0.5, f32::NAN, 4.0])).unwrap();
         assert_eq!(a.first_non_finite(), None);
@@ -519,7 +523,10 @@ mod tests {
         let stacked = Tensor::concat_rows(vec![a.clone(), a.clone()]).unwrap();
         let (kind, bits) = stacked.half_data().unwrap();
         assert_eq!((kind, stacked.shape()), (Half::Bf16, &[2, 3][..]));
-        assert_eq!(bits, [a.half_data().unwrap().1, a.half_data().unwrap().1].concat());
+        assert_eq!(
+            bits,
+            [a.half_data().unwrap().1, a.half_data().unwrap().1].concat()
+        );
 
         let f16 = Tensor::half_bits(Half::F16, vec![1, 3], vec![0x3c00, 0xc000, 0x3800]).unwrap();
         let mixed = Tensor::concat_rows(vec![a, f16]).unwrap();

@@ -130,8 +130,8 @@ enum Command {
         /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
         #[arg(long, value_enum, default_value = "auto")]
         cpu_weights: WeightChoice,
-        /// With --model --backend cpu: how bf16 weights are multiplied in products of many
-        /// rows — f32 (exact) or bf16 (activations rounded to bf16, AMX tiles).
+        /// With --backend cpu: how bf16 weights are multiplied — f32 (exact) or bf16
+        /// (activations rounded to bf16: AMX tiles, AVX512-BF16 dot products).
         #[arg(long, value_enum, default_value = "f32")]
         cpu_products: linvt::ops::Products,
     },
@@ -271,6 +271,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             json,
             backend,
             cpu_weights,
+            cpu_products,
             ..
         } => {
             linvt::vlm::bench_decoder::shape(&name)?; // a bad name fails before the GPU starts
@@ -285,6 +286,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                     layers,
                     // The seeded weights are f32: `auto` keeps f32.
                     weight_storage: cpu_weights.or(linvt::WeightStorage::F32),
+                    products: cpu_products,
                     ..Default::default()
                 };
                 linvt::vlm::bench_decoder::run_cpu(&name, &opts, &mut say)?

@@ -11,6 +11,10 @@
 //! rounded activations (written tile by tile as they are rounded), B 16 depth pairs × 16 columns in
 //! the VNNI layout (`[k/2][n][2]`), packed per task from W's rows by 16×16 transposes of u32
 //! pairs; four accumulators make a 32×32 block of Y.
+//!
+//! Decoding's few rows (up to `DECODE_ROWS`) take AVX512-BF16 dot products instead
+//! ([`matvec`]: `vdpbf16ps`, 32 bf16 pairs per instruction, no widening), streaming each
+//! weight row once, as llama.cpp decodes BF16 weights.
 
 use super::gemm::transpose16;
 use std::arch::asm;
@@ -131,6 +135,93 @@ pub(crate) unsafe fn linear(
     y
 }
 
+/// Y (m×n) = bf16(X) (m×k) · Wᵀ + b for a few rows of X: each row rounded to bf16 once, then
+/// every weight row streamed once (`matvec_chunks`, split over the rayon pool) against every
+/// row of X by AVX512-BF16 dot products. Each row's sums run in the same order whatever rows
+/// share the call, so a batched decode step gives each sequence the bits it gets alone.
+///
+/// # Safety
+/// [`available`] must have returned true; x holds m×k values, w n×k and b, when given, n.
+pub(crate) unsafe fn matvec(
+    x: &[f32],
+    w: &[u16],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f32> {
+    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    let k_pad = k.next_multiple_of(TK).max(TK);
+    let mut xb = vec![0u16; m * k_pad];
+    for (i, row) in xb.chunks_mut(k_pad).enumerate() {
+        round_into(&x[i * k..(i + 1) * k], row);
+    }
+    super::linear::matvec_chunks(m, b, n, |j0, ys| {
+        for (jj, out) in ys.chunks_mut(m).enumerate() {
+            let row = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
+            for (i, o) in out.iter_mut().enumerate() {
+                // SAFETY: AVX-512F/BW/BF16 (`available`); the x row holds k_pad ≥ k values.
+                *o = unsafe { dot(&xb[i * k_pad..(i + 1) * k_pad], row) };
+            }
+        }
+    })
+}
+
+/// x (bf16, zero past w's length, a multiple of 32 long) · w (bf16): four accumulators of 16
+/// sums, 32 products per `vdpbf16ps`; the last partial 32 through a masked load of w.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn dot(x: &[u16], w: &[u16]) -> f32 {
+    let k = w.len();
+    debug_assert!(x.len() >= k.next_multiple_of(TK));
+    let load =
+        |p: *const u16| -> __m512bh { std::mem::transmute(_mm512_loadu_si512(p as *const _)) };
+    let main = k - k % TK;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 4 * TK <= main {
+        for (a, acc) in acc.iter_mut().enumerate() {
+            let at = i + TK * a;
+            *acc = _mm512_dpbf16_ps(*acc, load(x.as_ptr().add(at)), load(w.as_ptr().add(at)));
+        }
+        i += 4 * TK;
+    }
+    while i < main {
+        acc[0] = _mm512_dpbf16_ps(acc[0], load(x.as_ptr().add(i)), load(w.as_ptr().add(i)));
+        i += TK;
+    }
+    if main < k {
+        let mask: __mmask32 = (1u32 << (k - main)) - 1;
+        let wt: __m512bh = std::mem::transmute(_mm512_maskz_loadu_epi16(
+            mask,
+            w.as_ptr().add(main) as *const i16,
+        ));
+        acc[0] = _mm512_dpbf16_ps(acc[0], load(x.as_ptr().add(main)), wt);
+    }
+    let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(sum)
+}
+
+/// One row of x rounded to bf16 into `out` (k_pad ≥ x.len() slots, a multiple of 16).
+fn round_into(x: &[f32], out: &mut [u16]) {
+    // SAFETY: AVX-512F/BF16 (checked by `available` before any caller runs).
+    unsafe {
+        round_chunks(x, |i, h| {
+            _mm256_storeu_si256(out.as_mut_ptr().add(16 * i) as *mut __m256i, h)
+        })
+    }
+}
+
+/// x rounded to bf16 16 values at a time (masked-off lanes 0), each chunk handed to `store`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_chunks(x: &[f32], mut store: impl FnMut(usize, __m256i)) {
+    for (i, chunk) in x.chunks(16).enumerate() {
+        let mask: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
+        let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
+        store(
+            i,
+            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)),
+        );
+    }
+}
+
 /// X rounded to bf16 (nearest, ties to even: `vcvtneps2bf16`) as A tiles: rows in groups of
 /// 16, each group's depths in tiles of 32, a tile's 16 rows × 32 values contiguous (1 KiB), so
 /// a tile load reads one contiguous KiB; m_pad rows, k_pad depths, zeros past m and k.
@@ -151,17 +242,13 @@ fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize))
 }
 
 /// Row r of a group of 16 rows, rounded into its tiles (see [`round_rows`]).
-#[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
-    for (i, chunk) in x.chunks(16).enumerate() {
-        let mask: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
-        let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
-        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+    round_chunks(x, |i, h| {
         // Depths 16·i.. sit in tile 16·i / 32, row r, half (i % 2); whole 16s (masked-off
         // lanes are 0, and every tile row has 32 slots).
         let at = (i / 2) * 16 * TK + r * TK + (i % 2) * 16;
         _mm256_storeu_si256(group.as_mut_ptr().add(at) as *mut __m256i, h);
-    }
+    })
 }
 
 /// W's columns j0..j0+cols (rows of W) as VNNI tiles: tile (jt, kb) holds columns
@@ -330,7 +417,8 @@ mod tests {
     /// Y against the f64 oracle on the activations rounded to bf16 as `half` rounds them
     /// (nearest, ties to even, as `vcvtneps2bf16`) and the same bf16 weights: only the
     /// summation order differs (2e-6·k + 1e-6 for values ≤ 1), on shapes that cross every edge
-    /// (32-row and 32-column blocks, 32-depth tiles, 128-column tasks), with junk after x and w.
+    /// (32-row and 32-column blocks, 32-depth tiles, 128-column tasks; decode's ≤ 8 rows through
+    /// `matvec`, tails of k past a whole 32), with junk after x and w.
     #[test]
     fn linear_matches_the_reference_on_bf16_activations() {
         if !available() {
@@ -344,6 +432,9 @@ mod tests {
         let mut rng = SeededRng::new(31);
         for &(m, n, k) in &[
             (1, 1, 1),
+            (1, 70, 300),
+            (3, 33, 31),
+            (8, 129, 200),
             (13, 33, 40),
             (32, 32, 32),
             (33, 100, 257),
@@ -361,7 +452,12 @@ mod tests {
             for bias in [None, Some(b.as_slice())] {
                 let want = linear_reference(&xr, &wide, bias, m, n, k);
                 // SAFETY: AMX available (checked); sizes as the shapes say.
-                let got = unsafe { linear(&x, &w, bias, (m, n, k)) };
+                let got = unsafe {
+                    match m <= crate::cpu::linear::DECODE_ROWS {
+                        true => matvec(&x, &w, bias, (m, n, k)),
+                        false => linear(&x, &w, bias, (m, n, k)),
+                    }
+                };
                 let tol = 2e-6 * k as f32 + 1e-6;
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                     assert!((g - r).abs() <= tol, "{m}×{n}×{k} element {i}: {g} vs {r}");

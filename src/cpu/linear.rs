@@ -153,7 +153,8 @@ pub fn linear_half(
 }
 
 /// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k): the activations rounded to bf16 and
-/// multiplied on AMX tiles, sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
+/// multiplied on AMX tiles (many rows) or by AVX512-BF16 dot products (decode's few rows),
+/// sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
 /// CPUs without AMX-BF16 (`cpu_ops` refuses the option there before any product runs).
 pub fn linear_bf16_activations(
     x: &[f32],
@@ -163,8 +164,13 @@ pub fn linear_bf16_activations(
 ) -> crate::error::Result<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     if super::amx::available() {
-        // SAFETY: AMX granted (checked); `linear` asserts the sizes.
-        return Ok(unsafe { super::amx::linear(x, w, b, (m, n, k)) });
+        // SAFETY: AMX and AVX512-BF16 (checked); `linear` and `matvec` assert the sizes.
+        return Ok(unsafe {
+            match m <= DECODE_ROWS {
+                true => super::amx::matvec(x, w, b, (m, n, k)),
+                false => super::amx::linear(x, w, b, (m, n, k)),
+            }
+        });
     }
     let _ = (x, w, b, m, n, k);
     Err(crate::error::Error::input(AMX_MISSING))

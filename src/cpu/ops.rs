@@ -61,14 +61,38 @@ pub struct CpuOps {
     /// How products over ggml blocks treat the activations: int8 (llama.cpp's way, the
     /// default) or f32 (the GPU block kernels' twin).
     pub block_activations: Activations,
-    /// How products of more than 8 rows over bf16 weights treat the activations: f32 (exact,
-    /// the default) or rounded to bf16 for AMX tiles.
+    /// How products over bf16 weights treat the activations: f32 (exact, the default) or
+    /// rounded to bf16 (AMX tiles, AVX512-BF16 dot products).
     pub products: Products,
 }
 
 impl CpuOps {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how bf16 weights are multiplied (after `weight_storage`): `Products::Bf16` is
+    /// refused, with the reason, when the weights are kept as f32/f16 (nothing bf16 to
+    /// multiply) or the CPU cannot run it.
+    pub fn set_products(&mut self, products: Products) -> Result<()> {
+        if products == Products::Bf16 {
+            if matches!(self.weight_storage, WeightStorage::F32 | WeightStorage::F16) {
+                return Err(Error::input(format!(
+                    "--cpu-products bf16 multiplies bf16 weights, but these are kept as {:?}; use \
+                     a bf16 checkpoint with --cpu-weights auto, or --cpu-weights bf16",
+                    self.weight_storage
+                )));
+            }
+            #[cfg(target_arch = "x86_64")]
+            let runs = cpu::amx::available();
+            #[cfg(not(target_arch = "x86_64"))]
+            let runs = false;
+            if !runs {
+                return Err(Error::input(cpu::linear::AMX_MISSING));
+            }
+        }
+        self.products = products;
+        Ok(())
     }
 }
 
@@ -86,9 +110,7 @@ impl Ops for CpuOps {
         }
         let bias = b.map(Tensor::data);
         let y = match (w.half_data(), w.block_rows()) {
-            (Some((Half::Bf16, w)), _)
-                if self.products == Products::Bf16 && m > cpu::linear::DECODE_ROWS =>
-            {
+            (Some((Half::Bf16, w)), _) if self.products == Products::Bf16 => {
                 cpu::linear::linear_bf16_activations(x.data(), w, bias, (m, n, k))?
             }
             (Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),

@@ -60,6 +60,13 @@ impl VlmOps for GpuOps<'_> {
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<GpuTensor> {
+        // 16-bit weights as read are widened here, where the tensor is ours: its bits are freed
+        // before the placement makes its own copy (the browser's heap peaks at one weight's f32
+        // values plus that copy, as when the loader widened).
+        let t = match t.half_data() {
+            Some(_) => t.widened()?,
+            None => t,
+        };
         let t = if t.shape().len() <= 2 {
             t
         } else {

@@ -142,17 +142,18 @@ pub enum Activations {
     F32,
 }
 
-/// How the CPU multiplies activations by bf16 weights in products of more than 8 rows (prefill,
-/// the vision encoders, LinVT) (`--cpu-products`).
+/// How the CPU multiplies activations by bf16 weights (`--cpu-products`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Products {
     /// f32 activations, the weights widened exactly: the GPU's values up to summation order.
     #[default]
     F32,
-    /// The activations rounded to bf16 (nearest, ties to even) and multiplied on AMX tiles,
-    /// sums in f32 — as PyTorch multiplies a bf16 model on these CPUs: several times faster,
-    /// not the exact twin. Needs AMX-BF16 (Intel Xeon since Sapphire Rapids) and bf16 weights.
+    /// The activations rounded to bf16 (nearest, ties to even), sums in f32: products of many
+    /// rows (prefill, the vision encoders, LinVT) on AMX tiles, as PyTorch multiplies a bf16
+    /// model on these CPUs; decoding's few rows by AVX512-BF16 dot products, as llama.cpp
+    /// decodes BF16 weights. Several times faster, not the exact twin. Needs AMX-BF16 (Intel
+    /// Xeon since Sapphire Rapids) and bf16 weights.
     Bf16,
 }
 

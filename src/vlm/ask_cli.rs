@@ -72,10 +72,11 @@ pub struct ModelArgs {
     /// (exactly the GPU's values, ~2–3× slower at 4 bits). Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "int8")]
     pub cpu_activations: Activations,
-    /// How the CPU multiplies bf16 weights in products of many rows (prefill, the vision
-    /// encoder, LinVT): f32 (the activations kept f32: exact) or bf16 (the activations rounded
-    /// to bf16 and multiplied on AMX tiles, as PyTorch runs a bf16 model: several times
-    /// faster; Intel Xeon since Sapphire Rapids). Ignored with `--backend gpu`.
+    /// How the CPU multiplies bf16 weights: f32 (the activations kept f32: exact) or bf16 (the
+    /// activations rounded to bf16: AMX tiles for prefill, the vision encoder and LinVT, as
+    /// PyTorch runs a bf16 model, and AVX512-BF16 dot products for decoding, as llama.cpp
+    /// does; several times faster; Intel Xeon since Sapphire Rapids). Ignored with `--backend
+    /// gpu`.
     #[arg(long, value_enum, default_value = "f32")]
     pub cpu_products: Products,
 }

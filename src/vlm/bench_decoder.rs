@@ -88,6 +88,8 @@ pub struct DecoderBenchOptions {
     /// Keep only this many decoder layers (a large shape trimmed to fit a machine's memory;
     /// per-layer figures stay those of the full model).
     pub layers: Option<usize>,
+    /// On the CPU: how bf16 weights are multiplied (f32 activations, or rounded to bf16).
+    pub products: crate::ops::Products,
 }
 
 impl Default for DecoderBenchOptions {
@@ -99,6 +101,7 @@ impl Default for DecoderBenchOptions {
             weight_layout: None,
             weight_storage: WeightStorage::F32,
             layers: None,
+            products: crate::ops::Products::F32,
         }
     }
 }
@@ -366,6 +369,7 @@ pub fn run_cpu(
     let mut ops = crate::cpu::CpuOps::new();
     let storage = opts.weight_storage;
     ops.weight_storage = storage;
+    ops.set_products(opts.products)?;
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
     let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;

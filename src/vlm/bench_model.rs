@@ -48,7 +48,7 @@ pub struct BenchModelOptions {
     pub linvt: LinvtChoice,
     /// How the CPU keeps the weights (auto: the checkpoint's precision).
     pub cpu_weights: WeightChoice,
-    /// How the CPU multiplies bf16 weights in products of many rows (f32, or bf16 on AMX).
+    /// How the CPU multiplies bf16 weights (f32, or the activations rounded to bf16).
     pub cpu_products: crate::ops::Products,
 }
 

@@ -54,8 +54,8 @@ pub struct LoadOptions {
     /// How the CPU multiplies block-quantized weights: int8 activations (llama.cpp's way) or
     /// f32 (the GPU's values exactly).
     pub cpu_activations: Activations,
-    /// How the CPU multiplies activations by bf16 weights in products of many rows: f32
-    /// (exact) or bf16 on AMX tiles.
+    /// How the CPU multiplies activations by bf16 weights: f32 (exact) or rounded to bf16
+    /// (AMX tiles, AVX512-BF16 dot products).
     pub cpu_products: Products,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
@@ -316,23 +316,7 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
         true => WeightStorage::F16,
         false => opts.cpu_weights.resolve(&store),
     };
-    ops.products = opts.cpu_products;
-    if opts.cpu_products == Products::Bf16 {
-        if matches!(ops.weight_storage, WeightStorage::F32 | WeightStorage::F16) {
-            return Err(Error::input(format!(
-                "--cpu-products bf16 multiplies bf16 weights, but these are kept as {:?}; use a \
-                 bf16 checkpoint with --cpu-weights auto, or --cpu-weights bf16",
-                ops.weight_storage
-            )));
-        }
-        #[cfg(target_arch = "x86_64")]
-        let amx = crate::cpu::amx::available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let amx = false;
-        if !amx {
-            return Err(Error::input(crate::cpu::linear::AMX_MISSING));
-        }
-    }
+    ops.set_products(opts.cpu_products)?;
     Ok(ops)
 }
 
