@@ -310,11 +310,6 @@ pub(crate) fn matvec_chunks(
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::gemm::available() {
-        // SAFETY: the CPU has AVX-512F and F16C (checked just above).
-        return unsafe { by_row_groups(x, k, out, |xs, o| dots_f32_avx512(xs, w, o)) };
-    }
-    #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c")
@@ -461,10 +456,12 @@ dots_avx2!(
     |v: f32| v
 );
 
-/// The AVX-512 form of [`dots_avx2`]: 16 weights per load, 64 per step into four
-/// accumulators per row, then the 16 lanes summed in order and the tail — again the same
-/// operations in the same order for a row whatever rows share the call. Fewer instructions per
-/// weight byte than the AVX2 kernels, which kept decode below the memory's rate.
+/// The AVX-512 form of [`dots_avx2`] for 16-bit weights: 16 weights per load (32 bytes), 64
+/// per step into four accumulators per row, then the 16 lanes summed in order and the tail —
+/// again the same operations in the same order for a row whatever rows share the call. Fewer
+/// instructions per weight byte than the AVX2 kernels: bf16 decoding went from 0.71–0.74× to
+/// 0.77–0.84× of llama.cpp's in one interleaved run. f32 weights keep the AVX2 kernel: the
+/// AVX-512 one was no faster for them (9.4–10.3 against 10.2–10.4 tokens/s, interleaved).
 #[cfg(target_arch = "x86_64")]
 macro_rules! dots_avx512 {
     ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
@@ -528,13 +525,6 @@ dots_avx512!(
     u16,
     |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
     |v: u16| half::f16::from_bits(v).to_f32()
-);
-#[cfg(target_arch = "x86_64")]
-dots_avx512!(
-    dots_f32_avx512,
-    f32,
-    |p: *const f32| _mm512_loadu_ps(p),
-    |v: f32| v
 );
 
 /// 16 independent partial sums (two AVX2 registers; four SSE ones) so the loop vectorises and
