@@ -378,14 +378,17 @@ unsafe fn by_row_groups(
     }
 }
 
-/// AVX2 + FMA dot products of up to [`ROW_GROUP`] f32 rows with one weight row of type `$elem`,
-/// `$load` reading eight weights as f32 lanes (once for all rows): per row, 32 weights per step
-/// into four accumulators (so the adds do not wait on each other), summed, then the tail in
-/// order — the same operations in the same order for a row whatever rows share the call.
+/// SIMD dot products of up to [`ROW_GROUP`] f32 rows with one weight row of type `$elem`,
+/// `$load` reading one register of weights as f32 lanes (once for all rows): per row, four
+/// registers of weights per step into four accumulators (so the adds do not wait on each
+/// other), summed lane by lane in order, then the tail in order — the same operations in the
+/// same order for a row whatever rows share the call. `$features` and the `$v` ops pick the
+/// width: AVX2 (8 lanes) or AVX-512 (16).
 #[cfg(target_arch = "x86_64")]
-macro_rules! dots_avx2 {
-    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
+macro_rules! dots_simd {
+    ($name:ident, $features:literal, $lanes:literal, $elem:ty, $load:expr, $widen:expr,
+     $zero:ident, $loadu:ident, $fmadd:ident, $add:ident, $storeu:ident) => {
+        #[target_feature(enable = $features)]
         unsafe fn $name(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
             match xs.len() {
                 1 => $name::rows::<1>(xs, w, out),
@@ -395,29 +398,30 @@ macro_rules! dots_avx2 {
         }
         mod $name {
             use std::arch::x86_64::*;
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[target_feature(enable = $features)]
             pub(super) unsafe fn rows<const R: usize>(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
                 let k = xs[..R].iter().fold(w.len(), |k, x| k.min(x.len()));
-                let main = k - k % 32;
-                let mut acc = [[_mm256_setzero_ps(); 4]; R];
+                let step = 4 * $lanes;
+                let main = k - k % step;
+                let mut acc = [[$zero(); 4]; R];
                 let mut i = 0;
                 while i < main {
                     for a in 0..4 {
-                        let at = i + 8 * a;
-                        // SAFETY: at + 8 ≤ main ≤ k, within w and every row.
+                        let at = i + $lanes * a;
+                        // SAFETY: at + lanes ≤ main ≤ k, within w and every row.
                         let wf = $load(w.as_ptr().add(at));
                         for r in 0..R {
-                            let xv = _mm256_loadu_ps(xs[r].as_ptr().add(at));
-                            acc[r][a] = _mm256_fmadd_ps(xv, wf, acc[r][a]);
+                            let xv = $loadu(xs[r].as_ptr().add(at));
+                            acc[r][a] = $fmadd(xv, wf, acc[r][a]);
                         }
                     }
-                    i += 32;
+                    i += step;
                 }
                 for r in 0..R {
                     let [a0, a1, a2, a3] = acc[r];
-                    let sum = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-                    let mut lanes = [0.0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+                    let sum = $add($add(a0, a1), $add(a2, a3));
+                    let mut lanes = [0.0f32; $lanes];
+                    $storeu(lanes.as_mut_ptr(), sum);
                     let mut s = lanes.iter().sum::<f32>();
                     for j in main..k {
                         s += xs[r][j] * $widen(w[j]);
@@ -426,6 +430,46 @@ macro_rules! dots_avx2 {
                 }
             }
         }
+    };
+}
+
+/// [`dots_simd`] on AVX2 + FMA (+ F16C): 8 lanes, 32 weights per step.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dots_avx2 {
+    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
+        dots_simd!(
+            $name,
+            "avx2,fma,f16c",
+            8,
+            $elem,
+            $load,
+            $widen,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_fmadd_ps,
+            _mm256_add_ps,
+            _mm256_storeu_ps
+        );
+    };
+}
+
+/// [`dots_simd`] on AVX-512F (+ F16C): 16 lanes, 64 weights per step.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dots_avx512 {
+    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
+        dots_simd!(
+            $name,
+            "avx512f,f16c",
+            16,
+            $elem,
+            $load,
+            $widen,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_fmadd_ps,
+            _mm512_add_ps,
+            _mm512_storeu_ps
+        );
     };
 }
 
@@ -456,59 +500,12 @@ dots_avx2!(
     |v: f32| v
 );
 
-/// The AVX-512 form of [`dots_avx2`] for 16-bit weights: 16 weights per load (32 bytes), 64
-/// per step into four accumulators per row, then the 16 lanes summed in order and the tail —
-/// again the same operations in the same order for a row whatever rows share the call. Fewer
-/// instructions per weight byte than the AVX2 kernels: bf16 decoding went from 0.71–0.74× to
-/// 0.77–0.84× of llama.cpp's in one interleaved run. f32 weights keep the AVX2 kernel: the
-/// AVX-512 one was no faster for them (9.4–10.3 against 10.2–10.4 tokens/s, interleaved).
-#[cfg(target_arch = "x86_64")]
-macro_rules! dots_avx512 {
-    ($name:ident, $elem:ty, $load:expr, $widen:expr) => {
-        #[target_feature(enable = "avx512f,f16c")]
-        unsafe fn $name(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
-            match xs.len() {
-                1 => $name::rows::<1>(xs, w, out),
-                2 => $name::rows::<2>(xs, w, out),
-                _ => $name::rows::<3>(xs, w, out),
-            }
-        }
-        mod $name {
-            use std::arch::x86_64::*;
-            #[target_feature(enable = "avx512f,f16c")]
-            pub(super) unsafe fn rows<const R: usize>(xs: &[&[f32]], w: &[$elem], out: &mut [f32]) {
-                let k = xs[..R].iter().fold(w.len(), |k, x| k.min(x.len()));
-                let main = k - k % 64;
-                let mut acc = [[_mm512_setzero_ps(); 4]; R];
-                let mut i = 0;
-                while i < main {
-                    for a in 0..4 {
-                        let at = i + 16 * a;
-                        // SAFETY: at + 16 ≤ main ≤ k, within w and every row.
-                        let wf = $load(w.as_ptr().add(at));
-                        for r in 0..R {
-                            let xv = _mm512_loadu_ps(xs[r].as_ptr().add(at));
-                            acc[r][a] = _mm512_fmadd_ps(xv, wf, acc[r][a]);
-                        }
-                    }
-                    i += 64;
-                }
-                for r in 0..R {
-                    let [a0, a1, a2, a3] = acc[r];
-                    let sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-                    let mut lanes = [0.0f32; 16];
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
-                    let mut s = lanes.iter().sum::<f32>();
-                    for j in main..k {
-                        s += xs[r][j] * $widen(w[j]);
-                    }
-                    out[r] = s;
-                }
-            }
-        }
-    };
-}
-
+// The AVX-512 kernels are for 16-bit weights: 16 weights per load (32 bytes), 64
+// per step into four accumulators per row, then the 16 lanes summed in order and the tail —
+// again the same operations in the same order for a row whatever rows share the call. Fewer
+// instructions per weight byte than the AVX2 kernels: bf16 decoding went from 0.71–0.74× to
+// 0.77–0.84× of llama.cpp's in one interleaved run. f32 weights keep the AVX2 kernel: the
+// AVX-512 one was no faster for them (9.4–10.3 against 10.2–10.4 tokens/s, interleaved).
 #[cfg(target_arch = "x86_64")]
 dots_avx512!(
     dots_bf16_avx512,
