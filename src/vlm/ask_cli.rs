@@ -75,8 +75,8 @@ pub struct ModelArgs {
     /// How the CPU multiplies bf16 weights: f32 (the activations kept f32: exact) or bf16 (the
     /// activations rounded to bf16: AMX tiles for prefill, the vision encoder and LinVT, as
     /// PyTorch runs a bf16 model, and AVX512-BF16 dot products for decoding, as llama.cpp
-    /// does; several times faster; Intel Xeon since Sapphire Rapids). Ignored with `--backend
-    /// gpu`.
+    /// does; about twice as fast in prefill and vision; Intel Xeon since Sapphire Rapids).
+    /// Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "f32")]
     pub cpu_products: Products,
 }
