@@ -288,23 +288,32 @@ impl SafetensorsFile {
             }
         };
         let mut data = Vec::with_capacity(info.len / (info.dtype.bitsize() / 8).max(1));
-        // Pieces of whole elements (a multiple of 4 bytes): borrowed from a file in memory, read
-        // one at a time from a file read by ranges.
+        self.read_pieces(info, |bytes| widen(bytes, &mut data))?;
+        Tensor::new(info.shape.clone(), data)
+            .map(Some)
+            .map_err(|_| self.size_mismatch(key))
+    }
+
+    /// Hands a tensor's bytes to `take` in pieces of whole elements (a multiple of 4 bytes):
+    /// borrowed from a file in memory, read one at a time from a file read by ranges; then
+    /// drops its pages ([`Self::release`]).
+    fn read_pieces(&self, info: &Entry, mut take: impl FnMut(&[u8])) -> Result<()> {
         const PIECE: usize = 8 << 20;
         for at in (0..info.len).step_by(PIECE) {
             let len = PIECE.min(info.len - at);
             let from = self.data_start + info.start + at as u64;
-            widen(&self.data.read(from, len)?, &mut data);
+            take(&self.data.read(from, len)?);
         }
         self.release(info);
-        Tensor::new(info.shape.clone(), data)
-            .map(Some)
-            .map_err(|_| {
-                parse_error(
-                    &self.name,
-                    format!("tensor `{key}` has a byte size that does not match its shape"),
-                )
-            })
+        Ok(())
+    }
+
+    /// The error for a tensor whose bytes do not make its shape.
+    fn size_mismatch(&self, key: &str) -> Error {
+        parse_error(
+            &self.name,
+            format!("tensor `{key}` has a byte size that does not match its shape"),
+        )
     }
 
     /// [`Self::tensor`], but a bf16 or f16 tensor stays in its 16 bits (`Tensor::half`): what
@@ -327,26 +336,13 @@ impl SafetensorsFile {
             _ => return self.tensor(key),
         };
         let mut bits = Vec::with_capacity(info.len / 2);
-        const PIECE: usize = 8 << 20;
-        for at in (0..info.len).step_by(PIECE) {
-            let len = PIECE.min(info.len - at);
-            let from = self.data_start + info.start + at as u64;
-            let bytes = self.data.read(from, len)?;
-            bits.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
-            );
-        }
-        self.release(info);
+        self.read_pieces(info, |bytes| {
+            let pairs = bytes.chunks_exact(2);
+            bits.extend(pairs.map(|c| u16::from_le_bytes([c[0], c[1]])))
+        })?;
         Tensor::half_bits(kind, info.shape.clone(), bits)
             .map(Some)
-            .map_err(|_| {
-                parse_error(
-                    &self.name,
-                    format!("tensor `{key}` has a byte size that does not match its shape"),
-                )
-            })
+            .map_err(|_| self.size_mismatch(key))
     }
 
     /// An integer tensor (I64 or I32) as i64, or None when absent.

@@ -16,7 +16,7 @@
 //! ([`matvec`]: `vdpbf16ps`, 32 bf16 pairs per instruction, no widening), streaming each
 //! weight row once, as llama.cpp decodes BF16 weights.
 
-use super::gemm::transpose16;
+use super::gemm::{transpose16, OutPtr, Tasks};
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -81,13 +81,6 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// A raw pointer handed to the tasks of [`linear`], which write disjoint blocks of Y.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only its own rows × columns of Y (see `linear`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 /// Y (m×n) = bf16(X) (m×k) · Wᵀ + b, W n×k bf16 bits row-major, on the rayon pool: tasks own
 /// [`NC`] columns of Y (each packs its columns of W once) and, when there are too few columns
 /// to keep every thread busy, a share of the rows.
@@ -100,7 +93,6 @@ pub(crate) unsafe fn linear(
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
     // Every element is written once, by its block (sums + bias), never read before.
     let mut y = vec![0.0f32; m * n];
@@ -110,28 +102,22 @@ pub(crate) unsafe fn linear(
     let k_pad = k.next_multiple_of(TK).max(TK);
     let m_pad = m.next_multiple_of(32);
     let xb = round_rows(x, (m, k), (m_pad, k_pad));
-    let column_tasks = n.div_ceil(NC);
-    let want = 2 * rayon::current_num_threads();
-    let row_tasks = want.div_ceil(column_tasks).min(m_pad / 32).max(1);
-    let rows_per_task = m_pad.div_ceil(row_tasks).next_multiple_of(32);
-    let row_tasks = m_pad.div_ceil(rows_per_task);
+    let tasks = Tasks::new((m_pad, n), NC, 32);
     let out = OutPtr(y.as_mut_ptr());
-    (0..column_tasks * row_tasks)
-        .into_par_iter()
-        .for_each(move |task| {
-            let out = out;
-            let (cj, ri) = (task % column_tasks, task / column_tasks);
-            let (j0, i0) = (cj * NC, ri * rows_per_task);
-            let cols = NC.min(n - j0);
-            let rows = (i0..m_pad.min(i0 + rows_per_task), m);
-            // SAFETY: AMX granted (`available`); the task reads its rows of the padded
-            // activations and its columns of W (in bounds by the sizes asserted above) and
-            // writes only Y's rows i0.. × columns j0..j0+cols.
-            unsafe {
-                let tiles = pack_vnni(w, (n, k), j0, cols, k_pad);
-                block(&xb, k_pad, &tiles, rows, (j0, cols, n), b, out.0);
-            }
-        });
+    tasks.run(move |task| {
+        let out = out;
+        let (cj, i0) = tasks.at(task);
+        let j0 = cj * NC;
+        let cols = NC.min(n - j0);
+        let rows = (i0..m_pad.min(i0 + tasks.rows_per_task), m);
+        // SAFETY: AMX granted (`available`); the task reads its rows of the padded
+        // activations and its columns of W (in bounds by the sizes asserted above) and
+        // writes only Y's rows i0.. × columns j0..j0+cols.
+        unsafe {
+            let tiles = pack_vnni(w, k, j0, cols, k_pad);
+            block(&xb, k_pad, &tiles, rows, (j0, cols, n), b, out.0);
+        }
+    });
     y
 }
 
@@ -255,13 +241,7 @@ unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
 /// j0 + 16·jt.. and depths 32·kb.., 16 rows (depth pairs) of 16 u32 (two bf16 of one column),
 /// tiles of one 16-column group consecutive in kb; columns padded to 32, depths to k_pad, zero.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_vnni(
-    w: &[u16],
-    (n, k): (usize, usize),
-    j0: usize,
-    cols: usize,
-    k_pad: usize,
-) -> Vec<u32> {
+unsafe fn pack_vnni(w: &[u16], k: usize, j0: usize, cols: usize, k_pad: usize) -> Vec<u32> {
     let groups = cols.next_multiple_of(32) / 16;
     let kbs = k_pad / TK;
     let mut tiles = vec![0u32; groups * kbs * 256];
@@ -272,7 +252,7 @@ unsafe fn pack_vnni(
             let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
             let regs: [__m512; 16] = std::array::from_fn(|c| {
                 let col = j0 + 16 * jt + c;
-                if col < (j0 + cols).min(n) && live > 0 {
+                if col < j0 + cols && live > 0 {
                     let p = w.as_ptr().add(col * k + k0);
                     _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, p as *const i16))
                 } else {
@@ -385,14 +365,13 @@ unsafe fn block(
             }
         }
         // Y = the sums + bias, the block's valid rows and columns.
-        let width = cols.min(n - j0);
         for r in 0..32.min(m.saturating_sub(i)) {
             let dst = y.add((i + r) * n + j0);
             let src = c.0.as_ptr().add(r * NC);
-            for c0 in (0..width).step_by(16) {
-                // Masked: the lanes past `width` (maybe past Y's or b's end) are neither read
+            for c0 in (0..cols).step_by(16) {
+                // Masked: the lanes past `cols` (maybe past Y's or b's end) are neither read
                 // nor written.
-                let lanes = ((1u32 << (width - c0).min(16)) - 1) as __mmask16;
+                let lanes = ((1u32 << (cols - c0).min(16)) - 1) as __mmask16;
                 let sums = _mm512_load_ps(src.add(c0));
                 let v = match bias {
                     Some(b) => {

@@ -45,12 +45,52 @@ pub(crate) enum Rhs {
     Half(Half, Strided<u16>),
 }
 
-/// A raw pointer handed to the tasks of [`linear`], which write disjoint tiles of it.
+/// A raw pointer handed to the tasks of a parallel product (this [`linear`], `amx::linear`),
+/// which write disjoint blocks of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes only its own rows × columns of the output (see `linear`).
+pub(super) struct OutPtr(pub *mut f32);
+// SAFETY: every task writes only its own rows × columns of the output (see `Tasks`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+/// How a parallel product splits Y (m×n): tasks own `nc` columns and, when there are too few
+/// column blocks to give every thread two tasks, a share of the rows (whole multiples of
+/// `row_step`).
+#[derive(Clone, Copy)]
+pub(super) struct Tasks {
+    column_tasks: usize,
+    pub rows_per_task: usize,
+    count: usize,
+}
+
+impl Tasks {
+    pub fn new((m, n): (usize, usize), nc: usize, row_step: usize) -> Tasks {
+        let column_tasks = n.div_ceil(nc);
+        let want = 2 * rayon::current_num_threads();
+        let row_tasks = want.div_ceil(column_tasks).min(m.div_ceil(row_step)).max(1);
+        let rows_per_task = m.div_ceil(row_tasks).next_multiple_of(row_step);
+        let count = column_tasks * m.div_ceil(rows_per_task);
+        Tasks {
+            column_tasks,
+            rows_per_task,
+            count,
+        }
+    }
+
+    /// Task `t`'s first (column block, row): (j0 / nc, i0).
+    pub fn at(&self, t: usize) -> (usize, usize) {
+        (
+            t % self.column_tasks,
+            (t / self.column_tasks) * self.rows_per_task,
+        )
+    }
+
+    /// Every task's index, on the rayon pool.
+    pub fn run(&self, work: impl Fn(usize) + Sync + Send) {
+        use rayon::prelude::*;
+        (0..self.count).into_par_iter().for_each(work);
+    }
+}
 #[derive(Clone, Copy)]
 struct SharedRhs(Rhs);
 // SAFETY: B is only read, while the caller's borrow of it lasts (the call of `linear`).
@@ -71,7 +111,6 @@ pub(crate) unsafe fn linear(
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
         return y;
@@ -81,40 +120,34 @@ pub(crate) unsafe fn linear(
             row.copy_from_slice(&b[..n]);
         }
     }
-    let column_tasks = n.div_ceil(NC);
-    let want = 2 * rayon::current_num_threads();
-    let row_tasks = want.div_ceil(column_tasks).min(m.div_ceil(MR)).max(1);
-    let rows_per_task = m.div_ceil(row_tasks).next_multiple_of(MR);
-    let row_tasks = m.div_ceil(rows_per_task);
+    let tasks = Tasks::new((m, n), NC, MR);
     let out = OutPtr(y.as_mut_ptr());
     let rhs = SharedRhs(w);
     let accumulate = b.is_some();
-    (0..column_tasks * row_tasks)
-        .into_par_iter()
-        .for_each(move |task| {
-            let (out, rhs) = (out, rhs);
-            let (cj, ri) = (task % column_tasks, task / column_tasks);
-            let (j0, i0) = (cj * NC, ri * rows_per_task);
-            let cols = NC.min(n - j0);
-            let rows = rows_per_task.min(m - i0);
-            // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
-            // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
-            unsafe {
-                product(
-                    (rows, cols, k),
-                    out.0.add(i0 * n + j0),
-                    n,
-                    Strided {
-                        ptr: x.as_ptr().add(i0 * k),
-                        col: 1,
-                        row: k,
-                    },
-                    rhs.0.offset_cols(j0),
-                    1.0,
-                    accumulate,
-                )
-            }
-        });
+    tasks.run(move |task| {
+        let (out, rhs) = (out, rhs);
+        let (cj, i0) = tasks.at(task);
+        let j0 = cj * NC;
+        let cols = NC.min(n - j0);
+        let rows = tasks.rows_per_task.min(m - i0);
+        // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
+        // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
+        unsafe {
+            product(
+                (rows, cols, k),
+                out.0.add(i0 * n + j0),
+                n,
+                Strided {
+                    ptr: x.as_ptr().add(i0 * k),
+                    col: 1,
+                    row: k,
+                },
+                rhs.0.offset_cols(j0),
+                1.0,
+                accumulate,
+            )
+        }
+    });
     y
 }
 
