@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 /// Depths per tile row (64 bytes of bf16).
-const TK: usize = 32;
+pub(super) const TK: usize = 32;
 /// Columns of W packed per task (a multiple of the 32-column block).
 const NC: usize = 128;
 /// Depth tiles summed between two round trips of the accumulators through memory.
@@ -79,6 +79,30 @@ struct TileConfig {
     reserved: [u8; 14],
     colsb: [u16; 16],
     rows: [u8; 16],
+}
+
+/// Configures the eight tiles as 16 rows of 64 bytes, runs `work` (which uses them through
+/// [`panel`]) and releases them. Nothing else may run on this thread in between, so `work`
+/// must not call into the rayon pool.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub(super) unsafe fn with_tiles<R>(work: impl FnOnce() -> R) -> R {
+    let mut cfg = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for t in 0..8 {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
+    let result = work();
+    asm!("tilerelease", options(nostack, nomem));
+    result
 }
 
 /// Y (m×n) = bf16(X) (m×k) · Wᵀ + b, W n×k bf16 bits row-major, on the rayon pool: tasks own
@@ -197,7 +221,7 @@ fn round_into(x: &[f32], out: &mut [u16]) {
 
 /// x rounded to bf16 16 values at a time (masked-off lanes 0), each chunk handed to `store`.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn round_chunks(x: &[f32], mut store: impl FnMut(usize, __m256i)) {
+pub(super) unsafe fn round_chunks(x: &[f32], mut store: impl FnMut(usize, __m256i)) {
     for (i, chunk) in x.chunks(16).enumerate() {
         let mask: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
         let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
@@ -228,7 +252,7 @@ fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize))
 }
 
 /// Row r of a group of 16 rows, rounded into its tiles (see [`round_rows`]).
-unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
+pub(super) unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
     round_chunks(x, |i, h| {
         // Depths 16·i.. sit in tile 16·i / 32, row r, half (i % 2); whole 16s (masked-off
         // lanes are 0, and every tile row has 32 slots).
@@ -237,27 +261,40 @@ unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
     })
 }
 
-/// W's columns j0..j0+cols (rows of W) as VNNI tiles: tile (jt, kb) holds columns
-/// j0 + 16·jt.. and depths 32·kb.., 16 rows (depth pairs) of 16 u32 (two bf16 of one column),
-/// tiles of one 16-column group consecutive in kb; columns padded to 32, depths to k_pad, zero.
+/// W's columns j0..j0+cols (rows of W) as VNNI tiles ([`pack_tiles`]).
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn pack_vnni(w: &[u16], k: usize, j0: usize, cols: usize, k_pad: usize) -> Vec<u32> {
+    pack_tiles(cols, k_pad, |c, k0| {
+        let live = k.saturating_sub(k0).min(TK);
+        let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
+        let p = w.as_ptr().add((j0 + c) * k + k0);
+        match live {
+            0 => _mm512_setzero_si512(),
+            _ => _mm512_maskz_loadu_epi16(mask, p as *const i16),
+        }
+    })
+}
+
+/// `cols` columns as the B operand's VNNI tiles: tile (jt, kb) holds columns 16·jt.. and
+/// depths 32·kb.., 16 rows (depth pairs) of 16 u32 (two bf16 of one column), the tiles of one
+/// 16-column group consecutive in kb; columns padded to 32, depths to k_pad, zero.
+/// `depths(c, k0)` gives column c's 32 bf16 from depth k0 (zero past the column's end), so a
+/// column is a row of W, or of K in attention; each 16 columns are turned by 16×16 transposes
+/// of u32 pairs.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn pack_tiles(
+    cols: usize,
+    k_pad: usize,
+    depths: impl Fn(usize, usize) -> __m512i,
+) -> Vec<u32> {
     let groups = cols.next_multiple_of(32) / 16;
     let kbs = k_pad / TK;
     let mut tiles = vec![0u32; groups * kbs * 256];
     for jt in 0..groups {
         for kb in 0..kbs {
-            let k0 = kb * TK;
-            let live = k.saturating_sub(k0).min(TK);
-            let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
-            let regs: [__m512; 16] = std::array::from_fn(|c| {
-                let col = j0 + 16 * jt + c;
-                if col < j0 + cols && live > 0 {
-                    let p = w.as_ptr().add(col * k + k0);
-                    _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, p as *const i16))
-                } else {
-                    _mm512_setzero_ps()
-                }
+            let regs: [__m512; 16] = std::array::from_fn(|c| match 16 * jt + c < cols {
+                true => _mm512_castsi512_ps(depths(16 * jt + c, kb * TK)),
+                false => _mm512_setzero_ps(),
             });
             let tile = tiles.as_mut_ptr().add((jt * kbs + kb) * 256);
             for (r, v) in transpose16(regs).into_iter().enumerate() {
@@ -281,109 +318,132 @@ unsafe fn block(
     y: *mut f32,
 ) {
     let kbs = k_pad / TK;
-    let mut cfg = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
-    };
-    for t in 0..8 {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
     // The 32 rows × NC columns of the block being summed (f32, rows NC apart).
     #[repr(C, align(64))]
     struct Sums([f32; 32 * NC]);
     let mut c = Sums([0.0; 32 * NC]);
-    let row_bytes = NC * 4;
-    asm!("ldtilecfg [{}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
-    for i in rows.step_by(32) {
-        // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles = 16 KiB)
-        // stays in L1 while every column pair passes it, so only B streams from L2; the four
-        // accumulators go back to `c` between chunks.
-        for kc0 in (0..kbs).step_by(KCH) {
-            for jt in (0..cols.div_ceil(32) * 2).step_by(2) {
-                let cp = c.0.as_mut_ptr().add(16 * jt);
-                let (c0, c1, c2, c3) = (cp, cp.add(16), cp.add(16 * NC), cp.add(16 * NC + 16));
-                if kc0 == 0 {
-                    asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        options(nostack, nomem)
-                    );
-                } else {
-                    asm!(
-                        "tileloadd tmm0, [{c0} + {s}*1]",
-                        "tileloadd tmm1, [{c1} + {s}*1]",
-                        "tileloadd tmm2, [{c2} + {s}*1]",
-                        "tileloadd tmm3, [{c3} + {s}*1]",
-                        c0 = in(reg) c0,
-                        c1 = in(reg) c1,
-                        c2 = in(reg) c2,
-                        c3 = in(reg) c3,
-                        s = in(reg) row_bytes,
-                        options(nostack, readonly)
-                    );
-                }
-                for kb in kc0..(kc0 + KCH).min(kbs) {
-                    let a0 = xb.as_ptr().add(i * k_pad + kb * 16 * TK);
-                    let a1 = a0.add(16 * k_pad);
-                    let b0 = tiles.as_ptr().add((jt * kbs + kb) * 256);
-                    let b1 = tiles.as_ptr().add(((jt + 1) * kbs + kb) * 256);
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {s}*1]",
-                        "tileloadd tmm5, [{a1} + {s}*1]",
-                        "tileloadd tmm6, [{b0} + {s}*1]",
-                        "tileloadd tmm7, [{b1} + {s}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0,
-                        a1 = in(reg) a1,
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b1,
-                        s = in(reg) 64usize,
-                        options(nostack, readonly)
-                    );
-                }
-                asm!(
-                    "tilestored [{c0} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c0,
-                    c1 = in(reg) c1,
-                    c2 = in(reg) c2,
-                    c3 = in(reg) c3,
-                    s = in(reg) row_bytes,
-                    options(nostack)
+    with_tiles(|| {
+        for i in rows.step_by(32) {
+            // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles =
+            // 16 KiB) stays in L1 while every column pair passes it, so only B streams from L2;
+            // the four accumulators go back to `c` between chunks.
+            for kc0 in (0..kbs).step_by(KCH) {
+                let a = xb.as_ptr().add(i * k_pad);
+                let depth = kc0..(kc0 + KCH).min(kbs);
+                let groups = cols.div_ceil(32) * 2;
+                panel(
+                    (a, k_pad),
+                    depth,
+                    (tiles.as_ptr(), groups),
+                    (c.0.as_mut_ptr(), NC),
                 );
             }
-        }
-        // Y = the sums + bias, the block's valid rows and columns.
-        for r in 0..32.min(m.saturating_sub(i)) {
-            let dst = y.add((i + r) * n + j0);
-            let src = c.0.as_ptr().add(r * NC);
-            for c0 in (0..cols).step_by(16) {
-                // Masked: the lanes past `cols` (maybe past Y's or b's end) are neither read
-                // nor written.
-                let lanes = ((1u32 << (cols - c0).min(16)) - 1) as __mmask16;
-                let sums = _mm512_load_ps(src.add(c0));
-                let v = match bias {
-                    Some(b) => {
-                        _mm512_add_ps(sums, _mm512_maskz_loadu_ps(lanes, b.as_ptr().add(j0 + c0)))
-                    }
-                    None => sums,
-                };
-                _mm512_mask_storeu_ps(dst.add(c0), lanes, v);
+            // Y = the sums + bias, the block's valid rows and columns.
+            for r in 0..32.min(m.saturating_sub(i)) {
+                let dst = y.add((i + r) * n + j0);
+                let src = c.0.as_ptr().add(r * NC);
+                for c0 in (0..cols).step_by(16) {
+                    // Masked: the lanes past `cols` (maybe past Y's or b's end) are neither
+                    // read nor written.
+                    let lanes = ((1u32 << (cols - c0).min(16)) - 1) as __mmask16;
+                    let sums = _mm512_load_ps(src.add(c0));
+                    let v = match bias {
+                        Some(b) => _mm512_add_ps(
+                            sums,
+                            _mm512_maskz_loadu_ps(lanes, b.as_ptr().add(j0 + c0)),
+                        ),
+                        None => sums,
+                    };
+                    _mm512_mask_storeu_ps(dst.add(c0), lanes, v);
+                }
             }
         }
+    })
+}
+
+/// C (32 rows × 16·groups columns, f32, rows `ldc` apart) = A · B over the depth tiles
+/// `depth`, added to C's values unless `depth` starts at 0 (then C is overwritten): A is 32
+/// rows as [`round_rows`] lays them out (two groups of 16 rows, k_pad depths each), B
+/// `groups` 16-column groups of VNNI tiles as [`pack_tiles`] lays them out (groups even); four
+/// accumulator tiles make each 32×32 block.
+///
+/// # Safety
+/// Inside [`with_tiles`]; A holds 32·k_pad values, B groups·(k_pad/32) tiles, C 32 rows of
+/// ldc ≥ 16·groups.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn panel(
+    (a, k_pad): (*const u16, usize),
+    depth: std::ops::Range<usize>,
+    (b, groups): (*const u32, usize),
+    (c, ldc): (*mut f32, usize),
+) {
+    let kbs = k_pad / TK;
+    let row_bytes = ldc * 4;
+    for jt in (0..groups).step_by(2) {
+        let cp = c.add(16 * jt);
+        let (c0, c1, c2, c3) = (cp, cp.add(16), cp.add(16 * ldc), cp.add(16 * ldc + 16));
+        if depth.start == 0 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        } else {
+            asm!(
+                "tileloadd tmm0, [{c0} + {s}*1]",
+                "tileloadd tmm1, [{c1} + {s}*1]",
+                "tileloadd tmm2, [{c2} + {s}*1]",
+                "tileloadd tmm3, [{c3} + {s}*1]",
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                c2 = in(reg) c2,
+                c3 = in(reg) c3,
+                s = in(reg) row_bytes,
+                options(nostack, readonly)
+            );
+        }
+        for kb in depth.clone() {
+            let a0 = a.add(kb * 16 * TK);
+            let a1 = a0.add(16 * k_pad);
+            let b0 = b.add((jt * kbs + kb) * 256);
+            let b1 = b.add(((jt + 1) * kbs + kb) * 256);
+            // The next step's B tiles towards L1 while these multiply (they come from L2).
+            for line in 0..16 {
+                _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(256 + 16 * line) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add(256 + 16 * line) as *const i8);
+            }
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0,
+                a1 = in(reg) a1,
+                b0 = in(reg) b0,
+                b1 = in(reg) b1,
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c0 = in(reg) c0,
+            c1 = in(reg) c1,
+            c2 = in(reg) c2,
+            c3 = in(reg) c3,
+            s = in(reg) row_bytes,
+            options(nostack)
+        );
     }
-    asm!("tilerelease", options(nostack, nomem));
 }
 
 #[cfg(test)]

@@ -129,16 +129,39 @@ pub fn residual_add(x: &[f32], y: &[f32], gamma: Option<&[f32]>, cols: usize) ->
     if let Some(g) = gamma {
         assert_eq!(g.len(), cols, "residual_add: gamma must hold {cols} values");
     }
-    x.iter()
-        .enumerate()
-        .map(|(i, &a)| {
-            let b = y[i % y.len()];
-            match gamma {
-                Some(g) => a + g[i % cols] * b,
-                None => a + b,
+    let mut out = vec![0.0f32; x.len()];
+    let y_rows = y.len() / cols;
+    // Row r of x takes row r mod y_rows of y; each element alone, so any split gives the same.
+    let row = |(r, (o, a)): (usize, (&mut [f32], &[f32]))| {
+        let b = &y[(r % y_rows) * cols..][..cols];
+        match gamma {
+            Some(g) => {
+                for (((o, a), b), g) in o.iter_mut().zip(a).zip(b).zip(g) {
+                    *o = a + g * b;
+                }
             }
-        })
-        .collect()
+            None => {
+                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                    *o = a + b;
+                }
+            }
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(cols)
+            .zip(x.par_chunks(cols))
+            .enumerate()
+            .with_min_len(4096usize.div_ceil(cols))
+            .for_each(row);
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(cols)
+        .zip(x.chunks(cols))
+        .enumerate()
+        .for_each(row);
+    out
 }
 
 /// Rounds every value to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.

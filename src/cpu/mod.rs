@@ -5,6 +5,8 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod amx_attention;
 pub mod attention;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod blocks;

@@ -94,6 +94,23 @@ impl CpuOps {
         self.products = products;
         Ok(())
     }
+
+    /// Attention (`cpu::attention`'s semantics) into `out`: with `Products::Bf16`, sequences of
+    /// at least 16 queries and keys multiply bf16-rounded operands on AMX tiles
+    /// (`cpu::amx_attention`), as the linears do in that mode; else the exact f32 path.
+    fn attend(&self, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
+        #[cfg(target_arch = "x86_64")]
+        if self.products == Products::Bf16
+            && g.q_len >= 16
+            && g.kv_len >= 16
+            && cpu::amx::available()
+        {
+            // SAFETY: AMX is available (checked; `set_products` refuses Bf16 without it, and the
+            // linears then report it).
+            return unsafe { cpu::amx_attention::attention(q, k, v, out, g) };
+        }
+        cpu::attention::attention(q, k, v, out, g)
+    }
 }
 
 impl Ops for CpuOps {
@@ -164,7 +181,7 @@ impl Ops for CpuOps {
         let e = qkv.cols() / 3;
         let g = AttnGeometry::along_axis(frames, tokens, e, heads, axis);
         let mut out = Tensor::zeros(&[frames * tokens, e]);
-        cpu::attention::attention(qkv.data(), qkv.data(), qkv.data(), out.data_mut(), &g);
+        self.attend(qkv.data(), qkv.data(), qkv.data(), out.data_mut(), &g);
         Ok(out)
     }
 
@@ -177,7 +194,7 @@ impl Ops for CpuOps {
     ) -> Result<Tensor> {
         let g = AttnGeometry::cross(q.rows(), k.rows(), q.cols(), heads);
         let mut out = Tensor::zeros(&[q.rows(), q.cols()]);
-        cpu::attention::attention(q.data(), k.data(), v.data(), out.data_mut(), &g);
+        self.attend(q.data(), k.data(), v.data(), out.data_mut(), &g);
         Ok(out)
     }
 
@@ -479,7 +496,7 @@ impl VlmOps for CpuOps {
         let len = crate::ops::check_blocks(shape(q), shape(k), shape(v), blocks, heads)?;
         let g = AttnGeometry::blocks(blocks, len, q.cols(), heads);
         let mut out = Tensor::zeros(&[q.rows(), q.cols()]);
-        cpu::attention::attention(q.data(), k.data(), v.data(), out.data_mut(), &g);
+        self.attend(q.data(), k.data(), v.data(), out.data_mut(), &g);
         Ok(out)
     }
 

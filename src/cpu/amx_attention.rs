@@ -1,0 +1,280 @@
+//! Attention on AMX tiles for `--cpu-products bf16`: the two products of every (group, head)
+//! — S = Q·Kᵀ and O = P·V — multiply bf16-rounded operands and sum in f32 (`tdpbf16ps`), as
+//! PyTorch's bf16 attention does on this CPU; the scale, the softmax and P's normalisation are
+//! f32. The semantics are `super::attention`'s, with Q, K, P and V rounded to bf16 (nearest,
+//! ties to even) where they enter a product.
+//!
+//! Each (group, head) is one task on the rayon pool, and runs 32 queries at a time: their
+//! scores against every key (32 × kv_len f32) and the rounded probabilities stay in L2 between
+//! the two products, so no kv_len² matrix is ever written. K is packed once per task as the
+//! first product's B tiles (a key is a column, as a weight row is in `amx::linear`); V as the
+//! second's, each tile row two consecutive keys' values interleaved (the VNNI depth pairs).
+
+use super::amx::{pack_tiles, panel, round_row, with_tiles, TK};
+use super::gemm::OutPtr;
+use crate::ops::{AttnGeometry, Operand};
+use std::arch::x86_64::*;
+
+/// Queries per step: two groups of 16 tile rows.
+const QB: usize = 32;
+
+/// Writes the attention output into `out` at the places `g.out` names, every product on AMX
+/// tiles over bf16-rounded operands.
+///
+/// # Safety
+/// `super::amx::available()` must have returned true.
+pub(crate) unsafe fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
+    use rayon::prelude::*;
+    let (heads, hd) = (g.heads, g.head_dim);
+    if g.groups == 0 || heads == 0 || g.q_len == 0 {
+        return;
+    }
+    // The last element each operand is read (or written) at — the last group's last row's
+    // last head, as every stride is non-negative — checked before any raw access.
+    let end = |o: &Operand, rows: usize| match rows {
+        0 => 0,
+        _ => o.at(g.groups - 1, rows - 1, heads - 1, hd) + hd,
+    };
+    assert!(end(&g.q, g.q_len) <= q.len() && end(&g.out, g.q_len) <= out.len());
+    assert!(end(&g.k, g.kv_len) <= k.len() && end(&g.v, g.kv_len) <= v.len());
+    if g.kv_len == 0 {
+        // No keys: softmax over nothing, as the f32 paths leave it (zeros).
+        return;
+    }
+    let out = OutPtr(out.as_mut_ptr());
+    (0..g.groups * heads).into_par_iter().for_each(move |task| {
+        let out = out;
+        // SAFETY: AMX granted (the caller's contract); every read and write is within the
+        // operands (asserted above), and this task writes only its (group, head)'s output.
+        unsafe { head(q, k, v, out.0, g, (task / heads, task % heads)) }
+    });
+}
+
+/// One (group, head): K and V packed, then 32 queries at a time: round them, S = Q·Kᵀ into
+/// `s`, scale and softmax each row, round it into `p`, O = P·V into `o`, O's rows to `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn head(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: *mut f32,
+    g: &AttnGeometry,
+    (group, h): (usize, usize),
+) {
+    let (ql, kl, hd) = (g.q_len, g.kv_len, g.head_dim);
+    let hd_pad = hd.next_multiple_of(TK);
+    let kl_pad = kl.next_multiple_of(TK);
+    let keys = pack_tiles(kl, hd_pad, |j, d0| {
+        round32(
+            k.as_ptr().add(g.k.at(group, j, h, hd) + d0),
+            hd - d0.min(hd),
+        )
+    });
+    let values = pack_pairs(v, g, (group, h), kl_pad);
+    // Tile-row layout (`amx::round_rows`): never-written slots (depths past hd or kl) stay 0.
+    let mut qa = vec![0u16; QB * hd_pad];
+    let mut p = vec![0u16; QB * kl_pad];
+    let mut s = vec![0f32; QB * kl_pad];
+    let mut o = vec![0f32; QB * hd_pad];
+    with_tiles(|| {
+        for i0 in (0..ql).step_by(QB) {
+            let rows = QB.min(ql - i0);
+            // Rows past `rows` keep the previous step's values: their sums are never read.
+            for r in 0..rows {
+                let x =
+                    std::slice::from_raw_parts(q.as_ptr().add(g.q.at(group, i0 + r, h, hd)), hd);
+                round_row(x, &mut qa[(r / 16) * 16 * hd_pad..], r % 16);
+            }
+            let (s_groups, o_groups) = (kl_pad / 16, hd_pad / 16);
+            panel(
+                (qa.as_ptr(), hd_pad),
+                0..hd_pad / TK,
+                (keys.as_ptr(), s_groups),
+                (s.as_mut_ptr(), kl_pad),
+            );
+            for r in 0..rows {
+                let row = &mut s[r * kl_pad..][..kl];
+                for x in row.iter_mut() {
+                    *x *= g.scale;
+                }
+                super::attention::softmax_in_place(row);
+                round_row(row, &mut p[(r / 16) * 16 * kl_pad..], r % 16);
+            }
+            panel(
+                (p.as_ptr(), kl_pad),
+                0..kl_pad / TK,
+                (values.as_ptr(), o_groups),
+                (o.as_mut_ptr(), hd_pad),
+            );
+            for r in 0..rows {
+                let dst = out.add(g.out.at(group, i0 + r, h, hd));
+                std::ptr::copy_nonoverlapping(o.as_ptr().add(r * hd_pad), dst, hd);
+            }
+        }
+    })
+}
+
+/// 32 values from `x` (the first `live` of them, zeros after; none read past them) rounded to
+/// bf16, as one register of 32 bf16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round32(x: *const f32, live: usize) -> __m512i {
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+    let lo = _mm512_maskz_loadu_ps(mask(live), x);
+    let hi = _mm512_maskz_loadu_ps(mask(live.saturating_sub(16)), x.wrapping_add(16));
+    std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
+}
+
+/// V's rows as the second product's B tiles (`amx::pack_tiles`' layout with the head's
+/// dimensions as columns and keys as depths): tile (jt, kb) row r holds, for dimensions
+/// 16·jt.., the u32 pair (V[32·kb + 2r], V[32·kb + 2r + 1]) rounded to bf16; zero past kv_len
+/// and head_dim.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn pack_pairs(
+    v: &[f32],
+    g: &AttnGeometry,
+    (group, h): (usize, usize),
+    kl_pad: usize,
+) -> Vec<u32> {
+    let (kl, hd) = (g.kv_len, g.head_dim);
+    let groups = hd.next_multiple_of(TK) / 16;
+    let kbs = kl_pad / TK;
+    let mut tiles = vec![0u32; groups * kbs * 256];
+    // Dimensions d0.. of key j, rounded, widened to the low half of u32 lanes (0 past the row).
+    let half = |j: usize, d0: usize| -> __m512i {
+        if j >= kl {
+            return _mm512_setzero_si512();
+        }
+        let mask = ((1u32 << (hd - d0).min(16)) - 1) as __mmask16;
+        let x = _mm512_maskz_loadu_ps(mask, v.as_ptr().add(g.v.at(group, j, h, hd) + d0));
+        _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(
+            _mm512_cvtneps_pbh(x),
+        ))
+    };
+    for jt in 0..groups {
+        let d0 = 16 * jt;
+        if d0 >= hd {
+            continue;
+        }
+        for kb in 0..kbs {
+            let tile = tiles.as_mut_ptr().add((jt * kbs + kb) * 256);
+            for r in 0..16 {
+                let j = kb * TK + 2 * r;
+                let pair = _mm512_or_si512(half(j, d0), _mm512_slli_epi32(half(j + 1, d0), 16));
+                _mm512_storeu_si512(tile.add(16 * r) as *mut _, pair);
+            }
+        }
+    }
+    tiles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Axis;
+    use crate::rand::SeededRng;
+
+    /// The oracle: the f32 path's steps on the operands rounded to bf16, with the products in
+    /// f64 and P rounded to bf16 before P·V, as the tiles take it.
+    fn oracle(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) -> f32 {
+        let r = |x: f32| half::bf16::from_f32(x).to_f32() as f64;
+        let hd = g.head_dim;
+        let mut max_p = 0f32;
+        for group in 0..g.groups {
+            for h in 0..g.heads {
+                for i in 0..g.q_len {
+                    let qi = &q[g.q.at(group, i, h, hd)..][..hd];
+                    let mut p: Vec<f32> = (0..g.kv_len)
+                        .map(|j| {
+                            let kj = &k[g.k.at(group, j, h, hd)..][..hd];
+                            let s: f64 = qi.iter().zip(kj).map(|(&a, &b)| r(a) * r(b)).sum();
+                            s as f32 * g.scale
+                        })
+                        .collect();
+                    crate::cpu::attention::softmax_scalar(&mut p);
+                    max_p = p.iter().copied().fold(max_p, f32::max);
+                    let o = &mut out[g.out.at(group, i, h, hd)..][..hd];
+                    for (d, od) in o.iter_mut().enumerate() {
+                        let sum: f64 = (0..g.kv_len)
+                            .map(|j| r(p[j]) * r(v[g.v.at(group, j, h, hd) + d]))
+                            .sum();
+                        *od = sum as f32;
+                    }
+                }
+            }
+        }
+        max_p
+    }
+
+    /// Against the oracle on every geometry (packed q|k|v along either axis, cross-attention
+    /// with hd = 80 padded to 96 depths, blocks with hd = 16) across the edges of the 32-query
+    /// steps and 32-key tiles. Only the order of the sums differs, so each output is within
+    /// 1e-5, plus one bf16 step (2⁻⁸) of the largest probability times the largest |v|: a p
+    /// whose f32 value sits at a bf16 rounding boundary may round the other way here than in
+    /// the oracle. Such flips are rare, so the mean error must stay under 2e-6, which a
+    /// systematic error (truncating instead of rounding: ~2⁻⁹ of every p) would exceed.
+    #[test]
+    fn attention_matches_the_oracle_on_bf16_operands() {
+        if !crate::cpu::amx::available() {
+            assert!(
+                std::env::var_os("LINVT_CPU_WITHOUT_AMX").is_some(),
+                "this CPU or OS lacks AMX-BF16, so the AMX kernels cannot be tested here; set \
+                 LINVT_CPU_WITHOUT_AMX=1 to accept that (`--cpu-products bf16` then refuses)"
+            );
+            return;
+        }
+        let mut rng = SeededRng::new(5);
+        let (t, n, e) = (3, 33, 128);
+        let qkv = rng.vec(t * n * 3 * e + 7, 1.0);
+        let cross_q = rng.vec(37 * 160 + 7, 1.0);
+        let cross_kv = rng.vec(70 * 160 + 7, 1.0);
+        let long_kv = rng.vec(1025 * 64 + 7, 1.0);
+        let blocks = rng.vec(3 * 20 * 64 + 7, 1.0);
+        let cases = [
+            (
+                AttnGeometry::along_axis(t, n, e, 2, Axis::Tokens),
+                &qkv,
+                &qkv,
+                t * n * e,
+            ),
+            (
+                AttnGeometry::along_axis(t, n, e, 2, Axis::Frames),
+                &qkv,
+                &qkv,
+                t * n * e,
+            ),
+            (
+                AttnGeometry::cross(37, 70, 160, 2),
+                &cross_q,
+                &cross_kv,
+                37 * 160,
+            ),
+            (
+                AttnGeometry::cross(33, 1025, 64, 1),
+                &long_kv,
+                &long_kv,
+                33 * 64,
+            ),
+            (
+                AttnGeometry::blocks(3, 20, 64, 4),
+                &blocks,
+                &blocks,
+                3 * 20 * 64,
+            ),
+        ];
+        for (g, q, kv, len) in cases {
+            let mut want = vec![0f32; len];
+            let max_p = oracle(q, kv, kv, &mut want, &g);
+            let mut got = vec![f32::NAN; len];
+            // SAFETY: AMX available (checked).
+            unsafe { attention(q, kv, kv, &mut got, &g) };
+            let tol = 1e-5 + max_p / 256.0;
+            let mut total = 0f64;
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() <= tol, "{g:?} element {i}: {a} vs {b}");
+                total += (a - b).abs() as f64;
+            }
+            let mean = total / len as f64;
+            assert!(mean <= 2e-6, "{g:?}: mean error {mean}");
+        }
+    }
+}
