@@ -32,7 +32,7 @@ pub fn causal_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeome
 const PRODUCT_ROWS: usize = 256;
 
 /// Checks the geometry against the buffers; returns the query rows.
-fn check(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> usize {
+pub(super) fn check(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> usize {
     let (h, kvh, d) = (g.heads, g.kv_heads, g.head_dim);
     assert!(
         kvh > 0 && h.is_multiple_of(kvh) && d > 0,

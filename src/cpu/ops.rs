@@ -643,12 +643,15 @@ impl VlmOps for CpuOps {
                 cache.capacity
             )));
         }
-        let out = cpu::kv_attention::causal_attention(
-            q.data(),
-            &cache.keys[layer],
-            &cache.values[layer],
-            &g,
-        );
+        let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
+        #[cfg(target_arch = "x86_64")]
+        if self.products == Products::Bf16 && q.rows() >= 16 && cpu::amx::available() {
+            // SAFETY: AMX is available (checked); as `attend`, a prefill's attention in the
+            // bf16 mode runs on the tiles.
+            let out = unsafe { cpu::amx_attention::causal(q.data(), keys, values, &g) };
+            return same_shape(q, out);
+        }
+        let out = cpu::kv_attention::causal_attention(q.data(), keys, values, &g);
         same_shape(q, out)
     }
 
