@@ -118,11 +118,12 @@ pub(crate) unsafe fn linear(
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
     assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
-    // Every element is written once, by its block (sums + bias), never read before.
-    let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
-        return y;
+        return vec![0.0; m * n];
     }
+    // Every element is written once, by its block (sums + bias), never read before: no zeros
+    // first (a serial pass over up to tens of MiB), the length set once the tasks are done.
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let k_pad = k.next_multiple_of(TK).max(TK);
     let m_pad = m.next_multiple_of(32);
     let xb = round_rows(x, (m, k), (m_pad, k_pad));
@@ -142,6 +143,8 @@ pub(crate) unsafe fn linear(
             block(&xb, k_pad, &tiles, rows, (j0, cols, n), b, out.0);
         }
     });
+    // SAFETY: the tasks cover every row < m and column < n (`Tasks`), and `block` writes each.
+    unsafe { y.set_len(m * n) };
     y
 }
 
