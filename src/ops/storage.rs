@@ -150,10 +150,11 @@ pub enum Products {
     #[default]
     F32,
     /// The activations rounded to bf16 (nearest, ties to even), sums in f32: products of many
-    /// rows (prefill, the vision encoders, LinVT) on AMX tiles, as PyTorch multiplies a bf16
-    /// model on these CPUs; decoding's few rows by AVX512-BF16 dot products, as llama.cpp
-    /// decodes BF16 weights. About twice as fast in prefill and vision (a little in decoding),
-    /// not the exact twin. Needs AMX-BF16 (Intel Xeon since Sapphire Rapids) and bf16 weights.
+    /// rows (prefill, the vision encoders, LinVT) and attention's two products (16 queries and
+    /// keys or more) on AMX tiles, as PyTorch multiplies a bf16 model on these CPUs; decoding's
+    /// few rows by AVX512-BF16 dot products, as llama.cpp decodes BF16 weights. About three
+    /// times as fast in prefill and vision (a little in decoding), not the exact twin. Needs
+    /// AMX-BF16 (Intel Xeon since Sapphire Rapids) and bf16 weights.
     Bf16,
 }
 

@@ -73,9 +73,10 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "int8")]
     pub cpu_activations: Activations,
     /// How the CPU multiplies bf16 weights: f32 (the activations kept f32: exact) or bf16 (the
-    /// activations rounded to bf16: AMX tiles for prefill, the vision encoder and LinVT, as
-    /// PyTorch runs a bf16 model, and AVX512-BF16 dot products for decoding, as llama.cpp
-    /// does; about twice as fast in prefill and vision; Intel Xeon since Sapphire Rapids).
+    /// activations rounded to bf16: AMX tiles for prefill, the vision encoder, LinVT and
+    /// attention, as PyTorch runs a bf16 model, and AVX512-BF16 dot products for decoding, as
+    /// llama.cpp does; about three times as fast in prefill and vision; Intel Xeon since
+    /// Sapphire Rapids).
     /// Ignored with `--backend gpu`.
     #[arg(long, value_enum, default_value = "f32")]
     pub cpu_products: Products,
