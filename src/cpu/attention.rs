@@ -85,16 +85,21 @@ fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> V
 #[cfg(not(target_arch = "wasm32"))]
 const PRODUCTS_MIN_LEN: usize = 16;
 
+/// Query rows per task of the products: 8 of the AVX-512 GEMM's 12-row tiles, so the scores of
+/// a task (96 × kv_len f32: ~400 KiB at a 448² frame's 1025 tokens) stay in L2 between the two
+/// products.
+#[cfg(not(target_arch = "wasm32"))]
+const PRODUCT_ROWS: usize = 96;
+
 /// Writes the attention output into `out` at the places `g.out` names. Natively, sequences of
-/// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V through `gemm` per (group, head)
-/// (the ViT's and long clips' attention); short ones, and the browser build, run the loops of
-/// [`attention_loops`], which tests hold the products to.
+/// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V (`linear::product`), one task per
+/// (group, head, block of [`PRODUCT_ROWS`] queries) on the rayon pool (the ViT's and long
+/// clips' attention); short ones, and the browser build, run the loops of [`attention_loops`],
+/// which tests hold the products to.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
     #[cfg(not(target_arch = "wasm32"))]
     if g.q_len >= PRODUCTS_MIN_LEN && g.kv_len >= PRODUCTS_MIN_LEN {
-        let results = per_group(g.groups, |group| group_by_products(q, k, v, g, group));
-        scatter(&results, out, g);
-        return;
+        return by_products(q, k, v, out, g);
     }
     attention_loops(q, k, v, out, g);
 }
@@ -112,62 +117,77 @@ fn scatter(results: &[Vec<f32>], out: &mut [f32], g: &AttnGeometry) {
     }
 }
 
-/// One group's output (q_len, heads, head_dim) by two products per head: S = scale·Q·Kᵀ read
-/// through the operands' strides (no copies), a row softmax as in [`row_probs`], O = P·V.
+/// The output pointer shared by the tasks of [`by_products`], which write disjoint rows × heads.
 #[cfg(not(target_arch = "wasm32"))]
-fn group_by_products(q: &[f32], k: &[f32], v: &[f32], g: &AttnGeometry, group: usize) -> Vec<f32> {
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each task writes only its own (group, head, rows) of the output.
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Send for Out {}
+#[cfg(not(target_arch = "wasm32"))]
+unsafe impl Sync for Out {}
+
+/// Every (group, head, block of query rows) by two products: S = scale·Q·Kᵀ read through the
+/// operands' strides (no copies), a row softmax as in [`row_probs`], O = P·V written straight
+/// to the output's rows.
+#[cfg(not(target_arch = "wasm32"))]
+fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
+    use rayon::prelude::*;
     let (ql, kl, hd, heads) = (g.q_len, g.kv_len, g.head_dim, g.heads);
-    // The last element each operand is read at, checked before any raw read.
-    let last = |o: &crate::ops::Operand, rows: usize| o.at(group, rows - 1, heads - 1, hd) + hd;
-    assert!(last(&g.q, ql) <= q.len() && last(&g.k, kl) <= k.len() && last(&g.v, kl) <= v.len());
-    let mut res = vec![0f32; ql * heads * hd];
-    let mut s = vec![0f32; ql * kl];
-    for h in 0..heads {
-        let (qh, kh, vh) = (
-            g.q.at(group, 0, h, hd),
-            g.k.at(group, 0, h, hd),
-            g.v.at(group, 0, h, hd),
-        );
-        // SAFETY: every (row, d) read is at most `last(..)` of its operand (asserted above);
-        // s holds ql×kl and res ql×heads×hd values; the output head h of row i starts at
-        // (i·heads + h)·hd. Kᵀ is K read with its strides swapped.
-        unsafe {
-            let (qp, kp, vp) = (q.as_ptr().add(qh), k.as_ptr().add(kh), v.as_ptr().add(vh));
-            let lhs = Strided {
-                ptr: qp,
-                col: 1,
-                row: g.q.row_stride,
-            };
-            let kt = Strided {
-                ptr: kp,
-                col: g.k.row_stride,
-                row: 1,
-            };
-            product((ql, kl, hd), s.as_mut_ptr(), kl, lhs, kt, g.scale);
-            for row in s.chunks_mut(kl) {
-                softmax_in_place(row);
-            }
-            let p = Strided {
-                ptr: s.as_ptr(),
-                col: 1,
-                row: kl,
-            };
-            let vs = Strided {
-                ptr: vp,
-                col: 1,
-                row: g.v.row_stride,
-            };
-            product(
-                (ql, hd, kl),
-                res.as_mut_ptr().add(h * hd),
-                heads * hd,
-                p,
-                vs,
-                1.0,
-            );
-        }
+    if g.groups == 0 || heads == 0 || hd == 0 {
+        return;
     }
-    res
+    // The last element each operand is read (or written) at — the last group's last row's
+    // last head, as every stride is non-negative — checked before any raw access.
+    let end =
+        |o: &crate::ops::Operand, rows: usize| o.at(g.groups - 1, rows - 1, heads - 1, hd) + hd;
+    assert!(end(&g.q, ql) <= q.len() && end(&g.out, ql) <= out.len());
+    assert!(end(&g.k, kl) <= k.len() && end(&g.v, kl) <= v.len());
+    let blocks = ql.div_ceil(PRODUCT_ROWS);
+    let dst = Out(out.as_mut_ptr());
+    (0..g.groups * heads * blocks)
+        .into_par_iter()
+        .for_each(move |task| {
+            let dst = dst;
+            let (group, h, i0) = (
+                task / (heads * blocks),
+                task / blocks % heads,
+                task % blocks * PRODUCT_ROWS,
+            );
+            let rows = PRODUCT_ROWS.min(ql - i0);
+            let mut s = vec![0f32; rows * kl];
+            // SAFETY: every (row, d) read or written is within its operand (asserted above); s
+            // holds rows×kl values; this task writes only rows i0..i0+rows of head h of its group.
+            // Kᵀ is K read with its strides swapped.
+            unsafe {
+                let lhs = Strided {
+                    ptr: q.as_ptr().add(g.q.at(group, i0, h, hd)),
+                    col: 1,
+                    row: g.q.row_stride,
+                };
+                let kt = Strided {
+                    ptr: k.as_ptr().add(g.k.at(group, 0, h, hd)),
+                    col: g.k.row_stride,
+                    row: 1,
+                };
+                product((rows, kl, hd), s.as_mut_ptr(), kl, lhs, kt, g.scale);
+                for row in s.chunks_mut(kl) {
+                    softmax_in_place(row);
+                }
+                let p = Strided {
+                    ptr: s.as_ptr(),
+                    col: 1,
+                    row: kl,
+                };
+                let vs = Strided {
+                    ptr: v.as_ptr().add(g.v.at(group, 0, h, hd)),
+                    col: 1,
+                    row: g.v.row_stride,
+                };
+                let o = dst.0.add(g.out.at(group, i0, h, hd));
+                product((rows, hd, kl), o, g.out.row_stride, p, vs, 1.0);
+            }
+        });
 }
 
 /// The plain loops: per query row and head, the scores, their softmax, the weighted values.
