@@ -216,18 +216,20 @@ unsafe fn dot(x: &[u16], w: &[u16]) -> f32 {
 fn round_into(x: &[f32], out: &mut [u16]) {
     // SAFETY: AVX-512F/BF16 (checked by `available` before any caller runs).
     unsafe {
-        round_chunks(x, |i, h| {
+        round_chunks(x, 1.0, |i, h| {
             _mm256_storeu_si256(out.as_mut_ptr().add(16 * i) as *mut __m256i, h)
         })
     }
 }
 
-/// x rounded to bf16 16 values at a time (masked-off lanes 0), each chunk handed to `store`.
+/// x · mul rounded to bf16 16 values at a time (masked-off lanes 0), each chunk handed to
+/// `store` (mul = 1 leaves x as it is).
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(super) unsafe fn round_chunks(x: &[f32], mut store: impl FnMut(usize, __m256i)) {
+pub(super) unsafe fn round_chunks(x: &[f32], mul: f32, mut store: impl FnMut(usize, __m256i)) {
+    let mul = _mm512_set1_ps(mul);
     for (i, chunk) in x.chunks(16).enumerate() {
         let mask: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
-        let v = _mm512_maskz_loadu_ps(mask, chunk.as_ptr());
+        let v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, chunk.as_ptr()), mul);
         store(
             i,
             std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)),
@@ -248,15 +250,15 @@ fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize))
                 let i = 16 * g + r;
                 // SAFETY: AVX-512F/BF16 (checked by `available` before `linear` runs); row i
                 // of x holds k values; the group holds 16 rows of k_pad ≥ k.
-                unsafe { round_row(&x[i * k..(i + 1) * k], group, r) }
+                unsafe { round_row(&x[i * k..(i + 1) * k], 1.0, group, r) }
             }
         });
     xb
 }
 
-/// Row r of a group of 16 rows, rounded into its tiles (see [`round_rows`]).
-pub(super) unsafe fn round_row(x: &[f32], group: &mut [u16], r: usize) {
-    round_chunks(x, |i, h| {
+/// Row r of a group of 16 rows, times `mul`, rounded into its tiles (see [`round_rows`]).
+pub(super) unsafe fn round_row(x: &[f32], mul: f32, group: &mut [u16], r: usize) {
+    round_chunks(x, mul, |i, h| {
         // Depths 16·i.. sit in tile 16·i / 32, row r, half (i % 2); whole 16s (masked-off
         // lanes are 0, and every tile row has 32 slots).
         let at = (i / 2) * 16 * TK + r * TK + (i % 2) * 16;

@@ -139,7 +139,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
             // Rows past `rows` keep the previous step's values: their sums are never read.
             for r in 0..rows {
                 let x = std::slice::from_raw_parts(q.as_ptr().add(row(at.q, i0 + r)), hd);
-                round_row(x, &mut qa[(r / 16) * 16 * hd_pad..], r % 16);
+                round_row(x, 1.0, &mut qa[(r / 16) * 16 * hd_pad..], r % 16);
             }
             let (s_groups, o_groups) = (step_keys / 16, hd_pad / 16);
             panel(
@@ -151,12 +151,10 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
             for r in 0..rows {
                 let sums = &mut s[r * kl_pad..][..seen(rows - 1)];
                 let (visible, later) = sums.split_at_mut(seen(r));
-                for x in visible.iter_mut() {
-                    *x *= at.scale;
-                }
-                super::attention::softmax_in_place(visible);
+                // softmax(scale·s) in two passes; its normalisation rides on the rounding.
+                let inv = super::vmath::exp_shifted(visible, at.scale);
                 later.fill(0.0);
-                round_row(sums, &mut p[(r / 16) * 16 * kl_pad..], r % 16);
+                round_row(sums, inv, &mut p[(r / 16) * 16 * kl_pad..], r % 16);
             }
             panel(
                 (p.as_ptr(), kl_pad),

@@ -132,28 +132,8 @@ pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
 /// The CPU must have AVX-512F ([`available`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn softmax_in_place(p: &mut [f32]) {
-    let n = p.len();
-    let tail: __mmask16 = ((1u32 << (n % 16)) - 1) as __mmask16;
-    let main = n - n % 16;
-    let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
-    for i in (0..main).step_by(16) {
-        maxv = _mm512_max_ps(maxv, _mm512_loadu_ps(p.as_ptr().add(i)));
-    }
-    let last = _mm512_mask_loadu_ps(maxv, tail, p.as_ptr().add(main));
-    let max = _mm512_set1_ps(_mm512_reduce_max_ps(_mm512_max_ps(maxv, last)));
-    let mut sum = _mm512_setzero_ps();
-    for i in (0..main).step_by(16) {
-        let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p.as_ptr().add(i)), max));
-        _mm512_storeu_ps(p.as_mut_ptr().add(i), e);
-        sum = _mm512_add_ps(sum, e);
-    }
-    if tail != 0 {
-        let v = _mm512_maskz_loadu_ps(tail, p.as_ptr().add(main));
-        let e = _mm512_maskz_mov_ps(tail, exp(_mm512_sub_ps(v, max)));
-        _mm512_mask_storeu_ps(p.as_mut_ptr().add(main), tail, e);
-        sum = _mm512_add_ps(sum, e);
-    }
-    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    let inv = _mm512_set1_ps(exp_shifted(p, 1.0));
+    let (main, tail) = split16(p.len());
     for i in (0..main).step_by(16) {
         let v = _mm512_loadu_ps(p.as_ptr().add(i));
         _mm512_storeu_ps(p.as_mut_ptr().add(i), _mm512_mul_ps(v, inv));
@@ -162,6 +142,45 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
         let v = _mm512_maskz_loadu_ps(tail, p.as_ptr().add(main));
         _mm512_mask_storeu_ps(p.as_mut_ptr().add(main), tail, _mm512_mul_ps(v, inv));
     }
+}
+
+/// A length's whole 16s, and the lane mask of the rest.
+fn split16(n: usize) -> (usize, __mmask16) {
+    (n - n % 16, ((1u32 << (n % 16)) - 1) as __mmask16)
+}
+
+/// p ← exp(scale·p − max_j scale·p_j), returning 1 / Σ of them: softmax(scale·p) before its
+/// normalisation, which the caller folds into its next pass (with scale 1, `scale·p` is p
+/// exactly: the fused multiply-subtract rounds once).
+///
+/// # Safety
+/// The CPU must have AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f")]
+pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
+    let (main, tail) = split16(p.len());
+    let sc = _mm512_set1_ps(scale);
+    let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
+    for i in (0..main).step_by(16) {
+        maxv = _mm512_max_ps(maxv, _mm512_mul_ps(_mm512_loadu_ps(p.as_ptr().add(i)), sc));
+    }
+    if tail != 0 {
+        let last = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, p.as_ptr().add(main)), sc);
+        maxv = _mm512_mask_max_ps(maxv, tail, maxv, last);
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(maxv));
+    let mut sum = _mm512_setzero_ps();
+    for i in (0..main).step_by(16) {
+        let e = exp(_mm512_fmsub_ps(_mm512_loadu_ps(p.as_ptr().add(i)), sc, max));
+        _mm512_storeu_ps(p.as_mut_ptr().add(i), e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if tail != 0 {
+        let v = _mm512_maskz_loadu_ps(tail, p.as_ptr().add(main));
+        let e = _mm512_maskz_mov_ps(tail, exp(_mm512_fmsub_ps(v, sc, max)));
+        _mm512_mask_storeu_ps(p.as_mut_ptr().add(main), tail, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    1.0 / _mm512_reduce_add_ps(sum)
 }
 
 #[cfg(test)]
