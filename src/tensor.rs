@@ -134,6 +134,14 @@ impl Half {
             Half::F16 => half::f16::from_bits(bits).to_f32(),
         }
     }
+    /// True for the bits of a finite value (the exponent not all ones: not ±∞ or NaN).
+    pub fn is_finite(self, bits: u16) -> bool {
+        let exponent = match self {
+            Half::Bf16 => 0x7F80,
+            Half::F16 => 0x7C00,
+        };
+        bits & exponent != exponent
+    }
     /// True for the bits of ±infinity.
     pub fn is_infinite(self, bits: u16) -> bool {
         match self {
@@ -296,10 +304,11 @@ impl Tensor {
                 .iter()
                 .all(|t| t.half.as_ref().is_some_and(|(k, _)| *k == kind))
             {
-                let bits = parts
-                    .into_iter()
-                    .flat_map(|t| t.half.map(|(_, b)| b).unwrap_or_default());
-                return Tensor::half_bits(kind, shape, bits.collect());
+                let mut bits = Vec::with_capacity(shape.iter().product());
+                for t in &parts {
+                    bits.extend_from_slice(t.half.as_ref().map_or(&[][..], |(_, b)| b));
+                }
+                return Tensor::half_bits(kind, shape, bits);
             }
         }
         let mut data = Vec::with_capacity(shape.iter().product());
@@ -474,16 +483,23 @@ impl Tensor {
 
     /// First non-finite value as (flat index, value), if any.
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
-        if let Some((kind, bits)) = &self.half {
-            return bits
+        // This runs over every weight of a checkpoint at load: each chunk is tested without an
+        // early exit (which the compiler vectorises), and only a chunk that fails is searched.
+        fn first<T: Copy>(values: &[T], finite: impl Fn(T) -> bool) -> Option<usize> {
+            const CHUNK: usize = 4096;
+            let bad = values
+                .chunks(CHUNK)
+                .position(|c| c.iter().fold(false, |any, &v| any | !finite(v)))?;
+            let at = bad * CHUNK;
+            values[at..]
                 .iter()
-                .position(|&b| !kind.widen(b).is_finite())
-                .map(|i| (i, kind.widen(bits[i])));
+                .position(|&v| !finite(v))
+                .map(|i| at + i)
         }
-        self.data()
-            .iter()
-            .position(|v| !v.is_finite())
-            .map(|i| (i, self.data[i]))
+        if let Some((kind, bits)) = &self.half {
+            return first(bits, |b| kind.is_finite(b)).map(|i| (i, kind.widen(bits[i])));
+        }
+        first(self.data(), f32::is_finite).map(|i| (i, self.data[i]))
     }
 
     /// Largest absolute difference to `other` (shapes must hold the same count).
@@ -504,6 +520,31 @@ mod tests {
     /// Weights read in their 16 bits (a bf16 checkpoint as loaded): a non-finite one is found
     /// by its widened value; rows of one kind stack as that kind, bit for bit; mixed kinds stack
     /// as f32, each value widened exactly.
+    /// The first non-finite value past the first 4096-value chunk, with a later one after it,
+    /// in f32 and both halves; the largest finite halves pass.
+    #[test]
+    fn first_non_finite_finds_the_first_in_any_chunk() {
+        let mut data = vec![1.0f32; 10_000];
+        data[9_000] = f32::NAN;
+        data[5_000] = f32::NEG_INFINITY;
+        let t = Tensor::new(vec![100, 100], data).unwrap();
+        assert_eq!(t.first_non_finite(), Some((5_000, f32::NEG_INFINITY)));
+        for (kind, max, inf) in [(Half::Bf16, 0x7F7F, 0x7F80), (Half::F16, 0x7BFF, 0x7C00)] {
+            let mut bits = vec![max; 10_000];
+            bits[1] = max | 0x8000;
+            assert_eq!(
+                Tensor::half_bits(kind, vec![10_000], bits.clone())
+                    .unwrap()
+                    .first_non_finite(),
+                None
+            );
+            bits[7_000] = inf | 0x8000;
+            bits[8_000] = inf + 1; // a NaN
+            let t = Tensor::half_bits(kind, vec![10_000], bits).unwrap();
+            assert_eq!(t.first_non_finite(), Some((7_000, f32::NEG_INFINITY)));
+        }
+    }
+
     #[test]
     fn half_bits_are_checked_and_stacked_as_stored() {
         let bf16 = |v: &[f32]| {

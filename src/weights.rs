@@ -335,10 +335,20 @@ impl SafetensorsFile {
             Dtype::F16 => crate::tensor::Half::F16,
             _ => return self.tensor(key),
         };
-        let mut bits = Vec::with_capacity(info.len / 2);
+        let mut bits: Vec<u16> = Vec::with_capacity(info.len / 2);
         self.read_pieces(info, |bytes| {
-            let pairs = bytes.chunks_exact(2);
-            bits.extend(pairs.map(|c| u16::from_le_bytes([c[0], c[1]])))
+            // Little-endian bits are the file's bytes: one copy into the (aligned) u16s, where
+            // the file's offsets need not be 2-byte aligned.
+            let (at, n) = (bits.len(), bytes.len() / 2);
+            bits.resize(at + n, 0);
+            let dst = &mut bits[at..];
+            if cfg!(target_endian = "little") {
+                bytemuck::cast_slice_mut::<u16, u8>(dst).copy_from_slice(&bytes[..2 * n]);
+            } else {
+                for (d, c) in dst.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = u16::from_le_bytes([c[0], c[1]]);
+                }
+            }
         })?;
         Tensor::half_bits(kind, info.shape.clone(), bits)
             .map(Some)
