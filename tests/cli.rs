@@ -246,8 +246,8 @@ fn demo_condense_only_keeps_the_linvt_demo() {
     image::open(&png).expect("a readable PNG");
 }
 
-/// `bench --model` on the tiny model: one JSON object whose four figures are positive and
-/// whose token counts are the tiny model's.
+/// `bench --model` on the tiny model: one JSON object whose four figures are positive, whose
+/// token counts are the tiny model's, and whose greedy ids the CPU executor reproduces.
 #[test]
 fn bench_model_json_reports_the_four_figures() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-internvl2");
@@ -285,6 +285,25 @@ fn bench_model_json_reports_the_four_figures() {
             "{stage} in {stdout}"
         );
     }
+    // The greedy ids: prefill's and one per decode step, and the CPU executor's run gives the
+    // same ones (with a GPU, the two executors agree; without, two CPU runs do).
+    let ids = v["greedy_ids"].as_array().expect("greedy_ids");
+    assert_eq!(
+        ids.len() as u64,
+        v["decode_steps"].as_u64().unwrap() + 1,
+        "{stdout}"
+    );
+    let o = linvt(&[
+        "bench",
+        "--model",
+        dir.to_str().unwrap(),
+        "--json",
+        "--backend",
+        "cpu",
+    ]);
+    let cpu: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
+    assert_eq!(cpu["greedy_ids"], v["greedy_ids"]);
     // A directory that is not a model: a clear error, no panic.
     let o = linvt(&["bench", "--model", "/nonexistent-model", "--json"]);
     let stderr = String::from_utf8_lossy(&o.stderr);

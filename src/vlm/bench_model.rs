@@ -90,6 +90,10 @@ pub struct ModelBench {
     pub peak_rss_mb: f64,
     /// Median ms per stage: preprocess (host), vision, linvt, prefill, decode_step.
     pub stage_ms: Vec<(String, f64)>,
+    /// The greedy token ids of the first timed repetition: prefill's, then each decode step's
+    /// (a warning on stderr if another repetition's differ), to compare with a peer's run on
+    /// the same inputs.
+    pub greedy_ids: Vec<u32>,
 }
 
 /// The host-side inputs every repetition reuses: the clip's pixel values and the prompt.
@@ -273,12 +277,13 @@ pub fn cpu_engine_with(dir: &Path, opts: &LoadOptions) -> Result<Engine<CpuOps>>
     load_engine(super::model::cpu_ops(dir, opts)?, dir, opts, &mut |_, _| {})
 }
 
-/// Stage times of one repetition, in ms.
+/// Stage times of one repetition, in ms, and its greedy ids.
 struct Rep {
     vision: f64,
     linvt: f64,
     prefill: f64,
     decode_step: f64,
+    ids: Vec<u32>,
 }
 
 fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> Result<Rep> {
@@ -298,9 +303,11 @@ fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> 
     let (mut cache, mut id) = prefill_stage(e, inputs, &embeds, steps)?;
     let prefill = ms(t);
     let len = inputs.prompt.ids.len();
+    let mut ids = vec![id];
     let t = Instant::now();
     for position in len..len + steps {
         id = decode_step(e, inputs, &mut cache, id, position)?;
+        ids.push(id);
     }
     let decode_step = ms(t) / steps.max(1) as f64;
     Ok(Rep {
@@ -308,6 +315,7 @@ fn one_rep<O: VlmOps>(e: &mut Engine<O>, inputs: &BenchInputs, steps: usize) -> 
         linvt,
         prefill,
         decode_step,
+        ids,
     })
 }
 
@@ -337,6 +345,15 @@ pub fn measure<O: VlmOps>(
     let reps = (0..opts.reps)
         .map(|_| one_rep(e, inputs, opts.decode_steps))
         .collect::<Result<Vec<_>>>()?;
+    // Every repetition computes the same thing: different ids would mean a nondeterministic
+    // executor, which the report must not hide.
+    if let Some(r) = reps.iter().find(|r| r.ids != reps[0].ids) {
+        eprintln!(
+            "warning: the repetitions gave different greedy ids ({:?} and {:?}): the executor \
+             is not deterministic on these inputs; the first repetition's are reported",
+            reps[0].ids, r.ids
+        );
+    }
     let med = |f: fn(&Rep) -> f64| crate::timing::median(reps.iter().map(f).collect());
     let (vision, linvt, prefill, decode_step) = (
         med(|r| r.vision),
@@ -368,6 +385,7 @@ pub fn measure<O: VlmOps>(
             ("prefill".into(), prefill),
             ("decode_step".into(), decode_step),
         ],
+        greedy_ids: reps[0].ids.clone(),
     })
 }
 
@@ -469,6 +487,7 @@ pub fn print_table(b: &ModelBench) {
         .map(|(n, ms)| format!("{n} {ms:.2}"))
         .collect();
     println!("  stage ms: {}", parts.join(", "));
+    println!("  greedy ids: {:?}", b.greedy_ids);
 }
 
 /// The report as one JSON object: stage_ms becomes an object keyed by stage.
