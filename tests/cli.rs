@@ -304,6 +304,37 @@ fn bench_model_json_reports_the_four_figures() {
     let cpu: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
     assert_eq!(cpu["greedy_ids"], v["greedy_ids"]);
+    // --steps sets the decode steps (the ids are the longer run's first ones); the decoder
+    // bench's own options are refused with --model rather than ignored.
+    let model = dir.to_str().unwrap();
+    let o = linvt(&[
+        "bench",
+        "--model",
+        model,
+        "--json",
+        "--backend",
+        "cpu",
+        "--steps",
+        "3",
+    ]);
+    let short: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
+    assert_eq!(short["decode_steps"], 3);
+    assert_eq!(short["greedy_ids"].as_array().unwrap()[..], ids[..4]);
+    let o = linvt(&[
+        "bench",
+        "--model",
+        model,
+        "--backend",
+        "cpu",
+        "--layers",
+        "2",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--layers applies to `bench --decoder`"),
+        "{stderr}"
+    );
     // A directory that is not a model: a clear error, no panic.
     let o = linvt(&["bench", "--model", "/nonexistent-model", "--json"]);
     let stderr = String::from_utf8_lossy(&o.stderr);

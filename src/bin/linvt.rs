@@ -110,8 +110,9 @@ enum Command {
         /// fit memory) or qwen2-tiny.
         #[arg(long, conflicts_with = "model")]
         decoder: Option<String>,
-        /// With --decoder: timed decode steps (default: 32 on GPUs, 8 on CPU adapters).
-        #[arg(long, requires = "decoder")]
+        /// Timed decode steps: with --decoder (default: 32 on GPUs, 8 on CPU adapters) or
+        /// --model (default: 16, per repetition).
+        #[arg(long)]
         steps: Option<usize>,
         /// With --decoder: keep only this many layers (e.g. qwen2-7b trimmed to fit memory).
         #[arg(long, requires = "decoder")]
@@ -124,8 +125,8 @@ enum Command {
         /// are). bf16 and the block formats (q8_0, q4_0, q4_k: quantized as the weights are
         /// placed) also make the embedding table bf16 when stored as texels; f16 and block
         /// weights live in buffers.
-        #[arg(long, value_enum, default_value = "f32", requires = "decoder")]
-        gpu_weights: WeightChoice,
+        #[arg(long, value_enum, requires = "decoder")]
+        gpu_weights: Option<WeightChoice>,
         /// With --backend cpu (--model or --decoder): how the CPU keeps the weights — auto (the
         /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
         #[arg(long, value_enum, default_value = "auto")]
@@ -254,13 +255,31 @@ fn run(cmd: Command) -> linvt::Result<()> {
             no_linvt,
             cpu_weights,
             cpu_products,
+            steps,
+            layers,
+            weight_layout,
+            gpu_weights,
             ..
         } => {
             use linvt::vlm::model::LinvtChoice;
+            // clap does not enforce `requires = "decoder"` here (it conflicts with --model), so
+            // the decoder bench's own options are refused by hand rather than ignored.
+            let decoder_only = [
+                ("--layers", layers.is_some()),
+                ("--weight-layout", weight_layout.is_some()),
+                ("--gpu-weights", gpu_weights.is_some()),
+            ];
+            if let Some((flag, _)) = decoder_only.iter().find(|(_, given)| *given) {
+                return Err(linvt::Error::input(format!(
+                    "{flag} applies to `bench --decoder`, not `bench --model`"
+                )));
+            }
+            let defaults = linvt::vlm::bench_model::BenchModelOptions::default();
             let opts = linvt::vlm::bench_model::BenchModelOptions {
                 backend,
                 frames: frames.unwrap_or(8),
                 reps,
+                decode_steps: steps.unwrap_or(defaults.decode_steps),
                 linvt: match (linvt, no_linvt) {
                     (Some(file), _) => LinvtChoice::File(file),
                     (None, true) => LinvtChoice::Off,
@@ -268,7 +287,6 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 },
                 cpu_weights,
                 cpu_products,
-                ..Default::default()
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;
             if json {
@@ -312,7 +330,9 @@ fn run(cmd: Command) -> linvt::Result<()> {
                     decode_steps: steps,
                     layers,
                     // The seeded weights are f32: `auto` keeps f32.
-                    weight_storage: gpu_weights.or(linvt::WeightStorage::F32),
+                    weight_storage: gpu_weights
+                        .unwrap_or(WeightChoice::F32)
+                        .or(linvt::WeightStorage::F32),
                     weight_layout: weight_layout.map(|l| match l {
                         WeightLayoutArg::Buffers => linvt::gpu::texels::WeightLayout::Buffers,
                         WeightLayoutArg::Texels => linvt::gpu::texels::WeightLayout::Texels,
