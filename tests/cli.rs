@@ -304,8 +304,8 @@ fn bench_model_json_reports_the_four_figures() {
     let cpu: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
     assert_eq!(cpu["greedy_ids"], v["greedy_ids"]);
-    // --steps sets the decode steps (the ids are the longer run's first ones); the decoder
-    // bench's own options are refused with --model rather than ignored.
+    // --steps sets the decode steps (the ids are the longer run's first ones); an option of
+    // another bench mode is refused rather than ignored.
     let model = dir.to_str().unwrap();
     let o = linvt(&[
         "bench",
@@ -333,6 +333,13 @@ fn bench_model_json_reports_the_four_figures() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && stderr.contains("--layers applies to `bench --decoder`"),
+        "{stderr}"
+    );
+    let o = linvt(&["bench", "--decoder", "qwen2-tiny", "--reps", "3"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && stderr.contains("--reps applies to `bench --model`, not `bench --decoder`"),
         "{stderr}"
     );
     // A directory that is not a model: a clear error, no panic.

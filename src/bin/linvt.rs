@@ -79,8 +79,9 @@ enum Command {
     },
     /// Time each kernel and forward stage against the device's best matmul rate.
     Bench {
-        #[arg(long, value_enum, default_value = "small")]
-        shape: BenchShape,
+        /// The LinVT shape to time (default small); not with --model or --decoder.
+        #[arg(long, value_enum)]
+        shape: Option<BenchShape>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -96,9 +97,10 @@ enum Command {
         /// instead of the shape's (a clip beyond one storage binding runs split, timed once).
         #[arg(long)]
         frames: Option<usize>,
-        /// With --model: timed repetitions (the median is reported, after one warm-up).
-        #[arg(long, default_value_t = 5, requires = "model")]
-        reps: usize,
+        /// With --model: timed repetitions (default 5; the median is reported, after one
+        /// warm-up).
+        #[arg(long)]
+        reps: Option<usize>,
         /// With --model: attach this LinVT module (see `ask --linvt`).
         #[arg(long, requires = "model", conflicts_with = "no_linvt")]
         linvt: Option<PathBuf>,
@@ -129,12 +131,12 @@ enum Command {
         gpu_weights: Option<WeightChoice>,
         /// With --backend cpu (--model or --decoder): how the CPU keeps the weights — auto (the
         /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
-        #[arg(long, value_enum, default_value = "auto")]
-        cpu_weights: WeightChoice,
+        #[arg(long, value_enum)]
+        cpu_weights: Option<WeightChoice>,
         /// With --backend cpu: how bf16 weights are multiplied — f32 (exact) or bf16
         /// (activations rounded to bf16: AMX tiles, AVX512-BF16 dot products).
-        #[arg(long, value_enum, default_value = "f32")]
-        cpu_products: linvt::ops::Products,
+        #[arg(long, value_enum)]
+        cpu_products: Option<linvt::ops::Products>,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -205,7 +207,64 @@ fn keep_freed_memory() {
     }
 }
 
+/// `bench` has three modes — the LinVT shapes (`--shape`), `--model` and `--decoder` — each
+/// with its own options. clap's `requires` does not hold across the modes' conflicts, so an
+/// option given to a mode that does not read it is refused here rather than ignored.
+fn check_bench_options(cmd: &Command) -> linvt::Result<()> {
+    let Command::Bench {
+        shape,
+        model,
+        decoder,
+        backend,
+        frames,
+        reps,
+        linvt,
+        no_linvt,
+        steps,
+        layers,
+        weight_layout,
+        gpu_weights,
+        cpu_weights,
+        cpu_products,
+        ..
+    } = cmd
+    else {
+        return Ok(());
+    };
+    let mode = match (model, decoder) {
+        (Some(_), _) => "--model",
+        (_, Some(_)) => "--decoder",
+        _ => "--shape",
+    };
+    const BOTH: &[&str] = &["--model", "--decoder"];
+    let options: [(&str, bool, &[&str]); 12] = [
+        ("--shape", shape.is_some(), &["--shape"]),
+        ("--backend", backend.is_some(), BOTH),
+        ("--frames", frames.is_some(), &["--model", "--shape"]),
+        ("--reps", reps.is_some(), &["--model"]),
+        ("--linvt", linvt.is_some(), &["--model"]),
+        ("--no-linvt", *no_linvt, &["--model"]),
+        ("--steps", steps.is_some(), BOTH),
+        ("--layers", layers.is_some(), &["--decoder"]),
+        ("--weight-layout", weight_layout.is_some(), &["--decoder"]),
+        ("--gpu-weights", gpu_weights.is_some(), &["--decoder"]),
+        ("--cpu-weights", cpu_weights.is_some(), BOTH),
+        ("--cpu-products", cpu_products.is_some(), BOTH),
+    ];
+    match options
+        .iter()
+        .find(|(_, given, modes)| *given && !modes.contains(&mode))
+    {
+        Some((flag, _, modes)) => Err(linvt::Error::input(format!(
+            "{flag} applies to `bench {}`, not `bench {mode}`",
+            modes.join("` and `bench ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn run(cmd: Command) -> linvt::Result<()> {
+    check_bench_options(&cmd)?;
     match cmd {
         Command::Info => info(),
         Command::Condense {
@@ -256,37 +315,22 @@ fn run(cmd: Command) -> linvt::Result<()> {
             cpu_weights,
             cpu_products,
             steps,
-            layers,
-            weight_layout,
-            gpu_weights,
             ..
         } => {
             use linvt::vlm::model::LinvtChoice;
-            // clap does not enforce `requires = "decoder"` here (it conflicts with --model), so
-            // the decoder bench's own options are refused by hand rather than ignored.
-            let decoder_only = [
-                ("--layers", layers.is_some()),
-                ("--weight-layout", weight_layout.is_some()),
-                ("--gpu-weights", gpu_weights.is_some()),
-            ];
-            if let Some((flag, _)) = decoder_only.iter().find(|(_, given)| *given) {
-                return Err(linvt::Error::input(format!(
-                    "{flag} applies to `bench --decoder`, not `bench --model`"
-                )));
-            }
             let defaults = linvt::vlm::bench_model::BenchModelOptions::default();
             let opts = linvt::vlm::bench_model::BenchModelOptions {
                 backend,
                 frames: frames.unwrap_or(8),
-                reps,
+                reps: reps.unwrap_or(defaults.reps),
                 decode_steps: steps.unwrap_or(defaults.decode_steps),
                 linvt: match (linvt, no_linvt) {
                     (Some(file), _) => LinvtChoice::File(file),
                     (None, true) => LinvtChoice::Off,
                     (None, false) => LinvtChoice::Auto,
                 },
-                cpu_weights,
-                cpu_products,
+                cpu_weights: cpu_weights.unwrap_or_default(),
+                cpu_products: cpu_products.unwrap_or_default(),
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;
             if json {
@@ -319,8 +363,10 @@ fn run(cmd: Command) -> linvt::Result<()> {
                     decode_steps: steps,
                     layers,
                     // The seeded weights are f32: `auto` keeps f32.
-                    weight_storage: cpu_weights.or(linvt::WeightStorage::F32),
-                    products: cpu_products,
+                    weight_storage: cpu_weights
+                        .unwrap_or_default()
+                        .or(linvt::WeightStorage::F32),
+                    products: cpu_products.unwrap_or_default(),
                     ..Default::default()
                 };
                 linvt::vlm::bench_decoder::run_cpu(&name, &opts, &mut say)?
@@ -357,7 +403,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             frames,
             ..
         } => {
-            let mut shape = match shape {
+            let mut shape = match shape.unwrap_or(BenchShape::Small) {
                 BenchShape::Official => linvt::bench::BenchShape::official(),
                 BenchShape::Paper => linvt::bench::BenchShape::paper(),
                 BenchShape::Small => linvt::bench::BenchShape::small(),
