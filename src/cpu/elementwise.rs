@@ -40,6 +40,24 @@ fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes
     out
 }
 
+/// x ← f(x) in place, as [`map`] computes it (each 4096 values through a stack copy, so the
+/// vector form reads one slice and writes another): no output to allocate and zero.
+fn map_in_place(x: &mut [f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) {
+    let apply = |x: &mut [f32]| {
+        let mut copy = [0.0f32; 4096];
+        let copy = &mut copy[..x.len()];
+        copy.copy_from_slice(x);
+        apply(copy, x, &scalar, lanes)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_mut(4096).for_each(apply);
+    }
+    #[cfg(target_arch = "wasm32")]
+    x.chunks_mut(4096).for_each(apply);
+}
+
 /// out = f(x) element by element: `lanes` where the CPU has AVX-512F, else `scalar`.
 fn apply(x: &[f32], out: &mut [f32], scalar: impl Fn(f32) -> f32, lanes: lanes::Lanes) {
     #[cfg(target_arch = "x86_64")]
@@ -56,6 +74,11 @@ fn apply(x: &[f32], out: &mut [f32], scalar: impl Fn(f32) -> f32, lanes: lanes::
 /// GELU as PyTorch's default (`approximate='none'`): x · ½(1 + erf(x/√2)).
 pub fn gelu(x: &[f32]) -> Vec<f32> {
     map(x, gelu_scalar, lanes::GELU)
+}
+
+/// [`gelu`] in place (a linear's fresh output: nothing new to allocate).
+pub fn gelu_in_place(x: &mut [f32]) {
+    map_in_place(x, gelu_scalar, lanes::GELU)
 }
 
 /// GELU of one value, erf evaluated in f64.
@@ -164,6 +187,37 @@ pub fn residual_add(x: &[f32], y: &[f32], gamma: Option<&[f32]>, cols: usize) ->
     out
 }
 
+/// y ← x + γ ⊙ y over rows of `cols` values, x and y of one shape: [`residual_add`]'s values
+/// written over y (a projection's fresh output) instead of into a new vector.
+pub fn residual_add_into(x: &[f32], y: &mut [f32], gamma: Option<&[f32]>, cols: usize) {
+    assert!(cols > 0 && x.len() == y.len() && x.len().is_multiple_of(cols));
+    if let Some(g) = gamma {
+        assert_eq!(g.len(), cols, "residual_add: gamma must hold {cols} values");
+    }
+    let row = |(b, a): (&mut [f32], &[f32])| match gamma {
+        Some(g) => {
+            for ((b, a), g) in b.iter_mut().zip(a).zip(g) {
+                *b = a + g * *b;
+            }
+        }
+        None => {
+            for (b, a) in b.iter_mut().zip(a) {
+                *b += a;
+            }
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        y.par_chunks_mut(cols)
+            .zip(x.par_chunks(cols))
+            .with_min_len(4096usize.div_ceil(cols))
+            .for_each(row);
+    }
+    #[cfg(target_arch = "wasm32")]
+    y.chunks_mut(cols).zip(x.chunks(cols)).for_each(row);
+}
+
 /// Rounds every value to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.
 pub fn round_bf16(x: &[f32]) -> Vec<f32> {
     x.iter()
@@ -206,6 +260,24 @@ mod tests {
         assert!((y[1] - 1.761_594 * 3.0).abs() < 1e-5);
         assert!((y[2] - 1.761_594).abs() < 1e-5);
         assert_eq!(y[3], 0.0);
+    }
+
+    /// The in-place forms give the allocating forms' bits, across the 4096-value chunks.
+    #[test]
+    fn in_place_forms_match_the_allocating_ones() {
+        let mut rng = crate::rand::SeededRng::new(3);
+        let (rows, cols) = (37, 300);
+        let x = rng.vec(rows * cols, 4.0);
+        let y = rng.vec(rows * cols, 4.0);
+        let g = rng.vec(cols, 1.0);
+        let mut inplace = x.clone();
+        gelu_in_place(&mut inplace);
+        assert_eq!(inplace, gelu(&x));
+        for gamma in [None, Some(g.as_slice())] {
+            let mut into = y.clone();
+            residual_add_into(&x, &mut into, gamma, cols);
+            assert_eq!(into, residual_add(&x, &y, gamma, cols));
+        }
     }
 
     #[test]

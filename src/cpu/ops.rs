@@ -480,6 +480,36 @@ impl VlmOps for CpuOps {
         same_shape(x, cpu::elementwise::gelu(x.data()))
     }
 
+    /// GELU over the linear's own output, in place: no second tensor to allocate and zero.
+    fn linear_gelu(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let mut h = self.linear(x, w, b)?;
+        cpu::elementwise::gelu_in_place(h.data_mut());
+        Ok(h)
+    }
+
+    /// The residual added over the linear's own output, in place (`residual_add`'s values).
+    fn linear_residual(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        residual: &Tensor,
+        gamma: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mut h = self.linear(x, w, b)?;
+        if residual.shape() != h.shape() {
+            return Err(Error::input(format!(
+                "linear_residual: the residual {:?} does not match the output {:?}",
+                residual.shape(),
+                h.shape()
+            )));
+        }
+        let cols = h.cols();
+        let gamma = gamma.map(Tensor::data);
+        cpu::elementwise::residual_add_into(residual.data(), h.data_mut(), gamma, cols);
+        Ok(h)
+    }
+
     fn quick_gelu(&mut self, x: &Tensor) -> Result<Tensor> {
         same_shape(x, cpu::elementwise::quick_gelu(x.data()))
     }
