@@ -517,9 +517,6 @@ impl Tensor {
 mod tests {
     use super::*;
 
-    /// Weights read in their 16 bits (a bf16 checkpoint as loaded): a non-finite one is found
-    /// by its widened value; rows of one kind stack as that kind, bit for bit; mixed kinds stack
-    /// as f32, each value widened exactly.
     /// The first non-finite value past the first 4096-value chunk, with a later one after it,
     /// in f32 and both halves; the largest finite halves pass.
     #[test]
@@ -545,6 +542,9 @@ mod tests {
         }
     }
 
+    /// Weights read in their 16 bits (a bf16 checkpoint as loaded): a non-finite one is found
+    /// by its widened value; rows of one kind stack as that kind, bit for bit; mixed kinds stack
+    /// as f32, each value widened exactly.
     #[test]
     fn half_bits_are_checked_and_stacked_as_stored() {
         let bf16 = |v: &[f32]| {

@@ -102,10 +102,10 @@ enum Command {
         #[arg(long)]
         reps: Option<usize>,
         /// With --model: attach this LinVT module (see `ask --linvt`).
-        #[arg(long, requires = "model", conflicts_with = "no_linvt")]
+        #[arg(long, conflicts_with = "no_linvt")]
         linvt: Option<PathBuf>,
         /// With --model: the host's own video path (every frame's tokens), even with LinVT.
-        #[arg(long, requires = "model")]
+        #[arg(long)]
         no_linvt: bool,
         /// Benchmark decoding of a decoder of this shape with seeded weights (no download) on
         /// the GPU, next to the device's copy bandwidth: qwen2-0.5b, qwen2-7b (with --layers to
@@ -117,17 +117,17 @@ enum Command {
         #[arg(long)]
         steps: Option<usize>,
         /// With --decoder: keep only this many layers (e.g. qwen2-7b trimmed to fit memory).
-        #[arg(long, requires = "decoder")]
+        #[arg(long)]
         layers: Option<usize>,
         /// With --decoder: where the weights live — buffers, or texels (textures; faster
         /// weight loads on CPU adapters). Default: texels on CPU adapters, buffers on GPUs.
-        #[arg(long, value_enum, requires = "decoder")]
+        #[arg(long, value_enum)]
         weight_layout: Option<WeightLayoutArg>,
         /// With --decoder: the linear weights' element type (auto: f32, as the seeded weights
         /// are). bf16 and the block formats (q8_0, q4_0, q4_k: quantized as the weights are
         /// placed) also make the embedding table bf16 when stored as texels; f16 and block
         /// weights live in buffers.
-        #[arg(long, value_enum, requires = "decoder")]
+        #[arg(long, value_enum)]
         gpu_weights: Option<WeightChoice>,
         /// With --backend cpu (--model or --decoder): how the CPU keeps the weights — auto (the
         /// checkpoint's precision; the seeded decoder's is f32), f32 or bf16.
@@ -208,8 +208,9 @@ fn keep_freed_memory() {
 }
 
 /// `bench` has three modes — the LinVT shapes (`--shape`), `--model` and `--decoder` — each
-/// with its own options. clap's `requires` does not hold across the modes' conflicts, so an
-/// option given to a mode that does not read it is refused here rather than ignored.
+/// with its own options: an option given to a mode that does not read it is refused here
+/// rather than ignored. (clap's `requires` did not hold across the modes' conflicts, so this
+/// is the one place that checks.)
 fn check_bench_options(cmd: &Command) -> linvt::Result<()> {
     let Command::Bench {
         shape,

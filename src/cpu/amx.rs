@@ -16,7 +16,8 @@
 //! ([`matvec`]: `vdpbf16ps`, 32 bf16 pairs per instruction, no widening), streaming each
 //! weight row once, as llama.cpp decodes BF16 weights.
 
-use super::gemm::{transpose16, OutPtr, Tasks};
+use super::gemm::{transpose16, Tasks};
+use super::threads::OutPtr;
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -117,7 +118,7 @@ pub(crate) unsafe fn linear(
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    super::linear::check_sizes(x, w.len(), b, m, n, k);
     if m == 0 || n == 0 {
         return vec![0.0; m * n];
     }
@@ -161,7 +162,7 @@ pub(crate) unsafe fn matvec(
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    super::linear::check_sizes(x, w.len(), b, m, n, k);
     let k_pad = k.next_multiple_of(TK).max(TK);
     let mut xb = vec![0u16; m * k_pad];
     for (i, row) in xb.chunks_mut(k_pad).enumerate() {

@@ -11,8 +11,8 @@
 //! second's, each tile row two consecutive keys' values interleaved (the VNNI depth pairs).
 
 use super::amx::{pack_tiles, panel, round_row, with_tiles, TK};
-use super::gemm::OutPtr;
 use super::kv_attention::KvGeometry;
+use super::threads::OutPtr;
 use crate::ops::{AttnGeometry, Operand};
 use std::arch::x86_64::*;
 
@@ -31,11 +31,7 @@ pub(crate) unsafe fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32],
         // Nothing to write, or a softmax over no keys, which the f32 paths leave at 0.
         return;
     }
-    // The last element each operand is read (or written) at — the last group's last row's
-    // last head, as every stride is non-negative — checked before any raw access.
-    let end = |o: &Operand, rows: usize| o.at(g.groups - 1, rows - 1, heads - 1, hd) + hd;
-    assert!(end(&g.q, g.q_len) <= q.len() && end(&g.out, g.q_len) <= out.len());
-    assert!(end(&g.k, g.kv_len) <= k.len() && end(&g.v, g.kv_len) <= v.len());
+    g.assert_within((q.len(), k.len(), v.len(), out.len()));
     let out = OutPtr(out.as_mut_ptr());
     (0..g.groups * heads).into_par_iter().for_each(move |task| {
         let out = out;

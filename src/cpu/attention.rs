@@ -83,7 +83,7 @@ fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> V
 
 /// Sequences from which [`attention`] computes each (group, head) as two matrix products.
 #[cfg(not(target_arch = "wasm32"))]
-const PRODUCTS_MIN_LEN: usize = 16;
+pub(crate) const PRODUCTS_MIN_LEN: usize = 16;
 
 /// Query rows per task of the products: 8 of the AVX-512 GEMM's 12-row tiles, so the scores of
 /// a task (96 × kv_len f32: ~400 KiB at a 448² frame's 1025 tokens) stay in L2 between the two
@@ -117,16 +117,6 @@ fn scatter(results: &[Vec<f32>], out: &mut [f32], g: &AttnGeometry) {
     }
 }
 
-/// The output pointer shared by the tasks of [`by_products`], which write disjoint rows × heads.
-#[cfg(not(target_arch = "wasm32"))]
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each task writes only its own (group, head, rows) of the output.
-#[cfg(not(target_arch = "wasm32"))]
-unsafe impl Send for Out {}
-#[cfg(not(target_arch = "wasm32"))]
-unsafe impl Sync for Out {}
-
 /// Every (group, head, block of query rows) by two products: S = scale·Q·Kᵀ read through the
 /// operands' strides (no copies), a row softmax as in [`row_probs`], O = P·V written straight
 /// to the output's rows.
@@ -137,14 +127,10 @@ fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometr
     if g.groups == 0 || heads == 0 || hd == 0 {
         return;
     }
-    // The last element each operand is read (or written) at — the last group's last row's
-    // last head, as every stride is non-negative — checked before any raw access.
-    let end =
-        |o: &crate::ops::Operand, rows: usize| o.at(g.groups - 1, rows - 1, heads - 1, hd) + hd;
-    assert!(end(&g.q, ql) <= q.len() && end(&g.out, ql) <= out.len());
-    assert!(end(&g.k, kl) <= k.len() && end(&g.v, kl) <= v.len());
+    g.assert_within((q.len(), k.len(), v.len(), out.len()));
     let blocks = ql.div_ceil(PRODUCT_ROWS);
-    let dst = Out(out.as_mut_ptr());
+    // Each task writes only rows i0..i0+rows of head h of its group.
+    let dst = super::threads::OutPtr(out.as_mut_ptr());
     (0..g.groups * heads * blocks)
         .into_par_iter()
         .for_each(move |task| {

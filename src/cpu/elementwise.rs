@@ -22,21 +22,38 @@ pub fn erf(x: f64) -> f64 {
     }
 }
 
-/// `scalar` of every element, or `lanes(chunk, out)` where the CPU has AVX-512F; in chunks on
-/// the rayon pool natively (each element computed alone, so the result does not depend on the
-/// split).
-fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    let apply = |x: &[f32], out: &mut [f32]| apply(x, out, &scalar, lanes);
+/// `each(i, out_chunk, x_chunk)` for chunk i of `out` (`oc` values each) beside chunk i of `x`
+/// (`xc` values each): on the rayon pool natively, at least 4096 output values a task; in order
+/// in the browser. Every caller computes each element alone, so the split changes no value.
+fn zip_chunks(
+    out: &mut [f32],
+    oc: usize,
+    x: &[f32],
+    xc: usize,
+    each: impl Fn(usize, &mut [f32], &[f32]) + Sync + Send,
+) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| apply(x, o));
+        out.par_chunks_mut(oc)
+            .zip(x.par_chunks(xc))
+            .enumerate()
+            .with_min_len(4096usize.div_ceil(oc))
+            .for_each(|(i, (o, x))| each(i, o, x));
     }
     #[cfg(target_arch = "wasm32")]
-    apply(x, &mut out);
+    for (i, (o, x)) in out.chunks_mut(oc).zip(x.chunks(xc)).enumerate() {
+        each(i, o, x)
+    }
+}
+
+/// `scalar` of every element, or `lanes(chunk, out)` where the CPU has AVX-512F; in chunks on
+/// the rayon pool natively.
+fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    zip_chunks(&mut out, 4096, x, 4096, |_, o, x| {
+        apply(x, o, &scalar, lanes)
+    });
     out
 }
 
@@ -99,23 +116,13 @@ pub fn swiglu(x: &[f32], width: usize) -> Vec<f32> {
         "swiglu: rows of 2·{width} expected"
     );
     let mut out = vec![0.0f32; x.len() / 2];
-    let row = |(o, row): (&mut [f32], &[f32])| {
+    zip_chunks(&mut out, width, x, 2 * width, |_, o, row| {
         let (gate, up) = row.split_at(width);
         apply(gate, o, |g| g / (1.0 + (-g).exp()), lanes::SILU);
         for (o, u) in o.iter_mut().zip(up) {
             *o *= u;
         }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(width)
-            .zip(x.par_chunks(2 * width))
-            .with_min_len(4096usize.div_ceil(width))
-            .for_each(row);
-    }
-    #[cfg(target_arch = "wasm32")]
-    out.chunks_mut(width).zip(x.chunks(2 * width)).for_each(row);
+    });
     out
 }
 
@@ -154,8 +161,8 @@ pub fn residual_add(x: &[f32], y: &[f32], gamma: Option<&[f32]>, cols: usize) ->
     }
     let mut out = vec![0.0f32; x.len()];
     let y_rows = y.len() / cols;
-    // Row r of x takes row r mod y_rows of y; each element alone, so any split gives the same.
-    let row = |(r, (o, a)): (usize, (&mut [f32], &[f32]))| {
+    // Row r of x takes row r mod y_rows of y.
+    zip_chunks(&mut out, cols, x, cols, |r, o, a| {
         let b = &y[(r % y_rows) * cols..][..cols];
         match gamma {
             Some(g) => {
@@ -169,21 +176,7 @@ pub fn residual_add(x: &[f32], y: &[f32], gamma: Option<&[f32]>, cols: usize) ->
                 }
             }
         }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(cols)
-            .zip(x.par_chunks(cols))
-            .enumerate()
-            .with_min_len(4096usize.div_ceil(cols))
-            .for_each(row);
-    }
-    #[cfg(target_arch = "wasm32")]
-    out.chunks_mut(cols)
-        .zip(x.chunks(cols))
-        .enumerate()
-        .for_each(row);
+    });
     out
 }
 
@@ -194,7 +187,7 @@ pub fn residual_add_into(x: &[f32], y: &mut [f32], gamma: Option<&[f32]>, cols: 
     if let Some(g) = gamma {
         assert_eq!(g.len(), cols, "residual_add: gamma must hold {cols} values");
     }
-    let row = |(b, a): (&mut [f32], &[f32])| match gamma {
+    zip_chunks(y, cols, x, cols, |_, b, a| match gamma {
         Some(g) => {
             for ((b, a), g) in b.iter_mut().zip(a).zip(g) {
                 *b = a + g * *b;
@@ -205,17 +198,7 @@ pub fn residual_add_into(x: &[f32], y: &mut [f32], gamma: Option<&[f32]>, cols: 
                 *b += a;
             }
         }
-    };
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use rayon::prelude::*;
-        y.par_chunks_mut(cols)
-            .zip(x.par_chunks(cols))
-            .with_min_len(4096usize.div_ceil(cols))
-            .for_each(row);
-    }
-    #[cfg(target_arch = "wasm32")]
-    y.chunks_mut(cols).zip(x.chunks(cols)).for_each(row);
+    });
 }
 
 /// Rounds every value to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.

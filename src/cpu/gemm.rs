@@ -17,6 +17,7 @@
 //! order: results agree with other paths to f32 rounding, not bit for bit.
 
 use super::linear::Strided;
+use super::threads::OutPtr;
 use crate::tensor::Half;
 use std::arch::x86_64::*;
 
@@ -44,14 +45,6 @@ pub(crate) enum Rhs {
     F32(Strided<f32>),
     Half(Half, Strided<u16>),
 }
-
-/// A raw pointer handed to the tasks of a parallel product (this [`linear`], `amx::linear`),
-/// which write disjoint blocks of it.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub *mut f32);
-// SAFETY: every task writes only its own rows × columns of the output (see `Tasks`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 /// How a parallel product splits Y (m×n): tasks own `nc` columns and, when there are too few
 /// column blocks to give every thread two tasks, a share of the rows (whole multiples of

@@ -23,7 +23,7 @@ use crate::tensor::Half;
 ///
 /// Panics when a slice is shorter than its shape says (callers validate user input first).
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
-    check_sizes(x, w, b, m, n, k);
+    check_sizes(x, w.len(), b, m, n, k);
     #[cfg(not(target_arch = "wasm32"))]
     {
         if m <= DECODE_ROWS {
@@ -48,7 +48,16 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
 /// row per sequence of a batch) rather than packing both operands for `gemm`.
 pub const DECODE_ROWS: usize = 8;
 
-fn check_sizes(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) {
+/// Panics, naming the operand, unless x holds m×k values, W (`w_len` values, any format) n×k
+/// and the bias, when given, n.
+pub(super) fn check_sizes(
+    x: &[f32],
+    w_len: usize,
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
     assert!(
         x.len() >= m * k,
         "linear: x holds {} values, {m}×{k} needs {}",
@@ -56,9 +65,8 @@ fn check_sizes(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: u
         m * k
     );
     assert!(
-        w.len() >= n * k,
-        "linear: w holds {} values, {n}×{k} needs {}",
-        w.len(),
+        w_len >= n * k,
+        "linear: w holds {w_len} values, {n}×{k} needs {}",
         n * k
     );
     if let Some(b) = b {
@@ -133,7 +141,7 @@ pub fn linear_half(
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    assert!(x.len() >= m * k && w.len() >= n * k && b.is_none_or(|b| b.len() >= n));
+    check_sizes(x, w.len(), b, m, n, k);
     if m <= DECODE_ROWS {
         return matvec_rows(x, m, b, n, k, |j, out| {
             dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
@@ -613,7 +621,7 @@ pub fn linear_reference(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
-    check_sizes(x, w, b, m, n, k);
+    check_sizes(x, w.len(), b, m, n, k);
     let mut y = Vec::with_capacity(m * n);
     for i in 0..m {
         for j in 0..n {
@@ -649,7 +657,7 @@ pub fn linear_blocked(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
-    check_sizes(x, w, b, m, n, k);
+    check_sizes(x, w.len(), b, m, n, k);
     let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
         return y;

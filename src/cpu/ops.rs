@@ -95,18 +95,22 @@ impl CpuOps {
         Ok(())
     }
 
-    /// Attention (`cpu::attention`'s semantics) into `out`: with `Products::Bf16`, sequences of
-    /// at least 16 queries and keys multiply bf16-rounded operands on AMX tiles
-    /// (`cpu::amx_attention`), as the linears do in that mode; else the exact f32 path.
+    /// Whether attention over `q_len` queries and `kv_len` keys multiplies on AMX tiles
+    /// (`cpu::amx_attention`): with `Products::Bf16`, as the linears do in that mode, where the
+    /// exact path would take its products too (`attention::PRODUCTS_MIN_LEN`), and only where
+    /// the CPU has AMX (`set_products` refuses Bf16 without it; the field is public).
+    #[cfg(target_arch = "x86_64")]
+    fn attention_on_tiles(&self, q_len: usize, kv_len: usize) -> bool {
+        let min = cpu::attention::PRODUCTS_MIN_LEN;
+        self.products == Products::Bf16 && q_len >= min && kv_len >= min && cpu::amx::available()
+    }
+
+    /// Attention (`cpu::attention`'s semantics) into `out`: on AMX tiles over bf16-rounded
+    /// operands where [`Self::attention_on_tiles`], else the exact f32 path.
     fn attend(&self, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
         #[cfg(target_arch = "x86_64")]
-        if self.products == Products::Bf16
-            && g.q_len >= 16
-            && g.kv_len >= 16
-            && cpu::amx::available()
-        {
-            // SAFETY: AMX is available (checked; `set_products` refuses Bf16 without it, and the
-            // linears then report it).
+        if self.attention_on_tiles(g.q_len, g.kv_len) {
+            // SAFETY: the CPU has AMX (`attention_on_tiles` checks).
             return unsafe { cpu::amx_attention::attention(q, k, v, out, g) };
         }
         cpu::attention::attention(q, k, v, out, g)
@@ -675,9 +679,9 @@ impl VlmOps for CpuOps {
         }
         let (keys, values) = (&cache.keys[layer], &cache.values[layer]);
         #[cfg(target_arch = "x86_64")]
-        if self.products == Products::Bf16 && q.rows() >= 16 && cpu::amx::available() {
-            // SAFETY: AMX is available (checked); as `attend`, a prefill's attention in the
-            // bf16 mode runs on the tiles.
+        if self.attention_on_tiles(q.rows(), position + q.rows()) {
+            // SAFETY: the CPU has AMX (`attention_on_tiles` checks); as `attend`, a prefill's
+            // attention in the bf16 mode runs on the tiles.
             let out = unsafe { cpu::amx_attention::causal(q.data(), keys, values, &g) };
             return same_shape(q, out);
         }

@@ -3,6 +3,15 @@
 
 use crate::error::{Error, Result};
 
+/// An output's raw pointer handed to the tasks of one parallel op (the products, attention),
+/// which write disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(super) struct OutPtr(pub *mut f32);
+// SAFETY: every user's tasks write only their own, disjoint elements of the output (each
+// user states which), while the op's borrow of the output lasts.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
 /// Sizes the pool: `threads` workers, or by default one per physical core (SMT siblings share
 /// one core's FMA units and memory port, so a second thread per core adds little to products
 /// that are bound by either). `RAYON_NUM_THREADS`, when set, wins over the default but not

@@ -121,6 +121,25 @@ impl AttnGeometry {
         }
     }
 
+    /// Panics unless buffers of `lens` = (q, k, v, out) elements hold every element the geometry
+    /// reaches: each operand's last group's last row's last head ends there, as every stride is
+    /// non-negative. What code reading the operands through raw pointers checks first; a
+    /// geometry with no group, head or row reaches nothing.
+    pub fn assert_within(&self, (q, k, v, out): (usize, usize, usize, usize)) {
+        let (g, h, hd) = (self.groups, self.heads, self.head_dim);
+        let end = |o: &Operand, rows: usize| match g * h * rows {
+            0 => 0,
+            _ => o.at(g - 1, rows - 1, h - 1, hd) + hd,
+        };
+        assert!(
+            end(&self.q, self.q_len) <= q
+                && end(&self.k, self.kv_len) <= k
+                && end(&self.v, self.kv_len) <= v
+                && end(&self.out, self.q_len) <= out,
+            "attention operands of ({q}, {k}, {v}, {out}) values do not hold {self:?}"
+        );
+    }
+
     /// Floating-point operations of one attention call (QKᵀ and PV, 2 flops per multiply-add).
     pub fn flops(&self) -> f64 {
         4.0 * (self.groups * self.heads * self.q_len * self.kv_len * self.head_dim) as f64
