@@ -85,14 +85,7 @@ largest = max(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.ite
 print(128 * 2**20 + 3 * 2 * largest)  # bf16 → f32 doubles it
 PY
 )
-python3 - "$check" <<'PY'
-import json, os, sys
-check = sys.argv[1]
-names = sorted(os.listdir(os.path.join(check, "standin")))
-json.dump({"model": [f"standin/{n}" for n in names], "questions": []},
-          open(os.path.join(check, "standin.json"), "w"))
-PY
-echo '[]' > "$check/standin-expected.json"
-python3 web/check_vlm.py "$page/standin.json" "$shots/web-vlm-standin.png" \
-  "$check/standin-expected.json" "$limit"
+# Picked through the folder input, not fetched: see check_vlm.py --pick.
+python3 web/check_vlm.py --pick "http://127.0.0.1:$port/vlm.html" "$shots/web-vlm-standin.png" \
+  "$standin" "$limit"
 rm -rf "$standin"
