@@ -312,7 +312,10 @@ pub(super) unsafe fn pack_tiles(
 }
 
 /// Y's rows `rows.0` (padded; those ≥ `rows.1` = m are not written) × columns j0..j0+cols
-/// += the activations' rows · the packed columns, a 32×32 block at a time.
+/// = the activations' rows · the packed columns + b, 32 rows at a time. Where all 32 rows and
+/// every column are Y's, the accumulators start from b and the last depth chunk stores them
+/// straight into Y; an edge block's sums go through a scratch block and only its valid rows
+/// and columns are written (b added there: reading 16 of b at a time could pass its end).
 #[target_feature(enable = "avx512f")]
 unsafe fn block(
     xb: &[u16],
@@ -328,21 +331,30 @@ unsafe fn block(
     #[repr(C, align(64))]
     struct Sums([f32; 32 * NC]);
     let mut c = Sums([0.0; 32 * NC]);
+    let groups = cols.div_ceil(32) * 2;
     with_tiles(|| {
         for i in rows.step_by(32) {
+            let whole = i + 32 <= m && cols % 32 == 0;
             // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles =
             // 16 KiB) stays in L1 while every column pair passes it, so only B streams from L2;
-            // the four accumulators go back to `c` between chunks.
+            // the four accumulators go back to `c` between chunks (Y's rows are n apart, often
+            // a multiple of 4 KiB: 16 of them share one L1 set, so Y only takes the last store).
             for kc0 in (0..kbs).step_by(KCH) {
                 let a = xb.as_ptr().add(i * k_pad);
                 let depth = kc0..(kc0 + KCH).min(kbs);
-                let groups = cols.div_ceil(32) * 2;
-                panel(
-                    (a, k_pad),
-                    depth,
-                    (tiles.as_ptr(), groups),
-                    (c.0.as_mut_ptr(), NC),
-                );
+                let from = match (kc0, bias) {
+                    (0, Some(b)) if whole => Acc::Broadcast(b.as_ptr().add(j0)),
+                    (0, _) => Acc::Zero,
+                    _ => Acc::Load(c.0.as_ptr(), NC),
+                };
+                let to = match depth.end == kbs && whole {
+                    true => (y.add(i * n + j0), n),
+                    false => (c.0.as_mut_ptr(), NC),
+                };
+                panel((a, k_pad), depth, (tiles.as_ptr(), groups), from, to);
+            }
+            if whole {
+                continue;
             }
             // Y = the sums + bias, the block's valid rows and columns.
             for r in 0..32.min(m.saturating_sub(i)) {
@@ -367,20 +379,30 @@ unsafe fn block(
     })
 }
 
-/// C (32 rows × 16·groups columns, f32, rows `ldc` apart) = A · B over the depth tiles
-/// `depth`, added to C's values unless `depth` starts at 0 (then C is overwritten): A is 32
-/// rows as [`round_rows`] lays them out (two groups of 16 rows, k_pad depths each), B
-/// `groups` 16-column groups of VNNI tiles as [`pack_tiles`] lays them out (groups even); four
-/// accumulator tiles make each 32×32 block.
+/// What a [`panel`]'s accumulators start from.
+#[derive(Clone, Copy)]
+pub(super) enum Acc {
+    Zero,
+    /// One row of 16·groups values, every row's start (a bias).
+    Broadcast(*const f32),
+    /// Sums so far: 32 rows of 16·groups values, rows the given count apart.
+    Load(*const f32, usize),
+}
+
+/// C (32 rows × 16·groups columns, f32) = `from` + A · B over the depth tiles `depth`, stored
+/// to `to` (rows its count apart): A is 32 rows as [`round_rows`] lays them out (two groups of
+/// 16 rows, k_pad depths each), B `groups` 16-column groups of VNNI tiles as [`pack_tiles`]
+/// lays them out (groups even); four accumulator tiles make each 32×32 block.
 ///
 /// # Safety
-/// Inside [`with_tiles`]; A holds 32·k_pad values, B groups·(k_pad/32) tiles, C 32 rows of
-/// ldc ≥ 16·groups.
+/// Inside [`with_tiles`]; A holds 32·k_pad values, B groups·(k_pad/32) tiles; `from` and `to`
+/// hold what they say for 16·groups columns.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn panel(
     (a, k_pad): (*const u16, usize),
     depth: std::ops::Range<usize>,
     (b, groups): (*const u32, usize),
+    from: Acc,
     (c, ldc): (*mut f32, usize),
 ) {
     let kbs = k_pad / TK;
@@ -388,27 +410,33 @@ pub(super) unsafe fn panel(
     for jt in (0..groups).step_by(2) {
         let cp = c.add(16 * jt);
         let (c0, c1, c2, c3) = (cp, cp.add(16), cp.add(16 * ldc), cp.add(16 * ldc + 16));
-        if depth.start == 0 {
+        // The accumulators' start: rows `stride` bytes apart from `top` (the left 16 columns
+        // of rows 0..16) and `top + 16·bottom` (rows 16..32).
+        let start = |top: *const f32, bottom: usize, stride: usize| {
             asm!(
+                "tileloadd tmm0, [{t0} + {s}*1]",
+                "tileloadd tmm1, [{t1} + {s}*1]",
+                "tileloadd tmm2, [{b0} + {s}*1]",
+                "tileloadd tmm3, [{b1} + {s}*1]",
+                t0 = in(reg) top,
+                t1 = in(reg) top.add(16),
+                b0 = in(reg) top.add(16 * bottom),
+                b1 = in(reg) top.add(16 * bottom + 16),
+                s = in(reg) stride,
+                options(nostack, readonly)
+            );
+        };
+        match from {
+            Acc::Zero => asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
                 options(nostack, nomem)
-            );
-        } else {
-            asm!(
-                "tileloadd tmm0, [{c0} + {s}*1]",
-                "tileloadd tmm1, [{c1} + {s}*1]",
-                "tileloadd tmm2, [{c2} + {s}*1]",
-                "tileloadd tmm3, [{c3} + {s}*1]",
-                c0 = in(reg) c0,
-                c1 = in(reg) c1,
-                c2 = in(reg) c2,
-                c3 = in(reg) c3,
-                s = in(reg) row_bytes,
-                options(nostack, readonly)
-            );
+            ),
+            // Stride 0: each of a tile's 16 rows loads the same 16 values.
+            Acc::Broadcast(row) => start(row.add(16 * jt), 0, 0),
+            Acc::Load(sums, lds) => start(sums.add(16 * jt), lds, lds * 4),
         }
         for kb in depth.clone() {
             let a0 = a.add(kb * 16 * TK);

@@ -10,7 +10,7 @@
 //! first product's B tiles (a key is a column, as a weight row is in `amx::linear`); V as the
 //! second's, each tile row two consecutive keys' values interleaved (the VNNI depth pairs).
 
-use super::amx::{pack_tiles, panel, round_row, with_tiles, TK};
+use super::amx::{pack_tiles, panel, round_row, with_tiles, Acc, TK};
 use super::kv_attention::KvGeometry;
 use super::threads::OutPtr;
 use crate::ops::{AttnGeometry, Operand};
@@ -142,6 +142,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
                 (qa.as_ptr(), hd_pad),
                 0..hd_pad / TK,
                 (keys.as_ptr(), s_groups),
+                Acc::Zero,
                 (s.as_mut_ptr(), kl_pad),
             );
             for r in 0..rows {
@@ -156,6 +157,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
                 (p.as_ptr(), kl_pad),
                 0..step_keys / TK,
                 (values.as_ptr(), o_groups),
+                Acc::Zero,
                 (o.as_mut_ptr(), hd_pad),
             );
             for r in 0..rows {
