@@ -15,14 +15,25 @@
 #
 # Usage: scripts/bench/llama_cpp_cpu.sh [WORKDIR]   (default: target/peer-llama)
 # Env: THREADS (2), ROUNDS (2), FORMATS ("f32 bf16 f16 q8_0 q4_0 q4_k"), LINVT
-# (target/release/linvt). Needs: cmake, g++ (apt-get install -y cmake g++), python3 (venv),
-# network access to PyPI for the first run (~10 min build on 2 cores). Keep the machine
-# otherwise idle: the figures move ~2× under load.
+# (target/release/linvt). ISA=avx2: what an AVX2-only CPU gets, on this one: llama.cpp built
+# for AVX2 (+FMA, F16C; no AVX-512, into build-avx2) beside our int8 kernels' AVX2 form
+# (LINVT_CPU_INT8=avx2); FORMATS then defaults to the block formats (our 16-bit and f32
+# kernels take AVX-512 where the CPU has it, so those would not compare like with like).
+# LINVT_FLAGS: more options for our side, e.g. "--cpu-huge-pages".
+# Needs: cmake, g++ (apt-get install -y cmake g++), python3 (venv), network access to PyPI for
+# the first run (~10 min build on 2 cores). Keep the machine otherwise idle: the figures move
+# ~2× under load.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${1:-$ROOT/target/peer-llama}"
 THREADS="${THREADS:-2}"; ROUNDS="${ROUNDS:-2}"; LINVT="${LINVT:-$ROOT/target/release/linvt}"
-FORMATS="${FORMATS:-f32 bf16 f16 q8_0 q4_0 q4_k}"
+ISA="${ISA:-native}"
+case $ISA in
+  native) BUILD=build; FLAGS=(-DGGML_NATIVE=ON); FORMATS="${FORMATS:-f32 bf16 f16 q8_0 q4_0 q4_k}" ;;
+  avx2) BUILD=build-avx2; export LINVT_CPU_INT8=avx2; FORMATS="${FORMATS:-q8_0 q4_0 q4_k}"
+        FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_BMI2=ON) ;;
+  *) echo "ISA is native or avx2, not $ISA" >&2; exit 2 ;;
+esac
 SHAPE=qwen2-0.5b; LAYERS=""; P=qwen2
 mkdir -p "$WORK"; cd "$WORK"
 if [[ ! -x venv/bin/python ]]; then
@@ -31,8 +42,8 @@ if [[ ! -x venv/bin/python ]]; then
 fi
 PY="$WORK/venv/bin/python"
 SRC="$WORK/llama_cpp_python-0.3.36/vendor/llama.cpp"
-BIN="$SRC/build/bin"; QUANT="$BIN/llama-quantize"
-if [[ ! -x "$BIN/llama-bench" ]]; then
+BIN="$SRC/$BUILD/bin"; QUANT="$BIN/llama-quantize"
+if [[ ! -x "$BIN/llama-bench" || ! -x "$QUANT" ]]; then
   # The sdist fetched by its URL in PyPI's simple index: `pip download --no-binary :all:` would
   # build its build dependencies (cmake among them) from source just to read its metadata.
   [[ -d "$SRC" ]] || { [[ -f llama_cpp_python-0.3.36.tar.gz ]] || "$PY" - <<'EOF'
@@ -44,8 +55,8 @@ url = next(f["url"] for f in json.load(urllib.request.urlopen(req))["files"] if 
 urllib.request.urlretrieve(url, name)
 EOF
                        tar xzf llama_cpp_python-0.3.36.tar.gz; }
-  (cd "$SRC" && cmake -B build -DGGML_VULKAN=OFF -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON >/dev/null \
-     && nice cmake --build build -j"$THREADS" --target llama-bench llama-quantize >/dev/null)
+  (cd "$SRC" && cmake -B "$BUILD" -DGGML_VULKAN=OFF -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release "${FLAGS[@]}" >/dev/null \
+     && nice cmake --build "$BUILD" -j"$THREADS" --target llama-bench llama-quantize >/dev/null)
 fi
 source "$ROOT/scripts/bench/llama_cpp_ggufs.sh"
 # The 4-bit formats' table as ours: Q8_0.
@@ -57,7 +68,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for fmt in $FORMATS; do
     theirs=$("$BIN/llama-bench" -m "$(EMBD=$(embd_for $fmt) gguf_name $fmt)" -p 0 -n 32 -r 3 -ngl 0 -t "$THREADS" -o json 2>/dev/null \
       | "$PY" -c "import json,sys; print(round(json.load(sys.stdin)[0]['avg_ts'], 2))")
-    ours=$("$LINVT" --threads "$THREADS" bench --decoder "$SHAPE" --backend cpu --cpu-weights "$fmt" --steps 32 --json 2>/dev/null \
+    ours=$("$LINVT" --threads "$THREADS" bench --decoder "$SHAPE" --backend cpu --cpu-weights "$fmt" ${LINVT_FLAGS:-} --steps 32 --json 2>/dev/null \
       | "$PY" -c "import json,sys; print(round(json.load(sys.stdin)['decode_tokens_per_s'], 2))")
     printf "%-6s %-6s %12s %12s %7s\n" "$round" "$fmt" "$theirs" "$ours" "$(awk -v a="$ours" -v b="$theirs" 'BEGIN{printf "%.2f", a/b}')"
   done

@@ -48,6 +48,32 @@ pub fn linear_blocks(
     (m, n, k): (usize, usize, usize),
     activations: Activations,
 ) -> Result<Vec<f32>> {
+    linear_blocks_on(x, parts, b, (m, n, k), activations, int8_isa())
+}
+
+/// The instruction set of the int8 kernels (x86-64 only; `None` where there are none).
+#[cfg(target_arch = "x86_64")]
+type Int8Isa = Option<int8::Isa>;
+#[cfg(not(target_arch = "x86_64"))]
+type Int8Isa = Option<std::convert::Infallible>;
+
+/// The int8 kernels' instruction set on this CPU (`int8::Isa::detect`).
+fn int8_isa() -> Int8Isa {
+    #[cfg(target_arch = "x86_64")]
+    return int8::Isa::detect();
+    #[allow(unreachable_code)]
+    None
+}
+
+/// [`linear_blocks`] with the int8 kernels of `int8_isa` (tests take each this CPU runs).
+fn linear_blocks_on(
+    x: &[f32],
+    parts: &[BlockRows],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+    activations: Activations,
+    int8_isa: Int8Isa,
+) -> Result<Vec<f32>> {
     let weight = BlockWeight::new(parts, n, k)?;
     assert!(x.len() >= m * k && b.is_none_or(|b| b.len() >= n));
     if m > DECODE_ROWS {
@@ -62,15 +88,15 @@ pub fn linear_blocks(
     }
     let kernel = Kernel::detect();
     #[cfg(target_arch = "x86_64")]
-    let int8: Option<Vec<vnni::Int8Row>> = (activations == Activations::Int8 && vnni::available())
-        .then(|| {
-            // SAFETY: `available` found the features.
-            (0..m)
-                .map(|i| unsafe { vnni::Int8Row::new(&x[i * k..(i + 1) * k]) })
-                .collect()
-        });
+    let int8: Option<(int8::Isa, Vec<int8::Int8Row>)> = match activations {
+        Activations::Int8 => int8_isa.map(|isa| {
+            let rows = (0..m).map(|i| int8::Int8Row::new(&x[i * k..(i + 1) * k], isa));
+            (isa, rows.collect())
+        }),
+        Activations::F32 => None,
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = activations;
+    let _ = (activations, int8_isa);
     let x_rows: Vec<&[f32]> = (0..m).map(|i| &x[i * k..(i + 1) * k]).collect();
     Ok(matvec_chunks(m, b, n, |j0, ys| {
         let mut done = 0;
@@ -78,9 +104,9 @@ pub fn linear_blocks(
             let out = &mut ys[done * m..(done + run.rows) * m];
             done += run.rows;
             #[cfg(target_arch = "x86_64")]
-            if let Some(xq) = &int8 {
-                // SAFETY: `available` found the features; each row holds k values.
-                if unsafe { vnni::dots(&run, xq, out) } {
+            if let Some((isa, xq)) = &int8 {
+                // SAFETY: `isa` is one this CPU runs (`int8::Isa`); each row holds k values.
+                if unsafe { int8::dots(*isa, &run, xq, out) } {
                     continue;
                 }
             }
@@ -115,10 +141,7 @@ pub fn for_products(
 /// True when products on this CPU read Q4_0 and Q8_0 weights interleaved
 /// ([`BlockRows::interleave`]): int8 activations with the integer kernels present.
 pub fn reads_interleaved(activations: Activations) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return activations == Activations::Int8 && vnni::available();
-    #[allow(unreachable_code)]
-    false
+    activations == Activations::Int8 && int8_isa().is_some()
 }
 
 /// Row `id` of a block table, widened (the embedding gather).
@@ -308,7 +331,7 @@ impl Kernel {
 mod avx512;
 
 #[cfg(target_arch = "x86_64")]
-mod vnni;
+mod int8;
 
 #[cfg(test)]
 mod tests {
@@ -337,12 +360,14 @@ mod tests {
         out
     }
 
-    /// True when this CPU runs `ty` through an integer kernel under `Activations::Int8`.
-    fn integer_kernel(ty: GgmlType) -> bool {
+    /// Every int8 instruction set this CPU runs (each tested, whatever `detect` picks), then
+    /// none (the f32 fallback every CPU has).
+    fn int8_isas() -> Vec<Int8Isa> {
         #[cfg(target_arch = "x86_64")]
-        return vnni::available() && keeps(ty);
-        #[allow(unreachable_code)]
-        false
+        let runnable = int8::Isa::runnable();
+        #[cfg(not(target_arch = "x86_64"))]
+        let runnable: Vec<std::convert::Infallible> = vec![];
+        runnable.into_iter().map(Some).chain([None]).collect()
     }
 
     /// Every kernel against the oracle (f64 sums over the dequantized weights) for decode (1–8
@@ -400,36 +425,43 @@ mod tests {
                             "{ty} exact {m}×{n}×{k} [{i}]: {g} vs {r}"
                         );
                     }
-                    let int8 = linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::Int8)
-                        .unwrap();
-                    let x_seen = match m <= DECODE_ROWS && integer_kernel(ty) {
-                        true => int8_view(&x[..m * k]),
-                        false => x.clone(),
-                    };
-                    let want_seen = linear_reference(&x_seen, &w, Some(&bias), m, n, k);
-                    for (i, (g, r)) in int8.iter().zip(&want_seen).enumerate() {
-                        assert!(
-                            (g - r).abs() <= tol,
-                            "{ty} int8 {m}×{n}×{k} [{i}]: {g} vs {r}"
-                        );
-                        let (row, col) = (i / n, i % n);
-                        let xr = &x[row * k..(row + 1) * k];
-                        let wr = &w[col * k..(col + 1) * k];
-                        let bound: f32 = (0..k / 32)
-                            .map(|b| {
-                                let d = xr[32 * b..32 * b + 32]
-                                    .iter()
-                                    .fold(0f32, |m, v| m.max(v.abs()))
-                                    / 127.0;
-                                d / 2.0
-                                    * wr[32 * b..32 * b + 32].iter().map(|v| v.abs()).sum::<f32>()
-                            })
-                            .sum();
-                        let err = (g - want[i]).abs();
-                        assert!(
-                            err <= bound + tol,
-                            "{ty} int8 [{i}]: off by {err}, bound {bound}"
-                        );
+                    for isa in int8_isas() {
+                        let dims = (m, n, k);
+                        let int8 =
+                            linear_blocks_on(&x, &parts, Some(&bias), dims, Activations::Int8, isa)
+                                .unwrap();
+                        let x_seen = match m <= DECODE_ROWS && isa.is_some() && keeps(ty) {
+                            true => int8_view(&x[..m * k]),
+                            false => x.clone(),
+                        };
+                        let want_seen = linear_reference(&x_seen, &w, Some(&bias), m, n, k);
+                        for (i, (g, r)) in int8.iter().zip(&want_seen).enumerate() {
+                            assert!(
+                                (g - r).abs() <= tol,
+                                "{ty} int8 {isa:?} {m}×{n}×{k} [{i}]: {g} vs {r}"
+                            );
+                            let (row, col) = (i / n, i % n);
+                            let xr = &x[row * k..(row + 1) * k];
+                            let wr = &w[col * k..(col + 1) * k];
+                            let bound: f32 = (0..k / 32)
+                                .map(|b| {
+                                    let d = xr[32 * b..32 * b + 32]
+                                        .iter()
+                                        .fold(0f32, |m, v| m.max(v.abs()))
+                                        / 127.0;
+                                    d / 2.0
+                                        * wr[32 * b..32 * b + 32]
+                                            .iter()
+                                            .map(|v| v.abs())
+                                            .sum::<f32>()
+                                })
+                                .sum();
+                            let err = (g - want[i]).abs();
+                            assert!(
+                                err <= bound + tol,
+                                "{ty} int8 {isa:?} [{i}]: off by {err}, bound {bound}"
+                            );
+                        }
                     }
                 }
                 for kernel in [Kernel::Widened, Kernel::detect()] {
@@ -502,12 +534,21 @@ mod tests {
             // Interleaved where the type has that layout: two groups of 8 and a tail of 3.
             let parts = [BlockRows::new(ty, n, random_blocks(ty, n * 2, 3)).interleave(k)];
             let x = rng.vec(DECODE_ROWS * k, 1.0);
-            for act in [Activations::F32, Activations::Int8] {
-                let all = linear_blocks(&x, &parts, None, (DECODE_ROWS, n, k), act).unwrap();
+            for (act, isa) in int8_isas()
+                .into_iter()
+                .map(|isa| (Activations::Int8, isa))
+                .chain([(Activations::F32, None)])
+            {
+                let dims = (DECODE_ROWS, n, k);
+                let all = linear_blocks_on(&x, &parts, None, dims, act, isa).unwrap();
                 for i in 0..DECODE_ROWS {
                     let xi = &x[i * k..(i + 1) * k];
-                    let alone = linear_blocks(xi, &parts, None, (1, n, k), act).unwrap();
-                    assert_eq!(all[i * n..(i + 1) * n], alone[..], "{ty} {act:?} row {i}");
+                    let alone = linear_blocks_on(xi, &parts, None, (1, n, k), act, isa).unwrap();
+                    assert_eq!(
+                        all[i * n..(i + 1) * n],
+                        alone[..],
+                        "{ty} {act:?} {isa:?} row {i}"
+                    );
                 }
             }
         }

@@ -1,18 +1,114 @@
 //! The int8 block kernels (`Activations::Int8`): activations quantized per 32 values, integer
-//! dot products (AVX-512 VNNI `vpdpbusd` on 256-bit registers), row by row or over the
-//! interleaved 8-row groups of `BlockRows::interleave`.
+//! dot products on 256-bit registers, row by row or over the interleaved 8-row groups of
+//! `BlockRows::interleave`. Written once over the instruction that sums 4 products of unsigned
+//! weight bytes and signed activation bytes into each 32-bit lane ([`IntDot`]): AVX-512 VNNI's
+//! `vpdpbusd`, or on AVX2-only CPUs (most laptops, AMD before Zen 4) `vpmaddubsw` (pairs into
+//! 16 bits) then `vpmaddwd` against ones (pairs into 32), as llama.cpp does there. The 16-bit
+//! step saturates past ±32767: unsigned bytes up to 63 (Q4_0, Q4_K, Q5_0, Q6_K) times
+//! activations up to ±127 stay far below it, and Q8_0's signed weights go in as |w| against
+//! the activations with w's sign ([`IntDot::Q8_OFFSET`]).
 
 use super::Run;
 use crate::gguf::GgmlType;
 use crate::tensor::INTERLEAVE_ROWS;
 use std::arch::x86_64::*;
 
-pub(super) fn available() -> bool {
-    std::is_x86_feature_detected!("avx512vnni")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("f16c")
-        && std::is_x86_feature_detected!("fma")
+/// The instruction sets the int8 kernels are built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 VNNI (+VL, BW): `vpdpbusd`.
+    Vnni,
+    /// AVX2 with FMA and F16C: `vpmaddubsw` + `vpmaddwd`.
+    Avx2,
+}
+
+impl Isa {
+    /// The best this CPU runs, if any. `LINVT_CPU_INT8=avx2` takes the AVX2 kernels on a VNNI
+    /// CPU too (to measure what AVX2-only machines get).
+    pub fn detect() -> Option<Isa> {
+        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let forced = std::env::var("LINVT_CPU_INT8").ok();
+            Isa::runnable()
+                .into_iter()
+                .find(|isa| forced.as_deref() != Some("avx2") || *isa == Isa::Avx2)
+        })
+    }
+
+    /// Every instruction set of these kernels this CPU runs, best first.
+    pub fn runnable() -> Vec<Isa> {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("f16c")
+            && std::is_x86_feature_detected!("fma");
+        let vnni = avx2
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512f");
+        [(vnni, Isa::Vnni), (avx2, Isa::Avx2)]
+            .into_iter()
+            .filter_map(|(has, isa)| has.then_some(isa))
+            .collect()
+    }
+}
+
+/// acc + Σ of 4 products u·s per 32-bit lane (u unsigned bytes, s signed).
+trait IntDot {
+    /// Whether Q8_0's weights go in made unsigned by +128 (the sums start from −128·Σs), else
+    /// as |w| against s with w's sign.
+    const Q8_OFFSET: bool;
+    unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    /// The 32 bytes each 0xFF where that bit of `bits` is set, else 0.
+    unsafe fn bit_bytes(bits: u32) -> __m256i;
+}
+
+struct Vnni;
+struct Avx2;
+
+impl IntDot for Vnni {
+    const Q8_OFFSET: bool = true;
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+    #[inline(always)]
+    unsafe fn bit_bytes(bits: u32) -> __m256i {
+        _mm256_movm_epi8(bits)
+    }
+}
+
+impl IntDot for Avx2 {
+    const Q8_OFFSET: bool = false;
+    #[inline(always)]
+    unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+    #[inline(always)]
+    unsafe fn bit_bytes(bits: u32) -> __m256i {
+        // Byte j takes byte j/8 of `bits` (each 128-bit half shuffles within itself; the word
+        // is in every lane), keeps bit j%8, and becomes all ones where it is set.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_setr_epi64x(
+                0,
+                0x0101_0101_0101_0101,
+                0x0202_0202_0202_0202,
+                0x0303_0303_0303_0303,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
+    }
+}
+
+/// Q8_0's 32 signed weight bytes `w` against the activations `q` (see [`IntDot::Q8_OFFSET`]).
+#[inline(always)]
+unsafe fn q8_dot<D: IntDot>(acc: __m256i, w: __m256i, q: __m256i) -> __m256i {
+    match D::Q8_OFFSET {
+        true => D::dot(acc, _mm256_xor_si256(w, _mm256_set1_epi8(-128)), q),
+        false => D::dot(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(q, w)),
+    }
 }
 
 /// One row of activations quantized per 32 values: x ≈ d·q, d = amax/127 (f32), q rounded
@@ -31,9 +127,46 @@ pub(crate) struct Int8Row {
 }
 
 impl Int8Row {
-    /// x (a whole number of blocks of 32) quantized.
+    /// x (a whole number of blocks of 32) quantized, with the instructions of `isa`.
+    pub(crate) fn new(x: &[f32], isa: Isa) -> Int8Row {
+        match isa {
+            // SAFETY: `isa` is one `Isa::runnable` found.
+            Isa::Vnni => unsafe { Int8Row::new_vnni(x) },
+            Isa::Avx2 => unsafe { Int8Row::new_avx2(x) },
+        }
+    }
+
+    /// [`Int8Row::new`] in plain arithmetic (compiled for AVX2): the same values as the
+    /// AVX-512 form — the same amax, d, x·(1/d) in f32, rounded to nearest even.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn new_avx2(x: &[f32]) -> Int8Row {
+        let nb = x.len() / 32;
+        let mut row = Int8Row {
+            q: Vec::with_capacity(nb * 32),
+            d: Vec::with_capacity(nb),
+            dsum: Vec::with_capacity(nb),
+            minus8: Vec::with_capacity(nb),
+            sum: Vec::with_capacity(nb),
+        };
+        for xs in x.chunks_exact(32) {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let q: [i8; 32] = std::array::from_fn(|i| (xs[i] * id).round_ties_even() as i8);
+            let lanes: [i32; 8] =
+                std::array::from_fn(|l| q[4 * l..4 * l + 4].iter().map(|&v| v as i32).sum());
+            let sum = lanes.iter().sum::<i32>();
+            row.q.extend_from_slice(&q);
+            row.d.push(d);
+            row.sum.push(sum);
+            row.dsum.push(d * sum as f32);
+            row.minus8.push(lanes.map(|v| -8 * v));
+        }
+        row
+    }
+
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(crate) fn new(x: &[f32]) -> Int8Row {
+    fn new_vnni(x: &[f32]) -> Int8Row {
         let nb = x.len() / 32;
         let mut row = Int8Row {
             q: vec![0; nb * 32],
@@ -77,8 +210,30 @@ impl Int8Row {
 
 /// out[r·m + i] = x_i · W row r for the rows of `run`; false (nothing written) for a type
 /// without an integer kernel.
+///
+/// # Safety
+/// `isa` is one [`Isa::runnable`] found.
+pub(super) unsafe fn dots(isa: Isa, run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+    match isa {
+        Isa::Vnni => dots_vnni(run, x, out),
+        Isa::Avx2 => dots_avx2(run, x, out),
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+unsafe fn dots_vnni(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+    dots_with::<Vnni>(run, x, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_avx2(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
+    dots_with::<Avx2>(run, x, out)
+}
+
+/// [`dots`] for one instruction set: inlined, with every kernel, into a function compiled
+/// for it.
+#[inline(always)]
+unsafe fn dots_with<D: IntDot>(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
     if !super::keeps(run.ty) {
         return false;
     }
@@ -94,9 +249,9 @@ pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
     {
         for (i, xi) in x.iter().enumerate() {
             let sums = match run.ty {
-                GgmlType::Q4_0 => q4_0_x8(xi, group, nb),
-                GgmlType::Q4_K => q4_k_x8(xi, group, nb),
-                _ => q8_0_x8(xi, group, nb),
+                GgmlType::Q4_0 => q4_0_x8::<D>(xi, group, nb),
+                GgmlType::Q4_K => q4_k_x8::<D>(xi, group, nb),
+                _ => q8_0_x8::<D>(xi, group, nb),
             };
             let mut lanes = [0f32; INTERLEAVE_ROWS];
             _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
@@ -121,13 +276,28 @@ pub(super) unsafe fn dots(run: &Run, x: &[Int8Row], out: &mut [f32]) -> bool {
         }
     }
     match run.ty {
-        GgmlType::Q8_0 => each(x, rest, row_bytes, out_rest, |x, r| q8_0(x, r)),
-        GgmlType::Q4_0 => each(x, rest, row_bytes, out_rest, |x, r| q4_0(x, r)),
-        GgmlType::Q5_0 => each(x, rest, row_bytes, out_rest, |x, r| q5_0(x, r)),
-        GgmlType::Q4_K => each(x, rest, row_bytes, out_rest, |x, r| q4_k(x, r)),
-        _ => each(x, rest, row_bytes, out_rest, |x, r| q6_k(x, r)),
+        GgmlType::Q8_0 => each(x, rest, row_bytes, out_rest, |x, r| q8_0::<D>(x, r)),
+        GgmlType::Q4_0 => each(x, rest, row_bytes, out_rest, |x, r| q4_0::<D>(x, r)),
+        GgmlType::Q5_0 => each(x, rest, row_bytes, out_rest, |x, r| q5_0::<D>(x, r)),
+        GgmlType::Q4_K => each(x, rest, row_bytes, out_rest, |x, r| q4_k::<D>(x, r)),
+        _ => each(x, rest, row_bytes, out_rest, |x, r| q6_k::<D>(x, r)),
     }
     true
+}
+
+/// Bytes ahead of the block being read that the interleaved kernels ask the memory for. A
+/// decode step streams every weight from memory once; these kernels spend more instructions
+/// per byte than a copy, so without asking ahead the hardware prefetchers keep too few lines in
+/// flight and each thread streams at a fraction of the memory's rate.
+const PREFETCH_AHEAD: usize = 2048;
+
+/// Asks for the `len` bytes at `at` + [`PREFETCH_AHEAD`] (a hint: addresses past the weight's
+/// end are never read).
+#[inline(always)]
+unsafe fn prefetch_ahead(at: *const u8, len: usize) {
+    for line in (0..len).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(PREFETCH_AHEAD + line) as *const i8);
+    }
 }
 
 /// The 4 activations from `at` as one 32-bit lane in all 8.
@@ -139,14 +309,14 @@ unsafe fn quad(x: &Int8Row, at: usize) -> __m256i {
 /// One interleaved group of 8 Q4_0 rows (`nb` blocks each) against x: the 8 dot products.
 /// Per block: the 8 rows' scales in one load; each 32-byte load holds 4 nibble pairs of
 /// every row, so `vpdpbusd` adds 4 products per row against 4 broadcast activations.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+#[inline(always)]
+unsafe fn q4_0_x8<D: IntDot>(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
     assert!(group.len() >= nb * 144 && x.d.len() >= nb);
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
         let column = group.as_ptr().add(144 * b);
+        prefetch_ahead(column, 144);
         let scale = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
             _mm256_set1_ps(x.d[b]),
@@ -157,8 +327,8 @@ unsafe fn q4_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
             let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
             let lo = _mm256_and_si256(v, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            dot[0] = _mm256_dpbusd_epi32(dot[0], lo, quad(x, 32 * b + 4 * c));
-            dot[1] = _mm256_dpbusd_epi32(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
+            dot[0] = D::dot(dot[0], lo, quad(x, 32 * b + 4 * c));
+            dot[1] = D::dot(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
         }
         let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
         acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
@@ -170,15 +340,15 @@ unsafe fn q4_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
 /// mins are unpacked 8 rows at a time (each of the 12 scale bytes of the 8 rows is one
 /// 64-bit word); per sub-block of 32: Σ q·x̂ for the 8 rows in one register, times
 /// d·sc·d_x, less dmin·m·d_x·Σq.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_k_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+#[inline(always)]
+unsafe fn q4_k_x8<D: IntDot>(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
     assert!(group.len() >= nb * 1152 && x.d.len() >= 8 * nb);
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut mins = _mm256_setzero_ps();
     for b in 0..nb {
         let column = group.as_ptr().add(1152 * b);
+        prefetch_ahead(column, 1152);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i));
         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(column.add(16) as *const __m128i));
         let q: [u64; 12] =
@@ -202,8 +372,8 @@ unsafe fn q4_k_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
                 let lo = _mm256_and_si256(v, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                 let xb = 8 * b + 2 * g;
-                dot[0] = _mm256_dpbusd_epi32(dot[0], lo, quad(x, 32 * xb + 4 * c));
-                dot[1] = _mm256_dpbusd_epi32(dot[1], hi, quad(x, 32 * (xb + 1) + 4 * c));
+                dot[0] = D::dot(dot[0], lo, quad(x, 32 * xb + 4 * c));
+                dot[1] = D::dot(dot[1], hi, quad(x, 32 * (xb + 1) + 4 * c));
             }
             for (h, dot) in dot.into_iter().enumerate() {
                 let xb = 8 * b + 2 * g + h;
@@ -218,25 +388,26 @@ unsafe fn q4_k_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
     _mm256_sub_ps(_mm256_add_ps(acc[0], acc[1]), mins)
 }
 
-/// One interleaved group of 8 Q8_0 rows against x (as [`q4_0_x8`], the values made
-/// unsigned by +128 and 128·Σx taken out).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0_x8(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
+/// One interleaved group of 8 Q8_0 rows against x (as [`q4_0_x8`], through [`q8_dot`]).
+#[inline(always)]
+unsafe fn q8_0_x8<D: IntDot>(x: &Int8Row, group: &[u8], nb: usize) -> __m256 {
     assert!(group.len() >= nb * 272 && x.d.len() >= nb);
-    let flip = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
         let column = group.as_ptr().add(272 * b);
+        prefetch_ahead(column, 272);
         let scale = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
             _mm256_set1_ps(x.d[b]),
         );
-        let mut dot = [_mm256_set1_epi32(-128 * x.sum[b]), _mm256_setzero_si256()];
+        let start = match D::Q8_OFFSET {
+            true => _mm256_set1_epi32(-128 * x.sum[b]),
+            false => _mm256_setzero_si256(),
+        };
+        let mut dot = [start, _mm256_setzero_si256()];
         for c in 0..8 {
             let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
-            let v = _mm256_xor_si256(v, flip);
-            dot[c % 2] = _mm256_dpbusd_epi32(dot[c % 2], v, quad(x, 32 * b + 4 * c));
+            dot[c % 2] = q8_dot::<D>(dot[c % 2], v, quad(x, 32 * b + 4 * c));
         }
         let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
         acc[b % 2] = _mm256_fmadd_ps(dot, scale, acc[b % 2]);
@@ -267,20 +438,20 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// Q8_0: Σ w·q exactly as Σ (w + 128)·q − 128·Σq (`vpdpbusd` multiplies unsigned by
-/// signed bytes), then d_w·d_x per block.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q8_0(x: &Int8Row, row: &[u8]) -> f32 {
+/// Q8_0: Σ w·q exactly (through [`q8_dot`]), then d_w·d_x per block.
+#[inline(always)]
+unsafe fn q8_0<D: IntDot>(x: &Int8Row, row: &[u8]) -> f32 {
     let nb = row.len() / 34;
     assert!(row.len() == 34 * nb && x.d.len() >= nb);
-    let flip = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); 2];
     for b in 0..nb {
         let p = row.as_ptr().add(34 * b);
-        let w = _mm256_xor_si256(_mm256_loadu_si256(p.add(2) as *const __m256i), flip);
-        let minus128 = _mm256_slli_epi32(lanes(&x.minus8[b]), 4);
-        let dot = _mm256_dpbusd_epi32(minus128, w, q32(x, b));
+        let w = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        let start = match D::Q8_OFFSET {
+            true => _mm256_slli_epi32(lanes(&x.minus8[b]), 4),
+            false => _mm256_setzero_si256(),
+        };
+        let dot = q8_dot::<D>(start, w, q32(x, b));
         let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
         acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
     }
@@ -288,9 +459,8 @@ unsafe fn q8_0(x: &Int8Row, row: &[u8]) -> f32 {
 }
 
 /// Q4_0: the nibbles (0..16) against the activations, less 8·Σq, then d_w·d_x per block.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_0(x: &Int8Row, row: &[u8]) -> f32 {
+#[inline(always)]
+unsafe fn q4_0<D: IntDot>(x: &Int8Row, row: &[u8]) -> f32 {
     let nb = row.len() / 18;
     assert!(row.len() == 18 * nb && x.d.len() >= nb);
     let low = _mm_set1_epi8(0x0F);
@@ -302,7 +472,7 @@ unsafe fn q4_0(x: &Int8Row, row: &[u8]) -> f32 {
             _mm_and_si128(_mm_srli_epi16(raw, 4), low),
             _mm_and_si128(raw, low),
         );
-        let dot = _mm256_dpbusd_epi32(lanes(&x.minus8[b]), nibbles, q32(x, b));
+        let dot = D::dot(lanes(&x.minus8[b]), nibbles, q32(x, b));
         let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
         acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
     }
@@ -311,9 +481,8 @@ unsafe fn q4_0(x: &Int8Row, row: &[u8]) -> f32 {
 
 /// Q5_0: the 5-bit values (a nibble, and the fifth bit from `qh` as 16) against the
 /// activations, less 16·Σq, then d_w·d_x per block.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q5_0(x: &Int8Row, row: &[u8]) -> f32 {
+#[inline(always)]
+unsafe fn q5_0<D: IntDot>(x: &Int8Row, row: &[u8]) -> f32 {
     let nb = row.len() / 22;
     assert!(row.len() == 22 * nb && x.d.len() >= nb);
     let (low, sixteen) = (_mm_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
@@ -326,11 +495,10 @@ unsafe fn q5_0(x: &Int8Row, row: &[u8]) -> f32 {
             _mm_and_si128(_mm_srli_epi16(raw, 4), low),
             _mm_and_si128(raw, low),
         );
-        // Byte j of the mask expansion is all ones where bit j of qh is set.
-        let fifth = _mm256_and_si256(_mm256_movm_epi8(qh), sixteen);
+        let fifth = _mm256_and_si256(D::bit_bytes(qh), sixteen);
         let q = _mm256_or_si256(nibbles, fifth);
         let minus16 = _mm256_slli_epi32(lanes(&x.minus8[b]), 1);
-        let dot = _mm256_dpbusd_epi32(minus16, q, q32(x, b));
+        let dot = D::dot(minus16, q, q32(x, b));
         let scale = _mm256_set1_ps(f16_at(p) * x.d[b]);
         acc[b % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[b % 2]);
     }
@@ -340,9 +508,8 @@ unsafe fn q5_0(x: &Int8Row, row: &[u8]) -> f32 {
 /// Q6_K: per 32 values the 6-bit values (4 low bits from `ql`, 2 high from `qh`) against
 /// the activations, less 32·Σq per lane, then (d·sc)·d_x — the scale changing at the
 /// middle lane (one per 16 values).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q6_k(x: &Int8Row, row: &[u8]) -> f32 {
+#[inline(always)]
+unsafe fn q6_k<D: IntDot>(x: &Int8Row, row: &[u8]) -> f32 {
     let nb = row.len() / 210;
     assert!(row.len() == 210 * nb && x.d.len() >= 8 * nb);
     let (m4, m3) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
@@ -373,7 +540,7 @@ unsafe fn q6_k(x: &Int8Row, row: &[u8]) -> f32 {
             for (s, q) in q.into_iter().enumerate() {
                 let xb = 8 * b + 4 * half + s;
                 let minus32 = _mm256_slli_epi32(lanes(&x.minus8[xb]), 2);
-                let dot = _mm256_dpbusd_epi32(minus32, q, q32(x, xb));
+                let dot = D::dot(minus32, q, q32(x, xb));
                 let k = d * x.d[xb];
                 let (sa, sb) = (*sc.add(8 * half + 2 * s), *sc.add(8 * half + 2 * s + 1));
                 let scale = _mm256_set_m128(_mm_set1_ps(k * sb as f32), _mm_set1_ps(k * sa as f32));
@@ -386,9 +553,8 @@ unsafe fn q6_k(x: &Int8Row, row: &[u8]) -> f32 {
 
 /// Q4_K: per sub-block of 32, (d·sc)·Σ q·x̂ − (dmin·m)·Σx̂; the activation blocks line up
 /// with the sub-blocks.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn q4_k(x: &Int8Row, row: &[u8]) -> f32 {
+#[inline(always)]
+unsafe fn q4_k<D: IntDot>(x: &Int8Row, row: &[u8]) -> f32 {
     let nb = row.len() / 144;
     assert!(row.len() == 144 * nb && x.d.len() >= 8 * nb);
     let low = _mm256_set1_epi8(0x0F);
@@ -408,7 +574,7 @@ unsafe fn q4_k(x: &Int8Row, row: &[u8]) -> f32 {
             for (h, q) in halves.into_iter().enumerate() {
                 let (sc, m) = super::avx512::scale_min(2 * g + h, scales);
                 let xb = 8 * b + 2 * g + h;
-                let dot = _mm256_dpbusd_epi32(zero, q, q32(x, xb));
+                let dot = D::dot(zero, q, q32(x, xb));
                 let scale = _mm256_set1_ps(d * sc * x.d[xb]);
                 acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[h]);
                 mins += dmin * m * x.dsum[xb];
@@ -416,4 +582,35 @@ unsafe fn q4_k(x: &Int8Row, row: &[u8]) -> f32 {
         }
     }
     hsum(_mm256_add_ps(acc[0], acc[1])) - mins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rand::SeededRng;
+
+    /// Both forms of the activations' quantization give the same bytes, scales and sums (the
+    /// kernels of either instruction set see the same int8 activations), on random blocks, a
+    /// zero block, a block whose amax is negative and one of exact ties (amax 127, so d = 1
+    /// and the values ±0.5, ±1.5, … round to even).
+    #[test]
+    fn int8_rows_are_the_same_in_both_forms() {
+        if !Isa::runnable().contains(&Isa::Vnni) {
+            return; // only the AVX2 form runs here: nothing to compare it with
+        }
+        let mut rng = SeededRng::new(4);
+        let mut x = rng.vec(32 * 40, 3.0);
+        x[32..64].fill(0.0);
+        x[64] = -5.0;
+        for (j, v) in x[96..128].iter_mut().enumerate() {
+            *v = j as f32 - 15.5;
+        }
+        x[127] = 127.0;
+        let (a, b) = (Int8Row::new(&x, Isa::Vnni), Int8Row::new(&x, Isa::Avx2));
+        assert_eq!(a.q, b.q);
+        assert_eq!(a.d, b.d);
+        assert_eq!(a.dsum, b.dsum);
+        assert_eq!(a.minus8, b.minus8);
+        assert_eq!(a.sum, b.sum);
+    }
 }
