@@ -4,7 +4,7 @@
 //! so time per row should fall as rows are added (`linvt serve --parallel`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use linvt::cpu::linear::{linear, linear_bf16, linear_bf16_activations};
+use linvt::cpu::linear::{linear, linear_bf16, linear_bf16_activations, Bf16Weight};
 
 const N: usize = 9728;
 const K: usize = 896;
@@ -108,15 +108,27 @@ fn prefill_products(c: &mut Criterion) {
         g.bench_function("bf16", |b| b.iter(|| linear_bf16(&x, &wb, None, M, n, k)));
         // `--cpu-products bf16`: the activations rounded to bf16, AMX tiles (where the CPU has
         // them; elsewhere this line reports the error once and is skipped).
-        match linear_bf16_activations(&x, &wb, None, (M, n, k)) {
+        match linear_bf16_activations(&x, Bf16Weight::Rows(&wb), None, (M, n, k)) {
             Ok(_) => g.bench_function("bf16 activations (AMX)", |b| {
-                b.iter(|| linear_bf16_activations(&x, &wb, None, (M, n, k)).unwrap())
+                b.iter(|| {
+                    linear_bf16_activations(&x, Bf16Weight::Rows(&wb), None, (M, n, k)).unwrap()
+                })
             }),
             Err(e) => {
                 eprintln!("bf16 activations: {e}");
                 &mut g
             }
         };
+        // The same with W packed once, as `--cpu-products bf16` loads weights.
+        #[cfg(target_arch = "x86_64")]
+        if linvt::cpu::amx::available() {
+            // SAFETY: AMX available (checked); wb holds n×k values.
+            let tiles = unsafe { linvt::cpu::amx::pack_weight(&wb, (n, k)) };
+            let w = Bf16Weight::Tiles(&tiles);
+            g.bench_function("bf16 activations (AMX, packed at load)", |b| {
+                b.iter(|| linear_bf16_activations(&x, w, None, (M, n, k)).unwrap())
+            });
+        }
         g.bench_function("gemm crate f32", |b| {
             b.iter(|| {
                 let mut y = vec![0.0f32; M * n];

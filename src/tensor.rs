@@ -118,6 +118,22 @@ pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Ve
     out
 }
 
+/// Values a bf16 weight of n rows × k columns takes in the AMX tile layout ([`tile_index`]):
+/// rows padded to 32, columns to 32.
+pub fn tiled_len(n: usize, k: usize) -> usize {
+    n.next_multiple_of(32) * k.next_multiple_of(32).max(32)
+}
+
+/// Where W[j][d] (row j, column d of a weight with k columns) sits in the AMX tile layout that
+/// `--cpu-products bf16` keeps its weights in (`cpu::amx::pack_weight`): W's rows are the
+/// product's output columns, taken 16 at a time, each 16 a run of tiles of 32 depths (1 KiB:
+/// 16 tile rows, each one depth pair of the 16 — row j's two values side by side, as AMX's
+/// `tdpbf16ps` and AVX512-BF16's `vdpbf16ps` read them). Padding is zero.
+pub fn tile_index(k: usize, j: usize, d: usize) -> usize {
+    let kbs = k.next_multiple_of(32).max(32) / 32;
+    ((j / 16) * kbs + d / 32) * 512 + ((d % 32) / 2) * 32 + (j % 16) * 2 + d % 2
+}
+
 /// A 16-bit float format a weight can be kept in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Half {
@@ -168,6 +184,10 @@ pub struct Tensor {
     /// The rows as ggml blocks, in consecutive ranges that may differ in type (a stacked q/k/v
     /// of a Q4_K_M file mixes Q4_K and Q6_K); `data` is then empty.
     blocks: Option<Vec<BlockRows>>,
+    /// A bf16 weight's bits in the AMX tile layout ([`tile_index`]) that `--cpu-products bf16`
+    /// multiplies; `data` is then empty. Only `linear` reads it as it is; everything else sees
+    /// it back in rows ([`Tensor::untiled`]).
+    tiles: Option<Vec<u16>>,
 }
 
 /// An error unless `shape` holds exactly `given` values.
@@ -189,6 +209,7 @@ impl Tensor {
             data,
             half: None,
             blocks: None,
+            tiles: None,
         })
     }
 
@@ -221,6 +242,7 @@ impl Tensor {
             data: Vec::new(),
             half: None,
             blocks: Some(parts),
+            tiles: None,
         })
     }
 
@@ -231,6 +253,9 @@ impl Tensor {
 
     /// The values as an f32 tensor: blocks dequantized, bf16 widened, f32 as it is.
     pub fn widened(self) -> Result<Tensor> {
+        if self.tiles.is_some() {
+            return self.untiled().into_owned().widened();
+        }
         let shape = self.shape.clone();
         if let Some(parts) = &self.blocks {
             // Block tensors come from GGUF files, which only the native build reads; the
@@ -267,6 +292,13 @@ impl Tensor {
     /// longer vector): blocks stay blocks when every part is blocks, else everything is
     /// widened to f32.
     pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
+        let parts: Vec<Tensor> = parts
+            .into_iter()
+            .map(|t| match t.tiles {
+                Some(_) => t.untiled().into_owned(),
+                None => t,
+            })
+            .collect();
         let Some(first) = parts.first() else {
             return Err(Error::input("concat_rows of no tensors"));
         };
@@ -344,6 +376,7 @@ impl Tensor {
             data: Vec::new(),
             half: Some((kind, bits)),
             blocks: None,
+            tiles: None,
         })
     }
 
@@ -356,6 +389,7 @@ impl Tensor {
             data: Vec::new(),
             half: Some((kind, bits)),
             blocks: None,
+            tiles: None,
         })
     }
 
@@ -365,6 +399,7 @@ impl Tensor {
             data: vec![0.0; shape.iter().product()],
             half: None,
             blocks: None,
+            tiles: None,
         }
     }
 
@@ -385,7 +420,51 @@ impl Tensor {
         self.assert_f32();
         self.data
     }
-    /// The kind and bits of a 16-bit weight; None otherwise.
+    /// A bf16 weight of `shape` (n×k) in the AMX tile layout: `bits` as
+    /// `cpu::amx::pack_weight` packs them ([`tiled_len`] values).
+    pub fn bf16_tiled(shape: Vec<usize>, bits: Vec<u16>) -> Result<Self> {
+        let [n, k] = shape[..] else {
+            return Err(Error::input(format!(
+                "a tiled weight must be 2-D, not {shape:?}"
+            )));
+        };
+        if bits.len() != tiled_len(n, k) {
+            return Err(Error::input(format!(
+                "a tiled {shape:?} weight takes {} values, not {}",
+                tiled_len(n, k),
+                bits.len()
+            )));
+        }
+        Ok(Tensor {
+            shape,
+            data: Vec::new(),
+            half: None,
+            blocks: None,
+            tiles: Some(bits),
+        })
+    }
+
+    /// The bits of a bf16 weight in the AMX tile layout ([`tile_index`]); None otherwise.
+    pub fn bf16_tiles(&self) -> Option<&[u16]> {
+        self.tiles.as_deref()
+    }
+
+    /// A tiled weight as a bf16 weight in rows (the same values); any other tensor as it is.
+    pub fn untiled(&self) -> std::borrow::Cow<'_, Tensor> {
+        let Some(tiles) = &self.tiles else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let (n, k) = (self.rows(), self.cols());
+        let mut bits = Vec::with_capacity(n * k);
+        for j in 0..n {
+            bits.extend((0..k).map(|d| tiles[tile_index(k, j, d)]));
+        }
+        std::borrow::Cow::Owned(
+            Tensor::half_bits(Half::Bf16, self.shape.clone(), bits).expect("n×k bits"),
+        )
+    }
+
+    /// The kind and bits of a 16-bit weight in rows; None otherwise (a tiled weight too).
     pub fn half_data(&self) -> Option<(Half, &[u16])> {
         self.half
             .as_ref()
@@ -402,9 +481,26 @@ impl Tensor {
             "a block-quantized weight {:?} was read as f32; widen it first (Tensor::widened)",
             self.shape
         );
+        assert!(
+            self.tiles.is_none(),
+            "a tiled bf16 weight {:?} was read as f32; only linear takes it (Tensor::untiled)",
+            self.shape
+        );
     }
+    /// The memory the values are held in, as bytes (one slice, or one per run of blocks).
+    pub fn storage(&self) -> Vec<&[u8]> {
+        match (&self.tiles, &self.half, &self.blocks) {
+            (Some(t), _, _) | (_, Some((_, t)), _) => vec![bytemuck::cast_slice(t)],
+            (_, _, Some(parts)) => parts.iter().map(|p| p.bytes.as_slice()).collect(),
+            _ => vec![bytemuck::cast_slice(&self.data)],
+        }
+    }
+
     /// Bytes the values take as held: 4 per f32, 2 per bf16/f16, a block weight's bytes.
     pub fn stored_bytes(&self) -> usize {
+        if let Some(tiles) = &self.tiles {
+            return 2 * tiles.len();
+        }
         match (&self.half, &self.blocks) {
             (Some((_, bits)), _) => 2 * bits.len(),
             (_, Some(parts)) => parts.iter().map(|p| p.bytes.len()).sum(),
@@ -450,6 +546,9 @@ impl Tensor {
     /// Rows `start..start + len` of a 2-D view, copied (16-bit stays 16-bit; blocks stay blocks,
     /// the runs they fall in cut to them).
     pub fn rows_slice(&self, start: usize, len: usize) -> Tensor {
+        if self.tiles.is_some() {
+            return self.untiled().rows_slice(start, len);
+        }
         let c = self.cols();
         if let Some(parts) = &self.blocks {
             let mut cut = Vec::new();
@@ -478,6 +577,7 @@ impl Tensor {
                 .as_ref()
                 .map(|(kind, b)| (*kind, b[range].to_vec())),
             blocks: None,
+            tiles: None,
         }
     }
 
@@ -495,6 +595,9 @@ impl Tensor {
                 .iter()
                 .position(|&v| !finite(v))
                 .map(|i| at + i)
+        }
+        if self.tiles.is_some() {
+            return self.untiled().first_non_finite();
         }
         if let Some((kind, bits)) = &self.half {
             return first(bits, |b| kind.is_finite(b)).map(|i| (i, kind.widen(bits[i])));

@@ -25,6 +25,7 @@ fn model_args() -> ModelArgs {
         cpu_weights: WeightChoice::Auto,
         cpu_activations: linvt::ops::Activations::Int8,
         cpu_products: linvt::Products::F32,
+        cpu_huge_pages: false,
     }
 }
 

@@ -137,6 +137,10 @@ enum Command {
         /// (activations rounded to bf16: AMX tiles, AVX512-BF16 dot products).
         #[arg(long, value_enum)]
         cpu_products: Option<linvt::ops::Products>,
+        /// With --backend cpu: the weights on 2 MiB pages as they are loaded (see `ask
+        /// --cpu-huge-pages`).
+        #[arg(long)]
+        cpu_huge_pages: bool,
     },
     /// Ask a question about a video, a directory of frames or an image (the whole video-LLM).
     Ask(linvt::vlm::ask_cli::AskArgs),
@@ -182,7 +186,12 @@ enum Command {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    let started = linvt::cpu::threads::init(cli.threads).and_then(|_| run(cli.command));
+    // The command runs on a worker of the CPU executor's pool (`threads::on_pool`); serve and
+    // batch run their model thread there instead (their async runtime must not hold a worker).
+    let started = linvt::cpu::threads::init(cli.threads).and_then(|_| match &cli.command {
+        Command::Serve(_) | Command::Batch(_) => run(cli.command),
+        _ => linvt::cpu::threads::on_pool(|| run(cli.command)),
+    });
     match started {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -227,6 +236,7 @@ fn check_bench_options(cmd: &Command) -> linvt::Result<()> {
         gpu_weights,
         cpu_weights,
         cpu_products,
+        cpu_huge_pages,
         ..
     } = cmd
     else {
@@ -238,7 +248,7 @@ fn check_bench_options(cmd: &Command) -> linvt::Result<()> {
         _ => "--shape",
     };
     const BOTH: &[&str] = &["--model", "--decoder"];
-    let options: [(&str, bool, &[&str]); 12] = [
+    let options: [(&str, bool, &[&str]); 13] = [
         ("--shape", shape.is_some(), &["--shape"]),
         ("--backend", backend.is_some(), BOTH),
         ("--frames", frames.is_some(), &["--model", "--shape"]),
@@ -251,6 +261,7 @@ fn check_bench_options(cmd: &Command) -> linvt::Result<()> {
         ("--gpu-weights", gpu_weights.is_some(), &["--decoder"]),
         ("--cpu-weights", cpu_weights.is_some(), BOTH),
         ("--cpu-products", cpu_products.is_some(), BOTH),
+        ("--cpu-huge-pages", *cpu_huge_pages, BOTH),
     ];
     match options
         .iter()
@@ -315,6 +326,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             no_linvt,
             cpu_weights,
             cpu_products,
+            cpu_huge_pages,
             steps,
             ..
         } => {
@@ -332,6 +344,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                 },
                 cpu_weights: cpu_weights.unwrap_or_default(),
                 cpu_products: cpu_products.unwrap_or_default(),
+                cpu_huge_pages,
             };
             let report = linvt::vlm::bench_model::run(&dir, &opts)?;
             if json {
@@ -351,6 +364,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
             backend,
             cpu_weights,
             cpu_products,
+            cpu_huge_pages,
             ..
         } => {
             linvt::vlm::bench_decoder::shape(&name)?; // a bad name fails before the GPU starts
@@ -368,6 +382,7 @@ fn run(cmd: Command) -> linvt::Result<()> {
                         .unwrap_or_default()
                         .or(linvt::WeightStorage::F32),
                     products: cpu_products.unwrap_or_default(),
+                    huge_pages: cpu_huge_pages,
                     ..Default::default()
                 };
                 linvt::vlm::bench_decoder::run_cpu(&name, &opts, &mut say)?

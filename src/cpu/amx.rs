@@ -17,6 +17,7 @@
 //! weight row once, as llama.cpp decodes BF16 weights.
 
 use super::gemm::{transpose16, Tasks};
+use super::linear::Bf16Weight;
 use super::threads::OutPtr;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -106,19 +107,49 @@ pub(super) unsafe fn with_tiles<R>(work: impl FnOnce() -> R) -> R {
     result
 }
 
-/// Y (m×n) = bf16(X) (m×k) · Wᵀ + b, W n×k bf16 bits row-major, on the rayon pool: tasks own
-/// [`NC`] columns of Y (each packs its columns of W once) and, when there are too few columns
-/// to keep every thread busy, a share of the rows.
+/// W (n×k bf16 bits, row-major) as the B operand's VNNI tiles for all its columns, as
+/// [`linear`]'s tasks would pack their NC columns each ([`pack_tiles`]; columns padded to 32,
+/// depths to 32): done once when a weight is loaded for `--cpu-products bf16`, so no product
+/// packs it again and one copy serves prefill and decode. The layout, bit by bit:
+/// `crate::tensor::tile_index`.
+///
+/// # Safety
+/// [`available`] must have returned true; w holds n×k values.
+pub unsafe fn pack_weight(w: &[u16], (n, k): (usize, usize)) -> Vec<u16> {
+    use rayon::prelude::*;
+    assert!(
+        w.len() >= n * k,
+        "a weight of {} values packed as {n}×{k}",
+        w.len()
+    );
+    let k_pad = k.next_multiple_of(TK).max(TK);
+    let mut bits = vec![0u16; crate::tensor::tiled_len(n, k)];
+    // Each NC columns' tiles are one contiguous stretch (NC is a multiple of 32).
+    bits.par_chunks_mut(NC * k_pad)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let j0 = c * NC;
+            // SAFETY: AVX-512F/BW (`available`); columns j0.. of W are in bounds (asserted).
+            let tiles = unsafe { pack_vnni(w, k, j0, NC.min(n - j0), k_pad) };
+            let tiles: &[u16] = bytemuck::cast_slice(&tiles);
+            out.copy_from_slice(&tiles[..out.len()]);
+        });
+    bits
+}
+
+/// Y (m×n) = bf16(X) (m×k) · Wᵀ + b, W n×k bf16, on the rayon pool: tasks own [`NC`] columns
+/// of Y (each packs its columns of W once, unless W is packed already) and, when there are too
+/// few columns to keep every thread busy, a share of the rows.
 ///
 /// # Safety
 /// [`available`] must have returned true; x holds m×k values, w n×k and b, when given, n.
 pub(crate) unsafe fn linear(
     x: &[f32],
-    w: &[u16],
+    w: Bf16Weight,
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    super::linear::check_sizes(x, w.len(), b, m, n, k);
+    super::linear::check_sizes(x, w.len((n, k)), b, m, n, k);
     if m == 0 || n == 0 {
         return vec![0.0; m * n];
     }
@@ -140,8 +171,15 @@ pub(crate) unsafe fn linear(
         // activations and its columns of W (in bounds by the sizes asserted above) and
         // writes only Y's rows i0.. × columns j0..j0+cols.
         unsafe {
-            let tiles = pack_vnni(w, k, j0, cols, k_pad);
-            block(&xb, k_pad, &tiles, rows, (j0, cols, n), b, out.0);
+            let packed;
+            let tiles = match w {
+                Bf16Weight::Rows(w) => {
+                    packed = pack_vnni(w, k, j0, cols, k_pad);
+                    packed.as_ptr()
+                }
+                Bf16Weight::Tiles(t) => t.as_ptr().add(j0 * k_pad) as *const u32,
+            };
+            block(&xb, k_pad, tiles, rows, (j0, cols, n), b, out.0);
         }
     });
     // SAFETY: the tasks cover every row < m and column < n (`Tasks`), and `block` writes each.
@@ -150,33 +188,87 @@ pub(crate) unsafe fn linear(
 }
 
 /// Y (m×n) = bf16(X) (m×k) · Wᵀ + b for a few rows of X: each row rounded to bf16 once, then
-/// every weight row streamed once (`matvec_chunks`, split over the rayon pool) against every
-/// row of X by AVX512-BF16 dot products. Each row's sums run in the same order whatever rows
-/// share the call, so a batched decode step gives each sequence the bits it gets alone.
+/// W streamed once (`matvec_chunks`, split over the rayon pool) against every row of X by
+/// AVX512-BF16 dot products: a row of W at a time, or a packed W's tiles ([`tile_dots`]).
+/// Each row's sums run in the same order whatever rows share the call, so a batched decode
+/// step gives each sequence the bits it gets alone.
 ///
 /// # Safety
 /// [`available`] must have returned true; x holds m×k values, w n×k and b, when given, n.
 pub(crate) unsafe fn matvec(
     x: &[f32],
-    w: &[u16],
+    w: Bf16Weight,
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    super::linear::check_sizes(x, w.len(), b, m, n, k);
+    super::linear::check_sizes(x, w.len((n, k)), b, m, n, k);
     let k_pad = k.next_multiple_of(TK).max(TK);
     let mut xb = vec![0u16; m * k_pad];
     for (i, row) in xb.chunks_mut(k_pad).enumerate() {
         round_into(&x[i * k..(i + 1) * k], row);
     }
-    super::linear::matvec_chunks(m, b, n, |j0, ys| {
-        for (jj, out) in ys.chunks_mut(m).enumerate() {
-            let row = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
-            for (i, o) in out.iter_mut().enumerate() {
-                // SAFETY: AVX-512F/BW/BF16 (`available`); the x row holds k_pad ≥ k values.
-                *o = unsafe { dot(&xb[i * k_pad..(i + 1) * k_pad], row) };
+    super::linear::matvec_chunks(m, b, n, |j0, ys| match w {
+        Bf16Weight::Rows(w) => {
+            for (jj, out) in ys.chunks_mut(m).enumerate() {
+                let row = &w[(j0 + jj) * k..(j0 + jj + 1) * k];
+                for (i, o) in out.iter_mut().enumerate() {
+                    // SAFETY: AVX-512F/BW/BF16 (`available`); the x row holds k_pad ≥ k values.
+                    *o = unsafe { dot(&xb[i * k_pad..(i + 1) * k_pad], row) };
+                }
+            }
+        }
+        Bf16Weight::Tiles(t) => {
+            // Chunks start on whole 16-column groups (`matvec_chunks`).
+            for (g, out) in ys.chunks_mut(16 * m).enumerate() {
+                let group = t.as_ptr().add((j0 + 16 * g) * k_pad);
+                // SAFETY: AVX-512F/BF16 (`available`); the group's k_pad/32 tiles are in t
+                // (its length checked against `tiled_len`), the x rows hold k_pad values.
+                unsafe {
+                    match m {
+                        1 => tile_dots::<1>(&xb, k_pad, group, out),
+                        2 => tile_dots::<2>(&xb, k_pad, group, out),
+                        3 => tile_dots::<3>(&xb, k_pad, group, out),
+                        4 => tile_dots::<4>(&xb, k_pad, group, out),
+                        5 => tile_dots::<5>(&xb, k_pad, group, out),
+                        6 => tile_dots::<6>(&xb, k_pad, group, out),
+                        7 => tile_dots::<7>(&xb, k_pad, group, out),
+                        _ => tile_dots::<8>(&xb, k_pad, group, out),
+                    }
+                }
             }
         }
     })
+}
+
+/// out[c·M + i] (c < out.len()/M ≤ 16) = x_i · column c of one packed 16-column group, for
+/// the M rows of xb: per tile row (a depth pair of the 16 columns, 64 bytes), one `vdpbf16ps`
+/// per row of x against its pair broadcast, so the 16 columns' sums build up in the lanes
+/// with no horizontal sums; even and odd tile rows in two accumulators. M is a constant so
+/// the 2·M accumulators stay in registers.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile_dots<const M: usize>(xb: &[u16], k_pad: usize, group: *const u16, out: &mut [f32]) {
+    assert!(xb.len() == M * k_pad && out.len() <= 16 * M);
+    let mut acc = [[_mm512_setzero_ps(); 2]; M];
+    for kb in 0..k_pad / TK {
+        let tile = group.add(kb * 16 * TK);
+        for r in 0..16 {
+            let w: __m512bh = std::mem::transmute(_mm512_loadu_si512(tile.add(r * TK) as *const _));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let at = xb.as_ptr().add(i * k_pad + kb * TK + 2 * r);
+                let x: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32((at as *const i32).read_unaligned()));
+                acc[r % 2] = _mm512_dpbf16_ps(acc[r % 2], x, w);
+            }
+        }
+    }
+    let cols = out.len() / M;
+    for (i, acc) in acc.iter().enumerate() {
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), _mm512_add_ps(acc[0], acc[1]));
+        for (c, v) in lanes.iter().take(cols).enumerate() {
+            out[c * M + i] = *v;
+        }
+    }
 }
 
 /// x (bf16, zero past w's length, a multiple of 32 long) · w (bf16): four accumulators of 16
@@ -320,7 +412,7 @@ pub(super) unsafe fn pack_tiles(
 unsafe fn block(
     xb: &[u16],
     k_pad: usize,
-    tiles: &[u32],
+    tiles: *const u32,
     (rows, m): (std::ops::Range<usize>, usize),
     (j0, cols, n): (usize, usize, usize),
     bias: Option<&[f32]>,
@@ -351,7 +443,7 @@ unsafe fn block(
                     true => (y.add(i * n + j0), n),
                     false => (c.0.as_mut_ptr(), NC),
                 };
-                panel((a, k_pad), depth, (tiles.as_ptr(), groups), from, to);
+                panel((a, k_pad), depth, (tiles, groups), from, to);
             }
             if whole {
                 continue;
@@ -487,11 +579,38 @@ mod tests {
     use crate::rand::SeededRng;
     use crate::tensor::Half;
 
+    /// `pack_weight` puts every value where `tile_index` (the layout's definition, written
+    /// element by element) says, zeros in the padding, and `Tensor::untiled` reads it back.
+    #[test]
+    fn packed_weights_follow_the_tile_layout() {
+        if !available() {
+            return; // `linear_matches_the_reference_on_bf16_activations` says why
+        }
+        for (n, k) in [(1, 1), (16, 32), (33, 70), (130, 31), (300, 257)] {
+            let w: Vec<u16> = (0..n * k).map(|i| (i % 65521) as u16 + 1).collect();
+            let mut want = vec![0u16; crate::tensor::tiled_len(n, k)];
+            for j in 0..n {
+                for d in 0..k {
+                    want[crate::tensor::tile_index(k, j, d)] = w[j * k + d];
+                }
+            }
+            // SAFETY: AMX available (checked); w holds n×k values.
+            let got = unsafe { pack_weight(&w, (n, k)) };
+            assert_eq!(got, want, "{n}×{k}");
+            let t = crate::tensor::Tensor::bf16_tiled(vec![n, k], got).unwrap();
+            assert_eq!(
+                t.untiled().half_data().unwrap().1,
+                &w[..],
+                "{n}×{k} untiled"
+            );
+        }
+    }
+
     /// Y against the f64 oracle on the activations rounded to bf16 as `half` rounds them
     /// (nearest, ties to even, as `vcvtneps2bf16`) and the same bf16 weights: only the
     /// summation order differs (2e-6·k + 1e-6 for values ≤ 1), on shapes that cross every edge
     /// (32-row and 32-column blocks, 32-depth tiles, 128-column tasks; decode's ≤ 8 rows through
-    /// `matvec`, tails of k past a whole 32), with junk after x and w.
+    /// `matvec`, tails of k past a whole 32), with junk after x and w; W in rows and packed.
     #[test]
     fn linear_matches_the_reference_on_bf16_activations() {
         if !available() {
@@ -522,18 +641,29 @@ mod tests {
                 .iter()
                 .map(|&v| half::bf16::from_f32(v).to_f32())
                 .collect();
-            for bias in [None, Some(b.as_slice())] {
+            // SAFETY: AMX available (checked); w holds n×k values.
+            let tiles = unsafe { pack_weight(&w, (n, k)) };
+            for (bias, w) in [None, Some(b.as_slice())]
+                .into_iter()
+                .flat_map(|b| [(b, Bf16Weight::Rows(&w)), (b, Bf16Weight::Tiles(&tiles))])
+            {
                 let want = linear_reference(&xr, &wide, bias, m, n, k);
                 // SAFETY: AMX available (checked); sizes as the shapes say.
                 let got = unsafe {
                     match m <= crate::cpu::linear::DECODE_ROWS {
-                        true => matvec(&x, &w, bias, (m, n, k)),
-                        false => linear(&x, &w, bias, (m, n, k)),
+                        true => matvec(&x, w, bias, (m, n, k)),
+                        false => linear(&x, w, bias, (m, n, k)),
                     }
                 };
                 let tol = 2e-6 * k as f32 + 1e-6;
+                let layout = matches!(w, Bf16Weight::Tiles(_))
+                    .then_some("tiled")
+                    .unwrap_or("rows");
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {
-                    assert!((g - r).abs() <= tol, "{m}×{n}×{k} element {i}: {g} vs {r}");
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "{m}×{n}×{k} {layout} element {i}: {g} vs {r}"
+                    );
                 }
             }
         }

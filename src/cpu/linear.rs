@@ -160,13 +160,38 @@ pub fn linear_half(
     })
 }
 
-/// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k): the activations rounded to bf16 and
-/// multiplied on AMX tiles (many rows) or by AVX512-BF16 dot products (decode's few rows),
-/// sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
+/// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k, in rows or packed as tiles): the
+/// activations rounded to bf16 and multiplied on AMX tiles (many rows) or by AVX512-BF16 dot
+/// products (decode's few rows), sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
 /// CPUs without AMX-BF16 (`cpu_ops` refuses the option there before any product runs).
+/// A bf16 weight as the bf16 products (`amx::linear`, `amx::matvec`) read it.
+#[derive(Clone, Copy)]
+pub enum Bf16Weight<'a> {
+    /// n×k bits, row-major: each product packs the columns it takes.
+    Rows(&'a [u16]),
+    /// Packed once at load (`amx::pack_weight`; `crate::tensor::tile_index` is the layout).
+    Tiles(&'a [u16]),
+}
+
+impl Bf16Weight<'_> {
+    /// The values the weight holds (padding included), for the size checks.
+    pub(crate) fn len(&self, (n, k): (usize, usize)) -> usize {
+        match self {
+            Bf16Weight::Rows(w) => w.len(),
+            Bf16Weight::Tiles(t) => {
+                assert!(
+                    t.len() >= crate::tensor::tiled_len(n, k),
+                    "a tiled weight cut short"
+                );
+                n * k
+            }
+        }
+    }
+}
+
 pub fn linear_bf16_activations(
     x: &[f32],
-    w: &[u16],
+    w: Bf16Weight,
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
 ) -> crate::error::Result<Vec<f32>> {
@@ -291,11 +316,12 @@ pub(crate) fn matvec_chunks(
     {
         use rayon::prelude::*;
         // A few tasks per thread: balanced, without a hand-off per handful of rows; whole
-        // groups of 8 rows (the CPU's interleaved block layout, `BlockRows::interleave`).
+        // groups of 16 rows (so of the 8 of the CPU's interleaved block layout,
+        // `BlockRows::interleave`, and the 16 of a tiled bf16 weight's tiles, `tile_index`).
         let per_task = n
             .div_ceil(4 * rayon::current_num_threads())
             .max(MATVEC_ROWS_PER_TASK)
-            .next_multiple_of(crate::tensor::INTERLEAVE_ROWS);
+            .next_multiple_of(16);
         yt.par_chunks_mut(per_task * m)
             .enumerate()
             .for_each(|(t, ys)| fill(t * per_task, ys));

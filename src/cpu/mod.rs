@@ -13,6 +13,8 @@ pub mod blocks;
 pub mod elementwise;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod huge_pages;
 pub mod kv_attention;
 pub mod linear;
 pub mod norm;

@@ -12,6 +12,7 @@ use crate::tensor::{BlockRows, Half, Tensor};
 use crate::timing::StageClock;
 #[cfg(not(target_arch = "wasm32"))]
 use cpu::blocks::{for_products, linear_blocks, table_row};
+use cpu::linear::Bf16Weight;
 
 /// True when the block kernels read every run of a block weight.
 #[cfg(not(target_arch = "wasm32"))]
@@ -64,6 +65,9 @@ pub struct CpuOps {
     /// How products over bf16 weights treat the activations: f32 (exact, the default) or
     /// rounded to bf16 (AMX tiles, AVX512-BF16 dot products).
     pub products: Products,
+    /// Whether model weights are put on 2 MiB pages as they are uploaded
+    /// (`cpu::huge_pages`).
+    pub huge_pages: bool,
 }
 
 impl CpuOps {
@@ -105,6 +109,73 @@ impl CpuOps {
         self.products == Products::Bf16 && q_len >= min && kv_len >= min && cpu::amx::available()
     }
 
+    /// A model weight in the form its products read (`upload_weight`): kept, converted to the
+    /// storage chosen, quantized, interleaved or tiled.
+    fn place_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
+        let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
+        // ggml blocks (a GGUF file's) of the types the block kernels read stay as they are,
+        // whatever the storage (as on the GPU); other types are widened.
+        if read_by_rows && t.block_rows().is_some_and(keeps_blocks) {
+            return for_products(two_d(t)?, self.block_activations);
+        }
+        // 16-bit weights of the kind kept stay as read (a bf16 checkpoint under bf16 storage).
+        let kept = match self.weight_storage {
+            WeightStorage::Bf16 => Some(Half::Bf16),
+            WeightStorage::F16 => Some(Half::F16),
+            _ => None,
+        };
+        if read_by_rows && kept.is_some() && t.half_data().map(|(k, _)| k) == kept {
+            return self.tiled_for_products(two_d(t)?, role);
+        }
+        let t = two_d(t.widened()?)?;
+        match (self.weight_storage, read_by_rows) {
+            (WeightStorage::F32, _) | (_, false) => Ok(t),
+            (WeightStorage::Bf16, _) => {
+                self.tiled_for_products(Tensor::bf16(t.shape().to_vec(), t.data())?, role)
+            }
+            (WeightStorage::F16, _) => Tensor::half(Half::F16, t.shape().to_vec(), t.data()),
+            (s, true) if s.is_blocks() => {
+                let ty = match role {
+                    Role::Table => s.table_block_type(t.cols()),
+                    _ => s.block_type(t.cols()),
+                };
+                match ty {
+                    Some(ty) => {
+                        let bytes = crate::quant::quantize(ty, t.data())?;
+                        let rows = t.rows();
+                        let t = Tensor::blocks(
+                            t.shape().to_vec(),
+                            vec![BlockRows::new(ty, rows, bytes)],
+                        )?;
+                        for_products(t, self.block_activations)
+                    }
+                    // No block fits the rows (e.g. a 588-wide patch embedding): bf16.
+                    None => Tensor::bf16(t.shape().to_vec(), t.data()),
+                }
+            }
+            (_, true) => unreachable!("every storage is handled above"),
+        }
+    }
+
+    /// A bf16 linear weight packed once as AMX tiles (`cpu::amx::pack_weight`) when the
+    /// products run on tiles (`Products::Bf16`), so no product packs it again; tables (read
+    /// by rows, and as a tied `lm_head` by decode's few rows) and other modes keep rows.
+    fn tiled_for_products(&self, t: Tensor, role: Role) -> Result<Tensor> {
+        #[cfg(target_arch = "x86_64")]
+        if self.products == Products::Bf16
+            && matches!(role, Role::LinearWeight)
+            && cpu::amx::available()
+        {
+            if let Some((Half::Bf16, bits)) = t.half_data() {
+                // SAFETY: AMX available (checked); bits hold rows × cols values.
+                let tiles = unsafe { cpu::amx::pack_weight(bits, (t.rows(), t.cols())) };
+                return Tensor::bf16_tiled(t.shape().to_vec(), tiles);
+            }
+        }
+        let _ = role;
+        Ok(t)
+    }
+
     /// Attention (`cpu::attention`'s semantics) into `out`: on AMX tiles over bf16-rounded
     /// operands where [`Self::attention_on_tiles`], else the exact f32 path.
     fn attend(&self, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
@@ -132,7 +203,16 @@ impl Ops for CpuOps {
         let bias = b.map(Tensor::data);
         let y = match (w.half_data(), w.block_rows()) {
             (Some((Half::Bf16, w)), _) if self.products == Products::Bf16 => {
-                cpu::linear::linear_bf16_activations(x.data(), w, bias, (m, n, k))?
+                cpu::linear::linear_bf16_activations(
+                    x.data(),
+                    Bf16Weight::Rows(w),
+                    bias,
+                    (m, n, k),
+                )?
+            }
+            _ if w.bf16_tiles().is_some() => {
+                let tiles = Bf16Weight::Tiles(w.bf16_tiles().unwrap_or_default());
+                cpu::linear::linear_bf16_activations(x.data(), tiles, bias, (m, n, k))?
             }
             (Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
             (_, Some(parts)) => {
@@ -371,47 +451,14 @@ impl VlmOps for CpuOps {
     }
 
     fn upload_weight(&mut self, t: Tensor, role: Role) -> Result<Tensor> {
-        let read_by_rows = matches!(role, Role::LinearWeight | Role::Table);
-        // ggml blocks (a GGUF file's) of the types the block kernels read stay as they are,
-        // whatever the storage (as on the GPU); other types are widened.
-        if read_by_rows && t.block_rows().is_some_and(keeps_blocks) {
-            return for_products(two_d(t)?, self.block_activations);
-        }
-        // 16-bit weights of the kind kept stay as read (a bf16 checkpoint under bf16 storage).
-        let kept = match self.weight_storage {
-            WeightStorage::Bf16 => Some(Half::Bf16),
-            WeightStorage::F16 => Some(Half::F16),
-            _ => None,
-        };
-        if read_by_rows && kept.is_some() && t.half_data().map(|(k, _)| k) == kept {
-            return two_d(t);
-        }
-        let t = two_d(t.widened()?)?;
-        match (self.weight_storage, read_by_rows) {
-            (WeightStorage::F32, _) | (_, false) => Ok(t),
-            (WeightStorage::Bf16, _) => Tensor::bf16(t.shape().to_vec(), t.data()),
-            (WeightStorage::F16, _) => Tensor::half(Half::F16, t.shape().to_vec(), t.data()),
-            (s, true) if s.is_blocks() => {
-                let ty = match role {
-                    Role::Table => s.table_block_type(t.cols()),
-                    _ => s.block_type(t.cols()),
-                };
-                match ty {
-                    Some(ty) => {
-                        let bytes = crate::quant::quantize(ty, t.data())?;
-                        let rows = t.rows();
-                        let t = Tensor::blocks(
-                            t.shape().to_vec(),
-                            vec![BlockRows::new(ty, rows, bytes)],
-                        )?;
-                        for_products(t, self.block_activations)
-                    }
-                    // No block fits the rows (e.g. a 588-wide patch embedding): bf16.
-                    None => Tensor::bf16(t.shape().to_vec(), t.data()),
-                }
+        let t = self.place_weight(t, role)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.huge_pages {
+            for bytes in t.storage() {
+                cpu::huge_pages::back(bytes);
             }
-            (_, true) => unreachable!("every storage is handled above"),
         }
+        Ok(t)
     }
 
     async fn read_back(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -424,6 +471,7 @@ impl VlmOps for CpuOps {
 
     fn gather_rows(&mut self, x: &Tensor, ids: &[u32]) -> Result<Tensor> {
         let (rows, cols) = (x.rows(), x.cols());
+        let x = x.untiled(); // tables are not tiled (`tiled_for_products`); in case one is
         let mut data = Vec::with_capacity(ids.len() * cols);
         for &id in ids {
             if id as usize >= rows {

@@ -63,14 +63,17 @@ impl Scheduler {
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("linvt-model".into())
-            .spawn(move || match load() {
-                Ok(model) => {
-                    let _ = ready_tx.send(Ok(()));
-                    run(model, rx, parallel.max(1), &m);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
+            // The model's work runs on a worker of the CPU executor's pool (`on_pool`).
+            .spawn(move || {
+                crate::cpu::threads::on_pool(move || match load() {
+                    Ok(model) => {
+                        let _ = ready_tx.send(Ok(()));
+                        run(model, rx, parallel.max(1), &m);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })
             })
             .map_err(|e| crate::error::Error::Gpu(format!("cannot start the model thread: {e}")))?;
         ready_rx.recv().map_err(|_| {

@@ -90,6 +90,10 @@ pub struct DecoderBenchOptions {
     pub layers: Option<usize>,
     /// On the CPU: how bf16 weights are multiplied (f32 activations, or rounded to bf16).
     pub products: crate::ops::Products,
+    /// On the CPU: put the weights on 2 MiB pages as they are loaded (Linux), so decoding
+    /// streams them without a page walk every 4 KiB: ~1.3× the int8 decode rate on the machine
+    /// it was measured on, for ~1–2 s more load time per GB there (`docs/design.md`).
+    pub huge_pages: bool,
 }
 
 impl Default for DecoderBenchOptions {
@@ -102,6 +106,7 @@ impl Default for DecoderBenchOptions {
             weight_storage: WeightStorage::F32,
             layers: None,
             products: crate::ops::Products::F32,
+            huge_pages: false,
         }
     }
 }
@@ -370,6 +375,7 @@ pub fn run_cpu(
     let storage = opts.weight_storage;
     ops.weight_storage = storage;
     ops.set_products(opts.products)?;
+    ops.huge_pages = opts.huge_pages;
     progress(&format!("building {name} with seeded weights"));
     let t = Instant::now();
     let (p, parameters) = seeded_params(&mut ops, &c, opts.seed)?;

@@ -50,6 +50,8 @@ pub struct BenchModelOptions {
     pub cpu_weights: WeightChoice,
     /// How the CPU multiplies bf16 weights (f32, or the activations rounded to bf16).
     pub cpu_products: crate::ops::Products,
+    /// The CPU's weights on 2 MiB pages (`LoadOptions::cpu_huge_pages`).
+    pub cpu_huge_pages: bool,
 }
 
 impl Default for BenchModelOptions {
@@ -62,6 +64,7 @@ impl Default for BenchModelOptions {
             linvt: LinvtChoice::Auto,
             cpu_weights: WeightChoice::Auto,
             cpu_products: crate::ops::Products::F32,
+            cpu_huge_pages: false,
         }
     }
 }
@@ -455,6 +458,7 @@ fn run_cpu(dir: &Path, opts: &BenchModelOptions) -> Result<ModelBench> {
             linvt: opts.linvt.clone(),
             cpu_weights: opts.cpu_weights,
             cpu_products: opts.cpu_products,
+            cpu_huge_pages: opts.cpu_huge_pages,
             ..LoadOptions::new(Device::Cpu)
         },
     )?;

@@ -57,6 +57,10 @@ pub struct LoadOptions {
     /// How the CPU multiplies activations by bf16 weights: f32 (exact) or rounded to bf16
     /// (AMX tiles, AVX512-BF16 dot products).
     pub cpu_products: Products,
+    /// On the CPU: put the weights on 2 MiB pages as they are loaded (Linux), so decoding
+    /// streams them without a page walk every 4 KiB: ~1.3× the int8 decode rate on the machine
+    /// it was measured on, for ~1–2 s more load time per GB there (`docs/design.md`).
+    pub cpu_huge_pages: bool,
     pub linvt: LinvtChoice,
     /// A PEFT LoRA adapter directory merged into the weights at load.
     pub lora: Option<PathBuf>,
@@ -76,6 +80,7 @@ impl LoadOptions {
             cpu_weights: WeightChoice::Auto,
             cpu_activations: Activations::Int8,
             cpu_products: Products::F32,
+            cpu_huge_pages: false,
             linvt: LinvtChoice::Auto,
             lora: None,
             binding_limit: None,
@@ -317,6 +322,7 @@ pub fn cpu_ops(dir: &Path, opts: &LoadOptions) -> Result<CpuOps> {
         false => opts.cpu_weights.resolve(&store),
     };
     ops.set_products(opts.cpu_products)?;
+    ops.huge_pages = opts.cpu_huge_pages;
     Ok(ops)
 }
 
