@@ -175,6 +175,7 @@ pub enum Bf16Weight<'a> {
 
 impl Bf16Weight<'_> {
     /// The values the weight holds (padding included), for the size checks.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn len(&self, (n, k): (usize, usize)) -> usize {
         match self {
             Bf16Weight::Rows(w) => w.len(),
