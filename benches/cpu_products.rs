@@ -124,7 +124,7 @@ fn prefill_products(c: &mut Criterion) {
         if linvt::cpu::amx::available() {
             // SAFETY: AMX available (checked); wb holds n×k values.
             let tiles = unsafe { linvt::cpu::amx::pack_weight(&wb, (n, k)) };
-            let w = Bf16Weight::Tiles(&tiles);
+            let w = Bf16Weight::Tiles(bytemuck::cast_slice(&tiles));
             g.bench_function("bf16 activations (AMX, packed at load)", |b| {
                 b.iter(|| linear_bf16_activations(&x, w, None, (M, n, k)).unwrap())
             });

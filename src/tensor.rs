@@ -118,6 +118,17 @@ pub fn permute_groups(ty: GgmlType, bytes: &[u8], cols: usize, into: bool) -> Ve
     out
 }
 
+/// 64 bytes on a 64-byte boundary: one cache line, 32 bf16 (an AMX tile row). Tiles are held
+/// in these so no tile row straddles two lines (a load of each row would then touch two).
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct CacheLine(pub [u16; 32]);
+
+/// Zeroed cache lines holding at least `values` 16-bit values.
+pub fn cache_lines(values: usize) -> Vec<CacheLine> {
+    vec![CacheLine([0; 32]); values.div_ceil(32)]
+}
+
 /// Values a bf16 weight of n rows × k columns takes in the AMX tile layout ([`tile_index`]):
 /// rows padded to 32, columns to 32.
 pub fn tiled_len(n: usize, k: usize) -> usize {
@@ -187,7 +198,7 @@ pub struct Tensor {
     /// A bf16 weight's bits in the AMX tile layout ([`tile_index`]) that `--cpu-products bf16`
     /// multiplies; `data` is then empty. Only `linear` reads it as it is; everything else sees
     /// it back in rows ([`Tensor::untiled`]).
-    tiles: Option<Vec<u16>>,
+    tiles: Option<Vec<CacheLine>>,
 }
 
 /// An error unless `shape` holds exactly `given` values.
@@ -422,17 +433,17 @@ impl Tensor {
     }
     /// A bf16 weight of `shape` (n×k) in the AMX tile layout: `bits` as
     /// `cpu::amx::pack_weight` packs them ([`tiled_len`] values).
-    pub fn bf16_tiled(shape: Vec<usize>, bits: Vec<u16>) -> Result<Self> {
+    pub fn bf16_tiled(shape: Vec<usize>, bits: Vec<CacheLine>) -> Result<Self> {
         let [n, k] = shape[..] else {
             return Err(Error::input(format!(
                 "a tiled weight must be 2-D, not {shape:?}"
             )));
         };
-        if bits.len() != tiled_len(n, k) {
+        if 32 * bits.len() != tiled_len(n, k) {
             return Err(Error::input(format!(
                 "a tiled {shape:?} weight takes {} values, not {}",
                 tiled_len(n, k),
-                bits.len()
+                32 * bits.len()
             )));
         }
         Ok(Tensor {
@@ -446,12 +457,12 @@ impl Tensor {
 
     /// The bits of a bf16 weight in the AMX tile layout ([`tile_index`]); None otherwise.
     pub fn bf16_tiles(&self) -> Option<&[u16]> {
-        self.tiles.as_deref()
+        self.tiles.as_deref().map(bytemuck::cast_slice)
     }
 
     /// A tiled weight as a bf16 weight in rows (the same values); any other tensor as it is.
     pub fn untiled(&self) -> std::borrow::Cow<'_, Tensor> {
-        let Some(tiles) = &self.tiles else {
+        let Some(tiles) = self.bf16_tiles() else {
             return std::borrow::Cow::Borrowed(self);
         };
         let (n, k) = (self.rows(), self.cols());
@@ -490,7 +501,8 @@ impl Tensor {
     /// The memory the values are held in, as bytes (one slice, or one per run of blocks).
     pub fn storage(&self) -> Vec<&[u8]> {
         match (&self.tiles, &self.half, &self.blocks) {
-            (Some(t), _, _) | (_, Some((_, t)), _) => vec![bytemuck::cast_slice(t)],
+            (Some(t), _, _) => vec![bytemuck::cast_slice(t)],
+            (_, Some((_, t)), _) => vec![bytemuck::cast_slice(t)],
             (_, _, Some(parts)) => parts.iter().map(|p| p.bytes.as_slice()).collect(),
             _ => vec![bytemuck::cast_slice(&self.data)],
         }
@@ -499,7 +511,7 @@ impl Tensor {
     /// Bytes the values take as held: 4 per f32, 2 per bf16/f16, a block weight's bytes.
     pub fn stored_bytes(&self) -> usize {
         if let Some(tiles) = &self.tiles {
-            return 2 * tiles.len();
+            return 64 * tiles.len();
         }
         match (&self.half, &self.blocks) {
             (Some((_, bits)), _) => 2 * bits.len(),

@@ -19,6 +19,7 @@
 use super::gemm::{transpose16, Tasks};
 use super::linear::Bf16Weight;
 use super::threads::OutPtr;
+use crate::tensor::{cache_lines, CacheLine};
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -115,7 +116,7 @@ pub(super) unsafe fn with_tiles<R>(work: impl FnOnce() -> R) -> R {
 ///
 /// # Safety
 /// [`available`] must have returned true; w holds n×k values.
-pub unsafe fn pack_weight(w: &[u16], (n, k): (usize, usize)) -> Vec<u16> {
+pub unsafe fn pack_weight(w: &[u16], (n, k): (usize, usize)) -> Vec<CacheLine> {
     use rayon::prelude::*;
     assert!(
         w.len() >= n * k,
@@ -123,15 +124,14 @@ pub unsafe fn pack_weight(w: &[u16], (n, k): (usize, usize)) -> Vec<u16> {
         w.len()
     );
     let k_pad = k.next_multiple_of(TK).max(TK);
-    let mut bits = vec![0u16; crate::tensor::tiled_len(n, k)];
+    let mut bits = cache_lines(crate::tensor::tiled_len(n, k));
     // Each NC columns' tiles are one contiguous stretch (NC is a multiple of 32).
-    bits.par_chunks_mut(NC * k_pad)
+    bits.par_chunks_mut(NC * k_pad / 32)
         .enumerate()
         .for_each(|(c, out)| {
             let j0 = c * NC;
             // SAFETY: AVX-512F/BW (`available`); columns j0.. of W are in bounds (asserted).
             let tiles = unsafe { pack_vnni(w, k, j0, NC.min(n - j0), k_pad) };
-            let tiles: &[u16] = bytemuck::cast_slice(&tiles);
             out.copy_from_slice(&tiles[..out.len()]);
         });
     bits
@@ -175,11 +175,19 @@ pub(crate) unsafe fn linear(
             let tiles = match w {
                 Bf16Weight::Rows(w) => {
                     packed = pack_vnni(w, k, j0, cols, k_pad);
-                    packed.as_ptr()
+                    packed.as_ptr() as *const u32
                 }
                 Bf16Weight::Tiles(t) => t.as_ptr().add(j0 * k_pad) as *const u32,
             };
-            block(&xb, k_pad, tiles, rows, (j0, cols, n), b, out.0);
+            block(
+                bytemuck::cast_slice(&xb),
+                k_pad,
+                tiles,
+                rows,
+                (j0, cols, n),
+                b,
+                out.0,
+            );
         }
     });
     // SAFETY: the tasks cover every row < m and column < n (`Tasks`), and `block` writes each.
@@ -333,12 +341,13 @@ pub(super) unsafe fn round_chunks(x: &[f32], mul: f32, mut store: impl FnMut(usi
 /// X rounded to bf16 (nearest, ties to even: `vcvtneps2bf16`) as A tiles: rows in groups of
 /// 16, each group's depths in tiles of 32, a tile's 16 rows × 32 values contiguous (1 KiB), so
 /// a tile load reads one contiguous KiB; m_pad rows, k_pad depths, zeros past m and k.
-fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize)) -> Vec<u16> {
+fn round_rows(x: &[f32], (m, k): (usize, usize), (m_pad, k_pad): (usize, usize)) -> Vec<CacheLine> {
     use rayon::prelude::*;
-    let mut xb = vec![0u16; m_pad * k_pad];
-    xb.par_chunks_mut(16 * k_pad)
+    let mut xb = cache_lines(m_pad * k_pad);
+    xb.par_chunks_mut(16 * k_pad / 32)
         .enumerate()
         .for_each(|(g, group)| {
+            let group: &mut [u16] = bytemuck::cast_slice_mut(group);
             for r in 0..16.min(m.saturating_sub(16 * g)) {
                 let i = 16 * g + r;
                 // SAFETY: AVX-512F/BF16 (checked by `available` before `linear` runs); row i
@@ -361,7 +370,7 @@ pub(super) unsafe fn round_row(x: &[f32], mul: f32, group: &mut [u16], r: usize)
 
 /// W's columns j0..j0+cols (rows of W) as VNNI tiles ([`pack_tiles`]).
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_vnni(w: &[u16], k: usize, j0: usize, cols: usize, k_pad: usize) -> Vec<u32> {
+unsafe fn pack_vnni(w: &[u16], k: usize, j0: usize, cols: usize, k_pad: usize) -> Vec<CacheLine> {
     pack_tiles(cols, k_pad, |c, k0| {
         let live = k.saturating_sub(k0).min(TK);
         let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
@@ -384,17 +393,17 @@ pub(super) unsafe fn pack_tiles(
     cols: usize,
     k_pad: usize,
     depths: impl Fn(usize, usize) -> __m512i,
-) -> Vec<u32> {
+) -> Vec<CacheLine> {
     let groups = cols.next_multiple_of(32) / 16;
     let kbs = k_pad / TK;
-    let mut tiles = vec![0u32; groups * kbs * 256];
+    let mut tiles = cache_lines(groups * kbs * 512);
     for jt in 0..groups {
         for kb in 0..kbs {
             let regs: [__m512; 16] = std::array::from_fn(|c| match 16 * jt + c < cols {
                 true => _mm512_castsi512_ps(depths(16 * jt + c, kb * TK)),
                 false => _mm512_setzero_ps(),
             });
-            let tile = tiles.as_mut_ptr().add((jt * kbs + kb) * 256);
+            let tile = (tiles.as_mut_ptr() as *mut u32).add((jt * kbs + kb) * 256);
             for (r, v) in transpose16(regs).into_iter().enumerate() {
                 _mm512_storeu_ps(tile.add(16 * r) as *mut f32, v);
             }
@@ -596,7 +605,7 @@ mod tests {
             }
             // SAFETY: AMX available (checked); w holds n×k values.
             let got = unsafe { pack_weight(&w, (n, k)) };
-            assert_eq!(got, want, "{n}×{k}");
+            assert_eq!(bytemuck::cast_slice::<_, u16>(&got), &want[..], "{n}×{k}");
             let t = crate::tensor::Tensor::bf16_tiled(vec![n, k], got).unwrap();
             assert_eq!(
                 t.untiled().half_data().unwrap().1,
@@ -643,9 +652,10 @@ mod tests {
                 .collect();
             // SAFETY: AMX available (checked); w holds n×k values.
             let tiles = unsafe { pack_weight(&w, (n, k)) };
+            let tiles: &[u16] = bytemuck::cast_slice(&tiles);
             for (bias, w) in [None, Some(b.as_slice())]
                 .into_iter()
-                .flat_map(|b| [(b, Bf16Weight::Rows(&w)), (b, Bf16Weight::Tiles(&tiles))])
+                .flat_map(|b| [(b, Bf16Weight::Rows(&w)), (b, Bf16Weight::Tiles(tiles))])
             {
                 let want = linear_reference(&xr, &wide, bias, m, n, k);
                 // SAFETY: AMX available (checked); sizes as the shapes say.

@@ -14,6 +14,7 @@ use super::amx::{pack_tiles, panel, round_row, with_tiles, Acc, TK};
 use super::kv_attention::KvGeometry;
 use super::threads::OutPtr;
 use crate::ops::{AttnGeometry, Operand};
+use crate::tensor::{cache_lines, CacheLine};
 use std::arch::x86_64::*;
 
 /// Queries per step: two groups of 16 tile rows.
@@ -122,8 +123,9 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
     let values = pack_pairs(v, at.v, (kl, hd), kl_pad);
     // Tile-row layout (`amx::round_rows`): slots never written (depths past hd, keys past
     // those a step sees) stay 0; keys seen only grow from step to step.
-    let mut qa = vec![0u16; QB * hd_pad];
-    let mut p = vec![0u16; QB * kl_pad];
+    let (mut qa, mut p) = (cache_lines(QB * hd_pad), cache_lines(QB * kl_pad));
+    let qa: &mut [u16] = bytemuck::cast_slice_mut(&mut qa);
+    let p: &mut [u16] = bytemuck::cast_slice_mut(&mut p);
     let mut s = vec![0f32; QB * kl_pad];
     let mut o = vec![0f32; QB * hd_pad];
     with_tiles(|| {
@@ -141,7 +143,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
             panel(
                 (qa.as_ptr(), hd_pad),
                 0..hd_pad / TK,
-                (keys.as_ptr(), s_groups),
+                (keys.as_ptr() as *const u32, s_groups),
                 Acc::Zero,
                 (s.as_mut_ptr(), kl_pad),
             );
@@ -156,7 +158,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
             panel(
                 (p.as_ptr(), kl_pad),
                 0..step_keys / TK,
-                (values.as_ptr(), o_groups),
+                (values.as_ptr() as *const u32, o_groups),
                 Acc::Zero,
                 (o.as_mut_ptr(), hd_pad),
             );
@@ -188,10 +190,10 @@ unsafe fn pack_pairs(
     (base, stride): (usize, usize),
     (kl, hd): (usize, usize),
     kl_pad: usize,
-) -> Vec<u32> {
+) -> Vec<CacheLine> {
     let groups = hd.next_multiple_of(TK) / 16;
     let kbs = kl_pad / TK;
-    let mut tiles = vec![0u32; groups * kbs * 256];
+    let mut tiles = cache_lines(groups * kbs * 512);
     // Dimensions d0.. of key j, rounded, widened to the low half of u32 lanes (0 past the row).
     let half = |j: usize, d0: usize| -> __m512i {
         if j >= kl {
@@ -209,7 +211,7 @@ unsafe fn pack_pairs(
             continue;
         }
         for kb in 0..kbs {
-            let tile = tiles.as_mut_ptr().add((jt * kbs + kb) * 256);
+            let tile = (tiles.as_mut_ptr() as *mut u32).add((jt * kbs + kb) * 256);
             for r in 0..16 {
                 let j = kb * TK + 2 * r;
                 let pair = _mm512_or_si512(half(j, d0), _mm512_slli_epi32(half(j + 1, d0), 16));
