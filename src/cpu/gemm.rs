@@ -18,7 +18,7 @@
 
 use super::linear::Strided;
 use super::threads::OutPtr;
-use crate::tensor::Half;
+use crate::tensor::{cache_lines, Half};
 use std::arch::x86_64::*;
 
 /// Rows of A per tile.
@@ -191,14 +191,18 @@ pub(crate) unsafe fn product(
         }
         return;
     }
-    let mut b_pack = vec![0.0f32; KC.min(k) * NC.min(n).next_multiple_of(NR)];
-    let mut a_pack = vec![0.0f32; KC.min(k) * MC.min(m).next_multiple_of(MR)];
+    // On cache-line boundaries, so no 64-byte load of a packed row straddles two lines.
+    let b_len = KC.min(k) * NC.min(n).next_multiple_of(NR);
+    let a_len = KC.min(k) * MC.min(m).next_multiple_of(MR);
+    let (mut b_lines, mut a_lines) = (cache_lines(2 * b_len), cache_lines(2 * a_len));
+    let b_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut b_lines)[..b_len];
+    let a_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut a_lines)[..a_len];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let load_c = accumulate || k0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
-            pack_b(rhs, k0, kc, j0, nc, &mut b_pack);
+            pack_b(rhs, k0, kc, j0, nc, b_pack);
             for i0 in (0..m).step_by(MC) {
                 let mc = MC.min(m - i0);
                 let tiles = mc.div_ceil(MR);
