@@ -435,7 +435,10 @@ unsafe fn block(
     let groups = cols.div_ceil(32) * 2;
     with_tiles(|| {
         for i in rows.step_by(32) {
-            let whole = i + 32 <= m && cols % 32 == 0;
+            // Straight into Y only where its rows start on cache lines (n is a multiple of 32
+            // there, so all do when the first does): a tile row stored across two lines was
+            // ~10 % slower than the scratch block's copy.
+            let whole = i + 32 <= m && cols % 32 == 0 && (y as usize) % 64 == 0;
             // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles =
             // 16 KiB) stays in L1 while every column pair passes it, so only B streams from L2;
             // the four accumulators go back to `c` between chunks (Y's rows are n apart, often

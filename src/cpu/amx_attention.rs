@@ -126,8 +126,10 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
     let (mut qa, mut p) = (cache_lines(QB * hd_pad), cache_lines(QB * kl_pad));
     let qa: &mut [u16] = bytemuck::cast_slice_mut(&mut qa);
     let p: &mut [u16] = bytemuck::cast_slice_mut(&mut p);
-    let mut s = vec![0f32; QB * kl_pad];
-    let mut o = vec![0f32; QB * hd_pad];
+    // The products' sums too: tile rows stored whole into cache lines.
+    let (mut s, mut o) = (cache_lines(2 * QB * kl_pad), cache_lines(2 * QB * hd_pad));
+    let s: &mut [f32] = bytemuck::cast_slice_mut(&mut s);
+    let o: &mut [f32] = bytemuck::cast_slice_mut(&mut o);
     with_tiles(|| {
         for i0 in (0..ql).step_by(QB) {
             let rows = QB.min(ql - i0);
