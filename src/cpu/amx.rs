@@ -150,17 +150,41 @@ pub(crate) unsafe fn linear(
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
     super::linear::check_sizes(x, w.len((n, k)), b, m, n, k);
-    if m == 0 || n == 0 {
-        return vec![0.0; m * n];
-    }
     // Every element is written once, by its block (sums + bias), never read before: no zeros
     // first (a serial pass over up to tens of MiB), the length set once the tasks are done.
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    linear_into(x, w, b, (m, n, k), y.as_mut_ptr());
+    // SAFETY: `linear_into` wrote every element.
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// [`linear`] into `y`, which holds m×n values (written, never read).
+///
+/// # Safety
+/// As [`linear`]; y is valid for m×n writes.
+unsafe fn linear_into(
+    x: &[f32],
+    w: Bf16Weight,
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+    y: *mut f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // The bias to whole 32-column groups (a block starts from 16·groups of it).
+    let b_pad: Option<Vec<f32>> = b.map(|b| {
+        let mut p = b[..n].to_vec();
+        p.resize(n.next_multiple_of(32), 0.0);
+        p
+    });
+    let b = b_pad.as_deref();
     let k_pad = k.next_multiple_of(TK).max(TK);
     let m_pad = m.next_multiple_of(32);
     let xb = round_rows(x, (m, k), (m_pad, k_pad));
     let tasks = Tasks::new((m_pad, n), NC, 32);
-    let out = OutPtr(y.as_mut_ptr());
+    let out = OutPtr(y);
     tasks.run(move |task| {
         let out = out;
         let (cj, i0) = tasks.at(task);
@@ -190,9 +214,7 @@ pub(crate) unsafe fn linear(
             );
         }
     });
-    // SAFETY: the tasks cover every row < m and column < n (`Tasks`), and `block` writes each.
-    unsafe { y.set_len(m * n) };
-    y
+    // The tasks cover every row < m and column < n (`Tasks`), and `block` writes each.
 }
 
 /// Y (m×n) = bf16(X) (m×k) · Wᵀ + b for a few rows of X: each row rounded to bf16 once, then
@@ -413,10 +435,10 @@ pub(super) unsafe fn pack_tiles(
 }
 
 /// Y's rows `rows.0` (padded; those ≥ `rows.1` = m are not written) × columns j0..j0+cols
-/// = the activations' rows · the packed columns + b, 32 rows at a time. Where all 32 rows and
-/// every column are Y's, the accumulators start from b and the last depth chunk stores them
-/// straight into Y; an edge block's sums go through a scratch block and only its valid rows
-/// and columns are written (b added there: reading 16 of b at a time could pass its end).
+/// = b + the activations' rows · the packed columns, 32 rows at a time (b padded to whole
+/// 32-column groups: the accumulators start from it). Where all 32 rows and every column are
+/// Y's and Y's rows start on cache lines, the last depth chunk stores them straight into Y;
+/// otherwise through a scratch block, of which only the valid rows and columns are written.
 #[target_feature(enable = "avx512f")]
 unsafe fn block(
     xb: &[u16],
@@ -439,6 +461,8 @@ unsafe fn block(
             // there, so all do when the first does): a tile row stored across two lines was
             // ~10 % slower than the scratch block's copy.
             let whole = i + 32 <= m && cols % 32 == 0 && (y as usize) % 64 == 0;
+            // Every block starts from the bias (padded to whole column groups), whichever way
+            // its sums go out, so Y's bits never depend on where Y was allocated.
             // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles =
             // 16 KiB) stays in L1 while every column pair passes it, so only B streams from L2;
             // the four accumulators go back to `c` between chunks (Y's rows are n apart, often
@@ -447,8 +471,8 @@ unsafe fn block(
                 let a = xb.as_ptr().add(i * k_pad);
                 let depth = kc0..(kc0 + KCH).min(kbs);
                 let from = match (kc0, bias) {
-                    (0, Some(b)) if whole => Acc::Broadcast(b.as_ptr().add(j0)),
-                    (0, _) => Acc::Zero,
+                    (0, Some(b)) => Acc::Broadcast(b.as_ptr().add(j0)),
+                    (0, None) => Acc::Zero,
                     _ => Acc::Load(c.0.as_ptr(), NC),
                 };
                 let to = match depth.end == kbs && whole {
@@ -460,23 +484,14 @@ unsafe fn block(
             if whole {
                 continue;
             }
-            // Y = the sums + bias, the block's valid rows and columns.
+            // Y = the sums, the block's valid rows and columns.
             for r in 0..32.min(m.saturating_sub(i)) {
                 let dst = y.add((i + r) * n + j0);
                 let src = c.0.as_ptr().add(r * NC);
                 for c0 in (0..cols).step_by(16) {
-                    // Masked: the lanes past `cols` (maybe past Y's or b's end) are neither
-                    // read nor written.
+                    // Masked: the lanes past `cols` (maybe past Y's end) are not written.
                     let lanes = ((1u32 << (cols - c0).min(16)) - 1) as __mmask16;
-                    let sums = _mm512_load_ps(src.add(c0));
-                    let v = match bias {
-                        Some(b) => _mm512_add_ps(
-                            sums,
-                            _mm512_maskz_loadu_ps(lanes, b.as_ptr().add(j0 + c0)),
-                        ),
-                        None => sums,
-                    };
-                    _mm512_mask_storeu_ps(dst.add(c0), lanes, v);
+                    _mm512_mask_storeu_ps(dst.add(c0), lanes, _mm512_load_ps(src.add(c0)));
                 }
             }
         }
@@ -677,6 +692,19 @@ mod tests {
                         (g - r).abs() <= tol,
                         "{m}×{n}×{k} {layout} element {i}: {g} vs {r}"
                     );
+                }
+                // Y on a cache line (tiles stored straight into it) and off one (through the
+                // scratch block): the same values.
+                if m > crate::cpu::linear::DECODE_ROWS {
+                    let mut lines = cache_lines(2 * (m * n + 16));
+                    let lines: &mut [f32] = bytemuck::cast_slice_mut(&mut lines);
+                    for offset in [0, 4] {
+                        let y = lines[offset..].as_mut_ptr();
+                        // SAFETY: as above; the buffer holds m×n values from `offset`.
+                        unsafe { linear_into(&x, w, bias, (m, n, k), y) };
+                        let at = &lines[offset..offset + m * n];
+                        assert_eq!(at, &got[..], "{m}×{n}×{k} {layout} at {offset}");
+                    }
                 }
             }
         }
