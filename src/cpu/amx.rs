@@ -460,7 +460,7 @@ unsafe fn block(
             // Straight into Y only where its rows start on cache lines (n is a multiple of 32
             // there, so all do when the first does): a tile row stored across two lines was
             // ~10 % slower than the scratch block's copy.
-            let whole = i + 32 <= m && cols % 32 == 0 && (y as usize) % 64 == 0;
+            let whole = i + 32 <= m && cols % 32 == 0 && (y as usize).is_multiple_of(64);
             // Every block starts from the bias (padded to whole column groups), whichever way
             // its sums go out, so Y's bits never depend on where Y was allocated.
             // Depths in chunks of KCH tiles: a chunk of the block's A (32 rows × 8 tiles =
