@@ -558,7 +558,15 @@ impl Tensor {
     /// Rows `start..start + len` of a 2-D view, copied (16-bit stays 16-bit; blocks stay blocks,
     /// the runs they fall in cut to them).
     pub fn rows_slice(&self, start: usize, len: usize) -> Tensor {
-        if self.tiles.is_some() {
+        if let Some(tiles) = &self.tiles {
+            // Whole 32-row groups (a packed q/k/v's thirds) are a stretch of tiles, cut as
+            // they are; other cuts go through rows.
+            let k = self.cols();
+            if start.is_multiple_of(32) && len.is_multiple_of(32) && start + len <= self.rows() {
+                let lines_per_row = k.next_multiple_of(32).max(32) / 32;
+                let cut = tiles[start * lines_per_row..(start + len) * lines_per_row].to_vec();
+                return Tensor::bf16_tiled(vec![len, k], cut).expect("whole tile groups");
+            }
             return self.untiled().rows_slice(start, len);
         }
         let c = self.cols();

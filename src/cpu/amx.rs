@@ -630,6 +630,24 @@ mod tests {
                 &w[..],
                 "{n}×{k} untiled"
             );
+            // Row slices (whole 32-row groups stay tiled; others come back in rows) hold
+            // the rows they cut.
+            for (start, len) in [(0, n), (0, 32.min(n)), (32, 64), (16, 32), (1, 2)] {
+                if start + len > n {
+                    continue;
+                }
+                let cut = t.rows_slice(start, len);
+                let tiled = cut.bf16_tiles().is_some();
+                let whole = start % 32 == 0 && len % 32 == 0;
+                assert_eq!(tiled, whole, "{n}×{k} [{start}, +{len})");
+                let want = &w[start * k..(start + len) * k];
+                let got = cut.untiled();
+                assert_eq!(
+                    got.half_data().unwrap().1,
+                    want,
+                    "{n}×{k} [{start}, +{len})"
+                );
+            }
         }
     }
 
