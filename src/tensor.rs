@@ -129,10 +129,15 @@ pub fn cache_lines(values: usize) -> Vec<CacheLine> {
     vec![CacheLine([0; 32]); values.div_ceil(32)]
 }
 
+/// Depths an AMX tile operand holds for k columns: whole tiles of 32, at least one.
+pub fn tiled_depth(k: usize) -> usize {
+    k.next_multiple_of(32).max(32)
+}
+
 /// Values a bf16 weight of n rows × k columns takes in the AMX tile layout ([`tile_index`]):
-/// rows padded to 32, columns to 32.
+/// rows padded to 32, columns to [`tiled_depth`].
 pub fn tiled_len(n: usize, k: usize) -> usize {
-    n.next_multiple_of(32) * k.next_multiple_of(32).max(32)
+    n.next_multiple_of(32) * tiled_depth(k)
 }
 
 /// Where W[j][d] (row j, column d of a weight with k columns) sits in the AMX tile layout that
@@ -141,7 +146,7 @@ pub fn tiled_len(n: usize, k: usize) -> usize {
 /// 16 tile rows, each one depth pair of the 16 — row j's two values side by side, as AMX's
 /// `tdpbf16ps` and AVX512-BF16's `vdpbf16ps` read them). Padding is zero.
 pub fn tile_index(k: usize, j: usize, d: usize) -> usize {
-    let kbs = k.next_multiple_of(32).max(32) / 32;
+    let kbs = tiled_depth(k) / 32;
     ((j / 16) * kbs + d / 32) * 512 + ((d % 32) / 2) * 32 + (j % 16) * 2 + d % 2
 }
 
@@ -563,7 +568,7 @@ impl Tensor {
             // they are; other cuts go through rows.
             let k = self.cols();
             if start.is_multiple_of(32) && len.is_multiple_of(32) && start + len <= self.rows() {
-                let lines_per_row = k.next_multiple_of(32).max(32) / 32;
+                let lines_per_row = tiled_depth(k) / 32;
                 let cut = tiles[start * lines_per_row..(start + len) * lines_per_row].to_vec();
                 return Tensor::bf16_tiled(vec![len, k], cut).expect("whole tile groups");
             }

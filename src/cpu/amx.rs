@@ -19,7 +19,7 @@
 use super::gemm::{transpose16, Tasks};
 use super::linear::Bf16Weight;
 use super::threads::OutPtr;
-use crate::tensor::{cache_lines, CacheLine};
+use crate::tensor::{cache_lines, tiled_depth, CacheLine};
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -123,16 +123,16 @@ pub unsafe fn pack_weight(w: &[u16], (n, k): (usize, usize)) -> Vec<CacheLine> {
         "a weight of {} values packed as {n}×{k}",
         w.len()
     );
-    let k_pad = k.next_multiple_of(TK).max(TK);
+    let k_pad = tiled_depth(k);
     let mut bits = cache_lines(crate::tensor::tiled_len(n, k));
     // Each NC columns' tiles are one contiguous stretch (NC is a multiple of 32).
     bits.par_chunks_mut(NC * k_pad / 32)
         .enumerate()
         .for_each(|(c, out)| {
             let j0 = c * NC;
-            // SAFETY: AVX-512F/BW (`available`); columns j0.. of W are in bounds (asserted).
-            let tiles = unsafe { pack_vnni(w, k, j0, NC.min(n - j0), k_pad) };
-            out.copy_from_slice(&tiles[..out.len()]);
+            // SAFETY: AVX-512F/BW (`available`); columns j0.. of W are in bounds (asserted),
+            // and `out` holds their tiles.
+            unsafe { pack_vnni(out, w, k, j0, NC.min(n - j0), k_pad) };
         });
     bits
 }
@@ -180,7 +180,7 @@ unsafe fn linear_into(
         p
     });
     let b = b_pad.as_deref();
-    let k_pad = k.next_multiple_of(TK).max(TK);
+    let k_pad = tiled_depth(k);
     let m_pad = m.next_multiple_of(32);
     let xb = round_rows(x, (m, k), (m_pad, k_pad));
     let tasks = Tasks::new((m_pad, n), NC, 32);
@@ -195,10 +195,11 @@ unsafe fn linear_into(
         // activations and its columns of W (in bounds by the sizes asserted above) and
         // writes only Y's rows i0.. × columns j0..j0+cols.
         unsafe {
-            let packed;
+            let mut packed;
             let tiles = match w {
                 Bf16Weight::Rows(w) => {
-                    packed = pack_vnni(w, k, j0, cols, k_pad);
+                    packed = cache_lines(cols.next_multiple_of(32) * k_pad);
+                    pack_vnni(&mut packed, w, k, j0, cols, k_pad);
                     packed.as_ptr() as *const u32
                 }
                 Bf16Weight::Tiles(t) => t.as_ptr().add(j0 * k_pad) as *const u32,
@@ -232,7 +233,7 @@ pub(crate) unsafe fn matvec(
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
     super::linear::check_sizes(x, w.len((n, k)), b, m, n, k);
-    let k_pad = k.next_multiple_of(TK).max(TK);
+    let k_pad = tiled_depth(k);
     let mut xb = vec![0u16; m * k_pad];
     for (i, row) in xb.chunks_mut(k_pad).enumerate() {
         round_into(&x[i * k..(i + 1) * k], row);
@@ -390,10 +391,17 @@ pub(super) unsafe fn round_row(x: &[f32], mul: f32, group: &mut [u16], r: usize)
     })
 }
 
-/// W's columns j0..j0+cols (rows of W) as VNNI tiles ([`pack_tiles`]).
+/// W's columns j0..j0+cols (rows of W) as VNNI tiles, into `tiles` ([`pack_tiles_into`]).
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn pack_vnni(w: &[u16], k: usize, j0: usize, cols: usize, k_pad: usize) -> Vec<CacheLine> {
-    pack_tiles(cols, k_pad, |c, k0| {
+unsafe fn pack_vnni(
+    tiles: &mut [CacheLine],
+    w: &[u16],
+    k: usize,
+    j0: usize,
+    cols: usize,
+    k_pad: usize,
+) {
+    pack_tiles_into(tiles, cols, k_pad, |c, k0| {
         let live = k.saturating_sub(k0).min(TK);
         let mask: __mmask32 = if live == 32 { !0 } else { (1u32 << live) - 1 };
         let p = w.as_ptr().add((j0 + c) * k + k0);
@@ -416,9 +424,26 @@ pub(super) unsafe fn pack_tiles(
     k_pad: usize,
     depths: impl Fn(usize, usize) -> __m512i,
 ) -> Vec<CacheLine> {
+    let mut tiles = cache_lines(cols.next_multiple_of(32) * k_pad);
+    pack_tiles_into(&mut tiles, cols, k_pad, depths);
+    tiles
+}
+
+/// [`pack_tiles`] into `tiles`, which holds cols (padded to 32) × k_pad values; every tile
+/// is written, padding included.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_tiles_into(
+    tiles: &mut [CacheLine],
+    cols: usize,
+    k_pad: usize,
+    depths: impl Fn(usize, usize) -> __m512i,
+) {
     let groups = cols.next_multiple_of(32) / 16;
     let kbs = k_pad / TK;
-    let mut tiles = cache_lines(groups * kbs * 512);
+    assert!(
+        32 * tiles.len() >= groups * kbs * 512,
+        "tiles for {cols}×{k_pad}"
+    );
     for jt in 0..groups {
         for kb in 0..kbs {
             let regs: [__m512; 16] = std::array::from_fn(|c| match 16 * jt + c < cols {
@@ -431,7 +456,6 @@ pub(super) unsafe fn pack_tiles(
             }
         }
     }
-    tiles
 }
 
 /// Y's rows `rows.0` (padded; those ≥ `rows.1` = m are not written) × columns j0..j0+cols
@@ -702,9 +726,10 @@ mod tests {
                     }
                 };
                 let tol = 2e-6 * k as f32 + 1e-6;
-                let layout = matches!(w, Bf16Weight::Tiles(_))
-                    .then_some("tiled")
-                    .unwrap_or("rows");
+                let layout = match w {
+                    Bf16Weight::Rows(_) => "rows",
+                    Bf16Weight::Tiles(_) => "tiled",
+                };
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - r).abs() <= tol,

@@ -160,10 +160,6 @@ pub fn linear_half(
     })
 }
 
-/// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k, in rows or packed as tiles): the
-/// activations rounded to bf16 and multiplied on AMX tiles (many rows) or by AVX512-BF16 dot
-/// products (decode's few rows), sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
-/// CPUs without AMX-BF16 (`cpu_ops` refuses the option there before any product runs).
 /// A bf16 weight as the bf16 products (`amx::linear`, `amx::matvec`) read it.
 #[derive(Clone, Copy)]
 pub enum Bf16Weight<'a> {
@@ -190,6 +186,10 @@ impl Bf16Weight<'_> {
     }
 }
 
+/// Y = bf16(X)·Wᵀ + b with W held as bf16 bits (n×k, in rows or packed as tiles): the
+/// activations rounded to bf16 and multiplied on AMX tiles (many rows) or by AVX512-BF16 dot
+/// products (decode's few rows), sums in f32 (`--cpu-products bf16`; `super::amx`). An error on
+/// CPUs without AMX-BF16 (`cpu_ops` refuses the option there before any product runs).
 pub fn linear_bf16_activations(
     x: &[f32],
     w: Bf16Weight,

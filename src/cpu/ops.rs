@@ -201,21 +201,18 @@ impl Ops for CpuOps {
             )));
         }
         let bias = b.map(Tensor::data);
-        let y = match (w.half_data(), w.block_rows()) {
-            (Some((Half::Bf16, w)), _) if self.products == Products::Bf16 => {
-                cpu::linear::linear_bf16_activations(
-                    x.data(),
-                    Bf16Weight::Rows(w),
-                    bias,
-                    (m, n, k),
-                )?
+        // Tiled weights exist only for the bf16 products (`tiled_for_products`).
+        let bf16_products = match (w.bf16_tiles(), w.half_data()) {
+            (Some(tiles), _) => Some(Bf16Weight::Tiles(tiles)),
+            (_, Some((Half::Bf16, rows))) if self.products == Products::Bf16 => {
+                Some(Bf16Weight::Rows(rows))
             }
-            _ if w.bf16_tiles().is_some() => {
-                let tiles = Bf16Weight::Tiles(w.bf16_tiles().unwrap_or_default());
-                cpu::linear::linear_bf16_activations(x.data(), tiles, bias, (m, n, k))?
-            }
-            (Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
-            (_, Some(parts)) => {
+            _ => None,
+        };
+        let y = match (bf16_products, w.half_data(), w.block_rows()) {
+            (Some(w), ..) => cpu::linear::linear_bf16_activations(x.data(), w, bias, (m, n, k))?,
+            (_, Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
+            (_, _, Some(parts)) => {
                 linear_blocks(x.data(), parts, bias, (m, n, k), self.block_activations)?
             }
             _ => cpu::linear::linear(x.data(), w.data(), bias, m, n, k),
