@@ -385,9 +385,16 @@ mod tests {
         let mut rng = SeededRng::new(11);
         for ty in TYPES {
             let block = ty.block().unwrap().0 as usize;
-            for &(m, n, blocks_per_row) in
-                &[(1, 1, 1), (1, 37, 3), (3, 19, 2), (8, 5, 4), (11, 7, 2)]
-            {
+            // 300 rows: tasks of 48 rows (6 groups: 4 read side by side, then 2 alone).
+            for &(m, n, blocks_per_row) in &[
+                (1, 1, 1),
+                (1, 37, 3),
+                (3, 19, 2),
+                (8, 5, 4),
+                (11, 7, 2),
+                (2, 75, 2),
+                (1, 300, 2),
+            ] {
                 let k = block * blocks_per_row;
                 let bytes = random_blocks(ty, n * blocks_per_row, rng.next_u64());
                 let w = quant::dequantize(ty, &bytes, n * k).unwrap();
