@@ -192,6 +192,14 @@ impl Ops for CpuOps {
     type T = Tensor;
     type Idx = Vec<u32>;
 
+    fn keep_awake(&self) -> crate::ops::KeepAwake {
+        // The browser's build has no pool of threads.
+        #[cfg(not(target_arch = "wasm32"))]
+        return Some(Box::new(super::threads::awake()));
+        #[cfg(target_arch = "wasm32")]
+        None
+    }
+
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         let (m, k, n) = (x.rows(), x.cols(), w.rows());
         if w.cols() != k {

@@ -118,6 +118,7 @@ pub fn forward<O: Ops>(
     num_queries: usize,
     want: Want,
 ) -> Result<ForwardOut<O>> {
+    let _awake = ops.keep_awake();
     let want_probs = want.probs;
     let mut trace = Vec::new();
     let (heads, e) = (cfg.num_heads, cfg.embed_size);

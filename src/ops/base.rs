@@ -5,11 +5,22 @@
 use super::{Axis, Norm, RowPairs, TopKOrder};
 use crate::error::Result;
 
+/// What [`Ops::keep_awake`] returns: held for its drop.
+pub type KeepAwake = Option<Box<dyn std::any::Any>>;
+
 pub trait Ops {
     /// A 2-D (rows, cols) tensor, or 1-D for biases and scores.
     type T: Clone;
     /// Selected flat indices (k of them), kept where they were computed.
     type Idx;
+
+    /// Keeps the executor ready between ops while the returned guard lives; one pass of a
+    /// model part (the vision encoder, a decoder pass, LinVT) holds one. The CPU executor's
+    /// worker threads then spin between ops instead of sleeping (`cpu::threads::awake`); a
+    /// GPU queue needs nothing.
+    fn keep_awake(&self) -> KeepAwake {
+        None
+    }
 
     /// x (M, K) · wᵀ (w: N × K) + b → (M, N).
     fn linear(&mut self, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Result<Self::T>;

@@ -8,7 +8,7 @@ mod geometry;
 mod storage;
 mod vlm;
 
-pub use base::Ops;
+pub use base::{KeepAwake, Ops};
 pub use geometry::{AttnGeometry, Operand};
 pub use storage::{Activations, Products, WeightChoice, WeightStorage};
 pub use vlm::{check_blocks, check_kv_write, VlmOps};

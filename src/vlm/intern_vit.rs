@@ -212,6 +212,7 @@ pub fn encode<O: VlmOps>(
     patches: &O::T,
     frames: usize,
 ) -> Result<O::T> {
+    let _awake = ops.keep_awake();
     let tokens = 1 + v.grid() * v.grid();
     ops.stage("vit.embed")?;
     let x = ops.linear(patches, &p.patch_w, None)?;

@@ -197,6 +197,7 @@ pub fn forward_spans<O: VlmOps>(
     x: &O::T,
     spans: &mut [Span<'_, O>],
 ) -> Result<O::T> {
+    let _awake = ops.keep_awake();
     // Each residual add is fused with the norm after it (the next layer's, or the final one).
     let first_norm = p.layers.first().map_or(&p.norm, |l| &l.input_norm);
     let mut h = ops.rms_norm(x, first_norm, c.rms_norm_eps)?;

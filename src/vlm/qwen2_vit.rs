@@ -436,6 +436,7 @@ pub fn encode<O: VlmOps>(
     positions: &Positions,
     spans_of: &dyn Fn(usize) -> Spans,
 ) -> Result<O::T> {
+    let _awake = ops.keep_awake();
     let (heads, d) = (v.heads, v.head_dim());
     let rope = v.rope();
     rope.check(positions, ops.row_count(patches), "vision encoder")?;
