@@ -183,6 +183,10 @@ enum Command {
     },
 }
 
+/// Big blocks on huge pages where the kernel has them (`huge_pages::HugeHeap`).
+#[global_allocator]
+static ALLOCATOR: linvt::cpu::huge_pages::HugeHeap = linvt::cpu::huge_pages::HugeHeap;
+
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
