@@ -339,43 +339,59 @@ unsafe fn quad(x: &Int8Row, at: usize) -> __m256i {
     _mm256_set1_epi32(std::ptr::read_unaligned(x.q.as_ptr().add(at) as *const i32))
 }
 
-/// S interleaved groups of 8 Q4_0 rows (`nb` blocks each) against x, block by block in step:
-/// each group's 8 dot products. Per block: the 8 rows' scales in one load; each 32-byte load
-/// holds 4 nibble pairs of every row, so `vpdpbusd` adds 4 products per row against 4
-/// broadcast activations.
+/// S interleaved groups of 8 rows of a format whose blocks start with the 8 rows' f16 scales
+/// (Q4_0, Q8_0: `block_bytes` per block of 8 rows) against x, block by block in step: each
+/// group's 8 dot products, Σ over blocks of `dot(block, b)` (the 8 rows' integer sums) times
+/// d_w·d_x.
+#[inline(always)]
+unsafe fn scaled_x8<const S: usize>(
+    x: &Int8Row,
+    groups: [&[u8]; S],
+    nb: usize,
+    block_bytes: usize,
+    dot: impl Fn(*const u8, usize) -> __m256i,
+) -> [__m256; S] {
+    assert!(groups.iter().all(|g| g.len() >= nb * block_bytes) && x.d.len() >= nb);
+    let mut acc = [[_mm256_setzero_ps(); 2]; S];
+    for b in 0..nb {
+        // One stream alternates two sums (a shorter chain); several are chains of their own.
+        let half = if S == 1 { b % 2 } else { 0 };
+        for (group, acc) in groups.iter().zip(acc.iter_mut()) {
+            let column = group.as_ptr().add(block_bytes * b);
+            prefetch_ahead(column, block_bytes);
+            let scale = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
+                _mm256_set1_ps(x.d[b]),
+            );
+            let dot = _mm256_cvtepi32_ps(dot(column, b));
+            acc[half] = _mm256_fmadd_ps(dot, scale, acc[half]);
+        }
+    }
+    acc.map(|[a, b]| _mm256_add_ps(a, b))
+}
+
+/// S interleaved groups of 8 Q4_0 rows (`nb` blocks each) against x ([`scaled_x8`]). Each
+/// 32-byte load holds 4 nibble pairs of every row, so `vpdpbusd` adds 4 products per row
+/// against 4 broadcast activations.
 #[inline(always)]
 unsafe fn q4_0_x8<D: IntDot, const S: usize>(
     x: &Int8Row,
     groups: [&[u8]; S],
     nb: usize,
 ) -> [__m256; S] {
-    assert!(groups.iter().all(|g| g.len() >= nb * 144) && x.d.len() >= nb);
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [[_mm256_setzero_ps(); 2]; S];
-    for b in 0..nb {
-        // One stream alternates two sums (a shorter chain); several are chains of their own.
-        let half = if S == 1 { b % 2 } else { 0 };
-        for (group, acc) in groups.iter().zip(acc.iter_mut()) {
-            let column = group.as_ptr().add(144 * b);
-            prefetch_ahead(column, 144);
-            let scale = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
-                _mm256_set1_ps(x.d[b]),
-            );
-            // Σ (q − 8)·x = Σ q·x − 8·Σx, the second term the same for every row.
-            let mut dot = [_mm256_set1_epi32(-8 * x.sum[b]), _mm256_setzero_si256()];
-            for c in 0..4 {
-                let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
-                let lo = _mm256_and_si256(v, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                dot[0] = D::dot(dot[0], lo, quad(x, 32 * b + 4 * c));
-                dot[1] = D::dot(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
-            }
-            let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
-            acc[half] = _mm256_fmadd_ps(dot, scale, acc[half]);
+    scaled_x8(x, groups, nb, 144, |column, b| {
+        // Σ (q − 8)·x = Σ q·x − 8·Σx, the second term the same for every row.
+        let mut dot = [_mm256_set1_epi32(-8 * x.sum[b]), _mm256_setzero_si256()];
+        for c in 0..4 {
+            let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            dot[0] = D::dot(dot[0], lo, quad(x, 32 * b + 4 * c));
+            dot[1] = D::dot(dot[1], hi, quad(x, 32 * b + 16 + 4 * c));
         }
-    }
-    acc.map(|[a, b]| _mm256_add_ps(a, b))
+        _mm256_add_epi32(dot[0], dot[1])
+    })
 }
 
 /// S interleaved groups of 8 Q4_K rows against x, block by block in step. Per block the 8
@@ -439,38 +455,25 @@ unsafe fn q4_k_x8<D: IntDot, const S: usize>(
     std::array::from_fn(|g| _mm256_sub_ps(_mm256_add_ps(acc[g][0], acc[g][1]), mins[g]))
 }
 
-/// S interleaved groups of 8 Q8_0 rows against x (as [`q4_0_x8`], through [`q8_dot`]).
+/// S interleaved groups of 8 Q8_0 rows against x ([`scaled_x8`], through [`q8_dot`]).
 #[inline(always)]
 unsafe fn q8_0_x8<D: IntDot, const S: usize>(
     x: &Int8Row,
     groups: [&[u8]; S],
     nb: usize,
 ) -> [__m256; S] {
-    assert!(groups.iter().all(|g| g.len() >= nb * 272) && x.d.len() >= nb);
-    let mut acc = [[_mm256_setzero_ps(); 2]; S];
-    for b in 0..nb {
-        let half = if S == 1 { b % 2 } else { 0 };
-        for (group, acc) in groups.iter().zip(acc.iter_mut()) {
-            let column = group.as_ptr().add(272 * b);
-            prefetch_ahead(column, 272);
-            let scale = _mm256_mul_ps(
-                _mm256_cvtph_ps(_mm_loadu_si128(column as *const __m128i)),
-                _mm256_set1_ps(x.d[b]),
-            );
-            let start = match D::Q8_OFFSET {
-                true => _mm256_set1_epi32(-128 * x.sum[b]),
-                false => _mm256_setzero_si256(),
-            };
-            let mut dot = [start, _mm256_setzero_si256()];
-            for c in 0..8 {
-                let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
-                dot[c % 2] = q8_dot::<D>(dot[c % 2], v, quad(x, 32 * b + 4 * c));
-            }
-            let dot = _mm256_cvtepi32_ps(_mm256_add_epi32(dot[0], dot[1]));
-            acc[half] = _mm256_fmadd_ps(dot, scale, acc[half]);
+    scaled_x8(x, groups, nb, 272, |column, b| {
+        let start = match D::Q8_OFFSET {
+            true => _mm256_set1_epi32(-128 * x.sum[b]),
+            false => _mm256_setzero_si256(),
+        };
+        let mut dot = [start, _mm256_setzero_si256()];
+        for c in 0..8 {
+            let v = _mm256_loadu_si256(column.add(16 + 32 * c) as *const __m256i);
+            dot[c % 2] = q8_dot::<D>(dot[c % 2], v, quad(x, 32 * b + 4 * c));
         }
-    }
-    acc.map(|[a, b]| _mm256_add_ps(a, b))
+        _mm256_add_epi32(dot[0], dot[1])
+    })
 }
 
 #[inline(always)]
