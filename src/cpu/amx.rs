@@ -634,8 +634,8 @@ mod tests {
     /// element by element) says, zeros in the padding, and `Tensor::untiled` reads it back.
     #[test]
     fn packed_weights_follow_the_tile_layout() {
-        if !available() {
-            return; // `linear_matches_the_reference_on_bf16_activations` says why
+        if !crate::cpu::amx_for_tests() {
+            return;
         }
         for (n, k) in [(1, 1), (16, 32), (33, 70), (130, 31), (300, 257)] {
             let w: Vec<u16> = (0..n * k).map(|i| (i % 65521) as u16 + 1).collect();
@@ -682,12 +682,7 @@ mod tests {
     /// `matvec`, tails of k past a whole 32), with junk after x and w; W in rows and packed.
     #[test]
     fn linear_matches_the_reference_on_bf16_activations() {
-        if !available() {
-            assert!(
-                std::env::var_os("LINVT_CPU_WITHOUT_AMX").is_some(),
-                "this CPU or OS lacks AMX-BF16, so the AMX kernels cannot be tested here; set \
-                 LINVT_CPU_WITHOUT_AMX=1 to accept that (`--cpu-products bf16` then refuses)"
-            );
+        if !crate::cpu::amx_for_tests() {
             return;
         }
         let mut rng = SeededRng::new(31);

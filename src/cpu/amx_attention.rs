@@ -287,18 +287,6 @@ mod tests {
         assert!(mean <= 2e-6, "{what}: mean error {mean}");
     }
 
-    fn amx_for_tests() -> bool {
-        if crate::cpu::amx::available() {
-            return true;
-        }
-        assert!(
-            std::env::var_os("LINVT_CPU_WITHOUT_AMX").is_some(),
-            "this CPU or OS lacks AMX-BF16, so the AMX kernels cannot be tested here; set \
-             LINVT_CPU_WITHOUT_AMX=1 to accept that (`--cpu-products bf16` then refuses)"
-        );
-        false
-    }
-
     /// Against the oracle on every geometry (packed q|k|v along either axis, cross-attention
     /// with hd = 80 padded to 96 depths, blocks with hd = 16) across the edges of the 32-query
     /// steps and 32-key tiles. Only the order of the sums differs, so each output is within
@@ -308,7 +296,7 @@ mod tests {
     /// systematic error (truncating instead of rounding: ~2⁻⁹ of every p) would exceed.
     #[test]
     fn attention_matches_the_oracle_on_bf16_operands() {
-        if !amx_for_tests() {
+        if !crate::cpu::amx_for_tests() {
             return;
         }
         let mut rng = SeededRng::new(5);
@@ -365,7 +353,7 @@ mod tests {
     /// steps, keys crossing the 32-key tiles); tolerances as above.
     #[test]
     fn causal_attention_matches_the_oracle_on_bf16_operands() {
-        if !amx_for_tests() {
+        if !crate::cpu::amx_for_tests() {
             return;
         }
         let mut rng = SeededRng::new(6);

@@ -365,6 +365,12 @@ mod tests {
     fn int8_isas() -> Vec<Int8Isa> {
         #[cfg(target_arch = "x86_64")]
         let runnable = int8::Isa::runnable();
+        #[cfg(target_arch = "x86_64")]
+        crate::cpu::kernels_for_tests(
+            runnable.contains(&int8::Isa::Vnni),
+            "AVX-512 VNNI",
+            "LINVT_REQUIRE_AVX512",
+        );
         #[cfg(not(target_arch = "x86_64"))]
         let runnable: Vec<std::convert::Infallible> = vec![];
         runnable.into_iter().map(Some).chain([None]).collect()

@@ -31,17 +31,49 @@ pub mod window_pool;
 pub use ops::{CpuKvCache, CpuOps};
 
 /// Whether a test of the AVX-512 kernels (`gemm`, `vmath`) can run here: true on CPUs with
-/// AVX-512F and F16C. On other CPUs those kernels are never called, and the test fails unless
-/// `LINVT_CPU_WITHOUT_AVX512=1` says that is expected, so no machine passes them unnoticed.
+/// AVX-512F and F16C. Elsewhere those kernels are never called: the test says it is skipped
+/// (`SKIPPED <test>: …` on the terminal), or fails when `LINVT_REQUIRE_AVX512=1` says this
+/// machine must run them.
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn avx512_for_tests() -> bool {
-    if gemm::available() {
+    kernels_for_tests(gemm::available(), "AVX-512F/F16C", "LINVT_REQUIRE_AVX512")
+}
+
+/// [`avx512_for_tests`] for the AMX kernels (`amx`, `amx_attention`): `LINVT_REQUIRE_AMX=1`
+/// makes their absence a failure.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn amx_for_tests() -> bool {
+    kernels_for_tests(amx::available(), "AMX-BF16", "LINVT_REQUIRE_AMX")
+}
+
+/// The skip/require policy of the GPU tests (`tests/common`) for kernels of one instruction
+/// set: run when `available`; else panic if `require` is set to 1, or write one `SKIPPED`
+/// line naming the test straight to stderr (libtest captures what tests print).
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn kernels_for_tests(available: bool, isa: &str, require: &str) -> bool {
+    if available {
         return true;
     }
     assert!(
-        std::env::var_os("LINVT_CPU_WITHOUT_AVX512").is_some(),
-        "this CPU lacks AVX-512F/F16C, so the AVX-512 kernels cannot be tested here; set \
-         LINVT_CPU_WITHOUT_AVX512=1 to accept that (the portable paths are tested either way)"
+        std::env::var(require).as_deref() != Ok("1"),
+        "{require}=1 but this CPU (or OS) lacks {isa}, so its kernels cannot be tested here"
+    );
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    // Once per test and instruction set, however often it asks.
+    static TOLD: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut told = TOLD.lock().unwrap_or_else(|e| e.into_inner());
+    if told.contains(&(test.clone(), isa.to_string())) {
+        return false;
+    }
+    told.push((test.clone(), isa.to_string()));
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test} ({isa} kernels): this CPU lacks {isa} (the portable paths are tested \
+         either way; {require}=1 makes this a failure)"
     );
     false
 }
