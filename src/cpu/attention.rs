@@ -42,12 +42,12 @@ fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32
     softmax_in_place(p);
 }
 
-/// p ← softmax(p), the maximum subtracted first: 16 lanes at a time where the CPU has
-/// AVX-512F (`super::vmath`), else [`softmax_scalar`].
+/// p ← softmax(p), the maximum subtracted first: 16 or 8 lanes at a time where the CPU has
+/// AVX-512F or AVX2 (`super::vmath`), else [`softmax_scalar`].
 pub(crate) fn softmax_in_place(p: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if super::vmath::available() {
-        // SAFETY: the CPU has AVX-512F (checked).
+        // SAFETY: `vmath::available` (checked).
         return unsafe { super::vmath::softmax_in_place(p) };
     }
     softmax_scalar(p)

@@ -47,8 +47,8 @@ fn zip_chunks(
     }
 }
 
-/// `scalar` of every element, or `lanes(chunk, out)` where the CPU has AVX-512F; in chunks on
-/// the rayon pool natively.
+/// `scalar` of every element, or `lanes(chunk, out)` where the CPU has AVX-512F or AVX2; in
+/// chunks on the rayon pool natively.
 fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     zip_chunks(&mut out, 4096, x, 4096, |_, o, x| {
@@ -75,11 +75,11 @@ fn map_in_place(x: &mut [f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes:
     x.chunks_mut(4096).for_each(apply);
 }
 
-/// out = f(x) element by element: `lanes` where the CPU has AVX-512F, else `scalar`.
+/// out = f(x) element by element: `lanes` where the CPU has AVX-512F or AVX2, else `scalar`.
 fn apply(x: &[f32], out: &mut [f32], scalar: impl Fn(f32) -> f32, lanes: lanes::Lanes) {
     #[cfg(target_arch = "x86_64")]
     if super::vmath::available() {
-        // SAFETY: `lanes` needs AVX-512F, which the CPU has (checked).
+        // SAFETY: `lanes` needs `vmath::available`, which holds (checked).
         return unsafe { lanes(x, out) };
     }
     let _ = lanes;

@@ -1,42 +1,154 @@
-//! Matrix products on AVX-512 (f32 multiply-adds 16 lanes wide): C (m×n) = α·A·B (+ C), with A
-//! and B read through strides and B optionally 16-bit floats (bf16, f16), widened exactly as
-//! they are packed. This is what prefill, the vision encoder, LinVT and the attention products
-//! run on CPUs with AVX-512F.
+//! Matrix products on x86-64 SIMD: C (m×n) = α·A·B (+ C), with A and B read through strides and
+//! B optionally 16-bit floats (bf16, f16), widened exactly as they are packed. This is what
+//! prefill, the vision encoder, LinVT and the attention products run on CPUs with AVX-512F
+//! ([`Avx512`], here) or AVX2 + FMA ([`super::gemm_avx2::Avx2`]: AMD before Zen 4, most
+//! laptops); the blocking loops below are written once over the [`Kernel`] trait.
 //!
-//! Why our own kernel: the `gemm` crate picks its AVX-512 kernels only with its `nightly`
+//! Why our own kernels: the `gemm` crate picks its AVX-512 kernels only with its `nightly`
 //! feature (which needs a nightly compiler), so on stable it runs its AVX2 kernels — 8 lanes, half
 //! of what a CPU with two 512-bit FMA units (Intel Xeon since Skylake-SP) multiplies per cycle.
-//! Profiles of the vision encoder had 58 % of samples in that AVX2 kernel. Other CPUs keep
-//! `gemm` (`crate::cpu::linear`).
+//! Profiles of the vision encoder had 58 % of samples in that AVX2 kernel. On an AVX2 CPU (AMD
+//! Zen 3) its kernel reached 0.85× of MKL on the ViT's products, and its packing per call
+//! weighed on the attention's small products (k = 64). Other CPUs keep `gemm`
+//! (`crate::cpu::linear`).
 //!
 //! The layout is BLIS's: B is packed a block of [`KC`] × [`NC`] at a time into panels of
-//! [`NR`] columns (`[kk][NR]`, zero past n), A a block of [`MC`] × [`KC`] into tiles of [`MR`]
-//! rows (`[kk][MR]`, zero past m); a tile of MR × NR outputs is 24 accumulator registers, and
-//! each step broadcasts MR values of A against two registers of B. A block of B stays in L2
-//! while every row of A passes it. Sums over k are in order within a block, blocks added in
-//! order: results agree with other paths to f32 rounding, not bit for bit.
+//! `NR` columns (`[kk][NR]`, zero past n), A a block of `MC` × [`KC`] into tiles of `MR`
+//! rows (`[kk][MR]`, zero past m); a tile of MR × NR outputs stays in accumulator registers
+//! (AVX-512: 12 × 32 in 24 registers; AVX2: 6 × 16 in 12), and each step broadcasts MR values
+//! of A against the registers of one depth of B. A block of B stays in L2 while every row of A
+//! passes it. Sums over k are in order within a block, blocks added in order: results agree
+//! with other paths to f32 rounding, not bit for bit.
 
 use super::linear::Strided;
 use super::threads::OutPtr;
 use crate::tensor::{cache_lines, Half};
 use std::arch::x86_64::*;
 
-/// Rows of A per tile.
-const MR: usize = 12;
-/// Columns of B per tile (two 16-lane registers).
-const NR: usize = 32;
-/// Depth of a packed block: an A tile (MR·KC·4 = 12 KiB) stays in L1 while the panels of B
-/// (KC·NR·4 = 32 KiB each) stream from L2.
+/// Depth of a packed block: a panel of B (KC·NR·4 bytes: 32 KiB on AVX-512, 16 on AVX2)
+/// stays in L1 while the tiles of A pass it from L2.
 const KC: usize = 256;
-/// Rows of A packed at a time (a block of MC·KC·4 = 144 KiB, in L2).
-const MC: usize = 12 * MR;
-/// Columns of B packed at a time (a block of 256 KiB, in L2), and the width of one parallel
-/// task of [`linear`].
-const NC: usize = 8 * NR;
+/// Columns of B packed at a time (a block of KC·NC·4 = 256 KiB, in L2), and the width of one
+/// parallel task of [`linear`]: a whole number of panels on either kernel.
+const NC: usize = 256;
 
-/// Whether this CPU runs these kernels.
+/// Whether this CPU runs the AVX-512 kernels.
 pub fn available() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
+}
+
+/// The kernels these products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F + F16C: [`Avx512`].
+    Avx512,
+    /// AVX2 + FMA + F16C: [`super::gemm_avx2::Avx2`].
+    Avx2,
+}
+
+impl Isa {
+    /// The best this CPU runs, if any (cached).
+    pub fn detect() -> Option<Isa> {
+        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Isa::runnable().first().copied())
+    }
+
+    /// Every kernel this CPU runs, best first (tests take each).
+    pub fn runnable() -> Vec<Isa> {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        [(available(), Isa::Avx512), (avx2, Isa::Avx2)]
+            .into_iter()
+            .filter_map(|(has, isa)| has.then_some(isa))
+            .collect()
+    }
+}
+
+/// One instruction set's micro-kernel and packing, under the shared blocking loops. Callers
+/// of its functions hold an [`Isa`] that [`Isa::runnable`] returned for it.
+pub(crate) trait Kernel {
+    /// Rows of A per tile.
+    const MR: usize;
+    /// Columns of B per tile (a whole number of registers); divides [`NC`].
+    const NR: usize;
+    /// Rows of A packed at a time (MC·KC·4 bytes, in L2).
+    const MC: usize;
+    /// Packs `rows` ≤ MR rows of A (kc values each, `a_row` apart) as one tile, `[kk][MR]`,
+    /// rows past `rows` zero; dst holds kc·MR values, then [`PACK_SLACK`] it may overwrite.
+    unsafe fn pack_a(a: *const f32, a_row: usize, rows: usize, kc: usize, dst: *mut f32);
+    /// Packs rhs depths k0..k0+kc, columns j0..j0+nc into panels of NR columns, `[kk][NR]`
+    /// each, widened to f32, columns past nc zero.
+    unsafe fn pack_b(rhs: Rhs, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]);
+    /// One tile of `rows` ≤ MR rows × NR columns: c (rows × cols of it, rows `c_row` apart) =
+    /// scale · a_tile · b_panel (+ c when `load_c`).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: (*mut f32, usize),
+        cols: usize,
+        scale: f32,
+        load_c: bool,
+    );
+}
+
+/// Values past a packed A tile that its writer may overwrite (a whole register stored at the
+/// last depth): the next tile's, or this slack at the end of the buffer.
+pub(crate) const PACK_SLACK: usize = 16;
+
+/// The AVX-512F kernel: 12 × 32 tiles (24 accumulators, two registers of B per depth).
+pub(crate) struct Avx512;
+
+/// [`Avx512`]'s rows of A per tile.
+const MR: usize = 12;
+/// [`Avx512`]'s columns of B per tile (two 16-lane registers).
+const NR: usize = 32;
+
+impl Kernel for Avx512 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const MC: usize = 12 * MR;
+    unsafe fn pack_a(a: *const f32, a_row: usize, rows: usize, kc: usize, dst: *mut f32) {
+        pack_a(
+            a,
+            a_row,
+            rows,
+            kc,
+            std::slice::from_raw_parts_mut(dst, kc * MR),
+        )
+    }
+    unsafe fn pack_b(rhs: Rhs, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut [f32]) {
+        pack_b(rhs, k0, kc, j0, nc, dst)
+    }
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile(
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: (*mut f32, usize),
+        cols: usize,
+        scale: f32,
+        load_c: bool,
+    ) {
+        match rows {
+            MR => tile::<MR>(kc, a, b, c, cols, scale, load_c),
+            1 => tile::<1>(kc, a, b, c, cols, scale, load_c),
+            2 => tile::<2>(kc, a, b, c, cols, scale, load_c),
+            3 => tile::<3>(kc, a, b, c, cols, scale, load_c),
+            4 => tile::<4>(kc, a, b, c, cols, scale, load_c),
+            5 => tile::<5>(kc, a, b, c, cols, scale, load_c),
+            6 => tile::<6>(kc, a, b, c, cols, scale, load_c),
+            7 => tile::<7>(kc, a, b, c, cols, scale, load_c),
+            8 => tile::<8>(kc, a, b, c, cols, scale, load_c),
+            9 => tile::<9>(kc, a, b, c, cols, scale, load_c),
+            10 => tile::<10>(kc, a, b, c, cols, scale, load_c),
+            _ => tile::<11>(kc, a, b, c, cols, scale, load_c),
+        }
+    }
 }
 
 /// The B operand: f32, or 16-bit floats of a kind (widened exactly when packed).
@@ -96,9 +208,23 @@ unsafe impl Sync for SharedRhs {}
 /// of the rows too.
 ///
 /// # Safety
-/// The CPU must have AVX-512F and F16C ([`available`]); x holds m×k values, w (through `rhs`)
-/// n×k and b, when given, n.
+/// `isa` is one [`Isa::runnable`] returned; x holds m×k values, w (through `rhs`) n×k and b,
+/// when given, n.
 pub(crate) unsafe fn linear(
+    isa: Isa,
+    x: &[f32],
+    w: Rhs,
+    b: Option<&[f32]>,
+    dims: (usize, usize, usize),
+) -> Vec<f32> {
+    match isa {
+        Isa::Avx512 => linear_on::<Avx512>(x, w, b, dims),
+        Isa::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims),
+    }
+}
+
+/// [`linear`] on kernel K.
+unsafe fn linear_on<K: Kernel>(
     x: &[f32],
     w: Rhs,
     b: Option<&[f32]>,
@@ -113,7 +239,7 @@ pub(crate) unsafe fn linear(
             row.copy_from_slice(&b[..n]);
         }
     }
-    let tasks = Tasks::new((m, n), NC, MR);
+    let tasks = Tasks::new((m, n), NC, K::MR);
     let out = OutPtr(y.as_mut_ptr());
     let rhs = SharedRhs(w);
     let accumulate = b.is_some();
@@ -126,7 +252,7 @@ pub(crate) unsafe fn linear(
         // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
         // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
         unsafe {
-            product(
+            product_on::<K>(
                 (rows, cols, k),
                 out.0.add(i0 * n + j0),
                 n,
@@ -167,10 +293,30 @@ impl Rhs {
 /// on the calling thread. lhs's rows must be contiguous (`lhs.col == 1`).
 ///
 /// # Safety
-/// The CPU must have AVX-512F and F16C ([`available`]); every element the strides reach
-/// (m×k of lhs, k×n of rhs, m×n of dst) must be in bounds, and dst must not overlap lhs or rhs.
-#[target_feature(enable = "avx512f,f16c")]
+/// `isa` is one [`Isa::runnable`] returned; every element the strides reach (m×k of lhs, k×n
+/// of rhs, m×n of dst) must be in bounds, and dst must not overlap lhs or rhs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn product(
+    isa: Isa,
+    dims: (usize, usize, usize),
+    dst: *mut f32,
+    dst_row: usize,
+    lhs: Strided,
+    rhs: Rhs,
+    scale: f32,
+    accumulate: bool,
+) {
+    match isa {
+        Isa::Avx512 => product_on::<Avx512>(dims, dst, dst_row, lhs, rhs, scale, accumulate),
+        Isa::Avx2 => {
+            use super::gemm_avx2::Avx2;
+            product_on::<Avx2>(dims, dst, dst_row, lhs, rhs, scale, accumulate)
+        }
+    }
+}
+
+/// [`product`] on kernel K.
+unsafe fn product_on<K: Kernel>(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_row: usize,
@@ -192,8 +338,8 @@ pub(crate) unsafe fn product(
         return;
     }
     // On cache-line boundaries, so no 64-byte load of a packed row straddles two lines.
-    let b_len = KC.min(k) * NC.min(n).next_multiple_of(NR);
-    let a_len = KC.min(k) * MC.min(m).next_multiple_of(MR);
+    let b_len = KC.min(k) * NC.min(n).next_multiple_of(K::NR);
+    let a_len = KC.min(k) * K::MC.min(m).next_multiple_of(K::MR) + PACK_SLACK;
     let (mut b_lines, mut a_lines) = (cache_lines(2 * b_len), cache_lines(2 * a_len));
     let b_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut b_lines)[..b_len];
     let a_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut a_lines)[..a_len];
@@ -202,37 +348,34 @@ pub(crate) unsafe fn product(
         let load_c = accumulate || k0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
-            pack_b(rhs, k0, kc, j0, nc, b_pack);
-            for i0 in (0..m).step_by(MC) {
-                let mc = MC.min(m - i0);
-                let tiles = mc.div_ceil(MR);
+            K::pack_b(rhs, k0, kc, j0, nc, b_pack);
+            for i0 in (0..m).step_by(K::MC) {
+                let mc = K::MC.min(m - i0);
+                let tiles = mc.div_ceil(K::MR);
                 for t in 0..tiles {
-                    let rows = MR.min(mc - t * MR);
-                    let a = lhs.ptr.add((i0 + t * MR) * lhs.row + k0);
-                    pack_a(a, lhs.row, rows, kc, &mut a_pack[t * kc * MR..][..kc * MR]);
+                    let rows = K::MR.min(mc - t * K::MR);
+                    let a = lhs.ptr.add((i0 + t * K::MR) * lhs.row + k0);
+                    K::pack_a(
+                        a,
+                        lhs.row,
+                        rows,
+                        kc,
+                        a_pack.as_mut_ptr().add(t * kc * K::MR),
+                    );
                 }
                 // Each panel of B stays in L1 while the block's tiles of A pass it from L2.
-                for (p, b_panel) in b_pack.chunks(kc * NR).take(nc.div_ceil(NR)).enumerate() {
-                    let cols = NR.min(nc - p * NR);
+                let panels = b_pack.chunks(kc * K::NR).take(nc.div_ceil(K::NR));
+                for (p, b_panel) in panels.enumerate() {
+                    let cols = K::NR.min(nc - p * K::NR);
                     let b = b_panel.as_ptr();
                     for t in 0..tiles {
-                        let rows = MR.min(mc - t * MR);
-                        let a = a_pack.as_ptr().add(t * kc * MR);
-                        let c = (dst.add((i0 + t * MR) * dst_row + j0 + p * NR), dst_row);
-                        match rows {
-                            MR => tile::<MR>(kc, a, b, c, cols, scale, load_c),
-                            1 => tile::<1>(kc, a, b, c, cols, scale, load_c),
-                            2 => tile::<2>(kc, a, b, c, cols, scale, load_c),
-                            3 => tile::<3>(kc, a, b, c, cols, scale, load_c),
-                            4 => tile::<4>(kc, a, b, c, cols, scale, load_c),
-                            5 => tile::<5>(kc, a, b, c, cols, scale, load_c),
-                            6 => tile::<6>(kc, a, b, c, cols, scale, load_c),
-                            7 => tile::<7>(kc, a, b, c, cols, scale, load_c),
-                            8 => tile::<8>(kc, a, b, c, cols, scale, load_c),
-                            9 => tile::<9>(kc, a, b, c, cols, scale, load_c),
-                            10 => tile::<10>(kc, a, b, c, cols, scale, load_c),
-                            _ => tile::<11>(kc, a, b, c, cols, scale, load_c),
-                        }
+                        let rows = K::MR.min(mc - t * K::MR);
+                        let a = a_pack.as_ptr().add(t * kc * K::MR);
+                        let c = (
+                            dst.add((i0 + t * K::MR) * dst_row + j0 + p * K::NR),
+                            dst_row,
+                        );
+                        K::tile(rows, kc, a, b, c, cols, scale, load_c);
                     }
                 }
             }
@@ -240,8 +383,7 @@ pub(crate) unsafe fn product(
     }
 }
 
-/// Packs `rows` ≤ MR rows of A (kc values each, `a_row` apart) as one tile, `[kk][MR]`, rows
-/// past `rows` zero: 16 depths of MR rows at a time through a register transpose, so the
+/// [`Kernel::pack_a`] for [`Avx512`]: 16 depths of MR rows at a time through a register transpose, so the
 /// tile's loop broadcasts at constant offsets (reading A's rows in place, the loop spent its
 /// time stepping MR row pointers).
 #[target_feature(enable = "avx512f")]
@@ -271,8 +413,7 @@ unsafe fn pack_a(a: *const f32, a_row: usize, rows: usize, kc: usize, dst: &mut 
     }
 }
 
-/// Packs rhs depths k0..k0+kc, columns j0..j0+nc into panels of NR columns, `[kk][NR]` each,
-/// widened to f32, columns past nc zero. Weights (`Wᵀ`: depths contiguous) go through 16×16
+/// [`Kernel::pack_b`] for [`Avx512`]. Weights (`Wᵀ`: depths contiguous) go through 16×16
 /// register transposes; rows of columns (`V`: columns contiguous) are copied; other strides
 /// element by element.
 #[target_feature(enable = "avx512f,f16c")]
@@ -295,9 +436,9 @@ unsafe fn pack_b(rhs: Rhs, k0: usize, kc: usize, j0: usize, nc: usize, dst: &mut
             let load = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
             pack_b_transposed(s, k0, kc, j0, nc, dst, (load, f16))
         }
-        Rhs::F32(s) => pack_b_with(s, k0, kc, j0, nc, dst, |v| v),
-        Rhs::Half(Half::Bf16, s) => pack_b_with(s, k0, kc, j0, nc, dst, bf16),
-        Rhs::Half(Half::F16, s) => pack_b_with(s, k0, kc, j0, nc, dst, f16),
+        Rhs::F32(s) => pack_b_with::<NR, _>(s, k0, kc, j0, nc, dst, |v| v),
+        Rhs::Half(Half::Bf16, s) => pack_b_with::<NR, _>(s, k0, kc, j0, nc, dst, bf16),
+        Rhs::Half(Half::F16, s) => pack_b_with::<NR, _>(s, k0, kc, j0, nc, dst, f16),
     }
 }
 
@@ -380,10 +521,10 @@ pub(super) unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     out
 }
 
-/// [`pack_b`] for any strides, element by element (`widen` each): the attention's V, whose
-/// columns are contiguous.
+/// [`Kernel::pack_b`] for any strides and panel width `NR`, element by element (`widen`
+/// each): the attention's V, whose columns are contiguous.
 #[inline(always)]
-unsafe fn pack_b_with<T: Copy>(
+pub(super) unsafe fn pack_b_with<const NR: usize, T: Copy>(
     s: Strided<T>,
     k0: usize,
     kc: usize,
@@ -407,8 +548,8 @@ unsafe fn pack_b_with<T: Copy>(
     }
 }
 
-/// One tile of R ≤ MR rows × NR columns: c (R × cols of it, rows `c_row` apart) = scale ·
-/// a_tile (`[kk][MR]`) · b_panel (`[kk][NR]`) (+ c when `load_c`). The accumulators are
+/// [`Kernel::tile`] for [`Avx512`] on R ≤ MR rows (a_tile `[kk][MR]`, b_panel `[kk][NR]`).
+/// The accumulators are
 /// indexed by constants only, so they stay in registers.
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -457,6 +598,12 @@ mod tests {
     use crate::cpu::linear::linear_reference;
     use crate::rand::SeededRng;
 
+    /// Every kernel this CPU runs (AVX-512 said to be skipped where missing).
+    fn isas() -> Vec<Isa> {
+        crate::cpu::avx512_for_tests();
+        Isa::runnable()
+    }
+
     #[test]
     fn transpose16_swaps_rows_and_lanes() {
         if !crate::cpu::avx512_for_tests() {
@@ -485,9 +632,6 @@ mod tests {
     /// junk after x and w.
     #[test]
     fn linear_matches_the_reference_across_block_edges() {
-        if !crate::cpu::avx512_for_tests() {
-            return;
-        }
         let mut rng = SeededRng::new(21);
         for &(m, n, k) in &[
             (1, 1, 1),
@@ -525,15 +669,18 @@ mod tests {
                         },
                     ),
                 };
-                for bias in [None, Some(b.as_slice())] {
+                for (bias, isa) in [None, Some(b.as_slice())]
+                    .into_iter()
+                    .flat_map(|b| isas().into_iter().map(move |isa| (b, isa)))
+                {
                     let want = linear_reference(&x, &widened, bias, m, n, k);
-                    // SAFETY: AVX-512F checked; x, w and b hold m×k, n×k and n values.
-                    let got = unsafe { linear(&x, rhs, bias, (m, n, k)) };
+                    // SAFETY: the CPU runs `isa`; x, w and b hold m×k, n×k and n values.
+                    let got = unsafe { linear(isa, &x, rhs, bias, (m, n, k)) };
                     let tol = 2e-6 * k as f32 + 1e-6;
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - w).abs() <= tol,
-                            "{kind:?} {m}×{n}×{k} bias {}: element {i}: {g} vs {w}",
+                            "{isa:?} {kind:?} {m}×{n}×{k} bias {}: element {i}: {g} vs {w}",
                             bias.is_some()
                         );
                     }
@@ -548,9 +695,6 @@ mod tests {
     /// tolerance as above.
     #[test]
     fn strided_products_match_the_reference() {
-        if !crate::cpu::avx512_for_tests() {
-            return;
-        }
         let mut rng = SeededRng::new(22);
         for &(m, n, k) in &[(17, 40, 24), (33, 64, 300), (5, 3, 2)] {
             let (lda, ldb, ldc) = (k + 3, 2 * (k.max(n)) + 1, n + 5);
@@ -566,7 +710,10 @@ mod tests {
                         kk * ldb + j
                     }
                 };
-                for accumulate in [false, true] {
+                for (accumulate, isa) in [false, true]
+                    .into_iter()
+                    .flat_map(|acc| isas().into_iter().map(move |isa| (acc, isa)))
+                {
                     let start = rng.vec(m * ldc, 1.0);
                     let mut dst = start.clone();
                     let rhs = Strided {
@@ -579,10 +726,11 @@ mod tests {
                         col: 1,
                         row: lda,
                     };
-                    // SAFETY: AVX-512F checked; every index the strides reach is in bounds
+                    // SAFETY: the CPU runs `isa`; every index the strides reach is in bounds
                     // (a: m rows of lda ≥ k; b: ldb ≥ 2·max(k, n); dst: m rows of ldc ≥ n).
                     unsafe {
                         product(
+                            isa,
                             (m, n, k),
                             dst.as_mut_ptr(),
                             ldc,
@@ -610,7 +758,7 @@ mod tests {
                             let want = base + scale as f64 * dot;
                             assert!(
                                 (got as f64 - want).abs() <= 2e-6 * k as f64 + 1e-6,
-                                "{m}×{n}×{k} transposed {transposed} accumulate {accumulate} \
+                                "{isa:?} {m}×{n}×{k} transposed {transposed} accumulate {accumulate} \
                                  ({i}, {j}): {got} vs {want}"
                             );
                         }

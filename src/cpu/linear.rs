@@ -2,9 +2,10 @@
 //!
 //! Y = X·Wᵀ + b with W in PyTorch `Linear` layout (n×k, row-major). Native builds run products
 //! of more than [`DECODE_ROWS`] rows through packed, cache-blocked micro-kernels on the rayon
-//! pool that `--threads` sizes (`crate::cpu::threads`): our AVX-512 ones (`super::gemm`, which
-//! widen bf16/f16 weights as they pack them) where the CPU has AVX-512F, else the `gemm` crate
-//! (AVX2+FMA, NEON, …; bf16/f16 weights widened a block of rows at a time). Fewer rows (decode)
+//! pool that `--threads` sizes (`crate::cpu::threads`): our AVX-512 and AVX2 ones
+//! (`super::gemm`, which widen bf16/f16 weights as they pack them) where the CPU has AVX-512F or
+//! AVX2 + FMA, else the `gemm` crate (NEON, …; bf16/f16 weights widened a block of rows at a
+//! time). Fewer rows (decode)
 //! stream W once through [`matvec_rows`]. The browser build (no threads, no runtime dispatch)
 //! keeps the portable blocked loops below.
 //! [`linear_reference`] is the oracle both are tested against: plain loops, f64 sums.
@@ -32,9 +33,10 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
             });
         }
         #[cfg(target_arch = "x86_64")]
-        if super::gemm::available() {
-            // SAFETY: AVX-512F and F16C (checked); x, w and b hold m×k, n×k and n values.
-            return unsafe { super::gemm::linear(x, Rhs::F32(weight_rows(w, k)), b, (m, n, k)) };
+        if let Some(isa) = super::gemm::Isa::detect() {
+            // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values.
+            let w = Rhs::F32(weight_rows(w, k));
+            return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k)) };
         }
         gemm_linear(x, w, b, m, n, k)
     }
@@ -148,10 +150,11 @@ pub fn linear_half(
         });
     }
     #[cfg(target_arch = "x86_64")]
-    if super::gemm::available() {
-        // SAFETY: AVX-512F and F16C (checked); x, w and b hold m×k, n×k and n values (asserted).
+    if let Some(isa) = super::gemm::Isa::detect() {
+        // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values
+        // (asserted).
         let w = Rhs::Half(kind, weight_rows(w, k));
-        return unsafe { super::gemm::linear(x, w, b, (m, n, k)) };
+        return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k)) };
     }
     linear_widened(x, b, m, n, k, |j0, wide| {
         for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
@@ -612,9 +615,10 @@ pub(crate) unsafe fn product(
     scale: f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::gemm::available() {
-        // SAFETY: the CPU has AVX-512F and F16C (checked); bounds as the caller promises.
-        return super::gemm::product((m, n, k), dst, dst_row, lhs, Rhs::F32(rhs), scale, false);
+    if let Some(isa) = super::gemm::Isa::detect() {
+        // SAFETY: the CPU runs `isa` (detected); bounds as the caller promises.
+        let rhs = Rhs::F32(rhs);
+        return super::gemm::product(isa, (m, n, k), dst, dst_row, lhs, rhs, scale, false);
     }
     gemm::gemm(
         m,

@@ -1,6 +1,6 @@
 //! The CPU executor: every op in Rust, the GPU kernels' twins (same semantics; tests compare the
-//! two). The products run through our AVX-512 kernels (`gemm`) where the CPU has them, else the
-//! `gemm` crate, on a rayon pool (`threads`); each fast path keeps a plain reference beside it
+//! two). The products run through our AVX-512 or AVX2 kernels (`gemm`) where the CPU has them,
+//! else the `gemm` crate, on a rayon pool (`threads`); each fast path keeps a plain reference beside it
 //! that tests hold it to (`linear::linear_reference`).
 
 #[cfg(target_arch = "x86_64")]
@@ -13,6 +13,8 @@ pub mod blocks;
 pub mod elementwise;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm_avx2;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod huge_pages;
 pub mod kv_attention;
@@ -26,6 +28,8 @@ pub mod threads;
 pub mod topk;
 #[cfg(target_arch = "x86_64")]
 pub mod vmath;
+#[cfg(target_arch = "x86_64")]
+pub mod vmath_avx2;
 pub mod window_pool;
 
 pub use ops::{CpuKvCache, CpuOps};

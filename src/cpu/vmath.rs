@@ -1,5 +1,6 @@
-//! Transcendental functions 16 lanes at a time (AVX-512F) for the CPU executor's elementwise
-//! ops: softmax's exponentials, GELU (erf form), QuickGELU and SwiGLU's sigmoids. libm's scalar
+//! Transcendental functions 16 lanes at a time (AVX-512F; 8 on AVX2 CPUs through
+//! `super::vmath_avx2`, chosen by [`gelu`], [`x_sigmoid`], [`softmax_in_place`]) for the CPU
+//! executor's elementwise ops: softmax's exponentials, GELU (erf form), QuickGELU and SwiGLU's sigmoids. libm's scalar
 //! `exp` was ~9 % of the vision encoder's samples (about 400 M exponentials per 448² frame in
 //! InternViT's softmaxes, 100 M in its GELUs).
 //!
@@ -15,15 +16,83 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs these kernels.
+/// The widths these functions run at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// 16 lanes (this file).
+    Avx512,
+    /// 8 lanes (`super::vmath_avx2`).
+    Avx2,
+}
+
+impl Isa {
+    /// Every width this CPU runs, widest first.
+    pub fn runnable() -> Vec<Isa> {
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        [
+            (avx512, Isa::Avx512),
+            (super::vmath_avx2::available(), Isa::Avx2),
+        ]
+        .into_iter()
+        .filter_map(|(has, isa)| has.then_some(isa))
+        .collect()
+    }
+
+    /// The widest this CPU runs, if any (cached).
+    pub fn detect() -> Option<Isa> {
+        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Isa::runnable().first().copied())
+    }
+}
+
+/// Whether this CPU runs [`gelu`], [`x_sigmoid`] and [`softmax_in_place`] (AVX-512F, or AVX2
+/// and FMA).
 pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx512f")
+    Isa::detect().is_some()
+}
+
+/// Whether this CPU runs the 16-lane functions ([`exp`], [`exp_shifted`]).
+pub fn avx512() -> bool {
+    Isa::detect() == Some(Isa::Avx512)
+}
+
+/// out = GELU(x) at this CPU's width.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
+    match Isa::detect() {
+        Some(Isa::Avx512) => gelu_avx512(x, out),
+        _ => super::vmath_avx2::gelu(x, out),
+    }
+}
+
+/// out = x · σ(s·x) at this CPU's width.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
+    match Isa::detect() {
+        Some(Isa::Avx512) => x_sigmoid_avx512(x, s, out),
+        _ => super::vmath_avx2::x_sigmoid(x, s, out),
+    }
+}
+
+/// p ← softmax(p) at this CPU's width.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub unsafe fn softmax_in_place(p: &mut [f32]) {
+    match Isa::detect() {
+        Some(Isa::Avx512) => softmax_in_place_avx512(p),
+        _ => super::vmath_avx2::softmax_in_place(p),
+    }
 }
 
 /// e^x in every lane.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`avx512`]).
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub unsafe fn exp(x: __m512) -> __m512 {
@@ -81,9 +150,9 @@ unsafe fn lanes(x: &[f32], out: &mut [f32], f: impl Fn(__m512) -> __m512) {
 /// 2 − erfc for x ≥ 0 and as erfc itself below, so far-negative inputs keep their small values.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`avx512`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
+pub unsafe fn gelu_avx512(x: &[f32], out: &mut [f32]) {
     lanes(x, out, |v| {
         let a = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm512_abs_ps(a);
@@ -116,9 +185,9 @@ pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
 /// out = x · σ(s·x) = x / (1 + e^(−s·x)): QuickGELU (s = 1.702) and SiLU (s = 1).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`avx512`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
+pub unsafe fn x_sigmoid_avx512(x: &[f32], s: f32, out: &mut [f32]) {
     lanes(x, out, |v| {
         let e = exp(_mm512_mul_ps(_mm512_set1_ps(-s), v));
         _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
@@ -129,9 +198,9 @@ pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
 /// (the sum in 16 lanes, then across them).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`avx512`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn softmax_in_place(p: &mut [f32]) {
+pub unsafe fn softmax_in_place_avx512(p: &mut [f32]) {
     let inv = _mm512_set1_ps(exp_shifted(p, 1.0));
     let (main, tail) = split16(p.len());
     for i in (0..main).step_by(16) {
@@ -154,7 +223,7 @@ fn split16(n: usize) -> (usize, __mmask16) {
 /// exactly: the fused multiply-subtract rounds once).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
     let (main, tail) = split16(p.len());
@@ -223,14 +292,23 @@ mod tests {
     /// kept; subnormal results within 2 of their smallest step.
     #[test]
     fn exp_is_within_two_ulp() {
-        if !crate::cpu::avx512_for_tests() {
-            return;
-        }
         let x = inputs(200.0);
-        let mut got = vec![0.0f32; x.len()];
-        // SAFETY: AVX-512F checked above.
-        unsafe { lanes(&x, &mut got, |v| exp(v)) };
-        for (&x, &g) in x.iter().zip(&got) {
+        for isa in isas() {
+            let mut got = vec![0.0f32; x.len()];
+            // SAFETY: the CPU runs `isa`; its `exp` is what its sigmoid at s = −1 over −x
+            // computes before the division, so take exp through its lanes directly.
+            unsafe {
+                match isa {
+                    Isa::Avx512 => lanes(&x, &mut got, |v| exp(v)),
+                    Isa::Avx2 => super::super::vmath_avx2::exp_lanes(&x, &mut got),
+                }
+            };
+            check_exp(isa, &x, &got);
+        }
+    }
+
+    fn check_exp(isa: Isa, x: &[f32], got: &[f32]) {
+        for (&x, &g) in x.iter().zip(got) {
             let want = (x as f64).exp();
             if same_special("exp", x, g, want) {
                 continue;
@@ -238,7 +316,7 @@ mod tests {
             let tol = (want * 2.0 * f32::EPSILON as f64 / 2.0).max(2.0 * 1.4e-45);
             assert!(
                 (g as f64 - want).abs() <= tol,
-                "exp({x}) = {g}, want {want}"
+                "{isa:?}: exp({x}) = {g}, want {want}"
             );
         }
     }
@@ -247,9 +325,6 @@ mod tests {
     /// fit's own error is 1.2e-7, f32 lanes add a few roundings of values ≤ 2.
     #[test]
     fn gelu_and_sigmoids_match_the_scalar_forms() {
-        if !crate::cpu::avx512_for_tests() {
-            return;
-        }
         let x = inputs(16.0);
         let mut got = vec![0.0f32; x.len()];
         type Reference = fn(f64) -> f64;
@@ -262,12 +337,18 @@ mod tests {
             }),
             ("silu", Some(1.0), |v| v / (1.0 + (-v).exp())),
         ];
-        for (name, s, reference) in cases {
-            // SAFETY: AVX-512F checked above.
+        for ((name, s, reference), isa) in cases
+            .into_iter()
+            .flat_map(|case| isas().into_iter().map(move |isa| (case, isa)))
+        {
+            use super::super::vmath_avx2 as avx2;
+            // SAFETY: the CPU runs `isa`.
             unsafe {
-                match s {
-                    None => gelu(&x, &mut got),
-                    Some(s) => x_sigmoid(&x, s, &mut got),
+                match (s, isa) {
+                    (None, Isa::Avx512) => gelu_avx512(&x, &mut got),
+                    (Some(s), Isa::Avx512) => x_sigmoid_avx512(&x, s, &mut got),
+                    (None, Isa::Avx2) => avx2::gelu(&x, &mut got),
+                    (Some(s), Isa::Avx2) => avx2::x_sigmoid(&x, s, &mut got),
                 }
             }
             for (&x, &g) in x.iter().zip(&got) {
@@ -278,7 +359,7 @@ mod tests {
                 let tol = 4e-7 * want.abs().max(1.0);
                 assert!(
                     (g as f64 - want).abs() <= tol,
-                    "{name}({x}) = {g}, want {want}"
+                    "{isa:?}: {name}({x}) = {g}, want {want}"
                 );
             }
         }
@@ -288,20 +369,33 @@ mod tests {
     /// row: relative 1e-6 (the sums run in another order).
     #[test]
     fn softmax_matches_the_scalar_one() {
-        if !crate::cpu::avx512_for_tests() {
-            return;
-        }
         let mut rng = SeededRng::new(5);
         for n in (1..40).chain([1025]) {
             let row: Vec<f32> = (0..n).map(|_| (rng.uniform() - 0.5) * 30.0).collect();
             let mut want = row.clone();
             super::super::attention::softmax_scalar(&mut want);
-            let mut got = row.clone();
-            // SAFETY: AVX-512F checked above.
-            unsafe { softmax_in_place(&mut got) };
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-6 * w.max(1e-30), "n={n}: {g} vs {w}");
+            for isa in isas() {
+                let mut got = row.clone();
+                // SAFETY: the CPU runs `isa`.
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => softmax_in_place_avx512(&mut got),
+                        Isa::Avx2 => super::super::vmath_avx2::softmax_in_place(&mut got),
+                    }
+                };
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.max(1e-30),
+                        "{isa:?} n={n}: {g} vs {w}"
+                    );
+                }
             }
         }
+    }
+
+    /// Every width this CPU runs (AVX-512 said to be skipped where missing).
+    fn isas() -> Vec<Isa> {
+        crate::cpu::avx512_for_tests();
+        Isa::runnable()
     }
 }
