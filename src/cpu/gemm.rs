@@ -159,8 +159,8 @@ pub(crate) enum Rhs {
 }
 
 /// How a parallel product splits Y (m×n): tasks own `nc` columns and, when there are too few
-/// column blocks to give every thread two tasks, a share of the rows (whole multiples of
-/// `row_step`).
+/// column blocks to give every thread two tasks or to split evenly over the threads, a share
+/// of the rows (whole multiples of `row_step`).
 #[derive(Clone, Copy)]
 pub(super) struct Tasks {
     column_tasks: usize,
@@ -171,8 +171,14 @@ pub(super) struct Tasks {
 impl Tasks {
     pub fn new((m, n): (usize, usize), nc: usize, row_step: usize) -> Tasks {
         let column_tasks = n.div_ceil(nc);
-        let want = 2 * rayon::current_num_threads();
-        let row_tasks = want.div_ceil(column_tasks).min(m.div_ceil(row_step)).max(1);
+        let threads = rayon::current_num_threads();
+        let most = m.div_ceil(row_step).max(1);
+        let mut row_tasks = (2 * threads).div_ceil(column_tasks).min(most).max(1);
+        // Whole rounds over the threads where the rows allow: 5 column blocks (n = 1280) on 2
+        // threads left one idle for a fifth of the product; 10 tasks do not.
+        while !(column_tasks * row_tasks).is_multiple_of(threads) && row_tasks < most.min(threads) {
+            row_tasks += 1;
+        }
         let rows_per_task = m.div_ceil(row_tasks).next_multiple_of(row_step);
         let count = column_tasks * m.div_ceil(rows_per_task);
         Tasks {
@@ -602,6 +608,39 @@ mod tests {
     fn isas() -> Vec<Isa> {
         crate::cpu::avx512_for_tests();
         Isa::runnable()
+    }
+
+    /// Every (column block, row) of Y in exactly one task, whatever the shape, and the tasks in
+    /// whole rounds over the pool's threads where the rows allow (n = 1280 on 2 threads: 10
+    /// tasks, not 5).
+    #[test]
+    fn tasks_cover_y_once_in_whole_rounds() {
+        let threads = rayon::current_num_threads();
+        for (m, n) in [
+            (1, 1),
+            (13, 300),
+            (1024, 1280),
+            (1025, 3072),
+            (20, 256),
+            (7, 5000),
+        ] {
+            let tasks = Tasks::new((m, n), NC, 6);
+            let mut seen = vec![0u8; n.div_ceil(NC) * m];
+            for t in 0..tasks.count {
+                let (cj, i0) = tasks.at(t);
+                for i in i0..(i0 + tasks.rows_per_task).min(m) {
+                    seen[cj * m + i] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{m}×{n}: {seen:?}");
+            if m >= 6 * threads && (m, n) == (1024, 1280) {
+                assert!(
+                    tasks.count.is_multiple_of(threads),
+                    "{m}×{n}: {} tasks",
+                    tasks.count
+                );
+            }
+        }
     }
 
     #[test]
