@@ -16,6 +16,35 @@
 
 use std::arch::x86_64::*;
 
+/// ln 2 in two parts for exp's range reduction: n·LN2_HI is exact for the n that occur.
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+/// The rest of ln 2.
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes' `expf` polynomial in r, highest degree first: e^r ≈ 1 + r + r²·p(r).
+pub(super) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
+/// Numerical Recipes' erfc fit in t = 1/(1 + z/2), highest degree first:
+/// erfc(z) ≈ t·e^(−z² + ERFC_C0 + t·p(t)).
+pub(super) const ERFC_POLY: [f32; 9] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_87,
+    -1.135_203_98,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_68,
+];
+/// The fit's constant term.
+pub(super) const ERFC_C0: f32 = -1.265_512_23;
+
 /// The widths these functions run at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -106,17 +135,11 @@ pub unsafe fn exp(x: __m512) -> __m512 {
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );
     // r = x − n·ln 2, with ln 2 split so n·C1 is exact.
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5.000_000_1e-1,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
     }
     let y = _mm512_fmadd_ps(
         _mm512_mul_ps(p, r),
@@ -158,21 +181,12 @@ pub unsafe fn gelu_avx512(x: &[f32], out: &mut [f32]) {
         let z = _mm512_abs_ps(a);
         let one = _mm512_set1_ps(1.0);
         let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.5), z, one));
-        let mut p = _mm512_set1_ps(0.170_872_77);
-        for c in [
-            -0.822_152_23,
-            1.488_515_87,
-            -1.135_203_98,
-            0.278_868_07,
-            -0.186_288_06,
-            0.096_784_18,
-            0.374_091_96,
-            1.000_023_68,
-        ] {
-            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+        let mut p = _mm512_set1_ps(ERFC_POLY[0]);
+        for c in &ERFC_POLY[1..] {
+            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(*c));
         }
-        // −z² − 1.26551223 + t·p
-        let arg = _mm512_fmadd_ps(t, p, _mm512_set1_ps(-1.265_512_23));
+        // −z² + ERFC_C0 + t·p
+        let arg = _mm512_fmadd_ps(t, p, _mm512_set1_ps(ERFC_C0));
         let arg = _mm512_fnmadd_ps(z, z, arg);
         let erfc = _mm512_mul_ps(t, exp(arg));
         let nonneg = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, _mm512_setzero_ps());

@@ -8,10 +8,7 @@
 //! floats (one rounding at the last multiply, as `vscalefps` rounds once, so subnormal results
 //! and the overflow to ∞ come out the same); masked tails go through a stack copy.
 
-// The polynomial coefficients are written as published (Cephes, Numerical Recipes); the
-// compiler rounds each to the nearest f32.
-#![allow(clippy::excessive_precision)]
-
+use super::vmath::{ERFC_C0, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels.
@@ -35,17 +32,11 @@ pub unsafe fn exp(x: __m256) -> __m256 {
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_2e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        1.666_666_5e-1,
-        5.000_000_1e-1,
-    ] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
     let y = _mm256_fmadd_ps(
         _mm256_mul_ps(p, r),
@@ -115,20 +106,11 @@ pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
         let z = _mm256_andnot_ps(_mm256_set1_ps(-0.0), a);
         let one = _mm256_set1_ps(1.0);
         let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.5), z, one));
-        let mut p = _mm256_set1_ps(0.170_872_77);
-        for c in [
-            -0.822_152_23,
-            1.488_515_87,
-            -1.135_203_98,
-            0.278_868_07,
-            -0.186_288_06,
-            0.096_784_18,
-            0.374_091_96,
-            1.000_023_68,
-        ] {
-            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
+        let mut p = _mm256_set1_ps(ERFC_POLY[0]);
+        for c in &ERFC_POLY[1..] {
+            p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(*c));
         }
-        let arg = _mm256_fmadd_ps(t, p, _mm256_set1_ps(-1.265_512_23));
+        let arg = _mm256_fmadd_ps(t, p, _mm256_set1_ps(ERFC_C0));
         let arg = _mm256_fnmadd_ps(z, z, arg);
         let erfc = _mm256_mul_ps(t, exp(arg));
         let nonneg = _mm256_cmp_ps::<_CMP_GE_OQ>(a, _mm256_setzero_ps());
