@@ -182,6 +182,7 @@ fn bad_invocations_fail_with_a_message() {
     );
 }
 
+/// `linvt info`: the adapters, and the kernels the CPU executor takes here.
 #[test]
 fn info_lists_adapters() {
     let o = linvt(&["info"]);
@@ -193,6 +194,22 @@ fn info_lists_adapters() {
             "{stdout}"
         );
     }
+    // The CPU executor's kernels, named by what this CPU has.
+    #[cfg(target_arch = "x86_64")]
+    let products = if std::is_x86_feature_detected!("avx512f") {
+        "ours, AVX-512F (12×32 tiles)"
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        "ours, AVX2 + FMA (6×16 tiles)"
+    } else {
+        "the gemm crate"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let products = "the gemm crate";
+    assert!(
+        stdout.contains("cpu executor")
+            && stdout.contains(&format!("products of more than 8 rows: {products}")),
+        "{stdout}"
+    );
 }
 
 /// `linvt demo` from an empty directory: the whole pipeline on the embedded tiny model. It must

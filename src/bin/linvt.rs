@@ -490,6 +490,10 @@ fn info() -> linvt::Result<()> {
     if opts.backend.is_none() {
         opts.backend = Some("all".into());
     }
+    println!("cpu executor (`--backend cpu`):");
+    for line in linvt::cpu::kernels() {
+        println!("  {line}");
+    }
     let adapters = pollster::block_on(linvt::gpu::list_adapters(&opts))?;
     if adapters.is_empty() {
         println!("no GPU adapters found.");

@@ -65,6 +65,17 @@ fn int8_isa() -> Int8Isa {
     None
 }
 
+/// The int8 kernels' instruction set on this CPU, in words (`linvt info`).
+pub(crate) fn int8_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    match int8_isa() {
+        Some(int8::Isa::Vnni) => return "AVX-512 VNNI",
+        Some(int8::Isa::Avx2) => return "AVX2",
+        None => {}
+    }
+    "none (weights widened to f32)"
+}
+
 /// [`linear_blocks`] with the int8 kernels of `int8_isa` (tests take each this CPU runs).
 fn linear_blocks_on(
     x: &[f32],

@@ -34,6 +34,44 @@ pub mod window_pool;
 
 pub use ops::{CpuKvCache, CpuOps};
 
+/// The kernels the CPU executor takes on this CPU, one line per part (`linvt info`), as
+/// llama.cpp's system info names its SIMD paths.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn kernels() -> Vec<String> {
+    #[cfg(target_arch = "x86_64")]
+    let (products, lanes, bf16) = (
+        match gemm::Isa::detect() {
+            Some(gemm::Isa::Avx512) => "ours, AVX-512F (12×32 tiles)",
+            Some(gemm::Isa::Avx2) => "ours, AVX2 + FMA (6×16 tiles)",
+            None => "the gemm crate",
+        },
+        match vmath::Isa::detect() {
+            Some(vmath::Isa::Avx512) => "16 lanes (AVX-512F)",
+            Some(vmath::Isa::Avx2) => "8 lanes (AVX2 + FMA)",
+            None => "scalar",
+        },
+        match amx::available() {
+            true => "AMX tiles",
+            false => "refused (needs AMX-BF16)",
+        },
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (products, lanes, bf16) = ("the gemm crate", "scalar", "refused (needs AMX-BF16)");
+    vec![
+        format!("products of more than 8 rows: {products}"),
+        format!("softmax, GELU, sigmoids: {lanes}"),
+        format!(
+            "8- and 4-bit blocks, int8 activations: {}",
+            blocks::int8_kernels()
+        ),
+        format!("--cpu-products bf16: {bf16}"),
+        format!(
+            "threads by default: {} (physical cores)",
+            threads::physical_cores()
+        ),
+    ]
+}
+
 /// Whether a test of the AVX-512 kernels (`gemm`, `vmath`) can run here: true on CPUs with
 /// AVX-512F and F16C. Elsewhere those kernels are never called: the test says it is skipped
 /// (`SKIPPED <test>: …` on the terminal), or fails when `LINVT_REQUIRE_AVX512=1` says this
