@@ -7,6 +7,12 @@
 #     screenshot goes to target/web-demo.png (under CARGO_TARGET_DIR if set) and the page's timings are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Chromium, driven without a profile of its own, leaves a profile directory in TMPDIR per
+# launch (5-18 MB each): this run's go in a directory of its own, removed at the end.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/linvt-test-web.XXXXXX")
+export TMPDIR
+server=""
+trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "$TMPDIR"' EXIT
 source scripts/web-env.sh
 ensure_wasm_target
 ensure_wasm_bindgen
@@ -31,7 +37,6 @@ echo "== demo page (headless Chromium)"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 scripts/serve-web.sh "$port" >/dev/null 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/')" 2>/dev/null && break
   sleep 0.1
