@@ -22,6 +22,7 @@
 
 use super::linear::Strided;
 use super::threads::OutPtr;
+use super::Simd;
 use crate::tensor::{cache_lines, Half};
 use std::arch::x86_64::*;
 
@@ -37,36 +38,8 @@ pub fn available() -> bool {
     std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
 }
 
-/// The kernels these products run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// AVX-512F + F16C: [`Avx512`].
-    Avx512,
-    /// AVX2 + FMA + F16C: [`super::gemm_avx2::Avx2`].
-    Avx2,
-}
-
-impl Isa {
-    /// The best this CPU runs, if any (cached).
-    pub fn detect() -> Option<Isa> {
-        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| Isa::runnable().first().copied())
-    }
-
-    /// Every kernel this CPU runs, best first (tests take each).
-    pub fn runnable() -> Vec<Isa> {
-        let avx2 = std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c");
-        [(available(), Isa::Avx512), (avx2, Isa::Avx2)]
-            .into_iter()
-            .filter_map(|(has, isa)| has.then_some(isa))
-            .collect()
-    }
-}
-
 /// One instruction set's micro-kernel and packing, under the shared blocking loops. Callers
-/// of its functions hold an [`Isa`] that [`Isa::runnable`] returned for it.
+/// of its functions hold a [`Simd`] that [`Simd::runnable`] returned for it.
 pub(crate) trait Kernel {
     /// Rows of A per tile.
     const MR: usize;
@@ -214,18 +187,18 @@ unsafe impl Sync for SharedRhs {}
 /// of the rows too.
 ///
 /// # Safety
-/// `isa` is one [`Isa::runnable`] returned; x holds m×k values, w (through `rhs`) n×k and b,
+/// `isa` is one [`Simd::runnable`] returned; x holds m×k values, w (through `rhs`) n×k and b,
 /// when given, n.
 pub(crate) unsafe fn linear(
-    isa: Isa,
+    isa: Simd,
     x: &[f32],
     w: Rhs,
     b: Option<&[f32]>,
     dims: (usize, usize, usize),
 ) -> Vec<f32> {
     match isa {
-        Isa::Avx512 => linear_on::<Avx512>(x, w, b, dims),
-        Isa::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims),
+        Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims),
+        Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims),
     }
 }
 
@@ -299,11 +272,11 @@ impl Rhs {
 /// on the calling thread. lhs's rows must be contiguous (`lhs.col == 1`).
 ///
 /// # Safety
-/// `isa` is one [`Isa::runnable`] returned; every element the strides reach (m×k of lhs, k×n
+/// `isa` is one [`Simd::runnable`] returned; every element the strides reach (m×k of lhs, k×n
 /// of rhs, m×n of dst) must be in bounds, and dst must not overlap lhs or rhs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn product(
-    isa: Isa,
+    isa: Simd,
     dims: (usize, usize, usize),
     dst: *mut f32,
     dst_row: usize,
@@ -313,8 +286,8 @@ pub(crate) unsafe fn product(
     accumulate: bool,
 ) {
     match isa {
-        Isa::Avx512 => product_on::<Avx512>(dims, dst, dst_row, lhs, rhs, scale, accumulate),
-        Isa::Avx2 => {
+        Simd::Avx512 => product_on::<Avx512>(dims, dst, dst_row, lhs, rhs, scale, accumulate),
+        Simd::Avx2 => {
             use super::gemm_avx2::Avx2;
             product_on::<Avx2>(dims, dst, dst_row, lhs, rhs, scale, accumulate)
         }
@@ -604,12 +577,6 @@ mod tests {
     use crate::cpu::linear::linear_reference;
     use crate::rand::SeededRng;
 
-    /// Every kernel this CPU runs (AVX-512 said to be skipped where missing).
-    fn isas() -> Vec<Isa> {
-        crate::cpu::avx512_for_tests();
-        Isa::runnable()
-    }
-
     /// Every (column block, row) of Y in exactly one task, whatever the shape, and the tasks in
     /// whole rounds over the pool's threads where the rows allow (n = 1280 on 2 threads: 10
     /// tasks, not 5).
@@ -708,10 +675,11 @@ mod tests {
                         },
                     ),
                 };
-                for (bias, isa) in [None, Some(b.as_slice())]
-                    .into_iter()
-                    .flat_map(|b| isas().into_iter().map(move |isa| (b, isa)))
-                {
+                for (bias, isa) in [None, Some(b.as_slice())].into_iter().flat_map(|b| {
+                    crate::cpu::simd_for_tests()
+                        .into_iter()
+                        .map(move |isa| (b, isa))
+                }) {
                     let want = linear_reference(&x, &widened, bias, m, n, k);
                     // SAFETY: the CPU runs `isa`; x, w and b hold m×k, n×k and n values.
                     let got = unsafe { linear(isa, &x, rhs, bias, (m, n, k)) };
@@ -749,10 +717,11 @@ mod tests {
                         kk * ldb + j
                     }
                 };
-                for (accumulate, isa) in [false, true]
-                    .into_iter()
-                    .flat_map(|acc| isas().into_iter().map(move |isa| (acc, isa)))
-                {
+                for (accumulate, isa) in [false, true].into_iter().flat_map(|acc| {
+                    crate::cpu::simd_for_tests()
+                        .into_iter()
+                        .map(move |isa| (acc, isa))
+                }) {
                     let start = rng.vec(m * ldc, 1.0);
                     let mut dst = start.clone();
                     let rhs = Strided {

@@ -9,7 +9,7 @@ use super::linear::Strided;
 use crate::tensor::Half;
 use std::arch::x86_64::*;
 
-/// The AVX2 kernel (`super::gemm::Isa::Avx2`).
+/// The AVX2 kernel (`super::Simd::Avx2`).
 pub(crate) struct Avx2;
 
 /// Rows of A per tile.
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn transpose8_swaps_rows_and_lanes() {
-        if !crate::cpu::gemm::Isa::runnable().contains(&crate::cpu::gemm::Isa::Avx2) {
+        if !crate::cpu::Simd::runnable().contains(&crate::cpu::Simd::Avx2) {
             return; // no x86-64 CPU with these products lacks AVX2; `gemm`'s tests say so
         }
         let m: Vec<f32> = (0..64).map(|v| v as f32).collect();

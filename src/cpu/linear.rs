@@ -33,7 +33,7 @@ pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: us
             });
         }
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = super::gemm::Isa::detect() {
+        if let Some(isa) = super::Simd::detect() {
             // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values.
             let w = Rhs::F32(weight_rows(w, k));
             return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k)) };
@@ -150,7 +150,7 @@ pub fn linear_half(
         });
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = super::gemm::Isa::detect() {
+    if let Some(isa) = super::Simd::detect() {
         // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values
         // (asserted).
         let w = Rhs::Half(kind, weight_rows(w, k));
@@ -615,7 +615,7 @@ pub(crate) unsafe fn product(
     scale: f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = super::gemm::Isa::detect() {
+    if let Some(isa) = super::Simd::detect() {
         // SAFETY: the CPU runs `isa` (detected); bounds as the caller promises.
         let rhs = Rhs::F32(rhs);
         return super::gemm::product(isa, (m, n, k), dst, dst_row, lhs, rhs, scale, false);

@@ -34,21 +34,47 @@ pub mod window_pool;
 
 pub use ops::{CpuKvCache, CpuOps};
 
+/// The x86-64 vector instruction sets our own products (`gemm`, `gemm_avx2`) and
+/// transcendentals (`vmath`, `vmath_avx2`) are written for.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Simd {
+    /// AVX-512F + F16C: 16 lanes.
+    Avx512,
+    /// AVX2 + FMA + F16C: 8 lanes (AMD before Zen 4, most laptops).
+    Avx2,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Simd {
+    /// The widest this CPU runs, if any (cached).
+    pub fn detect() -> Option<Simd> {
+        static DETECTED: std::sync::OnceLock<Option<Simd>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| Simd::runnable().first().copied())
+    }
+
+    /// Every one this CPU runs, widest first (tests take each).
+    pub fn runnable() -> Vec<Simd> {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        [(gemm::available(), Simd::Avx512), (avx2, Simd::Avx2)]
+            .into_iter()
+            .filter_map(|(has, simd)| has.then_some(simd))
+            .collect()
+    }
+}
+
 /// The kernels the CPU executor takes on this CPU, one line per part (`linvt info`), as
 /// llama.cpp's system info names its SIMD paths.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn kernels() -> Vec<String> {
     #[cfg(target_arch = "x86_64")]
-    let (products, lanes, bf16) = (
-        match gemm::Isa::detect() {
-            Some(gemm::Isa::Avx512) => "ours, AVX-512F (12×32 tiles)",
-            Some(gemm::Isa::Avx2) => "ours, AVX2 + FMA (6×16 tiles)",
-            None => "the gemm crate",
-        },
-        match vmath::Isa::detect() {
-            Some(vmath::Isa::Avx512) => "16 lanes (AVX-512F)",
-            Some(vmath::Isa::Avx2) => "8 lanes (AVX2 + FMA)",
-            None => "scalar",
+    let ((products, lanes), bf16) = (
+        match Simd::detect() {
+            Some(Simd::Avx512) => ("ours, AVX-512F (12×32 tiles)", "16 lanes (AVX-512F)"),
+            Some(Simd::Avx2) => ("ours, AVX2 + FMA (6×16 tiles)", "8 lanes (AVX2 + FMA)"),
+            None => ("the gemm crate", "scalar"),
         },
         match amx::available() {
             true => "AMX tiles",
@@ -79,6 +105,14 @@ pub fn kernels() -> Vec<String> {
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) fn avx512_for_tests() -> bool {
     kernels_for_tests(gemm::available(), "AVX-512F/F16C", "LINVT_REQUIRE_AVX512")
+}
+
+/// Every [`Simd`] this CPU runs, for the tests of `gemm` and `vmath` (the AVX-512 ones said to
+/// be skipped where missing, as [`avx512_for_tests`]).
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn simd_for_tests() -> Vec<Simd> {
+    avx512_for_tests();
+    Simd::runnable()
 }
 
 /// [`avx512_for_tests`] for the AMX kernels (`amx`, `amx_attention`): `LINVT_REQUIRE_AMX=1`

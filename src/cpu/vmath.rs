@@ -1,5 +1,5 @@
 //! Transcendental functions 16 lanes at a time (AVX-512F; 8 on AVX2 CPUs through
-//! `super::vmath_avx2`, chosen by [`gelu`], [`x_sigmoid`], [`softmax_in_place`]) for the CPU
+//! `super::vmath_avx2`, the width `super::Simd` picks, chosen by [`gelu`], [`x_sigmoid`], [`softmax_in_place`]) for the CPU
 //! executor's elementwise ops: softmax's exponentials, GELU (erf form), QuickGELU and SwiGLU's sigmoids. libm's scalar
 //! `exp` was ~9 % of the vision encoder's samples (about 400 M exponentials per 448² frame in
 //! InternViT's softmaxes, 100 M in its GELUs).
@@ -14,6 +14,7 @@
 // compiler rounds each to the nearest f32.
 #![allow(clippy::excessive_precision)]
 
+use super::Simd;
 use std::arch::x86_64::*;
 
 /// ln 2 in two parts for exp's range reduction: n·LN2_HI is exact for the n that occur.
@@ -45,44 +46,10 @@ pub(super) const ERFC_POLY: [f32; 9] = [
 /// The fit's constant term.
 pub(super) const ERFC_C0: f32 = -1.265_512_23;
 
-/// The widths these functions run at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// 16 lanes (this file).
-    Avx512,
-    /// 8 lanes (`super::vmath_avx2`).
-    Avx2,
-}
-
-impl Isa {
-    /// Every width this CPU runs, widest first.
-    pub fn runnable() -> Vec<Isa> {
-        let avx512 = std::is_x86_feature_detected!("avx512f");
-        [
-            (avx512, Isa::Avx512),
-            (super::vmath_avx2::available(), Isa::Avx2),
-        ]
-        .into_iter()
-        .filter_map(|(has, isa)| has.then_some(isa))
-        .collect()
-    }
-
-    /// The widest this CPU runs, if any (cached).
-    pub fn detect() -> Option<Isa> {
-        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| Isa::runnable().first().copied())
-    }
-}
-
 /// Whether this CPU runs [`gelu`], [`x_sigmoid`] and [`softmax_in_place`] (AVX-512F, or AVX2
 /// and FMA).
 pub fn available() -> bool {
-    Isa::detect().is_some()
-}
-
-/// Whether this CPU runs the 16-lane functions ([`exp`], [`exp_shifted`]).
-pub fn avx512() -> bool {
-    Isa::detect() == Some(Isa::Avx512)
+    Simd::detect().is_some()
 }
 
 /// out = GELU(x) at this CPU's width.
@@ -90,8 +57,8 @@ pub fn avx512() -> bool {
 /// # Safety
 /// [`available`] must have returned true.
 pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
-    match Isa::detect() {
-        Some(Isa::Avx512) => gelu_avx512(x, out),
+    match Simd::detect() {
+        Some(Simd::Avx512) => gelu_avx512(x, out),
         _ => super::vmath_avx2::gelu(x, out),
     }
 }
@@ -101,8 +68,8 @@ pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
 /// # Safety
 /// [`available`] must have returned true.
 pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
-    match Isa::detect() {
-        Some(Isa::Avx512) => x_sigmoid_avx512(x, s, out),
+    match Simd::detect() {
+        Some(Simd::Avx512) => x_sigmoid_avx512(x, s, out),
         _ => super::vmath_avx2::x_sigmoid(x, s, out),
     }
 }
@@ -112,8 +79,8 @@ pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
 /// # Safety
 /// [`available`] must have returned true.
 pub unsafe fn softmax_in_place(p: &mut [f32]) {
-    match Isa::detect() {
-        Some(Isa::Avx512) => softmax_in_place_avx512(p),
+    match Simd::detect() {
+        Some(Simd::Avx512) => softmax_in_place_avx512(p),
         _ => super::vmath_avx2::softmax_in_place(p),
     }
 }
@@ -121,7 +88,7 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
 /// e^x in every lane.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`avx512`]).
+/// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 #[inline]
 pub unsafe fn exp(x: __m512) -> __m512 {
@@ -173,7 +140,7 @@ unsafe fn lanes(x: &[f32], out: &mut [f32], f: impl Fn(__m512) -> __m512) {
 /// 2 − erfc for x ≥ 0 and as erfc itself below, so far-negative inputs keep their small values.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`avx512`]).
+/// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_avx512(x: &[f32], out: &mut [f32]) {
     lanes(x, out, |v| {
@@ -199,7 +166,7 @@ pub unsafe fn gelu_avx512(x: &[f32], out: &mut [f32]) {
 /// out = x · σ(s·x) = x / (1 + e^(−s·x)): QuickGELU (s = 1.702) and SiLU (s = 1).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`avx512`]).
+/// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn x_sigmoid_avx512(x: &[f32], s: f32, out: &mut [f32]) {
     lanes(x, out, |v| {
@@ -212,7 +179,7 @@ pub unsafe fn x_sigmoid_avx512(x: &[f32], s: f32, out: &mut [f32]) {
 /// (the sum in 16 lanes, then across them).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`avx512`]).
+/// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn softmax_in_place_avx512(p: &mut [f32]) {
     let inv = _mm512_set1_ps(exp_shifted(p, 1.0));
@@ -237,7 +204,7 @@ fn split16(n: usize) -> (usize, __mmask16) {
 /// exactly: the fused multiply-subtract rounds once).
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`avx512`]).
+/// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
     let (main, tail) = split16(p.len());
@@ -307,21 +274,20 @@ mod tests {
     #[test]
     fn exp_is_within_two_ulp() {
         let x = inputs(200.0);
-        for isa in isas() {
+        for isa in crate::cpu::simd_for_tests() {
             let mut got = vec![0.0f32; x.len()];
-            // SAFETY: the CPU runs `isa`; its `exp` is what its sigmoid at s = −1 over −x
-            // computes before the division, so take exp through its lanes directly.
+            // SAFETY: the CPU runs `isa`; each width's exp over every input.
             unsafe {
                 match isa {
-                    Isa::Avx512 => lanes(&x, &mut got, |v| exp(v)),
-                    Isa::Avx2 => super::super::vmath_avx2::exp_lanes(&x, &mut got),
+                    Simd::Avx512 => lanes(&x, &mut got, |v| exp(v)),
+                    Simd::Avx2 => super::super::vmath_avx2::exp_lanes(&x, &mut got),
                 }
             };
             check_exp(isa, &x, &got);
         }
     }
 
-    fn check_exp(isa: Isa, x: &[f32], got: &[f32]) {
+    fn check_exp(isa: Simd, x: &[f32], got: &[f32]) {
         for (&x, &g) in x.iter().zip(got) {
             let want = (x as f64).exp();
             if same_special("exp", x, g, want) {
@@ -351,18 +317,19 @@ mod tests {
             }),
             ("silu", Some(1.0), |v| v / (1.0 + (-v).exp())),
         ];
-        for ((name, s, reference), isa) in cases
-            .into_iter()
-            .flat_map(|case| isas().into_iter().map(move |isa| (case, isa)))
-        {
+        for ((name, s, reference), isa) in cases.into_iter().flat_map(|case| {
+            crate::cpu::simd_for_tests()
+                .into_iter()
+                .map(move |isa| (case, isa))
+        }) {
             use super::super::vmath_avx2 as avx2;
             // SAFETY: the CPU runs `isa`.
             unsafe {
                 match (s, isa) {
-                    (None, Isa::Avx512) => gelu_avx512(&x, &mut got),
-                    (Some(s), Isa::Avx512) => x_sigmoid_avx512(&x, s, &mut got),
-                    (None, Isa::Avx2) => avx2::gelu(&x, &mut got),
-                    (Some(s), Isa::Avx2) => avx2::x_sigmoid(&x, s, &mut got),
+                    (None, Simd::Avx512) => gelu_avx512(&x, &mut got),
+                    (Some(s), Simd::Avx512) => x_sigmoid_avx512(&x, s, &mut got),
+                    (None, Simd::Avx2) => avx2::gelu(&x, &mut got),
+                    (Some(s), Simd::Avx2) => avx2::x_sigmoid(&x, s, &mut got),
                 }
             }
             for (&x, &g) in x.iter().zip(&got) {
@@ -388,13 +355,13 @@ mod tests {
             let row: Vec<f32> = (0..n).map(|_| (rng.uniform() - 0.5) * 30.0).collect();
             let mut want = row.clone();
             super::super::attention::softmax_scalar(&mut want);
-            for isa in isas() {
+            for isa in crate::cpu::simd_for_tests() {
                 let mut got = row.clone();
                 // SAFETY: the CPU runs `isa`.
                 unsafe {
                     match isa {
-                        Isa::Avx512 => softmax_in_place_avx512(&mut got),
-                        Isa::Avx2 => super::super::vmath_avx2::softmax_in_place(&mut got),
+                        Simd::Avx512 => softmax_in_place_avx512(&mut got),
+                        Simd::Avx2 => super::super::vmath_avx2::softmax_in_place(&mut got),
                     }
                 };
                 for (g, w) in got.iter().zip(&want) {
@@ -405,11 +372,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// Every width this CPU runs (AVX-512 said to be skipped where missing).
-    fn isas() -> Vec<Isa> {
-        crate::cpu::avx512_for_tests();
-        Isa::runnable()
     }
 }

@@ -11,15 +11,10 @@
 use super::vmath::{ERFC_C0, ERFC_POLY, EXP_POLY, LN2_HI, LN2_LO};
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs these kernels.
-pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
 /// e^x in every lane: `super::vmath::exp`'s reduction and polynomial.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]).
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub unsafe fn exp(x: __m256) -> __m256 {
@@ -98,7 +93,7 @@ unsafe fn lanes(x: &[f32], out: &mut [f32], f: impl Fn(__m256) -> __m256) {
 /// out = GELU(x), as `super::vmath::gelu_avx512`.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]).
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
     lanes(x, out, |v| {
@@ -122,7 +117,7 @@ pub unsafe fn gelu(x: &[f32], out: &mut [f32]) {
 /// out = x · σ(s·x) = x / (1 + e^(−s·x)), as `super::vmath::x_sigmoid_avx512`.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]).
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn x_sigmoid(x: &[f32], s: f32, out: &mut [f32]) {
     lanes(x, out, |v| {
@@ -143,7 +138,7 @@ unsafe fn lanes_of(v: __m256) -> [f32; 8] {
 /// p ← softmax(p), the maximum subtracted first (the sum in 8 lanes, then across them).
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]).
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn softmax_in_place(p: &mut [f32]) {
     let (n, main) = (p.len(), p.len() - p.len() % 8);
@@ -183,7 +178,7 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
 /// e^x of every value (the tests' view of [`exp`]).
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA ([`available`]).
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[cfg(test)]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_lanes(x: &[f32], out: &mut [f32]) {
