@@ -163,10 +163,33 @@ fn prefill_products(c: &mut Criterion) {
     }
 }
 
+/// The ViT's self-attention over one 448² frame (InternViT-300M: 1025 tokens, 16 heads of 64,
+/// read from a packed q|k|v), against the products' own rate: 2·1025²·1024 multiply-adds
+/// (S = Q·Kᵀ and O = P·V) plus the softmax.
+fn vit_attention(c: &mut Criterion) {
+    use linvt::ops::{AttnGeometry, Axis};
+    linvt::cpu::threads::init(None).expect("the thread pool starts");
+    let (tokens, embed, heads) = (1025, 1024, 16);
+    let qkv = values(tokens * 3 * embed, 7);
+    let geometry = AttnGeometry::along_axis(1, tokens, embed, heads, Axis::Tokens);
+    let mut out = vec![0.0f32; tokens * embed];
+    let mut g = c.benchmark_group(format!(
+        "cpu vit attention {tokens}x{heads}x{}",
+        embed / heads
+    ));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((2 * tokens * tokens * embed) as u64));
+    g.bench_function("f32", |b| {
+        b.iter(|| linvt::cpu::attention::attention(&qkv, &qkv, &qkv, &mut out, &geometry))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     decode_products,
     streaming_products,
-    prefill_products
+    prefill_products,
+    vit_attention
 );
 criterion_main!(benches);

@@ -153,7 +153,7 @@ unsafe fn head(q: &[f32], k: &[f32], v: &[f32], out: *mut f32, at: &Head) {
                 let sums = &mut s[r * kl_pad..][..seen(rows - 1)];
                 let (visible, later) = sums.split_at_mut(seen(r));
                 // softmax(scale·s) in two passes; its normalisation rides on the rounding.
-                let inv = super::vmath::exp_shifted(visible, at.scale);
+                let inv = super::vmath::exp_shifted_avx512(visible, at.scale);
                 later.fill(0.0);
                 round_row(sums, inv, &mut p[(r / 16) * 16 * kl_pad..], r % 16);
             }

@@ -9,7 +9,7 @@
 //! h·head_dim + d].
 
 #[cfg(not(target_arch = "wasm32"))]
-use super::linear::{product, Strided};
+use super::linear::{product, ReusedRhs, Strided};
 use crate::ops::AttnGeometry;
 
 /// Dot product with `LANES` independent partial sums, so the compiler can vectorise it and
@@ -85,17 +85,17 @@ fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> V
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) const PRODUCTS_MIN_LEN: usize = 16;
 
-/// Query rows per task of the products: 8 of the AVX-512 GEMM's 12-row tiles, so the scores of
-/// a task (96 × kv_len f32: ~400 KiB at a 448² frame's 1025 tokens) stay in L2 between the two
+/// Query rows per product: 8 of the AVX-512 GEMM's 12-row tiles, so the scores of a block
+/// (96 × kv_len f32: ~400 KiB at a 448² frame's 1025 tokens) stay in L2 between the two
 /// products.
 #[cfg(not(target_arch = "wasm32"))]
 const PRODUCT_ROWS: usize = 96;
 
 /// Writes the attention output into `out` at the places `g.out` names. Natively, sequences of
-/// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V (`linear::product`), one task per
-/// (group, head, block of [`PRODUCT_ROWS`] queries) on the rayon pool (the ViT's and long
-/// clips' attention); short ones, and the browser build, run the loops of [`attention_loops`],
-/// which tests hold the products to.
+/// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V (`linear::product`) per (group,
+/// head, block of [`PRODUCT_ROWS`] queries) on the rayon pool (the ViT's and long clips'
+/// attention); short ones, and the browser build, run the loops of [`attention_loops`], which
+/// tests hold the products to.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
     #[cfg(not(target_arch = "wasm32"))]
     if g.q_len >= PRODUCTS_MIN_LEN && g.kv_len >= PRODUCTS_MIN_LEN {
@@ -118,8 +118,11 @@ fn scatter(results: &[Vec<f32>], out: &mut [f32], g: &AttnGeometry) {
 }
 
 /// Every (group, head, block of query rows) by two products: S = scale·Q·Kᵀ read through the
-/// operands' strides (no copies), a row softmax as in [`row_probs`], O = P·V written straight
-/// to the output's rows.
+/// operands' strides, each row's exponentials as in [`row_probs`] (the max subtracted), O =
+/// P·V written straight to the output's rows, each divided by its row's sum as it is stored.
+/// A task takes a (group, head) and a run of its query blocks, packing Kᵀ and V once for the
+/// run: runs are as long as keeping every thread busy allows (the whole head when there are
+/// at least twice as many heads as threads).
 #[cfg(not(target_arch = "wasm32"))]
 fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometry) {
     use rayon::prelude::*;
@@ -129,51 +132,84 @@ fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometr
     }
     g.assert_within((q.len(), k.len(), v.len(), out.len()));
     let blocks = ql.div_ceil(PRODUCT_ROWS);
-    // Each task writes only rows i0..i0+rows of head h of its group.
+    let pairs = g.groups * heads;
+    let runs = (2 * rayon::current_num_threads())
+        .div_ceil(pairs)
+        .min(blocks);
+    let per_run = blocks.div_ceil(runs);
+    let runs = blocks.div_ceil(per_run);
+    // Each task writes only rows of its own blocks of head h of its group.
     let dst = super::threads::OutPtr(out.as_mut_ptr());
-    (0..g.groups * heads * blocks)
-        .into_par_iter()
-        .for_each(move |task| {
-            let dst = dst;
-            let (group, h, i0) = (
-                task / (heads * blocks),
-                task / blocks % heads,
-                task % blocks * PRODUCT_ROWS,
-            );
-            let rows = PRODUCT_ROWS.min(ql - i0);
-            let mut s = vec![0f32; rows * kl];
-            // SAFETY: every (row, d) read or written is within its operand (asserted above); s
-            // holds rows×kl values; this task writes only rows i0..i0+rows of head h of its group.
-            // Kᵀ is K read with its strides swapped.
-            unsafe {
+    (0..pairs * runs).into_par_iter().for_each(move |task| {
+        let dst = dst;
+        let (pair, run) = (task / runs, task % runs);
+        let (group, h) = (pair / heads, pair % heads);
+        let mut s = vec![0f32; PRODUCT_ROWS.min(ql) * kl];
+        let mut inv = [0f32; PRODUCT_ROWS];
+        // SAFETY: every (row, d) read or written is within its operand (asserted above); s
+        // holds rows×kl values; this task writes only rows of its blocks of head h of its
+        // group. Kᵀ is K read with its strides swapped.
+        unsafe {
+            let kt = Strided {
+                ptr: k.as_ptr().add(g.k.at(group, 0, h, hd)),
+                col: g.k.row_stride,
+                row: 1,
+            };
+            let kt = ReusedRhs::new(kt, (hd, kl));
+            let vs = Strided {
+                ptr: v.as_ptr().add(g.v.at(group, 0, h, hd)),
+                col: 1,
+                row: g.v.row_stride,
+            };
+            let vs = ReusedRhs::new(vs, (kl, hd));
+            for block in run * per_run..(blocks.min((run + 1) * per_run)) {
+                let i0 = block * PRODUCT_ROWS;
+                let rows = PRODUCT_ROWS.min(ql - i0);
                 let lhs = Strided {
                     ptr: q.as_ptr().add(g.q.at(group, i0, h, hd)),
                     col: 1,
                     row: g.q.row_stride,
                 };
-                let kt = Strided {
-                    ptr: k.as_ptr().add(g.k.at(group, 0, h, hd)),
-                    col: g.k.row_stride,
-                    row: 1,
-                };
-                product((rows, kl, hd), s.as_mut_ptr(), kl, lhs, kt, g.scale);
-                for row in s.chunks_mut(kl) {
-                    softmax_in_place(row);
+                product((rows, kl, hd), s.as_mut_ptr(), kl, lhs, &kt, g.scale, None);
+                for (row, inv) in s.chunks_mut(kl).zip(&mut inv).take(rows) {
+                    *inv = exp_shifted(row);
                 }
                 let p = Strided {
                     ptr: s.as_ptr(),
                     col: 1,
                     row: kl,
                 };
-                let vs = Strided {
-                    ptr: v.as_ptr().add(g.v.at(group, 0, h, hd)),
-                    col: 1,
-                    row: g.v.row_stride,
-                };
                 let o = dst.0.add(g.out.at(group, i0, h, hd));
-                product((rows, hd, kl), o, g.out.row_stride, p, vs, 1.0);
+                product(
+                    (rows, hd, kl),
+                    o,
+                    g.out.row_stride,
+                    p,
+                    &vs,
+                    1.0,
+                    Some(&inv[..rows]),
+                );
             }
-        });
+        }
+    });
+}
+
+/// p ← exp(p − max p), returning 1 / Σ of them (softmax before its normalisation): 16 or 8
+/// lanes at a time where the CPU has AVX-512F or AVX2 (`super::vmath`), else one at a time.
+#[cfg(not(target_arch = "wasm32"))]
+fn exp_shifted(p: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if super::vmath::available() {
+        // SAFETY: `vmath::available` (checked).
+        return unsafe { super::vmath::exp_shifted(p, 1.0) };
+    }
+    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for pj in p.iter_mut() {
+        *pj = (*pj - max).exp();
+        sum += *pj;
+    }
+    1.0 / sum
 }
 
 /// The plain loops: per query row and head, the scores, their softmax, the weighted values.

@@ -25,7 +25,7 @@ pub fn erf(x: f64) -> f64 {
 /// `each(i, out_chunk, x_chunk)` for chunk i of `out` (`oc` values each) beside chunk i of `x`
 /// (`xc` values each): on the rayon pool natively, at least 4096 output values a task; in order
 /// in the browser. Every caller computes each element alone, so the split changes no value.
-fn zip_chunks(
+pub(crate) fn zip_chunks(
     out: &mut [f32],
     oc: usize,
     x: &[f32],
@@ -60,19 +60,28 @@ fn map(x: &[f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes
 /// x ← f(x) in place, as [`map`] computes it (each 4096 values through a stack copy, so the
 /// vector form reads one slice and writes another): no output to allocate and zero.
 fn map_in_place(x: &mut [f32], scalar: impl Fn(f32) -> f32 + Sync + Send, lanes: lanes::Lanes) {
-    let apply = |x: &mut [f32]| {
-        let mut copy = [0.0f32; 4096];
-        let copy = &mut copy[..x.len()];
-        copy.copy_from_slice(x);
-        apply(copy, x, &scalar, lanes)
-    };
+    let apply = |x: &mut [f32]| apply_in_place(x, &scalar, lanes);
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
-        x.par_chunks_mut(4096).for_each(apply);
+        x.par_chunks_mut(IN_PLACE).for_each(apply);
     }
     #[cfg(target_arch = "wasm32")]
-    x.chunks_mut(4096).for_each(apply);
+    x.chunks_mut(IN_PLACE).for_each(apply);
+}
+
+/// Values per task of [`map_in_place`].
+const IN_PLACE: usize = 4096;
+
+/// [`apply`] over x in place, on the calling thread, through a stack copy of 256 values at a
+/// time (an L1-sized copy: a fused epilogue's stretch is often just that long).
+fn apply_in_place(x: &mut [f32], scalar: impl Fn(f32) -> f32, lanes: lanes::Lanes) {
+    let mut copy = [0.0f32; 256];
+    for x in x.chunks_mut(copy.len()) {
+        let copy = &mut copy[..x.len()];
+        copy.copy_from_slice(x);
+        apply(copy, x, &scalar, lanes)
+    }
 }
 
 /// out = f(x) element by element: `lanes` where the CPU has AVX-512F or AVX2, else `scalar`.
@@ -187,7 +196,12 @@ pub fn residual_add_into(x: &[f32], y: &mut [f32], gamma: Option<&[f32]>, cols: 
     if let Some(g) = gamma {
         assert_eq!(g.len(), cols, "residual_add: gamma must hold {cols} values");
     }
-    zip_chunks(y, cols, x, cols, |_, b, a| match gamma {
+    zip_chunks(y, cols, x, cols, |_, b, a| residual_row(a, b, gamma));
+}
+
+/// b ← a + γ ⊙ b for one row (or a stretch of one, γ its columns').
+fn residual_row(a: &[f32], b: &mut [f32], gamma: Option<&[f32]>) {
+    match gamma {
         Some(g) => {
             for ((b, a), g) in b.iter_mut().zip(a).zip(g) {
                 *b = a + g * *b;
@@ -198,7 +212,61 @@ pub fn residual_add_into(x: &[f32], y: &mut [f32], gamma: Option<&[f32]>, cols: 
                 *b += a;
             }
         }
-    });
+    }
+}
+
+/// What a linear's output goes through before it is returned: the ops the GPU executor fuses
+/// into its products' stores, fused here too where the product is ours (`super::gemm`: each
+/// stretch while it is still in cache), else a pass over the output.
+#[derive(Clone, Copy, Debug)]
+pub enum After<'a> {
+    Nothing,
+    /// [`gelu`].
+    Gelu,
+    /// y ← residual + γ ⊙ y ([`residual_add_into`]), the residual of y's shape.
+    Residual {
+        residual: &'a [f32],
+        gamma: Option<&'a [f32]>,
+    },
+}
+
+impl After<'_> {
+    /// Applied to y, rows of `cols` values, in parallel as the maps above.
+    pub fn rows(&self, y: &mut [f32], cols: usize) {
+        match *self {
+            After::Nothing => {}
+            After::Gelu => gelu_in_place(y),
+            After::Residual { residual, gamma } => residual_add_into(residual, y, gamma, cols),
+        }
+    }
+
+    /// Applied to the stretch `y` of row `row` from column `col` of an output with rows of
+    /// `cols` values, on the calling thread (≤ 4096 values): each element as [`After::rows`]
+    /// computes it.
+    pub(crate) fn stretch(&self, row: usize, col: usize, cols: usize, y: &mut [f32]) {
+        match *self {
+            After::Nothing => {}
+            After::Gelu => apply_in_place(y, gelu_scalar, lanes::GELU),
+            After::Residual { residual, gamma } => {
+                let a = &residual[row * cols + col..][..y.len()];
+                residual_row(a, y, gamma.map(|g| &g[col..][..y.len()]))
+            }
+        }
+    }
+
+    /// Panics unless the operands fit an output of `rows` × `cols`.
+    pub(crate) fn check(&self, rows: usize, cols: usize) {
+        if let After::Residual { residual, gamma } = self {
+            assert_eq!(
+                residual.len(),
+                rows * cols,
+                "the residual must match the output"
+            );
+            if let Some(g) = gamma {
+                assert_eq!(g.len(), cols, "gamma must hold one value per column");
+            }
+        }
+    }
 }
 
 /// Rounds every value to the nearest bfloat16 (ties to even), as `tensor.to(torch.bfloat16)`.

@@ -20,6 +20,7 @@
 //! passes it. Sums over k are in order within a block, blocks added in order: results agree
 //! with other paths to f32 rounding, not bit for bit.
 
+use super::elementwise::After;
 use super::linear::Strided;
 use super::threads::OutPtr;
 use super::Simd;
@@ -181,24 +182,27 @@ struct SharedRhs(Rhs);
 unsafe impl Send for SharedRhs {}
 unsafe impl Sync for SharedRhs {}
 
-/// Y (m×n) = X (m×k) · Wᵀ + b, with W n×k row-major as f32 or 16-bit floats, split over the
-/// rayon pool: tasks own [`NC`] columns of Y (each packs its columns of W once per block of k
-/// for every row of X) and, when there are too few columns to keep every thread busy, a share
-/// of the rows too.
+/// Y (m×n) = after(X (m×k) · Wᵀ + b), with W n×k row-major as f32 or 16-bit floats, split
+/// over the rayon pool: tasks own [`NC`] columns of Y (each packs its columns of W once per
+/// block of k for every row of X) and, when there are too few columns to keep every thread
+/// busy, a share of the rows too. The bias and `after` are applied to each block of outputs
+/// once its last depths are stored, while it is still in cache; Y is never zeroed first
+/// (every output is stored before it is read).
 ///
 /// # Safety
 /// `isa` is one [`Simd::runnable`] returned; x holds m×k values, w (through `rhs`) n×k and b,
-/// when given, n.
+/// when given, n; `after` fits an m×n output ([`After::check`]).
 pub(crate) unsafe fn linear(
     isa: Simd,
     x: &[f32],
     w: Rhs,
     b: Option<&[f32]>,
     dims: (usize, usize, usize),
+    after: After,
 ) -> Vec<f32> {
     match isa {
-        Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims),
-        Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims),
+        Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims, after),
+        Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims, after),
     }
 }
 
@@ -208,26 +212,30 @@ unsafe fn linear_on<K: Kernel>(
     w: Rhs,
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
+    after: After,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
     if m == 0 || n == 0 {
-        return y;
+        return Vec::new();
     }
-    if let Some(b) = b {
-        for row in y.chunks_mut(n) {
-            row.copy_from_slice(&b[..n]);
-        }
-    }
+    let mut y = Vec::<f32>::with_capacity(m * n);
     let tasks = Tasks::new((m, n), NC, K::MR);
     let out = OutPtr(y.as_mut_ptr());
     let rhs = SharedRhs(w);
-    let accumulate = b.is_some();
     tasks.run(move |task| {
         let (out, rhs) = (out, rhs);
         let (cj, i0) = tasks.at(task);
         let j0 = cj * NC;
         let cols = NC.min(n - j0);
         let rows = tasks.rows_per_task.min(m - i0);
+        let finish = |i: usize, j: usize, stretch: &mut [f32]| {
+            let (i, j) = (i0 + i, j0 + j);
+            if let Some(b) = b {
+                for (y, b) in stretch.iter_mut().zip(&b[j..]) {
+                    *y += b;
+                }
+            }
+            after.stretch(i, j, n, stretch);
+        };
         // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
         // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
         unsafe {
@@ -240,14 +248,20 @@ unsafe fn linear_on<K: Kernel>(
                     col: 1,
                     row: k,
                 },
-                rhs.0.offset_cols(j0),
+                Operand::InPlace(rhs.0.offset_cols(j0)),
                 1.0,
-                accumulate,
+                Some(&finish),
             )
         }
     });
+    // SAFETY: the tasks stored every one of Y's m×n values (their blocks tile it).
+    y.set_len(m * n);
     y
 }
+
+/// What [`product_on`] calls on each stretch of a row of dst once it holds its final sums:
+/// (row, column of its first value, the stretch), relative to dst's first value.
+type Finish<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
 
 impl Rhs {
     /// The operand starting `j` columns further.
@@ -281,66 +295,146 @@ pub(crate) unsafe fn product(
     dst: *mut f32,
     dst_row: usize,
     lhs: Strided,
-    rhs: Rhs,
+    rhs: Operand,
     scale: f32,
-    accumulate: bool,
+    finish: Option<Finish>,
 ) {
+    if let Operand::Packed(p) = rhs {
+        assert!(
+            p.isa == isa && (p.k, p.n) == (dims.2, dims.1),
+            "a packed operand is used as it was packed"
+        );
+    }
     match isa {
-        Simd::Avx512 => product_on::<Avx512>(dims, dst, dst_row, lhs, rhs, scale, accumulate),
+        Simd::Avx512 => product_on::<Avx512>(dims, dst, dst_row, lhs, rhs, scale, finish),
         Simd::Avx2 => {
             use super::gemm_avx2::Avx2;
-            product_on::<Avx2>(dims, dst, dst_row, lhs, rhs, scale, accumulate)
+            product_on::<Avx2>(dims, dst, dst_row, lhs, rhs, scale, finish)
         }
     }
 }
 
-/// [`product`] on kernel K.
+/// The right operand of a product: packed as the product goes, or once for several products.
+#[derive(Clone, Copy)]
+pub(crate) enum Operand<'a> {
+    InPlace(Rhs),
+    Packed(&'a PackedRhs),
+}
+
+/// A k×n right operand packed once ([`PackedRhs::new`]) for every product that reads it (the
+/// attention's Kᵀ and V, read by each block of queries): its blocks of [`KC`] depths × [`NC`]
+/// columns in the order the products visit them, each padded to whole panels.
+pub(crate) struct PackedRhs {
+    lines: Vec<crate::tensor::CacheLine>,
+    isa: Simd,
+    k: usize,
+    n: usize,
+    /// Columns of every KC-deep row of blocks, padded to whole panels.
+    padded_n: usize,
+}
+
+impl PackedRhs {
+    /// Packs k×n of `rhs` for products on `isa`.
+    ///
+    /// # Safety
+    /// `isa` is one [`Simd::runnable`] returned; every element of the k×n operand is in bounds.
+    pub(crate) unsafe fn new(isa: Simd, rhs: Rhs, (k, n): (usize, usize)) -> PackedRhs {
+        match isa {
+            Simd::Avx512 => Self::pack::<Avx512>(isa, rhs, (k, n)),
+            Simd::Avx2 => Self::pack::<super::gemm_avx2::Avx2>(isa, rhs, (k, n)),
+        }
+    }
+
+    unsafe fn pack<K: Kernel>(isa: Simd, rhs: Rhs, (k, n): (usize, usize)) -> PackedRhs {
+        let padded_n = n / NC * NC + (n % NC).next_multiple_of(K::NR);
+        let mut packed = PackedRhs {
+            lines: cache_lines(2 * k * padded_n),
+            isa,
+            k,
+            n,
+            padded_n,
+        };
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for j0 in (0..n).step_by(NC) {
+                let nc = NC.min(n - j0);
+                let (at, len) = packed.block::<K>(k0, kc, j0, nc);
+                let values = bytemuck::cast_slice_mut::<_, f32>(&mut packed.lines);
+                K::pack_b(rhs, k0, kc, j0, nc, &mut values[at..at + len]);
+            }
+        }
+        packed
+    }
+
+    /// Where the block of depths k0..k0+kc × columns j0..j0+nc starts, and its length.
+    fn block<K: Kernel>(&self, k0: usize, kc: usize, j0: usize, nc: usize) -> (usize, usize) {
+        (
+            k0 * self.padded_n + kc * j0,
+            kc * nc.next_multiple_of(K::NR),
+        )
+    }
+}
+
+/// [`product`] on kernel K, `finish` called on each block of dst's rows once it holds its
+/// final sums (dst need not be initialised).
+#[allow(clippy::too_many_arguments)]
 unsafe fn product_on<K: Kernel>(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_row: usize,
     lhs: Strided,
-    rhs: Rhs,
+    rhs: Operand,
     scale: f32,
-    accumulate: bool,
+    finish: Option<Finish>,
 ) {
     assert_eq!(lhs.col, 1, "gemm::product reads rows of lhs in place");
     if m == 0 || n == 0 {
         return;
     }
+    let row = |i: usize, j: usize, len: usize| {
+        std::slice::from_raw_parts_mut(dst.add(i * dst_row + j), len)
+    };
     if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                std::ptr::write_bytes(dst.add(i * dst_row), 0, n);
+        for i in 0..m {
+            std::ptr::write_bytes(dst.add(i * dst_row), 0, n);
+            if let Some(finish) = finish {
+                finish(i, 0, row(i, 0, n));
             }
         }
         return;
     }
     // On cache-line boundaries, so no 64-byte load of a packed row straddles two lines.
-    let b_len = KC.min(k) * NC.min(n).next_multiple_of(K::NR);
+    let b_len = match rhs {
+        Operand::InPlace(_) => KC.min(k) * NC.min(n).next_multiple_of(K::NR),
+        Operand::Packed(_) => 0,
+    };
     let a_len = KC.min(k) * K::MC.min(m).next_multiple_of(K::MR) + PACK_SLACK;
     let (mut b_lines, mut a_lines) = (cache_lines(2 * b_len), cache_lines(2 * a_len));
-    let b_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut b_lines)[..b_len];
+    let b_buffer = &mut bytemuck::cast_slice_mut::<_, f32>(&mut b_lines)[..b_len];
     let a_pack = &mut bytemuck::cast_slice_mut::<_, f32>(&mut a_lines)[..a_len];
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let load_c = accumulate || k0 > 0;
+        let load_c = k0 > 0;
         for j0 in (0..n).step_by(NC) {
             let nc = NC.min(n - j0);
-            K::pack_b(rhs, k0, kc, j0, nc, b_pack);
+            let b_pack: &[f32] = match rhs {
+                Operand::InPlace(rhs) => {
+                    K::pack_b(rhs, k0, kc, j0, nc, b_buffer);
+                    &*b_buffer
+                }
+                Operand::Packed(p) => {
+                    let (at, len) = p.block::<K>(k0, kc, j0, nc);
+                    &bytemuck::cast_slice::<_, f32>(&p.lines)[at..at + len]
+                }
+            };
             for i0 in (0..m).step_by(K::MC) {
                 let mc = K::MC.min(m - i0);
                 let tiles = mc.div_ceil(K::MR);
                 for t in 0..tiles {
                     let rows = K::MR.min(mc - t * K::MR);
                     let a = lhs.ptr.add((i0 + t * K::MR) * lhs.row + k0);
-                    K::pack_a(
-                        a,
-                        lhs.row,
-                        rows,
-                        kc,
-                        a_pack.as_mut_ptr().add(t * kc * K::MR),
-                    );
+                    let to = a_pack.as_mut_ptr().add(t * kc * K::MR);
+                    K::pack_a(a, lhs.row, rows, kc, to);
                 }
                 // Each panel of B stays in L1 while the block's tiles of A pass it from L2.
                 let panels = b_pack.chunks(kc * K::NR).take(nc.div_ceil(K::NR));
@@ -349,12 +443,19 @@ unsafe fn product_on<K: Kernel>(
                     let b = b_panel.as_ptr();
                     for t in 0..tiles {
                         let rows = K::MR.min(mc - t * K::MR);
-                        let a = a_pack.as_ptr().add(t * kc * K::MR);
                         let c = (
                             dst.add((i0 + t * K::MR) * dst_row + j0 + p * K::NR),
                             dst_row,
                         );
+                        let a = a_pack.as_ptr().add(t * kc * K::MR);
                         K::tile(rows, kc, a, b, c, cols, scale, load_c);
+                    }
+                }
+                // The block's outputs are final after the last depths: finished while they are
+                // in L2 (MC × NC values).
+                if let Some(finish) = finish.filter(|_| k0 + kc == k) {
+                    for i in i0..i0 + mc {
+                        finish(i, j0, row(i, j0, nc));
                     }
                 }
             }
@@ -635,7 +736,8 @@ mod tests {
     /// compared on their widened values, so only the summation order differs: 2e-6·k + 1e-6
     /// for values ≤ 1, as `linear`'s tests), on shapes that cross every block edge — MR rows
     /// (12), NR columns (32), KC depths (256), NC columns (256), the 16-wide transposes — with
-    /// junk after x and w.
+    /// junk after x and w, and no depth at all; each also through GELU and a scaled residual
+    /// (fused: against the reference's output through [`After::rows`]).
     #[test]
     fn linear_matches_the_reference_across_block_edges() {
         let mut rng = SeededRng::new(21);
@@ -647,6 +749,7 @@ mod tests {
             (25, 300, 17),
             (97, 257, 513),
             (40, 520, 300),
+            (5, 7, 0),
         ] {
             let x = rng.vec(m * k + 7, 1.0);
             let wf = rng.vec(n * k + 7, 1.0);
@@ -680,16 +783,34 @@ mod tests {
                         .into_iter()
                         .map(move |isa| (b, isa))
                 }) {
-                    let want = linear_reference(&x, &widened, bias, m, n, k);
-                    // SAFETY: the CPU runs `isa`; x, w and b hold m×k, n×k and n values.
-                    let got = unsafe { linear(isa, &x, rhs, bias, (m, n, k)) };
-                    let tol = 2e-6 * k as f32 + 1e-6;
-                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - w).abs() <= tol,
-                            "{isa:?} {kind:?} {m}×{n}×{k} bias {}: element {i}: {g} vs {w}",
-                            bias.is_some()
-                        );
+                    let reference = linear_reference(&x, &widened, bias, m, n, k);
+                    let residual = rng.vec(m * n, 1.0);
+                    let gamma = rng.vec(n, 1.0);
+                    let afters = [
+                        After::Nothing,
+                        After::Gelu,
+                        After::Residual {
+                            residual: &residual,
+                            gamma: Some(&gamma),
+                        },
+                    ];
+                    for after in afters {
+                        let mut want = reference.clone();
+                        after.rows(&mut want, n);
+                        // SAFETY: the CPU runs `isa`; x, w and b hold m×k, n×k and n values,
+                        // the residual m×n and gamma n.
+                        let got = unsafe { linear(isa, &x, rhs, bias, (m, n, k), after) };
+                        assert_eq!(got.len(), m * n);
+                        // GELU's slope and |γ| are at most 1.13 and 1: the product's tolerance.
+                        let tol = 2.3e-6 * k as f32 + 1e-6;
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "{isa:?} {kind:?} {m}×{n}×{k} bias {} {after:?}: element {i}: \
+                                 {g} vs {w}",
+                                bias.is_some()
+                            );
+                        }
                     }
                 }
             }
@@ -697,9 +818,9 @@ mod tests {
     }
 
     /// The attention products' forms: lhs rows `lda` apart, rhs read as Kᵀ (depths contiguous)
-    /// and as V (columns contiguous, packed element by element), a scale, dst rows apart with
-    /// junk between them kept, and `accumulate` adding to what dst holds. Oracle: f64 sums;
-    /// tolerance as above.
+    /// and as V (columns contiguous), packed as the product goes or once ([`PackedRhs`]), a
+    /// scale, dst rows apart with junk between them kept, and a finish scaling each row.
+    /// Oracle: f64 sums; tolerance as above.
     #[test]
     fn strided_products_match_the_reference() {
         let mut rng = SeededRng::new(22);
@@ -717,10 +838,10 @@ mod tests {
                         kk * ldb + j
                     }
                 };
-                for (accumulate, isa) in [false, true].into_iter().flat_map(|acc| {
+                for (packed, isa) in [false, true].into_iter().flat_map(|packed| {
                     crate::cpu::simd_for_tests()
                         .into_iter()
-                        .map(move |isa| (acc, isa))
+                        .map(move |isa| (packed, isa))
                 }) {
                     let start = rng.vec(m * ldc, 1.0);
                     let mut dst = start.clone();
@@ -734,19 +855,21 @@ mod tests {
                         col: 1,
                         row: lda,
                     };
+                    let row_scale = |i: usize| 1.0 + i as f32 / 4.0;
+                    let finish = |i: usize, _: usize, stretch: &mut [f32]| {
+                        stretch.iter_mut().for_each(|v| *v *= row_scale(i))
+                    };
                     // SAFETY: the CPU runs `isa`; every index the strides reach is in bounds
                     // (a: m rows of lda ≥ k; b: ldb ≥ 2·max(k, n); dst: m rows of ldc ≥ n).
                     unsafe {
-                        product(
-                            isa,
-                            (m, n, k),
-                            dst.as_mut_ptr(),
-                            ldc,
-                            lhs,
-                            Rhs::F32(rhs),
-                            scale,
-                            accumulate,
-                        )
+                        let once = PackedRhs::new(isa, Rhs::F32(rhs), (k, n));
+                        let rhs = match packed {
+                            true => Operand::Packed(&once),
+                            false => Operand::InPlace(Rhs::F32(rhs)),
+                        };
+                        let dims = (m, n, k);
+                        let dst = dst.as_mut_ptr();
+                        product(isa, dims, dst, ldc, lhs, rhs, scale, Some(&finish))
                     };
                     for i in 0..m {
                         for j in 0..ldc {
@@ -758,15 +881,10 @@ mod tests {
                             let dot: f64 = (0..k)
                                 .map(|kk| a[i * lda + kk] as f64 * b[at(kk, j)] as f64)
                                 .sum();
-                            let base = if accumulate {
-                                start[i * ldc + j] as f64
-                            } else {
-                                0.0
-                            };
-                            let want = base + scale as f64 * dot;
+                            let want = row_scale(i) as f64 * scale as f64 * dot;
                             assert!(
                                 (got as f64 - want).abs() <= 2e-6 * k as f64 + 1e-6,
-                                "{isa:?} {m}×{n}×{k} transposed {transposed} accumulate {accumulate} \
+                                "{isa:?} {m}×{n}×{k} transposed {transposed} packed {packed} \
                                  ({i}, {j}): {got} vs {want}"
                             );
                         }

@@ -219,6 +219,18 @@ unsafe fn tile<const R: usize>(
     scale: f32,
     load_c: bool,
 ) {
+    // C's rows come from memory (a product's output is far larger than L2); asked for now, they
+    // arrive while the loop runs instead of stalling the stores after it.
+    for r in 0..R {
+        let p = c.add(r * c_row);
+        if load_c {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(p.add(cols - 1) as *const i8);
+        } else {
+            _mm_prefetch::<_MM_HINT_ET0>(p as *const i8);
+            _mm_prefetch::<_MM_HINT_ET0>(p.add(cols - 1) as *const i8);
+        }
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for kk in 0..kc {
         let b0 = _mm256_loadu_ps(b.add(kk * NR));

@@ -59,7 +59,7 @@ pub fn causal_by_products(
     block: usize,
 ) -> Vec<f32> {
     use super::attention::softmax_in_place;
-    use super::linear::{product, Strided};
+    use super::linear::{product, ReusedRhs, Strided};
     use rayon::prelude::*;
     let rows = check(q, k_cache, v_cache, g);
     let (h, d) = (g.heads, g.head_dim);
@@ -90,7 +90,8 @@ pub fn causal_by_products(
                     col: kw,
                     row: 1,
                 };
-                product((n, keys, d), s.as_mut_ptr(), keys, qs, kt, scale);
+                let kt = ReusedRhs::new(kt, (d, keys));
+                product((n, keys, d), s.as_mut_ptr(), keys, qs, &kt, scale, None);
                 for (i, row) in s.chunks_mut(keys).enumerate() {
                     // Row i sees its causal prefix only; later keys weigh 0.
                     let len = g.position + r0 + i + 1;
@@ -107,7 +108,8 @@ pub fn causal_by_products(
                     col: 1,
                     row: kw,
                 };
-                product((n, d, keys), o.as_mut_ptr(), d, p, vs, 1.0);
+                let vs = ReusedRhs::new(vs, (keys, d));
+                product((n, d, keys), o.as_mut_ptr(), d, p, &vs, 1.0, None);
             }
             o
         })

@@ -16,6 +16,7 @@
 //! compiler vectorises the K loop. Every path sums in its own order: results agree to f32
 //! rounding, not bit for bit.
 
+use super::elementwise::After;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::Rhs;
 use crate::tensor::Half;
@@ -24,26 +25,43 @@ use crate::tensor::Half;
 ///
 /// Panics when a slice is shorter than its shape says (callers validate user input first).
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
+    linear_then(x, w, b, (m, n, k), After::Nothing)
+}
+
+/// after(X·Wᵀ + b), fused into the product's stores where it is ours (`super::gemm`), else a
+/// pass over Y.
+///
+/// Panics when a slice is shorter than its shape says (callers validate user input first).
+pub fn linear_then(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+    after: After,
+) -> Vec<f32> {
     check_sizes(x, w.len(), b, m, n, k);
+    after.check(m, n);
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        if m <= DECODE_ROWS {
-            return matvec_rows(x, m, b, n, k, |j, out| {
-                dots_f32(x, k, &w[j * k..(j + 1) * k], out)
-            });
-        }
+    let mut y = {
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = super::Simd::detect() {
-            // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values.
+        if let Some(isa) = super::Simd::detect().filter(|_| m > DECODE_ROWS) {
+            // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values,
+            // after fits m×n (checked).
             let w = Rhs::F32(weight_rows(w, k));
-            return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k)) };
+            return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k), after) };
         }
-        gemm_linear(x, w, b, m, n, k)
-    }
+        if m <= DECODE_ROWS {
+            matvec_rows(x, m, b, n, k, |j, out| {
+                dots_f32(x, k, &w[j * k..(j + 1) * k], out)
+            })
+        } else {
+            gemm_linear(x, w, b, m, n, k)
+        }
+    };
     #[cfg(target_arch = "wasm32")]
-    {
-        linear_blocked(x, w, b, m, n, k)
-    }
+    let mut y = linear_blocked(x, w, b, m, n, k);
+    after.rows(&mut y, n);
+    y
 }
 
 /// Rows of X up to which a product streams W once through [`matvec_rows`] (decode steps, one
@@ -130,37 +148,43 @@ pub fn linear_bf16(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
-    linear_half(Half::Bf16, x, w, b, (m, n, k))
+    linear_half(Half::Bf16, x, w, b, (m, n, k), After::Nothing)
 }
 
 /// Y = X·Wᵀ + b with W held as 16-bit floats of `kind` (n×k, widened exactly). A few rows of X
 /// (decode) stream W once through [`matvec_rows`], widened in registers; more rows widen W a
 /// block of rows at a time into f32 for `gemm`, so the f32 copy never exceeds one block.
+/// Then `after` ([`linear_then`]).
 pub fn linear_half(
     kind: Half,
     x: &[f32],
     w: &[u16],
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
+    after: After,
 ) -> Vec<f32> {
     check_sizes(x, w.len(), b, m, n, k);
-    if m <= DECODE_ROWS {
-        return matvec_rows(x, m, b, n, k, |j, out| {
-            dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
-        });
-    }
+    after.check(m, n);
     #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = super::Simd::detect() {
-        // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values
-        // (asserted).
+    if let Some(isa) = super::Simd::detect().filter(|_| m > DECODE_ROWS) {
+        // SAFETY: the CPU runs `isa` (detected); x, w and b hold m×k, n×k and n values, after
+        // fits m×n (asserted).
         let w = Rhs::Half(kind, weight_rows(w, k));
-        return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k)) };
+        return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k), after) };
     }
-    linear_widened(x, b, m, n, k, |j0, wide| {
-        for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
-            *d = kind.widen(v);
-        }
-    })
+    let mut y = if m <= DECODE_ROWS {
+        matvec_rows(x, m, b, n, k, |j, out| {
+            dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
+        })
+    } else {
+        linear_widened(x, b, m, n, k, |j0, wide| {
+            for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
+                *d = kind.widen(v);
+            }
+        })
+    };
+    after.rows(&mut y, n);
+    y
 }
 
 /// A bf16 weight as the bf16 products (`amx::linear`, `amx::matvec`) read it.
@@ -599,27 +623,72 @@ pub(crate) struct Strided<T = f32> {
     pub row: usize,
 }
 
-/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n), one thread: the attention
-/// products, which read their operands in place through strides.
+/// A right operand that several [`product`]s read (the attention's Kᵀ and V, read by each
+/// block of queries): packed once where the products are ours (`super::gemm`), read in place
+/// by each otherwise.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) struct ReusedRhs {
+    strided: Strided,
+    #[cfg(target_arch = "x86_64")]
+    packed: Option<(super::Simd, super::gemm::PackedRhs)>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ReusedRhs {
+    /// The k×n operand `rhs`.
+    ///
+    /// # Safety
+    /// Every element the strides reach (k×n) must be in bounds while the result lives.
+    pub(crate) unsafe fn new(rhs: Strided, (k, n): (usize, usize)) -> ReusedRhs {
+        ReusedRhs {
+            strided: rhs,
+            #[cfg(target_arch = "x86_64")]
+            packed: super::Simd::detect().map(|isa| {
+                // SAFETY: the CPU runs `isa` (detected); bounds as the caller promises.
+                (isa, super::gemm::PackedRhs::new(isa, Rhs::F32(rhs), (k, n)))
+            }),
+        }
+    }
+}
+
+/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n), one thread, then each row
+/// i of dst times `row_scales[i]` when given: the attention products, which read their
+/// operands in place through strides (rhs as [`ReusedRhs::new`] was given it: k×n).
 ///
 /// # Safety
-/// Every element the strides reach (m×k of lhs, k×n of rhs, m×n of dst) must be in bounds,
-/// and dst must not overlap lhs or rhs.
+/// Every element the strides reach (m×k of lhs, m×n of dst) must be in bounds, dst must not
+/// overlap lhs or rhs, and `row_scales` holds m values.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) unsafe fn product(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_row: usize,
     lhs: Strided,
-    rhs: Strided,
+    rhs: &ReusedRhs,
     scale: f32,
+    row_scales: Option<&[f32]>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(isa) = super::Simd::detect() {
-        // SAFETY: the CPU runs `isa` (detected); bounds as the caller promises.
-        let rhs = Rhs::F32(rhs);
-        return super::gemm::product(isa, (m, n, k), dst, dst_row, lhs, rhs, scale, false);
+    if let Some((isa, packed)) = &rhs.packed {
+        let finish = |i: usize, _: usize, stretch: &mut [f32]| {
+            if let Some(s) = row_scales {
+                stretch.iter_mut().for_each(|v| *v *= s[i]);
+            }
+        };
+        let rhs = super::gemm::Operand::Packed(packed);
+        // SAFETY: the CPU runs `isa` (detected when packed); bounds as the caller promises.
+        return super::gemm::product(
+            *isa,
+            (m, n, k),
+            dst,
+            dst_row,
+            lhs,
+            rhs,
+            scale,
+            Some(&finish),
+        );
     }
+    let rhs = rhs.strided;
     gemm::gemm(
         m,
         n,
@@ -640,7 +709,12 @@ pub(crate) unsafe fn product(
         false,
         false,
         gemm::Parallelism::None,
-    )
+    );
+    for (i, s) in row_scales.into_iter().flatten().enumerate().take(m) {
+        for j in 0..n {
+            *dst.add(i * dst_row + j) *= s;
+        }
+    }
 }
 
 /// The oracle: each output element a left-to-right dot product summed in f64, plus the bias.
@@ -920,7 +994,7 @@ mod tests {
                 let (w, widened): (Vec<u16>, Vec<f32>) = wf.iter().map(|&v| round(v)).unzip();
                 for bias in [None, Some(b.as_slice())] {
                     let want = linear_reference(&x, &widened, bias, m, n, k);
-                    let got = linear_half(kind, &x, &w, bias, (m, n, k));
+                    let got = linear_half(kind, &x, &w, bias, (m, n, k), After::Nothing);
                     assert_within(&format!("{kind:?}"), (m, n, k), &got, &want);
                 }
             }

@@ -1,5 +1,8 @@
 //! CPU twin of the norm kernel: LayerNorm with a fused residual add.
 
+use super::elementwise::zip_chunks;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// y = LayerNorm(x + residual) over rows of `cols` values, biased variance, eps inside the sqrt.
 ///
 /// Per row: z = x + residual, mean = Σz / cols, var = Σ(z − mean)² / cols (two passes, as the
@@ -44,10 +47,9 @@ pub fn layer_norm_checked(
         );
     }
     let mut y = vec![0.0f32; x.len()];
-    let mut z = vec![0.0f32; cols];
-    let mut overflow = None;
-    for (row, out) in y.chunks_mut(cols).enumerate() {
-        let xs = &x[row * cols..][..cols];
+    let overflow = FirstRow::default();
+    // Each row's z = x + residual is built in its output row, then normalised there.
+    zip_chunks(&mut y, cols, x, cols, |row, z, xs| {
         match residual {
             Some(r) => {
                 for ((zi, a), b) in z.iter_mut().zip(xs).zip(&r[row * cols..][..cols]) {
@@ -56,17 +58,17 @@ pub fn layer_norm_checked(
             }
             None => z.copy_from_slice(xs),
         }
-        let mean = z.iter().sum::<f32>() / cols as f32;
-        let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let mean = lane_sum(z, |v| v) / cols as f32;
+        let var = lane_sum(z, |v| (v - mean) * (v - mean)) / cols as f32;
         if !var.is_finite() {
-            overflow = overflow.or(Some(row));
+            overflow.note(row);
         }
         let inv = 1.0 / (var + eps).sqrt();
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = (z[i] - mean) * inv * gamma[i] + beta[i];
+        for ((o, g), b) in z.iter_mut().zip(gamma).zip(beta) {
+            *o = (*o - mean) * inv * g + b;
         }
-    }
-    (y, overflow)
+    });
+    (y, overflow.get())
 }
 
 /// y = x / √(mean(x²) + eps) · weight over rows of `cols` values (Qwen2/LLaMA RMSNorm and
@@ -92,17 +94,53 @@ pub fn rms_norm_checked(
         cols,
         "rms_norm: weight must hold {cols} values"
     );
-    let mut y = Vec::with_capacity(x.len());
-    let mut overflow = None;
-    for (r, row) in x.chunks(cols).enumerate() {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+    let mut y = vec![0.0f32; x.len()];
+    let overflow = FirstRow::default();
+    zip_chunks(&mut y, cols, x, cols, |r, out, row| {
+        let ms = lane_sum(row, |v| v * v) / cols as f32;
         if !ms.is_finite() {
-            overflow = overflow.or(Some(r));
+            overflow.note(r);
         }
         let inv = 1.0 / (ms + eps).sqrt();
-        y.extend(row.iter().zip(weight).map(|(v, w)| v * inv * w));
+        for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
+            *o = v * inv * w;
+        }
+    });
+    (y, overflow.get())
+}
+
+/// Σ f(v) over `v` in 16 interleaved partial sums, so the loop vectorises and the adds do not
+/// wait on each other (the GPU kernels sum in a tree too); then the tail, in order.
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
     }
-    (y, overflow)
+    acc.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+}
+
+/// The lowest row index noted from any thread (rows are normalised in parallel).
+struct FirstRow(AtomicUsize);
+
+impl Default for FirstRow {
+    fn default() -> Self {
+        FirstRow(AtomicUsize::new(usize::MAX))
+    }
+}
+
+impl FirstRow {
+    fn note(&self, row: usize) {
+        self.0.fetch_min(row, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<usize> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&r| r != usize::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +159,45 @@ mod tests {
         // Row (1, 3): mean 2, variance 1 → (−1, 1), then ·γ + β.
         let y = layer_norm(&[1.0, 3.0], None, &[2.0, 1.0], &[0.5, 0.0], 2, 0.0);
         assert_eq!(y, [-1.5, 1.0]);
+    }
+
+    /// Both norms against the formula in f64 on odd shapes (rows of 1, 15, 17 and 1000 values,
+    /// a mean far from zero): the lane sums reorder f32 additions of ≤ 1000 terms, so 1e-5
+    /// relative to the output's scale (a few ulp of the sums) bounds the difference.
+    #[test]
+    fn norms_match_the_formula_in_f64() {
+        let mut rng = crate::rand::SeededRng::new(4);
+        for cols in [1, 15, 17, 1000] {
+            let rows = 5;
+            let x: Vec<f32> = rng.vec(rows * cols, 3.0).iter().map(|v| v + 10.0).collect();
+            let res = rng.vec(rows * cols, 1.0);
+            let (g, b) = (rng.vec(cols, 1.0), rng.vec(cols, 1.0));
+            let ln = layer_norm(&x, Some(&res), &g, &b, cols, 1e-5);
+            let rms = rms_norm(&x, &g, cols, 1e-6);
+            for r in 0..rows {
+                let z: Vec<f64> = (0..cols)
+                    .map(|i| x[r * cols + i] as f64 + res[r * cols + i] as f64)
+                    .collect();
+                let mean = z.iter().sum::<f64>() / cols as f64;
+                let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+                let xs = &x[r * cols..][..cols];
+                let ms = xs.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+                for i in 0..cols {
+                    let want = (z[i] - mean) / (var + 1e-5).sqrt() * g[i] as f64 + b[i] as f64;
+                    let got = ln[r * cols + i] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{cols}: {got} vs {want}"
+                    );
+                    let want = xs[i] as f64 / (ms + 1e-6).sqrt() * g[i] as f64;
+                    let got = rms[r * cols + i] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{cols}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::tensor::{BlockRows, Half, Tensor};
 use crate::timing::StageClock;
 #[cfg(not(target_arch = "wasm32"))]
 use cpu::blocks::{for_products, linear_blocks, table_row};
-use cpu::linear::Bf16Weight;
+use cpu::elementwise::After;
+use cpu::linear::{linear_half, linear_then, Bf16Weight};
 
 /// True when the block kernels read every run of a block weight.
 #[cfg(not(target_arch = "wasm32"))]
@@ -71,6 +72,49 @@ pub struct CpuOps {
 }
 
 impl CpuOps {
+    /// after(x·wᵀ + b), `after` fused into the product where it is ours (`cpu::gemm`).
+    fn linear_then(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        after: After,
+    ) -> Result<Tensor> {
+        let (m, k, n) = (x.rows(), x.cols(), w.rows());
+        if w.cols() != k {
+            return Err(Error::input(format!(
+                "linear: x has {k} columns but the weight has {}",
+                w.cols()
+            )));
+        }
+        let bias = b.map(Tensor::data);
+        // Tiled weights exist only for the bf16 products (`tiled_for_products`).
+        let bf16_products = match (w.bf16_tiles(), w.half_data()) {
+            (Some(tiles), _) => Some(Bf16Weight::Tiles(tiles)),
+            (_, Some((Half::Bf16, rows))) if self.products == Products::Bf16 => {
+                Some(Bf16Weight::Rows(rows))
+            }
+            _ => None,
+        };
+        let dims = (m, n, k);
+        let mut y = match (bf16_products, w.half_data(), w.block_rows()) {
+            (Some(w), ..) => cpu::linear::linear_bf16_activations(x.data(), w, bias, dims)?,
+            (None, Some((kind, w)), _) => {
+                let y = linear_half(kind, x.data(), w, bias, dims, after);
+                return Tensor::new(vec![m, n], y);
+            }
+            (None, None, Some(parts)) => {
+                linear_blocks(x.data(), parts, bias, dims, self.block_activations)?
+            }
+            (None, None, None) => {
+                let y = linear_then(x.data(), w.data(), bias, dims, after);
+                return Tensor::new(vec![m, n], y);
+            }
+        };
+        after.rows(&mut y, n);
+        Tensor::new(vec![m, n], y)
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -201,31 +245,7 @@ impl Ops for CpuOps {
     }
 
     fn linear(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let (m, k, n) = (x.rows(), x.cols(), w.rows());
-        if w.cols() != k {
-            return Err(Error::input(format!(
-                "linear: x has {k} columns but the weight has {}",
-                w.cols()
-            )));
-        }
-        let bias = b.map(Tensor::data);
-        // Tiled weights exist only for the bf16 products (`tiled_for_products`).
-        let bf16_products = match (w.bf16_tiles(), w.half_data()) {
-            (Some(tiles), _) => Some(Bf16Weight::Tiles(tiles)),
-            (_, Some((Half::Bf16, rows))) if self.products == Products::Bf16 => {
-                Some(Bf16Weight::Rows(rows))
-            }
-            _ => None,
-        };
-        let y = match (bf16_products, w.half_data(), w.block_rows()) {
-            (Some(w), ..) => cpu::linear::linear_bf16_activations(x.data(), w, bias, (m, n, k))?,
-            (_, Some((kind, w)), _) => cpu::linear::linear_half(kind, x.data(), w, bias, (m, n, k)),
-            (_, _, Some(parts)) => {
-                linear_blocks(x.data(), parts, bias, (m, n, k), self.block_activations)?
-            }
-            _ => cpu::linear::linear(x.data(), w.data(), bias, m, n, k),
-        };
-        Tensor::new(vec![m, n], y)
+        self.linear_then(x, w, b, After::Nothing)
     }
 
     fn row_count(&self, x: &Tensor) -> usize {
@@ -539,9 +559,7 @@ impl VlmOps for CpuOps {
 
     /// GELU over the linear's own output, in place: no second tensor to allocate and zero.
     fn linear_gelu(&mut self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.linear(x, w, b)?;
-        cpu::elementwise::gelu_in_place(h.data_mut());
-        Ok(h)
+        self.linear_then(x, w, b, After::Gelu)
     }
 
     /// The residual added over the linear's own output, in place (`residual_add`'s values).
@@ -553,18 +571,25 @@ impl VlmOps for CpuOps {
         residual: &Tensor,
         gamma: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let mut h = self.linear(x, w, b)?;
-        if residual.shape() != h.shape() {
+        let out = [x.rows(), w.rows()];
+        if residual.shape() != out {
             return Err(Error::input(format!(
-                "linear_residual: the residual {:?} does not match the output {:?}",
+                "linear_residual: the residual {:?} does not match the output {out:?}",
                 residual.shape(),
-                h.shape()
             )));
         }
-        let cols = h.cols();
-        let gamma = gamma.map(Tensor::data);
-        cpu::elementwise::residual_add_into(residual.data(), h.data_mut(), gamma, cols);
-        Ok(h)
+        if let Some(g) = gamma.filter(|g| g.len() != out[1]) {
+            return Err(Error::input(format!(
+                "linear_residual: gamma holds {} values for {} columns",
+                g.len(),
+                out[1]
+            )));
+        }
+        let after = After::Residual {
+            residual: residual.data(),
+            gamma: gamma.map(Tensor::data),
+        };
+        self.linear_then(x, w, b, after)
     }
 
     fn quick_gelu(&mut self, x: &Tensor) -> Result<Tensor> {

@@ -85,6 +85,18 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
     }
 }
 
+/// p ← exp(scale·p − max_j scale·p_j) at this CPU's width, returning 1 / Σ of them: softmax
+/// before its normalisation, which the caller folds into its next pass.
+///
+/// # Safety
+/// [`available`] must have returned true.
+pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
+    match Simd::detect() {
+        Some(Simd::Avx512) => exp_shifted_avx512(p, scale),
+        _ => super::vmath_avx2::exp_shifted(p, scale),
+    }
+}
+
 /// e^x in every lane.
 ///
 /// # Safety
@@ -182,7 +194,7 @@ pub unsafe fn x_sigmoid_avx512(x: &[f32], s: f32, out: &mut [f32]) {
 /// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn softmax_in_place_avx512(p: &mut [f32]) {
-    let inv = _mm512_set1_ps(exp_shifted(p, 1.0));
+    let inv = _mm512_set1_ps(exp_shifted_avx512(p, 1.0));
     let (main, tail) = split16(p.len());
     for i in (0..main).step_by(16) {
         let v = _mm512_loadu_ps(p.as_ptr().add(i));
@@ -206,7 +218,7 @@ fn split16(n: usize) -> (usize, __mmask16) {
 /// # Safety
 /// The CPU must have AVX-512F ([`Simd::Avx512`]).
 #[target_feature(enable = "avx512f")]
-pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
+pub unsafe fn exp_shifted_avx512(p: &mut [f32], scale: f32) -> f32 {
     let (main, tail) = split16(p.len());
     let sc = _mm512_set1_ps(scale);
     let mut maxv = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -365,6 +377,36 @@ mod tests {
                     }
                 };
                 for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-6 * w.max(1e-30),
+                        "{isa:?} n={n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// exp_shifted with a scale (the attention's 1/√d) is softmax(scale·p) before the
+    /// normalisation it returns: scaled by it, the scalar softmax of the scaled row to 1e-6
+    /// relative, as above.
+    #[test]
+    fn exp_shifted_is_the_unnormalised_softmax() {
+        let mut rng = SeededRng::new(6);
+        for n in (1..40).chain([1025]) {
+            let row: Vec<f32> = (0..n).map(|_| (rng.uniform() - 0.5) * 30.0).collect();
+            let mut want: Vec<f32> = row.iter().map(|v| v * 0.125).collect();
+            super::super::attention::softmax_scalar(&mut want);
+            for isa in crate::cpu::simd_for_tests() {
+                let mut got = row.clone();
+                // SAFETY: the CPU runs `isa`.
+                let inv = unsafe {
+                    match isa {
+                        Simd::Avx512 => exp_shifted_avx512(&mut got, 0.125),
+                        Simd::Avx2 => super::super::vmath_avx2::exp_shifted(&mut got, 0.125),
+                    }
+                };
+                for (g, w) in got.iter().zip(&want) {
+                    let g = g * inv;
                     assert!(
                         (g - w).abs() <= 1e-6 * w.max(1e-30),
                         "{isa:?} n={n}: {g} vs {w}"

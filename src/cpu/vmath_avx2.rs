@@ -141,31 +141,8 @@ unsafe fn lanes_of(v: __m256) -> [f32; 8] {
 /// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn softmax_in_place(p: &mut [f32]) {
-    let (n, main) = (p.len(), p.len() - p.len() % 8);
-    let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
-    for i in (0..main).step_by(8) {
-        maxv = _mm256_max_ps(maxv, _mm256_loadu_ps(p.as_ptr().add(i)));
-    }
-    if main < n {
-        let last = load_partial(p.as_ptr().add(main), n - main, f32::NEG_INFINITY);
-        maxv = _mm256_max_ps(maxv, last);
-    }
-    let max = _mm256_set1_ps(lanes_of(maxv).into_iter().fold(f32::NEG_INFINITY, f32::max));
-    let mut sum = _mm256_setzero_ps();
-    for i in (0..main).step_by(8) {
-        let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p.as_ptr().add(i)), max));
-        _mm256_storeu_ps(p.as_mut_ptr().add(i), e);
-        sum = _mm256_add_ps(sum, e);
-    }
-    if main < n {
-        // −∞ past the end: e^(−∞ − max) is 0, so those lanes add nothing (unless max is −∞
-        // too, when every value is NaN already).
-        let v = load_partial(p.as_ptr().add(main), n - main, f32::NEG_INFINITY);
-        let e = exp(_mm256_sub_ps(v, max));
-        store_partial(p.as_mut_ptr().add(main), n - main, e);
-        sum = _mm256_add_ps(sum, e);
-    }
-    let inv = _mm256_set1_ps(1.0 / lanes_of(sum).iter().sum::<f32>());
+    let main = p.len() - p.len() % 8;
+    let inv = _mm256_set1_ps(exp_shifted(p, 1.0));
     for i in (0..main).step_by(8) {
         let v = _mm256_loadu_ps(p.as_ptr().add(i));
         _mm256_storeu_ps(p.as_mut_ptr().add(i), _mm256_mul_ps(v, inv));
@@ -173,6 +150,41 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
     for v in &mut p[main..] {
         *v *= _mm_cvtss_f32(_mm256_castps256_ps128(inv));
     }
+}
+
+/// p ← exp(scale·p − max_j scale·p_j), returning 1 / Σ of them, as
+/// `super::vmath::exp_shifted_avx512`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
+    let (n, main) = (p.len(), p.len() - p.len() % 8);
+    let sc = _mm256_set1_ps(scale);
+    let mut maxv = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in (0..main).step_by(8) {
+        maxv = _mm256_max_ps(maxv, _mm256_mul_ps(_mm256_loadu_ps(p.as_ptr().add(i)), sc));
+    }
+    if main < n {
+        let last = load_partial(p.as_ptr().add(main), n - main, f32::NEG_INFINITY);
+        maxv = _mm256_max_ps(maxv, _mm256_mul_ps(last, sc));
+    }
+    let max = _mm256_set1_ps(lanes_of(maxv).into_iter().fold(f32::NEG_INFINITY, f32::max));
+    let mut sum = _mm256_setzero_ps();
+    for i in (0..main).step_by(8) {
+        let e = exp(_mm256_fmsub_ps(_mm256_loadu_ps(p.as_ptr().add(i)), sc, max));
+        _mm256_storeu_ps(p.as_mut_ptr().add(i), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if main < n {
+        // −∞ past the end: e^(−∞ − max) is 0, so those lanes add nothing (unless max is −∞
+        // too, when every value is NaN already).
+        let v = load_partial(p.as_ptr().add(main), n - main, f32::NEG_INFINITY);
+        let e = exp(_mm256_fmsub_ps(v, sc, max));
+        store_partial(p.as_mut_ptr().add(main), n - main, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    1.0 / lanes_of(sum).iter().sum::<f32>()
 }
 
 /// e^x of every value (the tests' view of [`exp`]).
