@@ -187,9 +187,7 @@ unsafe fn linear_into(
     let out = OutPtr(y);
     tasks.run(move |task| {
         let out = out;
-        let (cj, i0) = tasks.at(task);
-        let j0 = cj * NC;
-        let cols = NC.min(n - j0);
+        let (j0, i0, cols) = tasks.at(task, n);
         let rows = (i0..m_pad.min(i0 + tasks.rows_per_task), m);
         // SAFETY: AMX granted (`available`); the task reads its rows of the padded
         // activations and its columns of W (in bounds by the sizes asserted above) and

@@ -197,7 +197,7 @@ fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometr
 /// p ← exp(p − max p), returning 1 / Σ of them (softmax before its normalisation): 16 or 8
 /// lanes at a time where the CPU has AVX-512F or AVX2 (`super::vmath`), else one at a time.
 #[cfg(not(target_arch = "wasm32"))]
-fn exp_shifted(p: &mut [f32]) -> f32 {
+pub(crate) fn exp_shifted(p: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::vmath::available() {
         // SAFETY: `vmath::available` (checked).

@@ -138,11 +138,20 @@ pub(crate) enum Rhs {
 #[derive(Clone, Copy)]
 pub(super) struct Tasks {
     column_tasks: usize,
+    nc: usize,
     pub rows_per_task: usize,
     count: usize,
 }
 
 impl Tasks {
+    /// Columns in blocks of at most `nc`, all as wide (whole multiples of `col_step`, the last
+    /// maybe narrower): n = 896 on 2 threads is 4 blocks of 224, not 3 of 256 and one of 128
+    /// (one thread idle an eighth of the product).
+    pub fn even((m, n): (usize, usize), nc: usize, col_step: usize, row_step: usize) -> Tasks {
+        let even = n.div_ceil(n.div_ceil(nc).max(1)).next_multiple_of(col_step);
+        Tasks::new((m, n), even.min(nc), row_step)
+    }
+
     pub fn new((m, n): (usize, usize), nc: usize, row_step: usize) -> Tasks {
         let column_tasks = n.div_ceil(nc);
         let threads = rayon::current_num_threads();
@@ -157,17 +166,17 @@ impl Tasks {
         let count = column_tasks * m.div_ceil(rows_per_task);
         Tasks {
             column_tasks,
+            nc,
             rows_per_task,
             count,
         }
     }
 
-    /// Task `t`'s first (column block, row): (j0 / nc, i0).
-    pub fn at(&self, t: usize) -> (usize, usize) {
-        (
-            t % self.column_tasks,
-            (t / self.column_tasks) * self.rows_per_task,
-        )
+    /// Task `t`'s first column and row, and its columns: (j0, i0, cols).
+    pub fn at(&self, t: usize, n: usize) -> (usize, usize, usize) {
+        let j0 = t % self.column_tasks * self.nc;
+        let i0 = (t / self.column_tasks) * self.rows_per_task;
+        (j0, i0, self.nc.min(n - j0))
     }
 
     /// Every task's index, on the rayon pool.
@@ -218,14 +227,12 @@ unsafe fn linear_on<K: Kernel>(
         return Vec::new();
     }
     let mut y = Vec::<f32>::with_capacity(m * n);
-    let tasks = Tasks::new((m, n), NC, K::MR);
+    let tasks = Tasks::even((m, n), NC, K::NR, K::MR);
     let out = OutPtr(y.as_mut_ptr());
     let rhs = SharedRhs(w);
     tasks.run(move |task| {
         let (out, rhs) = (out, rhs);
-        let (cj, i0) = tasks.at(task);
-        let j0 = cj * NC;
-        let cols = NC.min(n - j0);
+        let (j0, i0, cols) = tasks.at(task, n);
         let rows = tasks.rows_per_task.min(m - i0);
         let finish = |i: usize, j: usize, stretch: &mut [f32]| {
             let (i, j) = (i0 + i, j0 + j);
@@ -678,9 +685,9 @@ mod tests {
     use crate::cpu::linear::linear_reference;
     use crate::rand::SeededRng;
 
-    /// Every (column block, row) of Y in exactly one task, whatever the shape, and the tasks in
-    /// whole rounds over the pool's threads where the rows allow (n = 1280 on 2 threads: 10
-    /// tasks, not 5).
+    /// Every element of Y in exactly one task, whatever the shape, the tasks in whole rounds
+    /// over the pool's threads where the rows allow (n = 1280 on 2 threads: 10 tasks, not 5),
+    /// and columns split evenly (n = 896: 4 blocks of 224, not 256, 256, 256 and 128).
     #[test]
     fn tasks_cover_y_once_in_whole_rounds() {
         let threads = rayon::current_num_threads();
@@ -691,16 +698,21 @@ mod tests {
             (1025, 3072),
             (20, 256),
             (7, 5000),
+            (638, 896),
         ] {
-            let tasks = Tasks::new((m, n), NC, 6);
-            let mut seen = vec![0u8; n.div_ceil(NC) * m];
+            let tasks = Tasks::even((m, n), NC, 16, 6);
+            let mut seen = vec![0u8; n * m];
             for t in 0..tasks.count {
-                let (cj, i0) = tasks.at(t);
+                let (j0, i0, cols) = tasks.at(t, n);
+                assert!(cols <= NC && (j0 + cols == n || cols.is_multiple_of(16)));
+                assert!(n != 896 || cols == 224, "{m}×{n}: {cols} columns");
                 for i in i0..(i0 + tasks.rows_per_task).min(m) {
-                    seen[cj * m + i] += 1;
+                    for j in j0..j0 + cols {
+                        seen[i * n + j] += 1;
+                    }
                 }
             }
-            assert!(seen.iter().all(|&s| s == 1), "{m}×{n}: {seen:?}");
+            assert!(seen.iter().all(|&s| s == 1), "{m}×{n}: every element once");
             if m >= 6 * threads && (m, n) == (1024, 1280) {
                 assert!(
                     tasks.count.is_multiple_of(threads),

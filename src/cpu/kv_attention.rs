@@ -27,9 +27,10 @@ pub fn causal_attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeome
     causal_loops(q, k_cache, v_cache, g)
 }
 
-/// Query rows per product block: its scores (rows × keys) stay a few MiB at long contexts.
+/// Query rows per product block: its scores (64 × keys: 160 KiB at 640 keys) stay in L2 beside
+/// the packed keys and values, and the masked triangle each block computes stays small.
 #[cfg(not(target_arch = "wasm32"))]
-const PRODUCT_ROWS: usize = 256;
+const PRODUCT_ROWS: usize = 64;
 
 /// Checks the geometry against the buffers; returns the query rows.
 pub(super) fn check(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry) -> usize {
@@ -48,8 +49,10 @@ pub(super) fn check(q: &[f32], k_cache: &[f32], v_cache: &[f32], g: &KvGeometry)
     rows
 }
 
-/// For each (head, block of `block` query rows): S = scale·Q·Kᵀ over the keys the block's last
-/// row sees, each row's softmax over its own causal prefix (later keys weigh 0), O = P·V.
+/// For each (kv head, block of `block` query rows), the keys the block's last row sees packed
+/// once (Kᵀ and V) for every query head that reads them; per head S = scale·Q·Kᵀ, each row's
+/// exponentials over its own causal prefix (later keys weigh 0), O = P·V written into the
+/// output, each row divided by its sum as it is stored.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn causal_by_products(
     q: &[f32],
@@ -58,7 +61,7 @@ pub fn causal_by_products(
     g: &KvGeometry,
     block: usize,
 ) -> Vec<f32> {
-    use super::attention::softmax_in_place;
+    use super::attention::exp_shifted;
     use super::linear::{product, ReusedRhs, Strided};
     use rayon::prelude::*;
     let rows = check(q, k_cache, v_cache, g);
@@ -66,60 +69,59 @@ pub fn causal_by_products(
     let (qw, kw, group) = (h * d, g.kv_heads * d, h / g.kv_heads);
     let scale = 1.0 / (d as f32).sqrt();
     let block = block.max(1);
-    let tasks: Vec<(usize, usize)> = (0..h)
-        .flat_map(|head| (0..rows).step_by(block).map(move |r0| (head, r0)))
-        .collect();
-    let blocks: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .map(|&(head, r0)| {
-            let (n, kv) = (block.min(rows - r0), head / group);
+    let blocks = rows.div_ceil(block);
+    let mut out = vec![0.0f32; q.len()];
+    // Each task writes only its rows of its kv head's query heads.
+    let dst = super::threads::OutPtr(out.as_mut_ptr());
+    (0..g.kv_heads * blocks)
+        .into_par_iter()
+        .for_each(move |task| {
+            let dst = dst;
+            let (kv, r0) = (task / blocks, task % blocks * block);
+            let n = block.min(rows - r0);
             let keys = g.position + r0 + n;
             let mut s = vec![0.0f32; n * keys];
-            let mut o = vec![0.0f32; n * d];
-            // SAFETY: `check` bounds every read: query rows r0..r0+n of head `head`, cache rows
-            // 0..keys of kv head `kv`; s is n×keys and o n×d, row-major. Kᵀ is the cache read
-            // with its strides swapped.
+            let mut inv = vec![0.0f32; n];
+            // SAFETY: `check` bounds every read: query rows r0..r0+n of heads kv·group.., cache
+            // rows 0..keys of kv head `kv`; s is n×keys, row-major; out holds rows of qw values,
+            // of which this task writes rows r0..r0+n of its heads. Kᵀ is the cache read with its
+            // strides swapped.
             unsafe {
-                let qs = Strided {
-                    ptr: q.as_ptr().add(r0 * qw + head * d),
-                    col: 1,
-                    row: qw,
-                };
                 let kt = Strided {
                     ptr: k_cache.as_ptr().add(kv * d),
                     col: kw,
                     row: 1,
                 };
                 let kt = ReusedRhs::new(kt, (d, keys));
-                product((n, keys, d), s.as_mut_ptr(), keys, qs, &kt, scale, None);
-                for (i, row) in s.chunks_mut(keys).enumerate() {
-                    // Row i sees its causal prefix only; later keys weigh 0.
-                    let len = g.position + r0 + i + 1;
-                    softmax_in_place(&mut row[..len]);
-                    row[len..].fill(0.0);
-                }
-                let p = Strided {
-                    ptr: s.as_ptr(),
-                    col: 1,
-                    row: keys,
-                };
                 let vs = Strided {
                     ptr: v_cache.as_ptr().add(kv * d),
                     col: 1,
                     row: kw,
                 };
                 let vs = ReusedRhs::new(vs, (keys, d));
-                product((n, d, keys), o.as_mut_ptr(), d, p, &vs, 1.0, None);
+                for head in kv * group..(kv + 1) * group {
+                    let qs = Strided {
+                        ptr: q.as_ptr().add(r0 * qw + head * d),
+                        col: 1,
+                        row: qw,
+                    };
+                    product((n, keys, d), s.as_mut_ptr(), keys, qs, &kt, scale, None);
+                    for (i, (row, inv)) in s.chunks_mut(keys).zip(&mut inv).enumerate() {
+                        // Row i sees its causal prefix only; later keys weigh 0.
+                        let len = g.position + r0 + i + 1;
+                        *inv = exp_shifted(&mut row[..len]);
+                        row[len..].fill(0.0);
+                    }
+                    let p = Strided {
+                        ptr: s.as_ptr(),
+                        col: 1,
+                        row: keys,
+                    };
+                    let o = dst.0.add(r0 * qw + head * d);
+                    product((n, d, keys), o, qw, p, &vs, 1.0, Some(&inv));
+                }
             }
-            o
-        })
-        .collect();
-    let mut out = vec![0.0f32; q.len()];
-    for (&(head, r0), o) in tasks.iter().zip(&blocks) {
-        for (i, src) in o.chunks(d).enumerate() {
-            out[(r0 + i) * qw + head * d..][..d].copy_from_slice(src);
-        }
-    }
+        });
     out
 }
 
@@ -216,7 +218,7 @@ mod tests {
         let k = rng.vec((5 + rows) * 2 * 24 + 7, 1.0);
         let v = rng.vec((5 + rows) * 2 * 24 + 7, 1.0);
         let want = causal_loops(&q, &k, &v, &g);
-        for block in [7, 256] {
+        for block in [7, PRODUCT_ROWS, 256] {
             let got = causal_by_products(&q, &k, &v, &g, block);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
