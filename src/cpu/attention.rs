@@ -85,11 +85,12 @@ fn per_group(groups: usize, work: impl Fn(usize) -> Vec<f32> + Sync + Send) -> V
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) const PRODUCTS_MIN_LEN: usize = 16;
 
-/// Query rows per product: 8 of the AVX-512 GEMM's 12-row tiles, so the scores of a block
-/// (96 × kv_len f32: ~400 KiB at a 448² frame's 1025 tokens) stay in L2 between the two
-/// products.
+/// Query rows per product: 4 of the AVX-512 GEMM's 12-row tiles (8 of AVX2's 6), so the
+/// scores of a block (48 × kv_len f32: 200 KiB at a 448² frame's 1025 tokens) stay in L2
+/// beside the packed Kᵀ and V between the two products. Measured on the ViT's attention
+/// (`benches/cpu_products.rs`, Zen 3): 24 rows 46–59 G/s, 48 rows 60–64, 96 rows 56–57.
 #[cfg(not(target_arch = "wasm32"))]
-const PRODUCT_ROWS: usize = 96;
+const PRODUCT_ROWS: usize = 48;
 
 /// Writes the attention output into `out` at the places `g.out` names. Natively, sequences of
 /// at least 16 queries and keys run as S = Q·Kᵀ and O = P·V (`linear::product`) per (group,
@@ -262,14 +263,15 @@ mod tests {
 
     /// The products route against the loops on every geometry the executors use: along tokens
     /// and frames of a packed qkv (strided operands), cross-attention and blocks, at odd sizes
-    /// (17 and 33 rows, head_dim 24). Tolerance 1e-5: the same f32 sums of ≤ 33 products of
-    /// values ≤ 1 and a softmax, in another order.
+    /// (17, 33 and 100 rows, the last several blocks of queries; head_dim 24). Tolerance 1e-5:
+    /// the same f32 sums of ≤ 40 products of values ≤ 1 and a softmax, in another order.
     #[test]
     fn products_match_the_loops() {
         let mut rng = SeededRng::new(9);
         let (t, n, e, heads) = (17, 33, 96, 4);
         let qkv = rng.vec(t * n * 3 * e, 1.0);
         let kv = rng.vec(40 * e, 1.0);
+        let q100 = rng.vec(100 * e, 1.0);
         let cases = [
             (
                 AttnGeometry::along_axis(t, n, e, heads, Axis::Tokens),
@@ -286,6 +288,8 @@ mod tests {
                 t * n,
             ),
             (AttnGeometry::cross(17, 40, e, heads), &kv, &kv, &kv, 17),
+            // Three blocks of queries, the last one short.
+            (AttnGeometry::cross(100, 40, e, heads), &q100, &kv, &kv, 100),
             (AttnGeometry::blocks(2, 20, e, heads), &kv, &kv, &kv, 40),
         ];
         for (g, q, k, v, rows) in cases {
