@@ -241,8 +241,9 @@ impl After<'_> {
     }
 
     /// Applied to the stretch `y` of row `row` from column `col` of an output with rows of
-    /// `cols` values, on the calling thread (≤ 4096 values): each element as [`After::rows`]
+    /// `cols` values, on the calling thread: each element as [`After::rows`]
     /// computes it.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn stretch(&self, row: usize, col: usize, cols: usize, y: &mut [f32]) {
         match *self {
             After::Nothing => {}
