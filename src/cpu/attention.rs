@@ -55,16 +55,21 @@ pub(crate) fn softmax_in_place(p: &mut [f32]) {
 
 /// p ← softmax(p), the maximum subtracted first, one value at a time.
 pub(crate) fn softmax_scalar(p: &mut [f32]) {
+    let inv = exp_shifted_scalar(p);
+    for pj in p.iter_mut() {
+        *pj *= inv;
+    }
+}
+
+/// p ← exp(p − max p), one value at a time, returning 1 / Σ of them.
+fn exp_shifted_scalar(p: &mut [f32]) -> f32 {
     let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for pj in p.iter_mut() {
         *pj = (*pj - max).exp();
         sum += *pj;
     }
-    let inv = 1.0 / sum;
-    for pj in p.iter_mut() {
-        *pj *= inv;
-    }
+    1.0 / sum
 }
 
 /// Runs `work(group) -> Vec<f32>` for every group, on the rayon pool natively (sized by
@@ -196,7 +201,8 @@ fn by_products(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], g: &AttnGeometr
 }
 
 /// p ← exp(p − max p), returning 1 / Σ of them (softmax before its normalisation): 16 or 8
-/// lanes at a time where the CPU has AVX-512F or AVX2 (`super::vmath`), else one at a time.
+/// lanes at a time where the CPU has AVX-512F or AVX2 (`super::vmath`), else
+/// [`exp_shifted_scalar`].
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn exp_shifted(p: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -204,13 +210,7 @@ pub(crate) fn exp_shifted(p: &mut [f32]) -> f32 {
         // SAFETY: `vmath::available` (checked).
         return unsafe { super::vmath::exp_shifted(p, 1.0) };
     }
-    let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for pj in p.iter_mut() {
-        *pj = (*pj - max).exp();
-        sum += *pj;
-    }
-    1.0 / sum
+    exp_shifted_scalar(p)
 }
 
 /// The plain loops: per query row and head, the scores, their softmax, the weighted values.

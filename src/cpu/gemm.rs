@@ -289,8 +289,9 @@ impl Rhs {
     }
 }
 
-/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n) (+ dst when `accumulate`),
-/// on the calling thread. lhs's rows must be contiguous (`lhs.col == 1`).
+/// dst (m×n, rows `dst_row` apart) = scale · lhs (m×k) · rhs (k×n), on the calling thread,
+/// `finish` called on each stretch of dst's rows once it holds its final values. lhs's rows
+/// must be contiguous (`lhs.col == 1`); a packed rhs must have been packed for `isa` at k×n.
 ///
 /// # Safety
 /// `isa` is one [`Simd::runnable`] returned; every element the strides reach (m×k of lhs, k×n
