@@ -10,34 +10,15 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 use super::linear::{product, ReusedRhs, Strided};
+use super::sums::lane_sum;
 use crate::ops::AttnGeometry;
-
-/// Dot product with `LANES` independent partial sums, so the compiler can vectorise it and
-/// the additions do not wait on each other.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (ac, at) = a.split_at(a.len() / LANES * LANES);
-    let (bc, bt) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(LANES).zip(bc.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (x, y) in at.iter().zip(bt) {
-        s += x * y;
-    }
-    s
-}
 
 /// Softmax of `scale · q·k_j` over the keys of (group, head) for one query row, into `p`.
 fn row_probs(k: &[f32], g: &AttnGeometry, group: usize, head: usize, qrow: &[f32], p: &mut [f32]) {
     let hd = g.head_dim;
     for (j, pj) in p.iter_mut().enumerate() {
         let kj = &k[g.k.at(group, j, head, hd)..][..hd];
-        *pj = g.scale * dot(qrow, kj);
+        *pj = g.scale * lane_sum(qrow, kj, |x, y| x * y);
     }
     softmax_in_place(p);
 }

@@ -19,6 +19,7 @@
 use super::elementwise::After;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::Rhs;
+use super::sums::lane_sum;
 use crate::tensor::Half;
 
 /// Y (m×n) = X (m×k) · Wᵀ (w is n×k, row-major) + b.
@@ -380,7 +381,7 @@ pub(crate) fn dots_f32(x: &[f32], k: usize, w: &[f32], out: &mut [f32]) {
         return unsafe { by_row_groups(x, k, out, |xs, o| dots_f32_avx2(xs, w, o)) };
     }
     for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| v);
+        *o = lane_sum(&x[i * k..(i + 1) * k], w, |x, w| x * w);
     }
 }
 
@@ -410,7 +411,7 @@ fn dots_half(kind: Half, x: &[f32], k: usize, w: &[u16], out: &mut [f32]) {
         };
     }
     for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_portable(&x[i * k..(i + 1) * k], w, |v| kind.widen(v));
+        *o = lane_sum(&x[i * k..(i + 1) * k], w, |x, w| x * kind.widen(w));
     }
 }
 
@@ -585,33 +586,6 @@ dots_avx512!(
     |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
     |v: u16| half::f16::from_bits(v).to_f32()
 );
-
-/// 16 independent partial sums (two AVX2 registers; four SSE ones) so the loop vectorises and
-/// the adds do not wait on each other; summed pairwise, then the tail. `widen` reads a weight
-/// as f32 (exactly).
-#[inline(always)]
-fn dot_portable<W: Copy>(x: &[f32], w: &[W], widen: impl Fn(W) -> f32) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let main = x.len() - x.len() % L;
-    for (xs, ws) in x[..main].chunks_exact(L).zip(w[..main].chunks_exact(L)) {
-        for l in 0..L {
-            acc[l] += xs[l] * widen(ws[l]);
-        }
-    }
-    let mut width = L / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-        width /= 2;
-    }
-    let mut s = acc[0];
-    for (xv, wv) in x[main..].iter().zip(&w[main..x.len()]) {
-        s += xv * widen(*wv);
-    }
-    s
-}
 
 /// A strided operand of [`product`]: its first element, and the steps between columns and
 /// between rows (in elements): element (row, col) is at `ptr + row·row + col·col`.

@@ -23,6 +23,7 @@ pub mod norm;
 pub mod ops;
 pub mod rope;
 pub mod sample;
+mod sums;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod threads;
 pub mod topk;

@@ -1,6 +1,7 @@
 //! CPU twin of the norm kernel: LayerNorm with a fused residual add.
 
 use super::elementwise::zip_chunks;
+use super::sums::lane_sum_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// y = LayerNorm(x + residual) over rows of `cols` values, biased variance, eps inside the sqrt.
@@ -58,8 +59,8 @@ pub fn layer_norm_checked(
             }
             None => z.copy_from_slice(xs),
         }
-        let mean = lane_sum(z, |v| v) / cols as f32;
-        let var = lane_sum(z, |v| (v - mean) * (v - mean)) / cols as f32;
+        let mean = lane_sum_of(z, |v| v) / cols as f32;
+        let var = lane_sum_of(z, |v| (v - mean) * (v - mean)) / cols as f32;
         if !var.is_finite() {
             overflow.note(row);
         }
@@ -97,7 +98,7 @@ pub fn rms_norm_checked(
     let mut y = vec![0.0f32; x.len()];
     let overflow = FirstRow::default();
     zip_chunks(&mut y, cols, x, cols, |r, out, row| {
-        let ms = lane_sum(row, |v| v * v) / cols as f32;
+        let ms = lane_sum_of(row, |v| v * v) / cols as f32;
         if !ms.is_finite() {
             overflow.note(r);
         }
@@ -107,21 +108,6 @@ pub fn rms_norm_checked(
         }
     });
     (y, overflow.get())
-}
-
-/// Σ f(v) over `v` in 16 interleaved partial sums, so the loop vectorises and the adds do not
-/// wait on each other (the GPU kernels sum in a tree too); then the tail, in order.
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
 }
 
 /// The lowest row index noted from any thread (rows are normalised in parallel).
