@@ -19,7 +19,7 @@
 use super::elementwise::After;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::Rhs;
-use super::sums::lane_sum;
+use super::sums::{lane_sum, pairwise};
 use crate::tensor::Half;
 
 /// Y (m×n) = X (m×k) · Wᵀ (w is n×k, row-major) + b.
@@ -827,16 +827,8 @@ fn dot_block<const R: usize, const C: usize>(xr: [&[f32]; R], wr: [&[f32]; C]) -
     let mut out = [[0.0f32; C]; R];
     for r in 0..R {
         for c in 0..C {
-            // Pairwise reduction of the lanes, then the k % LANES tail.
-            let mut lanes = acc[r][c];
-            let mut width = LANES / 2;
-            while width > 0 {
-                for l in 0..width {
-                    lanes[l] += lanes[l + width];
-                }
-                width /= 2;
-            }
-            let mut s = lanes[0];
+            // The lanes added pairwise, then the k % LANES tail.
+            let mut s = pairwise(acc[r][c]);
             for kk in main..k {
                 s += xr[r][kk] * wr[c][kk];
             }

@@ -20,18 +20,24 @@ pub(crate) fn lane_sum<A: Copy, B: Copy>(a: &[A], b: &[B], f: impl Fn(A, B) -> f
             acc[l] += f(xs[l], ys[l]);
         }
     }
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] += acc[l + width];
-        }
-        width /= 2;
-    }
-    let mut s = acc[0];
+    let mut s = pairwise(acc);
     for (&x, &y) in a[main..].iter().zip(&b[main..]) {
         s += f(x, y);
     }
     s
+}
+
+/// The sum of L partial sums, added in halves (L a power of two).
+#[inline(always)]
+pub(crate) fn pairwise<const L: usize>(mut lanes: [f32; L]) -> f32 {
+    let mut width = L / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+        width /= 2;
+    }
+    lanes[0]
 }
 
 /// Σ f(v[i]) over every value of v.
