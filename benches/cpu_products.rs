@@ -4,7 +4,9 @@
 //! so time per row should fall as rows are added (`linvt serve --parallel`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use linvt::cpu::linear::{linear, linear_bf16, linear_bf16_activations, Bf16Weight};
+use linvt::cpu::elementwise::After;
+use linvt::cpu::linear::{linear, linear_bf16, linear_bf16_activations, linear_half, Bf16Weight};
+use linvt::tensor::Half;
 
 const N: usize = 9728;
 const K: usize = 896;
@@ -78,6 +80,14 @@ fn streaming_products(c: &mut Criterion) {
         .map(|&v| half::bf16::from_f32(v).to_bits())
         .collect();
     g.bench_function("bf16", |b| b.iter(|| linear_bf16(&x, &wb, None, 1, N, K)));
+    let wh: Vec<u16> = w
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect();
+    g.bench_function("f16", |b| {
+        b.iter(|| linear_half(Half::F16, &x, &wh, None, (1, N, K), After::Nothing))
+    });
+    g.bench_function("f32", |b| b.iter(|| linear(&x, &w, None, 1, N, K)));
     g.finish();
 }
 
