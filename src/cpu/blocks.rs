@@ -24,6 +24,7 @@
 //! index's low 4 bits, so no masking either). Other CPUs (and the types without a kernel here)
 //! widen a row through the dequantizer into a buffer and take the f32 matrix-vector kernel.
 
+use super::elementwise::After;
 use super::linear::{dots_f32, linear_widened, matvec_chunks, DECODE_ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
@@ -48,7 +49,20 @@ pub fn linear_blocks(
     (m, n, k): (usize, usize, usize),
     activations: Activations,
 ) -> Result<Vec<f32>> {
-    linear_blocks_on(x, parts, b, (m, n, k), activations, int8_isa())
+    linear_blocks_then(x, parts, b, (m, n, k), activations, After::Nothing)
+}
+
+/// after([`linear_blocks`]): fused into the product's stores where many rows go through our
+/// GEMM, else a pass over Y.
+pub fn linear_blocks_then(
+    x: &[f32],
+    parts: &[BlockRows],
+    b: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    activations: Activations,
+    after: After,
+) -> Result<Vec<f32>> {
+    linear_blocks_on(x, parts, b, dims, activations, int8_isa(), after)
 }
 
 /// The instruction set of the int8 kernels (x86-64 only; `None` where there are none).
@@ -84,11 +98,12 @@ fn linear_blocks_on(
     (m, n, k): (usize, usize, usize),
     activations: Activations,
     int8_isa: Int8Isa,
+    after: After,
 ) -> Result<Vec<f32>> {
     let weight = BlockWeight::new(parts, n, k)?;
     assert!(x.len() >= m * k && b.is_none_or(|b| b.len() >= n));
     if m > DECODE_ROWS {
-        return Ok(linear_widened(x, b, m, n, k, |j0, wide| {
+        return Ok(linear_widened(x, b, (m, n, k), after, |j0, wide| {
             let mut at = 0;
             for run in weight.runs(j0, wide.len() / k) {
                 let dst = &mut wide[at..at + run.rows * k];
@@ -109,7 +124,8 @@ fn linear_blocks_on(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (activations, int8_isa);
     let x_rows: Vec<&[f32]> = (0..m).map(|i| &x[i * k..(i + 1) * k]).collect();
-    Ok(matvec_chunks(m, b, n, |j0, ys| {
+    after.check(m, n);
+    let mut y = matvec_chunks(m, b, n, |j0, ys| {
         let mut done = 0;
         for run in weight.runs(j0, ys.len() / m) {
             let out = &mut ys[done * m..(done + run.rows) * m];
@@ -124,7 +140,9 @@ fn linear_blocks_on(
             let bytes = run.row_major(k);
             kernel.dots(run.ty, &x_rows, &bytes, out);
         }
-    }))
+    });
+    after.rows(&mut y, n);
+    Ok(y)
 }
 
 /// A block weight in the layout this CPU's products read: Q4_0/Q8_0 runs interleaved
@@ -411,6 +429,8 @@ mod tests {
                 (11, 7, 2),
                 (2, 75, 2),
                 (1, 300, 2),
+                // Many rows over two column tasks: each widens its own 8-row groups.
+                (11, 300, 2),
             ] {
                 let k = block * blocks_per_row;
                 let bytes = random_blocks(ty, n * blocks_per_row, rng.next_u64());
@@ -443,6 +463,24 @@ mod tests {
                     }
                     let exact = linear_blocks(&x, &parts, Some(&bias), (m, n, k), Activations::F32)
                         .unwrap();
+                    // What follows the product, fused or as a pass: each value as the pass
+                    // computes it from the same product.
+                    let residual = rng.vec(m * n, 1.0);
+                    let gamma = rng.vec(n, 1.0);
+                    for after in [
+                        After::Gelu,
+                        After::Residual {
+                            residual: &residual,
+                            gamma: Some(&gamma),
+                        },
+                    ] {
+                        let mut want_after = exact.clone();
+                        after.rows(&mut want_after, n);
+                        let dims = (m, n, k);
+                        let act = Activations::F32;
+                        let got = linear_blocks_then(&x, &parts, Some(&bias), dims, act, after);
+                        assert_eq!(got.unwrap(), want_after, "{ty} {m}×{n}×{k} then");
+                    }
                     for (i, (g, r)) in exact.iter().zip(&want).enumerate() {
                         assert!(
                             (g - r).abs() <= tol,
@@ -451,9 +489,16 @@ mod tests {
                     }
                     for isa in int8_isas() {
                         let dims = (m, n, k);
-                        let int8 =
-                            linear_blocks_on(&x, &parts, Some(&bias), dims, Activations::Int8, isa)
-                                .unwrap();
+                        let int8 = linear_blocks_on(
+                            &x,
+                            &parts,
+                            Some(&bias),
+                            dims,
+                            Activations::Int8,
+                            isa,
+                            After::Nothing,
+                        )
+                        .unwrap();
                         let x_seen = match m <= DECODE_ROWS && isa.is_some() && keeps(ty) {
                             true => int8_view(&x[..m * k]),
                             false => x.clone(),
@@ -564,10 +609,13 @@ mod tests {
                 .chain([(Activations::F32, None)])
             {
                 let dims = (DECODE_ROWS, n, k);
-                let all = linear_blocks_on(&x, &parts, None, dims, act, isa).unwrap();
+                let all =
+                    linear_blocks_on(&x, &parts, None, dims, act, isa, After::Nothing).unwrap();
                 for i in 0..DECODE_ROWS {
                     let xi = &x[i * k..(i + 1) * k];
-                    let alone = linear_blocks_on(xi, &parts, None, (1, n, k), act, isa).unwrap();
+                    let alone =
+                        linear_blocks_on(xi, &parts, None, (1, n, k), act, isa, After::Nothing)
+                            .unwrap();
                     assert_eq!(
                         all[i * n..(i + 1) * n],
                         alone[..],

@@ -209,16 +209,49 @@ pub(crate) unsafe fn linear(
     dims: (usize, usize, usize),
     after: After,
 ) -> Vec<f32> {
+    let w = Weight::InPlace(SharedRhs(w));
     match isa {
         Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims, after),
         Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims, after),
     }
 }
 
+/// [`linear`] for a weight held in a format the kernels do not pack (ggml blocks): each task
+/// widens its own columns of W into f32 — `widen(j0, dst)` writes W's rows j0.. (dst.len() / k
+/// of them; j0 and the count are whole groups of 8 rows, or reach n) — and multiplies them as
+/// [`linear`] does. The widening runs on every thread, no f32 copy of all of W exists, and Y
+/// is written once, `after` fused.
+///
+/// # Safety
+/// As [`linear`], with `widen` writing every value of dst.
+pub(crate) unsafe fn linear_widened(
+    isa: Simd,
+    x: &[f32],
+    widen: &(dyn Fn(usize, &mut [f32]) + Sync),
+    b: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    after: After,
+) -> Vec<f32> {
+    let w = Weight::Widened(widen);
+    match isa {
+        Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims, after),
+        Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims, after),
+    }
+}
+
+/// Where [`linear_on`]'s tasks read W.
+#[derive(Clone, Copy)]
+enum Weight<'a> {
+    /// In place, through its strides (f32 or 16-bit floats).
+    InPlace(SharedRhs),
+    /// Widened by each task into f32, its own columns only ([`linear_widened`]).
+    Widened(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
 /// [`linear`] on kernel K.
 unsafe fn linear_on<K: Kernel>(
     x: &[f32],
-    w: Rhs,
+    w: Weight,
     b: Option<&[f32]>,
     (m, n, k): (usize, usize, usize),
     after: After,
@@ -229,11 +262,24 @@ unsafe fn linear_on<K: Kernel>(
     let mut y = Vec::<f32>::with_capacity(m * n);
     let tasks = Tasks::even((m, n), NC, K::NR, K::MR);
     let out = OutPtr(y.as_mut_ptr());
-    let rhs = SharedRhs(w);
     tasks.run(move |task| {
-        let (out, rhs) = (out, rhs);
+        let (out, w) = (out, w);
         let (j0, i0, cols) = tasks.at(task, n);
         let rows = tasks.rows_per_task.min(m - i0);
+        let mut wide = Vec::new();
+        let rhs = match w {
+            // SAFETY: columns j0.. of W are within it (the caller's sizes).
+            Weight::InPlace(rhs) => unsafe { rhs.0.offset_cols(j0) },
+            Weight::Widened(widen) => {
+                wide.resize(cols * k, 0.0);
+                widen(j0, &mut wide);
+                Rhs::F32(Strided {
+                    ptr: wide.as_ptr(),
+                    col: k,
+                    row: 1,
+                })
+            }
+        };
         let finish = |i: usize, j: usize, stretch: &mut [f32]| {
             let (i, j) = (i0 + i, j0 + j);
             if let Some(b) = b {
@@ -244,7 +290,8 @@ unsafe fn linear_on<K: Kernel>(
             after.stretch(i, j, n, stretch);
         };
         // SAFETY: the task reads rows i0.. of X and columns j0.. of W (in bounds by the
-        // caller's sizes) and writes only Y's rows i0..i0+rows × columns j0..j0+cols.
+        // caller's sizes, or its own widened copy of them) and writes only Y's rows
+        // i0..i0+rows × columns j0..j0+cols.
         unsafe {
             product_on::<K>(
                 (rows, cols, k),
@@ -255,7 +302,7 @@ unsafe fn linear_on<K: Kernel>(
                     col: 1,
                     row: k,
                 },
-                Operand::InPlace(rhs.0.offset_cols(j0)),
+                Operand::InPlace(rhs),
                 1.0,
                 Some(&finish),
             )

@@ -173,17 +173,16 @@ pub fn linear_half(
         let w = Rhs::Half(kind, weight_rows(w, k));
         return unsafe { super::gemm::linear(isa, x, w, b, (m, n, k), after) };
     }
-    let mut y = if m <= DECODE_ROWS {
-        matvec_rows(x, m, b, n, k, |j, out| {
-            dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
-        })
-    } else {
-        linear_widened(x, b, m, n, k, |j0, wide| {
+    if m > DECODE_ROWS {
+        return linear_widened(x, b, (m, n, k), after, |j0, wide| {
             for (d, &v) in wide.iter_mut().zip(&w[j0 * k..]) {
                 *d = kind.widen(v);
             }
-        })
-    };
+        });
+    }
+    let mut y = matvec_rows(x, m, b, n, k, |j, out| {
+        dots_half(kind, x, k, &w[j * k..(j + 1) * k], out)
+    });
     after.rows(&mut y, n);
     y
 }
@@ -243,18 +242,26 @@ pub const AMX_MISSING: &str = "--cpu-products bf16 multiplies on AMX tiles, whic
 OS lacks (it needs AMX-BF16: Intel Xeon since Sapphire Rapids, and Linux 5.16 or later); use \
 --cpu-products f32";
 
-/// Y = X·Wᵀ + b for many rows of X with W held in another format: `widen(j0, wide)` writes W's
-/// rows j0.. as f32 into `wide` (a whole number of rows), a block of rows at a time, each block
-/// multiplied through `gemm`, so the f32 copy never exceeds one block. Blocks hold whole
-/// groups of 8 rows (the CPU's interleaved block layout, `BlockRows::interleave`).
+/// after(X·Wᵀ + b) for many rows of X with W held in another format: `widen(j0, wide)` writes
+/// W's rows j0.. as f32 into `wide` (a whole number of rows, in whole groups of 8 — the CPU's
+/// interleaved block layout, `BlockRows::interleave` — or reaching n). Where our GEMM runs
+/// (`super::gemm::linear_widened`) each parallel task widens its own columns; elsewhere a
+/// block of rows at a time is widened and multiplied through `gemm`. Either way the f32 copy
+/// never holds all of W.
 pub(crate) fn linear_widened(
     x: &[f32],
     b: Option<&[f32]>,
-    m: usize,
-    n: usize,
-    k: usize,
-    widen: impl Fn(usize, &mut [f32]),
+    (m, n, k): (usize, usize, usize),
+    after: After,
+    widen: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
+    after.check(m, n);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = super::Simd::detect() {
+        // SAFETY: the CPU runs `isa` (detected); the callers checked x (m×k) and b (n), W's
+        // rows come from `widen`, which writes every value; after fits m×n (checked).
+        return unsafe { super::gemm::linear_widened(isa, x, &widen, b, (m, n, k), after) };
+    }
     let mut y = vec![0.0f32; m * n];
     let block = (WIDEN_BYTES / (4 * k.max(1)))
         .next_multiple_of(crate::tensor::INTERLEAVE_ROWS)
@@ -275,6 +282,7 @@ pub(crate) fn linear_widened(
             dst[j0..j0 + rows].copy_from_slice(src);
         }
     }
+    after.rows(&mut y, n);
     y
 }
 

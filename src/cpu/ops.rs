@@ -11,7 +11,7 @@ use crate::ops::{AttnGeometry, Axis, Norm, Ops, TopKOrder};
 use crate::tensor::{BlockRows, Half, Tensor};
 use crate::timing::StageClock;
 #[cfg(not(target_arch = "wasm32"))]
-use cpu::blocks::{for_products, linear_blocks, table_row};
+use cpu::blocks::{for_products, linear_blocks_then, table_row};
 use cpu::elementwise::After;
 use cpu::linear::{linear_half, linear_then, Bf16Weight};
 
@@ -28,12 +28,13 @@ fn keeps_blocks(_: &[BlockRows]) -> bool {
     false
 }
 #[cfg(target_arch = "wasm32")]
-fn linear_blocks(
+fn linear_blocks_then(
     _: &[f32],
     _: &[BlockRows],
     _: Option<&[f32]>,
     _: (usize, usize, usize),
     _: Activations,
+    _: After,
 ) -> Result<Vec<f32>> {
     Err(Error::input(
         "block-quantized weights are not part of the browser build",
@@ -104,7 +105,9 @@ impl CpuOps {
                 return Tensor::new(vec![m, n], y);
             }
             (None, None, Some(parts)) => {
-                linear_blocks(x.data(), parts, bias, dims, self.block_activations)?
+                let act = self.block_activations;
+                let y = linear_blocks_then(x.data(), parts, bias, dims, act, after)?;
+                return Tensor::new(vec![m, n], y);
             }
             (None, None, None) => {
                 let y = linear_then(x.data(), w.data(), bias, dims, after);
