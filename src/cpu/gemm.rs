@@ -209,11 +209,7 @@ pub(crate) unsafe fn linear(
     dims: (usize, usize, usize),
     after: After,
 ) -> Vec<f32> {
-    let w = Weight::InPlace(SharedRhs(w));
-    match isa {
-        Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims, after),
-        Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims, after),
-    }
+    linear_for(isa, x, Weight::InPlace(SharedRhs(w)), b, dims, after)
 }
 
 /// [`linear`] for a weight held in a format the kernels do not pack (ggml blocks): each task
@@ -232,7 +228,18 @@ pub(crate) unsafe fn linear_widened(
     dims: (usize, usize, usize),
     after: After,
 ) -> Vec<f32> {
-    let w = Weight::Widened(widen);
+    linear_for(isa, x, Weight::Widened(widen), b, dims, after)
+}
+
+/// [`linear_on`] on `isa`'s kernel.
+unsafe fn linear_for(
+    isa: Simd,
+    x: &[f32],
+    w: Weight,
+    b: Option<&[f32]>,
+    dims: (usize, usize, usize),
+    after: After,
+) -> Vec<f32> {
     match isa {
         Simd::Avx512 => linear_on::<Avx512>(x, w, b, dims, after),
         Simd::Avx2 => linear_on::<super::gemm_avx2::Avx2>(x, w, b, dims, after),
