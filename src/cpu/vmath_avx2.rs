@@ -27,17 +27,7 @@ pub unsafe fn exp(x: __m256) -> __m256 {
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
     ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    let mut p = _mm256_set1_ps(EXP_POLY[0]);
-    for c in &EXP_POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
-    }
-    let y = _mm256_fmadd_ps(
-        _mm256_mul_ps(p, r),
-        r,
-        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-    );
+    let y = exp_reduced(x, n);
     // n ∈ [−150, 129]: each half within the normal exponents (−126..127).
     let n = _mm256_cvtps_epi32(n);
     let half = _mm256_srai_epi32::<1>(n);
@@ -51,6 +41,50 @@ pub unsafe fn exp(x: __m256) -> __m256 {
         _mm256_mul_ps(y, pow2(half)),
         pow2(_mm256_sub_epi32(n, half)),
     )
+}
+
+/// e^(x − n·ln 2) for the integer-valued n nearest x·log₂e: ln 2 subtracted in two parts, then
+/// `super::vmath::EXP_POLY` (|x − n·ln 2| ≤ ln 2/2).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp_reduced(x: __m256, n: __m256) -> __m256 {
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
+    }
+    _mm256_fmadd_ps(
+        _mm256_mul_ps(p, r),
+        r,
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    )
+}
+
+/// Below this e^x is subnormal in f32 even for the polynomial's largest factor, so
+/// [`exp_nonpositive`] gives 0 there (< 8.4·10⁻³⁹).
+const EXP_NONPOSITIVE_MIN: f32 = -87.68;
+
+/// e^x for x ≤ 88 — the softmax's x − max, where x ≤ 0 — with a shorter dependent chain than
+/// [`exp`]: n = round(x·log₂e) from one multiply-add onto 1.5·2²³ + 127, whose low bits then
+/// hold n + 127 (2ⁿ is those bits shifted into the exponent, one factor), and no clamp above.
+/// On Zen 3 the chain's length, not the pipes, bounds `exp` (the scheduler holds too few
+/// chains to cover it): this one runs 1.45× as fast in a softmax. The same values as [`exp`]
+/// (within 1 ulp of e^x) for x ≥ −87.68, and 0 below, where [`exp`] gives subnormals under
+/// 8.4·10⁻³⁹ (invisible beside the row's largest term, 1); NaN stays NaN, −∞ gives 0.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp_nonpositive(x: __m256) -> __m256 {
+    let min = _mm256_set1_ps(EXP_NONPOSITIVE_MIN);
+    // `max(c, x)` returns x when x is NaN.
+    let clamped = _mm256_max_ps(min, x);
+    let magic = _mm256_set1_ps(12_582_912.0 + 127.0);
+    let shifted = _mm256_fmadd_ps(clamped, _mm256_set1_ps(std::f32::consts::LOG2_E), magic);
+    let y = exp_reduced(clamped, _mm256_sub_ps(shifted, magic));
+    let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(shifted)));
+    // Not-less-than is true for NaN, so NaN lanes keep their NaN.
+    let kept = _mm256_cmp_ps::<_CMP_NLT_UQ>(x, min);
+    _mm256_and_ps(_mm256_mul_ps(y, pow2), kept)
 }
 
 /// The first `n` ≤ 8 values at p, the other lanes `fill`.
@@ -162,7 +196,7 @@ pub unsafe fn softmax_in_place(p: &mut [f32]) {
 }
 
 /// p ← exp(scale·p − max_j scale·p_j), returning 1 / Σ of them, as
-/// `super::vmath::exp_shifted_avx512`.
+/// `super::vmath::exp_shifted_avx512` (terms under 8.4·10⁻³⁹ give 0: [`exp_nonpositive`]).
 ///
 /// # Safety
 /// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
@@ -184,15 +218,15 @@ pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
     let pairs = n - n % 16;
     for i in (0..pairs).step_by(16) {
         let at = p.as_mut_ptr().add(i);
-        let e = exp(_mm256_fmsub_ps(_mm256_loadu_ps(at), sc, max));
-        let e2 = exp(_mm256_fmsub_ps(_mm256_loadu_ps(at.add(8)), sc, max));
+        let e = exp_nonpositive(_mm256_fmsub_ps(_mm256_loadu_ps(at), sc, max));
+        let e2 = exp_nonpositive(_mm256_fmsub_ps(_mm256_loadu_ps(at.add(8)), sc, max));
         _mm256_storeu_ps(at, e);
         _mm256_storeu_ps(at.add(8), e2);
         sum = _mm256_add_ps(sum, e);
         sum2 = _mm256_add_ps(sum2, e2);
     }
     for i in (pairs..main).step_by(8) {
-        let e = exp(_mm256_fmsub_ps(_mm256_loadu_ps(p.as_ptr().add(i)), sc, max));
+        let e = exp_nonpositive(_mm256_fmsub_ps(_mm256_loadu_ps(p.as_ptr().add(i)), sc, max));
         _mm256_storeu_ps(p.as_mut_ptr().add(i), e);
         sum = _mm256_add_ps(sum, e);
     }
@@ -201,7 +235,7 @@ pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
         // −∞ past the end: e^(−∞ − max) is 0, so those lanes add nothing (unless max is −∞
         // too, when every value is NaN already).
         let v = load_partial(p.as_ptr().add(main), n - main, f32::NEG_INFINITY);
-        let e = exp(_mm256_fmsub_ps(v, sc, max));
+        let e = exp_nonpositive(_mm256_fmsub_ps(v, sc, max));
         store_partial(p.as_mut_ptr().add(main), n - main, e);
         sum = _mm256_add_ps(sum, e);
     }
@@ -216,4 +250,14 @@ pub unsafe fn exp_shifted(p: &mut [f32], scale: f32) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_lanes(x: &[f32], out: &mut [f32]) {
     lanes(x, out, |v| exp(v))
+}
+
+/// e^x of every value through [`exp_nonpositive`] (the tests' view of it).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA (`super::Simd::Avx2`).
+#[cfg(test)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_nonpositive_lanes(x: &[f32], out: &mut [f32]) {
+    lanes(x, out, |v| exp_nonpositive(v))
 }
