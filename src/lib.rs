@@ -1,6 +1,10 @@
 //! `linvt` — the Linear Video Tokenizer (LinVT, arXiv 2412.05185) on portable GPUs through wgpu,
 //! with a plain-Rust CPU reference path that computes the same thing.
 
+// Proving the GPU context `Send` walks wgpu's nested types past the default depth of 128:
+// nightly Rust (1.101) warns that this will become a hard error.
+#![recursion_limit = "256"]
+
 // Native-only: its timing loop blocks on the GPU (pollster) and uses `std::time::Instant`.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
