@@ -63,7 +63,7 @@ unsafe fn exp_reduced(x: __m256, n: __m256) -> __m256 {
 
 /// Below this e^x is subnormal in f32 even for the polynomial's largest factor, so
 /// [`exp_nonpositive`] gives 0 there (< 8.4·10⁻³⁹).
-const EXP_NONPOSITIVE_MIN: f32 = -87.68;
+pub(crate) const EXP_NONPOSITIVE_MIN: f32 = -87.68;
 
 /// e^x for x ≤ 88 — the softmax's x − max and GELU's erfc exponent, both ≤ 0 — with a
 /// shorter dependent chain than [`exp`]: n = round(x·log₂e) from one multiply-add onto
